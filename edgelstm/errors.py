@@ -1,0 +1,28 @@
+"""One exception tree for the whole package (librosa style).
+
+Every error edgelstm raises on purpose derives from ``EdgeLSTMError`` so callers can catch one type.
+"""
+
+
+class EdgeLSTMError(Exception):
+    """Base class of every edgelstm error."""
+
+
+class ModelError(EdgeLSTMError, ValueError):
+    """The model description is inconsistent (shapes, kinds, wiring, quantization parameters)."""
+
+
+class InputError(EdgeLSTMError, ValueError):
+    """Bad data passed to run/step: wrong shape, dtype, NaN/inf, empty, bad lengths or state."""
+
+
+class ArtifactError(EdgeLSTMError, ValueError):
+    """A model file is wrong, truncated, corrupt or from an unsupported format version."""
+
+
+class ImportModelError(EdgeLSTMError, ValueError):
+    """A framework model (PyTorch, ONNX, ...) cannot be converted."""
+
+
+class StreamingError(EdgeLSTMError, RuntimeError):
+    """The model cannot be run step by step (e.g. it has a bidirectional layer)."""

@@ -1,0 +1,141 @@
+"""Float32 cell steps: the accuracy reference of the runtime (PyTorch/ONNX equations, canonical gate order).
+
+Same driving convention as ``cells_int8``: flat float32 weight blob ``wf`` + int32 ``prog`` records with
+offsets; state and scratch are float32 views of the caller's work buffer.  No allocation, no validation.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from ..config import NJIT_OPTS
+from .cells_int8 import ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP, FLAG_PROJ, \
+    FLAG_RELU, FLAG_RESET_AFTER
+
+# direction records (float)
+FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
+FL_LEN = 8
+FD_W, FD_B, FD_ACT = 0, 1, 2
+FD_LEN = 3
+
+
+@njit(**NJIT_OPTS)
+def _sigmoid(v):
+    return np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-v)))
+
+
+@njit(**NJIT_OPTS)
+def _matvec_f32(wf, w_off, rows, cols, v, v_off, bias, b_off, out, o_off):
+    """out[r] = bias[b_off + r] + sum_c W[r, c] v[c]   (b_off < 0: no bias)."""
+    for r in range(rows):
+        s = np.float32(0.0)
+        base = w_off + r * cols
+        for c in range(cols):
+            s += wf[base + c] * v[v_off + c]
+        if b_off >= 0:
+            s += bias[b_off + r]
+        out[o_off + r] = s
+
+
+@njit(**NJIT_OPTS)
+def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_rec, out, o_off, gates,
+                  tmp):
+    """state[s_off : s_off+R] = h, state[s_off+R : s_off+R+H] = c. Gates i, f, g, o."""
+    H = hidden
+    h_off = s_off
+    c_off = s_off + n_rec
+    _matvec_f32(wf, prog[rec + FL_WX], 4 * H, n_in, x, x_off, wf, prog[rec + FL_B], gates, 0)
+    _matvec_f32(wf, prog[rec + FL_WH], 4 * H, n_rec, state, h_off, wf, -1, tmp, 0)
+    for r in range(4 * H):
+        gates[r] += tmp[r]
+    peep = prog[rec + FL_PEEP]
+    if flags & FLAG_PEEP:
+        for r in range(H):
+            gates[r] += wf[peep + r] * state[c_off + r]
+            gates[H + r] += wf[peep + H + r] * state[c_off + r]
+    for r in range(H):
+        i = _sigmoid(gates[r])
+        f = _sigmoid(gates[H + r])
+        g = np.float32(math.tanh(gates[2 * H + r]))
+        state[c_off + r] = f * state[c_off + r] + i * g
+    for r in range(H):
+        o_pre = gates[3 * H + r]
+        if flags & FLAG_PEEP:
+            o_pre += wf[peep + 2 * H + r] * state[c_off + r]
+        tmp[r] = _sigmoid(o_pre) * np.float32(math.tanh(state[c_off + r]))
+    if flags & FLAG_PROJ:
+        _matvec_f32(wf, prog[rec + FL_PROJ], n_rec, H, tmp, 0, wf, prog[rec + FL_BPROJ], state, h_off)
+    else:
+        for r in range(H):
+            state[h_off + r] = tmp[r]
+    for r in range(n_rec):
+        out[o_off + r] = state[h_off + r]
+
+
+@njit(**NJIT_OPTS)
+def gru_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, tmp):
+    """Gates r, z, n; b_x at FL_B, b_h at FL_B2. tmp holds the recurrent pre-activations (3H)."""
+    H = hidden
+    _matvec_f32(wf, prog[rec + FL_WX], 3 * H, n_in, x, x_off, wf, prog[rec + FL_B], gates, 0)
+    if flags & FLAG_RESET_AFTER:
+        _matvec_f32(wf, prog[rec + FL_WH], 3 * H, H, state, s_off, wf, prog[rec + FL_B2], tmp, 0)
+        for r in range(H):
+            rg = _sigmoid(gates[r] + tmp[r])
+            gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
+            gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + rg * tmp[2 * H + r]))
+    else:
+        _matvec_f32(wf, prog[rec + FL_WH], 2 * H, H, state, s_off, wf, prog[rec + FL_B2], tmp, 0)
+        for r in range(H):
+            gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
+            tmp[2 * H + r] = _sigmoid(gates[r] + tmp[r]) * state[s_off + r]
+        _matvec_f32(wf, prog[rec + FL_WH] + 2 * H * H, H, H, tmp, 2 * H, wf, prog[rec + FL_B2] + 2 * H,
+                    tmp, 0)
+        for r in range(H):
+            gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + tmp[r]))
+    for r in range(H):
+        z = gates[H + r]
+        h = (np.float32(1.0) - z) * gates[2 * H + r] + z * state[s_off + r]
+        state[s_off + r] = h
+        out[o_off + r] = h
+
+
+@njit(**NJIT_OPTS)
+def rnn_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, tmp):
+    H = hidden
+    _matvec_f32(wf, prog[rec + FL_WX], H, n_in, x, x_off, wf, prog[rec + FL_B], gates, 0)
+    _matvec_f32(wf, prog[rec + FL_WH], H, H, state, s_off, wf, -1, tmp, 0)
+    for r in range(H):
+        a = gates[r] + tmp[r]
+        if flags & FLAG_RELU:
+            h = max(a, np.float32(0.0))
+        else:
+            h = np.float32(math.tanh(a))
+        state[s_off + r] = h
+        out[o_off + r] = h
+
+
+@njit(**NJIT_OPTS)
+def dense_step_f32(prog, rec, wf, x, x_off, n_in, n_out, out, o_off):
+    _matvec_f32(wf, prog[rec + FD_W], n_out, n_in, x, x_off, wf, prog[rec + FD_B], out, o_off)
+    act = prog[rec + FD_ACT]
+    if act == ACT_SIGMOID:
+        for r in range(n_out):
+            out[o_off + r] = _sigmoid(out[o_off + r])
+    elif act == ACT_TANH:
+        for r in range(n_out):
+            out[o_off + r] = np.float32(math.tanh(out[o_off + r]))
+    elif act == ACT_RELU:
+        for r in range(n_out):
+            out[o_off + r] = max(out[o_off + r], np.float32(0.0))
+    elif act == ACT_SOFTMAX:
+        m = out[o_off]
+        for r in range(n_out):
+            m = max(m, out[o_off + r])
+        total = np.float32(0.0)
+        for r in range(n_out):
+            e = np.float32(math.exp(out[o_off + r] - m))
+            out[o_off + r] = e
+            total += e
+        for r in range(n_out):
+            out[o_off + r] = out[o_off + r] / total
+    # ACT_NONE: nothing

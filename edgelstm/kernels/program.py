@@ -1,0 +1,177 @@
+"""One jitted call runs a whole layer stack over (B, T) frames: a tiny interpreter over ``prog`` records.
+
+Why one call: Numba dispatch costs ~340 ns plus ~65 ns per array argument here, so a streaming step passes
+exactly five arrays (x, y, prog, weights, work) whatever the depth of the model.
+
+``prog`` global header (int32):
+  [0] layers  [1] input size F  [2] output size O  [3] max feature width W
+  [4] input zero point  [5] output zero point  [6] input scale (float32 bits)  [7] output scale (bits)
+  [16 + k] prog offset of layer k's record (see cells_int8 L_* indices)
+``work`` (uint8 bytes) starts with an int32 header:
+  [0] lengths offset (bytes)  [1] state offset  [2] state elements per sequence  [3] seq-buffer offset
+  [4] elements per seq buffer (T * W)  [5] gates offset  [6] acc offset  [7] aux offset
+  [8] scratch elements (max gate rows)
+Element type of state/seq/gates/aux is int16 for the int8 program, float32 for the float program.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from ..config import NJIT_OPTS
+from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
+from .cells_int8 import (GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN,
+                         L_KIND, L_NDIR, L_OUT, LS_STATE, RN_STATE, dense_step_int8, gru_step_int8,
+                         lstm_step_int8, rnn_step_int8)
+
+G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
+W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC, W_AUX, W_SCRATCH_N = 0, 1, 2, 3, 4, 5, 6, 7, 8
+WORK_HEADER_BYTES = 64
+
+
+@njit(**NJIT_OPTS)
+def _quantize_input(v, scale, zp):
+    """TFLite AffineQuantize: round-half-away(v / scale) + zp, saturated to int8."""
+    q = v / scale
+    r = math.floor(abs(q) + 0.5)
+    if q < 0:
+        r = -r
+    r += zp
+    if r > 127.0:
+        r = 127.0
+    if r < -128.0:
+        r = -128.0
+    return np.int16(r)
+
+
+@njit(**NJIT_OPTS)
+def forward_int8(x, y, prog, wq, work):
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place."""
+    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    B = x.shape[0]
+    T = x.shape[1]
+    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    n_state = hdr[W_STATE_N]
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * n_state * B].view(np.int16)
+    n_seq = hdr[W_SEQ_N]
+    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
+    n_scr = hdr[W_SCRATCH_N]
+    gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * n_scr].view(np.int16)
+    acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.int32)
+    aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * n_scr].view(np.int16)
+    F = prog[G_IN]
+    O = prog[G_OUT]
+    in_zp = prog[G_IN_ZP]
+    out_zp = prog[G_OUT_ZP]
+    in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
+    out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
+    n_layers = prog[G_LAYERS]
+    for b in range(B):
+        n = lengths[b]
+        s_base = b * n_state
+        for t in range(n):
+            for f in range(F):
+                seq[t * F + f] = _quantize_input(x[b, t, f], in_scale, in_zp)
+        src = 0
+        dst = n_seq
+        width = F
+        for k in range(n_layers):
+            lo = prog[G_LAYER0 + k]
+            kind = prog[lo + L_KIND]
+            n_in = prog[lo + L_IN]
+            hid = prog[lo + L_HID]
+            n_out = prog[lo + L_OUT]
+            n_dir = prog[lo + L_NDIR]
+            flags = prog[lo + L_FLAGS]
+            dir_len = prog[lo + L_DIRLEN]
+            out_w = n_out * n_dir
+            for d in range(n_dir):
+                rec = lo + L_HDR + d * dir_len
+                for i in range(n):
+                    t = i if d == 0 else n - 1 - i
+                    xo = src + t * width
+                    oo = dst + t * out_w + d * n_out
+                    if kind == KIND_LSTM:
+                        so = s_base + prog[rec + LS_STATE]
+                        lstm_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, n_out, seq, oo,
+                                       gates, acc, aux)
+                    elif kind == KIND_GRU:
+                        so = s_base + prog[rec + GR_STATE]
+                        gru_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, seq, oo, gates,
+                                      acc, aux)
+                    elif kind == KIND_DENSE:
+                        dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
+                    else:
+                        so = s_base + prog[rec + RN_STATE]
+                        rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, seq, oo, gates,
+                                      acc)
+            src, dst = dst, src
+            width = out_w
+        for t in range(n):
+            for o in range(O):
+                y[b, t, o] = np.float32(np.int32(seq[src + t * O + o]) - out_zp) * out_scale
+        for t in range(n, T):
+            for o in range(O):
+                y[b, t, o] = 0.0
+
+
+@njit(**NJIT_OPTS)
+def forward_f32(x, y, prog, wf, work):
+    """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization)."""
+    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    B = x.shape[0]
+    T = x.shape[1]
+    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    n_state = hdr[W_STATE_N]
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * n_state * B].view(np.float32)
+    n_seq = hdr[W_SEQ_N]
+    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
+    n_scr = hdr[W_SCRATCH_N]
+    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
+    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
+    F = prog[G_IN]
+    O = prog[G_OUT]
+    n_layers = prog[G_LAYERS]
+    for b in range(B):
+        n = lengths[b]
+        s_base = b * n_state
+        for t in range(n):
+            for f in range(F):
+                seq[t * F + f] = x[b, t, f]
+        src = 0
+        dst = n_seq
+        width = F
+        for k in range(n_layers):
+            lo = prog[G_LAYER0 + k]
+            kind = prog[lo + L_KIND]
+            n_in = prog[lo + L_IN]
+            hid = prog[lo + L_HID]
+            n_out = prog[lo + L_OUT]
+            n_dir = prog[lo + L_NDIR]
+            flags = prog[lo + L_FLAGS]
+            dir_len = prog[lo + L_DIRLEN]
+            out_w = n_out * n_dir
+            for d in range(n_dir):
+                rec = lo + L_HDR + d * dir_len
+                so = s_base + prog[rec + FL_STATE] if kind != KIND_DENSE else 0
+                for i in range(n):
+                    t = i if d == 0 else n - 1 - i
+                    xo = src + t * width
+                    oo = dst + t * out_w + d * n_out
+                    if kind == KIND_LSTM:
+                        lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo,
+                                      gates, tmp)
+                    elif kind == KIND_GRU:
+                        gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+                    elif kind == KIND_DENSE:
+                        dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+                    else:
+                        rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+            src, dst = dst, src
+            width = out_w
+        for t in range(n):
+            for o in range(O):
+                y[b, t, o] = seq[src + t * O + o]
+        for t in range(n, T):
+            for o in range(O):
+                y[b, t, o] = 0.0

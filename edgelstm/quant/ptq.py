@@ -1,0 +1,305 @@
+"""Post-training quantization: observe a float model on calibration data, choose int8 parameters, and
+measure how far the int8 model lands from the float one (the fidelity report)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._progress import Progress
+from ..errors import InputError, ModelError
+from ..model import ModelSpec
+from .params import CELL_EXP_RANGE, QuantParams
+
+# Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
+# integrator, so streams longer than the calibration clips reach further.
+CELL_HEADROOM = 2.0
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+class _Observer:
+    """Running min / max of one tensor."""
+
+    def __init__(self):
+        self.lo, self.hi = math.inf, -math.inf
+
+    def update(self, a):
+        if a.size:
+            self.lo = min(self.lo, float(a.min()))
+            self.hi = max(self.hi, float(a.max()))
+
+    @property
+    def absmax(self):
+        return max(abs(self.lo), abs(self.hi), 0.0) if self.hi >= self.lo else 0.0
+
+
+def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress):
+    """Float64 numpy forward of the whole stack over X (B, T, F), recording the ranges that quantization
+    needs. Returns per-layer dicts of observers."""
+    obs = [{"out": _Observer()} for _ in spec.layers]
+    inp = _Observer()
+    inp.update(X)
+    h_seq = X.astype(np.float64)
+    B, T, _ = X.shape
+    for k, layer in enumerate(spec.layers):
+        o = obs[k]
+        if layer.kind == "dense":
+            w = layer.directions[0]
+            pre = h_seq @ w["w"].T.astype(np.float64) + w["b"]
+            o["pre"] = _Observer()
+            o["pre"].update(pre)
+            act = layer.activation
+            if act == "sigmoid":
+                h_seq = _sigmoid(pre)
+            elif act == "tanh":
+                h_seq = np.tanh(pre)
+            elif act == "relu":
+                h_seq = np.maximum(pre, 0)
+            elif act == "softmax":
+                e = np.exp(pre - pre.max(axis=-1, keepdims=True))
+                h_seq = e / e.sum(axis=-1, keepdims=True)
+            else:
+                h_seq = pre
+            o["out"].update(h_seq)
+            progress.advance(T)
+            continue
+        outs = []
+        for d, w in enumerate(layer.directions):
+            w = {n: a.astype(np.float64) for n, a in w.items()}
+            H = layer.hidden_size
+            od = {"cell": _Observer(), "hidden": _Observer(), "pre": _Observer()}
+            o.setdefault("dirs", []).append(od)
+            R = layer.recurrent_size
+            h = np.zeros((B, R))
+            c = np.zeros((B, H))
+            ys = np.zeros((B, T, R))
+            steps = range(T) if d == 0 else range(T - 1, -1, -1)
+            for t in steps:
+                x = h_seq[:, t]
+                if layer.kind == "lstm":
+                    g = x @ w["w_x"].T + h @ w["w_h"].T + w["b"]
+                    gi, gf, gg, go = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+                    if layer.peephole:
+                        gi = gi + w["w_peep"][0] * c
+                        gf = gf + w["w_peep"][1] * c
+                    c = _sigmoid(gf) * c + _sigmoid(gi) * np.tanh(gg)
+                    if layer.peephole:
+                        go = go + w["w_peep"][2] * c
+                    hid = _sigmoid(go) * np.tanh(c)
+                    od["cell"].update(c)
+                    od["hidden"].update(hid)
+                    h = hid @ w["w_proj"].T + w["b_proj"] if layer.proj_size else hid
+                elif layer.kind == "gru":
+                    gx = x @ w["w_x"].T + w["b_x"]
+                    r = _sigmoid(gx[:, :H] + h @ w["w_h"][:H].T + w["b_h"][:H])
+                    z = _sigmoid(gx[:, H:2 * H] + h @ w["w_h"][H:2 * H].T + w["b_h"][H:2 * H])
+                    if layer.reset_after:
+                        n = np.tanh(gx[:, 2 * H:] + r * (h @ w["w_h"][2 * H:].T + w["b_h"][2 * H:]))
+                    else:
+                        n = np.tanh(gx[:, 2 * H:] + (r * h) @ w["w_h"][2 * H:].T + w["b_h"][2 * H:])
+                    h = (1 - z) * n + z * h
+                else:
+                    pre = x @ w["w_x"].T + h @ w["w_h"].T + w["b"]
+                    od["pre"].update(pre)
+                    h = np.maximum(pre, 0) if layer.nonlinearity == "relu" else np.tanh(pre)
+                ys[:, t] = h
+            outs.append(ys)
+            progress.advance(T)
+        h_seq = np.concatenate(outs, axis=-1)
+        o["out"].update(h_seq)
+    return inp, obs
+
+
+def choose_act_quant(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 (TFLite ChooseQuantizationParams): the range always contains 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-8:
+        return 1.0 / 256.0, 0
+    scale = float(np.float32((hi - lo) / 255.0))
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return scale, zp
+
+
+def _round_away(v):
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+def quantize_symmetric(w: np.ndarray, *, bits: int = 8) -> tuple[np.ndarray, np.float32]:
+    """Per-tensor symmetric, narrow range ([-127, 127] for int8)."""
+    qmax = 2 ** (bits - 1) - 1
+    m = float(np.abs(w).max()) if w.size else 0.0
+    scale = np.float32(m / qmax if m > 0 else 1.0)
+    q = np.clip(_round_away(w.astype(np.float64) / float(scale)), -qmax, qmax)
+    return q.astype(np.int8 if bits == 8 else np.int16), scale
+
+
+def quantize_bias(b: np.ndarray, scale: float) -> np.ndarray:
+    q = _round_away(b.astype(np.float64) / float(scale))
+    return np.clip(q, -2**31, 2**31 - 1).astype(np.int32)
+
+
+def _blocks(w, n_blocks):
+    rows = w.shape[0] // n_blocks
+    qs, scales = zip(*[quantize_symmetric(w[g * rows:(g + 1) * rows]) for g in range(n_blocks)])
+    return np.concatenate(qs), np.array(scales, dtype=np.float32)
+
+
+def _bias_blocks(b, s_in, w_scales):
+    rows = b.shape[0] // len(w_scales)
+    return np.concatenate([quantize_bias(b[g * rows:(g + 1) * rows], np.float32(s_in) * w_scales[g])
+                           for g in range(len(w_scales))])
+
+
+def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
+    act = [choose_act_quant(inp.lo, inp.hi)]
+    layers = []
+    for k, layer in enumerate(spec.layers):
+        o = obs[k]
+        if layer.kind == "dense" and layer.activation in ("sigmoid", "softmax"):
+            out_q = (1.0 / 256.0, -128)
+        elif layer.kind == "dense" and layer.activation == "tanh":
+            out_q = (1.0 / 128.0, 0)
+        elif layer.kind == "dense":
+            out_q = choose_act_quant(o["pre"].lo, o["pre"].hi)  # relu/none keep the logits' quantization
+        else:
+            out_q = choose_act_quant(o["out"].lo, o["out"].hi)
+        s_in = act[k][0]
+        s_out = out_q[0]
+        dirs = []
+        for d, w in enumerate(layer.directions):
+            q = {}
+            if layer.kind == "dense":
+                q["w"], ws = quantize_symmetric(w["w"])
+                q["w_scale"] = np.array([ws], np.float32)
+                q["b"] = quantize_bias(w["b"], np.float32(s_in) * ws)
+                ps, pz = choose_act_quant(o["pre"].lo, o["pre"].hi)
+                q["pre_scale"] = np.array([ps], np.float32)
+                q["pre_zp"] = np.array([pz], np.int32)
+                dirs.append(q)
+                continue
+            od = o["dirs"][d]
+            n_gates = {"lstm": 4, "gru": 3, "rnn": 1}[layer.kind]
+            q["w_x"], q["w_x_scale"] = _blocks(w["w_x"], n_gates)
+            q["w_h"], q["w_h_scale"] = _blocks(w["w_h"], n_gates)
+            if layer.kind == "gru":
+                q["b_x"] = _bias_blocks(w["b_x"], s_in, q["w_x_scale"])
+                q["b_h"] = _bias_blocks(w["b_h"], s_out, q["w_h_scale"])
+            else:
+                q["b"] = _bias_blocks(w["b"], s_in, q["w_x_scale"])
+            if layer.kind == "rnn" and layer.nonlinearity == "relu":
+                q["pre_scale"] = np.array([max(od["pre"].absmax, 1e-6) / 32767.0], np.float32)
+            if layer.kind == "lstm":
+                cmax = max(od["cell"].absmax * CELL_HEADROOM, 1e-6)
+                e = int(math.ceil(math.log2(cmax / 32767.0)))
+                q["cell_exp"] = np.array([min(max(e, CELL_EXP_RANGE[0]), CELL_EXP_RANGE[1])], np.int32)
+                if layer.peephole:
+                    qs, ss = zip(*[quantize_symmetric(w["w_peep"][j], bits=16) for j in range(3)])
+                    q["w_peep"] = np.stack(qs)
+                    q["w_peep_scale"] = np.array(ss, np.float32)
+                if layer.proj_size:
+                    hs, hz = choose_act_quant(od["hidden"].lo, od["hidden"].hi)
+                    q["hidden_scale"] = np.array([hs], np.float32)
+                    q["hidden_zp"] = np.array([hz], np.int32)
+                    q["w_proj"], ps = quantize_symmetric(w["w_proj"])
+                    q["w_proj_scale"] = np.array([ps], np.float32)
+                    q["b_proj"] = quantize_bias(w["b_proj"], np.float32(hs) * ps)
+            dirs.append(q)
+        layers.append(dirs)
+        act.append(out_q)
+    return QuantParams(act=act, layers=layers)
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+
+@dataclass
+class FidelityReport:
+    """How closely the int8 model follows the float model on the same data."""
+    layers: list = field(default_factory=list)   # per layer: {"kind", "max_abs_error", "cosine"}
+    cosine: float = 0.0                           # of the final outputs, flattened
+    max_abs_error: float = 0.0
+    decision_agreement: float = 0.0               # thresholded (0.5) or argmax decisions equal
+    decision_rule: str = ""
+    frames: int = 0
+
+    def to_dict(self) -> dict:
+        return {"layers": self.layers, "cosine": self.cosine, "max_abs_error": self.max_abs_error,
+                "decision_agreement": self.decision_agreement, "decision_rule": self.decision_rule,
+                "frames": self.frames}
+
+    def __str__(self) -> str:
+        lines = [f"int8 vs float32 over {self.frames} frames",
+                 f"{'layer':>5}  {'kind':<6} {'max |err|':>10} {'cosine':>9}"]
+        for k, l in enumerate(self.layers):
+            lines.append(f"{k:>5}  {l['kind']:<6} {l['max_abs_error']:>10.5f} {l['cosine']:>9.5f}")
+        lines.append(f"output cosine {self.cosine:.5f}, max |err| {self.max_abs_error:.5f}, "
+                     f"{self.decision_rule} agreement {100 * self.decision_agreement:.2f}%")
+        return "\n".join(lines)
+
+
+def _cosine(a, b) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+def decisions(Y: np.ndarray, activation: str):
+    """Sigmoid-like outputs: per-output threshold 0.5; otherwise argmax over features (if >1 output) or
+    sign of a single output."""
+    if activation in ("sigmoid",):
+        return Y >= 0.5, "threshold 0.5"
+    if Y.shape[-1] > 1:
+        return Y.argmax(axis=-1), "argmax"
+    return Y >= 0, "sign"
+
+
+def fidelity(float_model, int8_model, X: np.ndarray, *, lengths=None) -> FidelityReport:
+    from ..runtime import Model
+    spec, quant = int8_model.spec, int8_model.quant
+    rep = FidelityReport(frames=int(np.prod(X.shape[:-1])))
+    for k, layer in enumerate(spec.layers):
+        sub = ModelSpec(layers=spec.layers[:k + 1])
+        fq = QuantParams(act=quant.act[:k + 2], layers=quant.layers[:k + 1])
+        yf = Model(sub).run(X, lengths=lengths)
+        yq = Model(sub, fq).run(X, lengths=lengths)
+        rep.layers.append({"kind": layer.kind, "max_abs_error": float(np.abs(yf - yq).max()),
+                           "cosine": _cosine(yf, yq)})
+        if k == len(spec.layers) - 1:
+            rep.cosine = rep.layers[-1]["cosine"]
+            rep.max_abs_error = rep.layers[-1]["max_abs_error"]
+            act = layer.activation if layer.kind == "dense" else "none"
+            df, rule = decisions(yf, act)
+            dq, _ = decisions(yq, act)
+            rep.decision_agreement = float(np.mean(df == dq))
+            rep.decision_rule = rule
+    return rep
+
+
+def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
+    """Post-training int8 quantization of a float Model.
+
+    calibration: (T, F) or (B, T, F) float frames representative of deployment. Returns a new int8
+    Model whose ``fidelity`` attribute holds a FidelityReport measured on the calibration data."""
+    from ..runtime import Model
+    if model.is_quantized:
+        raise ModelError("model is already quantized")
+    X = model._check_frames(np.asarray(calibration), "calibration")
+    if X.ndim == 2:
+        X = X[None]
+    if X.ndim != 3:
+        raise InputError(f"calibration must be (T, F) or (B, T, F), got shape {X.shape}")
+    if lengths is not None:
+        raise InputError("calibration takes equal-length clips; pass a (B, T, F) array without padding")
+    spec = model.spec
+    work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
+    with Progress(total=work, desc="calibrating", enabled=progress) as bar:
+        inp, obs = _observe(spec, X, bar)
+    q = choose_params(spec, inp, obs)
+    qmodel = Model(spec, q)
+    qmodel.fidelity = fidelity(model, qmodel, X)
+    return qmodel

@@ -1,0 +1,629 @@
+"""prepare() once, then run()/stream(): the user-facing runtime.
+
+``prepare`` turns a validated model into the three constant arrays a kernel needs (``prog`` int32 records,
+``weights`` int16 for int8 models / float32 for float models, and layout sizes).  ALL float math of the
+int8 path (effective scales, QuantizeMultiplier, zero-point folding, activation tables) happens here, the
+way TFLite's Prepare does it; the kernels in ``edgelstm.kernels`` are integer-only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError, ModelError, StreamingError
+from .model import ModelSpec
+from .quant.params import QuantParams, validate_quant
+
+_ALIGN = 64
+_KINDS = {"lstm": 0, "gru": 1, "rnn": 2, "dense": 3}
+_ACTS = {"none": 0, "sigmoid": 1, "softmax": 2, "tanh": 3, "relu": 4}
+# Output quantization fixed by an int8 output activation (TFLite's conventions for LOGISTIC / SOFTMAX / TANH).
+FIXED_OUTPUT_QUANT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
+
+
+def _align(n: int, a: int = _ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+def _f32_bits(v: float) -> int:
+    return int(np.array([v], dtype=np.float32).view(np.int32)[0])
+
+
+def _wrap32(a: np.ndarray) -> np.ndarray:
+    """int64 -> int32 with two's-complement wrap (C semantics of TFLite's int32 accumulations)."""
+    return ((np.asarray(a, dtype=np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
+
+
+def fold_zero_point(bias: np.ndarray | None, weights: np.ndarray, zero_point: int) -> np.ndarray:
+    """TFLite PrecomputeZeroPointTimesWeightWithBias: bias - zp * rowsum(weights), int32."""
+    rows = weights.shape[0]
+    b = np.zeros(rows, np.int64) if bias is None else bias.astype(np.int64)
+    return _wrap32(b - int(zero_point) * weights.astype(np.int64).sum(axis=1))
+
+
+class _Builder:
+    """Appends records to prog and arrays to the weight blob, returning their offsets."""
+
+    def __init__(self, weight_dtype, n_layers: int):
+        self.prog: list[int] = [0] * (16 + n_layers)  # global header + layer table, filled at the end
+        self.blob: list[np.ndarray] = []
+        self.blob_len = 0
+        self.dtype = np.dtype(weight_dtype)
+
+    def add_weights(self, a: np.ndarray) -> int:
+        off = self.blob_len
+        flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
+        pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
+        self.blob.append(flat)
+        if pad:
+            self.blob.append(np.zeros(pad, self.dtype))
+        self.blob_len += flat.size + pad
+        return off
+
+    def add_ints(self, a) -> int:
+        off = len(self.prog)
+        self.prog.extend(int(v) for v in np.asarray(a, dtype=np.int64).ravel())
+        return off
+
+    def finish(self):
+        prog = np.array(self.prog, dtype=np.int64)
+        if prog.min(initial=0) < -2**31 or prog.max(initial=0) >= 2**31:
+            raise ModelError("model too large for int32 offsets")
+        blob = np.concatenate(self.blob) if self.blob else np.zeros(1, self.dtype)
+        return prog.astype(np.int32), blob
+
+
+def _qm(real) -> tuple[int, int]:
+    from .quant.multiplier import quantize_multiplier
+    return quantize_multiplier(float(np.float32(real)))
+
+
+def _scale_f32(w_scale, in_scale, out_scale):
+    """TFLite Prepare's float32 effective scale: w_scale * in_scale / out_scale, evaluated left to right."""
+    return np.float32(np.float32(w_scale) * np.float32(in_scale)) / np.float32(out_scale)
+
+
+Q3_12 = 2.0 ** -12
+
+
+class Prepared:
+    """Constant arrays and layout of a prepared model (one per Model, shared by all its streams)."""
+
+    def __init__(self, *, quantized, prog, weights, n_state, width, scratch, layout):
+        self.quantized = quantized
+        self.prog = prog          # int32 records
+        self.weights = weights    # int16 (int8 model) or float32 (float model)
+        self.n_state = n_state    # state elements per sequence
+        self.width = width        # max feature width of any layer boundary
+        self.scratch = scratch    # max gate rows
+        self.layout = layout      # per layer, per direction: {"h": (offset, size), "c": ...} in elements
+        self.elem = 2 if quantized else 4
+
+
+def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
+    """Build kernel-ready arrays. float model: quant is None."""
+    from .quant.tables import sigmoid_table, tanh_table
+
+    quantized = quant is not None
+    b = _Builder(np.int16 if quantized else np.float32, len(spec.layers))
+    layer_offsets, layout = [], []
+    n_state, scratch, width = 0, 1, spec.input_size
+    if quantized:
+        sig_off = b.add_weights(sigmoid_table())
+        tanh_offs = {3: b.add_weights(tanh_table(3))}
+    for k, layer in enumerate(spec.layers):
+        n_dir = 2 if layer.bidirectional else 1
+        kind = layer.kind
+        flags = 0
+        if kind == "lstm":
+            flags |= 1 if layer.peephole else 0
+            flags |= 2 if layer.proj_size else 0
+            hid, n_out = layer.hidden_size, layer.recurrent_size
+        elif kind == "gru":
+            flags |= 4 if layer.reset_after else 0
+            hid, n_out = layer.hidden_size, layer.hidden_size
+        elif kind == "rnn":
+            flags |= 8 if layer.nonlinearity == "relu" else 0
+            hid, n_out = layer.hidden_size, layer.hidden_size
+        else:
+            hid, n_out = 0, layer.output_size
+        scratch = max(scratch, 4 * hid, n_out)
+        width = max(width, n_out * n_dir)
+        records, dir_layout = [], []
+        for d in range(n_dir):
+            st = {}
+            if kind == "lstm":
+                st = {"h": (n_state, n_out), "c": (n_state + n_out, hid)}
+            elif kind == "gru":
+                st = {"h": (n_state, hid)}
+                if quantized:
+                    st["h8"] = (n_state + hid, hid)
+            elif kind == "rnn":
+                st = {"h": (n_state, hid)}
+            used = sum(size for _, size in st.values())
+            state_off = n_state
+            n_state += _align(used, 32)
+            dir_layout.append(st)
+            if quantized:
+                records.append(_int8_record(b, layer, quant, k, d, state_off, sig_off, tanh_offs))
+            else:
+                records.append(_f32_record(b, layer, layer.directions[d], state_off))
+        layout.append(dir_layout)
+        dir_len = len(records[0])
+        off = b.add_ints([_KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0, dir_len])
+        for r in records:
+            b.add_ints(r)
+        layer_offsets.append(off)
+    prog, weights = b.finish()
+    prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
+    if quantized:
+        (s_in, zp_in), (s_out, zp_out) = quant.act[0], quant.act[-1]
+        prog[4:8] = [zp_in, zp_out, _f32_bits(s_in), _f32_bits(s_out)]
+    prog[16:16 + len(layer_offsets)] = layer_offsets
+    return Prepared(quantized=quantized, prog=prog, weights=weights, n_state=max(n_state, 1), width=width,
+                    scratch=scratch, layout=layout)
+
+
+def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_off: int, sig_off: int,
+                 tanh_offs: dict) -> list[int]:
+    from .kernels import cells_int8 as C
+    from .quant.tables import tanh_table
+
+    q = quant.layers[k][d]
+    s_in, zp_in = quant.act[k]
+    s_out, zp_out = quant.act[k + 1]
+    kind = layer.kind
+
+    def pairs(*reals):
+        out = []
+        for r in reals:
+            out.extend(_qm(r))
+        return out
+
+    if kind == "lstm":
+        H, R = layer.hidden_size, layer.recurrent_size
+        rec = [0] * C.LS_LEN
+        rec[C.LS_WX] = b.add_weights(q["w_x"])
+        rec[C.LS_WH] = b.add_weights(q["w_h"])
+        rec[C.LS_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
+        rec[C.LS_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
+        rec[C.LS_MX:C.LS_MX + 8] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(4)])
+        rec[C.LS_MH:C.LS_MH + 8] = pairs(*[_scale_f32(q["w_h_scale"][g], s_out, Q3_12) for g in range(4)])
+        cell_exp = int(q["cell_exp"][0])
+        if layer.peephole:
+            rec[C.LS_PEEP] = b.add_weights(q["w_peep"])
+            rec[C.LS_MP:C.LS_MP + 6] = pairs(
+                *[_scale_f32(np.float32(2.0 ** cell_exp), q["w_peep_scale"][j], Q3_12) for j in range(3)])
+        if layer.proj_size:
+            s_hid, zp_hid = float(q["hidden_scale"][0]), int(q["hidden_zp"][0])
+            rec[C.LS_PROJ] = b.add_weights(q["w_proj"])
+            rec[C.LS_BPROJ] = b.add_ints(fold_zero_point(q["b_proj"], q["w_proj"], zp_hid))
+            rec[C.LS_MPROJ:C.LS_MPROJ + 2] = pairs(_scale_f32(q["w_proj_scale"][0], s_hid, s_out))
+        else:
+            s_hid, zp_hid = s_out, zp_out
+        # effective_hidden_scale = 2^-15 / s_hid * 2^-15 (float32, as lstm.cc)
+        eff_hidden = np.float32(np.float32(2.0 ** -15) / np.float32(s_hid)) * np.float32(2.0 ** -15)
+        rec[C.LS_MHID:C.LS_MHID + 2] = pairs(eff_hidden)
+        rec[C.LS_HID_ZP] = zp_hid
+        rec[C.LS_OUT_ZP] = zp_out
+        rec[C.LS_CELL_EXP] = cell_exp
+        bits = 15 + cell_exp
+        if bits not in tanh_offs:
+            tanh_offs[bits] = b.add_weights(tanh_table(bits))
+        rec[C.LS_TANH_CELL] = tanh_offs[bits]
+        rec[C.LS_STATE] = state_off
+        rec[C.LS_SIG] = sig_off
+        rec[C.LS_TANH3] = tanh_offs[3]
+    elif kind == "gru":
+        rec = [0] * C.GR_LEN
+        rec[C.GR_WX] = b.add_weights(q["w_x"])
+        rec[C.GR_WH] = b.add_weights(q["w_h"])
+        rec[C.GR_BX] = b.add_ints(fold_zero_point(q["b_x"], q["w_x"], zp_in))
+        rec[C.GR_BH] = b.add_ints(fold_zero_point(q["b_h"], q["w_h"], zp_out))
+        rec[C.GR_MX:C.GR_MX + 6] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(3)])
+        rec[C.GR_MH:C.GR_MH + 6] = pairs(*[_scale_f32(q["w_h_scale"][g], s_out, Q3_12) for g in range(3)])
+        rec[C.GR_M16TO8:C.GR_M16TO8 + 2] = pairs(np.float32(2.0 ** -15) / np.float32(s_out))
+        rec[C.GR_OUT_ZP] = zp_out
+        rec[C.GR_STATE] = state_off
+        rec[C.GR_SIG] = sig_off
+        rec[C.GR_TANH3] = tanh_offs[3]
+    elif kind == "rnn":
+        rec = [0] * C.RN_LEN
+        relu = layer.nonlinearity == "relu"
+        s_pre = float(q["pre_scale"][0]) if relu else Q3_12
+        rec[C.RN_WX] = b.add_weights(q["w_x"])
+        rec[C.RN_WH] = b.add_weights(q["w_h"])
+        rec[C.RN_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
+        rec[C.RN_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
+        rec[C.RN_MX:C.RN_MX + 2] = pairs(_scale_f32(q["w_x_scale"][0], s_in, s_pre))
+        rec[C.RN_MH:C.RN_MH + 2] = pairs(_scale_f32(q["w_h_scale"][0], s_out, s_pre))
+        out_real = np.float32(s_pre) / np.float32(s_out) if relu else np.float32(2.0 ** -15) / np.float32(s_out)
+        rec[C.RN_MOUT:C.RN_MOUT + 2] = pairs(out_real)
+        rec[C.RN_OUT_ZP] = zp_out
+        rec[C.RN_STATE] = state_off
+        rec[C.RN_TANH3] = tanh_offs[3]
+    else:
+        rec = [0] * C.DN_LEN
+        s_pre, zp_pre = float(q["pre_scale"][0]), int(q["pre_zp"][0])
+        act = layer.activation
+        if act in FIXED_OUTPUT_QUANT:
+            want = FIXED_OUTPUT_QUANT[act]
+        else:
+            want = (s_pre, zp_pre)
+        if not (np.float32(want[0]) == np.float32(s_out) and want[1] == zp_out):
+            raise ModelError(f"layer {k} (dense, {act}): output quantization {(s_out, zp_out)} must be {want}")
+        rec[C.DN_W] = b.add_weights(q["w"])
+        rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
+        rec[C.DN_M:C.DN_M + 2] = pairs(_scale_f32(q["w_scale"][0], s_in, s_pre))
+        rec[C.DN_PRE_ZP] = zp_pre
+        rec[C.DN_ACT] = _ACTS[act]
+        real = s_pre * (np.arange(-128, 128) - zp_pre)
+        if act == "softmax":
+            lut = np.round(np.exp(-s_pre * np.arange(256)) * 2.0 ** 20)
+            rec[C.DN_LUT] = b.add_ints(lut)
+        elif act in ("sigmoid", "tanh"):
+            f = 1.0 / (1.0 + np.exp(-real)) if act == "sigmoid" else np.tanh(real)
+            lut = np.clip(np.floor(f / s_out + 0.5) + zp_out, -128, 127)
+            rec[C.DN_LUT] = b.add_ints(lut)
+    return rec
+
+
+def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
+    from .kernels import cells_f32 as F
+
+    if layer.kind == "dense":
+        rec = [0] * F.FD_LEN
+        rec[F.FD_W] = b.add_weights(w["w"])
+        rec[F.FD_B] = b.add_weights(w["b"])
+        rec[F.FD_ACT] = _ACTS[layer.activation]
+        return rec
+    rec = [-1] * F.FL_LEN
+    rec[F.FL_WX] = b.add_weights(w["w_x"])
+    rec[F.FL_WH] = b.add_weights(w["w_h"])
+    if layer.kind == "gru":
+        rec[F.FL_B] = b.add_weights(w["b_x"])
+        rec[F.FL_B2] = b.add_weights(w["b_h"])
+    else:
+        rec[F.FL_B] = b.add_weights(w["b"])
+    if layer.kind == "lstm" and layer.peephole:
+        rec[F.FL_PEEP] = b.add_weights(w["w_peep"])
+    if layer.kind == "lstm" and layer.proj_size:
+        rec[F.FL_PROJ] = b.add_weights(w["w_proj"])
+        rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
+    rec[F.FL_STATE] = state_off
+    return rec
+
+
+# ---------------------------------------------------------------- work buffers and state
+
+def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
+    """uint8 work buffer with its int32 header (see kernels/program.py)."""
+    from .kernels.program import WORK_HEADER_BYTES
+    e = prep.elem
+    off = WORK_HEADER_BYTES
+    lengths_off = off
+    off = _align(off + 4 * batch)
+    state_off = off
+    off = _align(off + e * prep.n_state * batch)
+    seq_n = frames * prep.width
+    seq_off = off
+    off = _align(off + 2 * e * seq_n)
+    gates_off = off
+    off = _align(off + 4 * prep.scratch)
+    acc_off = off
+    off = _align(off + 4 * prep.scratch)
+    aux_off = off
+    off = _align(off + 4 * prep.scratch)
+    work = np.zeros(off, dtype=np.uint8)
+    work[:36].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
+                                   aux_off, prep.scratch]
+    return work
+
+
+def _work_views(prep: Prepared, work: np.ndarray, batch: int):
+    hdr = work[:36].view(np.int32)
+    lengths = work[hdr[0]:hdr[0] + 4 * batch].view(np.int32)
+    dt = np.int16 if prep.quantized else np.float32
+    state = work[hdr[1]:hdr[1] + prep.elem * prep.n_state * batch].view(dt).reshape(batch, prep.n_state)
+    return lengths, state
+
+
+class State(list):
+    """Recurrent state: ``state[k][d]`` is a dict of arrays for layer k, direction d ([] for Dense).
+
+    Float models hold float32 ``h`` (and ``c`` for LSTM).  int8 models hold the exact integers:
+    LSTM ``h`` int8 (output quantization) and ``c`` int16 (scale 2**cell_exp); GRU ``h`` int16 Q0.15;
+    RNN ``h`` int8.  Arrays carry a leading batch axis when the state belongs to a batched run."""
+
+    def copy(self) -> "State":
+        return State([[{n: a.copy() for n, a in dd.items()} for dd in layer] for layer in self])
+
+
+class Model:
+    """A runnable model: float32 (``quant is None``) or int8."""
+
+    def __init__(self, spec: ModelSpec, quant: QuantParams | None = None):
+        if not isinstance(spec, ModelSpec):
+            raise ModelError("Model needs an edgelstm.ModelSpec")
+        if quant is None and not spec.has_weights:
+            raise ModelError("a model without float weights needs quantized parameters")
+        self.spec = spec
+        self.quant = validate_quant(spec, quant) if quant is not None else None
+        self._prep = prepare(spec, self.quant)
+
+    # -------------------------------------------------------------- descriptions
+    @property
+    def is_quantized(self) -> bool:
+        return self.quant is not None
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.spec.output_size
+
+    def describe(self) -> dict:
+        n_params = sum(int(np.prod(s)) for layer in self.spec.layers
+                       for _ in range(2 if layer.bidirectional else 1) for s in layer.param_shapes().values())
+        return {"dtype": "int8" if self.is_quantized else "float32", "input_size": self.input_size,
+                "output_size": self.output_size, "parameters": n_params, "layers": self.spec.describe(),
+                "act_quant": self.quant.to_plain() if self.quant else None}
+
+    def __repr__(self) -> str:
+        kinds = "-".join(d["kind"] for d in self.spec.describe())
+        return f"<edgelstm.Model {'int8' if self.is_quantized else 'float32'} {kinds} " \
+               f"{self.input_size}->{self.output_size}>"
+
+    # -------------------------------------------------------------- state helpers
+    def zero_state(self, *, batch: int | None = None) -> State:
+        """The state that means 'all zeros' in real terms (int8 h equals its zero point)."""
+        n = batch or 1
+        work = _make_work(self._prep, n, 1)
+        self._reset_state(work, n)
+        return self._read_state(work, n, batched=batch is not None)
+
+    def _state_fields(self):
+        """(k, d, name, dtype, shape-without-batch, layout offset) for every state array."""
+        out = []
+        for k, layer in enumerate(self.spec.layers):
+            for d, st in enumerate(self._prep.layout[k]):
+                for name, (off, size) in st.items():
+                    if name == "h8":
+                        continue
+                    out.append((k, d, name, self._state_dtype(layer, name), (size,), off))
+        return out
+
+    def _state_dtype(self, layer, name):
+        if not self.is_quantized:
+            return np.dtype(np.float32)
+        if layer.kind == "lstm":
+            return np.dtype(np.int8 if name == "h" else np.int16)
+        return np.dtype(np.int16 if layer.kind == "gru" else np.int8)
+
+    def _reset_state(self, work, batch):
+        _, state = _work_views(self._prep, work, batch)
+        state[:] = 0
+        if self.is_quantized:
+            for k, layer in enumerate(self.spec.layers):
+                zp = self.quant.act[k + 1][1]
+                for st in self._prep.layout[k]:
+                    if layer.kind in ("lstm", "rnn"):
+                        off, size = st["h"]
+                        state[:, off:off + size] = zp
+                    elif layer.kind == "gru":
+                        off, size = st["h8"]
+                        state[:, off:off + size] = zp
+
+    def _read_state(self, work, batch, *, batched: bool) -> State:
+        _, state = _work_views(self._prep, work, batch)
+        out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
+        for k, d, name, dt, shape, off in self._state_fields():
+            a = state[:, off:off + shape[0]].astype(dt)
+            out[k][d][name] = a if batched else a[0].copy()
+        return out
+
+    def _write_state(self, work, batch, st: State, *, batched: bool) -> None:
+        """Validate a user state (structure, dtype, shape) and write it into the work buffer."""
+        if not isinstance(st, (list, tuple)) or len(st) != len(self.spec.layers):
+            raise InputError(f"state must be a list with one entry per layer ({len(self.spec.layers)})")
+        _, state = _work_views(self._prep, work, batch)
+        for k, layer in enumerate(self.spec.layers):
+            n_dir = len(self._prep.layout[k])
+            if len(st[k]) != n_dir:
+                raise InputError(f"state[{k}]: expected {n_dir} direction(s), got {len(st[k])}")
+        for k, d, name, dt, shape, off in self._state_fields():
+            entry = st[k][d]
+            if not isinstance(entry, dict) or name not in entry:
+                raise InputError(f"state[{k}][{d}] lacks {name!r}")
+            a = np.asarray(entry[name])
+            want = (batch,) + shape if batched else shape
+            if a.shape != want:
+                raise InputError(f"state[{k}][{d}][{name!r}]: shape {a.shape}, expected {want}")
+            if a.dtype != dt:
+                raise InputError(f"state[{k}][{d}][{name!r}]: dtype {a.dtype}, expected {dt}")
+            if dt.kind == "f" and not np.all(np.isfinite(a)):
+                raise InputError(f"state[{k}][{d}][{name!r}] contains NaN or inf")
+            state[:, off:off + shape[0]] = a.reshape(batch, shape[0])
+        if self.is_quantized:
+            self._refresh_gru_h8(state)
+
+    def _refresh_gru_h8(self, state):
+        """The int8 copy of a GRU's Q0.15 state is derived data; recompute it after a state write."""
+        from .kernels.cells_int8 import requantize_q15_to_int8
+        for k, layer in enumerate(self.spec.layers):
+            if layer.kind != "gru":
+                continue
+            s_out, zp = self.quant.act[k + 1]
+            m, sh = _qm(np.float32(2.0 ** -15) / np.float32(s_out))
+            for st in self._prep.layout[k]:
+                (ho, n), (h8o, _) = st["h"], st["h8"]
+                for b in range(state.shape[0]):
+                    requantize_q15_to_int8(state[b], ho, state[b], h8o, n, m, sh, zp)
+
+    def state_to_float(self, st: State) -> State:
+        """Dequantize a state (identity copy for float models)."""
+        if not self.is_quantized:
+            return st.copy()
+        out = st.copy()
+        for k, layer in enumerate(self.spec.layers):
+            s_out, zp = self.quant.act[k + 1]
+            for d, entry in enumerate(out[k]):
+                if layer.kind == "gru":
+                    entry["h"] = (entry["h"].astype(np.float32) / 32768.0).astype(np.float32)
+                else:
+                    entry["h"] = ((entry["h"].astype(np.float32) - zp) * np.float32(s_out)).astype(np.float32)
+                if layer.kind == "lstm":
+                    e = int(self.quant.layers[k][d]["cell_exp"][0])
+                    entry["c"] = (entry["c"].astype(np.float32) * np.float32(2.0 ** e)).astype(np.float32)
+        return out
+
+    def state_from_float(self, st: State) -> State:
+        """Quantize a float state into this model's native state (identity copy for float models)."""
+        if not self.is_quantized:
+            return State([[{n: np.asarray(a, np.float32).copy() for n, a in dd.items()} for dd in layer]
+                          for layer in st])
+        out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
+        for k, layer in enumerate(self.spec.layers):
+            s_out, zp = self.quant.act[k + 1]
+            for d in range(len(self._prep.layout[k])):
+                src = st[k][d]
+                h = np.asarray(src["h"], dtype=np.float64)
+                if layer.kind == "gru":
+                    out[k][d]["h"] = np.clip(np.round(h * 32768.0), -32768, 32767).astype(np.int16)
+                else:
+                    out[k][d]["h"] = np.clip(np.round(h / s_out) + zp, -128, 127).astype(np.int8)
+                if layer.kind == "lstm":
+                    e = int(self.quant.layers[k][d]["cell_exp"][0])
+                    c = np.asarray(src["c"], dtype=np.float64)
+                    out[k][d]["c"] = np.clip(np.round(c / 2.0 ** e), -32768, 32767).astype(np.int16)
+        return out
+
+    # -------------------------------------------------------------- running
+    def _check_frames(self, X, what: str) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind != "f":
+            raise InputError(f"{what}: expected a float array, got dtype {X.dtype}")
+        if X.shape[-1:] != (self.input_size,):
+            raise InputError(f"{what}: expected {self.input_size} features in the last axis, got shape {X.shape}")
+        if X.size == 0:
+            raise InputError(f"{what}: empty sequence (shape {X.shape})")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if not np.all(np.isfinite(X)):
+            raise InputError(f"{what} contains NaN or inf")
+        return X
+
+    def run(self, X, *, lengths=None, initial_state: State | None = None, return_state: bool = False):
+        """Run whole sequences. X: (T, F) or (B, T, F) float. lengths: (B,) valid steps per sequence
+        (outputs past a sequence's length are 0; its final state is the state at its own length).
+        Returns Y (same leading axes, output_size features), or (Y, State) with return_state=True."""
+        X = np.asarray(X)
+        if X.ndim not in (2, 3):
+            raise InputError(f"X must be (T, F) or (B, T, F), got shape {X.shape}")
+        batched = X.ndim == 3
+        X = self._check_frames(X, "X")
+        X3 = X if batched else X[None]
+        B, T = X3.shape[0], X3.shape[1]
+        if lengths is None:
+            lens = np.full(B, T, dtype=np.int32)
+        else:
+            if not batched:
+                raise InputError("lengths= needs batched input (B, T, F)")
+            lens = np.asarray(lengths)
+            if lens.shape != (B,) or lens.dtype.kind not in "iu":
+                raise InputError(f"lengths must be {B} integers, got {lens.dtype} {lens.shape}")
+            if np.any(lens < 1) or np.any(lens > T):
+                raise InputError(f"lengths must lie in [1, {T}], got min {lens.min()} max {lens.max()}")
+            lens = lens.astype(np.int32)
+        work = _make_work(self._prep, B, T)
+        lens_view, _ = _work_views(self._prep, work, B)
+        lens_view[:] = lens
+        if initial_state is None:
+            self._reset_state(work, B)
+        else:
+            self._write_state(work, B, initial_state, batched=batched)
+        Y = np.empty((B, T, self.output_size), dtype=np.float32)
+        self._kernel()(X3, Y, self._prep.prog, self._prep.weights, work)
+        Y = Y if batched else Y[0]
+        if return_state:
+            return Y, self._read_state(work, B, batched=batched)
+        return Y
+
+    def _kernel(self):
+        from .kernels.program import forward_f32, forward_int8
+        return forward_int8 if self.is_quantized else forward_f32
+
+    def stream(self) -> "Stream":
+        """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
+        if self.spec.bidirectional:
+            raise StreamingError("a bidirectional model needs the whole sequence: use run(), not stream()")
+        return Stream(self)
+
+
+class Stream:
+    """Step-by-step inference with explicit state. ``step`` allocates nothing: it returns a view of the
+    stream's own output buffer, overwritten by the next call (copy it to keep it)."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._kernel = model._kernel()
+        self._prog = model._prep.prog
+        self._weights = model._prep.weights
+        self._F = model.input_size
+        self._alloc(1)
+        self.reset()
+
+    def _alloc(self, frames: int) -> None:
+        old = getattr(self, "_work", None)
+        work = _make_work(self.model._prep, 1, frames)
+        if old is not None:
+            _, s_new = _work_views(self.model._prep, work, 1)
+            _, s_old = _work_views(self.model._prep, old, 1)
+            s_new[:] = s_old
+        lens, _ = _work_views(self.model._prep, work, 1)
+        self._lengths = lens
+        self._work = work
+        self._frames = frames
+        self._x1 = np.zeros((1, 1, self._F), np.float32)
+        self._y1 = np.zeros((1, 1, self.model.output_size), np.float32)
+        self._y1_flat = self._y1[0, 0]
+
+    def reset(self) -> None:
+        """Back to the zero state."""
+        self.model._reset_state(self._work, 1)
+
+    @property
+    def state(self) -> State:
+        """A copy of the current state (exact integers for int8 models)."""
+        return self.model._read_state(self._work, 1, batched=False)
+
+    @state.setter
+    def state(self, st: State) -> None:
+        self.model._write_state(self._work, 1, st, batched=False)
+
+    def step(self, x) -> np.ndarray:
+        """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""
+        if type(x) is not np.ndarray or x.dtype != np.float32 or x.shape != (self._F,):
+            x = self.model._check_frames(np.asarray(x), "x").reshape(self._F)
+            if x.ndim != 1:
+                raise InputError(f"step takes one frame of shape ({self._F},)")
+        elif not np.isfinite(x.dot(x)):  # one BLAS-free reduction; NaN/inf anywhere poisons it
+            raise InputError("x contains NaN or inf")
+        self._lengths[0] = 1  # a work buffer sized for T frames serves T = 1 as well
+        self._x1[0, 0] = x
+        self._kernel(self._x1, self._y1, self._prog, self._weights, self._work)
+        return self._y1_flat
+
+    def step_many(self, X) -> np.ndarray:
+        """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step."""
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise InputError(f"step_many takes (T, F) frames, got shape {X.shape}")
+        X = self.model._check_frames(X, "X")
+        T = X.shape[0]
+        if T > self._frames:
+            self._alloc(T)  # keeps the state
+        self._lengths[0] = T
+        Y = np.empty((1, T, self.model.output_size), np.float32)
+        self._kernel(X[None], Y, self._prog, self._weights, self._work)
+        return Y[0]
