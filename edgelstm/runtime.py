@@ -49,8 +49,13 @@ class _Builder:
         self.blob_len = 0
         self.dtype = np.dtype(weight_dtype)
 
-    def add_weights(self, a: np.ndarray) -> int:
+    def add_weights(self, a: np.ndarray, *, pad_columns: bool = False) -> int:
+        """Append to the weight blob; matrices feeding the int8 dot loop get zero-padded columns."""
         off = self.blob_len
+        a = np.asarray(a)
+        if pad_columns:
+            from .kernels.cells_int8 import PAD
+            a = np.pad(a, ((0, 0), (0, (-a.shape[1]) % PAD)))
         flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
         pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
         self.blob.append(flat)
@@ -153,6 +158,8 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         for r in records:
             b.add_ints(r)
         layer_offsets.append(off)
+    from .kernels.cells_int8 import PAD
+    scratch = scratch + (-scratch) % PAD + PAD  # hid8 / r*h vectors are read padded from aux
     prog, weights = b.finish()
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:
@@ -182,8 +189,8 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
     if kind == "lstm":
         H, R = layer.hidden_size, layer.recurrent_size
         rec = [0] * C.LS_LEN
-        rec[C.LS_WX] = b.add_weights(q["w_x"])
-        rec[C.LS_WH] = b.add_weights(q["w_h"])
+        rec[C.LS_WX] = b.add_weights(q["w_x"], pad_columns=True)
+        rec[C.LS_WH] = b.add_weights(q["w_h"], pad_columns=True)
         rec[C.LS_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
         rec[C.LS_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
         rec[C.LS_MX:C.LS_MX + 8] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(4)])
@@ -195,7 +202,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
                 *[_scale_f32(np.float32(2.0 ** cell_exp), q["w_peep_scale"][j], Q3_12) for j in range(3)])
         if layer.proj_size:
             s_hid, zp_hid = float(q["hidden_scale"][0]), int(q["hidden_zp"][0])
-            rec[C.LS_PROJ] = b.add_weights(q["w_proj"])
+            rec[C.LS_PROJ] = b.add_weights(q["w_proj"], pad_columns=True)
             rec[C.LS_BPROJ] = b.add_ints(fold_zero_point(q["b_proj"], q["w_proj"], zp_hid))
             rec[C.LS_MPROJ:C.LS_MPROJ + 2] = pairs(_scale_f32(q["w_proj_scale"][0], s_hid, s_out))
         else:
@@ -215,8 +222,8 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_TANH3] = tanh_offs[3]
     elif kind == "gru":
         rec = [0] * C.GR_LEN
-        rec[C.GR_WX] = b.add_weights(q["w_x"])
-        rec[C.GR_WH] = b.add_weights(q["w_h"])
+        rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True)
+        rec[C.GR_WH] = b.add_weights(q["w_h"], pad_columns=True)
         rec[C.GR_BX] = b.add_ints(fold_zero_point(q["b_x"], q["w_x"], zp_in))
         rec[C.GR_BH] = b.add_ints(fold_zero_point(q["b_h"], q["w_h"], zp_out))
         rec[C.GR_MX:C.GR_MX + 6] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(3)])
@@ -230,8 +237,8 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec = [0] * C.RN_LEN
         relu = layer.nonlinearity == "relu"
         s_pre = float(q["pre_scale"][0]) if relu else Q3_12
-        rec[C.RN_WX] = b.add_weights(q["w_x"])
-        rec[C.RN_WH] = b.add_weights(q["w_h"])
+        rec[C.RN_WX] = b.add_weights(q["w_x"], pad_columns=True)
+        rec[C.RN_WH] = b.add_weights(q["w_h"], pad_columns=True)
         rec[C.RN_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
         rec[C.RN_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
         rec[C.RN_MX:C.RN_MX + 2] = pairs(_scale_f32(q["w_x_scale"][0], s_in, s_pre))
@@ -251,7 +258,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
             want = (s_pre, zp_pre)
         if not (np.float32(want[0]) == np.float32(s_out) and want[1] == zp_out):
             raise ModelError(f"layer {k} (dense, {act}): output quantization {(s_out, zp_out)} must be {want}")
-        rec[C.DN_W] = b.add_weights(q["w"])
+        rec[C.DN_W] = b.add_weights(q["w"], pad_columns=True)
         rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
         rec[C.DN_M:C.DN_M + 2] = pairs(_scale_f32(q["w_scale"][0], s_in, s_pre))
         rec[C.DN_PRE_ZP] = zp_pre
@@ -298,13 +305,14 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
 def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     """uint8 work buffer with its int32 header (see kernels/program.py)."""
     from .kernels.program import WORK_HEADER_BYTES
+    from .kernels.cells_int8 import PAD
     e = prep.elem
     off = WORK_HEADER_BYTES
     lengths_off = off
     off = _align(off + 4 * batch)
     state_off = off
-    off = _align(off + e * prep.n_state * batch)
-    seq_n = frames * prep.width
+    off = _align(off + e * (prep.n_state * batch + PAD))  # PAD slack: dot loops read padded vectors
+    seq_n = frames * prep.width + PAD
     seq_off = off
     off = _align(off + 2 * e * seq_n)
     gates_off = off
@@ -328,7 +336,7 @@ def _work_views(prep: Prepared, work: np.ndarray, batch: int):
 
 
 class State(list):
-    """Recurrent state: ``state[k][d]`` is a dict of arrays for layer k, direction d ([] for Dense).
+    """Recurrent state: ``state[k][d]`` is a dict of arrays for layer k, direction d ({} for Dense).
 
     Float models hold float32 ``h`` (and ``c`` for LSTM).  int8 models hold the exact integers:
     LSTM ``h`` int8 (output quantization) and ``c`` int16 (scale 2**cell_exp); GRU ``h`` int16 Q0.15;
@@ -467,6 +475,8 @@ class Model:
             return st.copy()
         out = st.copy()
         for k, layer in enumerate(self.spec.layers):
+            if layer.kind == "dense":
+                continue
             s_out, zp = self.quant.act[k + 1]
             for d, entry in enumerate(out[k]):
                 if layer.kind == "gru":
@@ -485,6 +495,8 @@ class Model:
                           for layer in st])
         out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
         for k, layer in enumerate(self.spec.layers):
+            if layer.kind == "dense":
+                continue
             s_out, zp = self.quant.act[k + 1]
             for d in range(len(self._prep.layout[k])):
                 src = st[k][d]
@@ -549,9 +561,11 @@ class Model:
             return Y, self._read_state(work, B, batched=batched)
         return Y
 
-    def _kernel(self):
-        from .kernels.program import forward_f32, forward_int8
-        return forward_int8 if self.is_quantized else forward_f32
+    def _kernel(self, *, frame: bool = False):
+        from .kernels import program
+        if frame:
+            return program.step_int8 if self.is_quantized else program.step_f32
+        return program.forward_int8 if self.is_quantized else program.forward_f32
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
@@ -567,6 +581,7 @@ class Stream:
     def __init__(self, model: Model):
         self.model = model
         self._kernel = model._kernel()
+        self._step_kernel = model._kernel(frame=True)
         self._prog = model._prep.prog
         self._weights = model._prep.weights
         self._F = model.input_size
@@ -584,7 +599,6 @@ class Stream:
         self._lengths = lens
         self._work = work
         self._frames = frames
-        self._x1 = np.zeros((1, 1, self._F), np.float32)
         self._y1 = np.zeros((1, 1, self.model.output_size), np.float32)
         self._y1_flat = self._y1[0, 0]
 
@@ -603,15 +617,14 @@ class Stream:
 
     def step(self, x) -> np.ndarray:
         """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""
-        if type(x) is not np.ndarray or x.dtype != np.float32 or x.shape != (self._F,):
-            x = self.model._check_frames(np.asarray(x), "x").reshape(self._F)
+        if type(x) is not np.ndarray or x.dtype != np.float32 or x.shape != (self._F,) \
+                or not x.flags.c_contiguous:
+            x = np.asarray(x)
             if x.ndim != 1:
-                raise InputError(f"step takes one frame of shape ({self._F},)")
-        elif not np.isfinite(x.dot(x)):  # one BLAS-free reduction; NaN/inf anywhere poisons it
+                raise InputError(f"step takes one frame of shape ({self._F},), got shape {x.shape}")
+            x = self.model._check_frames(x, "x")
+        if self._step_kernel(x, self._y1_flat, self._prog, self._weights, self._work):
             raise InputError("x contains NaN or inf")
-        self._lengths[0] = 1  # a work buffer sized for T frames serves T = 1 as well
-        self._x1[0, 0] = x
-        self._kernel(self._x1, self._y1, self._prog, self._weights, self._work)
         return self._y1_flat
 
     def step_many(self, X) -> np.ndarray:

@@ -406,6 +406,396 @@ def ref_gemmlowp_tanh_int16(raw, integer_bits):
     mask_if_negative = _g_mask_lt(a, 0)
     mask_if_zero = _g_mask_zero(a)
     n = _g_select(mask_if_negative, a, _g_neg(a))
-    # neg_tanh_on_negative_values(n) = one_minus_x_over_one_plus_x(exp_on_negative_values(ExactMulByPot<1>(n)))
+    # neg_tanh_on_negative_values(n):
+    #   one_minus_x_over_one_plus_x(exp_on_negative_values(ExactMulByPot<1>(n)))
     t = _g_one_minus_x_over_one_plus_x_for_x_in_0_1(_g_exp_on_negative_values(n, integer_bits + 1))
     return _g_select(mask_if_zero, 0, _g_select(mask_if_negative, _g_neg(t), t))
+
+
+# ---- int8 references (NUMERICS.md) ----
+# An independent, slow integer model of the int8 runtime, written line by line from NUMERICS.md (not from
+# edgelstm/runtime.py or edgelstm/kernels/*). All integer arithmetic runs in numpy int64 (no intermediate
+# can overflow: the largest product is INT32_MIN * INT32_MIN = 2^62), with every int32 wrap and int8/int16
+# saturation written out explicitly. Arrays carry a leading batch axis; recurrences loop over time in
+# Python and are vectorized over the batch (and over the rows of a matrix).
+#
+# The Q0.15 activation tables are taken from edgelstm.quant.tables (sigmoid_table / tanh_table(k), indexed
+# raw + 32768): those tables are checked exhaustively, all 65,536 inputs of every table, against the scalar
+# gemmlowp port above (ref_gemmlowp_logistic_int16 / ref_gemmlowp_tanh_int16) in tests/test_fixedpoint.py.
+
+_I8_MIN, _I8_MAX = -128, 127
+
+
+def _i64(x):
+    return np.asarray(x, dtype=np.int64)
+
+
+def vwrap32(x):
+    """wrap32: two's-complement wrap of int64 values to the int32 range."""
+    v = _i64(x) & 0xFFFFFFFF
+    return np.where(v >= (1 << 31), v - (1 << 32), v)
+
+
+def vsat8(x):
+    return np.clip(_i64(x), _I8_MIN, _I8_MAX)
+
+
+def vsat16(x):
+    return np.clip(_i64(x), _FX_I16_MIN, _FX_I16_MAX)
+
+
+def vtrunc16(x):
+    """int16(...) cast: two's-complement truncation (TFLite's CwiseMul stores an int32 into an int16)."""
+    return _i64(x).astype(np.int16).astype(np.int64)
+
+
+def vsrdhm(a, b):
+    """SRDHM(a, b) for int32 a, b: INT32_MIN*INT32_MIN -> INT32_MAX, else (a*b + nudge) / 2^31 with C
+    truncating division, nudge = 2^30 if a*b >= 0 else 1 - 2^30."""
+    a, b = vwrap32(a), vwrap32(b)
+    ab = a * b
+    v = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    q = np.where(v >= 0, v >> 31, -((-v) >> 31))                 # C division truncates toward zero
+    return np.where((a == _FX_I32_MIN) & (b == _FX_I32_MIN), _FX_I32_MAX, q)
+
+
+def vrdbpot(x, e):
+    """RDBPOT(x, e) = (x >> e) + (remainder > threshold), mask = 2^e - 1, remainder = x & mask,
+    threshold = (mask >> 1) + (x < 0).  e may be an array (broadcast)."""
+    x, e = _i64(x), _i64(e)
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)
+
+
+def vmbqm(x, m, s):
+    """MBQM(x, m, s) = RDBPOT(SRDHM(wrap32(x << max(s, 0)), m), max(-s, 0)) (double rounding)."""
+    s = _i64(s)
+    left, right = np.maximum(s, 0), np.maximum(-s, 0)
+    return vrdbpot(vsrdhm(vwrap32(_i64(x) * (np.int64(1) << left)), m), right)
+
+
+def _round_half_away64(v):
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(v >= 0, np.floor(v + 0.5), -np.floor(-v + 0.5))
+
+
+def ref_eff_scale(w_scale, in_scale, out_scale):
+    """eff = float32(float32(w_scale) * float32(in_scale)) / float32(out_scale), all in float32."""
+    f = np.float32
+    return f(f(f(w_scale) * f(in_scale)) / f(out_scale))
+
+
+def ref_qm(real32):
+    """QuantizeMultiplier of a float32 value widened to double -> (m, shift) Python ints."""
+    return ref_quantize_multiplier(float(np.float32(real32)))
+
+
+def ref_fold(bias, w, zp):
+    """bias_eff[r] = wrap32(bias[r] - zp * sum_c W[r, c]) (bias None = 0)."""
+    w = _i64(w)
+    b = np.zeros(w.shape[0], np.int64) if bias is None else _i64(bias)
+    return vwrap32(b - int(zp) * w.sum(axis=1))
+
+
+def _block_rows(pairs, n):
+    """Per-gate-block (m, s) pairs -> per-row arrays m (rows,), s (rows,), n rows per block."""
+    return (np.repeat(_i64([p[0] for p in pairs]), n), np.repeat(_i64([p[1] for p in pairs]), n))
+
+
+_Q12 = 2.0 ** -12
+_Q15 = 2.0 ** -15
+
+
+def ref_prepare(spec, quant):
+    """Every derived integer of NUMERICS.md's prepare(), per layer and direction (plain numpy int64).
+
+    Returns a list with one dict per layer: kind, the layer, s_in/zp_in (act[k]), s_out/zp_out (act[k+1]),
+    and ``dirs`` (one dict per direction; Dense has one)."""
+    f32 = np.float32
+    act = [(float(f32(s)), int(z)) for s, z in quant.act]
+    out = []
+    for k, layer in enumerate(spec.layers):
+        s_in, zp_in = act[k]
+        s_out, zp_out = act[k + 1]
+        lp = {"kind": layer.kind, "layer": layer, "s_in": s_in, "zp_in": zp_in, "s_out": s_out,
+              "zp_out": zp_out, "dirs": []}
+        for q in quant.layers[k]:
+            p = {}
+            if layer.kind == "lstm":
+                H = layer.hidden_size
+                e = int(q["cell_exp"][0])
+                p.update(H=H, e=e, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]))
+                p["m_x"], p["s_x"] = _block_rows([ref_qm(ref_eff_scale(q["w_x_scale"][g], s_in, _Q12))
+                                                  for g in range(4)], H)
+                p["m_h"], p["s_h"] = _block_rows([ref_qm(ref_eff_scale(q["w_h_scale"][g], s_out, _Q12))
+                                                  for g in range(4)], H)
+                p["bx"] = ref_fold(q["b"], q["w_x"], zp_in)
+                p["bh"] = ref_fold(None, q["w_h"], zp_out)
+                if layer.peephole:
+                    p["w_peep"] = _i64(q["w_peep"])
+                    p["m_p"] = [ref_qm(ref_eff_scale(2.0 ** e, q["w_peep_scale"][j], _Q12)) for j in range(3)]
+                if layer.proj_size:
+                    s_hid, zp_hid = float(f32(q["hidden_scale"][0])), int(q["hidden_zp"][0])
+                else:
+                    s_hid, zp_hid = s_out, zp_out
+                p["zp_hid"] = zp_hid
+                p["m_hid"] = ref_qm(f32(f32(f32(_Q15) / f32(s_hid)) * f32(_Q15)))
+                if layer.proj_size:
+                    p["w_proj"] = _i64(q["w_proj"])
+                    p["m_proj"] = ref_qm(ref_eff_scale(q["w_proj_scale"][0], s_hid, s_out))
+                    p["bp"] = ref_fold(q["b_proj"], q["w_proj"], zp_hid)
+            elif layer.kind == "gru":
+                H = layer.hidden_size
+                p.update(H=H, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]), reset_after=bool(layer.reset_after))
+                p["m_x"], p["s_x"] = _block_rows([ref_qm(ref_eff_scale(q["w_x_scale"][g], s_in, _Q12))
+                                                  for g in range(3)], H)
+                p["m_h"], p["s_h"] = _block_rows([ref_qm(ref_eff_scale(q["w_h_scale"][g], s_out, _Q12))
+                                                  for g in range(3)], H)
+                p["bx"] = ref_fold(q["b_x"], q["w_x"], zp_in)
+                p["bh"] = ref_fold(q["b_h"], q["w_h"], zp_out)
+                p["m_16to8"] = ref_qm(f32(f32(_Q15) / f32(s_out)))
+            elif layer.kind == "rnn":
+                H = layer.hidden_size
+                relu = layer.nonlinearity == "relu"
+                s_pre = float(f32(q["pre_scale"][0])) if relu else _Q12
+                p.update(H=H, relu=relu, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]))
+                p["m_x"] = ref_qm(ref_eff_scale(q["w_x_scale"][0], s_in, s_pre))
+                p["m_h"] = ref_qm(ref_eff_scale(q["w_h_scale"][0], s_out, s_pre))
+                p["bx"] = ref_fold(q["b"], q["w_x"], zp_in)
+                p["bh"] = ref_fold(None, q["w_h"], zp_out)
+                p["m_out"] = ref_qm(f32(f32(s_pre) / f32(s_out)) if relu else f32(f32(_Q15) / f32(s_out)))
+            elif layer.kind == "dense":
+                pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
+                p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
+                p["m"] = ref_qm(ref_eff_scale(q["w_scale"][0], s_in, pre_scale))
+                p["bd"] = ref_fold(q["b"], q["w"], zp_in)
+                if layer.activation == "sigmoid":
+                    p["table"] = ref_dense_table(_sigmoid64, pre_scale, pre_zp, 1.0 / 256.0, -128)
+                elif layer.activation == "tanh":
+                    p["table"] = ref_dense_table(np.tanh, pre_scale, pre_zp, 1.0 / 128.0, 0)
+                elif layer.activation == "softmax":
+                    p["E"] = ref_softmax_exp_table(pre_scale)
+            else:
+                raise ValueError(layer.kind)
+            lp["dirs"].append(p)
+        out.append(lp)
+    return out
+
+
+# -- stages --
+
+def ref_quantize_input(X, s_in, zp_in):
+    """q = sat8(round_half_away(float32(x) / float32(s_in)) + zp_in)."""
+    q = np.asarray(X, dtype=np.float32) / np.float32(s_in)            # float32 division
+    q = np.clip(q.astype(np.float64), -1e9, 1e9)                       # exact widening; saturates anyway
+    return vsat8(_round_half_away64(q).astype(np.int64) + int(zp_in))
+
+
+def ref_dequantize_output(q, s_out, zp_out):
+    """y = float32(q - zp_out) * float32(s_out)."""
+    return (_i64(q) - int(zp_out)).astype(np.float32) * np.float32(s_out)
+
+
+def ref_matmul_into_gate(gate, W, bias_eff, v, m, s):
+    """gate[r] = sat16(MBQM(wrap32(bias_eff[r] + sum_c W[r,c] * v[c]), m[r], s[r]) + gate[r]).
+    gate (B, rows), W (rows, cols), v (B, cols); m, s scalars or (rows,)."""
+    acc = vwrap32(_i64(bias_eff) + _i64(v) @ _i64(W).T)
+    return vsat16(vmbqm(acc, m, s) + _i64(gate))
+
+
+def ref_peephole_into_gate(gate, w_peep_row, c, m, s):
+    """gate[r] = sat16(MBQM(w_peep[j, r] * c[r], m_p[j]) + gate[r])."""
+    return vsat16(vmbqm(_i64(w_peep_row) * _i64(c), m, s) + _i64(gate))
+
+
+def ref_sigmoid16(x):
+    from edgelstm.quant.tables import sigmoid_table
+    return sigmoid_table().astype(np.int64)[_i64(x) + 32768]
+
+
+def ref_tanh16(x, integer_bits):
+    from edgelstm.quant.tables import tanh_table
+    return tanh_table(integer_bits).astype(np.int64)[_i64(x) + 32768]
+
+
+def ref_lstm_cell_update(i, f, g, c, cell_exp):
+    """c = sat16(int16(RDBPOT(f * c, 15)) + int16(RDBPOT(i * g, 30 + e))); i, f, g in Q0.15."""
+    fc = vtrunc16(vrdbpot(_i64(f) * _i64(c), 15))
+    ig = vtrunc16(vrdbpot(_i64(i) * _i64(g), 30 + int(cell_exp)))
+    return vsat16(fc + ig)
+
+
+def ref_lstm_hidden(o, c, cell_exp, m_hid, zp_hid):
+    """hid8[r] = sat8(MBQM(o[r] * tanh_table(15 + e)[c[r]], m_hid) + zp_hid)."""
+    return vsat8(vmbqm(_i64(o) * ref_tanh16(c, 15 + int(cell_exp)), *m_hid) + int(zp_hid))
+
+
+def ref_requantize_q15_to_int8(v, m, zp):
+    """int8 copy of a Q0.15 vector: sat8(MBQM(v, m) + zp)  (GRU h8, RNN tanh output)."""
+    return vsat8(vmbqm(v, *m) + int(zp))
+
+
+def ref_lstm_step(p, lp, x, h, c):
+    """One LSTM step (NUMERICS.md steps 1-8). x (B, I) int8 values, h (B, R), c (B, H) -> (h, c)."""
+    H, e = p["H"], p["e"]
+    gates = np.zeros((x.shape[0], 4 * H), np.int64)
+    gates = ref_matmul_into_gate(gates, p["w_x"], p["bx"], x, p["m_x"], p["s_x"])
+    gates = ref_matmul_into_gate(gates, p["w_h"], p["bh"], h, p["m_h"], p["s_h"])
+    gi, gf, gg, go = (gates[:, j * H:(j + 1) * H] for j in range(4))
+    if "w_peep" in p:
+        gi = ref_peephole_into_gate(gi, p["w_peep"][0], c, *p["m_p"][0])
+        gf = ref_peephole_into_gate(gf, p["w_peep"][1], c, *p["m_p"][1])
+    i, f, g = ref_sigmoid16(gi), ref_sigmoid16(gf), ref_tanh16(gg, 3)
+    c = ref_lstm_cell_update(i, f, g, c, e)
+    if "w_peep" in p:
+        go = ref_peephole_into_gate(go, p["w_peep"][2], c, *p["m_p"][2])
+    o = ref_sigmoid16(go)
+    hid8 = ref_lstm_hidden(o, c, e, p["m_hid"], p["zp_hid"])
+    if "w_proj" in p:
+        acc = vwrap32(p["bp"] + hid8 @ p["w_proj"].T)
+        h = vsat8(vmbqm(acc, *p["m_proj"]) + lp["zp_out"])
+    else:
+        h = hid8
+    return h, c
+
+
+def ref_gru_h8(p, lp, h16):
+    return ref_requantize_q15_to_int8(h16, p["m_16to8"], lp["zp_out"])
+
+
+def ref_gru_step(p, lp, x, h16, h8):
+    """One GRU step (NUMERICS.md GRU steps 1-6). h16 Q0.15 (B, H), h8 its int8 copy -> (h16, h8)."""
+    H, zp_out = p["H"], lp["zp_out"]
+    gates = np.zeros((x.shape[0], 3 * H), np.int64)
+    gates = ref_matmul_into_gate(gates, p["w_x"], p["bx"], x, p["m_x"], p["s_x"])
+    rz = ref_matmul_into_gate(gates[:, :2 * H], p["w_h"][:2 * H], p["bh"][:2 * H], h8,
+                              p["m_h"][:2 * H], p["s_h"][:2 * H])
+    r, z = ref_sigmoid16(rz[:, :H]), ref_sigmoid16(rz[:, H:])
+    gn = gates[:, 2 * H:]
+    w_hn, bh_n, m_n, s_n = p["w_h"][2 * H:], p["bh"][2 * H:], p["m_h"][2 * H:], p["s_h"][2 * H:]
+    if p["reset_after"]:
+        a = vsat16(vmbqm(vwrap32(bh_n + h8 @ w_hn.T), m_n, s_n))              # Q3.12
+        gn = vsat16(vrdbpot(r * a, 15) + gn)
+    else:
+        rh8 = vsat8(vmbqm(vrdbpot(r * h16, 15), *p["m_16to8"]) + zp_out)
+        gn = ref_matmul_into_gate(gn, w_hn, bh_n, rh8, m_n, s_n)
+    n = ref_tanh16(gn, 3)
+    h16 = vsat16(vrdbpot(z * h16, 15) + vrdbpot((32767 - z) * n, 15))
+    return h16, ref_gru_h8(p, lp, h16)
+
+
+def ref_rnn_step(p, lp, x, h):
+    """One vanilla-RNN step: gate = 0; matmul-into-gate over x then h; tanh or relu output."""
+    gate = np.zeros((x.shape[0], p["H"]), np.int64)
+    gate = ref_matmul_into_gate(gate, p["w_x"], p["bx"], x, *p["m_x"])
+    gate = ref_matmul_into_gate(gate, p["w_h"], p["bh"], h, *p["m_h"])
+    if p["relu"]:
+        return vsat8(vmbqm(np.maximum(gate, 0), *p["m_out"]) + lp["zp_out"])
+    return vsat8(vmbqm(ref_tanh16(gate, 3), *p["m_out"]) + lp["zp_out"])
+
+
+def ref_dense_table(fn, pre_scale, pre_zp, s_out, zp_out):
+    """T[q] = clamp(floor(f(pre_scale * (q - pre_zp)) / s_out + 0.5) + zp_out), q = -128..127 (index q+128)."""
+    q = np.arange(-128, 128, dtype=np.float64)
+    v = np.floor(fn(float(pre_scale) * (q - pre_zp)) / s_out + 0.5) + zp_out
+    return np.clip(v, -128, 127).astype(np.int64)
+
+
+def ref_softmax_exp_table(pre_scale):
+    """E[d] = round(exp(-pre_scale * d) * 2^20), d = 0..255."""
+    d = np.arange(256, dtype=np.float64)
+    return np.floor(np.exp(-float(pre_scale) * d) * 2.0 ** 20 + 0.5).astype(np.int64)
+
+
+def ref_softmax(logit, E):
+    """M = max logit, S = sum_r E[M - logit[r]], out[r] = sat8(floor((512 E + S) / (2 S)) - 128)."""
+    logit = _i64(logit)
+    e = E[logit.max(axis=-1, keepdims=True) - logit]
+    S = e.sum(axis=-1, keepdims=True)
+    return vsat8((512 * e + S) // (2 * S) - 128)
+
+
+def ref_dense(p, x):
+    """Dense + output activation over int8 x (..., I) -> int8 values (..., O)."""
+    logit = vsat8(vmbqm(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
+    act = p["activation"]
+    if act == "none":
+        return logit
+    if act == "relu":
+        return np.maximum(logit, p["pre_zp"])
+    if act in ("sigmoid", "tanh"):
+        return p["table"][logit + 128]
+    if act == "softmax":
+        return ref_softmax(logit, p["E"])
+    raise ValueError(act)
+
+
+def ref_zero_state_int8(prep_layer, B):
+    """Zero state: LSTM h = zp_out, c = 0; GRU h = 0 (Q0.15); RNN h = zp_out."""
+    layer, zp = prep_layer["layer"], prep_layer["zp_out"]
+    if layer.kind == "lstm":
+        return {"h": np.full((B, layer.recurrent_size), zp, np.int64),
+                "c": np.zeros((B, layer.hidden_size), np.int64)}
+    if layer.kind == "gru":
+        return {"h": np.zeros((B, layer.hidden_size), np.int64)}
+    return {"h": np.full((B, layer.hidden_size), zp, np.int64)}
+
+
+_STATE_DTYPES = {("lstm", "h"): np.int8, ("lstm", "c"): np.int16, ("gru", "h"): np.int16,
+                 ("rnn", "h"): np.int8}
+
+
+def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=None):
+    """Integer forward of an int8 model over float32 X (B, T, F) -> (Y float32 (B, T, O), state).
+
+    state[k][d]: LSTM {"h" int8, "c" int16}, GRU {"h" int16 Q0.15}, RNN {"h" int8}, Dense {} (one dict);
+    arrays with a leading batch axis, taken at each sequence's own length. Outputs past a sequence's
+    length are 0. The backward direction runs over each sequence's own valid steps in reverse."""
+    prep = ref_prepare(spec, quant) if prep is None else prep
+    X = np.asarray(X, dtype=np.float32)
+    B, T, _ = X.shape
+    lengths = np.full(B, T, np.int64) if lengths is None else _i64(lengths).reshape(B)
+    s0, z0 = prep[0]["s_in"], prep[0]["zp_in"]
+    seq = ref_quantize_input(X, s0, z0)                                # (B, T, F) int8 values in int64
+    rows = np.arange(B)
+    final = []
+    for k, lp in enumerate(prep):
+        layer = lp["layer"]
+        if layer.kind == "dense":
+            seq = ref_dense(lp["dirs"][0], seq)
+            final.append([{}])
+            continue
+        W = layer.recurrent_size
+        out = np.zeros((B, T, len(lp["dirs"]) * W), np.int64)
+        layer_final = []
+        for d, p in enumerate(lp["dirs"]):
+            if initial_state is None:
+                st = ref_zero_state_int8(lp, B)
+            else:
+                st = {n: _i64(a).reshape(B, -1).copy() for n, a in initial_state[k][d].items()}
+            if layer.kind == "gru":
+                st["h8"] = ref_gru_h8(p, lp, st["h"])
+            for s in range(int(lengths.max(initial=0))):
+                active = s < lengths
+                t = np.where(active, s if d == 0 else lengths - 1 - s, 0)
+                x = seq[rows, t]
+                if layer.kind == "lstm":
+                    h, c = ref_lstm_step(p, lp, x, st["h"], st["c"])
+                    new = {"h": h, "c": c}
+                elif layer.kind == "gru":
+                    h16, h8 = ref_gru_step(p, lp, x, st["h"], st["h8"])
+                    new = {"h": h16, "h8": h8}
+                else:
+                    new = {"h": ref_rnn_step(p, lp, x, st["h"])}
+                st = {n: np.where(active[:, None], new[n], st[n]) for n in st}
+                y = st["h8"] if layer.kind == "gru" else st["h"]
+                out[rows[active], t[active], d * W:(d + 1) * W] = y[active]
+            layer_final.append({n: st[n].astype(_STATE_DTYPES[(layer.kind, n)]) for n in st if n != "h8"})
+        seq = out
+        final.append(layer_final)
+    s_L, z_L = prep[-1]["s_out"], prep[-1]["zp_out"]
+    Y = ref_dequantize_output(seq, s_L, z_L)
+    Y[np.arange(T)[None, :] >= lengths[:, None]] = 0.0
+    return Y, final

@@ -151,7 +151,8 @@ def test_ref_rdbpot_agrees_with_gemmlowp_literal_form():
     for e in range(32):
         xs = [I32_MIN, I32_MAX, -1, 0, 1] + [rng.randint(I32_MIN, I32_MAX) for _ in range(200)]
         if e:
-            xs += [s * (2 * k + 1) << (e - 1) for s in (1, -1) for k in (0, 1, 2, 1000) if (2 * k + 1) << (e - 1) <= I32_MAX]
+            ties = [(2 * k + 1) << (e - 1) for k in (0, 1, 2, 1000)]
+            xs += [sign * v for v in ties if v <= I32_MAX for sign in (1, -1)]
         for x in xs:
             x = naive._fx_i32(x)
             assert naive._g_rdbpot(x, e, wrap=naive._fx_i32) == naive.ref_rdbpot(x, e), (x, e)
@@ -287,7 +288,8 @@ def test_quantize_multiplier_hand_checked():
 
 
 EDGE_REALS = [0.0, 1.0, 0.5, 0.75, 1 - 2.0 ** -33, 1 - 2.0 ** -32, 1 - 2.0 ** -31, 0.5 - 2.0 ** -34,
-              2.0 ** -31, 2.0 ** -32, 2.0 ** -32 * 0.99, 2.0 ** -33, 1e-12, 5e-324, 2.0 ** -32 * (1 - 2.0 ** -33),
+              2.0 ** -31, 2.0 ** -32, 2.0 ** -32 * 0.99, 2.0 ** -33, 1e-12, 5e-324,
+              2.0 ** -32 * (1 - 2.0 ** -33),
               2.0 ** 10, 2.0 ** 10 * 1.2345, 1234.5678, 3.0, 0.1, 1.0 / 3.0, 2.0 ** -31 * 0.75,
               float(np.float32(0.00390625 * 0.0078125 / 0.02))]
 

@@ -26,15 +26,20 @@ def _sigmoid(v):
 
 @njit(**NJIT_OPTS)
 def _matvec_f32(wf, w_off, rows, cols, v, v_off, bias, b_off, out, o_off):
-    """out[r] = bias[b_off + r] + sum_c W[r, c] v[c]   (b_off < 0: no bias)."""
+    """out[r] = bias[b_off + r] + sum_c W[r, c] v[c]   (b_off < 0: no bias). Slices keep the inner
+    loop free of Numba's negative-index checks (see cells_int8._dot_rows)."""
+    vv = v[v_off:v_off + cols]
+    y = out[o_off:o_off + rows]
     for r in range(rows):
+        w = wf[w_off + r * cols:w_off + (r + 1) * cols]
         s = np.float32(0.0)
-        base = w_off + r * cols
         for c in range(cols):
-            s += wf[base + c] * v[v_off + c]
-        if b_off >= 0:
-            s += bias[b_off + r]
-        out[o_off + r] = s
+            s += w[c] * vv[c]
+        y[r] = s
+    if b_off >= 0:
+        b = bias[b_off:b_off + rows]
+        for r in range(rows):
+            y[r] += b[r]
 
 
 @njit(**NJIT_OPTS)

@@ -21,7 +21,7 @@ from numba import njit
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
 from .cells_int8 import (GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN,
-                         L_KIND, L_NDIR, L_OUT, LS_STATE, RN_STATE, dense_step_int8, gru_step_int8,
+                         L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
                          lstm_step_int8, rnn_step_int8)
 
 G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
@@ -45,14 +45,26 @@ def _quantize_input(v, scale, zp):
 
 
 @njit(**NJIT_OPTS)
+def _has_non_finite(x, lengths, F):
+    """Checked before any state changes, so a rejected frame loses nothing (returns status, no raise)."""
+    for b in range(x.shape[0]):
+        for t in range(lengths[b]):
+            for f in range(F):
+                if not np.isfinite(x[b, t, f]):
+                    return True
+    return False
+
+
+@njit(**NJIT_OPTS)
 def forward_int8(x, y, prog, wq, work):
-    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place."""
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
+    Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
     B = x.shape[0]
     T = x.shape[1]
     lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
     n_state = hdr[W_STATE_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * n_state * B].view(np.int16)
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
     n_seq = hdr[W_SEQ_N]
     seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
     n_scr = hdr[W_SCRATCH_N]
@@ -66,6 +78,8 @@ def forward_int8(x, y, prog, wq, work):
     in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
     out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
     n_layers = prog[G_LAYERS]
+    if _has_non_finite(x, lengths, F):
+        return 1
     for b in range(B):
         n = lengths[b]
         s_base = b * n_state
@@ -113,6 +127,7 @@ def forward_int8(x, y, prog, wq, work):
         for t in range(n, T):
             for o in range(O):
                 y[b, t, o] = 0.0
+    return 0
 
 
 @njit(**NJIT_OPTS)
@@ -123,7 +138,7 @@ def forward_f32(x, y, prog, wf, work):
     T = x.shape[1]
     lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
     n_state = hdr[W_STATE_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * n_state * B].view(np.float32)
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
     n_seq = hdr[W_SEQ_N]
     seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
     n_scr = hdr[W_SCRATCH_N]
@@ -132,6 +147,8 @@ def forward_f32(x, y, prog, wf, work):
     F = prog[G_IN]
     O = prog[G_OUT]
     n_layers = prog[G_LAYERS]
+    if _has_non_finite(x, lengths, F):
+        return 1
     for b in range(B):
         n = lengths[b]
         s_base = b * n_state
@@ -175,3 +192,20 @@ def forward_f32(x, y, prog, wf, work):
         for t in range(n, T):
             for o in range(O):
                 y[b, t, o] = 0.0
+    return 0
+
+
+@njit(**NJIT_OPTS)
+def step_int8(x, y, prog, wq, work):
+    """Streaming entry: one frame x (F,) -> y (O,), no copies (the caller skips a 3-D staging buffer)."""
+    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
+    return forward_int8(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wq, work)
+
+
+@njit(**NJIT_OPTS)
+def step_f32(x, y, prog, wf, work):
+    """Float twin of step_int8."""
+    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
+    return forward_f32(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wf, work)

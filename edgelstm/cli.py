@@ -1,0 +1,406 @@
+"""The ``edgelstm`` command line: thin wrappers over the library (no model logic here).
+
+    edgelstm demo [--model PATH] [--json]
+    edgelstm info MODEL [--json]
+    edgelstm quantize MODEL --calibration X.npy -o OUT [--json]
+    edgelstm run MODEL --input X.npy --output Y.npy [--stream] [--json]
+
+Every expected failure (bad model file, bad .npy, wrong feature count, unwritable output) prints one line
+``edgelstm: error: ...`` on stderr and exits with status 2; ``--json`` output goes to stdout only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edgelstm as el
+from .errors import EdgeLSTMError
+
+DATA = Path(__file__).resolve().parent / "data"
+DEMO_MODEL = DATA / "tagger_gru_int8.elstm"
+DEMO_FEATURES = DATA / "demo_features.npy"
+DEMO_LABELS = DATA / "demo_labels.npy"
+THRESHOLD = 0.5
+
+
+class CLIError(Exception):
+    """A user-facing failure of the command line itself (bad arguments, unreadable .npy)."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _load_model(path: str):
+    return el.load(path)  # ArtifactError (missing, corrupt, unsupported) carries a clear message
+
+
+def _load_npy(path, what: str) -> np.ndarray:
+    p = os.fspath(path)
+    try:
+        a = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise CLIError(f"{what} {p}: no such file") from None
+    except IsADirectoryError:
+        raise CLIError(f"{what} {p}: is a directory, expected a .npy file") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise CLIError(f"{what} {p}: not a readable .npy array ({e})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive
+        try:
+            a.close()
+        except Exception:  # pragma: no cover
+            pass
+        raise CLIError(f"{what} {p}: expected a .npy array, got an .npz archive")
+    if a.dtype.kind not in "fiu":
+        raise CLIError(f"{what} {p}: expected numeric frames, got dtype {a.dtype}")
+    return a
+
+
+def _save_npy(path, a: np.ndarray) -> None:
+    p = os.fspath(path)
+    if not p.endswith(".npy"):
+        raise CLIError(f"output {p}: must end in .npy (numpy would append it)")
+    try:
+        np.save(p, a)
+    except OSError as e:
+        raise CLIError(f"output {p}: cannot write ({e.strerror or e})") from None
+
+
+def _file_size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def _percentiles_us(ns: np.ndarray) -> dict:
+    us = ns.astype(np.float64) / 1000.0
+    return {"median": float(np.median(us)), "p90": float(np.percentile(us, 90)),
+            "p99": float(np.percentile(us, 99)), "mean": float(us.mean()), "min": float(us.min()),
+            "max": float(us.max())}
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _layer_details(d: dict) -> str:
+    if d["kind"] == "dense":
+        return d.get("activation", "none")
+    parts = [f"hidden {d['hidden_size']}"]
+    if d.get("bidirectional"):
+        parts.append("bidirectional")
+    if d["kind"] == "lstm":
+        if d.get("proj_size"):
+            parts.append(f"proj {d['proj_size']}")
+        if d.get("peephole"):
+            parts.append("peephole")
+    elif d["kind"] == "gru":
+        parts.append("reset after" if d.get("reset_after") else "reset before")
+    elif d["kind"] == "rnn":
+        parts.append(d.get("nonlinearity", "tanh"))
+    return ", ".join(parts)
+
+
+def _quant_summary(model) -> dict | None:
+    """Plain-JSON view of the int8 parameters: activation (scale, zp) per boundary, per-layer scales."""
+    if not model.is_quantized:
+        return None
+    q = model.quant
+    layers = []
+    for k, layer in enumerate(model.spec.layers):
+        entry = {"kind": layer.kind, "directions": []}
+        for p in q.layers[k]:
+            d = {name: [float(v) for v in np.ravel(a)] for name, a in p.items()
+                 if name.endswith("_scale")}
+            for name in ("cell_exp", "pre_zp", "hidden_zp"):
+                if name in p:
+                    d[name] = int(np.ravel(p[name])[0])
+            d["int8_weight_bytes"] = int(sum(a.size for n, a in p.items() if a.dtype == np.int8))
+            entry["directions"].append(d)
+        layers.append(entry)
+    return {"scheme": "int8 weights (symmetric, per gate block), int8 activations (asymmetric), "
+                      "int16 gates/cell", "act": q.to_plain(), "layers": layers}
+
+
+def _model_info(model, path) -> dict:
+    desc = model.describe()
+    return {"path": os.fspath(path), "file_bytes": _file_size(path), "dtype": desc["dtype"],
+            "input_size": desc["input_size"], "output_size": desc["output_size"],
+            "parameters": desc["parameters"], "has_float_weights": bool(model.spec.has_weights),
+            "streamable": not model.spec.bidirectional, "layers": desc["layers"],
+            "quantization": _quant_summary(model)}
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+def cmd_info(args) -> int:
+    model = _load_model(args.model)
+    info = _model_info(model, args.model)
+    if args.json:
+        _print_json(info)
+        return 0
+    out = [f"model       {info['path']} ({_kib(info['file_bytes'])})",
+           f"dtype       {info['dtype']}" + ("" if info["dtype"] == "float32" else
+                                             f" (float weights kept: {'yes' if info['has_float_weights'] else 'no'})"),
+           f"features    {info['input_size']} in -> {info['output_size']} out per frame; "
+           f"streamable: {'yes' if info['streamable'] else 'no (bidirectional)'}",
+           f"parameters  {info['parameters']:,}",
+           "layers",
+           f"  {'#':>2}  {'kind':<6} {'in':>5} {'out':>5}  details"]
+    for k, d in enumerate(info["layers"]):
+        out.append(f"  {k:>2}  {d['kind']:<6} {d['input_size']:>5} {d['output_size']:>5}  {_layer_details(d)}")
+    qs = info["quantization"]
+    if qs:
+        out.append("quantization (int8 activations: scale, zero point)")
+        out.append(f"  {'input':<9} scale {qs['act'][0][0]:.6g}  zp {qs['act'][0][1]}")
+        for k, layer in enumerate(qs["layers"]):
+            s, z = qs["act"][k + 1]
+            extra = []
+            for d in layer["directions"]:
+                if "cell_exp" in d:
+                    extra.append(f"cell 2^{d['cell_exp']}")
+                extra.append(f"{d['int8_weight_bytes']} B int8 weights")
+            out.append(f"  {'layer ' + str(k):<9} scale {s:.6g}  zp {z}  ({layer['kind']}; {', '.join(extra)})")
+    else:
+        out.append("quantization  none (float32); make an int8 model with: edgelstm quantize")
+    print("\n".join(out))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    model = _load_model(args.model)
+    X = _load_npy(args.calibration, "calibration")
+    t0 = time.perf_counter()
+    q = el.quantize(model, calibration=X, progress=False if args.no_progress else None)
+    seconds = time.perf_counter() - t0
+    el.save(q, args.output)
+    rep = q.fidelity
+    if args.json:
+        _print_json({"model": os.fspath(args.model), "calibration_shape": list(X.shape),
+                     "output": os.fspath(args.output), "output_bytes": _file_size(args.output),
+                     "seconds": seconds, "fidelity": rep.to_dict(), "act_quant": q.quant.to_plain()})
+        return 0
+    print(rep)
+    print(f"saved {args.output} ({_kib(_file_size(args.output))}); calibrated on {X.shape} in {seconds:.2f} s")
+    return 0
+
+
+def cmd_run(args) -> int:
+    model = _load_model(args.model)
+    X = _load_npy(args.input, "input")
+    if X.ndim not in (2, 3):
+        raise CLIError(f"input {args.input}: expected (T, F) or (B, T, F) frames, got shape {X.shape}")
+    if X.dtype.kind != "f":
+        X = X.astype(np.float32)
+    if args.stream:
+        if X.ndim != 2:
+            raise CLIError(f"--stream takes one sequence (T, F), got shape {X.shape}")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        warm = model.stream()
+        t0 = time.perf_counter()
+        warm.step(X[0])  # JIT compile / cache load, kept out of the timing
+        warmup = time.perf_counter() - t0
+        s = model.stream()
+        Y = np.empty((X.shape[0], model.output_size), np.float32)
+        ns = np.empty(X.shape[0], np.int64)
+        clock = time.perf_counter_ns
+        t_start = time.perf_counter()
+        for t in range(X.shape[0]):
+            a = clock()
+            y = s.step(X[t])
+            ns[t] = clock() - a
+            Y[t] = y
+        seconds = time.perf_counter() - t_start
+        latency = _percentiles_us(ns)
+    else:
+        t0 = time.perf_counter()
+        model.run(X[..., :1, :])  # JIT compile / cache load, kept out of the timing
+        warmup = time.perf_counter() - t0
+        t_start = time.perf_counter()
+        Y = model.run(X)
+        seconds = time.perf_counter() - t_start
+        latency = None
+    _save_npy(args.output, Y)
+    frames = int(np.prod(X.shape[:-1]))
+    result = {"model": os.fspath(args.model), "dtype": model.describe()["dtype"],
+              "mode": "stream" if args.stream else "batch", "input_shape": list(X.shape),
+              "output_shape": list(Y.shape), "output": os.fspath(args.output), "frames": frames,
+              "seconds": seconds, "us_per_frame": 1e6 * seconds / frames, "warmup_s": warmup,
+              "step_latency_us": latency}
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['mode']}: {tuple(X.shape)} -> {tuple(Y.shape)} ({result['dtype']}) in {1e3 * seconds:.2f} ms, "
+          f"{result['us_per_frame']:.2f} us/frame; warm-up {1e3 * warmup:.0f} ms")
+    if latency:
+        print(f"step latency (us): median {latency['median']:.1f}  p90 {latency['p90']:.1f}  "
+              f"p99 {latency['p99']:.1f}  max {latency['max']:.1f}")
+    print(f"saved {args.output}")
+    return 0
+
+
+def _timeline(on: np.ndarray, width: int) -> str:
+    """One character per len(on)/width frames: '#' mostly on, ':' partly on, '.' off."""
+    chunks = np.array_split(on, width)
+    return "".join("#" if c.mean() >= 0.5 else (":" if c.any() else ".") for c in chunks)
+
+
+def _blocks(on: np.ndarray, size: int = 100) -> list:
+    """Per block of ``size`` frames, the tags on for at least a tenth of the block."""
+    out = []
+    for a in range(0, on.shape[0], size):
+        blk = on[a:a + size]
+        out.append({"frames": [a, a + blk.shape[0]],
+                    "tags_on": [int(j) for j in np.flatnonzero(blk.mean(axis=0) >= 0.1)]})
+    return out
+
+
+def cmd_demo(args) -> int:
+    model_path = Path(args.model) if args.model else DEMO_MODEL
+    feats_path = Path(args.features) if args.features else DEMO_FEATURES
+    t0 = time.perf_counter()
+    model = _load_model(model_path)
+    load_s = time.perf_counter() - t0
+    X = _load_npy(feats_path, "features")
+    if X.ndim != 2:
+        raise CLIError(f"features {feats_path}: expected (T, F) frames, got shape {X.shape}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    labels = None
+    if not args.features and DEMO_LABELS.is_file():
+        labels = _load_npy(DEMO_LABELS, "labels").astype(bool)
+        if labels.shape != (X.shape[0], model.output_size):
+            labels = None
+    T = X.shape[0]
+
+    # warm-up on a throwaway stream: the first step pays the JIT compile (or on-disk cache load)
+    warm = model.stream()
+    t0 = time.perf_counter()
+    warm.step(X[0])
+    first_step_s = time.perf_counter() - t0
+    for t in range(1, min(T, 50)):
+        warm.step(X[t])
+    warmup_s = time.perf_counter() - t0
+
+    s = model.stream()
+    Y = np.empty((T, model.output_size), np.float32)
+    ns = np.empty(T, np.int64)
+    clock = time.perf_counter_ns
+    for t in range(T):
+        a = clock()
+        y = s.step(X[t])
+        ns[t] = clock() - a
+        Y[t] = y
+    lat = _percentiles_us(ns)
+    on = Y >= THRESHOLD
+    width = min(50, T)
+    timelines = [_timeline(on[:, j], width) for j in range(on.shape[1])]
+    truth = [_timeline(labels[:, j], width) for j in range(labels.shape[1])] if labels is not None else None
+    agreement = float(np.mean(on == labels)) if labels is not None else None
+    kinds = "-".join(d["kind"] for d in model.spec.describe())
+    result = {"model": os.fspath(model_path), "dtype": model.describe()["dtype"], "layers": kinds,
+              "frames": T, "features": int(X.shape[1]), "tags": int(model.output_size), "threshold": THRESHOLD,
+              "load_s": load_s, "compile_s": first_step_s, "warmup_s": warmup_s, "latency_us": lat,
+              "steps_per_s": 1e6 / lat["mean"], "tag_on_fraction": [float(v) for v in on.mean(axis=0)],
+              "timeline": timelines, "timeline_frames_per_char": T / width, "blocks": _blocks(on),
+              "ground_truth": truth, "ground_truth_agreement": agreement}
+    if args.json:
+        _print_json(result)
+        return 0
+    lines = [f"edgelstm demo: {result['dtype']} {kinds} tagger, {T} frames x {X.shape[1]} features "
+             f"streamed one step at a time",
+             f"  model {model_path}",
+             "",
+             f"tag activity (1 column = {T / width:g} frames; # on, : partly on, . off; "
+             f"{'truth = known segments' if truth else 'no ground truth'})",
+             f"           |{'frame 0':<{width - len(str(T))}}{T}|"]
+    for j, tl in enumerate(timelines):
+        lines.append(f"  tag {j}    |{tl}|")
+        if truth:
+            lines.append(f"    truth  |{truth[j]}|")
+    lines.append("  per 100 frames, tags on: " + "  ".join(
+        f"{b['frames'][0]}:{''.join(map(str, b['tags_on'])) or '-'}" for b in result["blocks"]))
+    if agreement is not None:
+        lines.append(f"  agreement with ground truth: {100 * agreement:.2f}% of frame x tag decisions")
+    lines += ["",
+              f"step latency over {T} steps (us): median {lat['median']:.1f}  p90 {lat['p90']:.1f}  "
+              f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}  ({result['steps_per_s']:,.0f} steps/s)",
+              f"model load {1e3 * load_s:.0f} ms; first step (JIT compile / cache load) {1e3 * first_step_s:.0f} ms; "
+              f"warm-up total {1e3 * warmup_s:.0f} ms (not in the latency figures)"]
+    print("\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: same one-line format, status 2
+        self.print_usage(sys.stderr)
+        raise CLIError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgelstm", description="int8 LSTM/GRU/RNN inference for the edge")
+    p.add_argument("--version", action="version", version=f"edgelstm {el.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="stream the bundled int8 audio tagger over a demo sequence")
+    d.add_argument("--model", help="model to run instead of the bundled int8 GRU tagger")
+    d.add_argument("--features", help="(T, F) .npy frames to run instead of the bundled demo sequence")
+    d.add_argument("--json", action="store_true", help="print a JSON object")
+    d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("info", help="describe a .elstm model")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="print a JSON object")
+    i.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("quantize", help="int8 post-training quantization with calibration frames")
+    q.add_argument("model")
+    q.add_argument("--calibration", required=True, help="(T, F) or (B, T, F) float .npy frames")
+    q.add_argument("-o", "--output", required=True, help="int8 .elstm file to write")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
+    q.add_argument("--json", action="store_true", help="print a JSON object")
+    q.set_defaults(func=cmd_quantize)
+
+    r = sub.add_parser("run", help="run a model over .npy frames")
+    r.add_argument("model")
+    r.add_argument("--input", required=True, help="(T, F) or (B, T, F) .npy frames")
+    r.add_argument("--output", required=True, help=".npy file for the outputs")
+    r.add_argument("--stream", action="store_true", help="step frame by frame through a stream ((T, F) only)")
+    r.add_argument("--json", action="store_true", help="print a JSON object")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"edgelstm: error: {' '.join(str(message).split())}\n")
+    return 2
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except SystemExit as e:  # --help / --version
+        return e.code if isinstance(e.code, int) else 0
+    except (EdgeLSTMError, CLIError) as e:
+        return _fail(str(e))
+    except OSError as e:  # e.g. an output directory that does not exist
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return _fail(f"{where}{e.strerror or e}")
+    except KeyboardInterrupt:
+        sys.stderr.write("edgelstm: interrupted\n")
+        return 130

@@ -1,0 +1,155 @@
+"""Bad inputs get a clear edgelstm exception, never a crash, and nothing is lost on error."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import edgelstm as el
+
+F = 5
+
+
+@pytest.fixture(scope="module")
+def models():
+    spec = el.random_model([{"kind": "lstm", "hidden_size": 8}, {"kind": "dense", "output_size": 3}],
+                           input_size=F, seed=3)
+    fm = el.Model(spec)
+    calib = np.random.default_rng(0).standard_normal((2, 40, F)).astype(np.float32)
+    return {"f32": fm, "int8": el.quantize(fm, calibration=calib)}
+
+
+@pytest.fixture(params=["f32", "int8"])
+def model(request, models):
+    return models[request.param]
+
+
+def test_wrong_feature_size(model):
+    with pytest.raises(el.InputError, match="features"):
+        model.run(np.zeros((4, F + 1), np.float32))
+    with pytest.raises(el.InputError, match="features"):
+        model.stream().step(np.zeros(F - 1, np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, F), np.int32), np.zeros((4, F), object),
+                                 np.zeros((4, F), complex), np.array([["a"] * F] * 4)])
+def test_wrong_dtype(model, bad):
+    with pytest.raises(el.InputError, match="float"):
+        model.run(bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_inf_rejected_everywhere(model, value):
+    X = np.zeros((6, F), np.float32)
+    X[3, 2] = value
+    with pytest.raises(el.InputError, match="NaN or inf"):
+        model.run(X)
+    s = model.stream()
+    with pytest.raises(el.InputError, match="NaN or inf"):
+        s.step_many(X)
+    with pytest.raises(el.InputError, match="NaN or inf"):
+        s.step(X[3])
+    with pytest.raises(el.InputError, match="NaN or inf"):
+        s.step(X[3].astype(np.float64))  # the slow path checks too
+
+
+def test_nothing_lost_on_error(model):
+    """A rejected frame leaves the stream's state untouched."""
+    rng = np.random.default_rng(1)
+    s = model.stream()
+    s.step_many(rng.standard_normal((10, F)).astype(np.float32))
+    before = s.state
+    bad = np.full(F, np.nan, np.float32)
+    with pytest.raises(el.InputError):
+        s.step(bad)
+    after = s.state
+    for a, b in zip(before, after):
+        for da, db in zip(a, b):
+            for name in da:
+                assert np.array_equal(da[name], db[name])
+
+
+@pytest.mark.parametrize("shape", [(0, F), (2, 0, F), (0, 3, F)])
+def test_empty_sequence(model, shape):
+    with pytest.raises(el.InputError, match="empty"):
+        model.run(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("shape", [(F,), (1, 2, 3, F)])
+def test_bad_rank(model, shape):
+    with pytest.raises(el.InputError, match=r"\(T, F\)"):
+        model.run(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("lengths,match", [([0, 3], r"\[1, 4\]"), ([5, 1], r"\[1, 4\]"), ([-1, 2], r"\[1, 4\]"),
+                                           ([1, 2, 3], "2 integers"), ([1.5, 2.0], "2 integers")])
+def test_lengths_out_of_range(model, lengths, match):
+    with pytest.raises(el.InputError, match=match):
+        model.run(np.zeros((2, 4, F), np.float32), lengths=np.array(lengths))
+
+
+def test_lengths_need_batched_input(model):
+    with pytest.raises(el.InputError, match="batched"):
+        model.run(np.zeros((4, F), np.float32), lengths=np.array([4]))
+
+
+def test_bad_state(model):
+    s = model.stream()
+    good = s.state
+    with pytest.raises(el.InputError, match="one entry per layer"):
+        s.state = good[:1]
+    wrong = good.copy()
+    wrong[0][0]["h"] = wrong[0][0]["h"][:-1]
+    with pytest.raises(el.InputError, match="shape"):
+        s.state = wrong
+    wrong = good.copy()
+    wrong[0][0]["c"] = wrong[0][0]["c"].astype(np.float64)
+    with pytest.raises(el.InputError, match="dtype"):
+        s.state = wrong
+    wrong = good.copy()
+    del wrong[0][0]["h"]
+    with pytest.raises(el.InputError, match="lacks"):
+        s.state = wrong
+
+
+def test_float_state_nan_rejected(models):
+    m = models["f32"]
+    st = m.zero_state()
+    st[0][0]["c"][0] = np.nan
+    with pytest.raises(el.InputError, match="NaN"):
+        m.run(np.zeros((3, F), np.float32), initial_state=st)
+
+
+def test_bidirectional_refuses_streaming():
+    m = el.Model(el.random_model([{"kind": "gru", "hidden_size": 4, "bidirectional": True}], input_size=F))
+    with pytest.raises(el.StreamingError, match="bidirectional"):
+        m.stream()
+
+
+def test_calibration_rejects_nan(models):
+    X = np.zeros((10, F), np.float32)
+    X[0, 0] = np.nan
+    with pytest.raises(el.InputError):
+        el.quantize(models["f32"], calibration=X)
+
+
+def test_every_error_is_one_tree(model):
+    with pytest.raises(el.EdgeLSTMError):
+        model.run(np.zeros((4, F + 2), np.float32))
+
+
+def test_step_reuses_its_buffer_and_allocates_nothing(model):
+    s = model.stream()
+    x = np.random.default_rng(2).standard_normal(F).astype(np.float32)
+    y1 = s.step(x)
+    y2 = s.step(x)
+    assert y1 is y2  # documented: the output buffer is reused
+    for _ in range(200):  # warm every path first
+        s.step(x)
+    tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot()
+    for _ in range(2000):
+        s.step(x)
+    snap1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)
+    assert grown < 2048, f"step allocated {grown} bytes over 2000 calls"
