@@ -261,17 +261,49 @@ def build_config(kind: str, H: int) -> dict:
 
 
 def direct_kernel(stream):
-    """The jitted kernel called exactly as Stream.step calls it, minus the Python wrapper (diagnostic;
-    relies on Stream internals, returns None if they changed)."""
+    """The jitted call that ``Stream.step`` makes, replayed without the Python wrapper (diagnostic).
+
+    Found generically: every Numba dispatcher held by the stream is wrapped in a recorder, one step is run,
+    and the recorded call is replayed with the frame argument substituted.  Returns None if nothing was
+    recorded (the runtime's internals changed shape)."""
     try:
-        s = stream
-        s.step(np.zeros(I, np.float32))  # sets lengths[0] = 1
-        k = s._kernel
-        args = (s._x1, s._y1, s._prog, s._weights, s._work)
-        k(*args)
-        return lambda _x: k(*args)
+        from numba.core.dispatcher import Dispatcher
     except Exception:  # noqa: BLE001
         return None
+    x0 = np.zeros(I, np.float32)
+    for name, val in list(vars(stream).items()):
+        if not isinstance(val, Dispatcher):
+            continue
+        calls = []
+
+        def rec(*a, _f=val):
+            calls.append((_f, a))
+            return _f(*a)
+
+        setattr(stream, name, rec)
+        try:
+            stream.step(x0)
+        except Exception:  # noqa: BLE001
+            calls = []
+        finally:
+            setattr(stream, name, val)
+        if not calls:
+            continue
+        f, a = calls[0]
+        pos = [i for i, v in enumerate(a) if v is x0]
+        if pos == [0]:
+            rest = a[1:]
+            return lambda x: f(x, *rest)
+        if not pos:  # the wrapper copied the frame into its own buffer: replay with that buffer
+            return lambda _x: f(*a)
+        lst = list(a)
+        k = pos[0]
+
+        def call(x):
+            lst[k] = x
+            return f(*lst)
+        return call
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- diagnostics
@@ -502,6 +534,8 @@ def bench_config(kind: str, H: int, *, rounds: int, per_round: int, warmup: int,
         engines["f32_kernel_direct"] = (k_f, frames)
 
     samples = {name: [] for name in engines}
+    load_before = os.getloadavg()[0]
+    wall0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
     round_medians = {name: [] for name in engines}
     names = list(engines)
     with torch.inference_mode():
@@ -543,7 +577,9 @@ def bench_config(kind: str, H: int, *, rounds: int, per_round: int, warmup: int,
                     gc.enable()
                 many_ns[name].append((t1 - t0) / T_SEQ)
 
-    res = {"kind": kind, "I": I, "H": H, "macs_per_step": GATES[kind] * H * (I + H), "checks": cfg["checks"],
+    cpu_share = (time.process_time_ns() - cpu0) / max(1, time.perf_counter_ns() - wall0)
+    res = {"kind": kind, "I": I, "H": H, "load_avg_1min": [load_before, os.getloadavg()[0]],
+           "cpu_share_while_timing": cpu_share, "macs_per_step": GATES[kind] * H * (I + H), "checks": cfg["checks"],
            "per_call": {}, "per_step_in_sequence": {}, "round_medians_us": round_medians}
     for name, chunks in samples.items():
         res["per_call"][name] = stats_us(np.concatenate(chunks))
@@ -638,7 +674,8 @@ def print_report(doc: dict) -> None:
               f"(timer included)")
     for r in doc["results"]:
         pc = r["per_call"]
-        parts = [f"{r['kind'].upper()} {r['H']}:"]
+        parts = [f"{r['kind'].upper()} {r['H']} (load {r['load_avg_1min'][0]:.1f}, CPU share while timing "
+                 f"{100 * r['cpu_share_while_timing']:.0f}%):"]
         if "int8_kernel_direct" in pc:
             parts.append(f"int8 kernel called directly {pc['int8_kernel_direct']['median_us']:.2f} us "
                          f"(Stream.step wrapper {r['int8_python_wrapper_us']:+.2f} us)")

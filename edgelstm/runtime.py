@@ -279,22 +279,25 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
 
     if layer.kind == "dense":
         rec = [0] * F.FD_LEN
-        rec[F.FD_W] = b.add_weights(w["w"])
+        rec[F.FD_W] = b.add_weights(w["w"].T)
         rec[F.FD_B] = b.add_weights(w["b"])
         rec[F.FD_ACT] = _ACTS[layer.activation]
         return rec
     rec = [-1] * F.FL_LEN
-    rec[F.FL_WX] = b.add_weights(w["w_x"])
-    rec[F.FL_WH] = b.add_weights(w["w_h"])
+    # matrices are stored transposed for the axpy-ordered float matvec (see cells_f32._matvec_f32)
+    rec[F.FL_WX] = b.add_weights(w["w_x"].T)
     if layer.kind == "gru":
+        H = layer.hidden_size
+        rec[F.FL_WH] = b.add_weights(np.concatenate([w["w_h"][:2 * H].T.ravel(), w["w_h"][2 * H:].T.ravel()]))
         rec[F.FL_B] = b.add_weights(w["b_x"])
         rec[F.FL_B2] = b.add_weights(w["b_h"])
     else:
+        rec[F.FL_WH] = b.add_weights(w["w_h"].T)
         rec[F.FL_B] = b.add_weights(w["b"])
     if layer.kind == "lstm" and layer.peephole:
         rec[F.FL_PEEP] = b.add_weights(w["w_peep"])
     if layer.kind == "lstm" and layer.proj_size:
-        rec[F.FL_PROJ] = b.add_weights(w["w_proj"])
+        rec[F.FL_PROJ] = b.add_weights(w["w_proj"].T)
         rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
     rec[F.FL_STATE] = state_off
     return rec

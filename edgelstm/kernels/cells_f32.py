@@ -26,16 +26,18 @@ def _sigmoid(v):
 
 @njit(**NJIT_OPTS)
 def _matvec_f32(wf, w_off, rows, cols, v, v_off, bias, b_off, out, o_off):
-    """out[r] = bias[b_off + r] + sum_c W[r, c] v[c]   (b_off < 0: no bias). Slices keep the inner
-    loop free of Numba's negative-index checks (see cells_int8._dot_rows)."""
+    """out[r] = sum_c W[r, c] v[c] (+ bias[b_off + r] if b_off >= 0), W stored TRANSPOSED (cols, rows).
+
+    Column-by-column (axpy) order vectorizes across rows while every row still sums c = 0, 1, ... in
+    sequence, so results equal the plain scalar dot product bit for bit (fastmath stays off)."""
     vv = v[v_off:v_off + cols]
     y = out[o_off:o_off + rows]
-    for r in range(rows):
-        w = wf[w_off + r * cols:w_off + (r + 1) * cols]
-        s = np.float32(0.0)
-        for c in range(cols):
-            s += w[c] * vv[c]
-        y[r] = s
+    y[:] = 0.0
+    for c in range(cols):
+        w = wf[w_off + c * rows:w_off + (c + 1) * rows]
+        vc = vv[c]
+        for r in range(rows):
+            y[r] += w[r] * vc
     if b_off >= 0:
         b = bias[b_off:b_off + rows]
         for r in range(rows):
@@ -82,19 +84,20 @@ def gru_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, out
     """Gates r, z, n; b_x at FL_B, b_h at FL_B2. tmp holds the recurrent pre-activations (3H)."""
     H = hidden
     _matvec_f32(wf, prog[rec + FL_WX], 3 * H, n_in, x, x_off, wf, prog[rec + FL_B], gates, 0)
+    # w_h is stored as two transposed blocks: [r; z] (2H rows) then n (H rows), 2H*H elements apart
+    wh_n = prog[rec + FL_WH] + 2 * H * H
+    _matvec_f32(wf, prog[rec + FL_WH], 2 * H, H, state, s_off, wf, prog[rec + FL_B2], tmp, 0)
     if flags & FLAG_RESET_AFTER:
-        _matvec_f32(wf, prog[rec + FL_WH], 3 * H, H, state, s_off, wf, prog[rec + FL_B2], tmp, 0)
+        _matvec_f32(wf, wh_n, H, H, state, s_off, wf, prog[rec + FL_B2] + 2 * H, tmp, 2 * H)
         for r in range(H):
             rg = _sigmoid(gates[r] + tmp[r])
             gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
             gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + rg * tmp[2 * H + r]))
     else:
-        _matvec_f32(wf, prog[rec + FL_WH], 2 * H, H, state, s_off, wf, prog[rec + FL_B2], tmp, 0)
         for r in range(H):
             gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
             tmp[2 * H + r] = _sigmoid(gates[r] + tmp[r]) * state[s_off + r]
-        _matvec_f32(wf, prog[rec + FL_WH] + 2 * H * H, H, H, tmp, 2 * H, wf, prog[rec + FL_B2] + 2 * H,
-                    tmp, 0)
+        _matvec_f32(wf, wh_n, H, H, tmp, 2 * H, wf, prog[rec + FL_B2] + 2 * H, tmp, 0)
         for r in range(H):
             gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + tmp[r]))
     for r in range(H):
