@@ -127,6 +127,8 @@ def perturb_quant(spec, qp: QuantParams, rng) -> QuantParams:
                     p[name] = np.clip(big, I32_MIN, I32_MAX).astype(np.int32)
                 elif name in ("w_x", "w_h", "w", "w_proj") and rng.random() < 0.15:
                     p[name] = rng.choice(np.array([-127, 127, 0, 1, -1], np.int8), size=a.shape)
+                elif name == "w_peep" and rng.random() < 0.3:
+                    p[name] = rng.choice(np.array([-32767, 32767, 0, 1, -1], np.int16), size=a.shape)
         if layer.kind == "dense" and layer.activation in ("none", "relu"):
             p = qp.layers[k][0]
             qp.act[k + 1] = (float(p["pre_scale"][0]), int(p["pre_zp"][0]))
@@ -171,7 +173,7 @@ def make_case(case, *, max_T, seed_base, allow_bidir=True):
     if perturbed:
         quant = perturb_quant(spec, quant, rng)
         model = el.Model(spec, quant)
-    B = int(rng.integers(1, 5))
+    B = int(rng.integers(1, 5)) if rng.random() < 0.85 else int(rng.integers(16, 65))   # wide: cheap volume
     T = int(rng.integers(1, max_T + 1))
     X = _data(rng, (B, T, I), scale * float(10.0 ** rng.uniform(-0.3, 0.7)), offset)
     if rng.random() < 0.5:
@@ -225,7 +227,7 @@ def run_case(case, *, max_T, seed_base):
 
 @pytest.mark.parametrize("case", range(40))
 def test_int8_run_equals_reference_fast(case):
-    run_case(case, max_T=24, seed_base=1)
+    run_case(case, max_T=40, seed_base=1)
 
 
 @pytest.mark.slow
@@ -238,7 +240,7 @@ def test_reference_is_not_vacuous():
     """The fast subset reaches rails: some outputs saturate, lengths cut sequences, perturbed cases exist."""
     hit_rail = perturbed = cut = 0
     for case in range(40):
-        spec, quant, model, X, lengths, init, desc = make_case(case, max_T=24, seed_base=1)
+        spec, quant, model, X, lengths, init, desc = make_case(case, max_T=40, seed_base=1)
         Yr, _ = naive.ref_forward_int8(spec, quant, X, lengths=lengths, initial_state=init)
         s, z = quant.act[-1]
         q = np.round(Yr / np.float32(s)) + z
@@ -542,3 +544,69 @@ def test_input_quantization_ties_round_half_away():
     want_q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zp, -128, 127)
     assert np.array_equal(Yr[0, :, 0], ((want_q - zp) * s).astype(np.float32))   # the reference itself
     assert_same_outputs(model.run(X), Yr, "input ties")
+
+
+def _f32_chain_differs(rng, eff_target):
+    """(w_scale, s_in, s_out) with w_scale * s_in / s_out near eff_target whose float32 effective scale
+    quantizes to another multiplier than the exact float64 value would (so a runtime computing eff in
+    float64 gets different integers)."""
+    while True:
+        w, s_in = (np.float32(10.0 ** rng.uniform(-3, -0.5)) for _ in range(2))
+        s_out = np.float32(w * s_in / eff_target * rng.uniform(0.9, 1.1))
+        m32 = naive.ref_qm(naive.ref_eff_scale(w, s_in, s_out))
+        m64 = naive.ref_quantize_multiplier(float(w) * float(s_in) / float(s_out))
+        if m32[1] == m64[1] and abs(m32[0] - m64[0]) >= 100:
+            return w, s_in, s_out, m64
+
+
+def _probe_model(kind, n, w_scale, s_a, s_b, bias):
+    """A layer whose every output row r is sat8(MBQM(bias[r], m) + 0) with m = QM(eff(w_scale, s_a, s_b)):
+    all matmul weights are 0, so the accumulator is the bias alone.
+      dense:    eff(w_scale, s_in, pre_scale)
+      rnn relu: eff(w_x_scale, s_in, pre_scale); act_out = pre_scale makes m_out exactly 1
+      lstm+proj: eff(w_proj_scale, hidden_scale, s_out)  (with w_proj = 0, h = sat8(MBQM(b_proj) + zp_out))
+    Returns (spec, quant, the multiplier's index path in ref_prepare)."""
+    f32 = lambda v: np.array([v], np.float32)
+    if kind == "dense":
+        spec = el.random_model([{"kind": "dense", "output_size": n, "activation": "none"}], input_size=2)
+        q = {"w": np.zeros((n, 2), np.int8), "w_scale": f32(w_scale), "b": bias.astype(np.int32),
+             "pre_scale": f32(s_b), "pre_zp": np.array([0], np.int32)}
+        return spec, QuantParams(act=[(float(s_a), 0), (float(s_b), 0)], layers=[[q]]), "m"
+    if kind == "rnn_relu":
+        spec = el.random_model([{"kind": "rnn", "hidden_size": n, "nonlinearity": "relu"}], input_size=2)
+        q = {"w_x": np.zeros((n, 2), np.int8), "w_x_scale": f32(w_scale), "w_h": np.zeros((n, n), np.int8),
+             "w_h_scale": f32(0.01), "b": bias.astype(np.int32), "pre_scale": f32(s_b)}
+        return spec, QuantParams(act=[(float(s_a), 0), (float(s_b), 0)], layers=[[q]]), "m_x"
+    H, P = n + 1, n
+    spec = el.random_model([{"kind": "lstm", "hidden_size": H, "proj_size": P}], input_size=2)
+    q = {"w_x": np.zeros((4 * H, 2), np.int8), "w_x_scale": np.full(4, 0.01, np.float32),
+         "w_h": np.zeros((4 * H, P), np.int8), "w_h_scale": np.full(4, 0.01, np.float32),
+         "b": np.zeros(4 * H, np.int32), "cell_exp": np.array([-11], np.int32),
+         "w_proj": np.zeros((P, H), np.int8), "w_proj_scale": f32(w_scale), "b_proj": bias.astype(np.int32),
+         "hidden_scale": f32(s_a), "hidden_zp": np.array([0], np.int32)}
+    return spec, QuantParams(act=[(0.05, 0), (float(s_b), 0)], layers=[[q]]), "m_proj"
+
+
+@pytest.mark.parametrize("kind", ["dense", "rnn_relu", "lstm_proj"])
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_effective_scale_probe(kind, seed):
+    """Accumulators placed exactly where the float32 effective multiplier (NUMERICS.md evaluation order)
+    and the exact float64 one round differently: the runtime must follow the float32 order."""
+    rng = np.random.default_rng([11, seed, len(kind)])
+    acc = np.arange(1, 1_200_000, dtype=np.int64)          # positive: relu keeps them; outputs <= 120
+    hits = []
+    while len(hits) < 3:
+        w_scale, s_a, s_b, m64 = _f32_chain_differs(rng, 1e-4)
+        m32 = naive.ref_qm(naive.ref_eff_scale(w_scale, s_a, s_b))
+        hits = acc[naive.vmbqm(acc, *m32) != naive.vmbqm(acc, *m64)]
+    hits = np.concatenate([hits, -hits]) if kind != "rnn_relu" else hits
+    n = min(6, hits.size)
+    spec, quant, name = _probe_model(kind, n, w_scale, s_a, s_b, rng.choice(hits, n, replace=False))
+    model = el.Model(spec, quant)
+    X = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    prep = naive.ref_prepare(spec, quant)
+    assert prep[0]["dirs"][0][name] == m32
+    Yr, _ = naive.ref_forward_int8(spec, quant, X, prep=prep)
+    assert_same_outputs(model.run(X), Yr, dict(kind=kind, seed=seed, scales=(w_scale, s_a, s_b), m32=m32))
+    prep[0]["dirs"][0][name] = m64                  # the probe is sensitive: a float64 multiplier differs
+    assert not np.array_equal(naive.ref_forward_int8(spec, quant, X, prep=prep)[0], Yr)
