@@ -38,8 +38,23 @@ def _check_size(name: str, v) -> int:
     return int(v)
 
 
+class _Recurrent:
+    """Shape rules shared by the recurrent layers (R = recurrent_size)."""
+
+    @property
+    def recurrent_size(self) -> int:
+        return self.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        return self.recurrent_size * (2 if self.bidirectional else 1)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"h": (self.recurrent_size,)}
+
+
 @dataclass(kw_only=True)
-class LSTM:
+class LSTM(_Recurrent):
     """LSTM layer. ``directions[d]`` holds the weights of direction d (0 forward, 1 backward):
 
     w_x    (4H, I)  input weights, gates i,f,g,o
@@ -62,10 +77,6 @@ class LSTM:
     def recurrent_size(self) -> int:
         return self.proj_size or self.hidden_size
 
-    @property
-    def output_size(self) -> int:
-        return self.recurrent_size * (2 if self.bidirectional else 1)
-
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         H, I, R, P = self.hidden_size, self.input_size, self.recurrent_size, self.proj_size
         s = {"w_x": (4 * H, I), "w_h": (4 * H, R), "b": (4 * H,)}
@@ -81,7 +92,7 @@ class LSTM:
 
 
 @dataclass(kw_only=True)
-class GRU:
+class GRU(_Recurrent):
     """GRU layer. ``reset_after=True`` is PyTorch / ONNX linear_before_reset=1:
     n = tanh(W_n x + b_xn + r * (U_n h + b_hn)); ``False`` is Keras reset_after=False / ONNX default:
     n = tanh(W_n x + b_xn + U_n (r * h) + b_hn).  h' = (1 - z) * n + z * h.
@@ -96,24 +107,13 @@ class GRU:
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="gru", init=False)
 
-    @property
-    def recurrent_size(self) -> int:
-        return self.hidden_size
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size * (2 if self.bidirectional else 1)
-
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         H, I = self.hidden_size, self.input_size
         return {"w_x": (3 * H, I), "w_h": (3 * H, H), "b_x": (3 * H,), "b_h": (3 * H,)}
 
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"h": (self.hidden_size,)}
-
 
 @dataclass(kw_only=True)
-class RNN:
+class RNN(_Recurrent):
     """Vanilla RNN: h' = act(W x + U h + b), act = tanh or relu.
 
     w_x (H, I), w_h (H, H), b (H,)  (b = PyTorch's b_ih + b_hh)
@@ -126,20 +126,9 @@ class RNN:
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="rnn", init=False)
 
-    @property
-    def recurrent_size(self) -> int:
-        return self.hidden_size
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size * (2 if self.bidirectional else 1)
-
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         H, I = self.hidden_size, self.input_size
         return {"w_x": (H, I), "w_h": (H, H), "b": (H,)}
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"h": (self.hidden_size,)}
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,30 @@
+"""@njit kernels: fixed-point primitives, int8 and float32 cells, the one-call program driver.
+
+Numba's on-disk cache checks only the source file of each cached function, not the files of the functions
+it calls, so editing ``cells_int8.py`` would leave a cached ``program.py`` kernel running the old cells.
+On import we stamp a hash of all kernel sources and drop this package's cache files when it changes.
+"""
+import hashlib
+from pathlib import Path
+
+
+def _drop_stale_cache() -> None:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for src in sorted(here.glob("*.py")) + [here.parent / "config.py"]:
+        digest.update(src.read_bytes())
+    cache = here / "__pycache__"
+    stamp = cache / "edgelstm-kernels.stamp"
+    want = digest.hexdigest()
+    try:
+        if stamp.exists() and stamp.read_text() == want:
+            return
+        cache.mkdir(exist_ok=True)
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            f.unlink(missing_ok=True)
+        stamp.write_text(want)
+    except OSError:  # read-only install: Numba falls back to its own cache locations
+        pass
+
+
+_drop_stale_cache()

@@ -16,7 +16,8 @@ Element type of state/seq/gates/aux is int16 for the int8 program, float32 for t
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
@@ -56,77 +57,118 @@ def _has_non_finite(x, lengths, F):
 
 
 @njit(**NJIT_OPTS)
+def _cell_int8(kind, prog, rec, flags, wq, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
+    """One step of one layer direction, int8 (dispatch on the layer kind)."""
+    if kind == KIND_LSTM:
+        lstm_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + LS_STATE], hid, n_out,
+                       seq, oo, gates, acc, aux)
+    elif kind == KIND_GRU:
+        gru_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + GR_STATE], hid, seq, oo,
+                      gates, acc, aux)
+    elif kind == KIND_DENSE:
+        dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
+    else:
+        rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + RN_STATE], hid, seq, oo,
+                      gates, acc)
+
+
+@njit(**NJIT_OPTS)
+def _cell_f32(kind, prog, rec, flags, wf, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, tmp, aux):
+    """One step of one layer direction, float32 (same signature as _cell_int8; aux unused)."""
+    if kind == KIND_DENSE:
+        dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+        return
+    so = s_base + prog[rec + FL_STATE]
+    if kind == KIND_LSTM:
+        lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
+    elif kind == KIND_GRU:
+        gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+    else:
+        rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+
+
+def _cell(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
+    """Resolved at compile time by the weight blob's dtype: int16 blob -> int8 cells, float32 -> float."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_cell)
+def _cell_by_dtype(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc,
+                   aux):
+    # a compile-time choice keeps one driver for both paths and, unlike passing the cell function as an
+    # argument, keeps the kernels cacheable on disk
+    if weights.dtype == types.int16:
+        return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
+            acc, aux: _cell_int8(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
+                                 gates, acc, aux)
+    return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
+        acc, aux: _cell_f32(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
+                            gates, acc, aux)
+
+
+@njit(**NJIT_OPTS)
+def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
+    """Run the layer stack over one sequence of n frames staged at seq[0:]; layers ping-pong between
+    seq[0:] and seq[n_seq:]. Returns the offset of the last layer's output frames."""
+    src = 0
+    dst = n_seq
+    width = prog[G_IN]
+    for k in range(prog[G_LAYERS]):
+        lo = prog[G_LAYER0 + k]
+        kind = prog[lo + L_KIND]
+        n_in = prog[lo + L_IN]
+        hid = prog[lo + L_HID]
+        n_out = prog[lo + L_OUT]
+        n_dir = prog[lo + L_NDIR]
+        flags = prog[lo + L_FLAGS]
+        out_w = n_out * n_dir
+        for d in range(n_dir):
+            rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
+            for i in range(n):
+                t = i if d == 0 else n - 1 - i   # backward direction: own valid steps, reversed
+                _cell(kind, prog, rec, flags, weights, seq, src + t * width, n_in, state, s_base, hid, n_out,
+                      dst + t * out_w + d * n_out, gates, acc, aux)
+        src, dst = dst, src
+        width = out_w
+    return src
+
+
+@njit(**NJIT_OPTS)
 def forward_int8(x, y, prog, wq, work):
     """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
     Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    B = x.shape[0]
-    T = x.shape[1]
+    B, T, F = x.shape
+    O = prog[G_OUT]
     lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    if _has_non_finite(x, lengths, F):
+        return 1
     n_state = hdr[W_STATE_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
     n_seq = hdr[W_SEQ_N]
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
     n_scr = hdr[W_SCRATCH_N]
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
+    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
     gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * n_scr].view(np.int16)
     acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.int32)
     aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * n_scr].view(np.int16)
-    F = prog[G_IN]
-    O = prog[G_OUT]
     in_zp = prog[G_IN_ZP]
     out_zp = prog[G_OUT_ZP]
     in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
     out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
-    n_layers = prog[G_LAYERS]
-    if _has_non_finite(x, lengths, F):
-        return 1
     for b in range(B):
         n = lengths[b]
-        s_base = b * n_state
+        staged = seq[:n * F]
+        xb = x[b]
         for t in range(n):
             for f in range(F):
-                seq[t * F + f] = _quantize_input(x[b, t, f], in_scale, in_zp)
-        src = 0
-        dst = n_seq
-        width = F
-        for k in range(n_layers):
-            lo = prog[G_LAYER0 + k]
-            kind = prog[lo + L_KIND]
-            n_in = prog[lo + L_IN]
-            hid = prog[lo + L_HID]
-            n_out = prog[lo + L_OUT]
-            n_dir = prog[lo + L_NDIR]
-            flags = prog[lo + L_FLAGS]
-            dir_len = prog[lo + L_DIRLEN]
-            out_w = n_out * n_dir
-            for d in range(n_dir):
-                rec = lo + L_HDR + d * dir_len
-                for i in range(n):
-                    t = i if d == 0 else n - 1 - i
-                    xo = src + t * width
-                    oo = dst + t * out_w + d * n_out
-                    if kind == KIND_LSTM:
-                        so = s_base + prog[rec + LS_STATE]
-                        lstm_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, n_out, seq, oo,
-                                       gates, acc, aux)
-                    elif kind == KIND_GRU:
-                        so = s_base + prog[rec + GR_STATE]
-                        gru_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, seq, oo, gates,
-                                      acc, aux)
-                    elif kind == KIND_DENSE:
-                        dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
-                    else:
-                        so = s_base + prog[rec + RN_STATE]
-                        rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, so, hid, seq, oo, gates,
-                                      acc)
-            src, dst = dst, src
-            width = out_w
+                staged[t * F + f] = _quantize_input(xb[t, f], in_scale, in_zp)
+        src = _run_sequence(prog, wq, seq, n_seq, n, state, b * n_state, gates, acc, aux)
+        out = seq[src:src + n * O]
+        yb = y[b]
         for t in range(n):
             for o in range(O):
-                y[b, t, o] = np.float32(np.int32(seq[src + t * O + o]) - out_zp) * out_scale
-        for t in range(n, T):
-            for o in range(O):
-                y[b, t, o] = 0.0
+                yb[t, o] = np.float32(np.int32(out[t * O + o]) - out_zp) * out_scale
+        yb[n:] = 0.0
     return 0
 
 
@@ -134,64 +176,24 @@ def forward_int8(x, y, prog, wq, work):
 def forward_f32(x, y, prog, wf, work):
     """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    B = x.shape[0]
-    T = x.shape[1]
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
-    n_state = hdr[W_STATE_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
-    n_seq = hdr[W_SEQ_N]
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
-    n_scr = hdr[W_SCRATCH_N]
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
-    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
-    F = prog[G_IN]
+    B, T, F = x.shape
     O = prog[G_OUT]
-    n_layers = prog[G_LAYERS]
+    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
     if _has_non_finite(x, lengths, F):
         return 1
+    n_state = hdr[W_STATE_N]
+    n_seq = hdr[W_SEQ_N]
+    n_scr = hdr[W_SCRATCH_N]
+    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
+    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
+    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
+    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
     for b in range(B):
         n = lengths[b]
-        s_base = b * n_state
-        for t in range(n):
-            for f in range(F):
-                seq[t * F + f] = x[b, t, f]
-        src = 0
-        dst = n_seq
-        width = F
-        for k in range(n_layers):
-            lo = prog[G_LAYER0 + k]
-            kind = prog[lo + L_KIND]
-            n_in = prog[lo + L_IN]
-            hid = prog[lo + L_HID]
-            n_out = prog[lo + L_OUT]
-            n_dir = prog[lo + L_NDIR]
-            flags = prog[lo + L_FLAGS]
-            dir_len = prog[lo + L_DIRLEN]
-            out_w = n_out * n_dir
-            for d in range(n_dir):
-                rec = lo + L_HDR + d * dir_len
-                so = s_base + prog[rec + FL_STATE] if kind != KIND_DENSE else 0
-                for i in range(n):
-                    t = i if d == 0 else n - 1 - i
-                    xo = src + t * width
-                    oo = dst + t * out_w + d * n_out
-                    if kind == KIND_LSTM:
-                        lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo,
-                                      gates, tmp)
-                    elif kind == KIND_GRU:
-                        gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
-                    elif kind == KIND_DENSE:
-                        dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
-                    else:
-                        rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
-            src, dst = dst, src
-            width = out_w
-        for t in range(n):
-            for o in range(O):
-                y[b, t, o] = seq[src + t * O + o]
-        for t in range(n, T):
-            for o in range(O):
-                y[b, t, o] = 0.0
+        seq[:n * F] = x[b, :n].ravel()
+        src = _run_sequence(prog, wf, seq, n_seq, n, state, b * n_state, gates, tmp, tmp)
+        y[b, :n] = seq[src:src + n * O].reshape((n, O))
+        y[b, n:] = 0.0
     return 0
 
 
