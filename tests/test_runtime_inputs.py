@@ -153,3 +153,11 @@ def test_step_reuses_its_buffer_and_allocates_nothing(model):
     tracemalloc.stop()
     grown = sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)
     assert grown < 2048, f"step allocated {grown} bytes over 2000 calls"
+
+
+def test_quantize_explains_a_diverging_float_model():
+    spec = el.random_model([{"kind": "rnn", "hidden_size": 16, "nonlinearity": "relu"}], input_size=F, seed=0,
+                           scale=30.0)
+    X = np.random.default_rng(0).standard_normal((1, 200, F)).astype(np.float32)
+    with pytest.raises(el.ModelError, match="diverges"):
+        el.quantize(el.Model(spec), calibration=X)

@@ -10,7 +10,7 @@ import numpy as np
 from .._progress import Progress
 from ..errors import InputError, ModelError
 from ..model import ModelSpec
-from .params import CELL_EXP_RANGE, QuantParams
+from .params import CELL_EXP_RANGE, SCALE_RANGE, QuantParams
 
 # Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
 # integrator, so streams longer than the calibration clips reach further.
@@ -114,8 +114,11 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress):
     return inp, obs
 
 
-def choose_act_quant(lo: float, hi: float) -> tuple[float, int]:
+def choose_act_quant(lo: float, hi: float, *, what: str = "activation") -> tuple[float, int]:
     """Asymmetric int8 (TFLite ChooseQuantizationParams): the range always contains 0."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or (hi - lo) / 255.0 > SCALE_RANGE[1]:
+        raise ModelError(f"{what}: calibrated range [{lo:g}, {hi:g}] cannot be quantized to int8 "
+                         "(the float model diverges on the calibration data)")
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo < 1e-8:
         return 1.0 / 256.0, 0
@@ -155,7 +158,7 @@ def _bias_blocks(b, s_in, w_scales):
 
 
 def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
-    act = [choose_act_quant(inp.lo, inp.hi)]
+    act = [choose_act_quant(inp.lo, inp.hi, what="model input")]
     layers = []
     for k, layer in enumerate(spec.layers):
         o = obs[k]
@@ -164,9 +167,9 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         elif layer.kind == "dense" and layer.activation == "tanh":
             out_q = (1.0 / 128.0, 0)
         elif layer.kind == "dense":
-            out_q = choose_act_quant(o["pre"].lo, o["pre"].hi)  # relu/none keep the logits' quantization
+            out_q = choose_act_quant(o["pre"].lo, o["pre"].hi, what=f"layer {k} logits")  # relu/none keep them
         else:
-            out_q = choose_act_quant(o["out"].lo, o["out"].hi)
+            out_q = choose_act_quant(o["out"].lo, o["out"].hi, what=f"layer {k} ({layer.kind}) output")
         s_in = act[k][0]
         s_out = out_q[0]
         dirs = []
@@ -297,7 +300,8 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
         raise InputError("calibration takes equal-length clips; pass a (B, T, F) array without padding")
     spec = model.spec
     work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
-    with Progress(total=work, desc="calibrating", enabled=progress) as bar:
+    # a diverging float model overflows here; choose_params turns that into a clear ModelError
+    with Progress(total=work, desc="calibrating", enabled=progress) as bar, np.errstate(all="ignore"):
         inp, obs = _observe(spec, X, bar)
     q = choose_params(spec, inp, obs)
     qmodel = Model(spec, q)
