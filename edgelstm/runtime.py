@@ -15,8 +15,6 @@ from .quant.params import QuantParams, validate_quant
 
 _ALIGN = 64
 _F32 = np.dtype(np.float32)
-_KINDS = {"lstm": 0, "gru": 1, "rnn": 2, "dense": 3}
-_ACTS = {"none": 0, "sigmoid": 1, "softmax": 2, "tanh": 3, "relu": 4}
 # Output quantization fixed by an int8 output activation (TFLite's conventions for LOGISTIC / SOFTMAX / TANH).
 FIXED_OUTPUT_QUANT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
 
@@ -107,6 +105,7 @@ class Prepared:
 
 def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     """Build kernel-ready arrays. float model: quant is None."""
+    from .kernels import cells_int8 as C
     from .quant.tables import sigmoid_table, tanh_table
 
     quantized = quant is not None
@@ -121,14 +120,14 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         kind = layer.kind
         flags = 0
         if kind == "lstm":
-            flags |= 1 if layer.peephole else 0
-            flags |= 2 if layer.proj_size else 0
+            flags |= C.FLAG_PEEP if layer.peephole else 0
+            flags |= C.FLAG_PROJ if layer.proj_size else 0
             hid, n_out = layer.hidden_size, layer.recurrent_size
         elif kind == "gru":
-            flags |= 4 if layer.reset_after else 0
+            flags |= C.FLAG_RESET_AFTER if layer.reset_after else 0
             hid, n_out = layer.hidden_size, layer.hidden_size
         elif kind == "rnn":
-            flags |= 8 if layer.nonlinearity == "relu" else 0
+            flags |= C.FLAG_RELU if layer.nonlinearity == "relu" else 0
             hid, n_out = layer.hidden_size, layer.hidden_size
         else:
             hid, n_out = 0, layer.output_size
@@ -155,12 +154,11 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
                 records.append(_f32_record(b, layer, layer.directions[d], state_off))
         layout.append(dir_layout)
         dir_len = len(records[0])
-        off = b.add_ints([_KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0, dir_len])
+        off = b.add_ints([C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0, dir_len])
         for r in records:
             b.add_ints(r)
         layer_offsets.append(off)
-    from .kernels.cells_int8 import PAD
-    scratch = scratch + (-scratch) % PAD + PAD  # hid8 / r*h vectors are read padded from aux
+    scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
     prog, weights = b.finish()
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:
@@ -263,7 +261,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
         rec[C.DN_M:C.DN_M + 2] = pairs(_scale_f32(q["w_scale"][0], s_in, s_pre))
         rec[C.DN_PRE_ZP] = zp_pre
-        rec[C.DN_ACT] = _ACTS[act]
+        rec[C.DN_ACT] = C.ACTIVATIONS[act]
         real = s_pre * (np.arange(-128, 128) - zp_pre)
         if act == "softmax":
             lut = np.round(np.exp(-s_pre * np.arange(256)) * 2.0 ** 20)
@@ -277,12 +275,13 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
 
 def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     from .kernels import cells_f32 as F
+    from .kernels.cells_int8 import ACTIVATIONS
 
     if layer.kind == "dense":
         rec = [0] * F.FD_LEN
         rec[F.FD_W] = b.add_weights(w["w"].T)
         rec[F.FD_B] = b.add_weights(w["b"])
-        rec[F.FD_ACT] = _ACTS[layer.activation]
+        rec[F.FD_ACT] = ACTIVATIONS[layer.activation]
         return rec
     rec = [-1] * F.FL_LEN
     # matrices are stored transposed for the axpy-ordered float matvec (see cells_f32._matvec_f32)

@@ -20,10 +20,13 @@ from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
 
 # ---- record layouts in prog (named indices; Numba treats module globals as constants) ----
 KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE = 0, 1, 2, 3
+KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE}
 ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU = 0, 1, 2, 3, 4
+ACTIVATIONS = {"none": ACT_NONE, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX, "tanh": ACT_TANH,
+               "relu": ACT_RELU}
 
 # layer header
-L_KIND, L_IN, L_HID, L_OUT, L_NDIR, L_FLAGS, L_DIR0 = 0, 1, 2, 3, 4, 5, 6
+L_KIND, L_IN, L_HID, L_OUT, L_NDIR, L_FLAGS = 0, 1, 2, 3, 4, 5   # index 6 reserved
 L_DIRLEN = 7      # prog index holding the length of one direction record
 L_HDR = 8         # direction d record starts at layer_off + L_HDR + d * prog[layer_off + L_DIRLEN]
 FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU = 1, 2, 4, 8
