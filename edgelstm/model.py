@@ -153,7 +153,6 @@ class Dense:
 
 
 Layer = LSTM | GRU | RNN | Dense
-RECURRENT_KINDS = ("lstm", "gru", "rnn")
 LAYER_CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "dense": Dense}
 
 
