@@ -413,13 +413,16 @@ def matvec_floor(kind: str, H: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- cold start
-COLD_SCRIPT = r"""
+_SCRIPT_PRELUDE = r"""
 import json, resource, sys, time
 def vmhwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return -1.0
+"""
+
+COLD_SCRIPT = _SCRIPT_PRELUDE + r"""
 t0 = time.perf_counter()
 import numpy as np
 t_np = time.perf_counter()
@@ -448,13 +451,7 @@ print(json.dumps({"import_numpy_ms": (t_np - t0) * 1e3, "import_edgelstm_ms": (t
                   "numba_loaded": "numba" in sys.modules}))
 """
 
-BASELINE_SCRIPT = r"""
-import json, resource, sys, time
-def vmhwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return -1.0
+BASELINE_SCRIPT = _SCRIPT_PRELUDE + r"""
 t0 = time.perf_counter()
 for name in sys.argv[1:]:
     __import__(name)
