@@ -666,7 +666,7 @@ def print_report(doc: dict) -> None:
               f"{cell('f32_step'):>22} | {ps['int8_step_many']['median_us']:9.2f} "
               f"{ps['f32_step_many']['median_us']:9.2f} | {pc['torch_step']['median_us']:10.2f} "
               f"{ps['torch_seq']['median_us']:9.2f} | {pc['ort_step']['median_us']:9.2f}")
-    print(f"  (PyTorch nn.LSTMCell/GRUCell, same weights, for reference: " + ", ".join(
+    print("  (PyTorch nn.LSTMCell/GRUCell, same weights, for reference: " + ", ".join(
         f"{r['kind'].upper()} {r['H']} {r['per_call']['torch_cell_step']['median_us']:.1f}" for r in doc["results"])
         + " us)")
     print("\nEffective GMAC/s and ratios (x = how many times slower the other engine is than int8; >1 is good)")

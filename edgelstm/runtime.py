@@ -186,7 +186,6 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         return out
 
     if kind == "lstm":
-        H, R = layer.hidden_size, layer.recurrent_size
         rec = [0] * C.LS_LEN
         rec[C.LS_WX] = b.add_weights(q["w_x"], pad_columns=True)
         rec[C.LS_WH] = b.add_weights(q["w_h"], pad_columns=True)

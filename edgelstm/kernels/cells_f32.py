@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
-from .cells_int8 import ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP, FLAG_PROJ, \
+from .cells_int8 import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP, FLAG_PROJ, \
     FLAG_RELU, FLAG_RESET_AFTER
 
 # direction records (float)
@@ -146,4 +146,4 @@ def dense_step_f32(prog, rec, wf, x, x_off, n_in, n_out, out, o_off):
             total += e
         for r in range(n_out):
             out[o_off + r] = out[o_off + r] / total
-    # ACT_NONE: nothing
+    # none: the logits are the output
