@@ -230,7 +230,7 @@ def build_config(kind: str, H: int) -> dict:
 
     torch.manual_seed(0)
     mod = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H).eval()
-    f32 = el.Model(from_torch(mod))
+    f32 = from_torch(mod)
     calib = np.random.default_rng(0).standard_normal((4, 200, I)).astype(np.float32)
     q = el.quantize(f32, calibration=calib, progress=False)
     onnx_bytes, exporter = export_onnx(mod, kind, H)

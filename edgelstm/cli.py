@@ -4,6 +4,10 @@
     edgelstm info MODEL [--json]
     edgelstm quantize MODEL --calibration X.npy -o OUT [--json]
     edgelstm run MODEL --input X.npy --output Y.npy [--stream] [--json]
+    edgelstm convert SRC.{tflite,onnx,keras,h5} -o OUT.elstm [--json]
+    edgelstm export MODEL --to {tflite,onnx,c} -o PATH [--mode sequence|step] [--json]
+
+MODEL is a .elstm file or any file ``convert`` reads (it is imported on the fly).
 
 Every expected failure (bad model file, bad .npy, wrong feature count, unwritable output) prints one line
 ``edgelstm: error: ...`` on stderr and exits with status 2; ``--json`` output goes to stdout only.
@@ -36,6 +40,10 @@ class CLIError(Exception):
 # ------------------------------------------------------------------------------------------ helpers
 
 def _load_model(path: str):
+    """A .elstm file, or a framework file that ``edgelstm.export`` imports (by suffix)."""
+    from edgelstm.export import IMPORTERS, import_model
+    if os.path.splitext(os.fspath(path))[1].lower() in IMPORTERS:
+        return import_model(path)
     return el.load(path)  # ArtifactError (missing, corrupt, unsupported) carries a clear message
 
 
@@ -248,6 +256,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from edgelstm.export import import_model
+    t0 = time.perf_counter()
+    model = import_model(args.source)
+    el.save(model, args.output)
+    seconds = time.perf_counter() - t0
+    info = _model_info(model, args.output)
+    if args.json:
+        _print_json({"source": os.fspath(args.source), "seconds": seconds, **info})
+        return 0
+    kinds = "-".join(d["kind"] for d in info["layers"])
+    print(f"converted {args.source} -> {args.output} ({_kib(info['file_bytes'])}): {info['dtype']} {kinds}, "
+          f"{info['input_size']} -> {info['output_size']} features, {seconds:.2f} s")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from edgelstm.export import export_model
+    model = _load_model(args.model)
+    options = {"mode": args.mode} if args.mode else {}
+    t0 = time.perf_counter()
+    export_model(model, args.to, args.output, **options)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        _print_json({"model": os.fspath(args.model), "to": args.to, "output": os.fspath(args.output),
+                     "output_bytes": _file_size(args.output), "seconds": seconds, **options})
+        return 0
+    print(f"exported {args.model} -> {args.output} ({args.to}) in {seconds:.2f} s")
+    return 0
+
+
 def _timeline(on: np.ndarray, width: int) -> str:
     """One character per len(on)/width frames: '#' mostly on, ':' partly on, '.' off."""
     chunks = np.array_split(on, width)
@@ -358,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print a JSON object")
     d.set_defaults(func=cmd_demo)
 
-    i = sub.add_parser("info", help="describe a .elstm model")
+    i = sub.add_parser("info", help="describe a model (.elstm, or any file convert reads)")
     i.add_argument("model")
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=cmd_info)
@@ -378,6 +417,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stream", action="store_true", help="step frame by frame through a stream ((T, F) only)")
     r.add_argument("--json", action="store_true", help="print a JSON object")
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("convert", help="import a .tflite / .onnx / .keras / .h5 model into a .elstm file")
+    c.add_argument("source")
+    c.add_argument("-o", "--output", required=True, help=".elstm file to write")
+    c.add_argument("--json", action="store_true", help="print a JSON object")
+    c.set_defaults(func=cmd_convert)
+
+    e = sub.add_parser("export", help="write a model as TFLite, ONNX or C99 sources")
+    e.add_argument("model")
+    e.add_argument("--to", required=True, choices=["tflite", "onnx", "c"], help="target format")
+    e.add_argument("-o", "--output", required=True, help="file (tflite, onnx) or directory (c) to write")
+    e.add_argument("--mode", choices=["sequence", "step"], help="tflite: fused sequence op or one time step")
+    e.add_argument("--json", action="store_true", help="print a JSON object")
+    e.set_defaults(func=cmd_export)
     return p
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from edgelstm.errors import ImportModelError, ModelError
 from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
+from edgelstm.runtime import Model
 
 from .gate_order import TORCH_GRU, TORCH_LSTM, reorder_gates
 
@@ -18,15 +19,26 @@ def _np(t) -> np.ndarray:
 
 
 def _flatten(module, nn) -> list:
-    """Containers (Sequential, ModuleList, list, tuple) to a flat list of leaf modules, in order."""
+    """Containers (Sequential, ModuleList, list, tuple, and a user's own nn.Module subclass) to a flat list
+    of leaf torch.nn modules, in order.  A user's module is read as its children in registration order: its
+    forward() is not traced, so the children must run one after another as a plain stack."""
     if isinstance(module, (list, tuple, nn.Sequential, nn.ModuleList)):
-        out = []
-        for child in module:
-            out.extend(_flatten(child, nn))
-        return out
-    if not isinstance(module, nn.Module):
+        children = list(module)
+    elif not isinstance(module, nn.Module):
         raise ImportModelError(f"from_torch expects torch.nn modules, got {type(module).__name__}")
-    return [module]
+    elif type(module).__module__.startswith("torch.nn"):
+        return [module]
+    else:
+        children = list(module.children())
+        if not children:
+            raise ImportModelError(
+                f"{type(module).__name__}: a custom module is imported as its child modules in order, and it "
+                f"has none (supported: nn.LSTM, nn.GRU, nn.RNN, nn.Linear + activation, nn.Dropout and "
+                f"containers or modules whose children are these, run one after another)")
+    out = []
+    for child in children:
+        out.extend(_flatten(child, nn))
+    return out
 
 
 def _recurrent_layers(m, nn, where: str) -> list:
@@ -81,13 +93,15 @@ def _recurrent_layers(m, nn, where: str) -> list:
     return layers
 
 
-def from_torch(module, *, input_size: int | None = None) -> ModelSpec:
-    """Convert PyTorch modules to a ``ModelSpec``.
+def from_torch(module, *, input_size: int | None = None) -> Model:
+    """Convert PyTorch modules to a runnable float32 ``edgelstm.Model``.
 
     ``module``: an nn.LSTM / nn.GRU / nn.RNN / nn.Linear, or an nn.Sequential, nn.ModuleList, list or tuple
     of them (run in order, each consuming the previous one's per-step output).  nn.Sigmoid, nn.Softmax(dim=-1),
     nn.Tanh, nn.ReLU and nn.Identity are accepted right after an nn.Linear and become its activation;
-    nn.Dropout is skipped (identity at inference).  ``input_size``, if given, must match the first layer.
+    nn.Dropout is skipped (identity at inference).  A user's own nn.Module subclass is read as its child
+    modules in registration order (its forward() must apply them one after another; edgelstm does not trace
+    it).  ``input_size``, if given, must match the first layer.
     Tensor layout options (batch_first) do not matter: the IR is layout-free.
     """
     try:
@@ -140,6 +154,6 @@ def from_torch(module, *, input_size: int | None = None) -> ModelSpec:
     if input_size is not None and input_size != layers[0].input_size:
         raise ImportModelError(f"input_size={input_size} but the first layer expects {layers[0].input_size}")
     try:
-        return ModelSpec(layers=layers)
+        return Model(ModelSpec(layers=layers))
     except ModelError as e:
         raise ImportModelError(f"from_torch: {e}") from e

@@ -262,3 +262,15 @@ def test_python_m_edgelstm_subprocess(tmp_path):
                        timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("edgelstm: error: ") and "Traceback" not in r.stderr
+
+
+def test_convert_refuses_unknown_format(tiny, capsys):
+    src = tiny["dir"] / "model.pb"
+    src.write_bytes(b"x")
+    _assert_clean_error(*_run(capsys, "convert", src, "-o", tiny["dir"] / "out.elstm"), "unknown model format",
+                        ".tflite")
+
+
+def test_export_refuses_unknown_target(tiny, capsys):
+    rc, out, err = _run(capsys, "export", tiny["model"], "--to", "coreml", "-o", tiny["dir"] / "x")
+    _assert_clean_error(rc, out, err, "coreml")

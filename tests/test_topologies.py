@@ -31,7 +31,7 @@ def test_many_to_one_is_torch_final_hidden():
     X = np.random.default_rng(1).standard_normal((4, 30, 6)).astype(np.float32)
     lengths = np.array([30, 7, 19, 1])
     _, (hn, _) = _packed(lstm, X, lengths)
-    got = many_to_one(el.Model(from_torch(lstm)), X, lengths=lengths)
+    got = many_to_one(from_torch(lstm), X, lengths=lengths)
     np.testing.assert_allclose(got, hn[-1].numpy(), atol=TOL)
 
 
@@ -42,7 +42,7 @@ def test_embed_last_bidirectional_matches_h_n():
     lengths = np.array([25, 10, 3])
     _, hn = _packed(gru, X, lengths)
     want = torch.cat([hn[0], hn[1]], dim=-1).numpy()
-    got = embed(el.Model(from_torch(gru)), X, lengths=lengths, pooling="last")
+    got = embed(from_torch(gru), X, lengths=lengths, pooling="last")
     np.testing.assert_allclose(got, want, atol=TOL)
 
 
@@ -54,7 +54,7 @@ def test_embed_mean_ignores_padding_and_dense_head():
     lengths = np.array([16, 5])
     y, _ = _packed(rnn, X, lengths)
     want = np.stack([y[b, :n].mean(axis=0) for b, n in enumerate(lengths)])
-    got = embed(el.Model(from_torch(head)), X, lengths=lengths, pooling="mean")
+    got = embed(from_torch(head), X, lengths=lengths, pooling="mean")
     np.testing.assert_allclose(got, want, atol=TOL)
 
 
@@ -68,7 +68,7 @@ def test_generate_feeds_outputs_back_like_a_torch_loop():
             y, state = lstm(x, state)
             want.append(y[0, 0].numpy().copy())
             x = torch.tanh(y)
-    got = generate(el.Model(from_torch(lstm)), x0, steps=40, feedback=np.tanh)
+    got = generate(from_torch(lstm), x0, steps=40, feedback=np.tanh)
     np.testing.assert_allclose(got, np.array(want), atol=TOL)
 
 
@@ -88,8 +88,8 @@ def test_encoder_decoder_hands_final_state_over():
             y = dec_out(h)
             want.append(y[0, 0].numpy().copy())
             x = y
-    encoder = el.Model(from_torch(enc))
-    decoder = el.Model(from_torch(nn.Sequential(dec_rnn, dec_out)))
+    encoder = from_torch(enc)
+    decoder = from_torch(nn.Sequential(dec_rnn, dec_out))
     got = encode_decode(encoder, decoder, X, steps=12, first_input=start, feedback=lambda y: y)
     np.testing.assert_allclose(got, np.array(want), atol=TOL)
 
@@ -100,7 +100,7 @@ def test_int8_encoder_decoder_follows_float():
     dec = nn.Sequential(nn.GRU(4, 16), nn.Linear(16, 4), nn.Tanh())
     rng = np.random.default_rng(6)
     calib = rng.standard_normal((4, 60, 6)).astype(np.float32)
-    fe, fd = el.Model(from_torch(enc)), el.Model(from_torch(dec))
+    fe, fd = from_torch(enc), from_torch(dec)
     qe = el.quantize(fe, calibration=calib)
     qd = el.quantize(fd, calibration=rng.uniform(-1, 1, (4, 60, 4)).astype(np.float32))
     X = rng.standard_normal((30, 6)).astype(np.float32)

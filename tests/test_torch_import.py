@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+import edgelstm  # noqa: E402
 from edgelstm.errors import ImportModelError  # noqa: E402
 from edgelstm.export import from_torch  # noqa: E402
 from edgelstm.export import gate_order  # noqa: E402
@@ -170,7 +171,7 @@ def _mask(lengths):
 @pytest.mark.parametrize("name", list(_cases()))
 def test_reference_of_imported_model_matches_torch_f64(name, lengths):
     modules = _build(name)
-    spec = from_torch(modules)
+    spec = from_torch(modules).spec
     X = np.random.default_rng(3).standard_normal((B, T, F))
     Y_torch, finals = _torch_forward([copy.deepcopy(m).double() for m in modules], X, lengths=lengths)
     Y_ref, state_ref = ref_forward_f64(spec, X, lengths=lengths)
@@ -185,7 +186,7 @@ def test_reference_of_imported_model_matches_torch_f64(name, lengths):
 
 def test_reference_initial_state_matches_torch_f64():
     m = _build("lstm_proj_bidi")[0]
-    spec = from_torch(m)
+    spec = from_torch(m).spec
     rng = np.random.default_rng(4)
     X = rng.standard_normal((B, T, F))
     h0 = rng.standard_normal((4, B, 4))   # (num_layers * D, B, proj_size)
@@ -199,7 +200,7 @@ def test_reference_initial_state_matches_torch_f64():
 
 def test_imported_weights_layout():
     m = nn.LSTM(3, 4, num_layers=2, proj_size=2, bidirectional=True)
-    spec = from_torch(m, input_size=3)
+    spec = from_torch(m, input_size=3).spec
     assert [layer.input_size for layer in spec.layers] == [3, 4]
     p = spec.layers[1].directions[1]
     np.testing.assert_array_equal(p["w_proj"], m.weight_hr_l1_reverse.detach().numpy())
@@ -207,7 +208,7 @@ def test_imported_weights_layout():
     np.testing.assert_allclose(p["b"], (m.bias_ih_l1_reverse + m.bias_hh_l1_reverse).detach().numpy())
     assert all(a.dtype == np.float32 for layer in spec.layers for d in layer.directions for a in d.values())
     gru = nn.GRU(3, 4)
-    g = from_torch(gru).layers[0]
+    g = from_torch(gru).spec.layers[0]
     assert g.reset_after
     # GRU biases stay separate (b_hn is gated by r); torch's r,z,n is already canonical.
     np.testing.assert_array_equal(g.directions[0]["b_x"], gru.bias_ih_l0.detach().numpy())
@@ -230,6 +231,41 @@ def test_imported_weights_layout():
 def test_bad_inputs_raise(modules, match):
     with pytest.raises(ImportModelError, match=match):
         from_torch(modules)
+
+
+class _UserStack(nn.Module):
+    """A user's own module whose children run one after another (forward is not traced)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+        self.act = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.act(self.head(self.rnn(x)[0]))
+
+
+def test_user_module_subclass_imports_as_its_children():
+    torch.manual_seed(0)
+    user = _UserStack().eval()
+    model = from_torch(user)
+    assert isinstance(model, edgelstm.Model)
+    assert [layer.kind for layer in model.spec.layers] == ["gru", "dense"]
+    X = np.random.default_rng(1).standard_normal((2, 17, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = user(torch.from_numpy(X)).numpy()
+    # float32 against float32 with different summation orders: 1e-5 leaves room for rounding only
+    assert np.max(np.abs(model.run(X) - want)) <= 1e-5
+
+
+def test_user_module_without_children_is_refused():
+    class Empty(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ImportModelError, match="child modules in order"):
+        from_torch(Empty())
 
 
 def test_input_size_mismatch_raises():
@@ -255,10 +291,10 @@ def test_runtime_float_matches_torch(name, lengths):
     if Model is None or not hasattr(Model, "run"):
         pytest.skip("edgelstm.Model.run not available yet")
     modules = _build(name)
-    spec = from_torch(modules)
+    model = from_torch(modules)
     X = np.random.default_rng(5).standard_normal((B, T, F)).astype(np.float32)
     Y_torch, finals = _torch_forward(modules, X, lengths=lengths)
-    Y, state = Model(spec).run(X, lengths=None if lengths is None else np.asarray(lengths), return_state=True)
+    Y, state = model.run(X, lengths=None if lengths is None else np.asarray(lengths), return_state=True)
     mask = _mask(lengths)
     assert np.asarray(Y).shape == Y_torch.shape
     assert np.max(np.abs(np.asarray(Y) * mask - Y_torch * mask)) <= 1e-5
@@ -268,5 +304,5 @@ def test_runtime_float_matches_torch(name, lengths):
             assert np.max(np.abs(np.asarray(state[k][d]["c"]) - c)) <= 1e-5
     # Single unbatched sequence (T, F) gives the same as row 0 of the batch.
     if lengths is None:
-        y0 = Model(spec).run(X[0])
+        y0 = model.run(X[0])
         assert np.max(np.abs(np.asarray(y0) - Y_torch[0])) <= 1e-5
