@@ -68,6 +68,16 @@ def _load_npy(path, what: str) -> np.ndarray:
     return a
 
 
+def _check_features(model, X: np.ndarray, what: str) -> None:
+    """The same rules as the API (float frames, the model's feature count), reported on the whole file."""
+    if X.dtype.kind != "f":
+        raise CLIError(f"{what}: expected float frames, got dtype {X.dtype} (the API refuses integer frames "
+                       f"too: convert them to float with the scale your model was trained on)")
+    if X.shape[-1] != model.input_size:
+        raise CLIError(f"{what}: the model expects {model.input_size} features per frame, the file has shape "
+                       f"{X.shape}")
+
+
 def _save_npy(path, a: np.ndarray) -> None:
     p = os.fspath(path)
     if not p.endswith(".npy"):
@@ -187,6 +197,7 @@ def cmd_info(args) -> int:
 def cmd_quantize(args) -> int:
     model = _load_model(args.model)
     X = _load_npy(args.calibration, "calibration")
+    _check_features(model, X, f"calibration {args.calibration}")
     t0 = time.perf_counter()
     q = el.quantize(model, calibration=X, progress=False if args.no_progress else None)
     seconds = time.perf_counter() - t0
@@ -207,8 +218,7 @@ def cmd_run(args) -> int:
     X = _load_npy(args.input, "input")
     if X.ndim not in (2, 3):
         raise CLIError(f"input {args.input}: expected (T, F) or (B, T, F) frames, got shape {X.shape}")
-    if X.dtype.kind != "f":
-        X = X.astype(np.float32)
+    _check_features(model, X, f"input {args.input}")
     if args.stream:
         if X.ndim != 2:
             raise CLIError(f"--stream takes one sequence (T, F), got shape {X.shape}")
@@ -312,6 +322,7 @@ def cmd_demo(args) -> int:
     X = _load_npy(feats_path, "features")
     if X.ndim != 2:
         raise CLIError(f"features {feats_path}: expected (T, F) frames, got shape {X.shape}")
+    _check_features(model, X, f"features {feats_path}")
     X = np.ascontiguousarray(X, dtype=np.float32)
     labels = None
     if not args.features and DEMO_LABELS.is_file():

@@ -7,6 +7,8 @@ way TFLite's Prepare does it; the kernels in ``edgelstm.kernels`` are integer-on
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .errors import InputError, ModelError, StreamingError
@@ -76,9 +78,24 @@ class _Builder:
         return prog.astype(np.int32), blob
 
 
+MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
+
+
 def _qm(real) -> tuple[int, int]:
+    """QuantizeMultiplier of a float32 effective scale, refused when MBQM cannot apply it.  Every model (loaded,
+    quantized or imported) goes through prepare() and so through this one check."""
     from .quant.multiplier import quantize_multiplier
-    return quantize_multiplier(float(np.float32(real)))
+    r = float(np.float32(real))
+    try:
+        m, shift = quantize_multiplier(r)
+    except ValueError as e:
+        raise ModelError(f"effective scale {r!r} cannot be quantized: {e}") from None
+    lo, hi = MBQM_SHIFT_RANGE
+    if not lo <= shift <= hi:
+        raise ModelError(f"effective scale {r:.6g} needs a multiplier shift of {shift}, outside the supported "
+                         f"range [{lo}, {hi}] (scale ratio must lie below 2^{hi}); the model's quantization "
+                         f"scales are inconsistent")
+    return m, shift
 
 
 def _scale_f32(w_scale, in_scale, out_scale):
@@ -87,6 +104,10 @@ def _scale_f32(w_scale, in_scale, out_scale):
 
 
 Q3_12 = 2.0 ** -12
+# kernel return codes (see kernels/program.py)
+STATUS_NON_FINITE_INPUT, STATUS_NON_FINITE_OUTPUT = 1, 2
+NON_FINITE_OUTPUT_MESSAGE = ("the float model produced NaN or inf (its weights or activations overflow "
+                             "float32)")
 
 
 class Prepared:
@@ -304,6 +325,9 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
 
 # ---------------------------------------------------------------- work buffers and state
 
+WORK_LIMIT_BYTES = 2**31 - 2**20
+
+
 def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     """uint8 work buffer with its int32 header (see kernels/program.py)."""
     from .kernels.program import WORK_HEADER_BYTES
@@ -323,6 +347,10 @@ def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     off = _align(off + 4 * prep.scratch)
     aux_off = off
     off = _align(off + 4 * prep.scratch)
+    if off >= WORK_LIMIT_BYTES:  # the kernels address the work buffer with int32 offsets
+        raise InputError(f"this call needs a {off / 2**20:.0f} MiB work buffer ({batch} sequence(s) x {frames} "
+                         f"frames), over the {WORK_LIMIT_BYTES // 2**20} MiB limit of one call: split the "
+                         f"batch or the sequence into smaller calls (a stream keeps its state between them)")
     work = np.zeros(off, dtype=np.uint8)
     work[:36].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
                                    aux_off, prep.scratch]
@@ -335,6 +363,25 @@ def _work_views(prep: Prepared, work: np.ndarray, batch: int):
     dt = np.int16 if prep.quantized else np.float32
     state = work[hdr[1]:hdr[1] + prep.elem * prep.n_state * batch].view(dt).reshape(batch, prep.n_state)
     return lengths, state
+
+
+def _describe(v) -> str:
+    """Short description of a user value for error messages."""
+    if isinstance(v, np.ndarray):
+        return f"an array of shape {v.shape} and dtype {v.dtype}"
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _as_array(v, what: str, expect: str = "numbers") -> np.ndarray:
+    """np.asarray that turns ragged nested lists and non-numeric objects into an InputError."""
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what}: expected {expect}, got a ragged or mixed sequence ({e})") from None
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise InputError(f"{what}: expected {expect}, got {_describe(v)}")
+    return a
 
 
 class State(list):
@@ -434,19 +481,24 @@ class Model:
         return out
 
     def _write_state(self, work, batch, st: State, *, batched: bool) -> None:
-        """Validate a user state (structure, dtype, shape) and write it into the work buffer."""
-        if not isinstance(st, (list, tuple)) or len(st) != len(self.spec.layers):
-            raise InputError(f"state must be a list with one entry per layer ({len(self.spec.layers)})")
-        _, state = _work_views(self._prep, work, batch)
-        for k, layer in enumerate(self.spec.layers):
+        """Validate a user state (structure, dtype, shape) completely, then write it into the work buffer:
+        on any error nothing has been written."""
+        n_layers = len(self.spec.layers)
+        if not isinstance(st, (list, tuple)) or len(st) != n_layers:
+            raise InputError(f"state must be a list with one entry per layer ({n_layers}), got "
+                             f"{_describe(st)}")
+        for k in range(n_layers):
             n_dir = len(self._prep.layout[k])
-            if len(st[k]) != n_dir:
-                raise InputError(f"state[{k}]: expected {n_dir} direction(s), got {len(st[k])}")
+            if not isinstance(st[k], (list, tuple)) or len(st[k]) != n_dir:
+                raise InputError(f"state[{k}]: expected a list of {n_dir} direction dict(s), got {_describe(st[k])}")
+        staged = []
         for k, d, name, dt, shape, off in self._state_fields():
             entry = st[k][d]
-            if not isinstance(entry, dict) or name not in entry:
+            if not isinstance(entry, dict):
+                raise InputError(f"state[{k}][{d}] must be a dict of arrays, got {_describe(entry)}")
+            if name not in entry:
                 raise InputError(f"state[{k}][{d}] lacks {name!r}")
-            a = np.asarray(entry[name])
+            a = _as_array(entry[name], f"state[{k}][{d}][{name!r}]")
             want = (batch,) + shape if batched else shape
             if a.shape != want:
                 raise InputError(f"state[{k}][{d}][{name!r}]: shape {a.shape}, expected {want}")
@@ -454,7 +506,10 @@ class Model:
                 raise InputError(f"state[{k}][{d}][{name!r}]: dtype {a.dtype}, expected {dt}")
             if dt.kind == "f" and not np.all(np.isfinite(a)):
                 raise InputError(f"state[{k}][{d}][{name!r}] contains NaN or inf")
-            state[:, off:off + shape[0]] = a.reshape(batch, shape[0])
+            staged.append((off, shape[0], a.reshape(batch, shape[0])))
+        _, state = _work_views(self._prep, work, batch)
+        for off, n, a in staged:
+            state[:, off:off + n] = a
         if self.is_quantized:
             self._refresh_gru_h8(state)
 
@@ -514,28 +569,39 @@ class Model:
         return out
 
     # -------------------------------------------------------------- running
-    def _check_frames(self, X, what: str) -> np.ndarray:
-        X = np.asarray(X)
+    def _check_frames(self, X, what: str, *, expect: str = "") -> np.ndarray:
+        """Float frames with the model's feature count, as a C-contiguous, writable float32 array (a
+        read-only or differently typed input is copied: it would otherwise compile a new kernel variant)."""
+        expect = expect or f"(..., {self.input_size}) float frames"
+        if X is None or isinstance(X, (str, bytes, dict)):
+            raise InputError(f"{what}: expected {expect}, got {_describe(X)}")
+        X = _as_array(X, what, expect)
         if X.dtype.kind != "f":
-            raise InputError(f"{what}: expected a float array, got dtype {X.dtype}")
+            raise InputError(f"{what}: expected {expect}, got dtype {X.dtype} (convert integer frames to float "
+                             f"yourself: their scale is yours to choose)")
         if X.shape[-1:] != (self.input_size,):
-            raise InputError(f"{what}: expected {self.input_size} features in the last axis, got shape {X.shape}")
+            raise InputError(f"{what}: expected {expect} ({self.input_size} features in the last axis), got "
+                             f"shape {X.shape}")
         if X.size == 0:
             raise InputError(f"{what}: empty sequence (shape {X.shape})")
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if not np.all(np.isfinite(X)):
-            raise InputError(f"{what} contains NaN or inf")
-        return X
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 becomes inf: reported below
+            X32 = np.ascontiguousarray(X, dtype=np.float32)
+        if not np.all(np.isfinite(X32)):
+            bad = "overflows float32" if np.all(np.isfinite(X)) else "contains NaN or inf"
+            raise InputError(f"{what} {bad}")
+        if not X32.flags.writeable:
+            X32 = X32.copy()
+        return X32
 
     def run(self, X, *, lengths=None, initial_state: State | None = None, return_state: bool = False):
         """Run whole sequences. X: (T, F) or (B, T, F) float. lengths: (B,) valid steps per sequence
         (outputs past a sequence's length are 0; its final state is the state at its own length).
         Returns Y (same leading axes, output_size features), or (Y, State) with return_state=True."""
-        X = np.asarray(X)
+        expect = f"(T, {self.input_size}) or (B, T, {self.input_size}) float frames"
+        X = self._check_frames(X, "X", expect=expect)
         if X.ndim not in (2, 3):
-            raise InputError(f"X must be (T, F) or (B, T, F), got shape {X.shape}")
+            raise InputError(f"X: expected {expect}, got shape {X.shape}")
         batched = X.ndim == 3
-        X = self._check_frames(X, "X")
         X3 = X if batched else X[None]
         B, T = X3.shape[0], X3.shape[1]
         if lengths is None:
@@ -543,7 +609,7 @@ class Model:
         else:
             if not batched:
                 raise InputError("lengths= needs batched input (B, T, F)")
-            lens = np.asarray(lengths)
+            lens = _as_array(lengths, "lengths")
             if lens.shape != (B,) or lens.dtype.kind not in "iu":
                 raise InputError(f"lengths must be {B} integers, got {lens.dtype} {lens.shape}")
             if np.any(lens < 1) or np.any(lens > T):
@@ -557,7 +623,11 @@ class Model:
         else:
             self._write_state(work, B, initial_state, batched=batched)
         Y = np.empty((B, T, self.output_size), dtype=np.float32)
-        self._kernel()(X3, Y, self._prep.prog, self._prep.weights, work)
+        status = self._kernel()(X3, Y, self._prep.prog, self._prep.weights, work)
+        if status == STATUS_NON_FINITE_OUTPUT:
+            raise ModelError(NON_FINITE_OUTPUT_MESSAGE)
+        if status:
+            raise InputError("X contains NaN or inf")
         Y = Y if batched else Y[0]
         if return_state:
             return Y, self._read_state(work, B, batched=batched)
@@ -588,8 +658,16 @@ class Stream:
         self._weights = model._prep.weights
         self._F = model.input_size
         self._shape1 = (self._F,)
+        # One caller at a time: the kernels run without the GIL on this stream's buffers, so a second thread
+        # must not enter. A non-blocking acquire costs ~0.07 us and turns misuse into a clear error.
+        self._busy = threading.Lock()
         self._alloc(1)
         self.reset()
+
+    def _enter(self) -> None:
+        if not self._busy.acquire(False):
+            raise StreamingError("this Stream is in use by another thread: a Stream serves one caller at a "
+                                 "time; give each thread its own model.stream()")
 
     def _alloc(self, frames: int) -> None:
         old = getattr(self, "_work", None)
@@ -607,40 +685,70 @@ class Stream:
 
     def reset(self) -> None:
         """Back to the zero state."""
-        self.model._reset_state(self._work, 1)
+        self._enter()
+        try:
+            self.model._reset_state(self._work, 1)
+        finally:
+            self._busy.release()
 
     @property
     def state(self) -> State:
         """A copy of the current state (exact integers for int8 models)."""
-        return self.model._read_state(self._work, 1, batched=False)
+        self._enter()
+        try:
+            return self.model._read_state(self._work, 1, batched=False)
+        finally:
+            self._busy.release()
 
     @state.setter
     def state(self, st: State) -> None:
-        self.model._write_state(self._work, 1, st, batched=False)
+        self._enter()
+        try:
+            self.model._write_state(self._work, 1, st, batched=False)
+        finally:
+            self._busy.release()
+
+    def _raise_status(self, status: int, what: str) -> None:
+        if status == STATUS_NON_FINITE_INPUT:
+            raise InputError(f"{what} contains NaN or inf")
+        # float32 overflow inside the model (e.g. huge weights): the state is no longer meaningful
+        self.model._reset_state(self._work, 1)
+        raise ModelError(NON_FINITE_OUTPUT_MESSAGE + "; the stream was reset to the zero state")
 
     def step(self, x) -> np.ndarray:
         """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""
-        # fast path: one identity test on the dtype and a cached shape tuple (~0.1 us); else validate
-        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._shape1 \
-                or not x.flags.c_contiguous:
-            x = np.asarray(x)
+        # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
+        # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
+        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._shape1 or not x.flags.carray:
+            expect = f"one frame of shape ({self._F},), float"
+            x = self.model._check_frames(x, "x", expect=expect)
             if x.ndim != 1:
-                raise InputError(f"step takes one frame of shape ({self._F},), got shape {x.shape}")
-            x = self.model._check_frames(x, "x")
-        if self._step_kernel(x, self._y1_flat, self._prog, self._weights, self._work):
-            raise InputError("x contains NaN or inf")
+                raise InputError(f"x: expected {expect}, got shape {x.shape}")
+        self._enter()
+        try:
+            status = self._step_kernel(x, self._y1_flat, self._prog, self._weights, self._work)
+            if status:
+                self._raise_status(status, "x")
+        finally:
+            self._busy.release()
         return self._y1_flat
 
     def step_many(self, X) -> np.ndarray:
         """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step."""
-        X = np.asarray(X)
+        expect = f"(T, {self._F}) float frames"
+        X = self.model._check_frames(X, "X", expect=expect)
         if X.ndim != 2:
-            raise InputError(f"step_many takes (T, F) frames, got shape {X.shape}")
-        X = self.model._check_frames(X, "X")
+            raise InputError(f"step_many: expected {expect}, got shape {X.shape}")
         T = X.shape[0]
-        if T > self._frames:
-            self._alloc(T)  # keeps the state
-        self._lengths[0] = T
-        Y = np.empty((1, T, self.model.output_size), np.float32)
-        self._kernel(X[None], Y, self._prog, self._weights, self._work)
+        self._enter()
+        try:
+            if T > self._frames:
+                self._alloc(T)  # keeps the state
+            self._lengths[0] = T
+            Y = np.empty((1, T, self.model.output_size), np.float32)
+            status = self._kernel(X[None], Y, self._prog, self._weights, self._work)
+            if status:
+                self._raise_status(status, "X")
+        finally:
+            self._busy.release()
         return Y[0]

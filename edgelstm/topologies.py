@@ -82,10 +82,15 @@ def generate(model: Model, first_input, *, steps: int, feedback: Callable[[np.nd
     if initial_state is not None:
         stream.state = initial_state
     out = np.empty((steps, model.output_size), np.float32)
-    x = np.asarray(first_input, dtype=np.float32)
+    x, source = first_input, "first_input"
     for t in range(steps):
-        out[t] = stream.step(x)
-        x = np.asarray(feedback(out[t].copy()), dtype=np.float32)
+        try:
+            out[t] = stream.step(x)
+        except InputError as e:
+            raise InputError(f"generate: {source} must be one input frame ({model.input_size},) float: "
+                             f"{e}") from None
+        x, source = feedback(out[t].copy()), f"feedback(y[{t}]) (it maps an output ({model.output_size},) " \
+                                             f"to the next input)"
     return out
 
 

@@ -113,14 +113,16 @@ def test_fidelity_report_is_consistent(pair, calibration):
     assert str(rep).count("\n") >= 3 and f"{d['cosine']:.5f}" in str(rep)
 
 
-def test_bundled_int8_gru(sequences):
-    """The shipped int8 artifact (what ``edgelstm demo`` runs) meets the same bar against its float source."""
-    f = el.load(DATA / "tagger_gru.elstm")
-    q = el.load(DATA / "tagger_gru_int8.elstm")
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_bundled_int8_taggers(sequences, kind):
+    """The shipped int8 artifacts (the GRU is what ``edgelstm demo`` runs) meet the same bar against their
+    float sources."""
+    f = el.load(DATA / f"tagger_{kind}.elstm")
+    q = el.load(DATA / f"tagger_{kind}_int8.elstm")
     assert q.is_quantized and q.spec.describe() == f.spec.describe()
     for name, X in sequences.items():
         m = _measure(f, q, X)
-        print(f"\n[bundled int8 gru] {name:>9}: cosine {m['cosine']:.6f} agreement {100 * m['agreement']:.2f}%")
+        print(f"\n[bundled int8 {kind}] {name:>9}: cosine {m['cosine']:.6f} agreement {100 * m['agreement']:.2f}%")
         assert m["cosine"] >= MIN_COSINE and m["agreement"] >= MIN_AGREEMENT
 
 
@@ -134,6 +136,7 @@ def test_taggers_are_trained():
 
 
 def test_bundled_files_small():
-    for name in ("tagger_gru.elstm", "tagger_lstm.elstm", "tagger_gru_int8.elstm", "demo_features.npy",
+    for name in ("tagger_gru.elstm", "tagger_lstm.elstm", "tagger_gru_int8.elstm", "tagger_lstm_int8.elstm",
+                 "demo_features.npy",
                  "calibration.npy", "demo_labels.npy"):
         assert (DATA / name).stat().st_size < 200 * 1024, name

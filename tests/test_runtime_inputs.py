@@ -76,7 +76,7 @@ def test_empty_sequence(model, shape):
 
 @pytest.mark.parametrize("shape", [(F,), (1, 2, 3, F)])
 def test_bad_rank(model, shape):
-    with pytest.raises(el.InputError, match=r"\(T, F\)"):
+    with pytest.raises(el.InputError, match=rf"expected \(T, {F}\) or \(B, T, {F}\)"):
         model.run(np.zeros(shape, np.float32))
 
 

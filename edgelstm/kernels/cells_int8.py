@@ -342,19 +342,22 @@ def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
         for r in range(n_out):
             y[r] = max(logits[r], zp)
     elif act == ACT_SOFTMAX:
+        # Every table index is clamped right where it is used: the logits live in scratch memory, and a
+        # kernel must never read outside a table whatever that memory holds (no bounds checks in kernels).
         exp_lut = prog[lut_off:lut_off + 256]
         q_max = np.int32(-128)
         for r in range(n_out):
             q_max = max(q_max, logits[r])
         total = np.int64(0)
         for r in range(n_out):
-            total += exp_lut[np.uint32(q_max - logits[r])]
+            total += exp_lut[min(max(q_max - logits[r], 0), 255)]
+        total = max(total, np.int64(1))
         for r in range(n_out):
-            e = np.int64(exp_lut[np.uint32(q_max - logits[r])])
+            e = np.int64(exp_lut[min(max(q_max - logits[r], 0), 255)])
             # round(256 * e / total) - 128, output scale 1/256, zero point -128
             q = (512 * e + total) // (2 * total) - 128
             y[r] = sat8(q)
     else:  # sigmoid, tanh
         lut = prog[lut_off:lut_off + 256]
         for r in range(n_out):
-            y[r] = lut[np.uint32(logits[r] + 128)]
+            y[r] = lut[min(max(logits[r] + 128, 0), 255)]

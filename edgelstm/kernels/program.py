@@ -13,7 +13,6 @@ exactly five arrays (x, y, prog, weights, work) whatever the depth of the model.
   [8] scratch elements (max gate rows)
 Element type of state/seq/gates/aux is int16 for the int8 program, float32 for the float program.
 """
-import math
 
 import numpy as np
 from numba import njit, types
@@ -32,9 +31,11 @@ WORK_HEADER_BYTES = 64
 
 @njit(**NJIT_OPTS)
 def _quantize_input(v, scale, zp):
-    """TFLite AffineQuantize: round-half-away(v / scale) + zp, saturated to int8."""
+    """TFLite AffineQuantize: round-half-away(v / scale) + zp, saturated to int8.  Stays in floating point
+    until after the clamp: Numba's math.floor returns int64, which wrapped to -2^63 for |v / scale| >= 2^63
+    and flipped the sign of huge inputs."""
     q = v / scale
-    r = math.floor(abs(q) + 0.5)
+    r = np.floor(abs(q) + 0.5)
     if q < 0:
         r = -r
     r += zp
@@ -174,7 +175,8 @@ def forward_int8(x, y, prog, wq, work):
 
 @njit(**NJIT_OPTS)
 def forward_f32(x, y, prog, wf, work):
-    """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization)."""
+    """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization).
+    Returns 0, 1 for NaN/inf in x (nothing touched), or 2 when the model itself produced NaN/inf."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
     B, T, F = x.shape
     O = prog[G_OUT]
@@ -188,13 +190,21 @@ def forward_f32(x, y, prog, wf, work):
     seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
     gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
     tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
+    status = 0
     for b in range(B):
         n = lengths[b]
         seq[:n * F] = x[b, :n].ravel()
         src = _run_sequence(prog, wf, seq, n_seq, n, state, b * n_state, gates, tmp, tmp)
-        y[b, :n] = seq[src:src + n * O].reshape((n, O))
-        y[b, n:] = 0.0
-    return 0
+        out = seq[src:src + n * O]
+        yb = y[b]
+        for t in range(n):
+            for o in range(O):
+                v = out[t * O + o]
+                if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
+                    status = 2
+                yb[t, o] = v
+        yb[n:] = 0.0
+    return status
 
 
 @njit(**NJIT_OPTS)

@@ -286,18 +286,23 @@ def fidelity(float_model, int8_model, X: np.ndarray, *, lengths=None) -> Fidelit
 def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
     """Post-training int8 quantization of a float Model.
 
-    calibration: (T, F) or (B, T, F) float frames representative of deployment. Returns a new int8
-    Model whose ``fidelity`` attribute holds a FidelityReport measured on the calibration data."""
+    calibration: (T, F) or (B, T, F) float frames representative of deployment (clips of different
+    lengths: concatenate them into one (T, F) array). ``lengths`` is refused: padding would distort the
+    observed ranges. Returns a new int8 Model whose ``fidelity`` attribute holds a FidelityReport measured
+    on the calibration data."""
     from ..runtime import Model
     if model.is_quantized:
         raise ModelError("model is already quantized")
-    X = model._check_frames(np.asarray(calibration), "calibration")
+    expect = (f"(T, {model.input_size}) or (B, T, {model.input_size}) float frames; clips of different "
+              f"lengths: np.concatenate them into one (T, {model.input_size}) array")
+    X = model._check_frames(calibration, "calibration", expect=expect)
     if X.ndim == 2:
         X = X[None]
     if X.ndim != 3:
         raise InputError(f"calibration must be (T, F) or (B, T, F), got shape {X.shape}")
     if lengths is not None:
-        raise InputError("calibration takes equal-length clips; pass a (B, T, F) array without padding")
+        raise InputError("quantize takes no lengths=: pass equal-length clips as (B, T, F), or clips of "
+                         "different lengths concatenated into one (T, F) array")
     spec = model.spec
     work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
     # a diverging float model overflows here; choose_params turns that into a clear ModelError

@@ -1,0 +1,202 @@
+"""Mutation fuzzing of the .elstm loader, shared by tests/test_fuzz_artifact.py (10k cases in CI) and
+bench/fuzz_elstm.py (the long run).
+
+A case takes one of a few small valid files, damages it (bit flips, overwritten bytes, truncation, edited
+numbers in the JSON header, extreme values written into tensors), and loads it.  The only acceptable outcomes:
+  error     load() (or run()) raised an edgelstm error
+  equal     the file loaded and its outputs equal tests/naive.py (int8: bit for bit; float32: within a
+            relative 1e-4 of the float64 reference while all weights are moderate, |w| <= 1e4, where float32
+            tracks float64 closely; beyond that only finiteness is required)
+Anything else is a failure: a foreign exception, a mismatch, or (seen by the parent) a crash or a hang.
+Workers run in subprocesses with faulthandler, write the case number they are on before each case, and a
+crash therefore names its case.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+BASE_LAYERS = [
+    [{"kind": "lstm", "hidden_size": 4, "proj_size": 3, "peephole": True},
+     {"kind": "dense", "output_size": 2, "activation": "sigmoid"}],
+    [{"kind": "gru", "hidden_size": 4, "reset_after": False, "bidirectional": True},
+     {"kind": "dense", "output_size": 3, "activation": "softmax"}],
+    [{"kind": "rnn", "hidden_size": 4, "nonlinearity": "relu"},
+     {"kind": "gru", "hidden_size": 3},
+     {"kind": "dense", "output_size": 2, "activation": "tanh"}],
+]
+F_IN = 3
+T = 5
+EXTREMES_F32 = np.array([3.4e38, -3.4e38, 1e30, np.nan, np.inf, -np.inf, 0.0, 1e-40], np.float32)
+
+
+def base_files() -> list[tuple[str, bytes]]:
+    """(name, bytes) of the valid files cases start from: float and int8 versions of each base model."""
+    import edgelstm as el
+    out = []
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        for k, layers in enumerate(BASE_LAYERS):
+            m = el.Model(el.random_model(layers, input_size=F_IN, seed=k))
+            q = el.quantize(m, calibration=rng.standard_normal((2, 20, F_IN)).astype(np.float32), progress=False)
+            for name, model in ((f"f32-{k}", m), (f"int8-{k}", q)):
+                p = os.path.join(d, name + ".elstm")
+                el.save(model, p)
+                out.append((name, Path(p).read_bytes()))
+    return out
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """One random kind of damage."""
+    b = bytearray(data)
+    hlen = int.from_bytes(b[:8], "little")
+    kind = rng.integers(6)
+    if kind == 0:  # flip a few bits anywhere
+        for _ in range(rng.integers(1, 9)):
+            i = rng.integers(len(b))
+            b[i] ^= 1 << int(rng.integers(8))
+    elif kind == 1:  # overwrite a few bytes of the JSON header
+        for _ in range(rng.integers(1, 4)):
+            i = 8 + rng.integers(max(1, min(hlen, len(b) - 8)))
+            b[i] = int(rng.integers(256))
+    elif kind == 2:  # truncate, or append junk
+        if rng.random() < 0.7:
+            del b[rng.integers(len(b)):]
+        else:
+            b += bytes(rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8))
+    elif kind == 3:  # edit numbers in the header text (offsets, shapes, scales, zero points, exponents)
+        head = b[8:8 + hlen].decode("utf-8", "replace")
+        nums = list(re.finditer(r"-?\d+(\.\d+)?(e-?\d+)?", head))
+        if nums:
+            for _ in range(rng.integers(1, 3)):
+                mt = nums[rng.integers(len(nums))]
+                new = str(rng.choice(["0", "-1", "1", "7", "127", "128", "-129", "32768", "2147483648", "65",
+                                      "-70", "80", "1e38", "1e-45", "3", "999999999999"]))
+                head = head[:mt.start()] + new + head[mt.end():]
+                nums = list(re.finditer(r"-?\d+(\.\d+)?(e-?\d+)?", head))
+            raw = head.encode("utf-8")
+            b = bytearray(len(raw).to_bytes(8, "little")) + raw + b[8 + hlen:]
+    elif kind == 4:  # extreme float32 values into the tensor data
+        start = 8 + hlen
+        for _ in range(rng.integers(1, 4)):
+            if len(b) - start >= 4:
+                i = start + 4 * rng.integers((len(b) - start) // 4)
+                b[i:i + 4] = EXTREMES_F32[rng.integers(len(EXTREMES_F32))].tobytes()
+    else:  # random bytes into the tensor data (int8 weights, int32 biases, scales...)
+        start = 8 + hlen
+        for _ in range(rng.integers(1, 6)):
+            if len(b) > start:
+                b[start + rng.integers(len(b) - start)] = int(rng.integers(256))
+    return bytes(b)
+
+
+def _equal_to_reference(model, X) -> str:
+    """'equal', 'error' (edgelstm error at run time) or 'mismatch: ...'."""
+    import edgelstm as el
+    from naive import ref_forward_f64, ref_forward_int8
+    try:
+        Y = model.run(X)
+    except el.EdgeLSTMError:
+        return "error"
+    if not np.all(np.isfinite(Y)):
+        return "mismatch: non-finite output returned without an error"
+    if model.is_quantized:
+        ref = ref_forward_int8(model.spec, model.quant, X[None])[0][0]
+        return "equal" if np.array_equal(Y, ref) else "mismatch: int8 output differs from tests/naive.py"
+    big = max(float(np.max(np.abs(a))) for layer in model.spec.layers for d in layer.directions
+              for a in d.values())
+    if big > 1e4:
+        return "equal"
+    ref = ref_forward_f64(model.spec, X[None])[0][0]
+    ok = np.all(np.abs(Y - ref) <= 1e-4 * (1.0 + np.abs(ref)))
+    return "equal" if ok else "mismatch: float output differs from tests/naive.py"
+
+
+def run_cases(start: int, count: int, seed: int, progress_path: str) -> dict:
+    """Worker body: cases [start, start+count) of the stream seeded with ``seed``; returns outcome counts."""
+    import edgelstm as el
+    bases = base_files()
+    X = np.random.default_rng(1).standard_normal((T, F_IN)).astype(np.float32)
+    counts = {"error": 0, "equal": 0}
+    failures = []
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "case.elstm")
+        with open(progress_path, "w") as progress:
+            for case in range(start, start + count):
+                progress.seek(0)
+                progress.write(f"{case:12d}\n")
+                progress.flush()
+                rng = np.random.default_rng([seed, case])
+                name, data = bases[rng.integers(len(bases))]
+                with open(path, "wb") as f:
+                    f.write(mutate(data, rng))
+                try:
+                    model = el.load(path)
+                    outcome = _equal_to_reference(model, X)
+                except el.EdgeLSTMError:
+                    outcome = "error"
+                except Exception as e:  # noqa: BLE001 - the point is to catch what should not happen
+                    outcome = f"foreign {type(e).__name__}: {e}"[:300]
+                if outcome in counts:
+                    counts[outcome] += 1
+                else:
+                    failures.append({"case": case, "base": name, "outcome": outcome})
+    return {"counts": counts, "failures": failures}
+
+
+def run_batches(total: int, *, seed: int, batch: int = 2500, timeout: float = 600.0, jobs: int = 2,
+                report=None) -> dict:
+    """Run ``total`` cases in subprocess batches (``jobs`` at a time); crashes and hangs are outcomes too."""
+    counts = {"error": 0, "equal": 0, "crash": 0, "hang": 0}
+    failures = []
+    pending = list(range(0, total, batch))
+    running = []
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    with tempfile.TemporaryDirectory() as d:
+        while pending or running:
+            while pending and len(running) < jobs:
+                start = pending.pop(0)
+                n = min(batch, total - start)
+                prog = os.path.join(d, f"progress-{start}")
+                cmd = [sys.executable, str(HERE / "fuzzing.py"), str(start), str(n), str(seed), prog]
+                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=str(HERE))
+                running.append((p, start, n, prog))
+            p, start, n, prog = running.pop(0)
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                case = Path(prog).read_text().strip() if os.path.exists(prog) else "?"
+                counts["hang"] += 1
+                failures.append({"case": case, "outcome": "hang"})
+                continue
+            if p.returncode != 0:
+                case = Path(prog).read_text().strip() if os.path.exists(prog) else "?"
+                counts["crash"] += 1
+                failures.append({"case": case, "outcome": f"exit {p.returncode}", "stderr": err[-2000:]})
+                continue
+            res = json.loads(out.strip().splitlines()[-1])
+            for k, v in res["counts"].items():
+                counts[k] += v
+            failures.extend(res["failures"])
+            if report:
+                report(n)
+    return {"cases": total, "seed": seed, "counts": counts, "failures": failures}
+
+
+if __name__ == "__main__":  # worker: fuzzing.py START COUNT SEED PROGRESS_FILE
+    sys.path.insert(0, str(HERE))
+    import faulthandler
+    faulthandler.enable()
+    a = sys.argv[1:]
+    print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))
