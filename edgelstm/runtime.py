@@ -98,6 +98,15 @@ def _qm(real) -> tuple[int, int]:
     return m, shift
 
 
+def quantized_clip(clip: float, scale: float, limit: int) -> int:
+    """LiteRT's Prepare: static_cast<intN>(min(max(float32(clip) / float32(scale), -limit-1), limit)),
+    a float32 division truncated toward zero; 0 (no clipping) when clip is 0 or rounds to 0."""
+    if clip <= 0:
+        return 0
+    q = np.float32(np.float32(clip) / np.float32(scale))
+    return int(min(max(q, np.float32(-limit - 1)), np.float32(limit)))
+
+
 def _scale_f32(w_scale, in_scale, out_scale):
     """TFLite Prepare's float32 effective scale: w_scale * in_scale / out_scale, evaluated left to right."""
     return np.float32(np.float32(w_scale) * np.float32(in_scale)) / np.float32(out_scale)
@@ -239,6 +248,8 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_STATE] = state_off
         rec[C.LS_SIG] = sig_off
         rec[C.LS_TANH3] = tanh_offs[3]
+        rec[C.LS_CELL_CLIP] = quantized_clip(layer.cell_clip, 2.0 ** cell_exp, 32767)
+        rec[C.LS_PROJ_CLIP] = quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
     elif kind == "gru":
         rec = [0] * C.GR_LEN
         rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True)
@@ -319,6 +330,9 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     if layer.kind == "lstm" and layer.proj_size:
         rec[F.FL_PROJ] = b.add_weights(w["w_proj"].T)
         rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
+    if layer.kind == "lstm":
+        rec[F.FL_CELL_CLIP] = _f32_bits(layer.cell_clip)
+        rec[F.FL_PROJ_CLIP] = _f32_bits(layer.proj_clip)
     rec[F.FL_STATE] = state_off
     return rec
 

@@ -20,12 +20,16 @@ def _lstm_step64(p, x, h, c, *, H):
         pf = pf + p["w_peep"][1] * c
     i, f, g = _sigmoid64(pi), _sigmoid64(pf), np.tanh(pg)
     c_new = f * c + i * g
+    if p.get("cell_clip"):                       # TFLite: clip the cell state after every update
+        c_new = np.clip(c_new, -p["cell_clip"], p["cell_clip"])
     if "w_peep" in p:
         po = po + p["w_peep"][2] * c_new
     o = _sigmoid64(po)
     h_new = o * np.tanh(c_new)
     if "w_proj" in p:
         h_new = p["w_proj"] @ h_new + p["b_proj"]
+        if p.get("proj_clip"):                   # TFLite: clip the projection output
+            h_new = np.clip(h_new, -p["proj_clip"], p["proj_clip"])
     return h_new, c_new
 
 
@@ -81,6 +85,9 @@ def ref_forward_f64(spec, X, *, lengths=None, initial_state=None):
     final_state = []
     for k, layer in enumerate(spec.layers):
         params = [{n: np.asarray(a, dtype=np.float64) for n, a in d.items()} for d in layer.directions]
+        if layer.kind == "lstm":
+            for p in params:
+                p.update(cell_clip=layer.cell_clip, proj_clip=layer.proj_clip)
         if layer.kind == "dense":
             out = np.zeros((B, T, layer.output_size))
             for b in range(B):
@@ -508,6 +515,15 @@ _Q12 = 2.0 ** -12
 _Q15 = 2.0 ** -15
 
 
+def ref_quantized_clip(clip, scale, limit):
+    """static_cast<intN>(std::min(std::max(clip / scale, -limit - 1.0f), (float)limit)) in float32."""
+    if clip <= 0:
+        return 0
+    v = np.float32(np.float32(clip) / np.float32(scale))
+    v = min(max(float(v), -limit - 1.0), float(limit))
+    return int(np.trunc(v))
+
+
 def ref_prepare(spec, quant):
     """Every derived integer of NUMERICS.md's prepare(), per layer and direction (plain numpy int64).
 
@@ -546,6 +562,9 @@ def ref_prepare(spec, quant):
                     p["w_proj"] = _i64(q["w_proj"])
                     p["m_proj"] = ref_qm(ref_eff_scale(q["w_proj_scale"][0], s_hid, s_out))
                     p["bp"] = ref_fold(q["b_proj"], q["w_proj"], zp_hid)
+                # LiteRT Prepare: float32 clip / float32 scale, clamped, then truncated by the int cast
+                p["cell_clip_q"] = ref_quantized_clip(layer.cell_clip, 2.0 ** e, 32767)
+                p["proj_clip_q"] = ref_quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
             elif layer.kind == "gru":
                 H = layer.hidden_size
                 p.update(H=H, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]), reset_after=bool(layer.reset_after))
@@ -649,6 +668,8 @@ def ref_lstm_step(p, lp, x, h, c):
         gf = ref_peephole_into_gate(gf, p["w_peep"][1], c, *p["m_p"][1])
     i, f, g = ref_sigmoid16(gi), ref_sigmoid16(gf), ref_tanh16(gg, 3)
     c = ref_lstm_cell_update(i, f, g, c, e)
+    if p["cell_clip_q"]:
+        c = np.clip(c, -p["cell_clip_q"], p["cell_clip_q"])
     if "w_peep" in p:
         go = ref_peephole_into_gate(go, p["w_peep"][2], c, *p["m_p"][2])
     o = ref_sigmoid16(go)
@@ -656,6 +677,8 @@ def ref_lstm_step(p, lp, x, h, c):
     if "w_proj" in p:
         acc = vwrap32(p["bp"] + hid8 @ p["w_proj"].T)
         h = vsat8(vmbqm(acc, *p["m_proj"]) + lp["zp_out"])
+        if p["proj_clip_q"]:
+            h = np.clip(h, -p["proj_clip_q"], p["proj_clip_q"])
     else:
         h = hid8
     return h, c

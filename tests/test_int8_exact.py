@@ -64,6 +64,10 @@ def _random_layer(rng, forced=None, *, max_hidden=48, allow_bidir=True):
             if H < 2:
                 d["hidden_size"] = H = int(rng.integers(2, max_hidden + 1))
             d["proj_size"] = int(rng.integers(1, H))
+            if rng.random() < 0.4:  # small enough to bite: projection outputs are O(0.1..1)
+                d["proj_clip"] = float(10.0 ** rng.uniform(-1.5, 0.3))
+        if rng.random() < 0.4:      # from always-clipping to rarely (|c| reaches a few units here)
+            d["cell_clip"] = float(10.0 ** rng.uniform(-1.5, 0.7))
     elif kind == "gru":
         d["reset_after"] = bool(f.get("reset_after", rng.random() < 0.5))
     else:

@@ -14,7 +14,8 @@ from .cells_int8 import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP,
 
 # direction records (float)
 FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
-FL_LEN = 8
+FL_CELL_CLIP, FL_PROJ_CLIP = 8, 9   # LSTM clip bounds as float32 bits (0.0 = none)
+FL_LEN = 10
 FD_W, FD_B, FD_ACT = 0, 1, 2
 FD_LEN = 3
 
@@ -60,11 +61,15 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
         for r in range(H):
             gates[r] += wf[peep + r] * state[c_off + r]
             gates[H + r] += wf[peep + H + r] * state[c_off + r]
+    cell_clip = prog[rec + FL_CELL_CLIP:rec + FL_CELL_CLIP + 1].view(np.float32)[0]
     for r in range(H):
         i = _sigmoid(gates[r])
         f = _sigmoid(gates[H + r])
         g = np.float32(math.tanh(gates[2 * H + r]))
-        state[c_off + r] = f * state[c_off + r] + i * g
+        c = f * state[c_off + r] + i * g
+        if cell_clip > 0:
+            c = min(max(c, -cell_clip), cell_clip)
+        state[c_off + r] = c
     for r in range(H):
         o_pre = gates[3 * H + r]
         if flags & FLAG_PEEP:
@@ -72,6 +77,10 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
         tmp[r] = _sigmoid(o_pre) * np.float32(math.tanh(state[c_off + r]))
     if flags & FLAG_PROJ:
         _matvec_f32(wf, prog[rec + FL_PROJ], n_rec, H, tmp, 0, wf, prog[rec + FL_BPROJ], state, h_off)
+        proj_clip = prog[rec + FL_PROJ_CLIP:rec + FL_PROJ_CLIP + 1].view(np.float32)[0]
+        if proj_clip > 0:
+            for r in range(n_rec):
+                state[h_off + r] = min(max(state[h_off + r], -proj_clip), proj_clip)
     else:
         for r in range(H):
             state[h_off + r] = tmp[r]

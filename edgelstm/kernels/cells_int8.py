@@ -40,7 +40,8 @@ LS_PROJ, LS_BPROJ, LS_MPROJ = 27, 28, 29   # pair 29..30
 LS_MHID, LS_HID_ZP, LS_OUT_ZP = 31, 33, 34  # pair 31..32
 LS_CELL_EXP, LS_TANH_CELL, LS_STATE = 35, 36, 37
 LS_SIG, LS_TANH3 = 38, 39
-LS_LEN = 40
+LS_CELL_CLIP, LS_PROJ_CLIP = 40, 41   # quantized clip bounds, 0 = none (TFLite quantized_cell/proj_clip)
+LS_LEN = 42
 
 # GRU direction record
 GR_WX, GR_WH, GR_BX, GR_BH = 0, 1, 2, 3
@@ -197,6 +198,10 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
     _lut16_inplace(wq, sig, gates[:2 * H])
     _lut16_inplace(wq, prog[rec + LS_TANH3], gates[2 * H:3 * H])
     lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP])
+    clip = prog[rec + LS_CELL_CLIP]
+    if clip > 0:  # TFLite CwiseClipping after the cell update: c stays in [-clip, clip]
+        for r in range(H):
+            c[r] = min(max(np.int32(c[r]), -clip), clip)
     o = gates[3 * H:4 * H]
     if flags & FLAG_PEEP:
         lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
@@ -222,6 +227,10 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         for r in range(n_rec):
             v = mbqm(wrap32(np.int64(acc[r]) + bias[r]), m_p, s_p)
             h[r] = sat8(np.int64(v) + zp_out)
+        clip = prog[rec + LS_PROJ_CLIP]
+        if clip > 0:  # TFLite clips the int8 projection output around 0 (not around the zero point)
+            for r in range(n_rec):
+                h[r] = min(max(np.int32(h[r]), -clip), clip)
     else:
         h[:] = hid
     out[o_off:o_off + n_rec] = h
