@@ -35,8 +35,9 @@ from .model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
 FORMAT = "edgelstm"
-FORMAT_VERSION = "1"
-SUPPORTED_VERSIONS = ("1",)
+FORMAT_VERSION = "2"
+# 2: Dense weights carry one scale per output channel (version 1 had one per tensor; read by broadcasting)
+SUPPORTED_VERSIONS = ("1", "2")
 MAX_HEADER = 100 * 1024 * 1024  # the official reader's limit too
 ALIGN = 64
 
@@ -365,7 +366,7 @@ def _parse_model_meta(meta: dict, where: str) -> tuple[list, list | None, bool]:
             raise ArtifactError(f"{where}: metadata 'act_quant' must be null or a list of [scale, zero_point]")
     if not has_weights and act is None:
         raise ArtifactError(f"{where}: model has neither float weights nor quantized parameters")
-    return layers, act, has_weights
+    return layers, act, has_weights, ver
 
 
 def _build_structure(descs: list, has_weights: bool, where: str) -> ModelSpec:
@@ -393,9 +394,16 @@ def _build_structure(descs: list, has_weights: bool, where: str) -> ModelSpec:
 
 def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
     meta, table, buf = _parse_container(data, where)
-    descs, act, has_weights = _parse_model_meta(meta, where)
+    descs, act, has_weights, version = _parse_model_meta(meta, where)
     skeleton = _build_structure(descs, has_weights, where)
     expected = _expected(skeleton, act is not None)
+    v1_dense_scales = []
+    if version == "1":  # one Dense weight scale per tensor: read as (1,), broadcast to every channel below
+        for k, layer in enumerate(skeleton.layers):
+            name = f"q.{k}.0.w_scale"
+            if layer.kind == "dense" and name in expected:
+                expected[name] = ((1,), expected[name][1])
+                v1_dense_scales.append((k, layer.output_size))
 
     missing, extra = sorted(set(expected) - set(table)), sorted(set(table) - set(expected))
     if missing:
@@ -424,6 +432,8 @@ def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
             layers[int(k)].directions[int(d)][pname] = a
         else:
             qlayers[int(k)][int(d)][pname] = a
+    for k, n_out in v1_dense_scales:
+        qlayers[k][0]["w_scale"] = np.repeat(qlayers[k][0]["w_scale"], n_out)
     try:
         spec = ModelSpec(layers=layers, has_weights=has_weights)
     except ModelError as e:

@@ -84,8 +84,12 @@ MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined 
 def _qm(real) -> tuple[int, int]:
     """QuantizeMultiplier of a float32 effective scale, refused when MBQM cannot apply it.  Every model (loaded,
     quantized or imported) goes through prepare() and so through this one check."""
+    return _qm_exact(float(np.float32(real)))
+
+
+def _qm_exact(r: float) -> tuple[int, int]:
+    """QuantizeMultiplier of a double, with the shift-range check."""
     from .quant.multiplier import quantize_multiplier
-    r = float(np.float32(real))
     try:
         m, shift = quantize_multiplier(r)
     except ValueError as e:
@@ -105,6 +109,21 @@ def quantized_clip(clip: float, scale: float, limit: int) -> int:
         return 0
     q = np.float32(np.float32(clip) / np.float32(scale))
     return int(min(max(q, np.float32(-limit - 1)), np.float32(limit)))
+
+
+def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
+    """LiteRT's int8 FULLY_CONNECTED Prepare, per output channel: the effective scale in double,
+    input_scale * filter_scale[c] / output_scale (each a float32 widened to double), QuantizeMultiplier, and
+    the single-rounding form's total right shift 31 - shift, which must lie in [1, 62] (shift <= 30)."""
+    out = []
+    for w in np.asarray(w_scales, np.float32):
+        real = float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))
+        m, shift = _qm_exact(real)
+        if shift > 30:
+            raise ModelError(f"Dense effective scale {real:.6g} needs a multiplier shift of {shift}; LiteRT's "
+                             f"FULLY_CONNECTED supports shifts up to 30")
+        out.extend((m, 31 - shift))
+    return out
 
 
 def _scale_f32(w_scale, in_scale, out_scale):
@@ -290,7 +309,8 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
             raise ModelError(f"layer {k} (dense, {act}): output quantization {(s_out, zp_out)} must be {want}")
         rec[C.DN_W] = b.add_weights(q["w"], pad_columns=True)
         rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
-        rec[C.DN_M:C.DN_M + 2] = pairs(_scale_f32(q["w_scale"][0], s_in, s_pre))
+        # per-channel (multiplier, total right shift) pairs for LiteRT's single-rounding requantization
+        rec[C.DN_M] = b.add_ints(fc_multipliers(q["w_scale"], s_in, s_pre))
         rec[C.DN_PRE_ZP] = zp_pre
         rec[C.DN_ACT] = C.ACTIVATIONS[act]
         real = s_pre * (np.arange(-128, 128) - zp_pre)

@@ -1,4 +1,6 @@
 """Slow, obviously-correct numpy references; never imported by the package."""
+import math
+
 import numpy as np
 
 
@@ -524,6 +526,28 @@ def ref_quantized_clip(clip, scale, limit):
     return int(np.trunc(v))
 
 
+def ref_qm_double(real):
+    """QuantizeMultiplier of a double (no float32 rounding of the input): frexp, round half away."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(_fx_round_half_away(_Fraction(q) * (1 << 31)))
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def ref_mbqm_single(x, m, shift):
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (TFLITE_SINGLE_ROUNDING), in Python ints:
+    (x * m + 2^(30 - shift)) >> (31 - shift), arithmetic shift."""
+    total = 31 - int(shift)
+    x = np.asarray(x, dtype=object)
+    return np.asarray((x * int(m) + (1 << (total - 1))) >> total, dtype=np.int64)
+
+
 def ref_prepare(spec, quant):
     """Every derived integer of NUMERICS.md's prepare(), per layer and direction (plain numpy int64).
 
@@ -588,7 +612,9 @@ def ref_prepare(spec, quant):
             elif layer.kind == "dense":
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
-                p["m"] = ref_qm(ref_eff_scale(q["w_scale"][0], s_in, pre_scale))
+                # LiteRT FULLY_CONNECTED Prepare: double effective scale per output channel
+                p["m_fc"] = [ref_qm_double(float(f32(s_in)) * float(f32(ws)) / float(f32(pre_scale)))
+                             for ws in q["w_scale"]]
                 p["bd"] = ref_fold(q["b"], q["w"], zp_in)
                 if layer.activation == "sigmoid":
                     p["table"] = ref_dense_table(_sigmoid64, pre_scale, pre_zp, 1.0 / 256.0, -128)
@@ -742,7 +768,9 @@ def ref_softmax(logit, E):
 
 def ref_dense(p, x):
     """Dense + output activation over int8 x (..., I) -> int8 values (..., O)."""
-    logit = vsat8(vmbqm(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
+    acc = vwrap32(p["bd"] + _i64(x) @ p["w"].T)
+    logit = np.stack([ref_mbqm_single(acc[..., r], *p["m_fc"][r]) for r in range(acc.shape[-1])], axis=-1)
+    logit = vsat8(logit + p["pre_zp"])
     act = p["activation"]
     if act == "none":
         return logit

@@ -195,7 +195,7 @@ def test_layout_alignment_and_determinism(tmp_path, spec):
     assert (8 + n) % 64 == 0
     header, buf = read_raw(tmp_path / "a.elstm")
     meta = header.pop("__metadata__")
-    assert meta["format"] == "edgelstm" and meta["format_version"] == "1"
+    assert meta["format"] == "edgelstm" and meta["format_version"] == "2"
     size = {"F32": 4, "I32": 4, "I16": 2, "I8": 1}
     spans = sorted(e["data_offsets"] for e in header.values())
     assert spans[0][0] == 0 and spans[-1][1] == len(buf)
@@ -364,9 +364,28 @@ def test_wrong_format_tag(qfile):
 
 def test_future_format_version(qfile):
     meta, tensors = read_tensors(qfile)
-    meta["format_version"] = "2"
+    meta["format_version"] = "3"
     write_tensors(qfile, meta, tensors)
-    with pytest.raises(ArtifactError, match=r"unsupported format_version '2'.*reads format_version 1"):
+    with pytest.raises(ArtifactError, match=r"unsupported format_version '3'.*reads format_version 1, 2"):
+        load_parts(qfile)
+
+
+def test_version_1_dense_scale_is_read_per_channel(qfile):
+    """Version 1 stored one Dense weight scale per tensor; it loads as that scale on every channel."""
+    meta, tensors = read_tensors(qfile)
+    spec2, quant2 = load_parts(qfile)
+    k = next(i for i, l in enumerate(spec2.layers) if l.kind == "dense")
+    name = f"q.{k}.0.w_scale"
+    tag, shape, raw = tensors[name]
+    tensors[name] = [tag, [1], raw[:4]]
+    meta["format_version"] = "1"
+    write_tensors(qfile, meta, tensors)
+    _, quant1 = load_parts(qfile)
+    one = np.frombuffer(raw[:4], np.float32)
+    np.testing.assert_array_equal(quant1.layers[k][0]["w_scale"], np.repeat(one, spec2.layers[k].output_size))
+    meta["format_version"] = "2"  # a version-2 file must carry one scale per channel
+    write_tensors(qfile, meta, tensors)
+    with pytest.raises(ArtifactError, match="w_scale"):
         load_parts(qfile)
 
 

@@ -537,7 +537,7 @@ def test_input_quantization_ties_round_half_away():
     eff = naive.ref_eff_scale(w_scale, s, s)
     assert naive.ref_qm(eff) == naive.ref_qm(np.float32(1 / 127))     # float32 chain is exact here
     quant = QuantParams(act=[(s, zp), (s, zp)], layers=[[{
-        "w": (127 * np.eye(I)).astype(np.int8), "w_scale": np.array([w_scale], np.float32),
+        "w": (127 * np.eye(I)).astype(np.int8), "w_scale": np.full(I, w_scale, np.float32),
         "b": np.zeros(I, np.int32), "pre_scale": np.array([s], np.float32), "pre_zp": np.array([zp], np.int32)}]])
     model = el.Model(spec, quant)
     k = np.arange(-140, 140)
@@ -573,7 +573,7 @@ def _probe_model(kind, n, w_scale, s_a, s_b, bias):
     f32 = lambda v: np.array([v], np.float32)
     if kind == "dense":
         spec = el.random_model([{"kind": "dense", "output_size": n, "activation": "none"}], input_size=2)
-        q = {"w": np.zeros((n, 2), np.int8), "w_scale": f32(w_scale), "b": bias.astype(np.int32),
+        q = {"w": np.zeros((n, 2), np.int8), "w_scale": np.full(n, w_scale, np.float32), "b": bias.astype(np.int32),
              "pre_scale": f32(s_b), "pre_zp": np.array([0], np.int32)}
         return spec, QuantParams(act=[(float(s_a), 0), (float(s_b), 0)], layers=[[q]]), "m"
     if kind == "rnn_relu":
@@ -591,7 +591,33 @@ def _probe_model(kind, n, w_scale, s_a, s_b, bias):
     return spec, QuantParams(act=[(0.05, 0), (float(s_b), 0)], layers=[[q]]), "m_proj"
 
 
-@pytest.mark.parametrize("kind", ["dense", "rnn_relu", "lstm_proj"])
+@pytest.mark.parametrize("seed", range(3))
+def test_dense_follows_litert_fully_connected_double_scale_and_single_rounding(seed):
+    """Dense = LiteRT's int8 FULLY_CONNECTED: per channel, a double effective scale and single-rounding
+    requantization (measured on both LiteRT resolvers). Accumulators sit exactly where the float32 chain's
+    multiplier, or double rounding, would give other integers."""
+    rng = np.random.default_rng([12, seed])
+    acc = np.arange(1, 1_200_000, dtype=np.int64)
+    hits = []
+    while len(hits) < 3:
+        w_scale, s_a, s_b, _ = _f32_chain_differs(rng, 1e-4)
+        m64 = naive.ref_qm_double(float(np.float32(s_a)) * float(w_scale) / float(np.float32(s_b)))
+        m32 = naive.ref_qm(naive.ref_eff_scale(w_scale, s_a, s_b))
+        hits = acc[naive.ref_mbqm_single(acc, *m64) != naive.ref_mbqm_single(acc, *m32)]
+    hits = np.concatenate([hits, -hits])
+    n = min(6, hits.size)
+    spec, quant, _ = _probe_model("dense", n, w_scale, s_a, s_b, rng.choice(hits, n, replace=False))
+    model = el.Model(spec, quant)
+    X = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    prep = naive.ref_prepare(spec, quant)
+    assert prep[0]["dirs"][0]["m_fc"] == [m64] * n
+    Yr, _ = naive.ref_forward_int8(spec, quant, X, prep=prep)
+    assert_same_outputs(model.run(X), Yr, dict(seed=seed, scales=(w_scale, s_a, s_b), m64=m64))
+    prep[0]["dirs"][0]["m_fc"] = [m32] * n          # sensitive: the float32 chain gives other outputs
+    assert not np.array_equal(naive.ref_forward_int8(spec, quant, X, prep=prep)[0], Yr)
+
+
+@pytest.mark.parametrize("kind", ["rnn_relu", "lstm_proj"])
 @pytest.mark.parametrize("seed", range(3))
 def test_float32_effective_scale_probe(kind, seed):
     """Accumulators placed exactly where the float32 effective multiplier (NUMERICS.md evaluation order)

@@ -53,7 +53,7 @@ GR_LEN = 22
 RN_WX, RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE, RN_TANH3 = 0, 1, 2, 3, 4, 6, 8, 10, 11, 12
 RN_LEN = 13
 
-# Dense record
+# Dense record (DN_M: prog offset of O (multiplier, total right shift) pairs, one per output channel)
 DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6
 DN_LEN = 7
 
@@ -329,21 +329,25 @@ def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, ou
 
 @njit(**NJIT_OPTS)
 def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
-    """int8 Dense: logits = sat8(mbqm(b + W x) + pre_zp), then the output activation:
+    """int8 Dense = LiteRT's int8 FULLY_CONNECTED: per output channel r, logits[r] =
+    sat8(((b[r] + W x)[r] * m[r] + 2^(n[r]-1)) >> n[r]) + pre_zp) (single rounding, 64-bit), then the
+    output activation:
     relu clamps at the zero point; sigmoid/tanh map through a 256-entry int8 table; softmax uses an
     exp table and integer division (all tables built once in prepare())."""
     _dot_rows(wq, prog[rec + DN_W], n_out, n_in, x, x_off, acc)
     b_off = prog[rec + DN_B]
     bias = prog[b_off:b_off + n_out]
-    m = prog[rec + DN_M]
-    s = prog[rec + DN_M + 1]
+    m_off = prog[rec + DN_M]
+    mults = prog[m_off:m_off + 2 * n_out]
     zp = prog[rec + DN_PRE_ZP]
     act = prog[rec + DN_ACT]
     lut_off = prog[rec + DN_LUT]
     logits = acc[:n_out]
     y = out[o_off:o_off + n_out]
     for r in range(n_out):
-        logits[r] = sat8(np.int64(mbqm(wrap32(np.int64(logits[r]) + bias[r]), m, s)) + zp)
+        total = np.int64(mults[2 * r + 1])
+        v = (wrap32(np.int64(logits[r]) + bias[r]) * np.int64(mults[2 * r]) + (np.int64(1) << (total - 1))) >> total
+        logits[r] = sat8(v + zp)
     if act == ACT_NONE:
         for r in range(n_out):
             y[r] = logits[r]

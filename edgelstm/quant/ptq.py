@@ -176,9 +176,10 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         for d, w in enumerate(layer.directions):
             q = {}
             if layer.kind == "dense":
-                q["w"], ws = quantize_symmetric(w["w"])
-                q["w_scale"] = np.array([ws], np.float32)
-                q["b"] = quantize_bias(w["b"], np.float32(s_in) * ws)
+                # per output channel (LiteRT's FULLY_CONNECTED as the converter writes it)
+                q["w"], q["w_scale"] = _blocks(w["w"], w["w"].shape[0])
+                q["b"] = np.concatenate([quantize_bias(w["b"][r:r + 1], np.float32(s_in) * q["w_scale"][r])
+                                         for r in range(w["w"].shape[0])])
                 ps, pz = choose_act_quant(o["pre"].lo, o["pre"].hi)
                 q["pre_scale"] = np.array([ps], np.float32)
                 q["pre_zp"] = np.array([pz], np.int32)
