@@ -315,8 +315,10 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.DN_ACT] = C.ACTIVATIONS[act]
         real = s_pre * (np.arange(-128, 128) - zp_pre)
         if act == "softmax":
-            lut = np.round(np.exp(-s_pre * np.arange(256)) * 2.0 ** 20)
-            rec[C.DN_LUT] = b.add_ints(lut)
+            # LiteRT's int8 SOFTMAX table (beta 1): expf(float32(-s_pre) * d) as float32 bits
+            arg = np.float32(-np.float32(s_pre)) * np.arange(256, dtype=np.float32)
+            table = np.exp(arg.astype(np.float64)).astype(np.float32)   # correctly rounded expf
+            rec[C.DN_LUT] = b.add_ints(table.view(np.int32))
         elif act in ("sigmoid", "tanh"):
             f = 1.0 / (1.0 + np.exp(-real)) if act == "sigmoid" else np.tanh(real)
             lut = np.clip(np.floor(f / s_out + 0.5) + zp_out, -128, 127)

@@ -37,7 +37,11 @@ def _resolve(module: str, func: str, what: str):
             raise ImportModelError(f"{what} is not available in this version of edgelstm") from None
         raise ImportModelError(f"{what} needs the optional package {e.name!r}; "
                                f"install it with pip (see the README's extras)") from None
-    return getattr(mod, func)
+    fn = getattr(mod, func)
+    # importing the submodule bound its name (e.g. from_tflite) to the module on this package: rebind the
+    # function, so `from edgelstm.export import from_tflite` always gives the function
+    globals()[func] = fn
+    return fn
 
 
 def import_model(path):

@@ -753,17 +753,30 @@ def ref_dense_table(fn, pre_scale, pre_zp, s_out, zp_out):
 
 
 def ref_softmax_exp_table(pre_scale):
-    """E[d] = round(exp(-pre_scale * d) * 2^20), d = 0..255."""
-    d = np.arange(256, dtype=np.float64)
-    return np.floor(np.exp(-float(pre_scale) * d) * 2.0 ** 20 + 0.5).astype(np.int64)
+    """LiteRT's int8 SOFTMAX table (beta 1): E[d] = expf(float32(-pre_scale) * float32(d)), d = 0..255,
+    float32 (exp evaluated in double, then rounded to float32)."""
+    f32 = np.float32
+    return np.array([f32(math.exp(float(f32(f32(-f32(pre_scale)) * f32(d))))) for d in range(256)], np.float32)
 
 
 def ref_softmax(logit, E):
-    """M = max logit, S = sum_r E[M - logit[r]], out[r] = sat8(floor((512 E + S) / (2 S)) - 128)."""
+    """LiteRT's int8 SOFTMAX, one row at a time, in float32 exactly as its kernel orders it:
+    M = max, S = sum_r E[M - logit[r]] (left to right), inv = 1 / (S * (1/256)),
+    out[r] = sat8(round_half_away(E[M - logit[r]] * inv) - 128)."""
+    f32 = np.float32
     logit = _i64(logit)
-    e = E[logit.max(axis=-1, keepdims=True) - logit]
-    S = e.sum(axis=-1, keepdims=True)
-    return vsat8((512 * e + S) // (2 * S) - 128)
+    flat = logit.reshape(-1, logit.shape[-1])
+    out = np.empty_like(flat)
+    for i, row in enumerate(flat):
+        m = row.max()
+        s = f32(0.0)
+        for v in row:
+            s = f32(s + E[m - v])
+        inv = f32(f32(1.0) / f32(s * f32(1.0 / 256.0)))
+        for j, v in enumerate(row):
+            p = float(f32(E[m - v] * inv))
+            out[i, j] = int(math.copysign(math.floor(abs(p) + 0.5), p)) - 128
+    return vsat8(out.reshape(logit.shape))
 
 
 def ref_dense(p, x):

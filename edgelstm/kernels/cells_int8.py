@@ -355,21 +355,24 @@ def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
         for r in range(n_out):
             y[r] = max(logits[r], zp)
     elif act == ACT_SOFTMAX:
+        # LiteRT's int8 SOFTMAX exactly: a float32 exp table (built in prepare) and float32 arithmetic in
+        # its order: the one float epilogue of the int8 path, kept because both LiteRT resolvers compute it so.
         # Every table index is clamped right where it is used: the logits live in scratch memory, and a
         # kernel must never read outside a table whatever that memory holds (no bounds checks in kernels).
-        exp_lut = prog[lut_off:lut_off + 256]
+        exp_table = prog[lut_off:lut_off + 256].view(np.float32)
         q_max = np.int32(-128)
         for r in range(n_out):
             q_max = max(q_max, logits[r])
-        total = np.int64(0)
+        total = np.float32(0.0)
         for r in range(n_out):
-            total += exp_lut[min(max(q_max - logits[r], 0), 255)]
-        total = max(total, np.int64(1))
+            total = np.float32(total + exp_table[min(max(q_max - logits[r], 0), 255)])
+        inv = np.float32(1.0) / np.float32(total * np.float32(0.00390625))
         for r in range(n_out):
-            e = np.int64(exp_lut[min(max(q_max - logits[r], 0), 255)])
-            # round(256 * e / total) - 128, output scale 1/256, zero point -128
-            q = (512 * e + total) // (2 * total) - 128
-            y[r] = sat8(q)
+            p = np.float64(np.float32(exp_table[min(max(q_max - logits[r], 0), 255)] * inv))
+            q = np.floor(abs(p) + 0.5)                 # std::round: half away from zero
+            if p < 0:
+                q = -q
+            y[r] = sat8(np.int64(min(max(q, -1000.0), 1000.0)) - 128)
     else:  # sigmoid, tanh
         lut = prog[lut_off:lut_off + 256]
         for r in range(n_out):
