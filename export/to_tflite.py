@@ -1,0 +1,386 @@
+"""``edgelstm.Model`` to a .tflite file that LiteRT runs, written with the ``flatbuffers`` + ``tflite`` schema
+packages (no TensorFlow).
+
+What is written today (mode="sequence"): a stack of unidirectional LSTM layers as fused
+UNIDIRECTIONAL_SEQUENCE_LSTM ops (int8: TFLite's full-integer 8x8_16 form with its 5 intermediates; float32),
+optionally followed by one Dense head as FULLY_CONNECTED (per-channel int8 weights; fused RELU) and LOGISTIC /
+TANH / SOFTMAX.  The input is ``[1, T, F]`` with T resizable (shape signature ``[1, -1, F]``); the recurrent
+state lives in the LSTM ops' variable tensors and carries over between invokes, like a stream.  int8 models
+give outputs identical to edgelstm's runtime in LiteRT (tests/test_to_tflite.py).
+
+Not written yet (a clear ImportModelError): GRU and RNN layers, bidirectional layers, Dense layers before the
+last, and mode="step" (one time step with the state as explicit inputs and outputs).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from edgelstm.errors import ImportModelError
+from edgelstm.runtime import FIXED_OUTPUT_QUANT, Model
+
+from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
+
+_FLOAT32, _INT32, _INT16, _INT8 = 0, 2, 7, 9
+_TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(np.int16): _INT16,
+          np.dtype(np.int8): _INT8}
+# builtin code -> (name, version for int8, version for float32), as the TF converter writes them
+_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1), "FULLY_CONNECTED": (9, 5, 1), "LOGISTIC": (14, 2, 1),
+        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1)}
+_ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
+
+
+class _Tensor:
+    def __init__(self, name, shape, dtype, *, data=None, scale=None, zp=None, qdim=0, variable=False,
+                 signature=None):
+        self.name, self.shape, self.dtype, self.data = name, list(shape), np.dtype(dtype), data
+        self.scale, self.zp, self.qdim, self.variable, self.signature = scale, zp, qdim, variable, signature
+
+
+class _GraphBuilder:
+    """Collects tensors and operators, then serializes one subgraph + SignatureDef into a TFL3 flatbuffer."""
+
+    def __init__(self):
+        self.tensors: list[_Tensor] = []
+        self.ops: list[tuple[str, list[int], list[int], list[int], object]] = []
+
+    def tensor(self, *args, **kw) -> int:
+        self.tensors.append(_Tensor(*args, **kw))
+        return len(self.tensors) - 1
+
+    def op(self, name, inputs, outputs, options, intermediates=()):
+        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options))
+
+    def finish(self, inputs: list[int], outputs: list[int], quantized: bool) -> bytes:
+        import flatbuffers
+        import tflite as T
+
+        b = flatbuffers.Builder(1024)
+
+        def ivec(start, values):
+            start(b, len(values))
+            for v in reversed(values):
+                b.PrependInt32(v)
+            return b.EndVector()
+
+        def fvec(start, values):
+            start(b, len(values))
+            for v in reversed(values):
+                b.PrependFloat32(float(v))
+            return b.EndVector()
+
+        def lvec(start, values):
+            start(b, len(values))
+            for v in reversed(values):
+                b.PrependInt64(int(v))
+            return b.EndVector()
+
+        def ovec(start, offsets):
+            start(b, len(offsets))
+            for o in reversed(offsets):
+                b.PrependUOffsetTRelative(o)
+            return b.EndVector()
+
+        # buffers: 0 is the schema's empty sentinel; one per constant tensor after it
+        buffer_data, tensor_buffer = [None], []
+        for t in self.tensors:
+            if t.data is None:
+                tensor_buffer.append(0)
+            else:
+                buffer_data.append(np.ascontiguousarray(t.data, dtype=t.dtype).tobytes())
+                tensor_buffer.append(len(buffer_data) - 1)
+        buffers = []
+        for raw in buffer_data:
+            data_off = None
+            if raw:
+                b.StartVector(1, len(raw), 16)
+                b.head = b.head - len(raw)
+                b.Bytes[b.head:b.head + len(raw)] = raw
+                data_off = b.EndVector()
+            T.BufferStart(b)
+            if data_off is not None:
+                T.BufferAddData(b, data_off)
+            buffers.append(T.BufferEnd(b))
+
+        tensors = []
+        for t, buf in zip(self.tensors, tensor_buffer):
+            name = b.CreateString(t.name)
+            shape = ivec(T.TensorStartShapeVector, t.shape)
+            sig = ivec(T.TensorStartShapeSignatureVector, t.signature) if t.signature else None
+            quant = None
+            if t.scale is not None:
+                sc = fvec(T.QuantizationParametersStartScaleVector, np.atleast_1d(t.scale))
+                zp = lvec(T.QuantizationParametersStartZeroPointVector, np.atleast_1d(t.zp))
+                T.QuantizationParametersStart(b)
+                T.QuantizationParametersAddScale(b, sc)
+                T.QuantizationParametersAddZeroPoint(b, zp)
+                T.QuantizationParametersAddQuantizedDimension(b, t.qdim)
+                quant = T.QuantizationParametersEnd(b)
+            T.TensorStart(b)
+            T.TensorAddShape(b, shape)
+            if sig is not None:
+                T.TensorAddShapeSignature(b, sig)
+            T.TensorAddType(b, _TYPES[t.dtype])
+            T.TensorAddBuffer(b, buf)
+            T.TensorAddName(b, name)
+            if quant is not None:
+                T.TensorAddQuantization(b, quant)
+            T.TensorAddIsVariable(b, t.variable)
+            tensors.append(T.TensorEnd(b))
+
+        names = sorted({op[0] for op in self.ops}, key=lambda n: _OPS[n][0])
+        code_index = {n: i for i, n in enumerate(names)}
+        codes = []
+        for n in names:
+            code, v_int8, v_f32 = _OPS[n]
+            T.OperatorCodeStart(b)
+            T.OperatorCodeAddDeprecatedBuiltinCode(b, code)
+            T.OperatorCodeAddBuiltinCode(b, code)
+            T.OperatorCodeAddVersion(b, v_int8 if quantized else v_f32)
+            codes.append(T.OperatorCodeEnd(b))
+
+        operators = []
+        for name, ins, outs, inter, options in self.ops:
+            opt_type, opt_off = options(b, T)
+            i_vec = ivec(T.OperatorStartInputsVector, ins)
+            o_vec = ivec(T.OperatorStartOutputsVector, outs)
+            n_vec = ivec(T.OperatorStartIntermediatesVector, inter) if inter else None
+            T.OperatorStart(b)
+            T.OperatorAddOpcodeIndex(b, code_index[name])
+            T.OperatorAddInputs(b, i_vec)
+            T.OperatorAddOutputs(b, o_vec)
+            if opt_type:
+                T.OperatorAddBuiltinOptionsType(b, opt_type)
+                T.OperatorAddBuiltinOptions(b, opt_off)
+            if n_vec is not None:
+                T.OperatorAddIntermediates(b, n_vec)
+            operators.append(T.OperatorEnd(b))
+
+        t_vec = ovec(T.SubGraphStartTensorsVector, tensors)
+        in_vec = ivec(T.SubGraphStartInputsVector, inputs)
+        out_vec = ivec(T.SubGraphStartOutputsVector, outputs)
+        op_vec = ovec(T.SubGraphStartOperatorsVector, operators)
+        sg_name = b.CreateString("main")
+        T.SubGraphStart(b)
+        T.SubGraphAddTensors(b, t_vec)
+        T.SubGraphAddInputs(b, in_vec)
+        T.SubGraphAddOutputs(b, out_vec)
+        T.SubGraphAddOperators(b, op_vec)
+        T.SubGraphAddName(b, sg_name)
+        subgraph = T.SubGraphEnd(b)
+
+        def tensor_maps(indices, prefix):
+            maps = []
+            for k, idx in enumerate(indices):
+                nm = b.CreateString(prefix if len(indices) == 1 else f"{prefix}_{k}")
+                T.TensorMapStart(b)
+                T.TensorMapAddName(b, nm)
+                T.TensorMapAddTensorIndex(b, idx)
+                maps.append(T.TensorMapEnd(b))
+            return maps
+
+        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x"))
+        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y"))
+        key = b.CreateString("serving_default")
+        T.SignatureDefStart(b)
+        T.SignatureDefAddInputs(b, sig_in)
+        T.SignatureDefAddOutputs(b, sig_out)
+        T.SignatureDefAddSignatureKey(b, key)
+        T.SignatureDefAddSubgraphIndex(b, 0)
+        signature = T.SignatureDefEnd(b)
+
+        sub_vec = ovec(T.ModelStartSubgraphsVector, [subgraph])
+        code_vec = ovec(T.ModelStartOperatorCodesVector, codes)
+        buf_vec = ovec(T.ModelStartBuffersVector, buffers)
+        sig_vec = ovec(T.ModelStartSignatureDefsVector, [signature])
+        desc = b.CreateString("edgelstm")
+        T.ModelStart(b)
+        T.ModelAddVersion(b, 3)
+        T.ModelAddOperatorCodes(b, code_vec)
+        T.ModelAddSubgraphs(b, sub_vec)
+        T.ModelAddDescription(b, desc)
+        T.ModelAddBuffers(b, buf_vec)
+        T.ModelAddSignatureDefs(b, sig_vec)
+        b.Finish(T.ModelEnd(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def _lstm_options(layer):
+    def build(b, T):
+        T.UnidirectionalSequenceLSTMOptionsStart(b)
+        T.UnidirectionalSequenceLSTMOptionsAddFusedActivationFunction(b, T.ActivationFunctionType.TANH)
+        T.UnidirectionalSequenceLSTMOptionsAddCellClip(b, float(layer.cell_clip))
+        T.UnidirectionalSequenceLSTMOptionsAddProjClip(b, float(layer.proj_clip))
+        T.UnidirectionalSequenceLSTMOptionsAddTimeMajor(b, False)
+        return T.BuiltinOptions.UnidirectionalSequenceLSTMOptions, T.UnidirectionalSequenceLSTMOptionsEnd(b)
+    return build
+
+
+def _fc_options(relu: bool):
+    def build(b, T):
+        T.FullyConnectedOptionsStart(b)
+        T.FullyConnectedOptionsAddFusedActivationFunction(
+            b, T.ActivationFunctionType.RELU if relu else T.ActivationFunctionType.NONE)
+        T.FullyConnectedOptionsAddKeepNumDims(b, True)
+        return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
+    return build
+
+
+def _act_options(name):
+    def build(b, T):
+        if name != "SOFTMAX":
+            return 0, 0
+        T.SoftmaxOptionsStart(b)
+        T.SoftmaxOptionsAddBeta(b, 1.0)
+        return T.BuiltinOptions.SoftmaxOptions, T.SoftmaxOptionsEnd(b)
+    return build
+
+
+def _check_supported(model: Model) -> None:
+    layers = model.spec.layers
+    for k, layer in enumerate(layers):
+        where = f"layer {k} ({layer.kind})"
+        if layer.kind in ("gru", "rnn"):
+            raise ImportModelError(f"to_tflite: {where}: GRU and RNN export is not implemented yet (TFLite has no "
+                                   f"fused op for them; the op-graph export is open work)")
+        if layer.bidirectional:
+            raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
+        if layer.kind == "dense" and k != len(layers) - 1:
+            raise ImportModelError(f"to_tflite: {where}: only a final Dense head is exported")
+        if layer.kind == "lstm" and layer.peephole and layer.proj_size:
+            # LiteRT's int8 peephole loop runs over n_output (= P), not the H cells: not our arithmetic
+            raise ImportModelError(f"to_tflite: {where}: peephole together with projection is not exported "
+                                   f"(LiteRT applies the peepholes to the first P cells only)")
+
+
+def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
+    """Write ``model`` as a .tflite file (see the module docstring for what is supported)."""
+    if not isinstance(model, Model):
+        raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
+    if mode != "sequence":
+        if mode == "step":
+            raise ImportModelError("to_tflite: mode='step' (explicit state inputs/outputs) is not implemented yet; "
+                                   "use mode='sequence', whose LSTM state carries over between invokes")
+        raise ImportModelError(f"to_tflite: mode must be 'sequence' or 'step', got {mode!r}")
+    try:
+        import flatbuffers  # noqa: F401
+        import tflite  # noqa: F401
+    except ImportError:
+        raise ImportModelError("to_tflite needs the 'flatbuffers' and 'tflite' packages: "
+                               "pip install 'edgelstm[tflite]'") from None
+    _check_supported(model)
+    data = _build(model)
+    p = os.fspath(path)
+    try:
+        with open(p, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+
+
+def _build(model: Model) -> bytes:
+    q = model.quant
+    quantized = q is not None
+    g = _GraphBuilder()
+    F = model.input_size
+    act_dtype = np.int8 if quantized else np.float32
+    qkw = (lambda k: {"scale": q.act[k][0], "zp": q.act[k][1]}) if quantized else (lambda k: {})
+    x = g.tensor("x", [1, 1, F], act_dtype, signature=[1, -1, F], **qkw(0))
+    model_in, cur = x, x
+    for k, layer in enumerate(model.spec.layers):
+        if layer.kind == "lstm":
+            cur = _lstm(g, layer, k, cur, q, model)
+        else:
+            cur = _dense(g, layer, k, cur, q, model)
+    return g.finish([model_in], [cur], quantized)
+
+
+def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
+    H, I, R, P = layer.hidden_size, layer.input_size, layer.recurrent_size, layer.proj_size
+    ins = [-1] * 24
+    ins[0] = x
+    inter = []
+    if q is None:
+        w = layer.directions[0]
+        wx, wh, bias = (split_gates(w[n], "lstm") for n in ("w_x", "w_h", "b"))
+        for gate, slot in zip(TFLITE_LSTM, (1, 2, 3, 4)):
+            ins[slot] = g.tensor(f"l{k}.w_x.{gate}", [H, I], np.float32, data=wx[_g(gate)])
+            ins[slot + 4] = g.tensor(f"l{k}.w_h.{gate}", [H, R], np.float32, data=wh[_g(gate)])
+            ins[slot + 11] = g.tensor(f"l{k}.b.{gate}", [H], np.float32, data=bias[_g(gate)])
+        if layer.peephole:
+            peep = split_gates(w["w_peep"], "peephole")
+            for gate, slot in zip(TFLITE_PEEPHOLE, (9, 10, 11)):
+                ins[slot] = g.tensor(f"l{k}.peep.{gate}", [H], np.float32, data=peep[gate][0])
+        if P:
+            ins[16] = g.tensor(f"l{k}.w_proj", [P, H], np.float32, data=w["w_proj"])
+            ins[17] = g.tensor(f"l{k}.b_proj", [P], np.float32, data=w["b_proj"])
+        ins[18] = g.tensor(f"l{k}.h", [1, R], np.float32, variable=True)
+        ins[19] = g.tensor(f"l{k}.c", [1, H], np.float32, variable=True)
+        out = g.tensor(f"l{k}.out", [1, 1, R], np.float32, signature=[1, -1, R])
+    else:
+        p = q.layers[k][0]
+        s_in, s_out, zp_out = q.act[k][0], q.act[k + 1][0], q.act[k + 1][1]
+        wx, wh, bias = (split_gates(p[n], "lstm") for n in ("w_x", "w_h", "b"))
+        for n_g, (gate, slot) in enumerate(zip(TFLITE_LSTM, (1, 2, 3, 4))):
+            ws_x, ws_h = float(p["w_x_scale"][n_g]), float(p["w_h_scale"][n_g])
+            ins[slot] = g.tensor(f"l{k}.w_x.{gate}", [H, I], np.int8, data=wx[_g(gate)], scale=ws_x, zp=0)
+            ins[slot + 4] = g.tensor(f"l{k}.w_h.{gate}", [H, R], np.int8, data=wh[_g(gate)], scale=ws_h, zp=0)
+            ins[slot + 11] = g.tensor(f"l{k}.b.{gate}", [H], np.int32, data=bias[_g(gate)],
+                                      scale=float(np.float32(s_in) * np.float32(ws_x)), zp=0)
+        if layer.peephole:
+            peep = split_gates(p["w_peep"], "peephole")
+            for n_g, (gate, slot) in enumerate(zip(TFLITE_PEEPHOLE, (9, 10, 11))):
+                ins[slot] = g.tensor(f"l{k}.peep.{gate}", [H], np.int16, data=peep[gate][0],
+                                     scale=float(p["w_peep_scale"][n_g]), zp=0)
+        s_hid, zp_hid = (float(p["hidden_scale"][0]), int(p["hidden_zp"][0])) if P else (s_out, zp_out)
+        if P:
+            ws_p = float(p["w_proj_scale"][0])
+            ins[16] = g.tensor(f"l{k}.w_proj", [P, H], np.int8, data=p["w_proj"], scale=ws_p, zp=0)
+            ins[17] = g.tensor(f"l{k}.b_proj", [P], np.int32, data=p["b_proj"],
+                               scale=float(np.float32(s_hid) * np.float32(ws_p)), zp=0)
+        ins[18] = g.tensor(f"l{k}.h", [1, R], np.int8, variable=True, scale=s_out, zp=zp_out)
+        ins[19] = g.tensor(f"l{k}.c", [1, H], np.int16, variable=True, scale=2.0 ** int(p["cell_exp"][0]), zp=0)
+        # the 8x8_16 kernel reads 5 intermediates: 4 gate ones (unused without layer norm: Q3.12 is implied)
+        # and the hidden state's quantization
+        for gate in ("input", "forget", "cell", "output"):
+            inter.append(g.tensor(f"l{k}.{gate}_intermediate", [0], np.float32))
+        inter.append(g.tensor(f"l{k}.hidden_intermediate", [0], np.int8, scale=s_hid, zp=zp_hid))
+        out = g.tensor(f"l{k}.out", [1, 1, R], np.int8, signature=[1, -1, R], scale=s_out, zp=zp_out)
+    g.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [out], _lstm_options(layer), inter)
+    return out
+
+
+def _g(tflite_gate: str) -> str:
+    return {"c": "g"}.get(tflite_gate, tflite_gate)  # split_gates keys are canonical letters
+
+
+def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
+    O, I = layer.output_size, layer.input_size
+    act = layer.activation
+    if q is None:
+        w = layer.directions[0]
+        wt = g.tensor(f"l{k}.w", [O, I], np.float32, data=w["w"])
+        bt = g.tensor(f"l{k}.b", [O], np.float32, data=w["b"])
+        fc_out = g.tensor(f"l{k}.logits", [1, 1, O], np.float32, signature=[1, -1, O])
+        g.op("FULLY_CONNECTED", [x, wt, bt], [fc_out], _fc_options(act == "relu"))
+        if act not in _ACT_OP:
+            return fc_out
+        out = g.tensor(f"l{k}.out", [1, 1, O], np.float32, signature=[1, -1, O])
+        g.op(_ACT_OP[act], [fc_out], [out], _act_options(_ACT_OP[act]))
+        return out
+    p = q.layers[k][0]
+    s_in = q.act[k][0]
+    ws = p["w_scale"].astype(np.float32)
+    wt = g.tensor(f"l{k}.w", [O, I], np.int8, data=p["w"], scale=ws, zp=np.zeros(O, np.int64), qdim=0)
+    bt = g.tensor(f"l{k}.b", [O], np.int32, data=p["b"], scale=(np.float32(s_in) * ws).astype(np.float32),
+                  zp=np.zeros(O, np.int64), qdim=0)
+    s_pre, zp_pre = float(p["pre_scale"][0]), int(p["pre_zp"][0])
+    fc_out = g.tensor(f"l{k}.logits", [1, 1, O], np.int8, signature=[1, -1, O], scale=s_pre, zp=zp_pre)
+    g.op("FULLY_CONNECTED", [x, wt, bt], [fc_out], _fc_options(act == "relu"))
+    if act not in _ACT_OP:
+        return fc_out
+    s_out, zp_out = FIXED_OUTPUT_QUANT[act]
+    out = g.tensor(f"l{k}.out", [1, 1, O], np.int8, signature=[1, -1, O], scale=s_out, zp=zp_out)
+    g.op(_ACT_OP[act], [fc_out], [out], _act_options(_ACT_OP[act]))
+    return out

@@ -1,0 +1,135 @@
+"""to_tflite: LiteRT runs our exported .tflite files and gives int8 outputs IDENTICAL to edgelstm's runtime
+(reference and default op resolvers), over 1,000-step streams whose random-walk inputs hold the LSTM cell
+state at its clip; float32 within 1e-5; and from_tflite reads our own files back to the same model."""
+import numpy as np
+import pytest
+
+pytest.importorskip("tflite")
+pytest.importorskip("flatbuffers")
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+
+import edgelstm as el  # noqa: E402
+from edgelstm.cli import main  # noqa: E402
+from edgelstm.export import from_tflite, to_tflite  # noqa: E402
+
+T_CALL, STEPS = 50, 1000
+CASES = {  # name: (layers, input size)
+    "lstm_sigmoid": ([{"kind": "lstm", "hidden_size": 24, "cell_clip": 0.8},
+                      {"kind": "dense", "output_size": 4, "activation": "sigmoid"}], 6),
+    "lstm_peephole_softmax": ([{"kind": "lstm", "hidden_size": 16, "peephole": True, "cell_clip": 1.5},
+                               {"kind": "dense", "output_size": 5, "activation": "softmax"}], 8),
+    "lstm_proj_clip_tanh": ([{"kind": "lstm", "hidden_size": 20, "proj_size": 7, "cell_clip": 0.6,
+                              "proj_clip": 0.25}, {"kind": "dense", "output_size": 3, "activation": "tanh"}], 5),
+    "lstm_stack_relu": ([{"kind": "lstm", "hidden_size": 12}, {"kind": "lstm", "hidden_size": 10, "cell_clip": 10.0},
+                         {"kind": "dense", "output_size": 6, "activation": "relu"}], 7),
+    "lstm_no_head": ([{"kind": "lstm", "hidden_size": 33, "cell_clip": 0.5}], 40),
+    "lstm_none_head": ([{"kind": "lstm", "hidden_size": 64}, {"kind": "dense", "output_size": 8}], 40),
+}
+
+
+def _walk(rng, n, F):
+    return np.cumsum(rng.standard_normal((n, F)) * 0.7, axis=0).clip(-6, 6).astype(np.float32)
+
+
+def _models(name, *, scale=1.2):
+    layers, F = CASES[name]
+    spec = el.random_model(layers, input_size=F, seed=len(name), scale=scale)
+    rng = np.random.default_rng(len(name))
+    f = el.Model(spec)
+    q = el.quantize(f, calibration=_walk(rng, 300, F)[None] * 0.4, progress=False)  # quiet calibration
+    return f, q
+
+
+def _run_litert(path, X, resolver, quant=None):
+    kw = {} if resolver == "default" else {"experimental_op_resolver_type": litert.OpResolverType.BUILTIN_REF}
+    it = litert.Interpreter(model_path=str(path), **kw)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [1, T_CALL, X.shape[1]])
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    Y = []
+    for start in range(0, len(X), T_CALL):  # the state carries over between invokes
+        it.set_tensor(inp["index"], X[start:start + T_CALL][None])
+        it.invoke()
+        Y.append(it.get_tensor(out["index"])[0].copy())
+    return np.concatenate(Y)
+
+
+@pytest.mark.parametrize("resolver", ["default", "reference"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_int8_export_runs_identically_in_litert(name, resolver, tmp_path):
+    _, q = _models(name)
+    path = tmp_path / f"{name}.tflite"
+    to_tflite(q, path)
+    (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+    X = _walk(np.random.default_rng(7), STEPS, q.input_size) * 2.5            # louder than the calibration
+    Xq = np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
+    want = _run_litert(path, Xq, resolver).astype(np.int64)
+    Xd = ((Xq.astype(np.float32) - np.float32(zp_in)) * np.float32(s_in)).astype(np.float32)
+    s = q.stream()
+    got = np.round(s.step_many(Xd) / np.float32(s_out)).astype(np.int64) + zp_out
+    np.testing.assert_array_equal(got, want)
+    layer0 = q.spec.layers[0]
+    if layer0.cell_clip and layer0.cell_clip < 5:   # the walk holds c at the (quantized) clip
+        e = int(q.quant.layers[0][0]["cell_exp"][0])
+        q_clip = min(int(np.float32(layer0.cell_clip) / np.float32(2.0 ** e)), 32767)
+        s2, hit = q.stream(), False
+        for x in Xd:
+            s2.step(x)
+            c = np.abs(s2.state[0][0]["c"].astype(np.int64))
+            assert c.max() <= q_clip
+            hit |= bool(c.max() == q_clip)
+        assert hit, name
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float_export_matches_within_tolerance(name, tmp_path):
+    # weights at a trained model's scale: the int8 tests' louder random weights make some stacks chaotic, and
+    # a chaotic recurrence amplifies LiteRT's own float activation rounding past any fixed tolerance
+    f, _ = _models(name, scale=0.6)
+    path = tmp_path / f"{name}.tflite"
+    to_tflite(f, path)
+    X = _walk(np.random.default_rng(3), STEPS, f.input_size)
+    want = _run_litert(path, X, "default")
+    # two float32 implementations (summation orders differ) over 1,000 recurrent steps: 1e-5, relative to the
+    # output's magnitude where an unsquashed linear head exceeds 1 (float32 rounding scales with the value)
+    got = f.stream().step_many(X)
+    assert np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))) <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_our_export_reads_back_identically(name, tmp_path):
+    f, q = _models(name)
+    X = _walk(np.random.default_rng(5), 120, f.input_size)
+    for m in (f, q):
+        path = tmp_path / "m.tflite"
+        to_tflite(m, path)
+        back = from_tflite(path)
+        np.testing.assert_array_equal(back.run(X), m.run(X))
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([{"kind": "gru", "hidden_size": 4}], "GRU and RNN"),
+    ([{"kind": "rnn", "hidden_size": 4}], "GRU and RNN"),
+    ([{"kind": "lstm", "hidden_size": 4, "bidirectional": True}], "bidirectional"),
+    ([{"kind": "lstm", "hidden_size": 6, "proj_size": 3, "peephole": True}], "peephole together with projection"),
+    ([{"kind": "dense", "output_size": 4}, {"kind": "lstm", "hidden_size": 4}], "final Dense"),
+])
+def test_unsupported_models_are_refused(layers, match, tmp_path):
+    m = el.Model(el.random_model(layers, input_size=3))
+    with pytest.raises(el.ImportModelError, match=match):
+        to_tflite(m, tmp_path / "x.tflite")
+    assert not (tmp_path / "x.tflite").exists()
+    with pytest.raises(el.ImportModelError, match="step"):
+        to_tflite(el.Model(el.random_model([{"kind": "lstm", "hidden_size": 4}], input_size=3)),
+                  tmp_path / "x.tflite", mode="step")
+
+
+def test_cli_export_tflite(tmp_path, capsys):
+    from edgelstm.cli import DATA
+    out = tmp_path / "tagger.tflite"
+    assert main(["export", str(DATA / "tagger_lstm_int8.elstm"), "--to", "tflite", "-o", str(out)]) == 0
+    assert "tflite" in capsys.readouterr().out
+    q = el.load(DATA / "tagger_lstm_int8.elstm")
+    X = np.load(DATA / "demo_features.npy")[:200]
+    np.testing.assert_array_equal(from_tflite(out).run(X), q.run(X))
