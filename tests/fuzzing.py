@@ -194,9 +194,41 @@ def run_batches(total: int, *, seed: int, batch: int = 2500, timeout: float = 60
     return {"cases": total, "seed": seed, "counts": counts, "failures": failures}
 
 
-if __name__ == "__main__":  # worker: fuzzing.py START COUNT SEED PROGRESS_FILE
+def run_tflite_cases(path: str, seed: int, count: int) -> dict:
+    """Mutated copies of one .tflite file through ``from_tflite``: an ImportModelError, or a model that runs to
+    finite outputs. Anything else is recorded as a failure (the parent sees crashes as the exit status)."""
+    import edgelstm as el
+    from edgelstm.export import from_tflite
+    data = Path(path).read_bytes()
+    rng = np.random.default_rng(seed)
+    counts = {"refused": 0, "ran": 0}
+    failures = []
+    for case in range(count):
+        b = bytearray(data)
+        for _ in range(rng.integers(1, 9)):
+            i = int(rng.integers(len(b)))
+            b[i] = int(rng.integers(256)) if rng.random() < 0.5 else b[i] ^ (1 << int(rng.integers(8)))
+        if rng.random() < 0.05:
+            del b[rng.integers(len(b)):]
+        try:
+            m = from_tflite(bytes(b))
+            y = m.run(np.zeros((3, m.input_size), np.float32))
+            if not np.all(np.isfinite(y)):
+                raise AssertionError("non-finite output")
+            counts["ran"] += 1
+        except el.EdgeLSTMError:
+            counts["refused"] += 1
+        except Exception as e:  # noqa: BLE001
+            failures.append({"case": case, "seed": seed, "outcome": f"{type(e).__name__}: {e}"[:300]})
+    return {"counts": counts, "failures": failures}
+
+
+if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | fuzzing.py --tflite FILE SEED N
     sys.path.insert(0, str(HERE))
     import faulthandler
     faulthandler.enable()
     a = sys.argv[1:]
-    print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))
+    if a[0] == "--tflite":
+        print(json.dumps(run_tflite_cases(a[1], int(a[2]), int(a[3]))))
+    else:
+        print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))

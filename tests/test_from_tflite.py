@@ -1,6 +1,7 @@
 """from_tflite on files the real TF converter made (tests/fixtures/make_tflite.py): the imported model's int8
 output is IDENTICAL to LiteRT's (reference and default op resolvers) over 1,000-step streams with the state
 carried between calls, including inputs that hold the cell state at the clip; float32 within 1e-5."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -116,36 +117,14 @@ def test_cli_convert_and_info_on_tflite(tmp_path, capsys):
     assert "lstm" in capsys.readouterr().out
 
 
-FUZZ = """
-import sys, numpy as np
-sys.path.insert(0, sys.argv[1])
-import edgelstm as el
-from edgelstm.export import from_tflite
-data = open(sys.argv[2], 'rb').read()
-rng = np.random.default_rng(int(sys.argv[3]))
-counts = {"refused": 0, "ran": 0}
-for case in range(int(sys.argv[4])):
-    b = bytearray(data)
-    for _ in range(rng.integers(1, 9)):
-        i = int(rng.integers(len(b)))
-        b[i] = int(rng.integers(256)) if rng.random() < 0.5 else b[i] ^ (1 << int(rng.integers(8)))
-    try:
-        m = from_tflite(bytes(b))
-    except el.ImportModelError:
-        counts["refused"] += 1
-        continue
-    y = m.run(np.zeros((3, m.input_size), np.float32))
-    assert np.all(np.isfinite(y))
-    counts["ran"] += 1
-print(counts)
-"""
-
-
 @pytest.mark.parametrize("name", ["lstm_sigmoid", "lstm_softmax_loud", "lstm_sigmoid_f32"])
 def test_mutated_tflite_files_are_refused_or_run(name):
     """Mutated converter files: an ImportModelError or a model that runs; never a crash or another exception
     (a subprocess, so a crash would show as its exit status)."""
-    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", FUZZ, str(Path(__file__).parent),
+    p = subprocess.run([sys.executable, "-X", "faulthandler", str(Path(__file__).parent / "fuzzing.py"), "--tflite",
                         str(FIX / f"{name}.tflite"), "1", "700"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    print(name, p.stdout.strip())
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    print(name, res["counts"])
+    assert not res["failures"], res["failures"][:5]
+    assert res["counts"]["refused"] > 0 and res["counts"]["refused"] + res["counts"]["ran"] == 700
