@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""edgelstm side by side with LiteRT running the SAME model (exported with ``edgelstm.export.to_tflite``).
+
+    python bench/bench_litert.py [--quick] [--json bench/results/litert.json]
+
+Model: LSTM I=40, H in (64, 128, 256) + Dense 8 sigmoid, random weights, int8 (quantized on a random walk)
+and float32. Measured in one process, single thread, medians of individually timed calls:
+  ours     Stream.step (one frame), Stream.step_many over T=1000 (per step)
+  LiteRT   full streaming step from Python: set the input frame, invoke, read the output (its LSTM state
+           stays in the op's variable tensors between invokes, so no state is copied in or out); and the
+           fused sequence op over T=1000 in one invoke (per step). Default op resolver, 1 thread.
+Before timing, the int8 outputs of both are checked to be identical over the timed frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+I, O, T_SEQ = 40, 8, 1000
+
+
+def _median_us(fn, xs, n):
+    clock = time.perf_counter_ns
+    ns = np.empty(n, np.int64)
+    for k in range(n):
+        x = xs[k % len(xs)]
+        a = clock()
+        fn(x)
+        ns[k] = clock() - a
+    return float(np.median(ns)) / 1000.0, float(np.percentile(ns, 99)) / 1000.0
+
+
+def _best_of(fn, reps):
+    best = float("inf")
+    for _ in range(reps):
+        a = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - a)
+    return best
+
+
+def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
+    import edgelstm as el
+    from ai_edge_litert.interpreter import Interpreter
+    from edgelstm.export import to_tflite
+
+    spec = el.random_model([{"kind": "lstm", "hidden_size": H},
+                            {"kind": "dense", "output_size": O, "activation": "sigmoid"}], input_size=I, seed=H)
+    rng = np.random.default_rng(H)
+    walk = np.cumsum(rng.standard_normal((T_SEQ, I)) * 0.3, axis=0).clip(-3, 3).astype(np.float32)
+    model = el.Model(spec)
+    if quantized:
+        model = el.quantize(model, calibration=walk[None], progress=False)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.tflite"
+        to_tflite(model, path)
+        step_it = Interpreter(model_path=str(path), num_threads=1)
+        seq_it = Interpreter(model_path=str(path), num_threads=1)
+    inp = step_it.get_input_details()[0]
+    step_it.resize_tensor_input(inp["index"], [1, 1, I])
+    step_it.allocate_tensors()
+    seq_it.resize_tensor_input(inp["index"], [1, T_SEQ, I])
+    seq_it.allocate_tensors()
+    i_idx, o_idx = step_it.get_input_details()[0]["index"], step_it.get_output_details()[0]["index"]
+    si_idx, so_idx = seq_it.get_input_details()[0]["index"], seq_it.get_output_details()[0]["index"]
+
+    if quantized:
+        s_in, zp_in = model.quant.act[0]
+        s_out, zp_out = model.quant.act[-1]
+        frames_lr = np.clip(np.round(walk / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
+        frames = ((frames_lr.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32)
+    else:
+        frames_lr = frames = walk
+    frames_lr3 = frames_lr[:, None, None, :].copy()  # (T, 1, 1, I): one invoke's input each
+
+    # identical outputs first (int8), so the speed comparison is between equal computations
+    ours = model.stream().step_many(frames)
+    lr = []
+    for x in frames_lr3[:200]:
+        step_it.set_tensor(i_idx, x)
+        step_it.invoke()
+        lr.append(step_it.get_tensor(o_idx)[0, 0].copy())
+    lr = np.array(lr)
+    if quantized:
+        got = np.round(ours[:200] / np.float32(s_out)).astype(np.int64) + zp_out
+        assert np.array_equal(got, lr.astype(np.int64)), "int8 outputs differ from LiteRT"
+    else:
+        assert np.abs(ours[:200] - lr).max() <= 1e-5
+
+    s = model.stream()
+    step_med, step_p99 = _median_us(s.step, frames, n_steps)
+
+    def lr_step(x):
+        step_it.set_tensor(i_idx, x)
+        step_it.invoke()
+        return step_it.get_tensor(o_idx)
+
+    lr_med, lr_p99 = _median_us(lr_step, frames_lr3, n_steps)
+    s2 = model.stream()
+    many = _best_of(lambda: s2.step_many(frames), reps) / T_SEQ * 1e6
+    seq_in = frames_lr[None]
+
+    def lr_seq():
+        seq_it.set_tensor(si_idx, seq_in)
+        seq_it.invoke()
+        seq_it.get_tensor(so_idx)
+
+    lr_seq_us = _best_of(lr_seq, reps) / T_SEQ * 1e6
+    return {"H": H, "dtype": "int8" if quantized else "float32", "step_us": step_med, "step_p99_us": step_p99,
+            "step_many_us": many, "litert_step_us": lr_med, "litert_step_p99_us": lr_p99,
+            "litert_sequence_us": lr_seq_us, "litert_step_over_step": lr_med / step_med,
+            "litert_step_over_step_many": lr_med / many, "litert_sequence_over_step_many": lr_seq_us / many}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="H=64 only, fewer calls (CI)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    sizes = (64,) if args.quick else (64, 128, 256)
+    n_steps, reps = (2000, 3) if args.quick else (20000, 7)
+    rows = []
+    for H in sizes:
+        for quantized in (True, False):
+            r = measure(H, quantized, n_steps, reps)
+            rows.append(r)
+            print(f"LSTM I={I} H={H:<3} {r['dtype']:<7} step {r['step_us']:6.2f} us  step_many {r['step_many_us']:6.2f}"
+                  f"  | LiteRT step {r['litert_step_us']:6.2f}  sequence {r['litert_sequence_us']:6.2f}"
+                  f"  | LiteRT step / our step {r['litert_step_over_step']:.2f}x, / our step_many "
+                  f"{r['litert_step_over_step_many']:.2f}x; LiteRT sequence / our step_many "
+                  f"{r['litert_sequence_over_step_many']:.2f}x", flush=True)
+    if args.json:
+        import ai_edge_litert
+        Path(args.json).write_text(json.dumps({"litert": getattr(ai_edge_litert, "__version__", "?"),
+                                               "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
