@@ -116,6 +116,8 @@ def _layer_details(d: dict) -> str:
     parts = [f"hidden {d['hidden_size']}"]
     if d.get("bidirectional"):
         parts.append("bidirectional")
+    if d.get("reverse"):
+        parts.append("reverse")
     if d["kind"] == "lstm":
         if d.get("proj_size"):
             parts.append(f"proj {d['proj_size']}")
@@ -154,7 +156,7 @@ def _model_info(model, path) -> dict:
     return {"path": os.fspath(path), "file_bytes": _file_size(path), "dtype": desc["dtype"],
             "input_size": desc["input_size"], "output_size": desc["output_size"],
             "parameters": desc["parameters"], "has_float_weights": bool(model.spec.has_weights),
-            "streamable": not model.spec.bidirectional, "layers": desc["layers"],
+            "streamable": not model.spec.needs_whole_sequence, "layers": desc["layers"],
             "quantization": _quant_summary(model)}
 
 
@@ -170,7 +172,7 @@ def cmd_info(args) -> int:
            f"dtype       {info['dtype']}" + ("" if info["dtype"] == "float32" else
                                              f" (float weights kept: {'yes' if info['has_float_weights'] else 'no'})"),
            f"features    {info['input_size']} in -> {info['output_size']} out per frame; "
-           f"streamable: {'yes' if info['streamable'] else 'no (bidirectional)'}",
+           f"streamable: {'yes' if info['streamable'] else 'no (bidirectional or reverse)'}",
            f"parameters  {info['parameters']:,}",
            "layers",
            f"  {'#':>2}  {'kind':<6} {'in':>5} {'out':>5}  details"]

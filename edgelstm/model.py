@@ -7,7 +7,9 @@ Canonical gate orders (PyTorch's; every importer converts through ``edgelstm.exp
 
 Shapes use I = input size, H = hidden size, P = projection size (0 = none), R = recurrent width (P or H),
 D = number of directions (1 or 2).  A recurrent layer emits D*R (LSTM) or D*H (GRU/RNN) features per step;
-bidirectional outputs are [forward, backward] concatenated on the feature axis.
+bidirectional outputs are [forward, backward] concatenated on the feature axis.  ``reverse=True`` (ONNX's
+direction="reverse") runs a single direction backward over each sequence's valid steps; like a bidirectional
+layer it needs the whole sequence (no streaming).
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ class LSTM(_Recurrent):
     cell_clip: float = 0.0
     proj_clip: float = 0.0
     bidirectional: bool = False
+    reverse: bool = False
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="lstm", init=False)
 
@@ -110,6 +113,7 @@ class GRU(_Recurrent):
     hidden_size: int
     reset_after: bool = True
     bidirectional: bool = False
+    reverse: bool = False
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="gru", init=False)
 
@@ -129,6 +133,7 @@ class RNN(_Recurrent):
     hidden_size: int
     nonlinearity: str = "tanh"
     bidirectional: bool = False
+    reverse: bool = False
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="rnn", init=False)
 
@@ -150,6 +155,7 @@ class Dense:
     directions: list[dict] = field(default_factory=list)  # exactly one entry: {"w", "b"}
     kind: str = field(default="dense", init=False)
     bidirectional: bool = field(default=False, init=False)
+    reverse: bool = field(default=False, init=False)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"w": (self.output_size, self.input_size), "b": (self.output_size,)}
@@ -176,6 +182,10 @@ def validate_layer(layer, index: int, *, require_weights: bool = True) -> None:
         _check_size(f"{where}: hidden_size", layer.hidden_size)
         if not isinstance(layer.bidirectional, (bool, np.bool_)):
             raise ModelError(f"{where}: bidirectional must be a bool")
+        if not isinstance(layer.reverse, (bool, np.bool_)):
+            raise ModelError(f"{where}: reverse must be a bool")
+        if layer.reverse and layer.bidirectional:
+            raise ModelError(f"{where}: reverse and bidirectional exclude each other")
         n_dir = 2 if layer.bidirectional else 1
     if layer.kind == "lstm":
         if layer.proj_size:
@@ -236,6 +246,11 @@ class ModelSpec:
     def bidirectional(self) -> bool:
         return any(layer.bidirectional for layer in self.layers)
 
+    @property
+    def needs_whole_sequence(self) -> bool:
+        """A bidirectional or reverse layer reads the sequence backward: no streaming."""
+        return any(layer.bidirectional or layer.reverse for layer in self.layers)
+
     def describe(self) -> list[dict]:
         """JSON-friendly layer list (no arrays)."""
         out = []
@@ -245,6 +260,8 @@ class ModelSpec:
                 d["activation"] = layer.activation
             else:
                 d.update(hidden_size=layer.hidden_size, bidirectional=bool(layer.bidirectional))
+                if layer.reverse:  # written only when set: older files stay readable
+                    d["reverse"] = True
             if layer.kind == "lstm":
                 d.update(proj_size=layer.proj_size, peephole=bool(layer.peephole))
                 for name in ("cell_clip", "proj_clip"):  # written only when set: older files stay readable
@@ -266,7 +283,8 @@ def layer_from_description(d: dict, directions: list[dict]):
     common = dict(input_size=d["input_size"], directions=directions)
     if kind == "dense":
         return Dense(output_size=d["output_size"], activation=d.get("activation", "none"), **common)
-    common.update(hidden_size=d["hidden_size"], bidirectional=bool(d.get("bidirectional", False)))
+    common.update(hidden_size=d["hidden_size"], bidirectional=bool(d.get("bidirectional", False)),
+                  reverse=d.get("reverse", False))
     if kind == "lstm":
         return LSTM(proj_size=int(d.get("proj_size", 0)), peephole=bool(d.get("peephole", False)),
                     cell_clip=d.get("cell_clip", 0.0), proj_clip=d.get("proj_clip", 0.0), **common)

@@ -167,7 +167,7 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     for k, layer in enumerate(spec.layers):
         n_dir = 2 if layer.bidirectional else 1
         kind = layer.kind
-        flags = 0
+        flags = C.FLAG_REVERSE if getattr(layer, "reverse", False) else 0
         if kind == "lstm":
             flags |= C.FLAG_PEEP if layer.peephole else 0
             flags |= C.FLAG_PROJ if layer.proj_size else 0
@@ -677,8 +677,9 @@ class Model:
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
-        if self.spec.bidirectional:
-            raise StreamingError("a bidirectional model needs the whole sequence: use run(), not stream()")
+        if self.spec.needs_whole_sequence:
+            raise StreamingError("a bidirectional or reverse model needs the whole sequence: use run(), not "
+                                 "stream()")
         return Stream(self)
 
 

@@ -102,8 +102,8 @@ def transfer_state(encoder: Model, decoder: Model, state: State) -> State:
     if [(l.kind, l.hidden_size, getattr(l, "proj_size", 0)) for l in enc] != \
             [(l.kind, l.hidden_size, getattr(l, "proj_size", 0)) for l in dec]:
         raise ModelError("encoder and decoder need the same recurrent layers (kind, hidden and proj sizes)")
-    if decoder.spec.bidirectional:
-        raise ModelError("a decoder runs step by step and cannot be bidirectional")
+    if decoder.spec.needs_whole_sequence:
+        raise ModelError("a decoder runs step by step and cannot be bidirectional or reverse")
     fstate = encoder.state_to_float(state)
     enc_rec = [k for k, l in enumerate(encoder.spec.layers) if l.kind != "dense"]
     dec_rec = [k for k, l in enumerate(decoder.spec.layers) if l.kind != "dense"]

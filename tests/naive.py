@@ -111,7 +111,8 @@ def ref_forward_f64(spec, X, *, lengths=None, initial_state=None):
             for b in range(B):
                 h = start["h"][b].copy()
                 c = start["c"][b].copy() if layer.kind == "lstm" else None
-                steps = range(lengths[b]) if d == 0 else range(lengths[b] - 1, -1, -1)
+                backward = d == 1 or getattr(layer, "reverse", False)
+                steps = range(lengths[b] - 1, -1, -1) if backward else range(lengths[b])
                 for t in steps:
                     x = seq[b, t]
                     if layer.kind == "lstm":
@@ -841,9 +842,10 @@ def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=N
                 st = {n: _i64(a).reshape(B, -1).copy() for n, a in initial_state[k][d].items()}
             if layer.kind == "gru":
                 st["h8"] = ref_gru_h8(p, lp, st["h"])
+            backward = d == 1 or getattr(layer, "reverse", False)
             for s in range(int(lengths.max(initial=0))):
                 active = s < lengths
-                t = np.where(active, s if d == 0 else lengths - 1 - s, 0)
+                t = np.where(active, lengths - 1 - s if backward else s, 0)
                 x = seq[rows, t]
                 if layer.kind == "lstm":
                     h, c = ref_lstm_step(p, lp, x, st["h"], st["c"])

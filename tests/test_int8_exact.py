@@ -57,6 +57,8 @@ def _random_layer(rng, forced=None, *, max_hidden=48, allow_bidir=True):
          "bidirectional": bool(f.get("bidirectional", allow_bidir and rng.random() < 0.3))}
     if not allow_bidir:
         d["bidirectional"] = False
+    elif not d["bidirectional"] and rng.random() < 0.15:
+        d["reverse"] = True   # ONNX direction="reverse": one backward direction
     if kind == "lstm":
         d["peephole"] = bool(f.get("peephole", rng.random() < 0.4))
         proj = f.get("proj", rng.random() < 0.3)

@@ -29,7 +29,7 @@ ACTIVATIONS = {"none": ACT_NONE, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX,
 L_KIND, L_IN, L_HID, L_OUT, L_NDIR, L_FLAGS = 0, 1, 2, 3, 4, 5   # index 6 reserved
 L_DIRLEN = 7      # prog index holding the length of one direction record
 L_HDR = 8         # direction d record starts at layer_off + L_HDR + d * prog[layer_off + L_DIRLEN]
-FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU = 1, 2, 4, 8
+FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU, FLAG_REVERSE = 1, 2, 4, 8, 16
 
 # LSTM direction record
 LS_WX, LS_WH, LS_BX, LS_BH = 0, 1, 2, 3

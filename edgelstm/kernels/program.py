@@ -20,8 +20,8 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from .cells_int8 import (GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN,
-                         L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
+from .cells_int8 import (FLAG_REVERSE, GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR,
+                         L_HID, L_IN, L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
                          lstm_step_int8, rnn_step_int8)
 
 G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
@@ -125,8 +125,9 @@ def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
         out_w = n_out * n_dir
         for d in range(n_dir):
             rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
+            backward = d == 1 or (flags & FLAG_REVERSE) != 0
             for i in range(n):
-                t = i if d == 0 else n - 1 - i   # backward direction: own valid steps, reversed
+                t = n - 1 - i if backward else i   # backward: the sequence's own valid steps, reversed
                 _cell(kind, prog, rec, flags, weights, seq, src + t * width, n_in, state, s_base, hid, n_out,
                       dst + t * out_w + d * n_out, gates, acc, aux)
         src, dst = dst, src
