@@ -1,0 +1,99 @@
+"""from_onnx against ONNX's own backend node test cases (onnx.backend.test.case.node): every lstm / gru / rnn
+case imports and matches its expected Y and Y_h. The cases feed W, R, B (and P, initial states) as graph
+inputs; a deployable model has constant weights, so they are bound as initializers here. X is fed batch-first
+and Y compared as (B, T, directions * H)."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import helper, numpy_helper  # noqa: E402
+from onnx.backend.test.case.node import collect_testcases  # noqa: E402
+
+import edgelstm as el  # noqa: E402
+from edgelstm.export import from_onnx  # noqa: E402
+
+CASES = {c.name: c for c in collect_testcases() if any(k in c.name for k in ("lstm", "gru", "rnn"))}
+
+
+def test_all_eighteen_cases_are_collected():
+    assert len(CASES) == 18, sorted(CASES)
+
+
+def _bound(case, inputs):
+    """The case's model with every input except X and sequence_lens turned into an initializer."""
+    g = case.model.graph
+    node = g.node[0]
+    keep, inits = [], []
+    for vi, arr in zip(g.input, inputs):
+        slot = list(node.input).index(vi.name)
+        if slot in (0, 4):
+            keep.append(vi)
+        else:
+            inits.append(numpy_helper.from_array(arr, vi.name))
+    graph = helper.make_graph(list(g.node), g.name, keep, list(g.output), initializer=inits)
+    return helper.make_model(graph, opset_imports=list(case.model.opset_import)), node
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backend_case_imports_and_matches(name):
+    case = CASES[name]
+    for inputs, expected in case.data_sets:
+        model, node = _bound(case, inputs)
+        m = from_onnx(model)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        layout = attrs.get("layout", 0)
+        X = inputs[0]
+        Xb = X if layout == 1 else X.transpose(1, 0, 2)                    # -> (B, T, I)
+        slots = list(node.input)
+        lengths = inputs[slots.index("sequence_lens")] if "sequence_lens" in slots and slots[4] else None
+        Y, state = m.run(Xb.astype(np.float32), lengths=lengths, return_state=True)
+        outs = dict(zip([o for o in node.output if o], expected))
+        n_dir = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+        B, T = Xb.shape[:2]
+        H = attrs["hidden_size"]
+        # float32 kernels against ONNX's float32 numpy reference: rounding only, well under 1e-5
+        tol = 1e-5
+        if node.output[0]:
+            Yo = outs[node.output[0]]
+            Yb = Yo.transpose(2, 0, 1, 3) if layout == 0 else Yo                # -> (B, T, D, H)
+            np.testing.assert_allclose(Y, Yb.reshape(B, T, n_dir * H), rtol=0, atol=tol)
+        Yh = outs[node.output[1]]
+        Yh = Yh if layout == 0 else Yh.transpose(1, 0, 2)                      # -> (D, B, H)
+        for d in range(n_dir):
+            np.testing.assert_allclose(state[0][d]["h"] if Xb.ndim == 3 else state[0][d]["h"], Yh[d],
+                                       rtol=0, atol=tol)
+        if len(node.output) > 2 and node.output[2]:
+            Yc = outs[node.output[2]]
+            Yc = Yc if layout == 0 else Yc.transpose(1, 0, 2)
+            for d in range(n_dir):
+                np.testing.assert_allclose(state[0][d]["c"], Yc[d], rtol=0, atol=tol)
+
+
+def test_imported_models_quantize_and_report_fidelity():
+    case = CASES["test_lstm_bidirectional"]
+    model, _ = _bound(case, case.data_sets[0][0])
+    m = from_onnx(model)
+    q = el.quantize(m, calibration=np.random.default_rng(0).standard_normal((2, 20, m.input_size)).astype(
+        np.float32), progress=False)
+    assert q.fidelity.to_dict()["cosine"] > 0.99
+
+
+@pytest.mark.parametrize("attr, value, match", [
+    ("clip", 3.0, "clip"), ("input_forget", 1, "input_forget"),
+    ("activations", ["Relu", "Tanh", "Tanh"], "activations"),
+])
+def test_unsupported_attributes_are_named(attr, value, match):
+    case = CASES["test_lstm_defaults"]
+    model, node = _bound(case, case.data_sets[0][0])
+    model.graph.node[0].attribute.append(helper.make_attribute(attr, value))
+    with pytest.raises(el.ImportModelError, match=match):
+        from_onnx(model)
+
+
+def test_garbage_is_an_import_error(tmp_path):
+    p = tmp_path / "x.onnx"
+    p.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(el.ImportModelError):
+        from_onnx(p)
+    with pytest.raises(el.ImportModelError, match="cannot read"):
+        from_onnx(tmp_path / "missing.onnx")
