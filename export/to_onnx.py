@@ -1,0 +1,141 @@
+"""``edgelstm.Model`` to a float ONNX graph that onnxruntime runs (opset 17).
+
+    to_onnx(model, "m.onnx")                  # x (B, T, F) -> y (B, T, O); B and T dynamic
+    to_onnx(model, "m.onnx", streaming=True)  # plus h0_k / c0_k state inputs and hN_k / cN_k outputs per layer
+
+Each recurrent layer is a standard ONNX LSTM / GRU / RNN node (time-major inside, so Transposes at the edges;
+gate orders converted in export/gate_order.py), Dense is MatMul + Add + the activation node.  An int8 model is
+exported as the float model it was quantized from (its float weights; the integer arithmetic has no standard
+ONNX LSTM form), and refused if it carries no float weights.  Not expressible in standard ONNX RNN ops:
+LSTM projection and the TFLite cell/projection clip (ImportModelError).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from edgelstm.errors import ImportModelError
+from edgelstm.runtime import Model
+
+from .gate_order import ONNX_GRU, ONNX_LSTM, ONNX_PEEPHOLE, from_canonical
+
+OPSET = 17
+_ACT_NODES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax"}
+
+
+def to_onnx(model: Model, path, *, streaming: bool = False) -> None:
+    """Write ``model`` as a float ONNX file (see the module docstring)."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportModelError("to_onnx needs the 'onnx' package: pip install 'edgelstm[onnx]'") from None
+    if not isinstance(model, Model):
+        raise ImportModelError(f"to_onnx expects an edgelstm.Model, got {type(model).__name__}")
+    spec = model.spec
+    if not spec.has_weights:
+        raise ImportModelError("to_onnx: this int8 model carries no float weights; ONNX export writes the float "
+                               "model (save the quantized model with its float weights to export it)")
+    if streaming and spec.needs_whole_sequence:
+        raise ImportModelError("to_onnx: streaming=True needs a model without bidirectional or reverse layers")
+    nodes, inits, g_in, g_out = [], [], [], []
+    F = spec.input_size
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    g_in.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", F]))
+    nodes.append(helper.make_node("Transpose", ["x"], ["x_tm"], perm=[1, 0, 2]))
+    cur = "x_tm"                                  # time-major (T, B, F) from here on
+    const("flat_shape", np.array([0, 0, -1], np.int64))
+    for k, layer in enumerate(spec.layers):
+        if layer.kind == "dense":
+            w, b = layer.directions[0]["w"], layer.directions[0]["b"]
+            nodes.append(helper.make_node("MatMul", [cur, const(f"l{k}_w", w.T.astype(np.float32))], [f"l{k}_mm"]))
+            nodes.append(helper.make_node("Add", [f"l{k}_mm", const(f"l{k}_b", b)], [f"l{k}_y"]))
+            cur = f"l{k}_y"
+            if layer.activation != "none":
+                opts = {"axis": -1} if layer.activation == "softmax" else {}
+                nodes.append(helper.make_node(_ACT_NODES[layer.activation], [cur], [f"l{k}_act"], **opts))
+                cur = f"l{k}_act"
+            continue
+        cur = _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming)
+    nodes.append(helper.make_node("Transpose", [cur], ["y"], perm=[1, 0, 2]))
+    g_out.insert(0, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "T", spec.output_size]))
+    graph = helper.make_graph(nodes, "edgelstm", g_in, g_out, initializer=inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="edgelstm")
+    onnx_model.ir_version = 8  # readable by onnxruntime releases of the last years
+    try:
+        onnx.checker.check_model(onnx_model)
+    except Exception as e:  # noqa: BLE001 - our own bug if this fires
+        raise ImportModelError(f"to_onnx: onnx.checker rejects the graph: {e}") from None
+    p = os.fspath(path)
+    try:
+        with open(p, "wb") as f:
+            f.write(onnx_model.SerializeToString())
+    except OSError as e:
+        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+
+
+def _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming):
+    op = layer.kind.upper()
+    if layer.kind == "lstm" and layer.proj_size:
+        raise ImportModelError(f"to_onnx: layer {k}: ONNX's LSTM has no projection (proj_size)")
+    if layer.kind == "lstm" and (layer.cell_clip or layer.proj_clip):
+        raise ImportModelError(f"to_onnx: layer {k}: TFLite's cell/projection clip has no ONNX equivalent "
+                               f"(ONNX's clip bounds the gate inputs instead)")
+    n_dir = 2 if layer.bidirectional else 1
+    H = layer.hidden_size
+    Ws, Rs, Bs, Ps = [], [], [], []
+    for d in layer.directions:
+        if layer.kind == "lstm":
+            Ws.append(from_canonical(d["w_x"], ONNX_LSTM, "lstm"))
+            Rs.append(from_canonical(d["w_h"], ONNX_LSTM, "lstm"))
+            Bs.append(np.concatenate([from_canonical(d["b"], ONNX_LSTM, "lstm"), np.zeros(4 * H, np.float32)]))
+            if layer.peephole:
+                Ps.append(from_canonical(d["w_peep"], ONNX_PEEPHOLE, "peephole").reshape(-1))
+        elif layer.kind == "gru":
+            Ws.append(from_canonical(d["w_x"], ONNX_GRU, "gru"))
+            Rs.append(from_canonical(d["w_h"], ONNX_GRU, "gru"))
+            Bs.append(np.concatenate([from_canonical(d["b_x"], ONNX_GRU, "gru"),
+                                      from_canonical(d["b_h"], ONNX_GRU, "gru")]))
+        else:
+            Ws.append(d["w_x"])
+            Rs.append(d["w_h"])
+            Bs.append(np.concatenate([d["b"], np.zeros(H, np.float32)]))
+    ins = [cur, const(f"l{k}_W", np.stack(Ws).astype(np.float32)), const(f"l{k}_R", np.stack(Rs).astype(np.float32)),
+           const(f"l{k}_B", np.stack(Bs).astype(np.float32)), ""]
+    outs = [f"l{k}_Y", f"l{k}_hN" if streaming else "", ""]
+    if streaming:
+        ins.append(f"l{k}_h0")
+        g_in.append(helper.make_tensor_value_info(f"l{k}_h0", TensorProto.FLOAT, [1, "B", H]))
+        g_out.append(helper.make_tensor_value_info(f"l{k}_hN", TensorProto.FLOAT, [1, "B", H]))
+    else:
+        ins.append("")
+    if layer.kind == "lstm":
+        if streaming:
+            ins.append(f"l{k}_c0")
+            g_in.append(helper.make_tensor_value_info(f"l{k}_c0", TensorProto.FLOAT, [1, "B", H]))
+            g_out.append(helper.make_tensor_value_info(f"l{k}_cN", TensorProto.FLOAT, [1, "B", H]))
+            outs[2] = f"l{k}_cN"
+        else:
+            ins.append("")
+        ins.append(const(f"l{k}_P", np.stack(Ps).astype(np.float32)) if layer.peephole else "")
+    while ins and ins[-1] == "":
+        ins.pop()
+    while outs and outs[-1] == "":
+        outs.pop()
+    direction = "bidirectional" if n_dir == 2 else ("reverse" if layer.reverse else "forward")
+    attrs = {"hidden_size": H, "direction": direction}
+    if layer.kind == "gru":
+        attrs["linear_before_reset"] = 1 if layer.reset_after else 0
+    if layer.kind == "rnn":
+        attrs["activations"] = ["Relu" if layer.nonlinearity == "relu" else "Tanh"] * n_dir
+    nodes.append(helper.make_node(op, ins, outs, **attrs))
+    # Y (T, D, B, H) -> (T, B, D * H): directions concatenated on the features, as edgelstm's layers emit them
+    nodes.append(helper.make_node("Transpose", [f"l{k}_Y"], [f"l{k}_Yt"], perm=[0, 2, 1, 3]))
+    nodes.append(helper.make_node("Reshape", [f"l{k}_Yt", "flat_shape"], [f"l{k}_out"]))
+    return f"l{k}_out"
