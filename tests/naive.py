@@ -527,20 +527,6 @@ def ref_quantized_clip(clip, scale, limit):
     return int(np.trunc(v))
 
 
-def ref_qm_double(real):
-    """QuantizeMultiplier of a double (no float32 rounding of the input): frexp, round half away."""
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = int(_fx_round_half_away(_Fraction(q) * (1 << 31)))
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
-
-
 def ref_mbqm_single(x, m, shift):
     """TFLite's single-rounding MultiplyByQuantizedMultiplier (TFLITE_SINGLE_ROUNDING), in Python ints:
     (x * m + 2^(30 - shift)) >> (31 - shift), arithmetic shift."""
@@ -614,7 +600,7 @@ def ref_prepare(spec, quant):
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
                 # LiteRT FULLY_CONNECTED Prepare: double effective scale per output channel
-                p["m_fc"] = [ref_qm_double(float(f32(s_in)) * float(f32(ws)) / float(f32(pre_scale)))
+                p["m_fc"] = [ref_quantize_multiplier(float(f32(s_in)) * float(f32(ws)) / float(f32(pre_scale)))
                              for ws in q["w_scale"]]
                 p["bd"] = ref_fold(q["b"], q["w"], zp_in)
                 if layer.activation == "sigmoid":

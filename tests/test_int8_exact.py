@@ -603,7 +603,7 @@ def test_dense_follows_litert_fully_connected_double_scale_and_single_rounding(s
     hits = []
     while len(hits) < 3:
         w_scale, s_a, s_b, _ = _f32_chain_differs(rng, 1e-4)
-        m64 = naive.ref_qm_double(float(np.float32(s_a)) * float(w_scale) / float(np.float32(s_b)))
+        m64 = naive.ref_quantize_multiplier(float(np.float32(s_a)) * float(w_scale) / float(np.float32(s_b)))
         m32 = naive.ref_qm(naive.ref_eff_scale(w_scale, s_a, s_b))
         hits = acc[naive.ref_mbqm_single(acc, *m64) != naive.ref_mbqm_single(acc, *m32)]
     hits = np.concatenate([hits, -hits])
