@@ -21,7 +21,7 @@ FIXTURES = ["lstm_sigmoid", "lstm_softmax_loud", "lstm_tanh_loud", "lstm_none", 
 
 def batch(args):
     name, seed, n = args
-    p = subprocess.run([sys.executable, "-X", "faulthandler", str(TESTS / "fuzzing.py"), "--tflite",
+    p = subprocess.run([sys.executable, "-X", "faulthandler", str(TESTS / "fuzzing.py"), "--file",
                         str(TESTS / "fixtures" / "tflite" / f"{name}.tflite"), str(seed), str(n)],
                        capture_output=True, text=True, timeout=3600)
     if p.returncode:

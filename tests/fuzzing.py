@@ -195,10 +195,12 @@ def run_batches(total: int, *, seed: int, batch: int = 2500, timeout: float = 60
 
 
 def run_tflite_cases(path: str, seed: int, count: int) -> dict:
-    """Mutated copies of one .tflite file through ``from_tflite``: an ImportModelError, or a model that runs to
-    finite outputs. Anything else is recorded as a failure (the parent sees crashes as the exit status)."""
+    """Mutated copies of one model file (.tflite, .onnx, .keras, .h5) through its importer: an edgelstm error,
+    or a model that runs to finite outputs. Anything else is recorded as a failure (the parent sees crashes as
+    the exit status)."""
     import edgelstm as el
-    from edgelstm.export import from_tflite
+    from edgelstm.export import import_model
+    suffix = Path(path).suffix
     data = Path(path).read_bytes()
     rng = np.random.default_rng(seed)
     counts = {"refused": 0, "ran": 0}
@@ -211,7 +213,10 @@ def run_tflite_cases(path: str, seed: int, count: int) -> dict:
         if rng.random() < 0.05:
             del b[rng.integers(len(b)):]
         try:
-            m = from_tflite(bytes(b))
+            with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+                tmp.write(bytes(b))
+                tmp.flush()
+                m = import_model(tmp.name)
             y = m.run(np.zeros((3, m.input_size), np.float32))
             if not np.all(np.isfinite(y)):
                 raise AssertionError("non-finite output")
@@ -223,12 +228,12 @@ def run_tflite_cases(path: str, seed: int, count: int) -> dict:
     return {"counts": counts, "failures": failures}
 
 
-if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | fuzzing.py --tflite FILE SEED N
+if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | fuzzing.py --file FILE SEED N
     sys.path.insert(0, str(HERE))
     import faulthandler
     faulthandler.enable()
     a = sys.argv[1:]
-    if a[0] == "--tflite":
+    if a[0] == "--file":
         print(json.dumps(run_tflite_cases(a[1], int(a[2]), int(a[3]))))
     else:
         print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))

@@ -121,7 +121,7 @@ def test_cli_convert_and_info_on_tflite(tmp_path, capsys):
 def test_mutated_tflite_files_are_refused_or_run(name):
     """Mutated converter files: an ImportModelError or a model that runs; never a crash or another exception
     (a subprocess, so a crash would show as its exit status)."""
-    p = subprocess.run([sys.executable, "-X", "faulthandler", str(Path(__file__).parent / "fuzzing.py"), "--tflite",
+    p = subprocess.run([sys.executable, "-X", "faulthandler", str(Path(__file__).parent / "fuzzing.py"), "--file",
                         str(FIX / f"{name}.tflite"), "1", "700"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])

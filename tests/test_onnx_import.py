@@ -97,3 +97,26 @@ def test_garbage_is_an_import_error(tmp_path):
         from_onnx(p)
     with pytest.raises(el.ImportModelError, match="cannot read"):
         from_onnx(tmp_path / "missing.onnx")
+
+
+def test_mutated_onnx_and_keras_files_fail_cleanly(tmp_path):
+    """Mutated files through from_onnx / from_keras in a subprocess (a crash would show as its exit status):
+    an ImportModelError, or a model that runs to finite outputs."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    case = CASES["test_lstm_bidirectional"]
+    model, _ = _bound(case, case.data_sets[0][0])
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    for path in (onnx_path, here / "fixtures" / "keras" / "bidirectional_stack.keras",
+                 here / "fixtures" / "keras" / "gru_before_stack.h5"):
+        p = subprocess.run([sys.executable, "-X", "faulthandler", str(here / "fuzzing.py"), "--file", str(path),
+                            "3", "800"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        print(path.name, res["counts"])
+        assert not res["failures"], res["failures"][:5]
+        assert sum(res["counts"].values()) == 800 and res["counts"]["refused"] > 0
