@@ -6,7 +6,7 @@
     Y = q.run(X)
     s = q.stream(); y = s.step(x)
 """
-from .errors import (ArtifactError, EdgeLSTMError, ImportModelError, InputError, ModelError,
+from .errors import (ArtifactError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
                      StreamingError)
 from .model import GRU, LSTM, RNN, Dense, ModelSpec, random_model
 from .quant.params import QuantParams
@@ -17,4 +17,4 @@ from .quant.ptq import quantize
 __version__ = "0.1.0"
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
            "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
-           "ImportModelError", "StreamingError"]
+           "ImportModelError", "StreamingError", "FirmwareError"]

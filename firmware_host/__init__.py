@@ -1,1 +1,103 @@
-"""Portable C99 int8 kernels and a host harness: arrives with the C firmware export issue."""
+"""Host harness for C bundles (``edgelstm.firmware_host``): build with a C compiler, run, compare.
+
+    from edgelstm.firmware_host import check
+    report = check(model, frames)            # export, build with cc, stream frames, compare with Numba
+    assert report.equal, report
+
+``build`` and ``run`` take a compiler and a runner prefix, so the same check runs a cross build under an
+emulator (``cc="aarch64-linux-gnu-gcc", ldflags=["-static"], runner=["qemu-aarch64"]``). The C sources
+of the runtime live next to this file (include/, src/, example/).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgelstm.errors import FirmwareError, InputError
+
+STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+BUNDLE_SOURCES = ["main.c", "model_data.c", "edgelstm.c", "elstm_io.c"]
+
+
+def frames_text(frames) -> str:
+    """Frames (T, F) as the streamer's stdin: %.9g round-trips every float32 exactly."""
+    X = np.asarray(frames, dtype=np.float32)
+    if X.ndim != 2:
+        raise InputError(f"frames must be (T, F), got shape {X.shape}")
+    return "".join(" ".join(f"{float(v):.9g}" for v in row) + "\n" for row in X)
+
+
+def build(bundle, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False, exe=None) -> Path:
+    """Compile the bundle's example streamer; returns the executable's path. Raises FirmwareError."""
+    bundle = Path(bundle)
+    if shutil.which(cc) is None:
+        raise FirmwareError(f"C compiler {cc!r} not found on PATH")
+    flags = list(STRICT_CFLAGS if cflags is None else cflags) + (SANITIZE_FLAGS if sanitize else [])
+    exe = Path(exe) if exe else bundle / ("streamer-asan" if sanitize else "streamer")
+    cmd = [cc, *flags, "-I", str(bundle), "-o", str(exe), *[str(bundle / s) for s in BUNDLE_SOURCES],
+           *ldflags, "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise FirmwareError(f"{cc} failed ({res.returncode}):\n{res.stderr.strip()}")
+    return exe
+
+
+def run(exe, frames, *, runner=(), codes: bool = False, timeout: float = 600) -> np.ndarray:
+    """Stream frames (T, F) through a built streamer; returns (T, O) float32 (or int8 codes)."""
+    cmd = [*runner, str(exe)] + (["-q"] if codes else [])
+    res = subprocess.run(cmd, input=frames_text(frames), capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise FirmwareError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()}")
+    rows = [line.split() for line in res.stdout.splitlines()]
+    dtype = np.int8 if codes else np.float32
+    return np.array([[float(v) for v in r] for r in rows], dtype=np.float64).astype(dtype).reshape(len(rows), -1)
+
+
+@dataclass
+class CheckReport:
+    """Result of ``check``: ``equal`` is bit-for-bit equality of every output of every frame."""
+    frames: int
+    outputs: int
+    mismatches: int
+    first_mismatch: tuple | None = None
+    command: list = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return self.mismatches == 0
+
+    def __str__(self) -> str:
+        head = f"C vs Numba over {self.frames} frames x {self.outputs} outputs: "
+        if self.equal:
+            return head + "bit for bit equal"
+        return head + f"{self.mismatches} values differ, first (frame, output, C, Numba) = {self.first_mismatch}"
+
+
+def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), sanitize: bool = False,
+          workdir=None) -> CheckReport:
+    """Export ``model`` to C, build it, stream ``frames`` (T, F) through it and compare with the Numba
+    runtime's ``stream().step_many`` bit for bit."""
+    from edgelstm.export.to_c import to_c
+    X = np.ascontiguousarray(frames, dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="edgelstm-c-") as tmp:
+        bundle = to_c(model, Path(workdir) if workdir else Path(tmp) / "bundle")
+        exe = build(bundle, cc=cc, cflags=cflags, ldflags=ldflags, sanitize=sanitize)
+        got = run(exe, X, runner=runner)
+    want = model.stream().step_many(X)
+    if got.shape != want.shape:
+        raise FirmwareError(f"the C streamer printed {got.shape} outputs, expected {want.shape}")
+    diff = got.view(np.int32) != want.view(np.int32)
+    bad = np.argwhere(diff)
+    first = None
+    if bad.size:
+        t, o = bad[0]
+        first = (int(t), int(o), float(got[t, o]), float(want[t, o]))
+    return CheckReport(frames=X.shape[0], outputs=want.shape[1],
+                       mismatches=int(diff.sum()), first_mismatch=first, command=[*runner, os.fspath(exe)])
