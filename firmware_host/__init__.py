@@ -101,3 +101,55 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
         first = (int(t), int(o), float(got[t, o]), float(want[t, o]))
     return CheckReport(frames=X.shape[0], outputs=want.shape[1],
                        mismatches=int(diff.sum()), first_mismatch=first, command=[*runner, os.fspath(exe)])
+
+
+def _case_bytes(model, X) -> bytes:
+    prep = model._prep
+    (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
+    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prep.prog.size,
+                    prep.weights.size, zp_in, zp_out, X.shape[0]], np.int32)
+    return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(),
+                     prep.prog.astype(np.int32).tobytes(), prep.weights.astype(np.int16).tobytes(),
+                     np.ascontiguousarray(X, np.float32).tobytes()])
+
+
+def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False) -> Path:
+    """Compile the many-models test driver (harness/multi_runner.c) with the runtime; returns its path."""
+    from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
+    src = Path(__file__).resolve().parent
+    builddir = Path(builddir)
+    builddir.mkdir(parents=True, exist_ok=True)
+    for rel in RUNTIME_SOURCES + ("harness/multi_runner.c",):
+        shutil.copyfile(src / rel, builddir / Path(rel).name)
+    (builddir / "elstm_records.h").write_text(records_header())
+    if shutil.which(cc) is None:
+        raise FirmwareError(f"C compiler {cc!r} not found on PATH")
+    flags = list(STRICT_CFLAGS if cflags is None else cflags) + (SANITIZE_FLAGS if sanitize else [])
+    exe = builddir / "multi_runner"
+    cmd = [cc, *flags, "-I", str(builddir), "-o", str(exe),
+           *[str(builddir / n) for n in ("multi_runner.c", "edgelstm.c", "elstm_io.c")], *ldflags, "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise FirmwareError(f"{cc} failed ({res.returncode}):\n{res.stderr.strip()}")
+    return exe
+
+
+def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> list:
+    """Stream each (model, frames (T, F)) case through a built multi_runner; returns the (T, O) outputs.
+    ``runner`` prefixes the command (an emulator); it gets the input and output file paths as arguments."""
+    with tempfile.TemporaryDirectory(prefix="edgelstm-many-", dir=workdir) as tmp:
+        inp, outp = Path(tmp) / "cases.bin", Path(tmp) / "outputs.bin"
+        inp.write_bytes(b"".join(_case_bytes(m, X) for m, X in cases))
+        cmd = [*runner, str(exe), str(inp), str(outp)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise FirmwareError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+        flat = np.fromfile(outp, dtype=np.float32)
+    out, pos = [], 0
+    for m, X in cases:
+        n = X.shape[0] * m.output_size
+        if pos + n > flat.size:
+            raise FirmwareError("the C runner wrote fewer outputs than expected")
+        out.append(flat[pos:pos + n].reshape(X.shape[0], m.output_size))
+        pos += n
+    return out
