@@ -136,11 +136,13 @@ def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize:
 
 def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> list:
     """Stream each (model, frames (T, F)) case through a built multi_runner; returns the (T, O) outputs.
-    ``runner`` prefixes the command (an emulator); it gets the input and output file paths as arguments."""
+    ``runner`` prefixes the command (an emulator such as ``["qemu-aarch64"]``), or is a function mapping the
+    argument list [exe, cases file, outputs file] to a command (``cortex_m_runner``)."""
     with tempfile.TemporaryDirectory(prefix="edgelstm-many-", dir=workdir) as tmp:
         inp, outp = Path(tmp) / "cases.bin", Path(tmp) / "outputs.bin"
         inp.write_bytes(b"".join(_case_bytes(m, X) for m, X in cases))
-        cmd = [*runner, str(exe), str(inp), str(outp)]
+        args = [str(exe), str(inp), str(outp)]
+        cmd = runner(args) if callable(runner) else [*runner, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
             raise FirmwareError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
@@ -153,3 +155,27 @@ def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> l
         out.append(flat[pos:pos + n].reshape(X.shape[0], m.output_size))
         pos += n
     return out
+
+
+CORTEX_M_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mcpu=cortex-m4", "-mthumb",
+                   "-mfloat-abi=soft"]
+# newlib's semihosting start-up and stdio; the vector table goes at 0 where the M-profile core boots from
+CORTEX_M_LDFLAGS = ["--specs=rdimon.specs", "-Wl,--section-start=.vectors=0x0"]
+
+
+def cortex_m_runner(args, *, machine: str = "mps2-an386", timeout_s: int = 600) -> list:
+    """qemu-system-arm command running a semihosting ELF on an MPS2 Cortex-M4 board with arguments."""
+    return ["timeout", str(timeout_s), "qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
+            "-serial", "none", "-semihosting-config", "enable=on,target=native," + ",".join(f"arg={a}" for a in args),
+            "-kernel", args[0]]
+
+
+def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc") -> Path:
+    """The many-models driver as a Cortex-M4 semihosting ELF for ``cortex_m_runner``."""
+    src = Path(__file__).resolve().parent / "harness" / "cortexm_vectors.c"
+    builddir = Path(builddir)
+    builddir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, builddir / src.name)
+    exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS, ldflags=[str(builddir / src.name),
+                                                                         *CORTEX_M_LDFLAGS])
+    return exe
