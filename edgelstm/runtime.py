@@ -53,7 +53,7 @@ class _Builder:
         off = self.blob_len
         a = np.asarray(a)
         if pad_columns:
-            from .kernels.cells_int8 import PAD
+            from .kernels.layout import PAD
             a = np.pad(a, ((0, 0), (0, (-a.shape[1]) % PAD)))
         flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
         pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
@@ -105,7 +105,7 @@ class Prepared:
 
 def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     """Build kernel-ready arrays. float model: quant is None."""
-    from .kernels import cells_int8 as C
+    from .kernels import layout as C
     from .quant.tables import sigmoid_table, tanh_table
 
     quantized = quant is not None
@@ -171,7 +171,7 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
 
 def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_off: int, sig_off: int,
                  tanh_offs: dict) -> list[int]:
-    from .kernels import cells_int8 as C
+    from .kernels import layout as C
     from .quant.tables import tanh_table
 
     q = quant.layers[k][d]
@@ -274,7 +274,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
 
 def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     from .kernels import cells_f32 as F
-    from .kernels.cells_int8 import ACTIVATIONS
+    from .kernels.layout import ACTIVATIONS
 
     if layer.kind == "dense":
         rec = [0] * F.FD_LEN
@@ -306,8 +306,8 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
 
 def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     """uint8 work buffer with its int32 header (see kernels/program.py)."""
-    from .kernels.program import WORK_HEADER_BYTES
-    from .kernels.cells_int8 import PAD
+    from .kernels.layout import WORK_HEADER_BYTES
+    from .kernels.layout import PAD
     e = prep.elem
     off = WORK_HEADER_BYTES
     lengths_off = off
@@ -582,8 +582,9 @@ class Stream:
 
     def __init__(self, model: Model):
         self.model = model
-        self._kernel = model._kernel()
-        self._step_kernel = model._kernel(frame=True)
+        # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
+        from .native import step_kernel
+        self._step_kernel = step_kernel(model._prep) or model._kernel(frame=True)
         self._prog = model._prep.prog
         self._weights = model._prep.weights
         self._F = model.input_size
@@ -642,5 +643,5 @@ class Stream:
             self._alloc(T)  # keeps the state
         self._lengths[0] = T
         Y = np.empty((1, T, self.model.output_size), np.float32)
-        self._kernel(X[None], Y, self._prog, self._weights, self._work)
+        self.model._kernel()(X[None], Y, self._prog, self._weights, self._work)
         return Y[0]

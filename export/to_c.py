@@ -28,8 +28,8 @@ def _firmware_dir() -> Path:
 
 def records_header() -> str:
     """elstm_records.h: the prog record layout, generated from kernels/cells_int8.py and program.py."""
-    from edgelstm.kernels import cells_int8 as C
-    from edgelstm.kernels import program as P
+    from edgelstm.kernels import layout as C
+    from edgelstm.kernels import layout as P
     names = ["PAD", "KIND_LSTM", "KIND_GRU", "KIND_RNN", "KIND_DENSE",
              "ACT_NONE", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_TANH", "ACT_RELU",
              "L_KIND", "L_IN", "L_HID", "L_OUT", "L_NDIR", "L_FLAGS", "L_DIRLEN", "L_HDR",

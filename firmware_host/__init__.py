@@ -179,3 +179,31 @@ def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc") -> Path:
     exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS, ldflags=[str(builddir / src.name),
                                                                          *CORTEX_M_LDFLAGS])
     return exe
+
+
+def build_native(*, cc: str = "cc", out=None) -> Path:
+    """Compile the C runtime as the shared library of the no-JIT backend (``edgelstm.native``); returns its
+    path. Written next to this package when writable, else into the user cache directory."""
+    from edgelstm import native
+    from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
+    src = Path(__file__).resolve().parent
+    if out is None:
+        out = src / native.LIB_NAME
+        if not os.access(src, os.W_OK):
+            out = native.user_cache_dir() / native.LIB_NAME
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.which(cc) is None:
+        raise FirmwareError(f"C compiler {cc!r} not found on PATH")
+    with tempfile.TemporaryDirectory(prefix="edgelstm-native-") as tmp:
+        for rel in RUNTIME_SOURCES:
+            shutil.copyfile(src / rel, Path(tmp) / Path(rel).name)
+        (Path(tmp) / "elstm_records.h").write_text(records_header())
+        tmp_out = Path(tmp) / native.LIB_NAME
+        cmd = [cc, *STRICT_CFLAGS, "-fPIC", "-shared", "-I", tmp, "-o", str(tmp_out),
+               str(Path(tmp) / "edgelstm.c"), str(Path(tmp) / "elstm_io.c"), "-lm"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise FirmwareError(f"{cc} failed ({res.returncode}):\n{res.stderr.strip()}")
+        shutil.move(str(tmp_out), str(out))   # whole file appears at once
+    return out

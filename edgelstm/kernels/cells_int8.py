@@ -18,56 +18,22 @@ from numba import njit
 from ..config import NJIT_OPTS
 from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
 
-# ---- record layouts in prog (named indices; Numba treats module globals as constants) ----
-KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE = 0, 1, 2, 3
-KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE}
-ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU = 0, 1, 2, 3, 4
-ACTIVATIONS = {"none": ACT_NONE, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX, "tanh": ACT_TANH,
-               "relu": ACT_RELU}
-
-# layer header
-L_KIND, L_IN, L_HID, L_OUT, L_NDIR, L_FLAGS = 0, 1, 2, 3, 4, 5   # index 6 reserved
-L_DIRLEN = 7      # prog index holding the length of one direction record
-L_HDR = 8         # direction d record starts at layer_off + L_HDR + d * prog[layer_off + L_DIRLEN]
-FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU = 1, 2, 4, 8
-
-# LSTM direction record
-LS_WX, LS_WH, LS_BX, LS_BH = 0, 1, 2, 3
-LS_MX = 4          # 4 (mult, shift) pairs: 4..11
-LS_MH = 12         # 12..19
-LS_PEEP, LS_MP = 20, 21          # peephole weights (3, H) int16; 3 pairs 21..26
-LS_PROJ, LS_BPROJ, LS_MPROJ = 27, 28, 29   # pair 29..30
-LS_MHID, LS_HID_ZP, LS_OUT_ZP = 31, 33, 34  # pair 31..32
-LS_CELL_EXP, LS_TANH_CELL, LS_STATE = 35, 36, 37
-LS_SIG, LS_TANH3 = 38, 39
-LS_LEN = 40
-
-# GRU direction record
-GR_WX, GR_WH, GR_BX, GR_BH = 0, 1, 2, 3
-GR_MX, GR_MH = 4, 10       # 3 pairs each
-GR_M16TO8, GR_OUT_ZP, GR_STATE, GR_SIG, GR_TANH3 = 16, 18, 19, 20, 21
-GR_LEN = 22
-
-# RNN direction record
-RN_WX, RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE, RN_TANH3 = 0, 1, 2, 3, 4, 6, 8, 10, 11, 12
-RN_LEN = 13
-
-# Dense record
-DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6
-DN_LEN = 7
-
-
-# Weight matrices are stored with their columns zero-padded to a multiple of PAD: LLVM vectorizes the dot
-# loop 16 lanes x 4 interleaved, and a shorter row falls back to scalar code (256x40 took 5.4 us, 256x64
-# 0.7 us here). Vectors are read PAD-padded too; buffers carry PAD elements of slack (finite ints times
-# zero weights add nothing).
-PAD = 64
-
+from .layout import (  # noqa: F401  (the record layout lives in layout.py, free of Numba)
+    KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KINDS, ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX,
+    ACT_TANH, ACT_RELU, ACTIVATIONS, L_KIND, L_IN, L_HID, L_OUT, L_NDIR,
+    L_FLAGS, L_DIRLEN, L_HDR, FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU, LS_WX,
+    LS_WH, LS_BX, LS_BH, LS_MX, LS_MH, LS_PEEP, LS_MP, LS_PROJ,
+    LS_BPROJ, LS_MPROJ, LS_MHID, LS_HID_ZP, LS_OUT_ZP, LS_CELL_EXP, LS_TANH_CELL, LS_STATE,
+    LS_SIG, LS_TANH3, LS_LEN, GR_WX, GR_WH, GR_BX, GR_BH, GR_MX,
+    GR_MH, GR_M16TO8, GR_OUT_ZP, GR_STATE, GR_SIG, GR_TANH3, GR_LEN, RN_WX,
+    RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE,
+    RN_TANH3, RN_LEN, DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT,
+    DN_LEN, PAD, KINDS, ACTIVATIONS,
+)
 
 @njit(**NJIT_OPTS)
 def padded(n):
     return (n + PAD - 1) // PAD * PAD
-
 
 @njit(**NJIT_OPTS)
 def _dot_rows(wq, w_off, rows, cols, v, v_off, acc):
@@ -93,7 +59,6 @@ def _dot_rows(wq, w_off, rows, cols, v, v_off, acc):
             s += np.int32(w[c]) * np.int32(vv[c])
         acc[r] = s
 
-
 @njit(**NJIT_OPTS)
 def _mbqm_split(x, mult, left, right):
     """``fixedpoint.mbqm`` with the shift pre-split (left = max(shift, 0), right = max(-shift, 0)) and every
@@ -107,11 +72,9 @@ def _mbqm_split(x, mult, left, right):
     mask = (np.int64(1) << right) - 1
     return (hi >> right) + np.int64((hi & mask) > (mask >> 1) + ((hi >> 63) & 1))  # RDBPOT
 
-
 @njit(**NJIT_OPTS)
 def _shift_parts(shift):
     return np.int64(max(shift, 0)), np.int64(max(-shift, 0))
-
 
 @njit(**NJIT_OPTS)
 def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumulate):
@@ -134,14 +97,12 @@ def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumu
                 v = _mbqm_split(np.int64(a[r]) + np.int64(bias[r]), mult, left, right)
                 out[r] = min(max(v, -32768), 32767)
 
-
 @njit(**NJIT_OPTS)
 def _lut16_inplace(table, t_off, v):
     """v[i] = gemmlowp activation(v[i]) through its exhaustive 65,536-entry table (index raw + 32768)."""
     tab = table[t_off:t_off + 65536]
     for i in range(v.size):
         v[i] = tab[np.uint32(np.int32(v[i]) + 32768)]
-
 
 @njit(**NJIT_OPTS)
 def lstm_gates_int8(prog, rec, wq, x, x_off, n_in, h8, h_off, n_rec, hidden, gates, acc):
@@ -151,7 +112,6 @@ def lstm_gates_int8(prog, rec, wq, x, x_off, n_in, h8, h_off, n_rec, hidden, gat
     _requant_acc16(acc, prog, prog[rec + LS_BX], rec + LS_MX, 4, hidden, gates, 0, False)
     _dot_rows(wq, prog[rec + LS_WH], H4, n_rec, h8, h_off, acc)
     _requant_acc16(acc, prog, prog[rec + LS_BH], rec + LS_MH, 4, hidden, gates, 0, True)
-
 
 @njit(**NJIT_OPTS)
 def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
@@ -163,7 +123,6 @@ def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
     for r in range(hidden):
         v = mbqm(np.int32(w[r]) * np.int32(c[r]), mult, shift)
         gate[r] = sat16(np.int64(v) + gate[r])
-
 
 @njit(**NJIT_OPTS)
 def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
@@ -179,7 +138,6 @@ def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
         fc = np.int16(rdbpot(np.int32(f_g[r]) * np.int32(c[r]), 15))
         ig = np.int16(rdbpot(np.int32(i_g[r]) * np.int32(g_g[r]), shift))
         c[r] = sat16(np.int64(fc) + np.int64(ig))
-
 
 @njit(**NJIT_OPTS)
 def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n_rec, out, o_off,
@@ -226,7 +184,6 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         h[:] = hid
     out[o_off:o_off + n_rec] = h
 
-
 @njit(**NJIT_OPTS)
 def requantize_q15_to_int8(src, s_off, dst, d_off, n, mult, shift, zp):
     """int8 copy of a Q0.15 vector in a layer's output quantization: sat8(mbqm(v) + zp)."""
@@ -234,7 +191,6 @@ def requantize_q15_to_int8(src, s_off, dst, d_off, n, mult, shift, zp):
     b = dst[d_off:d_off + n]
     for r in range(n):
         b[r] = sat8(np.int64(mbqm(np.int32(a[r]), mult, shift)) + zp)
-
 
 @njit(**NJIT_OPTS)
 def gru_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, acc,
@@ -292,7 +248,6 @@ def gru_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, ou
     requantize_q15_to_int8(state, s_off, state, h8_off, H, m8, s8, zp)
     out[o_off:o_off + H] = state[h8_off:h8_off + H]
 
-
 @njit(**NJIT_OPTS)
 def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, acc):
     """One int8 vanilla RNN step. Pre-activation int16 (Q3.12 for tanh, calibrated scale for relu);
@@ -316,7 +271,6 @@ def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, ou
         for r in range(H):
             h[r] = sat8(np.int64(mbqm(np.int32(pre[r]), m, s)) + zp)
     out[o_off:o_off + H] = h
-
 
 @njit(**NJIT_OPTS)
 def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):

@@ -58,4 +58,9 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
 int8_t elstm_quantize(float v, float scale, int32_t zp);
 float elstm_dequantize(int8_t q, float scale, int32_t zp);
 
+/* Quantize a float frame, step, dequantize: returns 1 (state untouched) if x holds NaN or inf, else 0.
+ * xq (input_size,) and yq (output_size,) are caller-owned int8 scratch. */
+int elstm_step_f32(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const float *x, float *y,
+                   int8_t *xq, int8_t *yq);
+
 #endif
