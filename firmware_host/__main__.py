@@ -12,9 +12,10 @@ def main(argv=None) -> int:
     b = sub.add_parser("build-native", help="compile the C runtime as a shared library for the no-JIT backend")
     b.add_argument("--cc", default="cc", help="C compiler (default: cc)")
     b.add_argument("-o", "--output", help="library path (default: next to the package, else the user cache)")
+    b.add_argument("--portable", action="store_true", help="no -march=native (cross compilers, shared images)")
     args = p.parse_args(argv)
     try:
-        path = build_native(cc=args.cc, out=args.output)
+        path = build_native(cc=args.cc, out=args.output, portable=args.portable)
     except EdgeLSTMError as e:
         print(f"edgelstm: error: {e}", file=sys.stderr)
         return 2
