@@ -4,7 +4,8 @@
 
 Cold start = a fresh process from spawn to its first output line (wall, median of --runs, the candidates
 interleaved) and its peak RSS (ru_maxrss). Candidates: edgelstm's no-JIT path (C runtime via ctypes) and its
-JIT path (warm Numba disk cache) on the bundled int8 GRU tagger and the int8 LSTM tagger; LiteRT running
+JIT path (warm Numba disk cache) on the bundled int8 GRU tagger and the int8 LSTM tagger; the numpy-free
+``edgelstm.deploy`` path on the LSTM tagger compiled into a shared library (frame read from a raw file); LiteRT running
 bench/fixtures/lstm_tagger_step_int8.tflite (same shapes, converter-made int8 step model) once; the C
 example streamer of the LSTM tagger bundle as a native process; `python -c "import numpy"` as the floor.
 """
@@ -28,6 +29,14 @@ TFLITE = ROOT / "bench" / "fixtures" / "lstm_tagger_step_int8.tflite"
 EDGELSTM = """import numpy as np, edgelstm as el
 s = el.load({path!r}).stream()
 print(s.step(np.load({frames!r})[0]))
+"""
+DEPLOY = """import array
+from edgelstm.deploy import CompiledModel
+s = CompiledModel({path!r}).stream()
+x = array.array("f")
+with open({frames!r}, "rb") as f:
+    x.fromfile(f, {F})
+print(list(s.step(x)))
 """
 LITERT = """import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -75,7 +84,11 @@ def main():
     frames = tmp / "frames.npy"
     X = np.load(DATA / "demo_features.npy")[:1000]
     np.save(frames, X)
-    exe = build(to_c(lstm, tmp / "bundle"))
+    bundle = to_c(lstm, tmp / "bundle")
+    exe = build(bundle)
+    subprocess.run(["make", "-s", "-C", str(bundle), "libmodel.so"], check=True)
+    raw = tmp / "frame.f32"
+    raw.write_bytes(X[0].tobytes())
     py = sys.executable
     env_native = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib))
     env_jit = dict(os.environ, EDGELSTM_BACKEND="jit")
@@ -83,6 +96,7 @@ def main():
     cands = {
         "edgelstm no-JIT (C via ctypes), GRU tagger": ([py, "-c", EDGELSTM.format(path=str(gru_path), frames=str(frames))], env_native, None),
         "edgelstm no-JIT (C via ctypes), LSTM tagger": ([py, "-c", EDGELSTM.format(path=str(lstm_path), frames=str(frames))], env_native, None),
+        "edgelstm.deploy (compiled bundle, numpy-free), LSTM tagger": ([py, "-c", DEPLOY.format(path=str(bundle / "libmodel.so"), frames=str(raw), F=X.shape[1])], dict(os.environ), None),
         "edgelstm JIT (warm Numba cache), LSTM tagger": ([py, "-c", EDGELSTM.format(path=str(lstm_path), frames=str(frames))], env_jit, None),
         "LiteRT int8 LSTM step .tflite": ([py, "-c", LITERT.format(path=str(TFLITE), frames=str(frames))], dict(os.environ), None),
         "C example streamer (native process), LSTM tagger": ([str(exe)], dict(os.environ), frames_text(X[:1])),
@@ -120,6 +134,17 @@ def main():
                     s.step(x)
                 t.append((time.perf_counter() - t0) / len(X) * 1e6)
             lat[f"{name} Stream.step {backend}"] = min(t)
+        from edgelstm.deploy import CompiledModel
+        bd = to_c(m, tmp / f"deploy-{name}")
+        subprocess.run(["make", "-s", "-C", str(bd), "libmodel.so"], check=True)
+        s = CompiledModel(bd / "libmodel.so").stream()
+        t = []
+        for rep in range(5):
+            t0 = time.perf_counter()
+            for x in X:
+                s.step(x)
+            t.append((time.perf_counter() - t0) / len(X) * 1e6)
+        lat[f"{name} edgelstm.deploy step"] = min(t)
         b = to_c(m, tmp / f"bench-{name}")
         sb = tmp / f"step_bench_{name}"
         subprocess.run([shutil.which("cc"), "-std=c99", "-O3", "-march=native", "-I", str(b), "-o", str(sb),

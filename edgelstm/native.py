@@ -15,8 +15,6 @@ import ctypes
 import os
 from pathlib import Path
 
-import numpy as np
-
 LIB_NAME = "libedgelstm_native.so"
 _lib = None
 _searched = False
@@ -79,13 +77,15 @@ class NativeStep:
     reset and step_many keep working on it."""
 
     def __init__(self, lib, prep):
+        import numpy as np
+
         from .kernels.layout import PAD
         from .runtime import _work_views
         self._lib = lib
         self._prep = prep
         self._work_views = _work_views
         prog = prep.prog
-        in_scale, out_scale = prog[6:8].view(np.float32)
+        in_scale, out_scale = prog[6:8].view("float32")
         self._cfg = _Config(1, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch, prog.size,
                             prep.weights.size, float(in_scale), int(prog[4]), float(out_scale), int(prog[5]))
         self._weights = _Weights(prog.ctypes.data, prep.weights.ctypes.data)

@@ -83,3 +83,54 @@ def test_load_and_stream_on_native_never_import_numba(lib_path):
                             "print(type(s._step_kernel).__name__)")
     out = subprocess.run([sys.executable, "-c", code_jit], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() != ["NativeStep"]
+
+
+@pytest.fixture(scope="module")
+def compiled_gru(tmp_path_factory):
+    from edgelstm.export.to_c import to_c
+    from edgelstm.firmware_host import STRICT_CFLAGS
+    model = el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm")
+    b = to_c(model, tmp_path_factory.mktemp("deploy") / "b")
+    lib = b / "libmodel.so"
+    subprocess.run(["cc", *STRICT_CFLAGS, "-fPIC", "-shared", "-I", str(b), "-o", str(lib),
+                    *[str(b / f) for f in ("model_data.c", "edgelstm.c", "elstm_io.c")], "-lm"], check=True)
+    return model, lib
+
+
+def test_deploy_compiled_model_equals_numba(compiled_gru):
+    import array
+    from edgelstm.deploy import CompiledModel
+    model, lib = compiled_gru
+    X = np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:1000]
+    s = CompiledModel(lib).stream()
+    got = np.array([np.asarray(s.step(x)).copy() for x in X])
+    assert np.array_equal(got.view(np.int32), model.stream().step_many(X).view(np.int32))
+    s.reset()                                  # other input kinds: list, array.array, float64 array
+    a = np.asarray(s.step(list(map(float, X[0])))).copy()
+    s.reset()
+    b = np.asarray(s.step(array.array("f", X[0].tobytes()))).copy()
+    s.reset()
+    c = np.asarray(s.step(X[0].astype(np.float64))).copy()
+    assert np.array_equal(a, got[0]) and np.array_equal(b, got[0]) and np.array_equal(c, got[0])
+    with pytest.raises(InputError):
+        s.step([1.0, 2.0])
+    with pytest.raises(InputError):
+        s.step([float("nan")] * 40)
+
+
+def test_deploy_imports_neither_numpy_nor_numba(compiled_gru):
+    _, lib = compiled_gru
+    code = ("import sys\nfrom edgelstm.deploy import CompiledModel\n"
+            f"y = CompiledModel({str(lib)!r}).stream().step([0.25] * 40)\n"
+            "print(len(y), 'numpy' in sys.modules, 'numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["4", "False", "False"]
+
+
+def test_deploy_rejects_a_library_that_is_not_a_model(tmp_path):
+    from edgelstm.deploy import CompiledModel
+    from edgelstm.errors import ArtifactError
+    with pytest.raises(ArtifactError):
+        CompiledModel(tmp_path / "missing.so")
+    with pytest.raises(ArtifactError):
+        CompiledModel(build_native(out=tmp_path / "l.so"))   # the runtime alone: no model_config
