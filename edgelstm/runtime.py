@@ -564,10 +564,13 @@ class Model:
         return Y
 
     def _kernel(self, *, frame: bool = False):
-        from .kernels import program
+        from .kernels import announce_compile, program
         if frame:
-            return program.step_int8 if self.is_quantized else program.step_f32
-        return program.forward_int8 if self.is_quantized else program.forward_f32
+            kernel = program.step_int8 if self.is_quantized else program.step_f32
+        else:
+            kernel = program.forward_int8 if self.is_quantized else program.forward_f32
+        announce_compile(kernel)
+        return kernel
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""

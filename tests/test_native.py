@@ -134,3 +134,36 @@ def test_deploy_rejects_a_library_that_is_not_a_model(tmp_path):
         CompiledModel(tmp_path / "missing.so")
     with pytest.raises(ArtifactError):
         CompiledModel(build_native(out=tmp_path / "l.so"))   # the runtime alone: no model_config
+
+
+class _Tty:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
+    import types
+    from edgelstm import kernels
+    fake = types.SimpleNamespace(signatures=[], _cache=types.SimpleNamespace(
+        _cache_file=types.SimpleNamespace(_index_path="/nonexistent/edgelstm.nbi")))
+    monkeypatch.setattr(kernels, "_announced", False)
+    pipe = _Tty(False)
+    kernels.announce_compile(fake, pipe)
+    assert pipe.text == ""
+    tty = _Tty(True)
+    kernels.announce_compile(fake, tty)
+    kernels.announce_compile(fake, tty)
+    assert tty.text.count("compiling") == 1
+    monkeypatch.setattr(kernels, "_announced", False)
+    warm = _Tty(True)
+    kernels.announce_compile(types.SimpleNamespace(signatures=["(int8,)"]), warm)   # already compiled
+    assert warm.text == ""
