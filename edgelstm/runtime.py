@@ -218,6 +218,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_STATE] = state_off
         rec[C.LS_SIG] = sig_off
         rec[C.LS_TANH3] = tanh_offs[3]
+        rec[C.LS_CELL_CLIP], rec[C.LS_PROJ_CLIP] = quantized_clips(layer, cell_exp, s_out)
     elif kind == "gru":
         rec = [0] * C.GR_LEN
         rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True)
@@ -272,6 +273,18 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
     return rec
 
 
+def quantized_clips(layer, cell_exp: int, s_out: float) -> tuple[int, int]:
+    """LiteRT's quantized_cell_clip / quantized_proj_clip (lstm.cc): float32 clip / scale, clamped to the
+    int16 / int8 range, truncated toward zero; 0 = none. proj_clip only applies with a projection."""
+    f32 = np.float32
+    qc = qp = 0
+    if layer.cell_clip > 0:
+        qc = int(np.trunc(min(max(f32(layer.cell_clip) / f32(2.0 ** cell_exp), f32(-32768)), f32(32767))))
+    if layer.proj_clip > 0 and layer.proj_size:
+        qp = int(np.trunc(min(max(f32(layer.proj_clip) / f32(s_out), f32(-128)), f32(127))))
+    return qc, qp
+
+
 def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     from .kernels import cells_f32 as F
     from .kernels.cells_int8 import ACTIVATIONS
@@ -298,6 +311,8 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     if layer.kind == "lstm" and layer.proj_size:
         rec[F.FL_PROJ] = b.add_weights(w["w_proj"].T)
         rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
+    if layer.kind == "lstm":
+        rec[F.FL_CLIP] = b.add_weights(np.array([layer.cell_clip, layer.proj_clip], np.float32))
     rec[F.FL_STATE] = state_off
     return rec
 

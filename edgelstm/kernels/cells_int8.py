@@ -40,7 +40,8 @@ LS_PROJ, LS_BPROJ, LS_MPROJ = 27, 28, 29   # pair 29..30
 LS_MHID, LS_HID_ZP, LS_OUT_ZP = 31, 33, 34  # pair 31..32
 LS_CELL_EXP, LS_TANH_CELL, LS_STATE = 35, 36, 37
 LS_SIG, LS_TANH3 = 38, 39
-LS_LEN = 40
+LS_CELL_CLIP, LS_PROJ_CLIP = 40, 41   # quantized clips, 0 = none (TFLite's quantized_cell/proj_clip)
+LS_LEN = 42
 
 # GRU direction record
 GR_WX, GR_WH, GR_BX, GR_BH = 0, 1, 2, 3
@@ -166,9 +167,10 @@ def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
 
 
 @njit(**NJIT_OPTS)
-def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
-    """TFLite UpdateLstmCellInteger (no CIFG, no clip): c = sat16(int16(rdbpot(f*c, 15)) +
-    int16(rdbpot(i*g, 30 + cell_exp))); gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""
+def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp, clip):
+    """TFLite UpdateLstmCellInteger (no CIFG): c = sat16(int16(rdbpot(f*c, 15)) +
+    int16(rdbpot(i*g, 30 + cell_exp))), then clamped to [-clip, clip] when clip > 0 (CwiseClipping);
+    gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""
     H = hidden
     shift = 30 + cell_exp
     i_g = gates[:H]
@@ -179,6 +181,9 @@ def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
         fc = np.int16(rdbpot(np.int32(f_g[r]) * np.int32(c[r]), 15))
         ig = np.int16(rdbpot(np.int32(i_g[r]) * np.int32(g_g[r]), shift))
         c[r] = sat16(np.int64(fc) + np.int64(ig))
+    if clip > 0:
+        for r in range(H):
+            c[r] = min(max(np.int32(c[r]), -clip), clip)
 
 
 @njit(**NJIT_OPTS)
@@ -196,7 +201,7 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         lstm_peephole_acc(prog, rec, wq, 1, c, H, gates[H:2 * H])       # f uses c(t-1)
     _lut16_inplace(wq, sig, gates[:2 * H])
     _lut16_inplace(wq, prog[rec + LS_TANH3], gates[2 * H:3 * H])
-    lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP])
+    lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP], prog[rec + LS_CELL_CLIP])
     o = gates[3 * H:4 * H]
     if flags & FLAG_PEEP:
         lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
@@ -222,6 +227,10 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         for r in range(n_rec):
             v = mbqm(wrap32(np.int64(acc[r]) + bias[r]), m_p, s_p)
             h[r] = sat8(np.int64(v) + zp_out)
+        p_clip = prog[rec + LS_PROJ_CLIP]
+        if p_clip > 0:   # TFLite clips the raw int8 values, zero point ignored
+            for r in range(n_rec):
+                h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
     else:
         h[:] = hid
     out[o_off:o_off + n_rec] = h
