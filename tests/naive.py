@@ -580,7 +580,10 @@ def ref_prepare(spec, quant):
             elif layer.kind == "dense":
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
-                p["m"] = ref_qm(ref_eff_scale(q["w_scale"][0], s_in, pre_scale))
+                # LiteRT FULLY_CONNECTED (reference kernel): per channel, effective scale in double
+                ms = [ref_quantize_multiplier(float(f32(s_in)) * float(f32(ws)) / float(f32(pre_scale)))
+                      for ws in np.broadcast_to(q["w_scale"], (layer.output_size,))]
+                p["m"] = (_i64([m for m, _ in ms]), _i64([sh for _, sh in ms]))
                 p["bd"] = ref_fold(q["b"], q["w"], zp_in)
                 if layer.activation == "sigmoid":
                     p["table"] = ref_dense_table(_sigmoid64, pre_scale, pre_zp, 1.0 / 256.0, -128)
@@ -732,9 +735,16 @@ def ref_softmax(logit, E):
     return vsat8((512 * e + S) // (2 * S) - 128)
 
 
+def vmbqm_single(x, m, s):
+    """TFLite single-rounding MultiplyByQuantizedMultiplier: (x * m + 2^(30 - s)) >> (31 - s) (half up)."""
+    x, m, s = _i64(x), _i64(m), _i64(s)
+    t = 31 - s
+    return (x * m + (np.int64(1) << (t - 1))) >> t
+
+
 def ref_dense(p, x):
     """Dense + output activation over int8 x (..., I) -> int8 values (..., O)."""
-    logit = vsat8(vmbqm(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
+    logit = vsat8(vmbqm_single(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
     act = p["activation"]
     if act == "none":
         return logit

@@ -54,7 +54,7 @@ RN_WX, RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE, RN_TANH3
 RN_LEN = 13
 
 # Dense record
-DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6
+DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6   # DN_M: offset of O (mult, shift) pairs
 DN_LEN = 7
 
 
@@ -328,22 +328,31 @@ def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, ou
 
 
 @njit(**NJIT_OPTS)
+def mbqm_single(x, mult, shift):
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (what LiteRT's reference int8
+    FULLY_CONNECTED uses): (x * m + 2^(30 - shift)) >> (31 - shift), rounding half up; shift <= 30."""
+    t = np.int64(31 - shift)
+    return (np.int64(x) * np.int64(mult) + (np.int64(1) << (t - 1))) >> t
+
+
+@njit(**NJIT_OPTS)
 def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
-    """int8 Dense: logits = sat8(mbqm(b + W x) + pre_zp), then the output activation:
+    """int8 Dense = LiteRT FULLY_CONNECTED: logits[o] = sat8(mbqm_single(wrap32(b + W x)[o], m[o], s[o]) +
+    pre_zp) with per-channel (m, s) pairs at prog[DN_M]; then the output activation:
     relu clamps at the zero point; sigmoid/tanh map through a 256-entry int8 table; softmax uses an
     exp table and integer division (all tables built once in prepare())."""
     _dot_rows(wq, prog[rec + DN_W], n_out, n_in, x, x_off, acc)
     b_off = prog[rec + DN_B]
     bias = prog[b_off:b_off + n_out]
-    m = prog[rec + DN_M]
-    s = prog[rec + DN_M + 1]
+    m_off = prog[rec + DN_M]
     zp = prog[rec + DN_PRE_ZP]
     act = prog[rec + DN_ACT]
     lut_off = prog[rec + DN_LUT]
     logits = acc[:n_out]
     y = out[o_off:o_off + n_out]
     for r in range(n_out):
-        logits[r] = sat8(np.int64(mbqm(wrap32(np.int64(logits[r]) + bias[r]), m, s)) + zp)
+        v = mbqm_single(wrap32(np.int64(logits[r]) + bias[r]), prog[m_off + 2 * r], prog[m_off + 2 * r + 1])
+        logits[r] = sat8(v + zp)
     if act == ACT_NONE:
         for r in range(n_out):
             y[r] = logits[r]
