@@ -332,6 +332,8 @@ def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
         tag, fshape, b, end = table[name]
         if tag != _TAGS[dtype]:
             raise ArtifactError(f"{where}: tensor {name!r}: dtype {tag}, expected {_TAGS[dtype]}")
+        if fshape != shape and name.endswith(".w_scale") and list(fshape) == [1]:
+            shape = (1,)   # a Dense layer saved with one scale (before per-channel): validate_quant repeats it
         if fshape != shape:
             raise ArtifactError(f"{where}: tensor {name!r}: shape {list(fshape)}, expected {list(shape)}")
         # copy out: native byte order, C-contiguous, aligned and owned, independent of the file bytes

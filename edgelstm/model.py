@@ -63,6 +63,10 @@ class LSTM(_Recurrent):
     w_peep (3, H)   peephole weights for i, f, o (only if peephole)
     w_proj (P, H)   projection (only if proj_size)
     b_proj (P,)     projection bias (only if proj_size; zeros for PyTorch)
+
+    ``cell_clip`` / ``proj_clip`` (0 = none, TFLite's convention): c is clipped to [-cell_clip, cell_clip]
+    after every cell update, the projection output to [-proj_clip, proj_clip] (TFLite LSTM semantics;
+    int8 clips with the quantized values LiteRT computes, see the README's numerics contract).
     """
 
     input_size: int
@@ -70,6 +74,8 @@ class LSTM(_Recurrent):
     proj_size: int = 0
     peephole: bool = False
     bidirectional: bool = False
+    cell_clip: float = 0.0
+    proj_clip: float = 0.0
     directions: list[dict] = field(default_factory=list)
     kind: str = field(default="lstm", init=False)
 
@@ -176,6 +182,12 @@ def validate_layer(layer, index: int, *, require_weights: bool = True) -> None:
             _check_size(f"{where}: proj_size", layer.proj_size)
             if layer.proj_size >= layer.hidden_size:
                 raise ModelError(f"{where}: proj_size must be smaller than hidden_size (PyTorch rule)")
+        for name in ("cell_clip", "proj_clip"):
+            v = getattr(layer, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(v) or v < 0:
+                raise ModelError(f"{where}: {name} must be a finite float >= 0 (0 = no clipping), got {v!r}")
+            setattr(layer, name, float(v))
     if layer.kind == "rnn" and layer.nonlinearity not in RNN_NONLINEARITIES:
         raise ModelError(f"{where}: nonlinearity must be one of {RNN_NONLINEARITIES}")
     if not require_weights and not layer.directions:
@@ -233,6 +245,8 @@ class ModelSpec:
                 d.update(hidden_size=layer.hidden_size, bidirectional=bool(layer.bidirectional))
             if layer.kind == "lstm":
                 d.update(proj_size=layer.proj_size, peephole=bool(layer.peephole))
+                if layer.cell_clip or layer.proj_clip:   # absent = 0: files without clips read as before
+                    d.update(cell_clip=layer.cell_clip, proj_clip=layer.proj_clip)
             if layer.kind == "gru":
                 d["reset_after"] = bool(layer.reset_after)
             if layer.kind == "rnn":
@@ -251,7 +265,8 @@ def layer_from_description(d: dict, directions: list[dict]):
         return Dense(output_size=d["output_size"], activation=d.get("activation", "none"), **common)
     common.update(hidden_size=d["hidden_size"], bidirectional=bool(d.get("bidirectional", False)))
     if kind == "lstm":
-        return LSTM(proj_size=int(d.get("proj_size", 0)), peephole=bool(d.get("peephole", False)), **common)
+        return LSTM(proj_size=int(d.get("proj_size", 0)), peephole=bool(d.get("peephole", False)),
+                    cell_clip=d.get("cell_clip", 0.0), proj_clip=d.get("proj_clip", 0.0), **common)
     if kind == "gru":
         return GRU(reset_after=bool(d.get("reset_after", True)), **common)
     return RNN(nonlinearity=d.get("nonlinearity", "tanh"), **common)

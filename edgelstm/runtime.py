@@ -218,6 +218,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_STATE] = state_off
         rec[C.LS_SIG] = sig_off
         rec[C.LS_TANH3] = tanh_offs[3]
+        rec[C.LS_CELL_CLIP], rec[C.LS_PROJ_CLIP] = quantized_clips(layer, cell_exp, s_out)
     elif kind == "gru":
         rec = [0] * C.GR_LEN
         rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True)
@@ -258,7 +259,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
             raise ModelError(f"layer {k} (dense, {act}): output quantization {(s_out, zp_out)} must be {want}")
         rec[C.DN_W] = b.add_weights(q["w"], pad_columns=True)
         rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
-        rec[C.DN_M:C.DN_M + 2] = pairs(_scale_f32(q["w_scale"][0], s_in, s_pre))
+        rec[C.DN_M] = b.add_ints(dense_multipliers(q["w_scale"], s_in, s_pre, where=f"layer {k} (dense)"))
         rec[C.DN_PRE_ZP] = zp_pre
         rec[C.DN_ACT] = C.ACTIVATIONS[act]
         real = s_pre * (np.arange(-128, 128) - zp_pre)
@@ -270,6 +271,32 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
             lut = np.clip(np.floor(f / s_out + 0.5) + zp_out, -128, 127)
             rec[C.DN_LUT] = b.add_ints(lut)
     return rec
+
+
+def dense_multipliers(w_scale, s_in: float, s_pre: float, *, where: str) -> list[int]:
+    """Per output channel (m, shift) pairs of LiteRT's int8 FULLY_CONNECTED (reference kernel):
+    QuantizeMultiplier(double(s_in) * double(w_scale[o]) / double(s_pre)), the scales being float32."""
+    from .quant.multiplier import quantize_multiplier
+    out = []
+    for ws in np.asarray(w_scale, np.float32):
+        m, shift = quantize_multiplier(float(np.float32(s_in)) * float(ws) / float(np.float32(s_pre)))
+        if shift > 30:
+            raise ModelError(f"{where}: effective scale {float(np.float32(s_in)) * float(ws) / s_pre:.3g} too "
+                             f"large for LiteRT's requantization (shift {shift} > 30)")
+        out += [m, shift]
+    return out
+
+
+def quantized_clips(layer, cell_exp: int, s_out: float) -> tuple[int, int]:
+    """LiteRT's quantized_cell_clip / quantized_proj_clip (lstm.cc): float32 clip / scale, clamped to the
+    int16 / int8 range, truncated toward zero; 0 = none. proj_clip only applies with a projection."""
+    f32 = np.float32
+    qc = qp = 0
+    if layer.cell_clip > 0:
+        qc = int(np.trunc(min(max(f32(layer.cell_clip) / f32(2.0 ** cell_exp), f32(-32768)), f32(32767))))
+    if layer.proj_clip > 0 and layer.proj_size:
+        qp = int(np.trunc(min(max(f32(layer.proj_clip) / f32(s_out), f32(-128)), f32(127))))
+    return qc, qp
 
 
 def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
@@ -298,6 +325,8 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     if layer.kind == "lstm" and layer.proj_size:
         rec[F.FL_PROJ] = b.add_weights(w["w_proj"].T)
         rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
+    if layer.kind == "lstm":
+        rec[F.FL_CLIP] = b.add_weights(np.array([layer.cell_clip, layer.proj_clip], np.float32))
     rec[F.FL_STATE] = state_off
     return rec
 

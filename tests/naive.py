@@ -11,8 +11,9 @@ def _sigmoid64(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _lstm_step64(p, x, h, c, *, H):
-    """PyTorch nn.LSTM (incl. proj_size) plus TFLite peepholes: i, f see c_{t-1}; o sees c_t."""
+def _lstm_step64(p, x, h, c, *, H, cell_clip=0.0, proj_clip=0.0):
+    """PyTorch nn.LSTM (incl. proj_size) plus TFLite peepholes (i, f see c_{t-1}; o sees c_t) and TFLite
+    clips (c to +-cell_clip after the update, the projection to +-proj_clip; 0 = none)."""
     pre = p["w_x"] @ x + p["w_h"] @ h + p["b"]
     pi, pf, pg, po = pre[0:H], pre[H:2 * H], pre[2 * H:3 * H], pre[3 * H:4 * H]
     if "w_peep" in p:
@@ -20,12 +21,16 @@ def _lstm_step64(p, x, h, c, *, H):
         pf = pf + p["w_peep"][1] * c
     i, f, g = _sigmoid64(pi), _sigmoid64(pf), np.tanh(pg)
     c_new = f * c + i * g
+    if cell_clip > 0:
+        c_new = np.clip(c_new, -cell_clip, cell_clip)
     if "w_peep" in p:
         po = po + p["w_peep"][2] * c_new
     o = _sigmoid64(po)
     h_new = o * np.tanh(c_new)
     if "w_proj" in p:
         h_new = p["w_proj"] @ h_new + p["b_proj"]
+        if proj_clip > 0:
+            h_new = np.clip(h_new, -proj_clip, proj_clip)
     return h_new, c_new
 
 
@@ -106,7 +111,8 @@ def ref_forward_f64(spec, X, *, lengths=None, initial_state=None):
                 for t in steps:
                     x = seq[b, t]
                     if layer.kind == "lstm":
-                        h, c = _lstm_step64(params[d], x, h, c, H=layer.hidden_size)
+                        h, c = _lstm_step64(params[d], x, h, c, H=layer.hidden_size,
+                                            cell_clip=layer.cell_clip, proj_clip=layer.proj_clip)
                     elif layer.kind == "gru":
                         h = _gru_step64(params[d], x, h, H=layer.hidden_size, reset_after=layer.reset_after)
                     else:
@@ -527,6 +533,11 @@ def ref_prepare(spec, quant):
                 H = layer.hidden_size
                 e = int(q["cell_exp"][0])
                 p.update(H=H, e=e, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]))
+                # LiteRT lstm.cc: static_cast<int16/int8>(min(max(clip_f32 / scale_f32, lo), hi)); 0 = none
+                p["q_cell_clip"] = int(np.trunc(np.clip(np.float32(layer.cell_clip) / np.float32(2.0 ** e),
+                                                        -32768, 32767))) if layer.cell_clip > 0 else 0
+                p["q_proj_clip"] = int(np.trunc(np.clip(np.float32(layer.proj_clip) / np.float32(s_out),
+                                                        -128, 127))) if layer.proj_clip > 0 else 0
                 p["m_x"], p["s_x"] = _block_rows([ref_qm(ref_eff_scale(q["w_x_scale"][g], s_in, _Q12))
                                                   for g in range(4)], H)
                 p["m_h"], p["s_h"] = _block_rows([ref_qm(ref_eff_scale(q["w_h_scale"][g], s_out, _Q12))
@@ -569,7 +580,10 @@ def ref_prepare(spec, quant):
             elif layer.kind == "dense":
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
-                p["m"] = ref_qm(ref_eff_scale(q["w_scale"][0], s_in, pre_scale))
+                # LiteRT FULLY_CONNECTED (reference kernel): per channel, effective scale in double
+                ms = [ref_quantize_multiplier(float(f32(s_in)) * float(f32(ws)) / float(f32(pre_scale)))
+                      for ws in np.broadcast_to(q["w_scale"], (layer.output_size,))]
+                p["m"] = (_i64([m for m, _ in ms]), _i64([sh for _, sh in ms]))
                 p["bd"] = ref_fold(q["b"], q["w"], zp_in)
                 if layer.activation == "sigmoid":
                     p["table"] = ref_dense_table(_sigmoid64, pre_scale, pre_zp, 1.0 / 256.0, -128)
@@ -649,6 +663,8 @@ def ref_lstm_step(p, lp, x, h, c):
         gf = ref_peephole_into_gate(gf, p["w_peep"][1], c, *p["m_p"][1])
     i, f, g = ref_sigmoid16(gi), ref_sigmoid16(gf), ref_tanh16(gg, 3)
     c = ref_lstm_cell_update(i, f, g, c, e)
+    if p["q_cell_clip"] > 0:
+        c = np.clip(c, -p["q_cell_clip"], p["q_cell_clip"])
     if "w_peep" in p:
         go = ref_peephole_into_gate(go, p["w_peep"][2], c, *p["m_p"][2])
     o = ref_sigmoid16(go)
@@ -656,6 +672,8 @@ def ref_lstm_step(p, lp, x, h, c):
     if "w_proj" in p:
         acc = vwrap32(p["bp"] + hid8 @ p["w_proj"].T)
         h = vsat8(vmbqm(acc, *p["m_proj"]) + lp["zp_out"])
+        if p["q_proj_clip"] > 0:     # raw int8 values, zero point ignored (as LiteRT)
+            h = np.clip(h, -p["q_proj_clip"], p["q_proj_clip"])
     else:
         h = hid8
     return h, c
@@ -717,9 +735,16 @@ def ref_softmax(logit, E):
     return vsat8((512 * e + S) // (2 * S) - 128)
 
 
+def vmbqm_single(x, m, s):
+    """TFLite single-rounding MultiplyByQuantizedMultiplier: (x * m + 2^(30 - s)) >> (31 - s) (half up)."""
+    x, m, s = _i64(x), _i64(m), _i64(s)
+    t = 31 - s
+    return (x * m + (np.int64(1) << (t - 1))) >> t
+
+
 def ref_dense(p, x):
     """Dense + output activation over int8 x (..., I) -> int8 values (..., O)."""
-    logit = vsat8(vmbqm(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
+    logit = vsat8(vmbqm_single(vwrap32(p["bd"] + _i64(x) @ p["w"].T), *p["m"]) + p["pre_zp"])
     act = p["activation"]
     if act == "none":
         return logit

@@ -83,6 +83,12 @@ def random_layers(rng, case, *, max_hidden=48, allow_bidir=True):
     if rng.random() < 0.6:
         layers.append({"kind": "dense", "output_size": int(rng.integers(1, 13)),
                        "activation": ACTIVATIONS[(case // len(FEATURES) + case) % len(ACTIVATIONS)]})
+    clip_rng = np.random.default_rng([7, case])    # own stream: the other draws stay as they were
+    for d in layers:
+        if d["kind"] == "lstm" and clip_rng.random() < 0.5:
+            d["cell_clip"] = float(10.0 ** clip_rng.uniform(-1.5, 0.5))    # binds often
+            if d.get("proj_size"):
+                d["proj_clip"] = float(10.0 ** clip_rng.uniform(-1.5, 0.3))
     return layers
 
 
@@ -333,10 +339,42 @@ def test_lstm_cell_update_kernel_equals_reference(cell_exp):
     c16 = rng.integers(-32768, 32768, H + 2 * off).astype(np.int16)
     c16[off:off + H] = c
     before = c16.copy()
-    cells_int8.lstm_cell_update_int8(gates, c16, off, H, cell_exp)
+    cells_int8.lstm_cell_update_int8(gates, c16, off, H, cell_exp, 0)
     want = naive.ref_lstm_cell_update(i, f, g, c, cell_exp)
     assert np.array_equal(c16[off:off + H].astype(np.int64), want), cell_exp
     assert np.array_equal(c16[:off], before[:off]) and np.array_equal(c16[off + H:], before[off + H:])
+    clip = int(np.percentile(np.abs(want), 60)) + 1       # binds on ~40% of the cells
+    c16[off:off + H] = c
+    cells_int8.lstm_cell_update_int8(gates, c16, off, H, cell_exp, clip)
+    assert np.array_equal(c16[off:off + H].astype(np.int64), np.clip(want, -clip, clip)), cell_exp
+    assert np.any(np.abs(want) > clip)
+
+
+def test_lstm_clips_bind_and_match_reference():
+    """cell_clip / proj_clip: int8 runtime == reference with the clip holding c at +-q_clip (LiteRT keeps c
+    in [-32767, 32767] even at the int16 rail), and float32 == float64 reference."""
+    spec = el.random_model([{"kind": "lstm", "hidden_size": 24, "proj_size": 10, "cell_clip": 0.4,
+                             "proj_clip": 0.2}], input_size=6, seed=3, scale=1.5)
+    rng = np.random.default_rng(4)
+    X = np.cumsum(rng.standard_normal((2, 300, 6)), axis=1).astype(np.float32)   # random walk
+    model = el.quantize(el.Model(spec), calibration=X[:, :50], progress=False)
+    Y, st = model.run(X, return_state=True)
+    Yr, sr = naive.ref_forward_int8(spec, model.quant, X)
+    assert np.array_equal(Y, Yr)
+    assert_same_state(st, sr, "clip")
+    p = naive.ref_prepare(spec, model.quant)[0]["dirs"][0]
+    assert 0 < p["q_cell_clip"] < 32767 and np.abs(sr[0][0]["c"]).max() == p["q_cell_clip"]
+    s_out = model.quant.act[1][0]
+    assert p["q_proj_clip"] == int(np.float32(0.2) / np.float32(s_out))
+    # float32 against the float64 reference (1e-5: float32 rounding over 300 steps of a clipped cell)
+    Yf = el.Model(spec).run(X)
+    Yf64, sf64 = naive.ref_forward_f64(spec, X)
+    np.testing.assert_allclose(Yf, Yf64, atol=1e-5)
+    assert np.abs(sf64[0][0]["c"]).max() <= 0.4 + 1e-12 and np.abs(Yf64).max() <= 0.2 + 1e-12
+    # the clips change the result (not vacuous)
+    loose = el.random_model([{"kind": "lstm", "hidden_size": 24, "proj_size": 10}], input_size=6, seed=3,
+                            scale=1.5)
+    assert not np.allclose(el.Model(loose).run(X), Yf, atol=1e-3)
 
 
 def test_lstm_cell_update_int16_truncation_outside_gate_range():
@@ -349,7 +387,7 @@ def test_lstm_cell_update_int16_truncation_outside_gate_range():
     for e in (-15, -12, -9):
         gates = np.concatenate([i, f, g, np.zeros(n)]).astype(np.int16)
         c16 = c.astype(np.int16)
-        cells_int8.lstm_cell_update_int8(gates, c16, 0, n, e)
+        cells_int8.lstm_cell_update_int8(gates, c16, 0, n, e, 0)
         assert np.array_equal(c16.astype(np.int64), naive.ref_lstm_cell_update(i, f, g, c, e)), e
     assert naive.ref_lstm_cell_update([0], [-32768], [0], [-32768], -15)[0] == -32768
 
@@ -587,7 +625,7 @@ def _probe_model(kind, n, w_scale, s_a, s_b, bias):
     return spec, QuantParams(act=[(0.05, 0), (float(s_b), 0)], layers=[[q]]), "m_proj"
 
 
-@pytest.mark.parametrize("kind", ["dense", "rnn_relu", "lstm_proj"])
+@pytest.mark.parametrize("kind", ["rnn_relu", "lstm_proj"])   # Dense: float64 chain, see test_tflite_fc.py
 @pytest.mark.parametrize("seed", range(3))
 def test_float32_effective_scale_probe(kind, seed):
     """Accumulators placed exactly where the float32 effective multiplier (NUMERICS.md evaluation order)
@@ -610,3 +648,17 @@ def test_float32_effective_scale_probe(kind, seed):
     assert_same_outputs(model.run(X), Yr, dict(kind=kind, seed=seed, scales=(w_scale, s_a, s_b), m32=m32))
     prep[0]["dirs"][0][name] = m64                  # the probe is sensitive: a float64 multiplier differs
     assert not np.array_equal(naive.ref_forward_int8(spec, quant, X, prep=prep)[0], Yr)
+
+
+def test_lstm_clips_survive_save_and_load(tmp_path):
+    spec = el.random_model([{"kind": "lstm", "hidden_size": 8, "proj_size": 4, "cell_clip": 0.3,
+                             "proj_clip": 0.1}], input_size=3, seed=1)
+    model = el.quantize(el.Model(spec), calibration=np.ones((1, 5, 3), np.float32), progress=False)
+    el.save(model, tmp_path / "m.elstm")
+    back = el.load(tmp_path / "m.elstm")
+    layer = back.spec.layers[0]
+    assert (layer.cell_clip, layer.proj_clip) == (0.3, 0.1)
+    X = np.random.default_rng(0).standard_normal((1, 20, 3)).astype(np.float32) * 3
+    assert np.array_equal(back.run(X), model.run(X))
+    with pytest.raises(el.ModelError, match="cell_clip"):
+        el.random_model([{"kind": "lstm", "hidden_size": 4, "cell_clip": -1.0}], input_size=2)

@@ -14,7 +14,8 @@ from .cells_int8 import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP,
 
 # direction records (float)
 FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
-FL_LEN = 8
+FL_CLIP = 8   # wf offset of (cell_clip, proj_clip), 0 = none
+FL_LEN = 9
 FD_W, FD_B, FD_ACT = 0, 1, 2
 FD_LEN = 3
 
@@ -65,6 +66,10 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
         f = _sigmoid(gates[H + r])
         g = np.float32(math.tanh(gates[2 * H + r]))
         state[c_off + r] = f * state[c_off + r] + i * g
+    cell_clip = wf[prog[rec + FL_CLIP]]
+    if cell_clip > 0:
+        for r in range(H):
+            state[c_off + r] = max(min(state[c_off + r], cell_clip), -cell_clip)
     for r in range(H):
         o_pre = gates[3 * H + r]
         if flags & FLAG_PEEP:
@@ -72,6 +77,10 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
         tmp[r] = _sigmoid(o_pre) * np.float32(math.tanh(state[c_off + r]))
     if flags & FLAG_PROJ:
         _matvec_f32(wf, prog[rec + FL_PROJ], n_rec, H, tmp, 0, wf, prog[rec + FL_BPROJ], state, h_off)
+        proj_clip = wf[prog[rec + FL_CLIP] + 1]
+        if proj_clip > 0:
+            for r in range(n_rec):
+                state[h_off + r] = max(min(state[h_off + r], proj_clip), -proj_clip)
     else:
         for r in range(H):
             state[h_off + r] = tmp[r]

@@ -24,7 +24,7 @@ from .layout import (  # noqa: F401  (the record layout lives in layout.py, free
     L_FLAGS, L_DIRLEN, L_HDR, FLAG_PEEP, FLAG_PROJ, FLAG_RESET_AFTER, FLAG_RELU, LS_WX,
     LS_WH, LS_BX, LS_BH, LS_MX, LS_MH, LS_PEEP, LS_MP, LS_PROJ,
     LS_BPROJ, LS_MPROJ, LS_MHID, LS_HID_ZP, LS_OUT_ZP, LS_CELL_EXP, LS_TANH_CELL, LS_STATE,
-    LS_SIG, LS_TANH3, LS_LEN, GR_WX, GR_WH, GR_BX, GR_BH, GR_MX,
+    LS_SIG, LS_TANH3, LS_CELL_CLIP, LS_PROJ_CLIP, LS_LEN, GR_WX, GR_WH, GR_BX, GR_BH, GR_MX,
     GR_MH, GR_M16TO8, GR_OUT_ZP, GR_STATE, GR_SIG, GR_TANH3, GR_LEN, RN_WX,
     RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE,
     RN_TANH3, RN_LEN, DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT,
@@ -125,9 +125,10 @@ def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
         gate[r] = sat16(np.int64(v) + gate[r])
 
 @njit(**NJIT_OPTS)
-def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
-    """TFLite UpdateLstmCellInteger (no CIFG, no clip): c = sat16(int16(rdbpot(f*c, 15)) +
-    int16(rdbpot(i*g, 30 + cell_exp))); gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""
+def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp, clip):
+    """TFLite UpdateLstmCellInteger (no CIFG): c = sat16(int16(rdbpot(f*c, 15)) +
+    int16(rdbpot(i*g, 30 + cell_exp))), then clamped to [-clip, clip] when clip > 0 (CwiseClipping);
+    gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""
     H = hidden
     shift = 30 + cell_exp
     i_g = gates[:H]
@@ -138,6 +139,9 @@ def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
         fc = np.int16(rdbpot(np.int32(f_g[r]) * np.int32(c[r]), 15))
         ig = np.int16(rdbpot(np.int32(i_g[r]) * np.int32(g_g[r]), shift))
         c[r] = sat16(np.int64(fc) + np.int64(ig))
+    if clip > 0:
+        for r in range(H):
+            c[r] = min(max(np.int32(c[r]), -clip), clip)
 
 @njit(**NJIT_OPTS)
 def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n_rec, out, o_off,
@@ -154,7 +158,7 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         lstm_peephole_acc(prog, rec, wq, 1, c, H, gates[H:2 * H])       # f uses c(t-1)
     _lut16_inplace(wq, sig, gates[:2 * H])
     _lut16_inplace(wq, prog[rec + LS_TANH3], gates[2 * H:3 * H])
-    lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP])
+    lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP], prog[rec + LS_CELL_CLIP])
     o = gates[3 * H:4 * H]
     if flags & FLAG_PEEP:
         lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
@@ -180,6 +184,10 @@ def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n
         for r in range(n_rec):
             v = mbqm(wrap32(np.int64(acc[r]) + bias[r]), m_p, s_p)
             h[r] = sat8(np.int64(v) + zp_out)
+        p_clip = prog[rec + LS_PROJ_CLIP]
+        if p_clip > 0:   # TFLite clips the raw int8 values, zero point ignored
+            for r in range(n_rec):
+                h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
     else:
         h[:] = hid
     out[o_off:o_off + n_rec] = h
@@ -273,22 +281,31 @@ def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, ou
     out[o_off:o_off + H] = h
 
 @njit(**NJIT_OPTS)
+def mbqm_single(x, mult, shift):
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (what LiteRT's reference int8
+    FULLY_CONNECTED uses): (x * m + 2^(30 - shift)) >> (31 - shift), rounding half up; shift <= 30."""
+    t = np.int64(31 - shift)
+    return (np.int64(x) * np.int64(mult) + (np.int64(1) << (t - 1))) >> t
+
+
+@njit(**NJIT_OPTS)
 def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
-    """int8 Dense: logits = sat8(mbqm(b + W x) + pre_zp), then the output activation:
+    """int8 Dense = LiteRT FULLY_CONNECTED: logits[o] = sat8(mbqm_single(wrap32(b + W x)[o], m[o], s[o]) +
+    pre_zp) with per-channel (m, s) pairs at prog[DN_M]; then the output activation:
     relu clamps at the zero point; sigmoid/tanh map through a 256-entry int8 table; softmax uses an
     exp table and integer division (all tables built once in prepare())."""
     _dot_rows(wq, prog[rec + DN_W], n_out, n_in, x, x_off, acc)
     b_off = prog[rec + DN_B]
     bias = prog[b_off:b_off + n_out]
-    m = prog[rec + DN_M]
-    s = prog[rec + DN_M + 1]
+    m_off = prog[rec + DN_M]
     zp = prog[rec + DN_PRE_ZP]
     act = prog[rec + DN_ACT]
     lut_off = prog[rec + DN_LUT]
     logits = acc[:n_out]
     y = out[o_off:o_off + n_out]
     for r in range(n_out):
-        logits[r] = sat8(np.int64(mbqm(wrap32(np.int64(logits[r]) + bias[r]), m, s)) + zp)
+        v = mbqm_single(wrap32(np.int64(logits[r]) + bias[r]), prog[m_off + 2 * r], prog[m_off + 2 * r + 1])
+        logits[r] = sat8(v + zp)
     if act == ACT_NONE:
         for r in range(n_out):
             y[r] = logits[r]

@@ -24,7 +24,8 @@ LS_PROJ, LS_BPROJ, LS_MPROJ = 27, 28, 29   # pair 29..30
 LS_MHID, LS_HID_ZP, LS_OUT_ZP = 31, 33, 34  # pair 31..32
 LS_CELL_EXP, LS_TANH_CELL, LS_STATE = 35, 36, 37
 LS_SIG, LS_TANH3 = 38, 39
-LS_LEN = 40
+LS_CELL_CLIP, LS_PROJ_CLIP = 40, 41   # quantized clips, 0 = none (TFLite's quantized_cell/proj_clip)
+LS_LEN = 42
 
 # GRU direction record
 GR_WX, GR_WH, GR_BX, GR_BH = 0, 1, 2, 3
@@ -37,7 +38,7 @@ RN_WX, RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE, RN_TANH3
 RN_LEN = 13
 
 # Dense record
-DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6
+DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6   # DN_M: offset of O (mult, shift) pairs
 DN_LEN = 7
 
 

@@ -20,7 +20,8 @@ GRU   w_x int8 (3H, I) w_x_scale (3,)  w_h int8 (3H, H) w_h_scale (3,)
       b_x int32 (3H,) at act_in.scale * w_x_scale[gate];  b_h int32 (3H,) at act_out.scale * w_h_scale[gate]
 RNN   w_x int8 (H, I) w_x_scale (1,)  w_h int8 (H, H) w_h_scale (1,)  b int32 (H,) at act_in.scale * w_x_scale
       pre_scale f32 (1,)    int16 pre-activation scale (relu only; tanh uses Q3.12)
-Dense w int8 (O, I) w_scale (1,)  b int32 (O,) at act_in.scale * w_scale
+Dense w int8 (O, I) w_scale (O,) per output channel (LiteRT FULLY_CONNECTED)  b int32 (O,) at
+      act_in.scale * w_scale[o]  (files with one w_scale (1,) load with it repeated per channel)
       pre_scale f32 (1,) pre_zp int32 (1,)   int8 logits before the activation
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
         return s
     if k == "dense":
         O, I = layer.output_size, layer.input_size
-        return {"w": ((O, I), np.int8), "w_scale": ((1,), np.float32), "b": ((O,), np.int32),
+        return {"w": ((O, I), np.int8), "w_scale": ((O,), np.float32), "b": ((O,), np.int32),
                 "pre_scale": ((1,), np.float32), "pre_zp": ((1,), np.int32)}
     raise ModelError(f"unknown layer kind {k!r}")
 
@@ -121,6 +122,8 @@ def validate_quant(spec, q: QuantParams) -> QuantParams:
             if set(params) != set(shapes):
                 missing, extra = set(shapes) - set(params), set(params) - set(shapes)
                 raise ModelError(f"{where}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+            if layer.kind == "dense" and np.shape(params.get("w_scale")) == (1,):
+                params["w_scale"] = np.repeat(np.asarray(params["w_scale"]), layer.output_size)  # per tensor
             for name, (shape, dtype) in shapes.items():
                 a = np.asarray(params[name])
                 if a.dtype != np.dtype(dtype):

@@ -176,9 +176,9 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         for d, w in enumerate(layer.directions):
             q = {}
             if layer.kind == "dense":
-                q["w"], ws = quantize_symmetric(w["w"])
-                q["w_scale"] = np.array([ws], np.float32)
-                q["b"] = quantize_bias(w["b"], np.float32(s_in) * ws)
+                # per-output-channel symmetric scales, as the TFLite converter writes for FULLY_CONNECTED
+                q["w"], q["w_scale"] = _blocks(w["w"], layer.output_size)
+                q["b"] = _bias_blocks(w["b"], s_in, q["w_scale"])
                 ps, pz = choose_act_quant(o["pre"].lo, o["pre"].hi)
                 q["pre_scale"] = np.array([ps], np.float32)
                 q["pre_zp"] = np.array([pz], np.int32)

@@ -69,6 +69,7 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     const int16_t *tanh_c = blob + prog[rec + LS_TANH_CELL];
     int32_t shift_ig = 30 + prog[rec + LS_CELL_EXP];
     int32_t m_hid = prog[rec + LS_MHID], s_hid = prog[rec + LS_MHID + 1], zp_hid = prog[rec + LS_HID_ZP];
+    int32_t cell_clip = prog[rec + LS_CELL_CLIP], proj_clip = prog[rec + LS_PROJ_CLIP];
 
     dot_rows(blob + prog[rec + LS_WX], 4 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + LS_BX], prog + rec + LS_MX, 4, H, gates, 0);
@@ -85,6 +86,11 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
         int16_t ig = elstm_wrap16(elstm_rdbpot((int32_t)gates[r] * (int32_t)gates[2 * H + r], shift_ig));
         c[r] = (int16_t)elstm_sat16((int32_t)fc + (int32_t)ig);
     }
+    if (cell_clip > 0) {        /* TFLite CwiseClipping of the quantized cell */
+        for (r = 0; r < H; ++r) {
+            c[r] = (int16_t)(c[r] > cell_clip ? cell_clip : (c[r] < -cell_clip ? -cell_clip : c[r]));
+        }
+    }
     if (flags & FLAG_PEEP) {
         lstm_peephole(prog, rec, blob, 2, c, H, o);              /* o uses c(t) */
     }
@@ -99,6 +105,11 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
         dot_rows(blob + prog[rec + LS_PROJ], n_rec, H, hid, acc);
         for (r = 0; r < n_rec; ++r) {
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p) + zp_out);
+        }
+        if (proj_clip > 0) {    /* TFLite clips the raw int8 values, zero point ignored */
+            for (r = 0; r < n_rec; ++r) {
+                h[r] = (int16_t)(h[r] > proj_clip ? proj_clip : (h[r] < -proj_clip ? -proj_clip : h[r]));
+            }
         }
     } else {
         for (r = 0; r < H; ++r) {
@@ -196,17 +207,27 @@ static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
     }
 }
 
+/* LiteRT FULLY_CONNECTED (reference int8): per-channel requantization with TFLite's single-rounding
+ * MultiplyByQuantizedMultiplier, (x * m + 2^(30 - shift)) >> (31 - shift); shift <= 30 (checked by prepare) */
+static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
+{
+    int32_t t = 31 - shift;
+    return ((int64_t)x * (int64_t)multiplier + ((int64_t)1 << (t - 1))) >> t;
+}
+
 static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int32_t n_in,
                        int32_t n_out, int16_t *y, int32_t *logits)
 {
     const int32_t *bias = prog + prog[rec + DN_B];
-    int32_t m = prog[rec + DN_M], s = prog[rec + DN_M + 1], zp = prog[rec + DN_PRE_ZP];
+    const int32_t *m = prog + prog[rec + DN_M];   /* per output channel (mult, shift) pairs */
+    int32_t zp = prog[rec + DN_PRE_ZP];
     int32_t act = prog[rec + DN_ACT];
     const int32_t *lut = prog + prog[rec + DN_LUT];
     int32_t r;
     dot_rows(blob + prog[rec + DN_W], n_out, n_in, x, logits);
     for (r = 0; r < n_out; ++r) {
-        logits[r] = elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)logits[r] + bias[r]), m, s) + zp);
+        int64_t v = elstm_mbqm_single(elstm_wrap32((int64_t)logits[r] + bias[r]), m[2 * r], m[2 * r + 1]) + zp;
+        logits[r] = (int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
     }
     if (act == ACT_NONE) {
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)logits[r];
