@@ -1,7 +1,6 @@
 """Randomized int8 streaming models of every layer kind for the C firmware tests (shared by tests and CI)."""
 import numpy as np
 
-import edgelstm as el
 from test_int8_exact import make_case
 
 

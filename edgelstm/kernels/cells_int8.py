@@ -28,7 +28,7 @@ from .layout import (  # noqa: F401  (the record layout lives in layout.py, free
     GR_MH, GR_M16TO8, GR_OUT_ZP, GR_STATE, GR_SIG, GR_TANH3, GR_LEN, RN_WX,
     RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP, RN_STATE,
     RN_TANH3, RN_LEN, DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT,
-    DN_LEN, PAD, KINDS, ACTIVATIONS,
+    DN_LEN, PAD,
 )
 
 @njit(**NJIT_OPTS)
