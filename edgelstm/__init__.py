@@ -5,16 +5,30 @@
     q = el.quantize(m, calibration=X_calib)
     Y = q.run(X)
     s = q.stream(); y = s.step(x)
+
+The public names below are imported on first use, so ``import edgelstm`` (and the numpy-free deployment
+module ``edgelstm.deploy``) stay cheap: a no-JIT process starts without numpy or Numba.
 """
-from .errors import (ArtifactError, EdgeLSTMError, ImportModelError, InputError, ModelError,
+from .errors import (ArtifactError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
                      StreamingError)
-from .model import GRU, LSTM, RNN, Dense, ModelSpec, random_model
-from .quant.params import QuantParams
-from .runtime import Model, Stream
-from .artifact import load, save
-from .quant.ptq import quantize
 
 __version__ = "0.1.0"
+_LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "model", "LSTM": "model", "GRU": "model",
+         "RNN": "model", "Dense": "model", "random_model": "model", "QuantParams": "quant.params",
+         "load": "artifact", "save": "artifact", "quantize": "quant.ptq"}
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
            "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
-           "ImportModelError", "StreamingError"]
+           "ImportModelError", "StreamingError", "FirmwareError"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -26,3 +26,7 @@ class ImportModelError(EdgeLSTMError, ValueError):
 
 class StreamingError(EdgeLSTMError, RuntimeError):
     """The model cannot be run step by step (e.g. it has a bidirectional layer)."""
+
+
+class FirmwareError(EdgeLSTMError, RuntimeError):
+    """A C bundle cannot be built or run (no compiler, a compile error, the program failed)."""

@@ -55,7 +55,7 @@ class _Builder:
         off = self.blob_len
         a = np.asarray(a)
         if pad_columns:
-            from .kernels.cells_int8 import PAD
+            from .kernels.layout import PAD
             a = np.pad(a, ((0, 0), (0, (-a.shape[1]) % PAD)))
         flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
         pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
@@ -113,8 +113,8 @@ def quantized_clip(clip: float, scale: float, limit: int) -> int:
 
 def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     """LiteRT's int8 FULLY_CONNECTED Prepare, per output channel: the effective scale in double,
-    input_scale * filter_scale[c] / output_scale (each a float32 widened to double), QuantizeMultiplier, and
-    the single-rounding form's total right shift 31 - shift, which must lie in [1, 62] (shift <= 30)."""
+    input_scale * filter_scale[c] / output_scale (each a float32 widened to double), QuantizeMultiplier:
+    (multiplier, shift) pairs with shift <= 30 (the single-rounding form shifts right by 31 - shift)."""
     out = []
     for w in np.asarray(w_scales, np.float32):
         real = float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))
@@ -122,7 +122,7 @@ def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
         if shift > 30:
             raise ModelError(f"Dense effective scale {real:.6g} needs a multiplier shift of {shift}; LiteRT's "
                              f"FULLY_CONNECTED supports shifts up to 30")
-        out.extend((m, 31 - shift))
+        out.extend((m, shift))
     return out
 
 
@@ -154,7 +154,7 @@ class Prepared:
 
 def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     """Build kernel-ready arrays. float model: quant is None."""
-    from .kernels import cells_int8 as C
+    from .kernels import layout as C
     from .quant.tables import sigmoid_table, tanh_table
 
     quantized = quant is not None
@@ -220,7 +220,7 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
 
 def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_off: int, sig_off: int,
                  tanh_offs: dict) -> list[int]:
-    from .kernels import cells_int8 as C
+    from .kernels import layout as C
     from .quant.tables import tanh_table
 
     q = quant.layers[k][d]
@@ -328,7 +328,7 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
 
 def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
     from .kernels import cells_f32 as F
-    from .kernels.cells_int8 import ACTIVATIONS
+    from .kernels.layout import ACTIVATIONS
 
     if layer.kind == "dense":
         rec = [0] * F.FD_LEN
@@ -366,8 +366,7 @@ WORK_LIMIT_BYTES = 2**31 - 2**20
 
 def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     """uint8 work buffer with its int32 header (see kernels/program.py)."""
-    from .kernels.program import WORK_HEADER_BYTES
-    from .kernels.cells_int8 import PAD
+    from .kernels.layout import PAD, WORK_HEADER_BYTES
     e = prep.elem
     off = WORK_HEADER_BYTES
     lengths_off = off
@@ -670,10 +669,13 @@ class Model:
         return Y
 
     def _kernel(self, *, frame: bool = False):
-        from .kernels import program
+        from .kernels import announce_compile, program
         if frame:
-            return program.step_int8 if self.is_quantized else program.step_f32
-        return program.forward_int8 if self.is_quantized else program.forward_f32
+            kernel = program.step_int8 if self.is_quantized else program.step_f32
+        else:
+            kernel = program.forward_int8 if self.is_quantized else program.forward_f32
+        announce_compile(kernel)
+        return kernel
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
@@ -689,8 +691,9 @@ class Stream:
 
     def __init__(self, model: Model):
         self.model = model
-        self._kernel = model._kernel()
-        self._step_kernel = model._kernel(frame=True)
+        # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
+        from .native import step_kernel
+        self._step_kernel = step_kernel(model._prep) or model._kernel(frame=True)
         self._prog = model._prep.prog
         self._weights = model._prep.weights
         self._F = model.input_size
@@ -783,7 +786,7 @@ class Stream:
                 self._alloc(T)  # keeps the state
             self._lengths[0] = T
             Y = np.empty((1, T, self.model.output_size), np.float32)
-            status = self._kernel(X[None], Y, self._prog, self._weights, self._work)
+            status = self.model._kernel()(X[None], Y, self._prog, self._weights, self._work)
             if status:
                 self._raise_status(status, "X")
         finally:

@@ -28,3 +28,26 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
+
+
+_announced = False
+
+
+def announce_compile(kernel, stream=None) -> None:
+    """Say once per process, on a terminal, that the first call of ``kernel`` will compile (no disk cache
+    entry yet), so a first run is not silent for ~30 s. A read-only install still caches: Numba then writes
+    to its user-wide cache directory (``NUMBA_CACHE_DIR``, else ``~/.cache/numba``)."""
+    global _announced
+    import os
+    import sys
+    stream = stream if stream is not None else sys.stderr
+    if _announced or not getattr(stream, "isatty", lambda: False)():
+        return
+    try:
+        cached = bool(kernel.signatures) or os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:   # not a caching dispatcher: nothing to announce
+        return
+    if not cached:
+        _announced = True
+        print("edgelstm: compiling the kernels once (about 30 s); later runs load them from the disk cache",
+              file=stream, flush=True)

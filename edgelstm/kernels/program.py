@@ -24,9 +24,11 @@ from .cells_int8 import (FLAG_REVERSE, GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM
                          L_HID, L_IN, L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
                          lstm_step_int8, rnn_step_int8)
 
-G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
-W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC, W_AUX, W_SCRATCH_N = 0, 1, 2, 3, 4, 5, 6, 7, 8
-WORK_HEADER_BYTES = 64
+from .layout import (  # noqa: F401
+    G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
+    G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
+    W_AUX, W_SCRATCH_N, WORK_HEADER_BYTES,
+)
 
 
 @njit(**NJIT_OPTS)

@@ -227,11 +227,38 @@ def _finish(raw):
     return out
 
 
+def _disk_cached(name, compute):
+    """A table from the user cache (keyed by this file's hash) or computed and stored there: computing one
+    costs ~35 ms, a large share of a no-JIT process's cold start. Any cache problem just recomputes."""
+    import hashlib
+    import os
+    from pathlib import Path
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    try:
+        digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        path = Path(base) / "edgelstm" / f"table-{name}-{digest}.npy"
+        table = np.load(path)
+        if table.dtype == np.int16 and table.shape == (65536,):
+            table.setflags(write=False)
+            return table
+    except (OSError, ValueError):
+        pass
+    table = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, table)
+        os.replace(tmp, path)
+    except (OSError, NameError):
+        pass
+    return table
+
+
 @functools.lru_cache(maxsize=None)
 def sigmoid_table() -> np.ndarray:
     """np.int16[65536]: gemmlowp::logistic(FixedPoint<int16_t, 3>::FromRaw(x)).raw() at index x + 32768
-    (TFLite PortableApplySigmoid: Q3.12 in, Q0.15 out). Read-only, cached."""
-    return _finish(_logistic(_all_inputs(), 3))
+    (TFLite PortableApplySigmoid: Q3.12 in, Q0.15 out). Read-only, cached (memory and user disk cache)."""
+    return _disk_cached("sigmoid", lambda: _finish(_logistic(_all_inputs(), 3)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,4 +268,4 @@ def tanh_table(integer_bits: int) -> np.ndarray:
     k = int(integer_bits)
     if k != integer_bits or not 0 <= k <= 6:
         raise ValueError(f"tanh_table: integer_bits must be an int in 0..6, got {integer_bits!r}")
-    return _finish(_tanh(_all_inputs(), k))
+    return _disk_cached(f"tanh{k}", lambda: _finish(_tanh(_all_inputs(), k)))

@@ -1,0 +1,66 @@
+/* edgelstm C99 runtime: integer-only int8 LSTM / GRU / RNN / Dense stacks, bit-exact with the Numba kernels.
+ *
+ * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
+ * biases, multipliers) and an int16 blob (int8 weights widened, int16 peepholes, gemmlowp activation tables).
+ * edgelstm.export.to_c() writes both as const arrays in model_data.c. All float math happened there, once;
+ * elstm_step() uses integers only. Memory is owned by the caller: no malloc, no globals.
+ */
+#ifndef EDGELSTM_H
+#define EDGELSTM_H
+
+#include <stdint.h>
+
+#define ELSTM_FORMAT_VERSION 1
+
+/* Sizes of a model; everything a caller needs to allocate memory for it. */
+typedef struct {
+    int32_t format_version; /* ELSTM_FORMAT_VERSION the bundle was generated for; checked by elstm_init */
+    int32_t input_size;     /* F: features per frame */
+    int32_t output_size;    /* O: outputs per frame */
+    int32_t width;          /* W: widest layer boundary (elements of one frame buffer) */
+    int32_t n_state;        /* state elements (int16) of one stream */
+    int32_t scratch;        /* scratch elements (gate rows, padded) */
+    int32_t prog_len;       /* elements of weights.prog */
+    int32_t blob_len;       /* elements of weights.blob */
+    float input_scale;      /* int8 input quantization (used only by the float helpers) */
+    int32_t input_zp;
+    float output_scale;     /* int8 output quantization (used only by the float helpers) */
+    int32_t output_zp;
+} elstm_config;
+
+/* Constant model data (may live in flash). */
+typedef struct {
+    const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h */
+    const int16_t *blob;    /* (blob_len,) weights widened to int16 + activation tables */
+} elstm_weights;
+
+/* Per-stream memory, owned by the caller; every array is sized from elstm_config. */
+typedef struct {
+    int16_t *state;         /* (n_state,) recurrent state: LSTM h (int8 values) + c, GRU h Q0.15 + h8, RNN h */
+    int16_t *frames;        /* (2 * width,) ping-pong layer outputs of the current frame */
+    int16_t *gates;         /* (scratch,) int16 gate pre-activations / activations */
+    int32_t *acc;           /* (scratch,) int32 matmul accumulators */
+    int16_t *aux;           /* (scratch,) hidden int8 values (LSTM projection input) / GRU r*h or U_n h */
+} elstm_state;
+
+enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };
+
+/* Checks the format version and that every layer record lies inside prog; then resets the state. */
+int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
+
+/* Back to the zero state (h at its zero point, c = 0). */
+void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
+
+/* One frame: x (input_size,) int8 in the input quantization -> y (output_size,) int8. Integer-only. */
+void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const int8_t *x, int8_t *y);
+
+/* Float helpers around the integer step (TFLite AffineQuantize / Dequantize). */
+int8_t elstm_quantize(float v, float scale, int32_t zp);
+float elstm_dequantize(int8_t q, float scale, int32_t zp);
+
+/* Quantize a float frame, step, dequantize: returns 1 (state untouched) if x holds NaN or inf, else 0.
+ * xq (input_size,) and yq (output_size,) are caller-owned int8 scratch. */
+int elstm_step_f32(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const float *x, float *y,
+                   int8_t *xq, int8_t *yq);
+
+#endif

@@ -1,0 +1,343 @@
+/* Integer-only interpreter over edgelstm's prepared program: a port of kernels/cells_int8.py and the
+ * one-frame path of kernels/program.py (same records, same arithmetic, same order). */
+#include <string.h>
+
+#include "edgelstm.h"
+#include "elstm_records.h"
+#include "fixedpoint.h"
+
+static int32_t padded(int32_t n) { return (n + ELSTM_PAD - 1) / ELSTM_PAD * ELSTM_PAD; }
+
+/* acc[r] = wrap32(sum_c W[r, c] * v[c]); W rows are stored zero-padded to padded(cols). The sum runs in
+ * uint32 so that a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits). */
+static void dot_rows(const int16_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t cp = padded(cols);
+    int32_t r, c;
+    for (r = 0; r < rows; ++r) {
+        const int16_t *row = w + (int64_t)r * cp;
+        uint32_t s = 0;
+        for (c = 0; c < cols; ++c) {
+            s += (uint32_t)((int32_t)row[c] * (int32_t)v[c]);
+        }
+        acc[r] = elstm_wrap32((int64_t)s);
+    }
+}
+
+/* gate = sat16(mbqm(wrap32(bias + acc)) [+ gate]), one (mult, shift) pair per gate block */
+static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t *m, int32_t n_blocks,
+                          int32_t block, int16_t *gate, int accumulate)
+{
+    int32_t g, r;
+    for (g = 0; g < n_blocks; ++g) {
+        int32_t mult = m[2 * g], shift = m[2 * g + 1];
+        for (r = 0; r < block; ++r) {
+            int32_t i = g * block + r;
+            int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[i] + bias[i]), mult, shift);
+            gate[i] = (int16_t)elstm_sat16(v + (accumulate ? gate[i] : 0));
+        }
+    }
+}
+
+static void lut16(const int16_t *table, int16_t *v, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        v[i] = table[(int32_t)v[i] + 32768];
+    }
+}
+
+static void lstm_peephole(const int32_t *prog, int32_t rec, const int16_t *blob, int32_t row, const int16_t *c,
+                          int32_t hidden, int16_t *gate)
+{
+    const int16_t *w = blob + prog[rec + LS_PEEP] + row * hidden;
+    int32_t mult = prog[rec + LS_MP + 2 * row], shift = prog[rec + LS_MP + 2 * row + 1];
+    int32_t r;
+    for (r = 0; r < hidden; ++r) {
+        int32_t v = elstm_mbqm((int32_t)w[r] * (int32_t)c[r], mult, shift);
+        gate[r] = (int16_t)elstm_sat16(v + gate[r]);
+    }
+}
+
+static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
+                      int32_t n_in, int16_t *state, int32_t hidden, int32_t n_rec, int16_t *out, int16_t *gates,
+                      int32_t *acc, int16_t *hid)
+{
+    int32_t H = hidden, r;
+    int16_t *h = state;
+    int16_t *c = state + n_rec;
+    int16_t *o = gates + 3 * H;
+    const int16_t *sig = blob + prog[rec + LS_SIG];
+    const int16_t *tanh_c = blob + prog[rec + LS_TANH_CELL];
+    int32_t shift_ig = 30 + prog[rec + LS_CELL_EXP];
+    int32_t m_hid = prog[rec + LS_MHID], s_hid = prog[rec + LS_MHID + 1], zp_hid = prog[rec + LS_HID_ZP];
+    int32_t cell_clip = prog[rec + LS_CELL_CLIP], proj_clip = prog[rec + LS_PROJ_CLIP];
+
+    dot_rows(blob + prog[rec + LS_WX], 4 * H, n_in, x, acc);
+    requant_acc16(acc, prog + prog[rec + LS_BX], prog + rec + LS_MX, 4, H, gates, 0);
+    dot_rows(blob + prog[rec + LS_WH], 4 * H, n_rec, h, acc);
+    requant_acc16(acc, prog + prog[rec + LS_BH], prog + rec + LS_MH, 4, H, gates, 1);
+    if (flags & FLAG_PEEP) {
+        lstm_peephole(prog, rec, blob, 0, c, H, gates);          /* i uses c(t-1) */
+        lstm_peephole(prog, rec, blob, 1, c, H, gates + H);      /* f uses c(t-1) */
+    }
+    lut16(sig, gates, 2 * H);
+    lut16(blob + prog[rec + LS_TANH3], gates + 2 * H, H);
+    for (r = 0; r < H; ++r) {   /* TFLite UpdateLstmCellInteger; int16 casts truncate as its CwiseMul */
+        int16_t fc = elstm_wrap16(elstm_rdbpot((int32_t)gates[H + r] * (int32_t)c[r], 15));
+        int16_t ig = elstm_wrap16(elstm_rdbpot((int32_t)gates[r] * (int32_t)gates[2 * H + r], shift_ig));
+        c[r] = (int16_t)elstm_sat16((int32_t)fc + (int32_t)ig);
+    }
+    if (cell_clip > 0) {        /* TFLite CwiseClipping of the quantized cell */
+        for (r = 0; r < H; ++r) {
+            c[r] = (int16_t)(c[r] > cell_clip ? cell_clip : (c[r] < -cell_clip ? -cell_clip : c[r]));
+        }
+    }
+    if (flags & FLAG_PEEP) {
+        lstm_peephole(prog, rec, blob, 2, c, H, o);              /* o uses c(t) */
+    }
+    lut16(sig, o, H);
+    for (r = 0; r < H; ++r) {   /* hidden = o * tanh(c), requantized to int8 */
+        int32_t t = tanh_c[(int32_t)c[r] + 32768];
+        hid[r] = (int16_t)elstm_sat8(elstm_mbqm((int32_t)o[r] * t, m_hid, s_hid) + zp_hid);
+    }
+    if (flags & FLAG_PROJ) {
+        const int32_t *bias = prog + prog[rec + LS_BPROJ];
+        int32_t m_p = prog[rec + LS_MPROJ], s_p = prog[rec + LS_MPROJ + 1], zp_out = prog[rec + LS_OUT_ZP];
+        dot_rows(blob + prog[rec + LS_PROJ], n_rec, H, hid, acc);
+        for (r = 0; r < n_rec; ++r) {
+            h[r] = (int16_t)elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p) + zp_out);
+        }
+        if (proj_clip > 0) {    /* TFLite clips the raw int8 values, zero point ignored */
+            for (r = 0; r < n_rec; ++r) {
+                h[r] = (int16_t)(h[r] > proj_clip ? proj_clip : (h[r] < -proj_clip ? -proj_clip : h[r]));
+            }
+        }
+    } else {
+        for (r = 0; r < H; ++r) {
+            h[r] = hid[r];
+        }
+    }
+    for (r = 0; r < n_rec; ++r) {
+        out[r] = h[r];
+    }
+}
+
+static void q15_to_int8(const int16_t *src, int16_t *dst, int32_t n, int32_t mult, int32_t shift, int32_t zp)
+{
+    int32_t r;
+    for (r = 0; r < n; ++r) {
+        dst[r] = (int16_t)elstm_sat8(elstm_mbqm(src[r], mult, shift) + zp);
+    }
+}
+
+static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
+                     int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates, int32_t *acc,
+                     int16_t *tmp)
+{
+    int32_t H = hidden, r;
+    int16_t *h16 = state;
+    int16_t *h8 = state + H;
+    int16_t *rg = gates, *zg = gates + H, *ng = gates + 2 * H;
+    int32_t m8 = prog[rec + GR_M16TO8], s8 = prog[rec + GR_M16TO8 + 1], zp = prog[rec + GR_OUT_ZP];
+    int32_t m_n = prog[rec + GR_MH + 4], s_n = prog[rec + GR_MH + 5];
+    const int32_t *bias_n = prog + prog[rec + GR_BH] + 2 * H;
+    const int16_t *sig = blob + prog[rec + GR_SIG];
+
+    dot_rows(blob + prog[rec + GR_WX], 3 * H, n_in, x, acc);
+    requant_acc16(acc, prog + prog[rec + GR_BX], prog + rec + GR_MX, 3, H, gates, 0);
+    if (flags & FLAG_RESET_AFTER) {
+        dot_rows(blob + prog[rec + GR_WH], 3 * H, H, h8, acc);
+        requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
+        for (r = 0; r < H; ++r) {
+            tmp[r] = (int16_t)elstm_sat16(elstm_mbqm(elstm_wrap32((int64_t)acc[2 * H + r] + bias_n[r]), m_n, s_n));
+        }
+        lut16(sig, gates, 2 * H);
+        for (r = 0; r < H; ++r) {   /* r * (U_n h + b_hn), Q3.12 */
+            int32_t rn = elstm_rdbpot((int32_t)rg[r] * (int32_t)tmp[r], 15);
+            ng[r] = (int16_t)elstm_sat16(rn + ng[r]);
+        }
+    } else {
+        dot_rows(blob + prog[rec + GR_WH], 2 * H, H, h8, acc);
+        requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
+        lut16(sig, gates, 2 * H);
+        for (r = 0; r < H; ++r) {   /* int8 r * h in h's own quantization */
+            int32_t rh = elstm_rdbpot((int32_t)rg[r] * (int32_t)h16[r], 15);
+            tmp[r] = (int16_t)elstm_sat8(elstm_mbqm(rh, m8, s8) + zp);
+        }
+        dot_rows(blob + prog[rec + GR_WH] + (int64_t)2 * H * padded(H), H, H, tmp, acc);
+        for (r = 0; r < H; ++r) {
+            int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias_n[r]), m_n, s_n);
+            ng[r] = (int16_t)elstm_sat16(v + ng[r]);
+        }
+    }
+    lut16(blob + prog[rec + GR_TANH3], ng, H);
+    for (r = 0; r < H; ++r) {   /* h' = z*h + (1-z)*n, 1 = 32767 in Q0.15 */
+        int32_t z = zg[r];
+        int32_t zh = elstm_rdbpot(z * (int32_t)h16[r], 15);
+        int32_t zn = elstm_rdbpot((32767 - z) * (int32_t)ng[r], 15);
+        h16[r] = (int16_t)elstm_sat16(zh + zn);
+    }
+    q15_to_int8(h16, h8, H, m8, s8, zp);
+    for (r = 0; r < H; ++r) {
+        out[r] = h8[r];
+    }
+}
+
+static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
+                     int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre, int32_t *acc)
+{
+    int32_t H = hidden, r;
+    int32_t m = prog[rec + RN_MOUT], s = prog[rec + RN_MOUT + 1], zp = prog[rec + RN_OUT_ZP];
+    dot_rows(blob + prog[rec + RN_WX], H, n_in, x, acc);
+    requant_acc16(acc, prog + prog[rec + RN_BX], prog + rec + RN_MX, 1, H, pre, 0);
+    dot_rows(blob + prog[rec + RN_WH], H, H, h, acc);
+    requant_acc16(acc, prog + prog[rec + RN_BH], prog + rec + RN_MH, 1, H, pre, 1);
+    if (flags & FLAG_RELU) {
+        for (r = 0; r < H; ++r) {
+            int32_t a = pre[r] > 0 ? pre[r] : 0;
+            h[r] = (int16_t)elstm_sat8(elstm_mbqm(a, m, s) + zp);
+        }
+    } else {
+        lut16(blob + prog[rec + RN_TANH3], pre, H);
+        for (r = 0; r < H; ++r) {
+            h[r] = (int16_t)elstm_sat8(elstm_mbqm(pre[r], m, s) + zp);
+        }
+    }
+    for (r = 0; r < H; ++r) {
+        out[r] = h[r];
+    }
+}
+
+/* LiteRT FULLY_CONNECTED (reference int8): per-channel requantization with TFLite's single-rounding
+ * MultiplyByQuantizedMultiplier, (x * m + 2^(30 - shift)) >> (31 - shift); shift <= 30 (checked by prepare) */
+static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
+{
+    int32_t t = 31 - shift;
+    return ((int64_t)x * (int64_t)multiplier + ((int64_t)1 << (t - 1))) >> t;
+}
+
+static float elstm_table_f32(const int32_t *table, int32_t i)
+{
+    float v;
+    int32_t bits = table[i < 0 ? 0 : (i > 255 ? 255 : i)];
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int32_t n_in,
+                       int32_t n_out, int16_t *y, int32_t *logits)
+{
+    const int32_t *bias = prog + prog[rec + DN_B];
+    const int32_t *m = prog + prog[rec + DN_M];   /* per output channel (mult, shift) pairs */
+    int32_t zp = prog[rec + DN_PRE_ZP];
+    int32_t act = prog[rec + DN_ACT];
+    const int32_t *lut = prog + prog[rec + DN_LUT];
+    int32_t r;
+    dot_rows(blob + prog[rec + DN_W], n_out, n_in, x, logits);
+    for (r = 0; r < n_out; ++r) {
+        int64_t v = elstm_mbqm_single(elstm_wrap32((int64_t)logits[r] + bias[r]), m[2 * r], m[2 * r + 1]) + zp;
+        logits[r] = (int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+    }
+    if (act == ACT_NONE) {
+        for (r = 0; r < n_out; ++r) y[r] = (int16_t)logits[r];
+    } else if (act == ACT_RELU) {
+        for (r = 0; r < n_out; ++r) y[r] = (int16_t)(logits[r] > zp ? logits[r] : zp);
+    } else if (act == ACT_SOFTMAX) {
+        /* LiteRT's int8 SOFTMAX: a float32 exp table (stored as bits in prog) and float32 arithmetic in its
+         * order; the one float epilogue of the int8 path (LiteRT computes int8 softmax so). */
+        int32_t q_max = -128;
+        float total = 0.0f, inv;
+        for (r = 0; r < n_out; ++r) q_max = logits[r] > q_max ? logits[r] : q_max;
+        for (r = 0; r < n_out; ++r) total = total + elstm_table_f32(lut, q_max - logits[r]);
+        inv = 1.0f / (total * 0.00390625f);
+        for (r = 0; r < n_out; ++r) {   /* round half away (p >= 0) - 128: output scale 1/256, zp -128 */
+            float p = elstm_table_f32(lut, q_max - logits[r]) * inv;
+            int64_t q = (int64_t)((double)p + 0.5) - 128;
+            y[r] = (int16_t)(q > 127 ? 127 : (q < -128 ? -128 : q));
+        }
+    } else {   /* sigmoid, tanh: 256-entry int8 table */
+        for (r = 0; r < n_out; ++r) y[r] = (int16_t)lut[logits[r] + 128];
+    }
+}
+
+int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
+{
+    const int32_t *prog = w->prog;
+    int32_t k, n_layers;
+    if (cfg->format_version != ELSTM_FORMAT_VERSION) {
+        return ELSTM_BAD_VERSION;
+    }
+    if (cfg->prog_len < G_LAYER0 || prog[G_IN] != cfg->input_size || prog[G_OUT] != cfg->output_size) {
+        return ELSTM_BAD_MODEL;
+    }
+    n_layers = prog[G_LAYERS];
+    if (n_layers < 1 || G_LAYER0 + n_layers > cfg->prog_len) {
+        return ELSTM_BAD_MODEL;
+    }
+    for (k = 0; k < n_layers; ++k) {
+        int32_t lo = prog[G_LAYER0 + k];
+        if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
+            || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len) {
+            return ELSTM_BAD_MODEL;
+        }
+    }
+    elstm_reset(cfg, w, st);
+    return ELSTM_OK;
+}
+
+void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
+{
+    const int32_t *prog = w->prog;
+    int32_t i, k;
+    for (i = 0; i < cfg->n_state; ++i) {
+        st->state[i] = 0;
+    }
+    for (k = 0; k < prog[G_LAYERS]; ++k) {
+        int32_t lo = prog[G_LAYER0 + k];
+        int32_t rec = lo + L_HDR;
+        int32_t kind = prog[lo + L_KIND], hid = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+        if (kind == KIND_LSTM) {        /* h = zero point, c = 0 */
+            for (i = 0; i < n_out; ++i) st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
+        } else if (kind == KIND_GRU) {  /* h16 = 0, h8 = zero point */
+            for (i = 0; i < hid; ++i) st->state[prog[rec + GR_STATE] + hid + i] = (int16_t)prog[rec + GR_OUT_ZP];
+        } else if (kind == KIND_RNN) {
+            for (i = 0; i < hid; ++i) st->state[prog[rec + RN_STATE] + i] = (int16_t)prog[rec + RN_OUT_ZP];
+        }
+    }
+}
+
+void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const int8_t *x, int8_t *y)
+{
+    const int32_t *prog = w->prog;
+    const int16_t *blob = w->blob;
+    int16_t *src = st->frames, *dst = st->frames + cfg->width, *swap;
+    int32_t k, i;
+    for (i = 0; i < cfg->input_size; ++i) {
+        src[i] = x[i];
+    }
+    for (k = 0; k < prog[G_LAYERS]; ++k) {
+        int32_t lo = prog[G_LAYER0 + k];
+        int32_t rec = lo + L_HDR;
+        int32_t kind = prog[lo + L_KIND], n_in = prog[lo + L_IN], hid = prog[lo + L_HID];
+        int32_t n_out = prog[lo + L_OUT], flags = prog[lo + L_FLAGS];
+        if (kind == KIND_LSTM) {
+            lstm_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
+                      st->gates, st->acc, st->aux);
+        } else if (kind == KIND_GRU) {
+            gru_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
+                     st->acc, st->aux);
+        } else if (kind == KIND_RNN) {
+            rnn_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
+                     st->acc);
+        } else {
+            dense_step(prog, rec, blob, src, n_in, n_out, dst, st->acc);
+        }
+        swap = src;
+        src = dst;
+        dst = swap;
+    }
+    for (i = 0; i < cfg->output_size; ++i) {
+        y[i] = (int8_t)src[i];
+    }
+}

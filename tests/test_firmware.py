@@ -1,0 +1,159 @@
+"""C99 firmware runtime vs the Numba runtime, bit for bit (host gcc/clang, ASan/UBSan, aarch64 under qemu,
+Cortex-M4 under qemu-system-arm). Cross toolchains missing -> the test is skipped with a loud reason."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import edgelstm as el
+from edgelstm.errors import FirmwareError, ModelError
+from edgelstm.export.to_c import to_c
+from edgelstm.firmware_host import (build, build_cortex_m_runner, build_runner, check, cortex_m_runner, run,
+                                    run_many)
+from c_cases import stream_cases
+from conftest import ROOT
+
+DATA = ROOT / "edgelstm" / "data"
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
+
+
+def _numba(model, X):
+    return model.stream().step_many(X)
+
+
+def _assert_bits_equal(cases, outputs, what):
+    bad = []
+    for i, ((m, X), got) in enumerate(zip(cases, outputs)):
+        want = _numba(m, X)
+        if not np.array_equal(got.view(np.int32), want.view(np.int32)):
+            t, o = np.argwhere(got.view(np.int32) != want.view(np.int32))[0]
+            bad.append((i, [layer.kind for layer in m.spec.layers], int(t), int(o), got[t, o], want[t, o]))
+    assert not bad, f"{what}: {len(bad)} of {len(cases)} models differ, first {bad[:3]}"
+    # not vacuous: the outputs move over time (a stuck runtime printing constants would still 'match' rarely)
+    assert sum(np.ptp(o, axis=0).max() > 0 for o in outputs) >= len(outputs) // 2
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return stream_cases(24, T=200)
+
+
+@pytest.fixture(scope="module")
+def lstm_tagger():
+    m = el.load(DATA / "tagger_lstm.elstm")
+    return el.quantize(m, calibration=np.load(DATA / "calibration.npy"), progress=False)
+
+
+@needs_cc
+def test_random_models_host_gcc_bit_exact(cases, tmp_path):
+    exe = build_runner(tmp_path, cc="cc")
+    _assert_bits_equal(cases, run_many(exe, cases), "host cc")
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang not installed (apt-get install clang)")
+def test_random_models_clang_strict_bit_exact(cases, tmp_path):
+    exe = build_runner(tmp_path, cc="clang")          # -std=c99 -Wall -Wextra -Werror -pedantic
+    _assert_bits_equal(cases, run_many(exe, cases), "clang")
+
+
+@needs_cc
+def test_random_models_under_asan_ubsan(cases, tmp_path):
+    exe = build_runner(tmp_path, cc="cc", sanitize=True)   # any finding aborts the run (no recovery)
+    _assert_bits_equal(cases[:12], run_many(exe, cases[:12]), "ASan/UBSan")
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                    reason="SKIPPED LOUDLY: aarch64 cross build needs apt-get install gcc-aarch64-linux-gnu qemu-user")
+def test_random_models_aarch64_under_qemu_bit_exact(cases, tmp_path):
+    exe = build_runner(tmp_path, cc="aarch64-linux-gnu-gcc", ldflags=["-static"])
+    _assert_bits_equal(cases, run_many(exe, cases, runner=["qemu-aarch64"]), "aarch64/qemu")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                    reason="SKIPPED LOUDLY: Cortex-M build needs apt-get install gcc-arm-none-eabi "
+                           "libnewlib-arm-none-eabi qemu-system-arm")
+def test_random_models_cortex_m4_under_qemu_bit_exact(cases, tmp_path):
+    exe = build_cortex_m_runner(tmp_path)
+    _assert_bits_equal(cases[:8], run_many(exe, cases[:8], runner=cortex_m_runner), "Cortex-M4/qemu")
+
+
+@needs_cc
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_bundled_tagger_bundle_equals_numba_over_1000_frames(name, lstm_tagger, tmp_path):
+    model = el.load(DATA / "tagger_gru_int8.elstm") if name == "gru" else lstm_tagger
+    X = np.load(DATA / "demo_features.npy")[:1000]
+    report = check(model, X, workdir=tmp_path / "bundle")
+    assert report.frames == 1000 and report.equal, str(report)
+    for f in ("model_data.c", "model_data.h", "edgelstm.h", "edgelstm.c", "main.c", "Makefile"):
+        assert (tmp_path / "bundle" / f).exists(), f
+
+
+@needs_cc
+def test_bundle_makefile_builds_and_streamer_prints_codes(tmp_path):
+    model = el.load(DATA / "tagger_gru_int8.elstm")
+    bundle = to_c(model, tmp_path / "b")
+    if shutil.which("make"):
+        subprocess.run(["make", "-s", "-C", str(bundle)], check=True, capture_output=True)
+        exe = bundle / "streamer"
+    else:
+        exe = build(bundle)
+    X = np.load(DATA / "demo_features.npy")[:50]
+    codes = run(exe, X, codes=True)
+    s_out, zp_out = model.quant.act[-1]
+    want = _numba(model, X)
+    assert np.array_equal((codes.astype(np.float32) - np.float32(zp_out)) * np.float32(s_out), want)
+
+
+@needs_cc
+def test_streamer_rejects_bad_input(tmp_path):
+    exe = build(to_c(el.load(DATA / "tagger_gru_int8.elstm"), tmp_path / "b"))
+    for text, msg in (("1 2 3\n", "expected 40 numbers"), (" ".join(["nan"] * 40) + "\n", "NaN or inf")):
+        res = subprocess.run([str(exe)], input=text, capture_output=True, text=True)
+        assert res.returncode == 2 and msg in res.stderr, (res.returncode, res.stderr)
+
+
+def test_to_c_refuses_float_and_bidirectional_models(tmp_path):
+    with pytest.raises(ModelError, match="quantize"):
+        to_c(el.load(DATA / "tagger_lstm.elstm"), tmp_path / "f")
+    spec = el.random_model([{"kind": "gru", "hidden_size": 4, "bidirectional": True}], input_size=3, seed=1)
+    q = el.quantize(el.Model(spec), calibration=np.ones((1, 5, 3), np.float32), progress=False)
+    with pytest.raises(ModelError, match="bidirectional"):
+        to_c(q, tmp_path / "b")
+
+
+def test_build_reports_missing_compiler(tmp_path):
+    with pytest.raises(FirmwareError, match="not found"):
+        build(tmp_path, cc="no-such-cc-edgelstm")
+
+
+@needs_cc
+def test_harness_detects_a_wrong_runtime(cases, tmp_path):
+    """The comparison can fail: a runtime with a different rounding (RDBPOT ties toward zero) is caught."""
+    exe = build_runner(tmp_path, cc="cc")
+    fp = tmp_path / "fixedpoint.h"
+    fp.write_text(fp.read_text().replace("(remainder > threshold ? 1 : 0)", "(remainder > threshold + 1 ? 1 : 0)"))
+    subprocess.run(["cc", "-std=c99", "-O2", "-I", str(tmp_path), "-o", str(exe), str(tmp_path / "multi_runner.c"),
+                    str(tmp_path / "edgelstm.c"), str(tmp_path / "elstm_io.c"), "-lm"], check=True)
+    with pytest.raises(AssertionError, match="differ"):
+        _assert_bits_equal(cases, run_many(exe, cases), "broken")
+
+
+@pytest.mark.slow
+def test_random_models_sweep_1000_steps_all_targets(tmp_path):
+    """300 random stacks x 1000 steps: host gcc, clang, ASan/UBSan, aarch64/qemu, Cortex-M4/qemu."""
+    many = stream_cases(300, T=1000, seed_base=9109)
+    _assert_bits_equal(many, run_many(build_runner(tmp_path / "gcc"), many), "host cc")
+    if shutil.which("clang"):
+        _assert_bits_equal(many, run_many(build_runner(tmp_path / "clang", cc="clang"), many), "clang")
+    _assert_bits_equal(many[:60], run_many(build_runner(tmp_path / "asan", sanitize=True), many[:60]), "asan")
+    if shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64"):
+        exe = build_runner(tmp_path / "a64", cc="aarch64-linux-gnu-gcc", ldflags=["-static"])
+        _assert_bits_equal(many, run_many(exe, many, runner=["qemu-aarch64"]), "aarch64/qemu")
+    else:
+        pytest.skip("SKIPPED LOUDLY: aarch64 toolchain or qemu-aarch64 missing")
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        exe = build_cortex_m_runner(tmp_path / "m4")
+        _assert_bits_equal(many, run_many(exe, many, runner=cortex_m_runner), "Cortex-M4/qemu")
+    else:
+        pytest.skip("SKIPPED LOUDLY: arm-none-eabi-gcc or qemu-system-arm missing")

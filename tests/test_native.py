@@ -1,0 +1,169 @@
+"""The no-JIT backend (C runtime through ctypes) equals the Numba JIT bit for bit, and loading + streaming on
+it never imports Numba."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgelstm as el
+from edgelstm import native
+from edgelstm.errors import InputError
+from edgelstm.firmware_host import build_native
+from c_cases import stream_cases
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], capture_output=True).returncode,
+                                reason="no C compiler (cc) to build the native library")
+
+
+@pytest.fixture(scope="module")
+def lib_path(tmp_path_factory):
+    path = build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
+    old = os.environ.get("EDGELSTM_NATIVE_LIB")
+    os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
+    native._searched, native._lib = False, None
+    yield path
+    if old is None:
+        os.environ.pop("EDGELSTM_NATIVE_LIB", None)
+    else:
+        os.environ["EDGELSTM_NATIVE_LIB"] = old
+    native._searched, native._lib = False, None
+
+
+def _jit_step(model):
+    s = model.stream()
+    s._step_kernel = model._kernel(frame=True)
+    return s
+
+
+def test_native_stream_equals_jit_bit_for_bit(lib_path):
+    for model, X in stream_cases(16, T=150, seed_base=4242) + \
+            [(el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm"),
+              np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:1000])]:
+        s_nat, s_jit = model.stream(), _jit_step(model)
+        assert isinstance(s_nat._step_kernel, native.NativeStep)
+        a = np.array([s_nat.step(x).copy() for x in X])
+        b = np.array([s_jit.step(x).copy() for x in X])
+        assert np.array_equal(a.view(np.int32), b.view(np.int32))
+        for k, (u, v) in enumerate(zip(s_nat.state, s_jit.state)):   # state lives where the JIT keeps it
+            for du, dv in zip(u, v):
+                for name in du:
+                    assert np.array_equal(du[name], dv[name]), (k, name)
+
+
+def test_native_mixed_with_step_many_and_nan_rejected(lib_path):
+    model, X = stream_cases(1, T=60, seed_base=77)[0]
+    s = model.stream()
+    ys = [s.step(x).copy() for x in X[:10]]
+    ys.append(s.step_many(X[10:50]))                    # JIT kernel on the same state
+    before = s.state
+    bad = X[50].copy()
+    bad[0] = np.nan
+    with pytest.raises(InputError):
+        s.step(bad)
+    after = s.state
+    assert all(np.array_equal(a[n], b[n]) for u, v in zip(before, after) for a, b in zip(u, v) for n in a)
+    ys += [s.step(x).copy()[None] for x in X[50:]]
+    got = np.concatenate([np.array(ys[:10]), ys[10]] + ys[11:])
+    assert np.array_equal(got, model.run(X))
+
+
+def test_load_and_stream_on_native_never_import_numba(lib_path):
+    code = ("import sys, numpy as np, edgelstm as el\n"
+            f"s = el.load({str(ROOT / 'edgelstm' / 'data' / 'tagger_gru_int8.elstm')!r}).stream()\n"
+            "y = s.step(np.zeros(40, np.float32))\n"
+            "print(type(s._step_kernel).__name__, 'numba' in sys.modules)\n")
+    env = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["NativeStep", "False"]
+    env["EDGELSTM_BACKEND"] = "jit"
+    code_jit = code.replace("print(type(s._step_kernel).__name__, 'numba' in sys.modules)",
+                            "print(type(s._step_kernel).__name__)")
+    out = subprocess.run([sys.executable, "-c", code_jit], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() != ["NativeStep"]
+
+
+@pytest.fixture(scope="module")
+def compiled_gru(tmp_path_factory):
+    from edgelstm.export.to_c import to_c
+    from edgelstm.firmware_host import STRICT_CFLAGS
+    model = el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm")
+    b = to_c(model, tmp_path_factory.mktemp("deploy") / "b")
+    lib = b / "libmodel.so"
+    subprocess.run(["cc", *STRICT_CFLAGS, "-fPIC", "-shared", "-I", str(b), "-o", str(lib),
+                    *[str(b / f) for f in ("model_data.c", "edgelstm.c", "elstm_io.c")], "-lm"], check=True)
+    return model, lib
+
+
+def test_deploy_compiled_model_equals_numba(compiled_gru):
+    import array
+    from edgelstm.deploy import CompiledModel
+    model, lib = compiled_gru
+    X = np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:1000]
+    s = CompiledModel(lib).stream()
+    got = np.array([np.asarray(s.step(x)).copy() for x in X])
+    assert np.array_equal(got.view(np.int32), model.stream().step_many(X).view(np.int32))
+    s.reset()                                  # other input kinds: list, array.array, float64 array
+    a = np.asarray(s.step(list(map(float, X[0])))).copy()
+    s.reset()
+    b = np.asarray(s.step(array.array("f", X[0].tobytes()))).copy()
+    s.reset()
+    c = np.asarray(s.step(X[0].astype(np.float64))).copy()
+    assert np.array_equal(a, got[0]) and np.array_equal(b, got[0]) and np.array_equal(c, got[0])
+    with pytest.raises(InputError):
+        s.step([1.0, 2.0])
+    with pytest.raises(InputError):
+        s.step([float("nan")] * 40)
+
+
+def test_deploy_imports_neither_numpy_nor_numba(compiled_gru):
+    _, lib = compiled_gru
+    code = ("import sys\nfrom edgelstm.deploy import CompiledModel\n"
+            f"y = CompiledModel({str(lib)!r}).stream().step([0.25] * 40)\n"
+            "print(len(y), 'numpy' in sys.modules, 'numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["4", "False", "False"]
+
+
+def test_deploy_rejects_a_library_that_is_not_a_model(tmp_path):
+    from edgelstm.deploy import CompiledModel
+    from edgelstm.errors import ArtifactError
+    with pytest.raises(ArtifactError):
+        CompiledModel(tmp_path / "missing.so")
+    with pytest.raises(ArtifactError):
+        CompiledModel(build_native(out=tmp_path / "l.so"))   # the runtime alone: no model_config
+
+
+class _Tty:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
+    import types
+    from edgelstm import kernels
+    fake = types.SimpleNamespace(signatures=[], _cache=types.SimpleNamespace(
+        _cache_file=types.SimpleNamespace(_index_path="/nonexistent/edgelstm.nbi")))
+    monkeypatch.setattr(kernels, "_announced", False)
+    pipe = _Tty(False)
+    kernels.announce_compile(fake, pipe)
+    assert pipe.text == ""
+    tty = _Tty(True)
+    kernels.announce_compile(fake, tty)
+    kernels.announce_compile(fake, tty)
+    assert tty.text.count("compiling") == 1
+    monkeypatch.setattr(kernels, "_announced", False)
+    warm = _Tty(True)
+    kernels.announce_compile(types.SimpleNamespace(signatures=["(int8,)"]), warm)   # already compiled
+    assert warm.text == ""
