@@ -9,7 +9,7 @@
 The public names below are imported on first use, so ``import edgelstm`` (and the numpy-free deployment
 module ``edgelstm.deploy``) stay cheap: a no-JIT process starts without numpy or Numba.
 """
-from .errors import (ArtifactError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
+from .errors import (ArtifactError, AudioError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
                      StreamingError)
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ _LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "model", "LSTM": 
          "load": "artifact", "save": "artifact", "quantize": "quant.ptq"}
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
            "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
-           "ImportModelError", "StreamingError", "FirmwareError"]
+           "ImportModelError", "StreamingError", "FirmwareError", "AudioError"]
 
 
 def __getattr__(name):

@@ -70,7 +70,7 @@ def _copy_quant(q: QuantParams) -> QuantParams:
     return QuantParams(act=list(q.act), layers=[[dict(p) for p in dirs] for dirs in q.layers])
 
 
-def _encode(spec: ModelSpec, quant: QuantParams | None) -> bytes:
+def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None) -> bytes:
     if not isinstance(spec, ModelSpec):
         raise ModelError(f"expected a ModelSpec, got {type(spec).__name__}")
     # re-run the checks: layers may have been edited since the spec was built
@@ -98,9 +98,17 @@ def _encode(spec: ModelSpec, quant: QuantParams | None) -> bytes:
         pos += len(raw)
     model = {"layers": spec.describe(), "act_quant": quant.to_plain() if quant is not None else None,
              "has_weights": bool(spec.has_weights)}
-    header = {"__metadata__": {"format": FORMAT, "format_version": FORMAT_VERSION,
-                               "model": json.dumps(model, separators=(",", ":"), allow_nan=False)},
-              **header}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "model": json.dumps(model, separators=(",", ":"), allow_nan=False)}
+    if audio is not None:
+        from .audio.tagger import AudioConfig
+        if not isinstance(audio, AudioConfig):
+            raise ModelError(f"audio must be an edgelstm.audio.AudioConfig, got {type(audio).__name__}")
+        if audio.frontend.n_mels != spec.layers[0].input_size or len(audio.labels) != spec.layers[-1].output_size:
+            raise ModelError(f"audio front end ({audio.frontend.n_mels} mels, {len(audio.labels)} labels) does not "
+                             f"fit the model ({spec.layers[0].input_size} in, {spec.layers[-1].output_size} out)")
+        meta["audio"] = json.dumps(audio.to_dict(), separators=(",", ":"), allow_nan=False)
+    header = {"__metadata__": meta, **header}
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     text += b" " * (-(8 + len(text)) % ALIGN)  # data buffer starts 64-byte aligned
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
@@ -214,18 +222,21 @@ def _write_atomic(path, data: bytes) -> None:
         pass
 
 
-def save_parts(path, spec: ModelSpec, quant: QuantParams | None = None) -> None:
+def save_parts(path, spec: ModelSpec, quant: QuantParams | None = None, *, audio=None) -> None:
     """Write ``spec`` (float weights if ``spec.has_weights``) and optional ``quant`` to ``path`` atomically.
+    ``audio``: an optional ``edgelstm.audio.AudioConfig`` (front end, labels, event thresholds).
     An invalid model raises ``ModelError``; nothing is written then."""
-    _write_atomic(path, _encode(spec, quant))
+    _write_atomic(path, _encode(spec, quant, audio))
 
 
-def save(model, path) -> None:
-    """Save an ``edgelstm.Model`` (or a bare ``ModelSpec``) to a ``.elstm`` file, atomically."""
+def save(model, path, *, audio=None) -> None:
+    """Save an ``edgelstm.Model`` (or a bare ``ModelSpec``) to a ``.elstm`` file, atomically.  ``audio``
+    (an ``AudioConfig``) defaults to the model's own ``audio`` attribute (set by ``load``)."""
     if isinstance(model, ModelSpec):
-        save_parts(path, model, None)
+        save_parts(path, model, None, audio=audio)
     else:
-        save_parts(path, model.spec, getattr(model, "quant", None))
+        save_parts(path, model.spec, getattr(model, "quant", None),
+                   audio=audio if audio is not None else getattr(model, "audio", None))
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -392,9 +403,25 @@ def _build_structure(descs: list, has_weights: bool, where: str) -> ModelSpec:
     return skeleton
 
 
+def _parse_audio(meta: dict, where: str):
+    """The optional 'audio' metadata (files without it still load: None)."""
+    if "audio" not in meta:
+        return None
+    from .audio.tagger import AudioConfig
+    try:
+        return AudioConfig.from_dict(_json(meta["audio"]))
+    except (ValueError, RecursionError, TypeError) as e:  # AudioError is a ValueError
+        raise ArtifactError(f"{where}: invalid 'audio' metadata: {e}") from e
+
+
 def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
+    return _parse_all(data, where)[:2]
+
+
+def _parse_all(data: bytes, where: str):
     meta, table, buf = _parse_container(data, where)
     descs, act, has_weights, version = _parse_model_meta(meta, where)
+    audio = _parse_audio(meta, where)
     skeleton = _build_structure(descs, has_weights, where)
     expected = _expected(skeleton, act is not None)
     v1_dense_scales = []
@@ -446,16 +473,25 @@ def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
             raise ArtifactError(f"{where}: invalid quantization: {e}") from e
         except (TypeError, ValueError, OverflowError) as e:
             raise ArtifactError(f"{where}: invalid quantization: {type(e).__name__}: {e}") from e
-    return spec, quant
+    if audio is not None and (audio.frontend.n_mels != spec.layers[0].input_size
+                              or len(audio.labels) != spec.layers[-1].output_size):
+        raise ArtifactError(f"{where}: 'audio' metadata ({audio.frontend.n_mels} mels, {len(audio.labels)} labels) "
+                            f"does not fit the model ({spec.layers[0].input_size} in, "
+                            f"{spec.layers[-1].output_size} out)")
+    return spec, quant, audio
 
 
 def load_parts(path) -> tuple[ModelSpec, QuantParams | None]:
     """Read and fully validate a ``.elstm`` file; returns ``(spec, quant)`` (``quant`` None for float-only).
     Needs no runtime. Any problem raises ``ArtifactError``."""
+    return _load_all(path)[:2]
+
+
+def _load_all(path):
     data = _read(path)
     where = os.fspath(path)
     try:
-        return _parse(data, where)
+        return _parse_all(data, where)
     except ArtifactError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, OverflowError, struct.error, RecursionError) as e:
@@ -465,9 +501,11 @@ def load_parts(path) -> tuple[ModelSpec, QuantParams | None]:
 
 def load(path):
     """Load a ``.elstm`` file as an ``edgelstm.Model`` (validated before anything is built)."""
-    spec, quant = load_parts(path)
+    spec, quant, audio = _load_all(path)
     from .runtime import Model  # lazy: the format layer must not depend on the runtime
     try:
-        return Model(spec, quant=quant)
+        model = Model(spec, quant=quant)
     except ModelError as e:  # a rule only the runtime knows (e.g. fixed softmax output quantization)
         raise ArtifactError(f"{os.fspath(path)}: the runtime rejects this model: {e}") from e
+    model.audio = audio  # the audio front end + labels, or None (files without it still load)
+    return model

@@ -1,5 +1,6 @@
 """The ``edgelstm`` command line: thin wrappers over the library (no model logic here).
 
+    edgelstm tag [AUDIO.wav | --raw FILE|- | --mic] [--model M] [--json]   (no AUDIO: a bundled clip)
     edgelstm demo [--model PATH] [--json]
     edgelstm info MODEL [--json]
     edgelstm quantize MODEL --calibration X.npy -o OUT [--json]
@@ -28,6 +29,8 @@ from .errors import EdgeLSTMError
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "tagger_gru_int8.elstm"
+AUDIO_MODEL = DATA / "audio_tagger.elstm"
+SAMPLE_CLIP = DATA / "sample_0.wav"
 DEMO_FEATURES = DATA / "demo_features.npy"
 DEMO_LABELS = DATA / "demo_labels.npy"
 THRESHOLD = 0.5
@@ -391,6 +394,53 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_tag(args) -> int:
+    from edgelstm.audio import Tagger, TagSummary
+    from edgelstm.audio.io import read_microphone, read_raw, read_wav
+    t_start = time.perf_counter()
+    tagger = Tagger(args.model or AUDIO_MODEL)
+    sr = tagger.frontend.sr
+    sources = sum(x is not None and x is not False for x in (args.audio, args.raw, args.mic or None))
+    if sources > 1:
+        raise CLIError("give one input: an AUDIO file, --raw FILE|- or --mic")
+    if args.raw is not None:
+        where = "<stdin>" if args.raw == "-" else args.raw
+        chunks = read_raw(args.raw, sr=sr, format=args.format, channels=args.channels, rate=args.rate)
+    elif args.mic:
+        where = "<microphone>"
+        chunks = read_microphone(sr=sr, seconds=args.seconds)
+    else:
+        if args.format != "S16_LE" or args.channels != 1 or args.rate is not None:
+            raise CLIError("--format/--channels/--rate describe headerless PCM: use them with --raw")
+        where = args.audio or os.fspath(SAMPLE_CLIP)
+        chunks = read_wav(where, sr=sr)
+    summary = TagSummary()
+    if not args.json:
+        print(f"tagging {where} with {args.model or AUDIO_MODEL} "
+              f"({', '.join(tagger.config.labels)}; sr {sr} Hz, {tagger.frontend.n_mels} mels)")
+        print(f"  {'label':<8} {'start s':>8} {'end s':>8} {'peak':>6}")
+    try:
+        for ev in tagger.stream(chunks, summary=summary):
+            if args.json:
+                sys.stdout.write(json.dumps({"event": ev.to_dict()}) + "\n")
+            else:
+                sys.stdout.write(f"  {ev.label:<8} {ev.start:>8.2f} {ev.end:>8.2f} {ev.peak_confidence:>6.2f}\n")
+            sys.stdout.flush()  # live input: each event shows as soon as it closes
+    finally:
+        sys.stdout.flush()
+    total = time.perf_counter() - t_start
+    rtf = summary.audio_seconds / total if total > 0 else float("inf")
+    info = {"summary": {"input": where, "events": len(summary.events), "audio_seconds": summary.audio_seconds,
+                        "frames": summary.frames, "wall_seconds": total, "pipeline_seconds": summary.wall_seconds,
+                        "real_time_factor": rtf}}
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+    else:
+        print(f"{len(summary.events)} event(s) in {summary.audio_seconds:.2f} s of audio; "
+              f"{total:.3f} s wall (start-up included): {rtf:,.0f}x real time")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ entry point
 
 class _Parser(argparse.ArgumentParser):
@@ -403,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgelstm", description="int8 LSTM/GRU/RNN inference for the edge")
     p.add_argument("--version", action="version", version=f"edgelstm {el.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("tag", help="tag sounds (speech, alarm, knock, glass, music) in audio; default: a "
+                                   "bundled clip with the bundled int8 model")
+    t.add_argument("audio", nargs="?", help="WAV file (PCM 8/16/24/32-bit or float, any rate/channels)")
+    t.add_argument("--raw", metavar="FILE", help="headerless PCM from FILE or - (stdin), e.g. from arecord")
+    t.add_argument("--format", default="S16_LE", help="raw sample format: S16_LE, S24_3LE, S32_LE, U8, FLOAT_LE")
+    t.add_argument("--channels", type=int, default=1, help="raw channel count (downmixed)")
+    t.add_argument("--rate", type=int, help="raw sample rate in Hz (default: the model's)")
+    t.add_argument("--mic", action="store_true", help="live microphone (needs sounddevice)")
+    t.add_argument("--seconds", type=float, help="with --mic: stop after this long")
+    t.add_argument("--model", help="audio tagger .elstm (default: the bundled int8 model)")
+    t.add_argument("--json", action="store_true", help="one JSON line per event, then a summary line")
+    t.set_defaults(func=cmd_tag)
 
     d = sub.add_parser("demo", help="stream the bundled int8 audio tagger over a demo sequence")
     d.add_argument("--model", help="model to run instead of the bundled int8 GRU tagger")

@@ -28,5 +28,10 @@ class StreamingError(EdgeLSTMError, RuntimeError):
     """The model cannot be run step by step (e.g. it has a bidirectional layer)."""
 
 
+class AudioError(EdgeLSTMError, ValueError):
+    """Audio input cannot be read: truncated or malformed WAV, unsupported encoding, empty, NaN/inf samples,
+    raw-format flags that do not fit the stream, or a front end that does not match the model."""
+
+
 class FirmwareError(EdgeLSTMError, RuntimeError):
     """A C bundle cannot be built or run (no compiler, a compile error, the program failed)."""

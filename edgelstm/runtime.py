@@ -439,6 +439,7 @@ class Model:
         if quant is None and not spec.has_weights:
             raise ModelError("a model without float weights needs quantized parameters")
         self.spec = spec
+        self.audio = None  # edgelstm.audio.AudioConfig of an audio tagger (set by load / the training recipe)
         self.quant = validate_quant(spec, quant) if quant is not None else None
         self._prep = prepare(spec, self.quant)
 

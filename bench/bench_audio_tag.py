@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Audio tagging speed and memory, side by side with the obvious peer pipeline, in one run.
+
+    nice -n 10 python bench/bench_audio_tag.py [--minutes 10] [--stream-minutes 60] [--json OUT.json]
+
+1. Builds a --minutes long 16 kHz WAV from the bundled sample clips (each repeated with a random gain and
+   background noise) in a temp dir.
+2. ours:  the whole ``edgelstm tag CLIP.wav --json`` process (start-up, model load, JIT cache load included),
+   wall clock from a subprocess -> real-time factor.
+3. peer:  librosa log-mel (melspectrogram + power_to_db, same parameters, whole file read with the stdlib
+   ``wave``) + LiteRT running the same int8 model exported by ``to_tflite`` (fused sequence graph, 1000 frames
+   per invoke, state kept in its variable tensors), also a whole subprocess -> real-time factor.
+4. per-frame latency of the streaming path: push hop_length samples at a time (one new frame per push) through
+   ``Tagger.stream`` -> median / p99 µs per frame (front end + model + event tracker).
+5. memory: --stream-minutes of generated audio pushed through ``Tagger.stream`` in 1 s chunks; peak RSS
+   (ru_maxrss) at 10 minutes and at the end.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+PY = sys.executable
+
+
+def make_clip(path, minutes, seed=0):
+    from edgelstm.audio import read_wav, write_wav
+    from edgelstm.cli import DATA
+    clips = [np.concatenate(list(read_wav(DATA / f"sample_{k}.wav", sr=16000))) for k in range(3)]
+    rng = np.random.default_rng(seed)
+    parts, n = [], 0
+    while n < minutes * 60 * 16000:
+        c = clips[int(rng.integers(0, 3))] * 10 ** (rng.uniform(-6, 3) / 20)
+        c = c + rng.standard_normal(c.size) * 10 ** (rng.uniform(-70, -45) / 20)
+        parts.append(np.clip(c, -1, 1))
+        n += c.size
+    y = np.concatenate(parts)[: minutes * 60 * 16000]
+    write_wav(path, y, sr=16000)
+    return y.size / 16000
+
+
+PEER = textwrap.dedent('''
+    import sys, time, wave, json
+    t0 = time.perf_counter()
+    import numpy as np, librosa
+    from ai_edge_litert.interpreter import Interpreter
+    import edgelstm as el
+    from edgelstm.export.to_tflite import build_tflite
+    m = el.load(sys.argv[2]); fe = m.audio.frontend
+    T = 1000
+    it = Interpreter(model_content=build_tflite(m, frames=T), num_threads=1); it.allocate_tensors()
+    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    with wave.open(sys.argv[1]) as w:
+        y = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    S = librosa.feature.melspectrogram(y=y, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.hop_length, n_mels=fe.n_mels,
+                                       fmin=fe.fmin, fmax=fe.fmax, center=False, power=2.0)
+    X = librosa.power_to_db(S, ref=1.0, amin=fe.amin, top_db=None).T.astype(np.float32)
+    sc, zp = m.quant.act[0]; osc, ozp = m.quant.act[-1]
+    Xq = np.clip(np.round(X / sc) + zp, -128, 127).astype(np.int8)
+    n = -(-Xq.shape[0] // T) * T
+    Xq = np.concatenate([Xq, np.full((n - Xq.shape[0], Xq.shape[1]), zp, np.int8)])
+    P = []
+    for a in range(0, n, T):
+        it.set_tensor(i_in, Xq[None, a:a + T]); it.invoke(); P.append(it.get_tensor(i_out)[0].copy())
+    P = (np.concatenate(P)[:X.shape[0]].astype(np.float32) - ozp) * osc
+    on = int((P >= 0.5).sum())
+    print(json.dumps({"wall": time.perf_counter() - t0, "frames": int(X.shape[0]), "on": on}))
+''')
+
+
+def latency(frames=3000):
+    from edgelstm.audio import Tagger
+    tg = Tagger()
+    hop = tg.frontend.hop_length
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(hop * (frames + 2)) * 0.05
+    ns = []
+    def chunks():
+        for a in range(0, y.size - hop + 1, hop):
+            t = time.perf_counter_ns()
+            yield y[a:a + hop]
+            ns.append(time.perf_counter_ns() - t)  # time from this push until the next chunk is asked for
+    for _ in tg.stream(chunks()):
+        pass
+    us = np.array(ns[10:]) / 1e3
+    return {"median_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)), "frames": len(us)}
+
+
+def memory(minutes):
+    from edgelstm.audio import Tagger
+    tg = Tagger()
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(16000) * 0.05
+    rss = {}
+    def chunks():
+        for s in range(minutes * 60):
+            yield base * (1 + 0.5 * np.sin(s))
+            if s + 1 in (600, minutes * 60):
+                rss[f"{(s + 1) // 60} min"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n_ev = sum(1 for _ in tg.stream(chunks()))
+    return {"peak_rss_mib": rss, "events": n_ev}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=int, default=10)
+    ap.add_argument("--stream-minutes", type=int, default=60)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    from edgelstm.cli import AUDIO_MODEL
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        clip = os.path.join(d, "clip.wav")
+        secs = make_clip(clip, a.minutes)
+        # one warm run each so both pipelines start from a warm OS file cache / Numba disk cache
+        subprocess.run([PY, "-m", "edgelstm", "tag", clip, "--json"], check=True, capture_output=True)
+        t = time.perf_counter()
+        out = subprocess.run([PY, "-m", "edgelstm", "tag", clip, "--json"], check=True, capture_output=True,
+                             text=True).stdout
+        ours = time.perf_counter() - t
+        summ = json.loads(out.splitlines()[-1])["summary"]
+        subprocess.run([PY, "-c", PEER, clip, str(AUDIO_MODEL)], check=True, capture_output=True)
+        t = time.perf_counter()
+        peer_out = json.loads(subprocess.run([PY, "-c", PEER, clip, str(AUDIO_MODEL)], check=True,
+                                             capture_output=True, text=True).stdout)
+        peer = time.perf_counter() - t
+    res["clip_seconds"] = secs
+    res["ours"] = {"process_wall_s": ours, "rtf": secs / ours, "events": summ["events"]}
+    res["peer_librosa_litert"] = {"process_wall_s": peer, "rtf": secs / peer, "frames": peer_out["frames"]}
+    res["streaming_latency"] = latency()
+    res["memory"] = memory(a.stream_minutes)
+    print(json.dumps(res, indent=1))
+    print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
+          f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Reading audio in chunks: WAV files (PCM 8/16/24/32-bit, IEEE float 32/64, any channel count, any rate),
+raw PCM from a file or stdin, and (optionally) a live microphone through ``sounddevice``.
+
+Every reader yields mono float64 chunks at the requested ``sr`` (downmix by averaging channels, streaming
+linear-interpolation resampling) and raises ``AudioError`` for anything malformed.  Chunks are yielded only
+after they were fully decoded, so no sample is emitted twice and every sample before an error was emitted.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+import numpy as np
+
+from ..errors import AudioError
+
+CHUNK_FRAMES = 16000  # sample frames read per chunk: bounded memory for any stream length
+
+# raw formats accepted by --format (arecord's names)
+RAW_FORMATS = {"S16_LE": np.dtype("<i2"), "S32_LE": np.dtype("<i4"), "U8": np.dtype("u1"),
+               "FLOAT_LE": np.dtype("<f4"), "S24_3LE": None}
+
+_WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
+
+
+def _to_float(raw: bytes, kind: str, width: int) -> np.ndarray:
+    """Interleaved sample bytes -> float64 in [-1, 1) (PCM) or as stored (float)."""
+    if kind == "float":
+        x = np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float64)
+        if not np.isfinite(x).all():
+            raise AudioError(f"float audio contains NaN or inf (first bad sample {int(np.flatnonzero(~np.isfinite(x))[0])} "
+                             "of this chunk)")
+        return x
+    if width == 1:
+        return (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
+    if width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        return v.astype(np.float64) / float(1 << 23)
+    dt = {2: "<i2", 4: "<i4"}[width]
+    return np.frombuffer(raw, dt).astype(np.float64) / float(1 << (8 * width - 1))
+
+
+class _Resampler:
+    """Streaming linear-interpolation resampler (chunking-independent): keeps the last input sample and the
+    fractional read position between chunks."""
+
+    def __init__(self, sr_in: int, sr_out: int):
+        self.ratio = sr_in / sr_out
+        self.pos = 0.0          # next output position, in input samples from the start of `prev`
+        self.prev = None        # last input sample of the previous chunk
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.ratio == 1.0:
+            return x
+        buf = x if self.prev is None else np.concatenate([[self.prev], x])
+        if buf.size < 2:
+            self.prev = buf[-1] if buf.size else self.prev
+            return np.zeros(0)
+        last = buf.size - 1
+        n = int(np.floor((last - self.pos) / self.ratio)) + 1 if self.pos <= last else 0
+        p = self.pos + self.ratio * np.arange(n)
+        p = p[p < last] if n else p
+        i = p.astype(np.int64)
+        f = p - i
+        out = buf[i] * (1 - f) + buf[i + 1] * f
+        nxt = self.pos + self.ratio * p.size
+        self.pos = nxt - last
+        self.prev = buf[-1]
+        return out
+
+
+def _mono(x: np.ndarray, channels: int) -> np.ndarray:
+    return x if channels == 1 else x.reshape(-1, channels).mean(axis=1)
+
+
+def _read_exact(f, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        b = f.read(n - len(out))
+        if not b:
+            break
+        out += b
+    return out
+
+
+def _open(source):
+    if source == "-" or source is sys.stdin:
+        return sys.stdin.buffer, False
+    if hasattr(source, "read"):
+        return source, False
+    try:
+        return open(os.fspath(source), "rb"), True
+    except FileNotFoundError:
+        raise AudioError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise AudioError(f"{source}: is a directory") from None
+    except OSError as e:
+        raise AudioError(f"{source}: cannot open ({e.strerror or e})") from None
+
+
+def wav_info(f, where: str) -> dict:
+    """Parse a RIFF/WAVE header up to the start of the 'data' chunk; returns the format."""
+    head = _read_exact(f, 12)
+    if len(head) < 12:
+        raise AudioError(f"{where}: truncated WAV header ({len(head)} bytes; a WAV file starts with 12 bytes "
+                         "'RIFF' size 'WAVE')" if head else f"{where}: empty file (zero length)")
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioError(f"{where}: not a WAV file (no RIFF/WAVE header); for headerless PCM use --raw")
+    fmt = None
+    while True:
+        ch = _read_exact(f, 8)
+        if len(ch) < 8:
+            what = "no 'fmt ' chunk" if fmt is None else "no 'data' chunk"
+            raise AudioError(f"{where}: truncated WAV header ({what} before the end of the file)")
+        cid, size = ch[:4], struct.unpack("<I", ch[4:])[0]
+        if cid == b"data":
+            if fmt is None:
+                raise AudioError(f"{where}: malformed WAV ('data' chunk before 'fmt ')")
+            fmt["data_bytes"] = size
+            return fmt
+        body = _read_exact(f, size + (size & 1))
+        if len(body) < size:
+            raise AudioError(f"{where}: truncated WAV header (chunk {cid!r} cut short)")
+        if cid == b"fmt ":
+            if size < 16:
+                raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({size} bytes, need 16)")
+            tag, ch_n, sr, _, align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]
+            if tag == _WAVE_FORMAT_PCM and bits in (8, 16, 24, 32):
+                kind = "pcm"
+            elif tag == _WAVE_FORMAT_FLOAT and bits in (32, 64):
+                kind = "float"
+            else:
+                raise AudioError(f"{where}: unsupported WAV encoding (format tag {tag}, {bits} bits); supported: "
+                                 "PCM 8/16/24/32-bit and IEEE float 32/64-bit")
+            if ch_n < 1 or sr < 1 or align != ch_n * bits // 8:
+                raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({ch_n} channels, {sr} Hz, block "
+                                 f"align {align})")
+            fmt = {"kind": kind, "width": bits // 8, "channels": ch_n, "sr": sr}
+
+
+def _chunks(f, where, *, kind, width, channels, sr_in, sr, limit=None, chunk_frames=CHUNK_FRAMES):
+    """Yield mono float64 chunks at ``sr`` decoded from ``f``; ``limit`` bytes at most (None: to EOF)."""
+    frame_bytes = width * channels
+    resample = _Resampler(sr_in, sr)
+    left = limit
+    total = 0
+    carry = b""
+    while left is None or left > 0:
+        want = chunk_frames * frame_bytes if left is None else min(chunk_frames * frame_bytes, left)
+        raw = _read_exact(f, want)
+        if not raw:
+            break
+        if left is not None:
+            left -= len(raw)
+        raw = carry + raw
+        usable = len(raw) - len(raw) % frame_bytes
+        carry = raw[usable:]
+        if usable:
+            total += usable
+            yield resample(_mono(_to_float(raw[:usable], kind, width), channels))
+    if carry:
+        raise AudioError(f"{where}: stream ends with {len(carry)} stray byte(s), not a whole sample frame of "
+                         f"{frame_bytes} bytes ({channels} channel(s) x {width} bytes): wrong raw-format flags "
+                         "or a truncated file")
+    if total == 0:
+        raise AudioError(f"{where}: no audio samples (zero length)")
+
+
+def read_wav(source, *, sr: int, chunk_frames: int = CHUNK_FRAMES):
+    """Yield mono float64 chunks at ``sr`` from a WAV file path or binary file object."""
+    f, close = _open(source)
+    where = os.fspath(source) if close else "<stream>"
+    try:
+        fmt = wav_info(f, where)
+        limit = fmt["data_bytes"] if fmt["data_bytes"] not in (0, 0xFFFFFFFF) else None  # streamed WAVs
+        yield from _chunks(f, where, kind=fmt["kind"], width=fmt["width"], channels=fmt["channels"],
+                           sr_in=fmt["sr"], sr=sr, limit=limit, chunk_frames=chunk_frames)
+    finally:
+        if close:
+            f.close()
+
+
+def read_raw(source, *, sr: int, format: str = "S16_LE", channels: int = 1, rate: int | None = None,
+             chunk_frames: int = CHUNK_FRAMES):
+    """Yield mono float64 chunks at ``sr`` from headerless PCM (a path, a binary file object or '-' for
+    stdin).  ``format`` is arecord's name (S16_LE, S32_LE, S24_3LE, U8, FLOAT_LE); ``rate`` defaults to ``sr``."""
+    if format not in RAW_FORMATS:
+        raise AudioError(f"unknown raw format {format!r}; supported: {', '.join(RAW_FORMATS)}")
+    if not isinstance(channels, int) or not 1 <= channels <= 64:
+        raise AudioError(f"raw channels must be 1..64, got {channels!r}")
+    rate = sr if rate is None else rate
+    if not isinstance(rate, int) or not 1000 <= rate <= 768000:
+        raise AudioError(f"raw rate must be 1000..768000 Hz, got {rate!r}")
+    kind = "float" if format == "FLOAT_LE" else "pcm"
+    width = {"S16_LE": 2, "S32_LE": 4, "U8": 1, "FLOAT_LE": 4, "S24_3LE": 3}[format]
+    f, close = _open(source)
+    where = os.fspath(source) if close else "<stdin>" if source == "-" else "<stream>"
+    try:
+        head = f.peek(4)[:4] if hasattr(f, "peek") else b""
+        if head == b"RIFF":
+            raise AudioError(f"{where}: this is a WAV file (RIFF header), not raw PCM: drop --raw")
+        yield from _chunks(f, where, kind=kind, width=width, channels=channels, sr_in=rate, sr=sr,
+                           chunk_frames=chunk_frames)
+    finally:
+        if close:
+            f.close()
+
+
+def read_microphone(*, sr: int, seconds: float | None = None, device=None, block: int = 1600):
+    """Yield mono float64 chunks at ``sr`` from a live microphone (needs the optional ``sounddevice``)."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise AudioError("live microphone input needs the optional package sounddevice: "
+                         "pip install 'edgelstm[audio]'") from None
+    total = None if seconds is None else int(seconds * sr)
+    got = 0
+    with sd.InputStream(samplerate=sr, channels=1, dtype="float32", blocksize=block, device=device) as s:
+        while total is None or got < total:
+            x, _ = s.read(block)
+            x = np.asarray(x, np.float64)[:, 0]
+            got += x.size
+            yield x
+
+
+def write_wav(path, y: np.ndarray, *, sr: int) -> None:
+    """16-bit PCM mono WAV (for sample clips and tests)."""
+    v = np.clip(np.round(np.asarray(y, np.float64) * 32767.0), -32768, 32767).astype("<i2").tobytes()
+    head = (b"RIFF" + struct.pack("<I", 36 + len(v)) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr,
+            sr * 2, 2, 16) + b"data" + struct.pack("<I", len(v)))
+    with open(path, "wb") as f:
+        f.write(head + v)
