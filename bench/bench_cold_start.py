@@ -52,6 +52,17 @@ print(it.get_tensor(it.get_output_details()[0]["index"]))
 LAUNCHER = None
 
 
+def _best_step_us(stream, X, reps: int = 5) -> float:
+    """Best of ``reps`` passes over X, in microseconds per step."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for x in X:
+            stream.step(x)
+        best = min(best, (time.perf_counter() - t0) / len(X) * 1e6)
+    return best
+
+
 def spawn(cmd, env, stdin_text=None):
     """(seconds from spawn to exit, peak RSS MiB) of one fresh process; every candidate prints its first
     output and exits. A small C launcher (bench/spawn_rss.c) starts it: Linux carries the spawning process's
@@ -127,24 +138,12 @@ def main():
             s = m.stream()
             for x in X[:200]:
                 s.step(x)
-            t = []
-            for rep in range(5):
-                t0 = time.perf_counter()
-                for x in X:
-                    s.step(x)
-                t.append((time.perf_counter() - t0) / len(X) * 1e6)
-            lat[f"{name} Stream.step {backend}"] = min(t)
+            lat[f"{name} Stream.step {backend}"] = _best_step_us(s, X)
         from edgelstm.deploy import CompiledModel
         bd = to_c(m, tmp / f"deploy-{name}")
         subprocess.run(["make", "-s", "-C", str(bd), "libmodel.so"], check=True)
         s = CompiledModel(bd / "libmodel.so").stream()
-        t = []
-        for rep in range(5):
-            t0 = time.perf_counter()
-            for x in X:
-                s.step(x)
-            t.append((time.perf_counter() - t0) / len(X) * 1e6)
-        lat[f"{name} edgelstm.deploy step"] = min(t)
+        lat[f"{name} edgelstm.deploy step"] = _best_step_us(s, X)
         b = to_c(m, tmp / f"bench-{name}")
         sb = tmp / f"step_bench_{name}"
         subprocess.run([shutil.which("cc"), "-std=c99", "-O3", "-march=native", "-I", str(b), "-o", str(sb),

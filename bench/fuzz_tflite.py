@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Long mutation-fuzzing run of the .tflite importer (engine: tests/fuzzing.py run_tflite_cases; CI runs 2,100).
+"""Long mutation-fuzzing run of the .tflite importer (engine: tests/fuzzing.py run_file_cases; CI runs 2,100).
 
     python bench/fuzz_tflite.py --cases 100000 [--jobs 2]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 
 import numpy as np
@@ -20,6 +19,7 @@ from edgelstm.errors import EdgeLSTMError, ImportModelError, ModelError
 from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
+from ._files import read_model_file
 from .gate_order import KERAS_GRU, KERAS_LSTM, reorder_gates
 
 _RECURRENT = {"LSTM", "GRU", "SimpleRNN"}
@@ -32,12 +32,7 @@ def from_keras(path) -> Model:
         import h5py
     except ImportError:
         raise ImportModelError("from_keras needs h5py: pip install 'edgelstm[keras]'") from None
-    where = os.fspath(path)
-    try:
-        with open(where, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ImportModelError(f"{where}: cannot read: {e.strerror or e}") from None
+    data, where = read_model_file(path)
     try:
         if data[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(io.BytesIO(data)) as z:

@@ -13,7 +13,6 @@ output ``(B, T, directions * H)`` (or the head's width), ``lengths=`` for ``sequ
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from edgelstm.errors import EdgeLSTMError, ImportModelError, ModelError
 from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
+from ._files import read_model_file
 from .gate_order import ONNX_GRU, ONNX_LSTM, ONNX_PEEPHOLE, reorder_gates
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -33,12 +33,7 @@ def _load(src):
     import onnx
     if isinstance(src, onnx.ModelProto):
         return src, "<ModelProto>"
-    where = os.fspath(src)
-    try:
-        with open(where, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ImportModelError(f"{where}: cannot read: {e.strerror or e}") from None
+    data, where = read_model_file(src)
     try:
         return onnx.load_from_string(data), where
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends

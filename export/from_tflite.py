@@ -11,7 +11,6 @@ then runs its own validation (``validate_quant`` and prepare()'s multiplier chec
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from edgelstm.model import LSTM, Dense, ModelSpec
 from edgelstm.quant.params import QuantParams
 from edgelstm.runtime import Model
 
+from ._files import read_model_file
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, stack_gates
 
 # TFLite TensorType -> numpy dtype (only what these graphs use)
@@ -261,11 +261,7 @@ def _dense(g: _Graph, op: dict, k: int, quantized: bool, act_op: dict | None):
 
 def from_tflite(path) -> Model:
     """Import a converter-made .tflite file (see the module docstring for the supported graphs)."""
-    where = os.fspath(path) if not isinstance(path, (bytes, bytearray)) else "<bytes>"
-    try:
-        data = bytes(path) if isinstance(path, (bytes, bytearray)) else open(where, "rb").read()
-    except OSError as e:
-        raise ImportModelError(f"{where}: cannot read: {e.strerror or e}") from None
+    data, where = read_model_file(path)
     try:
         import tflite  # noqa: F401
     except ImportError:

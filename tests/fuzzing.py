@@ -194,7 +194,7 @@ def run_batches(total: int, *, seed: int, batch: int = 2500, timeout: float = 60
     return {"cases": total, "seed": seed, "counts": counts, "failures": failures}
 
 
-def run_tflite_cases(path: str, seed: int, count: int) -> dict:
+def run_file_cases(path: str, seed: int, count: int) -> dict:
     """Mutated copies of one model file (.tflite, .onnx, .keras, .h5) through its importer: an edgelstm error,
     or a model that runs to finite outputs. Anything else is recorded as a failure (the parent sees crashes as
     the exit status)."""
@@ -234,6 +234,6 @@ if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE
     faulthandler.enable()
     a = sys.argv[1:]
     if a[0] == "--file":
-        print(json.dumps(run_tflite_cases(a[1], int(a[2]), int(a[3]))))
+        print(json.dumps(run_file_cases(a[1], int(a[2]), int(a[3]))))
     else:
         print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))
