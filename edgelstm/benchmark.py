@@ -366,6 +366,49 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
     yield rt, "sequence", lr_seq, None, T, _agree(model, reference, got_seq)
 
 
+def _litert_file(path: Path, frames: np.ndarray):
+    """LiteRT's full streaming step on a user's own .tflite step model (e.g. converter-made), timed beside ours.
+    Its first input is the frame; every other input is a state, fed back from the output of the same shape (in
+    order). Timing only: it is a different model, so nothing is compared."""
+    Interpreter = _litert_interpreter()
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    ins, outs = it.get_input_details(), it.get_output_details()
+    F = frames.shape[1]
+    frame_in = [d for d in ins if int(np.prod(d["shape"])) == F]
+    if len(frame_in) != 1:
+        raise Skip(f"{path.name}: no single input of {F} features (inputs: {[list(d['shape']) for d in ins]})")
+    x_in = frame_in[0]
+    state_in = [d for d in ins if d is not x_in]
+    free = list(outs)
+    pairs = []
+    for d in state_in:
+        match = next((o for o in free if list(o["shape"]) == list(d["shape"])), None)
+        if match is None:
+            raise Skip(f"{path.name}: no output has the shape of state input {d['name']} {list(d['shape'])}")
+        free.remove(match)
+        pairs.append((d["index"], match["index"]))
+    scale, zp = x_in["quantization"]
+    if x_in["dtype"] == np.int8 and scale:
+        xs = np.clip(np.round(frames / scale) + zp, -128, 127).astype(np.int8)
+    else:
+        xs = frames.astype(x_in["dtype"])
+    inputs = [np.ascontiguousarray(x.reshape(x_in["shape"])) for x in xs[:256]]
+    bufs = {i: np.zeros(d["shape"], d["dtype"]) for d in state_in for i in (d["index"],)}
+    xi, yi = x_in["index"], free[0]["index"] if free else outs[0]["index"]
+
+    def step(x):
+        it.set_tensor(xi, x)
+        for i_idx, _ in pairs:
+            it.set_tensor(i_idx, bufs[i_idx])
+        it.invoke()
+        for i_idx, o_idx in pairs:
+            bufs[i_idx] = it.get_tensor(o_idx)
+        return it.get_tensor(yi)
+    dtype = "int8" if any(d["dtype"] == np.int8 for d in it.get_tensor_details()) else "f32"
+    yield f"LiteRT {dtype} ({path.name})", "full step (state in/out)", step, inputs, 1, None
+
+
 def _agree(model, reference: np.ndarray, got: np.ndarray) -> bool:
     """int8: the peer's integers equal ours exactly; float: within AGREE_ATOL."""
     got = np.asarray(got).reshape(reference.shape)
@@ -482,7 +525,7 @@ def _torch(case: Case, budget: Budget):
 
 
 # ----------------------------------------------------------------------------------------------- runner
-def _engines(case: Case, budget: Budget, tmp: Path):
+def _engines(case: Case, budget: Budget, tmp: Path, tflite_files=()):
     """(peer key as in ``PEERS``, label, generator of rows) for every engine that applies to this case."""
     if case.int8_model is not None:
         yield "edgelstm", "edgelstm int8", _ours(case.int8_model, case.frames, budget, "int8")
@@ -492,6 +535,8 @@ def _engines(case: Case, budget: Budget, tmp: Path):
         yield "litert", "LiteRT f32", _litert(case.float_model, case.frames, budget, "f32", tmp)
         yield "onnxruntime", "onnxruntime f32", _onnxruntime(case.float_model, case.frames, budget, tmp)
     yield "torch", "PyTorch", _torch(case, budget)
+    for path in tflite_files:
+        yield "file", f"LiteRT ({path.name})", _litert_file(path, case.frames)
 
 
 def _measure(fn, inputs, per_call_steps: int, budget: Budget):
@@ -555,14 +600,19 @@ def headline(rows: list[dict]) -> dict:
 
 
 def run_bench(*, model_path=None, sweep: bool = False, quick: bool = False, kinds=None, input_sizes=None,
-              hidden_sizes=None, peers=PEERS, peak_gmacs: float | None = None,
+              hidden_sizes=None, peers=PEERS, tflite=(), peak_gmacs: float | None = None,
               progress: bool | None = None) -> dict:
-    """Measure and return the result dict (see the module docstring); ``write_report`` saves it."""
+    """Measure and return the result dict (see the module docstring); ``write_report`` saves it.
+    ``tflite``: your own .tflite step models (frame + state in, output + state out) to time beside ours."""
     if (model_path is None) == (not sweep):
         raise InputError("bench: give a model file or sweep=True (not both)")
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise InputError(f"bench: unknown peer(s) {sorted(unknown)}; choose from {', '.join(PEERS)}")
+    tflite_files = [Path(p) for p in tflite]
+    for p in tflite_files:
+        if not p.is_file():
+            raise InputError(f"bench: .tflite file not found: {p}")
     budget = QUICK if quick else FULL
     if model_path is not None:
         cases = [file_case(model_path, T=budget.T)]
@@ -572,14 +622,14 @@ def run_bench(*, model_path=None, sweep: bool = False, quick: bool = False, kind
                 (hidden_sizes or (64,))
         cases = sweep_cases(kinds=kinds or SWEEP_KINDS, input_sizes=input_sizes or SWEEP_INPUT_SIZES,
                             hidden_sizes=hidden_sizes or SWEEP_HIDDEN_SIZES, T=budget.T)
-    wanted = {"edgelstm", *peers}
+    wanted = {"edgelstm", "file", *peers}   # "file": the --tflite models, always timed when given
     peak = {"gmacs": peak_gmacs, "derivation": "given with --peak-gmacs"} if peak_gmacs else int8_peak()
     rows, skipped, samples = [], [], {}
     with tempfile.TemporaryDirectory(prefix="edgelstm-bench-") as d, \
             Progress(total=len(cases), desc="bench", enabled=progress) as bar:
         for case in cases:
             tmp = Path(d)
-            for key, label, gen in _engines(case, budget, tmp):
+            for key, label, gen in _engines(case, budget, tmp, tflite_files):
                 if key not in wanted:
                     continue
                 try:

@@ -315,7 +315,8 @@ def cmd_bench(args) -> int:
                        kinds=tuple(args.kinds.split(",")) if args.kinds else None,
                        input_sizes=_int_list(args.input_sizes) if args.input_sizes else None,
                        hidden_sizes=_int_list(args.hidden_sizes) if args.hidden_sizes else None,
-                       peers=tuple(p for p in args.peers.split(",") if p), peak_gmacs=args.peak_gmacs,
+                       peers=tuple(p for p in args.peers.split(",") if p), tflite=args.tflite or (),
+                       peak_gmacs=args.peak_gmacs,
                        progress=False if args.no_progress else None)
     written = write_report(result, args.out, with_plots=not args.no_plots)
     if args.json:
@@ -542,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--input-sizes", help="sweep input sizes, e.g. 40,64")
     b.add_argument("--hidden-sizes", help="sweep hidden sizes, e.g. 32,64,128,256")
     b.add_argument("--peers", default="litert,onnxruntime,torch", help="peers to include (comma-separated)")
+    b.add_argument("--tflite", action="append", metavar="FILE",
+                   help="also time LiteRT's full step on your own .tflite step model (frame + state in, "
+                        "output + state out); repeatable")
     b.add_argument("--peak-gmacs", type=float, help="this core's int8 peak in GMAC/s (default: derived)")
     b.add_argument("--out", default="edgelstm-bench", help="directory for bench.json, bench.md and plots")
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -101,3 +101,17 @@ def test_model_file_mode_measures_the_file_and_its_float_weights(tmp_path):
     assert runtimes == ({"edgelstm int8", "edgelstm f32"} if model.spec.has_weights else {"edgelstm int8"})
     assert all(r["model"] == "tagger_lstm_int8.elstm" for r in result["rows"])
     assert np.isfinite([r["median_us"] for r in result["rows"]]).all()
+
+
+@pytest.mark.slow
+def test_a_users_tflite_step_model_is_timed_beside_ours(tmp_path):
+    """The converter-made LSTM step graph of bench/fixtures (x, h, c in; y, h, c out) as a --tflite peer."""
+    pytest.importorskip("ai_edge_litert")
+    fixture = Path(__file__).resolve().parents[1] / "bench" / "fixtures" / "lstm_tagger_step_int8.tflite"
+    assert main(["bench", "--quick", "--peers", "", "--tflite", str(fixture), "--no-plots", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    mine = [r for r in rows if r["runtime"] == "LiteRT int8 (lstm_tagger_step_int8.tflite)"]
+    assert len(mine) == 1 and mine[0]["median_us"] > 0 and mine[0]["agrees"] is None
+    ours = next(r for r in rows if r["runtime"] == "edgelstm int8" and r["api"] == "step")
+    assert mine[0]["x_vs_edgelstm"] == pytest.approx(mine[0]["median_us"] / ours["median_us"])
