@@ -52,11 +52,14 @@ PEER = textwrap.dedent('''
     import numpy as np, librosa
     from ai_edge_litert.interpreter import Interpreter
     import edgelstm as el
-    from edgelstm.export.to_tflite import build_tflite
+    import os, tempfile
+    from edgelstm.export import to_tflite
     m = el.load(sys.argv[2]); fe = m.audio.frontend
     T = 1000
-    it = Interpreter(model_content=build_tflite(m, frames=T), num_threads=1); it.allocate_tensors()
+    path = os.path.join(tempfile.mkdtemp(), "m.tflite"); to_tflite(m, path)
+    it = Interpreter(model_path=path, num_threads=1)
     i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    it.resize_tensor_input(i_in, [1, T, m.input_size]); it.allocate_tensors()
     with wave.open(sys.argv[1]) as w:
         y = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
     S = librosa.feature.melspectrogram(y=y, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.hop_length, n_mels=fe.n_mels,

@@ -302,6 +302,33 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from edgelstm.benchmark import run_bench, write_report
+    result = run_bench(model_path=args.model, sweep=args.model is None, quick=args.quick,
+                       kinds=tuple(args.kinds.split(",")) if args.kinds else None,
+                       input_sizes=_int_list(args.input_sizes) if args.input_sizes else None,
+                       hidden_sizes=_int_list(args.hidden_sizes) if args.hidden_sizes else None,
+                       peers=tuple(p for p in args.peers.split(",") if p), tflite=args.tflite or (),
+                       peak_gmacs=args.peak_gmacs,
+                       progress=False if args.no_progress else None)
+    written = write_report(result, args.out, with_plots=not args.no_plots)
+    if args.json:
+        _print_json({k: v for k, v in result.items() if not k.startswith("_")} | {"written": written})
+        return 0
+    from edgelstm.benchmark import markdown
+    print(markdown(result), end="")
+    print(f"wrote {written['json']}, {written['markdown']}"
+          + "".join(f", {p}" for p in written["plots"]) + (f" ({written['note']})" if written["note"] else ""))
+    return 0
+
+
 def _timeline(on: np.ndarray, width: int) -> str:
     """One character per len(on)/width frames: '#' mostly on, ':' partly on, '.' off."""
     chunks = np.array_split(on, width)
@@ -507,6 +534,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", choices=["sequence", "step"], help="tflite: fused sequence op or one time step")
     e.add_argument("--json", action="store_true", help="print a JSON object")
     e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="per-step latency side by side with LiteRT, onnxruntime and PyTorch "
+                                     "(a model file, or a sweep of LSTM/GRU/RNN sizes)")
+    b.add_argument("model", nargs="?", help="model file to measure (default: the sweep)")
+    b.add_argument("--quick", action="store_true", help="few calls; the sweep shrinks to LSTM I=40 H=64 (CI)")
+    b.add_argument("--kinds", help="sweep kinds, e.g. lstm,gru,rnn")
+    b.add_argument("--input-sizes", help="sweep input sizes, e.g. 40,64")
+    b.add_argument("--hidden-sizes", help="sweep hidden sizes, e.g. 32,64,128,256")
+    b.add_argument("--peers", default="litert,onnxruntime,torch", help="peers to include (comma-separated)")
+    b.add_argument("--tflite", action="append", metavar="FILE",
+                   help="also time LiteRT's full step on your own .tflite step model (frame + state in, "
+                        "output + state out); repeatable")
+    b.add_argument("--peak-gmacs", type=float, help="this core's int8 peak in GMAC/s (default: derived)")
+    b.add_argument("--out", default="edgelstm-bench", help="directory for bench.json, bench.md and plots")
+    b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

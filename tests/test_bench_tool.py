@@ -1,0 +1,117 @@
+"""`edgelstm bench`: the numbers it derives (MACs, peak, ratios), its report files, and its errors.
+
+The quick sweep itself runs LiteRT, onnxruntime and PyTorch beside our runtime (~1 min with compiles), so it is
+in the slow suite; the arithmetic and the error paths are fast.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgelstm as el
+from edgelstm import benchmark
+from edgelstm.cli import main
+
+DATA = Path(el.__file__).parent / "data"
+
+
+def test_macs_per_step_counts_every_weight_matrix_once_per_direction():
+    spec = el.random_model([{"kind": "lstm", "hidden_size": 16, "proj_size": 8, "peephole": True},
+                            {"kind": "gru", "hidden_size": 12, "bidirectional": True},
+                            {"kind": "dense", "output_size": 5}], input_size=10)
+    lstm = 4 * 16 * 10 + 4 * 16 * 8 + 8 * 16          # w_x, w_h (recurrent width = proj), w_proj; no peepholes
+    gru = 2 * (3 * 12 * 8 + 3 * 12 * 12)               # both directions
+    dense = 5 * 24
+    assert benchmark.macs_per_step(spec) == lstm + gru + dense
+
+
+def test_int8_peak_is_lanes_times_issue_rate_times_clock(monkeypatch):
+    monkeypatch.setattr(benchmark.platform, "machine", lambda: "x86_64")
+    assert benchmark.int8_peak({"flags": {"avx2"}, "mhz": 2000.0})["gmacs"] == pytest.approx(64.0)
+    assert benchmark.int8_peak({"flags": {"sse2"}, "mhz": 2000.0})["gmacs"] == pytest.approx(16.0)
+    assert benchmark.int8_peak({"flags": {"avx2"}, "mhz": None})["gmacs"] is None
+    monkeypatch.setattr(benchmark.platform, "machine", lambda: "aarch64")
+    assert benchmark.int8_peak({"flags": {"asimd"}, "mhz": 1800.0})["gmacs"] == pytest.approx(14.4)
+
+
+def test_ratios_compare_steps_with_steps_and_sequences_with_step_many():
+    rows = [{"model": "m", "runtime": "edgelstm int8", "api": "step", "steps_per_call": 1, "median_us": 2.0},
+            {"model": "m", "runtime": "edgelstm int8", "api": "step_many", "steps_per_call": 100, "median_us": 1.0},
+            {"model": "m", "runtime": "LiteRT int8", "api": "full step (state in/out)", "steps_per_call": 1,
+             "median_us": 10.0},
+            {"model": "m", "runtime": "LiteRT int8", "api": "sequence", "steps_per_call": 100, "median_us": 3.0},
+            {"model": "m", "runtime": "onnxruntime f32", "api": "sequence", "steps_per_call": 100,
+             "median_us": 3.0}]
+    benchmark._ratios(rows)
+    assert [r["x_vs_edgelstm"] for r in rows] == [1.0, 1.0, 5.0, 3.0, None]   # no f32 row of ours: no ratio
+    h = benchmark.headline(rows)["m"]
+    assert h["litert_int8_full_step / our int8 step"] == 5.0
+    assert h["litert_int8_full_step / our int8 step_many"] == 10.0
+    assert h["litert_int8_sequence / our int8 step_many"] == 3.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "no/such/model.elstm"], "model file not found"),
+    (["bench", "--peers", "litert,tensorrt"], "unknown peer"),
+    (["bench", "--hidden-sizes", "64,big"], "comma-separated integers"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_quick_sweep_measures_every_peer_and_writes_the_report(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = {(r["runtime"], r["api"].split(" ")[0]): r for r in result["rows"]}
+    for key in [("edgelstm int8", "step"), ("edgelstm int8", "step_many"), ("edgelstm int8", "run"),
+                ("edgelstm f32", "step"), ("LiteRT int8", "full"), ("LiteRT int8", "sequence"),
+                ("LiteRT f32", "full"), ("onnxruntime f32", "full"), ("PyTorch f32", "cell"),
+                ("PyTorch dyn-int8", "module")]:
+        assert key in rows, key
+    # Peers computed the same thing before they were timed: LiteRT int8 bit for bit, float peers within 1e-4.
+    for key in [("LiteRT int8", "full"), ("LiteRT int8", "sequence"), ("LiteRT f32", "full"),
+                ("onnxruntime f32", "full"), ("onnxruntime f32", "sequence"), ("PyTorch f32", "cell")]:
+        assert rows[key]["agrees"] is True, key
+    macs = 4 * 64 * 40 + 4 * 64 * 64 + 8 * 64
+    for r in result["rows"]:
+        assert 0 < r["median_us"] <= r["p99_us"]
+        assert r["gmacs"] == pytest.approx(macs / (r["median_us"] * 1e3))
+        assert f"| {r['runtime']} | {r['api']} | {r['median_us']:.2f} |" in printed
+    ours = rows[("edgelstm int8", "step")]["median_us"]
+    assert rows[("LiteRT int8", "full")]["x_vs_edgelstm"] == pytest.approx(rows[("LiteRT int8", "full")]["median_us"]
+                                                                         / ours)
+    assert result["machine"]["cores"] >= 1 and result["budget"]["streams"] == 16
+    for png in ("latency_vs_hidden.png", "latency_distribution.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "bench.md").read_text().count("| edgelstm int8 |") >= 4
+
+
+@pytest.mark.slow
+def test_model_file_mode_measures_the_file_and_its_float_weights(tmp_path):
+    assert main(["bench", str(DATA / "tagger_lstm_int8.elstm"), "--quick", "--peers", "", "--no-plots",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    runtimes = {r["runtime"] for r in result["rows"]}
+    model = el.load(DATA / "tagger_lstm_int8.elstm")
+    assert runtimes == ({"edgelstm int8", "edgelstm f32"} if model.spec.has_weights else {"edgelstm int8"})
+    assert all(r["model"] == "tagger_lstm_int8.elstm" for r in result["rows"])
+    assert np.isfinite([r["median_us"] for r in result["rows"]]).all()
+
+
+@pytest.mark.slow
+def test_a_users_tflite_step_model_is_timed_beside_ours(tmp_path):
+    """The converter-made LSTM step graph of bench/fixtures (x, h, c in; y, h, c out) as a --tflite peer."""
+    pytest.importorskip("ai_edge_litert")
+    fixture = Path(__file__).resolve().parents[1] / "bench" / "fixtures" / "lstm_tagger_step_int8.tflite"
+    assert main(["bench", "--quick", "--peers", "", "--tflite", str(fixture), "--no-plots", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    mine = [r for r in rows if r["runtime"] == "LiteRT int8 (lstm_tagger_step_int8.tflite)"]
+    assert len(mine) == 1 and mine[0]["median_us"] > 0 and mine[0]["agrees"] is None
+    ours = next(r for r in rows if r["runtime"] == "edgelstm int8" and r["api"] == "step")
+    assert mine[0]["x_vs_edgelstm"] == pytest.approx(mine[0]["median_us"] / ours["median_us"])
