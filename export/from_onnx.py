@@ -34,6 +34,7 @@ class _ShapeDerived:
         self.vec = vec          # a 1-D shape vector, entries int, "B", "T" or None (unknown); None if not one
         self.scalar = scalar
         self.tshape = None      # this tensor's own shape where known (zero state tensors built by exporters)
+        self.value = None       # Expand(constant, run-time shape): the constant broadcast over the batch
 
 
 class _FinalState:
@@ -221,6 +222,8 @@ class _Reader:
                 out = self.vals[node.output[0]]
                 if op in ("Expand", "ConstantOfShape") and isinstance(ins[-1], _ShapeDerived):
                     out.tshape = ins[-1].vec
+                    if op == "Expand" and isinstance(ins[0], np.ndarray):
+                        out.value = ins[0]   # e.g. to_onnx's initial state, repeated for every sequence
                 elif op == "Slice" and isinstance(ins[0], _ShapeDerived) and ins[0].tshape is not None:
                     t = ins[0].tshape
                     axes = [0] if len(ins) < 4 or ins[3] is None else [int(a) for a in np.ravel(ins[3])]
@@ -478,8 +481,10 @@ class _Reader:
             raise ImportModelError(f"{where}: unknown direction {direction!r}")
         n_dir = 2 if direction == "bidirectional" else 1
         if a.get("clip") is not None:
-            raise ImportModelError(f"{where}: the clip attribute (clipping gate pre-activations) is not "
-                                   f"supported by the edgelstm IR; re-export without clip")
+            raise ImportModelError(f"{where}: the clip attribute is not supported: ONNX clips every gate's "
+                                   f"pre-activation to [-clip, clip], while edgelstm's LSTM has TFLite's "
+                                   f"cell_clip, which clips the cell state (a different model); re-export "
+                                   f"without clip")
         if a.get("input_forget", 0):
             raise ImportModelError(f"{where}: input_forget=1 (coupled input and forget gates) is not supported")
         acts = [s.decode() if isinstance(s, bytes) else str(s) for s in a.get("activations", [])]
@@ -532,6 +537,12 @@ class _Reader:
                     raise ImportModelError(f"{where}: initial_{name} is built with shape {v.tshape} but the node "
                                            f"needs {want} (an inconsistent graph; torch's dynamo exporter writes "
                                            f"such graphs for LSTMs with proj_size, which ONNX cannot express)")
+            if isinstance(v, _ShapeDerived) and v.value is not None and not v.zero:
+                try:  # one state broadcast over a run-time batch: the model's initial state
+                    v = np.broadcast_to(v.value, (n_dir, 1, H) if layout == 0 else (1, n_dir, H))
+                except ValueError:
+                    raise ImportModelError(f"{where}: initial_{name} expands a constant of shape "
+                                           f"{v.value.shape}, which does not broadcast to one state") from None
             if v is None or isinstance(v, _ShapeDerived):
                 if isinstance(v, _ShapeDerived) and not v.zero:
                     raise ImportModelError(f"{where}: initial_{name} is computed at run time and not provably "

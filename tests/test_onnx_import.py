@@ -120,3 +120,42 @@ def test_mutated_onnx_and_keras_files_fail_cleanly(tmp_path):
         print(path.name, res["counts"])
         assert not res["failures"], res["failures"][:5]
         assert sum(res["counts"].values()) == 800 and res["counts"]["refused"] > 0
+
+
+def test_onnx_clip_clips_gate_inputs_unlike_the_ir_cell_clip():
+    """Why from_onnx refuses ``clip``: onnxruntime clips the gate pre-activations (a numpy reference of that
+    matches it), and edgelstm's LSTM cell_clip (TFLite's, on the cell state) with the same threshold gives
+    another model."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto
+    rng = np.random.default_rng(0)
+    I, H, B, T, clip = 3, 4, 2, 6, 0.7
+    W = rng.standard_normal((1, 4 * H, I)).astype(np.float32) * 2
+    R = rng.standard_normal((1, 4 * H, H)).astype(np.float32) * 2
+    Bb = rng.standard_normal((1, 8 * H)).astype(np.float32)
+    X = rng.standard_normal((T, B, I)).astype(np.float32) * 2
+
+    def graph(**attrs):
+        node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=H, **attrs)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, 1, B, H])],
+                              initializer=[numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (Bb, "B"))])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    (Y,) = ort.InferenceSession(graph(clip=clip).SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"X": X})
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h, c, ref = np.zeros((B, H)), np.zeros((B, H)), []
+    for t in range(T):  # ONNX gate order i, o, f, c; every pre-activation clipped
+        gi, go, gf, gc = np.split(np.clip(X[t] @ W[0].T + h @ R[0].T + Bb[0, :4 * H] + Bb[0, 4 * H:], -clip, clip), 4, 1)
+        c = sig(gf) * c + sig(gi) * np.tanh(gc)
+        h = sig(go) * np.tanh(c)
+        ref.append(h)
+    # float64 reference vs onnxruntime's float32: rounding only
+    np.testing.assert_allclose(Y[:, 0], np.stack(ref), rtol=0, atol=1e-5)
+    m = from_onnx(graph())                                   # the same LSTM without clip ...
+    m.spec.layers[0].cell_clip = clip                        # ... with edgelstm's (TFLite's) cell clip instead
+    ours = el.Model(m.spec).run(np.ascontiguousarray(X.transpose(1, 0, 2)))
+    assert np.abs(ours - Y[:, 0].transpose(1, 0, 2)).max() > 0.1  # a different model: mapping would be wrong
+    with pytest.raises(el.ImportModelError, match="pre-activation"):
+        from_onnx(graph(clip=clip))
