@@ -17,7 +17,7 @@ from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model, State
 
 from ._files import read_model_file
-from .gate_order import ONNX_GRU, ONNX_LSTM, ONNX_PEEPHOLE, reorder_gates
+from .gate_order import ONNX_GRU, ONNX_LSTM, ONNX_PEEPHOLE, direction_weights, reorder_gates
 
 # default activations per direction; anything else is refused by name
 _DEFAULT_ACTS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"], "RNN": ["tanh"]}
@@ -560,16 +560,9 @@ class _Reader:
         for d in range(n_dir):
             w, r, b = W[d].astype(np.float32), R[d].astype(np.float32), B[d].astype(np.float32)
             wb, rb = b[:n_gates * H], b[n_gates * H:]
-            if op == "LSTM":
-                p = {"w_x": reorder_gates(w, ONNX_LSTM, "lstm"), "w_h": reorder_gates(r, ONNX_LSTM, "lstm"),
-                     "b": reorder_gates(wb + rb, ONNX_LSTM, "lstm")}
-                if P is not None:
-                    p["w_peep"] = reorder_gates(P[d].reshape(3, H), ONNX_PEEPHOLE, "peephole")
-            elif op == "GRU":
-                p = {"w_x": reorder_gates(w, ONNX_GRU, "gru"), "w_h": reorder_gates(r, ONNX_GRU, "gru"),
-                     "b_x": reorder_gates(wb, ONNX_GRU, "gru"), "b_h": reorder_gates(rb, ONNX_GRU, "gru")}
-            else:
-                p = {"w_x": w, "w_h": r, "b": wb + rb}
+            p = direction_weights(op.lower(), w, r, wb, rb, {"lstm": ONNX_LSTM, "gru": ONNX_GRU})
+            if P is not None:
+                p["w_peep"] = reorder_gates(P[d].reshape(3, H), ONNX_PEEPHOLE, "peephole")
             dirs.append(p)
         common = dict(input_size=I, hidden_size=H, bidirectional=n_dir == 2, reverse=direction == "reverse",
                       directions=dirs)
