@@ -7,7 +7,10 @@ Layout (the safetensors spec, https://github.com/huggingface/safetensors):
 The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
 the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "1"`` and ``model``, a
 JSON string ``{"layers": spec.describe(), "act_quant": [[scale, zp], ...] | null, "has_weights": bool}``.
-Tensors: float weights ``f.{k}.{d}.{name}``, quantized parameters ``q.{k}.{d}.{name}``.
+Tensors: float weights ``f.{k}.{d}.{name}``, quantized parameters ``q.{k}.{d}.{name}``.  A model with its own
+initial state (``Model.initial_state``, e.g. from ONNX ``initial_h``/``initial_c``) adds ``"initial_state": true``
+to ``model`` and float32 tensors ``s.{k}.{d}.h`` (and ``.c`` for an LSTM), the state in real terms; files
+without one are unchanged.
 
 Alignment: the header is padded with spaces so the data buffer starts on a 64-byte boundary.  Tensors cannot
 be padded apart: the official reader rejects any gap between them (``InvalidOffset`` /
@@ -30,7 +33,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import ArtifactError, ModelError
+from .errors import ArtifactError, InputError, ModelError
 from .model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
@@ -50,12 +53,16 @@ _ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
 
 # ----------------------------------------------------------------------------------------------- writing
 
-def _expected(spec: ModelSpec, has_quant: bool) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _expected(spec: ModelSpec, has_quant: bool, has_initial: bool = False
+              ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """name -> (shape, numpy dtype) of every tensor a file of this model must hold, in a natural order."""
     out = {}
     for k, layer in enumerate(spec.layers):
         n_dir = 2 if layer.bidirectional else 1
         for d in range(n_dir):
+            if has_initial:
+                for name, shape in layer.state_shapes().items():
+                    out[f"s.{k}.{d}.{name}"] = (shape, np.dtype(np.float32))
             if spec.has_weights:
                 for name, shape in layer.param_shapes().items():
                     out[f"f.{k}.{d}.{name}"] = (tuple(shape), np.dtype(np.float32))
@@ -70,7 +77,7 @@ def _copy_quant(q: QuantParams) -> QuantParams:
     return QuantParams(act=list(q.act), layers=[[dict(p) for p in dirs] for dirs in q.layers])
 
 
-def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None) -> bytes:
+def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None, initial=None) -> bytes:
     if not isinstance(spec, ModelSpec):
         raise ModelError(f"expected a ModelSpec, got {type(spec).__name__}")
     # re-run the checks: layers may have been edited since the spec was built
@@ -81,9 +88,10 @@ def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None) -> bytes:
         raise ModelError("nothing to save: the model has neither float weights nor quantized parameters")
 
     arrays = {}
-    for name in _expected(spec, quant is not None):
+    for name in _expected(spec, quant is not None, initial is not None):
         pre, k, d, pname = name.split(".", 3)
-        src = spec.layers[int(k)].directions if pre == "f" else quant.layers[int(k)]
+        src = {"f": lambda: spec.layers[int(k)].directions, "q": lambda: quant.layers[int(k)],
+               "s": lambda: initial[int(k)]}[pre]()
         arrays[name] = np.asarray(src[int(d)][pname])
     # widest dtype first: back-to-back packing then keeps every tensor naturally aligned (no gaps allowed)
     rank = {n: i for i, n in enumerate(arrays)}
@@ -98,6 +106,8 @@ def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None) -> bytes:
         pos += len(raw)
     model = {"layers": spec.describe(), "act_quant": quant.to_plain() if quant is not None else None,
              "has_weights": bool(spec.has_weights)}
+    if initial is not None:
+        model["initial_state"] = True
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "model": json.dumps(model, separators=(",", ":"), allow_nan=False)}
     if audio is not None:
@@ -222,11 +232,12 @@ def _write_atomic(path, data: bytes) -> None:
         pass
 
 
-def save_parts(path, spec: ModelSpec, quant: QuantParams | None = None, *, audio=None) -> None:
+def save_parts(path, spec: ModelSpec, quant: QuantParams | None = None, *, audio=None, initial=None) -> None:
     """Write ``spec`` (float weights if ``spec.has_weights``) and optional ``quant`` to ``path`` atomically.
-    ``audio``: an optional ``edgelstm.audio.AudioConfig`` (front end, labels, event thresholds).
-    An invalid model raises ``ModelError``; nothing is written then."""
-    _write_atomic(path, _encode(spec, quant, audio))
+    ``audio``: an optional ``edgelstm.audio.AudioConfig`` (front end, labels, event thresholds); ``initial``:
+    an optional float initial state (``Model.initial_state``). An invalid model raises ``ModelError``; nothing
+    is written then."""
+    _write_atomic(path, _encode(spec, quant, audio, initial))
 
 
 def save(model, path, *, audio=None) -> None:
@@ -236,7 +247,8 @@ def save(model, path, *, audio=None) -> None:
         save_parts(path, model, None, audio=audio)
     else:
         save_parts(path, model.spec, getattr(model, "quant", None),
-                   audio=audio if audio is not None else getattr(model, "audio", None))
+                   audio=audio if audio is not None else getattr(model, "audio", None),
+                   initial=getattr(model, "initial_state", None))
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -361,9 +373,10 @@ def _parse_model_meta(meta: dict, where: str) -> tuple[list, list | None, bool]:
         model = _json(meta["model"])
     except (ValueError, RecursionError) as e:
         raise ArtifactError(f"{where}: metadata 'model' is not valid JSON: {e}") from e
-    if not isinstance(model, dict) or set(model) != {"layers", "act_quant", "has_weights"}:
+    if not isinstance(model, dict) or not {"layers", "act_quant", "has_weights"} <= set(model) <= {
+            "layers", "act_quant", "has_weights", "initial_state"} or model.get("initial_state", True) is not True:
         raise ArtifactError(f"{where}: metadata 'model' must be an object with keys "
-                            "'layers', 'act_quant', 'has_weights'")
+                            "'layers', 'act_quant', 'has_weights' (and optionally 'initial_state': true)")
     layers, act, has_weights = model["layers"], model["act_quant"], model["has_weights"]
     if not isinstance(layers, list) or not layers or not all(isinstance(d, dict) for d in layers):
         raise ArtifactError(f"{where}: metadata 'layers' must be a non-empty list of layer objects")
@@ -377,7 +390,7 @@ def _parse_model_meta(meta: dict, where: str) -> tuple[list, list | None, bool]:
             raise ArtifactError(f"{where}: metadata 'act_quant' must be null or a list of [scale, zero_point]")
     if not has_weights and act is None:
         raise ArtifactError(f"{where}: model has neither float weights nor quantized parameters")
-    return layers, act, has_weights, ver
+    return layers, act, has_weights, ver, "initial_state" in model
 
 
 def _build_structure(descs: list, has_weights: bool, where: str) -> ModelSpec:
@@ -420,10 +433,10 @@ def _parse(data: bytes, where: str) -> tuple[ModelSpec, QuantParams | None]:
 
 def _parse_all(data: bytes, where: str):
     meta, table, buf = _parse_container(data, where)
-    descs, act, has_weights, version = _parse_model_meta(meta, where)
+    descs, act, has_weights, version, has_initial = _parse_model_meta(meta, where)
     audio = _parse_audio(meta, where)
     skeleton = _build_structure(descs, has_weights, where)
-    expected = _expected(skeleton, act is not None)
+    expected = _expected(skeleton, act is not None, has_initial)
     v1_dense_scales = []
     if version == "1":  # one Dense weight scale per tensor: read as (1,), broadcast to every channel below
         for k, layer in enumerate(skeleton.layers):
@@ -451,12 +464,17 @@ def _parse_all(data: bytes, where: str):
     layers = skeleton.layers
     n_dirs = [2 if layer.bidirectional else 1 for layer in layers]
     qlayers = [[{} for _ in range(n)] for n in n_dirs]
+    initial = [[{} for _ in range(n)] for n in n_dirs] if has_initial else None
     for layer, n in zip(layers, n_dirs):
         layer.directions = [{} for _ in range(n)] if has_weights else []
     for name, a in arrays.items():
         pre, k, d, pname = name.split(".", 3)
         if pre == "f":
             layers[int(k)].directions[int(d)][pname] = a
+        elif pre == "s":
+            if not np.all(np.isfinite(a)):
+                raise ArtifactError(f"{where}: tensor {name!r}: the initial state holds NaN or inf")
+            initial[int(k)][int(d)][pname] = a
         else:
             qlayers[int(k)][int(d)][pname] = a
     for k, n_out in v1_dense_scales:
@@ -478,7 +496,7 @@ def _parse_all(data: bytes, where: str):
         raise ArtifactError(f"{where}: 'audio' metadata ({audio.frontend.n_mels} mels, {len(audio.labels)} labels) "
                             f"does not fit the model ({spec.layers[0].input_size} in, "
                             f"{spec.layers[-1].output_size} out)")
-    return spec, quant, audio
+    return spec, quant, audio, initial
 
 
 def load_parts(path) -> tuple[ModelSpec, QuantParams | None]:
@@ -501,11 +519,11 @@ def _load_all(path):
 
 def load(path):
     """Load a ``.elstm`` file as an ``edgelstm.Model`` (validated before anything is built)."""
-    spec, quant, audio = _load_all(path)
-    from .runtime import Model  # lazy: the format layer must not depend on the runtime
+    spec, quant, audio, initial = _load_all(path)
+    from .runtime import Model, State  # lazy: the format layer must not depend on the runtime
     try:
-        model = Model(spec, quant=quant)
-    except ModelError as e:  # a rule only the runtime knows (e.g. fixed softmax output quantization)
+        model = Model(spec, quant=quant, initial_state=None if initial is None else State(initial))
+    except (ModelError, InputError) as e:  # a rule only the runtime knows (e.g. fixed softmax output quantization)
         raise ArtifactError(f"{os.fspath(path)}: the runtime rejects this model: {e}") from e
     model.audio = audio  # the audio front end + labels, or None (files without it still load)
     return model

@@ -433,7 +433,7 @@ class State(list):
 class Model:
     """A runnable model: float32 (``quant is None``) or int8."""
 
-    def __init__(self, spec: ModelSpec, quant: QuantParams | None = None):
+    def __init__(self, spec: ModelSpec, quant: QuantParams | None = None, *, initial_state: State | None = None):
         if not isinstance(spec, ModelSpec):
             raise ModelError("Model needs an edgelstm.ModelSpec")
         if quant is None and not spec.has_weights:
@@ -442,6 +442,37 @@ class Model:
         self.audio = None  # edgelstm.audio.AudioConfig of an audio tagger (set by load / the training recipe)
         self.quant = validate_quant(spec, quant) if quant is not None else None
         self._prep = prepare(spec, self.quant)
+        self._initial = None      # float State (unbatched) or None: zeros
+        self._initial_native = None
+        if initial_state is not None:
+            self.initial_state = initial_state
+
+    @property
+    def initial_state(self) -> State | None:
+        """The model's own start state in real (float) terms, e.g. ONNX ``initial_h``/``initial_c``
+        initializers; ``run`` (without ``initial_state=``), ``stream`` and ``reset`` start from it.  None (the
+        default) means zeros.  Set it with a ``zero_state()``-structured unbatched float state, or None."""
+        return None if self._initial is None else self._initial.copy()
+
+    @initial_state.setter
+    def initial_state(self, st: State | None) -> None:
+        if st is None:
+            self._initial = self._initial_native = None
+            return
+        if not isinstance(st, (list, tuple)) or any(not isinstance(layer, (list, tuple)) for layer in st) or any(
+                not isinstance(dd, dict) for layer in st for dd in layer):
+            raise InputError(f"initial_state must be a State (per layer, per direction, a dict of arrays), got "
+                             f"{_describe(st)}")
+        as_float = State([[{n: _as_array(a, f"initial_state[{k}][{d}][{n!r}]").astype(np.float32)
+                            for n, a in dd.items()} for d, dd in enumerate(layer)] for k, layer in enumerate(st)])
+        for k, d, name, _, shape, _ in self._state_fields():
+            a = as_float[k][d].get(name) if k < len(as_float) and d < len(as_float[k]) else None
+            if a is None or a.shape != shape or not np.all(np.isfinite(a)):
+                raise InputError(f"initial_state[{k}][{d}][{name!r}]: expected {shape} finite floats, got "
+                                 f"{_describe(a)}")
+        native = self.state_from_float(as_float)
+        self._write_state(_make_work(self._prep, 1, 1), 1, native, batched=False)  # validates the structure
+        self._initial, self._initial_native = as_float, native
 
     # -------------------------------------------------------------- descriptions
     @property
@@ -473,7 +504,7 @@ class Model:
         """The state that means 'all zeros' in real terms (int8 h equals its zero point)."""
         n = batch or 1
         work = _make_work(self._prep, n, 1)
-        self._reset_state(work, n)
+        self._reset_state(work, n, zero=True)
         return self._read_state(work, n, batched=batch is not None)
 
     def _state_fields(self):
@@ -494,7 +525,13 @@ class Model:
             return np.dtype(np.int8 if name == "h" else np.int16)
         return np.dtype(np.int16 if layer.kind == "gru" else np.int8)
 
-    def _reset_state(self, work, batch):
+    def _reset_state(self, work, batch, *, zero: bool = False):
+        """Write the model's initial state (zeros unless ``initial_state`` is set; ``zero=True``: zeros)."""
+        if self._initial_native is not None and not zero:
+            tiled = State([[{n: np.repeat(a[None], batch, axis=0) for n, a in dd.items()} for dd in layer]
+                           for layer in self._initial_native])
+            self._write_state(work, batch, tiled, batched=True)
+            return
         _, state = _work_views(self._prep, work, batch)
         state[:] = 0
         if self.is_quantized:
@@ -725,7 +762,7 @@ class Stream:
         self._y1_flat = self._y1[0, 0]
 
     def reset(self) -> None:
-        """Back to the zero state."""
+        """Back to the model's initial state (zeros unless ``model.initial_state`` is set)."""
         self._enter()
         try:
             self.model._reset_state(self._work, 1)
@@ -754,7 +791,7 @@ class Stream:
             raise InputError(f"{what} contains NaN or inf")
         # float32 overflow inside the model (e.g. huge weights): the state is no longer meaningful
         self.model._reset_state(self._work, 1)
-        raise ModelError(NON_FINITE_OUTPUT_MESSAGE + "; the stream was reset to the zero state")
+        raise ModelError(NON_FINITE_OUTPUT_MESSAGE + "; the stream was reset to the model's initial state")
 
     def step(self, x) -> np.ndarray:
         """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""

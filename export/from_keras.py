@@ -19,20 +19,34 @@ from edgelstm.errors import EdgeLSTMError, ImportModelError, ModelError
 from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
-from ._files import read_model_file
+from ._files import read_model_file, run_isolated
 from .gate_order import KERAS_GRU, KERAS_LSTM, reorder_gates
 
 _RECURRENT = {"LSTM", "GRU", "SimpleRNN"}
 _DENSE_ACTS = {"linear": "none", "sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "softmax": "softmax"}
+# libhdf5 can loop forever (or crash) on some corrupt files (found by fuzzing): the file is read in a forked
+# child that is killed after this many seconds
+H5_TIMEOUT = 30.0
+_MAX_WEIGHT_ELEMENTS = 1 << 26  # 256 MiB of float32 in one tensor: more is a corrupt header, not an edge model
 
 
 def from_keras(path) -> Model:
     """Import a ``.keras`` or legacy ``.h5`` Keras model (see the module docstring)."""
     try:
-        import h5py
+        import h5py  # noqa: F401 - fail early, in this process, if the extra is missing
     except ImportError:
         raise ImportModelError("from_keras needs h5py: pip install 'edgelstm[keras]'") from None
     data, where = read_model_file(path)
+    spec = run_isolated(_read_spec, (data, where), timeout=H5_TIMEOUT, where=where)
+    try:
+        return Model(spec)
+    except ModelError as e:
+        raise ImportModelError(f"{where}: {e}") from None
+
+
+def _read_spec(data: bytes, where: str) -> ModelSpec:
+    """The file's ModelSpec (runs in the isolated child)."""
+    import h5py
     try:
         if data[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -63,7 +77,7 @@ class _LegacyWeights:
         names = [n.decode() if isinstance(n, bytes) else n for n in grp.attrs["weight_names"]]
         if sub is not None:  # Bidirectional: forward_* / backward_* weights
             names = [n for n in names if f"/{sub}_" in n]
-        return [np.asarray(grp[n], dtype=np.float32) for n in names]
+        return [_array(grp[n]) for n in names]
 
 
 class _KerasV3Weights:
@@ -93,7 +107,13 @@ class _KerasV3Weights:
         if "cell" in grp:
             grp = grp["cell"]
         v = grp["vars"]
-        return [np.asarray(v[str(i)], dtype=np.float32) for i in range(len(v))]
+        return [_array(v[str(i)]) for i in range(len(v))]
+
+
+def _array(ds) -> np.ndarray:
+    if ds.size > _MAX_WEIGHT_ELEMENTS:
+        raise ImportModelError(f"weight {ds.name!r} claims {ds.size} elements: a corrupt file")
+    return np.asarray(ds, dtype=np.float32)
 
 
 def _layers(config: dict, where: str) -> list:
@@ -192,7 +212,7 @@ def _input_size(layers: list, where: str) -> int:
     raise ImportModelError(f"{where}: the model's input feature size is not recorded")
 
 
-def _build(config: dict, weights, where: str) -> Model:
+def _build(config: dict, weights, where: str) -> ModelSpec:
     layers_cfg = _layers(config, where)
     if hasattr(weights, "index"):
         weights.index(layers_cfg)
@@ -242,6 +262,6 @@ def _build(config: dict, weights, where: str) -> Model:
     if not out:
         raise ImportModelError(f"{where}: the model has no layers edgelstm runs")
     try:
-        return Model(ModelSpec(layers=out))
+        return ModelSpec(layers=out)
     except ModelError as e:
         raise ImportModelError(f"{where}: {e}") from None

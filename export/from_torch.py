@@ -8,7 +8,7 @@ from edgelstm.errors import ImportModelError, ModelError
 from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
-from .gate_order import TORCH_GRU, TORCH_LSTM, reorder_gates
+from .gate_order import TORCH_GRU, TORCH_LSTM, direction_weights
 
 _ACTIVATION_NAMES = {"Sigmoid": "sigmoid", "Softmax": "softmax", "Tanh": "tanh", "ReLU": "relu",
                      "Identity": "none"}
@@ -67,19 +67,10 @@ def _recurrent_layers(m, nn, where: str) -> list:
                 b_ih, b_hh = _np(getattr(m, f"bias_ih_{sfx}")), _np(getattr(m, f"bias_hh_{sfx}"))
             else:
                 b_ih = b_hh = np.zeros(w_ih.shape[0], np.float32)
-            if kind == "lstm":
-                p = {"w_x": reorder_gates(w_ih, TORCH_LSTM, "lstm"),
-                     "w_h": reorder_gates(w_hh, TORCH_LSTM, "lstm"),
-                     "b": reorder_gates(b_ih + b_hh, TORCH_LSTM, "lstm")}
-                if P:
-                    p["w_proj"] = _np(getattr(m, f"weight_hr_{sfx}"))
-                    p["b_proj"] = np.zeros(P, np.float32)  # PyTorch's projection has no bias
-            elif kind == "gru":
-                # b_ih and b_hh stay apart: b_hn sits inside r * (...) in PyTorch's GRU.
-                p = {"w_x": reorder_gates(w_ih, TORCH_GRU, "gru"), "w_h": reorder_gates(w_hh, TORCH_GRU, "gru"),
-                     "b_x": reorder_gates(b_ih, TORCH_GRU, "gru"), "b_h": reorder_gates(b_hh, TORCH_GRU, "gru")}
-            else:
-                p = {"w_x": w_ih, "w_h": w_hh, "b": b_ih + b_hh}
+            p = direction_weights(kind, w_ih, w_hh, b_ih, b_hh, {"lstm": TORCH_LSTM, "gru": TORCH_GRU})
+            if kind == "lstm" and P:
+                p["w_proj"] = _np(getattr(m, f"weight_hr_{sfx}"))
+                p["b_proj"] = np.zeros(P, np.float32)  # PyTorch's projection has no bias
             directions.append(p)
         common = dict(input_size=n_in, hidden_size=H, bidirectional=bool(m.bidirectional), directions=directions)
         if kind == "lstm":

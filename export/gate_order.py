@@ -82,3 +82,16 @@ def stack_gates(blocks: dict, kind: str, *, axis: int = 0) -> np.ndarray:
     if missing or len(norm) != len(CANONICAL[kind]):
         raise ImportModelError(f"{kind} gates: need exactly {CANONICAL[kind]!r}, got {sorted(blocks)}")
     return np.ascontiguousarray(np.concatenate([np.asarray(norm[g]) for g in CANONICAL[kind]], axis=axis))
+
+
+def direction_weights(kind: str, w_x, w_h, b_x, b_h, orders: dict) -> dict:
+    """One direction of a recurrent layer in the IR's canonical form, from a framework's input weights, recurrent
+    weights, input bias and recurrent bias, whose gates are in ``orders[kind]`` (e.g. ``{"lstm": ONNX_LSTM,
+    "gru": ONNX_GRU}``).  LSTM and RNN biases are summed; a GRU keeps both (``b_hn`` sits inside ``r * (...)``)."""
+    if kind == "lstm":
+        return {"w_x": reorder_gates(w_x, orders["lstm"], "lstm"), "w_h": reorder_gates(w_h, orders["lstm"], "lstm"),
+                "b": reorder_gates(b_x + b_h, orders["lstm"], "lstm")}
+    if kind == "gru":
+        return {"w_x": reorder_gates(w_x, orders["gru"], "gru"), "w_h": reorder_gates(w_h, orders["gru"], "gru"),
+                "b_x": reorder_gates(b_x, orders["gru"], "gru"), "b_h": reorder_gates(b_h, orders["gru"], "gru")}
+    return {"w_x": w_x, "w_h": w_h, "b": b_x + b_h}

@@ -107,6 +107,9 @@ def to_c(model, outdir, **options):
         raise ModelError("the C export runs int8 models only: quantize the model first (edgelstm quantize)")
     if model.spec.needs_whole_sequence:
         raise ModelError("the C export streams frames; a bidirectional or reverse model needs whole sequences")
+    if getattr(model, "initial_state", None) is not None:
+        raise ModelError("the C export starts every stream from zeros; this model has its own initial_state "
+                         "(set model.initial_state = None to export it with a zero start)")
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a directory")

@@ -3,6 +3,9 @@
     to_onnx(model, "m.onnx")                  # x (B, T, F) -> y (B, T, O); B and T dynamic
     to_onnx(model, "m.onnx", streaming=True)  # plus h0_k / c0_k state inputs and hN_k / cN_k outputs per layer
 
+A model's own ``initial_state`` becomes each node's ``initial_h`` / ``initial_c`` (a constant expanded over the
+batch); with ``streaming=True`` the caller feeds the state (start it from ``model.initial_state``).
+
 Each recurrent layer is a standard ONNX LSTM / GRU / RNN node (time-major inside, so Transposes at the edges;
 gate orders converted in export/gate_order.py), Dense is MatMul + Add + the activation node.  An int8 model is
 exported as the float model it was quantized from (its float weights; the integer arithmetic has no standard
@@ -61,7 +64,8 @@ def to_onnx(model: Model, path, *, streaming: bool = False) -> None:
                 nodes.append(helper.make_node(_ACT_NODES[layer.activation], [cur], [f"l{k}_act"], **opts))
                 cur = f"l{k}_act"
             continue
-        cur = _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming)
+        init = None if model.initial_state is None or streaming else model.initial_state[k]
+        cur = _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming, init)
     nodes.append(helper.make_node("Transpose", [cur], ["y"], perm=[1, 0, 2]))
     g_out.insert(0, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "T", spec.output_size]))
     graph = helper.make_graph(nodes, "edgelstm", g_in, g_out, initializer=inits)
@@ -80,7 +84,23 @@ def to_onnx(model: Model, path, *, streaming: bool = False) -> None:
         raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
 
 
-def _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming):
+def _initial(k, name, states, nodes, const, helper):
+    """The model's initial state as initial_h / initial_c: a (D, 1, H) constant expanded to (D, B, H)."""
+    if "batch_dim" not in {o for n in nodes for o in n.output}:
+        nodes.append(helper.make_node("Shape", ["x"], ["x_shape"]))
+        nodes.append(helper.make_node("Gather", ["x_shape", const("zero_index", np.array([0], np.int64))],
+                                      ["batch_dim"]))
+    D, H = len(states), states[0][name].shape[0]
+    nodes.append(helper.make_node("Concat", [const(f"l{k}_{name}0_d", np.array([D], np.int64)), "batch_dim",
+                                             const(f"l{k}_{name}0_h", np.array([H], np.int64))],
+                                  [f"l{k}_{name}0_shape"], axis=0))
+    value = np.stack([s[name] for s in states])[:, None, :].astype(np.float32)
+    nodes.append(helper.make_node("Expand", [const(f"l{k}_{name}0_value", value), f"l{k}_{name}0_shape"],
+                                  [f"l{k}_{name}0"]))
+    return f"l{k}_{name}0"
+
+
+def _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, streaming, init=None):
     op = layer.kind.upper()
     if layer.kind == "lstm" and layer.proj_size:
         raise ImportModelError(f"to_onnx: layer {k}: ONNX's LSTM has no projection (proj_size)")
@@ -114,7 +134,7 @@ def _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, st
         g_in.append(helper.make_tensor_value_info(f"l{k}_h0", TensorProto.FLOAT, [1, "B", H]))
         g_out.append(helper.make_tensor_value_info(f"l{k}_hN", TensorProto.FLOAT, [1, "B", H]))
     else:
-        ins.append("")
+        ins.append(_initial(k, "h", init, nodes, const, helper) if init else "")
     if layer.kind == "lstm":
         if streaming:
             ins.append(f"l{k}_c0")
@@ -122,7 +142,7 @@ def _recurrent(k, layer, cur, nodes, const, helper, TensorProto, g_in, g_out, st
             g_out.append(helper.make_tensor_value_info(f"l{k}_cN", TensorProto.FLOAT, [1, "B", H]))
             outs[2] = f"l{k}_cN"
         else:
-            ins.append("")
+            ins.append(_initial(k, "c", init, nodes, const, helper) if init else "")
         ins.append(const(f"l{k}_P", np.stack(Ps).astype(np.float32)) if layer.peephole else "")
     while ins and ins[-1] == "":
         ins.pop()

@@ -269,6 +269,9 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
     except ImportError:
         raise ImportModelError("to_tflite needs the 'flatbuffers' and 'tflite' packages: "
                                "pip install 'edgelstm[tflite]'") from None
+    if model.initial_state is not None:
+        raise ImportModelError("to_tflite: LiteRT starts the LSTM state tensors from zeros; this model has its own "
+                               "initial_state (set model.initial_state = None to export it with a zero start)")
     _check_supported(model)
     data = _build(model)
     p = os.fspath(path)

@@ -194,27 +194,137 @@ def run_batches(total: int, *, seed: int, batch: int = 2500, timeout: float = 60
     return {"cases": total, "seed": seed, "counts": counts, "failures": failures}
 
 
+def _damage_bytes(data: bytes, rng: np.random.Generator) -> bytes:
+    """Blind damage: bytes set or bit-flipped, a run overwritten, bytes inserted, a 4-byte value written, or a
+    truncation."""
+    b = bytearray(data)
+    kind = rng.integers(5)
+    if kind == 0 or not b:
+        for _ in range(rng.integers(1, 9)):
+            i = int(rng.integers(max(1, len(b))))
+            if b:
+                b[i] = int(rng.integers(256)) if rng.random() < 0.5 else b[i] ^ (1 << int(rng.integers(8)))
+    elif kind == 1:
+        i, n = int(rng.integers(len(b))), int(rng.integers(1, 16))
+        b[i:i + n] = rng.integers(0, 256, len(b[i:i + n]), dtype=np.uint8).tobytes()
+    elif kind == 2:
+        i = int(rng.integers(len(b) + 1))
+        b[i:i] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+    elif kind == 3:
+        i = int(rng.integers(max(1, len(b) - 4)))
+        v = [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0x7F800000, 0x7FC00000, int(rng.integers(1 << 32))]
+        b[i:i + 4] = int(v[rng.integers(len(v))]).to_bytes(4, "little")[:len(b) - i]
+    else:
+        del b[rng.integers(len(b)):]
+    return bytes(b)
+
+
+_ODD_VALUES = [0, -1, 1, 3, 10**9, 2.5, -0.0, None, "relu", "hard_sigmoid", "mutated", True, [], {}]
+
+
+def _damage_json(text: bytes, rng: np.random.Generator) -> bytes:
+    """A Keras config edited: one key deleted, or one value replaced by an odd one or nudged."""
+    cfg = json.loads(text)
+    slots = []
+
+    def walk(o):
+        for k, v in (o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()):
+            slots.append((o, k))
+            walk(v)
+    walk(cfg)
+    for _ in range(rng.integers(1, 3)):
+        o, k = slots[int(rng.integers(len(slots)))]
+        try:
+            v = o[k]
+        except (KeyError, IndexError):
+            continue  # removed by an earlier edit
+        if isinstance(o, dict) and rng.random() < 0.25:
+            del o[k]
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and rng.random() < 0.5:
+            o[k] = v + int(rng.integers(-3, 4))
+        else:
+            o[k] = _ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]
+    return json.dumps(cfg).encode()
+
+
+def _damage_onnx(data: bytes, rng: np.random.Generator) -> bytes:
+    """An ONNX graph edited through protobuf, so that it still parses: an initializer's dims, a node attribute,
+    a node input rewired or removed, a node dropped or its op changed."""
+    import onnx
+    m = onnx.load_from_string(data)
+    g = m.graph
+    kind = rng.integers(5)
+    if kind == 0 and len(g.initializer):
+        t = g.initializer[int(rng.integers(len(g.initializer)))]
+        if len(t.dims):
+            t.dims[int(rng.integers(len(t.dims)))] = int(rng.choice([0, 1, 2, 3, 7, 64, 1 << 20, -1]))
+    elif kind == 1:
+        attrs = [a for n in g.node for a in n.attribute]
+        if attrs:
+            a = attrs[int(rng.integers(len(attrs)))]
+            if a.type == onnx.AttributeProto.INT:
+                a.i = int(rng.choice([0, 1, 2, -1, 3, 1 << 31]))
+            elif a.type == onnx.AttributeProto.FLOAT:
+                a.f = float(rng.choice([0.0, -1.0, 0.5, 1e30, np.nan]))
+            elif a.type == onnx.AttributeProto.STRING:
+                a.s = rng.choice([b"reverse", b"bidirectional", b"forward", b"Relu", b"x"])
+            elif a.type == onnx.AttributeProto.INTS and len(a.ints):
+                a.ints[int(rng.integers(len(a.ints)))] = int(rng.integers(-3, 5))
+            elif a.type == onnx.AttributeProto.STRINGS and len(a.strings):
+                a.strings[int(rng.integers(len(a.strings)))] = rng.choice([b"Relu", b"Sigmoid", b"HardSigmoid"])
+    elif kind == 2 and len(g.node):
+        n = g.node[int(rng.integers(len(g.node)))]
+        names = [i.name for i in g.input] + [t.name for t in g.initializer] + [o for x in g.node for o in x.output]
+        if len(n.input):
+            n.input[int(rng.integers(len(n.input)))] = "" if rng.random() < 0.3 else names[rng.integers(len(names))]
+    elif kind == 3 and len(g.node) > 1:
+        del g.node[int(rng.integers(len(g.node)))]
+    elif len(g.node):
+        n = g.node[int(rng.integers(len(g.node)))]
+        n.op_type = str(rng.choice(["Gemm", "MatMul", "Add", "Transpose", "Squeeze", "Reshape", "Identity",
+                                    "Relu", "Softmax", "GRU", "RNN", "LSTM", "Concat", "Gather", "Slice"]))
+    return m.SerializeToString()
+
+
+def mutate_file(suffix: str, data: bytes, rng: np.random.Generator) -> bytes:
+    """One damaged copy of a model file: blind byte damage, or (most of the time for .keras and .onnx) damage
+    that gets past the container so the importer's own checks are exercised."""
+    import io
+    import zipfile
+    if suffix == ".keras" and rng.random() < 0.7:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            parts = {n: z.read(n) for n in z.namelist()}
+        key = "config.json" if rng.random() < 0.5 else "model.weights.h5"
+        parts[key] = _damage_json(parts[key], rng) if key == "config.json" else _damage_bytes(parts[key], rng)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for n, v in parts.items():
+                z.writestr(n, v)
+        return out.getvalue()
+    if suffix == ".onnx" and rng.random() < 0.6:
+        return _damage_onnx(data, rng)
+    return _damage_bytes(data, rng)
+
+
 def run_file_cases(path: str, seed: int, count: int) -> dict:
     """Mutated copies of one model file (.tflite, .onnx, .keras, .h5) through its importer: an edgelstm error,
     or a model that runs to finite outputs. Anything else is recorded as a failure (the parent sees crashes as
-    the exit status)."""
+    the exit status and hangs as its timeout)."""
+    import warnings
+
     import edgelstm as el
     from edgelstm.export import import_model
+    warnings.simplefilter("ignore")  # onnx's reference evaluator warns on odd folded values
     suffix = Path(path).suffix
     data = Path(path).read_bytes()
     rng = np.random.default_rng(seed)
     counts = {"refused": 0, "ran": 0}
     failures = []
     for case in range(count):
-        b = bytearray(data)
-        for _ in range(rng.integers(1, 9)):
-            i = int(rng.integers(len(b)))
-            b[i] = int(rng.integers(256)) if rng.random() < 0.5 else b[i] ^ (1 << int(rng.integers(8)))
-        if rng.random() < 0.05:
-            del b[rng.integers(len(b)):]
+        b = mutate_file(suffix, data, rng)
         try:
             with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-                tmp.write(bytes(b))
+                tmp.write(b)
                 tmp.flush()
                 m = import_model(tmp.name)
             y = m.run(np.zeros((3, m.input_size), np.float32))

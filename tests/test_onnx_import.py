@@ -100,8 +100,10 @@ def test_garbage_is_an_import_error(tmp_path):
 
 
 def test_mutated_onnx_and_keras_files_fail_cleanly(tmp_path):
-    """Mutated files through from_onnx / from_keras in a subprocess (a crash would show as its exit status):
-    an ImportModelError, or a model that runs to finite outputs."""
+    """3,000 mutated files (tests/fuzzing.py mutate_file: blind byte damage, protobuf edits of ONNX graphs,
+    Keras config edits, damaged weights inside .keras zips) through from_onnx / from_keras, each file's cases in
+    a subprocess (a crash shows as its exit status, a hang as the timeout): only an edgelstm error or a model
+    that runs to finite outputs."""
     import json
     import subprocess
     import sys
@@ -111,12 +113,72 @@ def test_mutated_onnx_and_keras_files_fail_cleanly(tmp_path):
     model, _ = _bound(case, case.data_sets[0][0])
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(model.SerializeToString())
-    for path in (onnx_path, here / "fixtures" / "keras" / "bidirectional_stack.keras",
-                 here / "fixtures" / "keras" / "gru_before_stack.h5"):
+    fx = here / "fixtures"
+    files = [onnx_path, fx / "onnx" / "lstm_bi_stack_softmax.torchscript.onnx", fx / "onnx" / "gru_stack_sigmoid.dynamo.onnx",
+             fx / "keras" / "bidirectional_stack.keras", fx / "keras" / "lstm_dense_sigmoid.keras",
+             fx / "keras" / "gru_before_stack.h5"]
+    total = {"refused": 0, "ran": 0}
+    for seed, path in enumerate(files):
         p = subprocess.run([sys.executable, "-X", "faulthandler", str(here / "fuzzing.py"), "--file", str(path),
-                            "3", "800"], capture_output=True, text=True, timeout=600)
+                            str(seed), "500"], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
         res = json.loads(p.stdout.strip().splitlines()[-1])
         print(path.name, res["counts"])
         assert not res["failures"], res["failures"][:5]
-        assert sum(res["counts"].values()) == 800 and res["counts"]["refused"] > 0
+        assert sum(res["counts"].values()) == 500 and res["counts"]["refused"] > 0 and res["counts"]["ran"] > 0
+        for k in total:
+            total[k] += res["counts"][k]
+    print("total", total)
+
+
+def test_isolated_reader_turns_hangs_and_crashes_into_import_errors():
+    """The forked reader from_keras uses (libhdf5 can hang or crash on corrupt files)."""
+    import ctypes
+    import time
+    from edgelstm.export._files import run_isolated
+    with pytest.raises(el.ImportModelError, match="did not finish"):
+        run_isolated(time.sleep, (30,), timeout=0.5, where="x")
+    with pytest.raises(el.ImportModelError, match="died"):
+        run_isolated(ctypes.string_at, (0,), timeout=30, where="x")  # reads address 0: SIGSEGV in the child
+    with pytest.raises(el.ImportModelError, match="ValueError"):
+        run_isolated(int, ("nope",), timeout=30, where="x")
+    assert run_isolated(sum, ([1, 2],), timeout=30, where="x") == 3
+
+
+def test_onnx_clip_clips_gate_inputs_unlike_the_ir_cell_clip():
+    """Why from_onnx refuses ``clip``: onnxruntime clips the gate pre-activations (a numpy reference of that
+    matches it), and edgelstm's LSTM cell_clip (TFLite's, on the cell state) with the same threshold gives
+    another model."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto
+    rng = np.random.default_rng(0)
+    I, H, B, T, clip = 3, 4, 2, 6, 0.7
+    W = rng.standard_normal((1, 4 * H, I)).astype(np.float32) * 2
+    R = rng.standard_normal((1, 4 * H, H)).astype(np.float32) * 2
+    Bb = rng.standard_normal((1, 8 * H)).astype(np.float32)
+    X = rng.standard_normal((T, B, I)).astype(np.float32) * 2
+
+    def graph(**attrs):
+        node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=H, **attrs)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, 1, B, H])],
+                              initializer=[numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (Bb, "B"))])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    (Y,) = ort.InferenceSession(graph(clip=clip).SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"X": X})
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h, c, ref = np.zeros((B, H)), np.zeros((B, H)), []
+    for t in range(T):  # ONNX gate order i, o, f, c; every pre-activation clipped
+        gi, go, gf, gc = np.split(np.clip(X[t] @ W[0].T + h @ R[0].T + Bb[0, :4 * H] + Bb[0, 4 * H:], -clip, clip), 4, 1)
+        c = sig(gf) * c + sig(gi) * np.tanh(gc)
+        h = sig(go) * np.tanh(c)
+        ref.append(h)
+    # float64 reference vs onnxruntime's float32: rounding only
+    np.testing.assert_allclose(Y[:, 0], np.stack(ref), rtol=0, atol=1e-5)
+    m = from_onnx(graph())                                   # the same LSTM without clip ...
+    m.spec.layers[0].cell_clip = clip                        # ... with edgelstm's (TFLite's) cell clip instead
+    ours = el.Model(m.spec).run(np.ascontiguousarray(X.transpose(1, 0, 2)))
+    assert np.abs(ours - Y[:, 0].transpose(1, 0, 2)).max() > 0.1  # a different model: mapping would be wrong
+    with pytest.raises(el.ImportModelError, match="pre-activation"):
+        from_onnx(graph(clip=clip))

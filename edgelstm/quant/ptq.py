@@ -37,9 +37,10 @@ class _Observer:
         return max(abs(self.lo), abs(self.hi), 0.0) if self.hi >= self.lo else 0.0
 
 
-def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress):
-    """Float64 numpy forward of the whole stack over X (B, T, F), recording the ranges that quantization
-    needs. Returns per-layer dicts of observers."""
+def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
+    """Float64 numpy forward of the whole stack over X (B, T, F), from the float state ``initial`` (a model's
+    ``initial_state``; None: zeros), recording the ranges that quantization needs. Returns per-layer dicts of
+    observers."""
     obs = [{"out": _Observer()} for _ in spec.layers]
     inp = _Observer()
     inp.update(X)
@@ -76,8 +77,15 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress):
             R = layer.recurrent_size
             h = np.zeros((B, R))
             c = np.zeros((B, H))
+            if initial is not None:  # the model's own start state: part of what the int8 state must hold
+                h = h + np.asarray(initial[k][d]["h"], np.float64)
+                o["out"].update(h)
+                if layer.kind == "lstm":
+                    c = c + np.asarray(initial[k][d]["c"], np.float64)
+                    od["cell"].update(c)
             ys = np.zeros((B, T, R))
-            steps = range(T) if d == 0 else range(T - 1, -1, -1)
+            backward = d == 1 or layer.reverse  # a bidirectional layer's second direction, or a reverse layer
+            steps = range(T - 1, -1, -1) if backward else range(T)
             for t in steps:
                 x = h_seq[:, t]
                 if layer.kind == "lstm":
@@ -266,11 +274,13 @@ def fidelity(float_model, int8_model, X: np.ndarray, *, lengths=None) -> Fidelit
     from ..runtime import Model
     spec, quant = int8_model.spec, int8_model.quant
     rep = FidelityReport(frames=int(np.prod(X.shape[:-1])))
+    init = float_model.initial_state
     for k, layer in enumerate(spec.layers):
         sub = ModelSpec(layers=spec.layers[:k + 1])
         fq = QuantParams(act=quant.act[:k + 2], layers=quant.layers[:k + 1])
-        yf = Model(sub).run(X, lengths=lengths)
-        yq = Model(sub, fq).run(X, lengths=lengths)
+        sub_init = None if init is None else init[:k + 1]
+        yf = Model(sub, initial_state=sub_init).run(X, lengths=lengths)
+        yq = Model(sub, fq, initial_state=sub_init).run(X, lengths=lengths)
         rep.layers.append({"kind": layer.kind, "max_abs_error": float(np.abs(yf - yq).max()),
                            "cosine": _cosine(yf, yq)})
         if k == len(spec.layers) - 1:
@@ -308,8 +318,8 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
     work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
     # a diverging float model overflows here; choose_params turns that into a clear ModelError
     with Progress(total=work, desc="calibrating", enabled=progress) as bar, np.errstate(all="ignore"):
-        inp, obs = _observe(spec, X, bar)
+        inp, obs = _observe(spec, X, bar, model.initial_state)
     q = choose_params(spec, inp, obs)
-    qmodel = Model(spec, q)
+    qmodel = Model(spec, q, initial_state=model.initial_state)
     qmodel.fidelity = fidelity(model, qmodel, X)
     return qmodel
