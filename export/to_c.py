@@ -107,6 +107,9 @@ def to_c(model, outdir, **options):
         raise ModelError("the C export runs int8 models only: quantize the model first (edgelstm quantize)")
     if model.spec.needs_whole_sequence:
         raise ModelError("the C export streams frames; a bidirectional or reverse model needs whole sequences")
+    if any(layer.kind == "ops" for layer in model.spec.layers):
+        raise ModelError("the C export has no op-graph layers (imported TFLite step graphs) yet; run such a model "
+                         "with the Numba runtime")
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a directory")
