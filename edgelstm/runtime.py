@@ -473,8 +473,9 @@ class Model:
         return self.spec.output_size
 
     def describe(self) -> dict:
-        n_params = sum(int(np.prod(s)) for layer in self.spec.layers
-                       for _ in range(2 if layer.bidirectional else 1) for s in layer.param_shapes().values())
+        n_params = sum(layer.n_w + layer.n_b if layer.kind == "ops" else
+                       sum(int(np.prod(s)) for s in layer.param_shapes().values()) * (2 if layer.bidirectional else 1)
+                       for layer in self.spec.layers)
         return {"dtype": "int8" if self.is_quantized else "float32", "input_size": self.input_size,
                 "output_size": self.output_size, "parameters": n_params, "layers": self.spec.describe(),
                 "act_quant": self.quant.to_plain() if self.quant else None}

@@ -241,6 +241,9 @@ def _check_supported(model: Model) -> None:
     layers = model.spec.layers
     for k, layer in enumerate(layers):
         where = f"layer {k} ({layer.kind})"
+        if layer.kind == "ops":
+            raise ImportModelError(f"to_tflite: {where}: op-graph layers (imported step graphs) are not exported "
+                                   f"yet; the .tflite they came from runs in LiteRT as is")
         if layer.kind in ("gru", "rnn"):
             raise ImportModelError(f"to_tflite: {where}: GRU and RNN export is not implemented yet (TFLite has no "
                                    f"fused op for them; the op-graph export is open work)")

@@ -146,3 +146,77 @@ def test_unsupported_op_is_named(tmp_path, monkeypatch):
     p.write_bytes(b.finish([x], [y], False))
     with pytest.raises(ImportModelError, match="HARD_SWISH"):
         from_tflite(p)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_cell_equals_naive_reference(name):
+    """The op-graph kernels against tests/naive.py (plain Python integers, written from LiteRT's reference
+    kernels), 200 steps of each converter graph with the state fed back."""
+    import naive
+    model = from_tflite(os.path.join(HERE, f"{name}_int8.tflite"))
+    X = _load_X(name)[:200]
+    s_in, zp_in = model.quant.act[0]
+    xq = _quantize(X, s_in, zp_in)
+    want, want_state = naive.ref_opgraph_stream(model.spec.layers[0], model.quant.layers[0][0], xq)
+    s = model.stream()
+    got = s.step_many(X)
+    s_out, zp_out = model.quant.act[-1]
+    np.testing.assert_array_equal(got, (want.astype(np.float32) - zp_out) * np.float32(s_out))
+    for g, w in zip(s.state[0][0].values(), want_state):
+        np.testing.assert_array_equal(g, np.asarray(w, np.int8))
+
+
+MUTATE = r"""
+import json, struct, sys, random
+import numpy as np
+import edgelstm as el
+from edgelstm.errors import EdgeLSTMError
+src, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = open(src, "rb").read()
+hlen = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + hlen])
+body = data[8 + hlen:]
+rng = random.Random(seed)
+X = np.random.default_rng(0).standard_normal((20, json.loads(header["__metadata__"]["model"])["layers"][0]["input_size"])).astype(np.float32)
+counts = {"error": 0, "ran": 0}
+for case in range(n):
+    model = json.loads(header["__metadata__"]["model"])
+    g = model["layers"][0]
+    for _ in range(rng.randint(1, 3)):
+        field = rng.choice(["tensors", "ops", "state", "x", "y", "n_w", "n_b", "n_ws", "n_c", "input_size"])
+        bad = rng.choice([-1, 0, 1, 2, 7, 255, 10**6, 2**31, -2**31, None, 1.5, "x", True])
+        if field in ("tensors", "ops", "state") and g[field]:
+            row = rng.choice(g[field])
+            col = rng.randrange(len(row))
+            row[col] = bad if rng.random() < 0.5 else (row[col] + rng.randint(-3, 3) if isinstance(row[col], int) else bad)
+        else:
+            g[field] = bad
+    meta = dict(header["__metadata__"], model=json.dumps(model))
+    text = json.dumps(dict(header, __metadata__=meta)).encode()
+    text += b" " * (-(8 + len(text)) % 64)
+    open("/tmp/_mut.elstm", "wb").write(struct.pack("<Q", len(text)) + text + body)
+    try:
+        m = el.load("/tmp/_mut.elstm")
+        m.run(X)
+        counts["ran"] += 1
+    except EdgeLSTMError:
+        counts["error"] += 1
+print(json.dumps(counts))
+"""
+
+
+def test_malformed_opgraph_artifacts_are_errors_never_crashes(tmp_path):
+    """Mutated op-graph descriptions in .elstm files (indices, sizes, offsets, types): a clean edgelstm error or a
+    model that runs; run in a subprocess so that a crash would show as a failure, not kill the test session."""
+    import json
+    import subprocess
+    import sys
+    model = from_tflite(os.path.join(HERE, "gru_before_a_int8.tflite"))
+    el.save(model, tmp_path / "g.elstm")
+    script = tmp_path / "mutate.py"
+    script.write_text(MUTATE.replace("/tmp/_mut.elstm", str(tmp_path / "m.elstm")))
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "g.elstm"), "400", "5"], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = json.loads(r.stdout.strip().splitlines()[-1])
+    assert counts["error"] + counts["ran"] == 400 and counts["error"] > 200, counts

@@ -59,8 +59,10 @@ def lookup_table(fn: str, *, s_in, zp_in, s_out, zp_out) -> np.ndarray:
     x = np.arange(-128, 128, dtype=np.int32)
     deq = np.float32(s_in) * (x - np.int32(zp_in)).astype(np.float32)
     if fn == "logistic":
-        # std::exp on float32 (correctly rounded in glibc): evaluate in double, round once to float32
-        e = np.exp(-deq.astype(np.float64)).astype(np.float32)
+        # std::exp on float32 (correctly rounded in glibc): evaluate in double, round once to float32 (inf when
+        # it overflows, as expf: the table entry is then 0)
+        with np.errstate(over="ignore"):
+            e = np.exp(-deq.astype(np.float64)).astype(np.float32)
         y = np.float32(1.0) / (np.float32(1.0) + e)
     elif fn == "tanh":
         y = np.tanh(deq.astype(np.float64)).astype(np.float32)
