@@ -1,15 +1,21 @@
 """``edgelstm.Model`` to a .tflite file that LiteRT runs, written with the ``flatbuffers`` + ``tflite`` schema
 packages (no TensorFlow).
 
-What is written today (mode="sequence"): a stack of unidirectional LSTM layers as fused
+What is written (mode="sequence"): a stack of unidirectional LSTM layers as fused
 UNIDIRECTIONAL_SEQUENCE_LSTM ops (int8: TFLite's full-integer 8x8_16 form with its 5 intermediates; float32),
 optionally followed by one Dense head as FULLY_CONNECTED (per-channel int8 weights; fused RELU) and LOGISTIC /
 TANH / SOFTMAX.  The input is ``[1, T, F]`` with T resizable (shape signature ``[1, -1, F]``); the recurrent
 state lives in the LSTM ops' variable tensors and carries over between invokes, like a stream.  int8 models
 give outputs identical to edgelstm's runtime in LiteRT (tests/test_to_tflite.py).
 
+mode="step": the same ops over one frame ``[1, 1, F]``, with every LSTM layer's state as explicit inputs AND
+outputs, named in the SignatureDef (inputs ``x, h0, c0, h1, c1, ...``, outputs ``y, h0, c0, ...``): the streaming
+form apps use (set x and the state, invoke, read y and the new state). The state tensors stay the fused op's
+variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
+before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
+
 Not written yet (a clear ImportModelError): GRU and RNN layers, bidirectional layers, Dense layers before the
-last, and mode="step" (one time step with the state as explicit inputs and outputs).
+last, op-graph layers.
 """
 from __future__ import annotations
 
@@ -52,7 +58,8 @@ class _GraphBuilder:
     def op(self, name, inputs, outputs, options, intermediates=()):
         self.ops.append((name, list(inputs), list(outputs), list(intermediates), options))
 
-    def finish(self, inputs: list[int], outputs: list[int], quantized: bool) -> bytes:
+    def finish(self, inputs: list[int], outputs: list[int], quantized: bool, *, in_names=None,
+               out_names=None) -> bytes:
         import flatbuffers
         import tflite as T
 
@@ -170,18 +177,18 @@ class _GraphBuilder:
         T.SubGraphAddName(b, sg_name)
         subgraph = T.SubGraphEnd(b)
 
-        def tensor_maps(indices, prefix):
+        def tensor_maps(indices, prefix, names):
             maps = []
             for k, idx in enumerate(indices):
-                nm = b.CreateString(prefix if len(indices) == 1 else f"{prefix}_{k}")
+                nm = b.CreateString(names[k] if names else prefix if len(indices) == 1 else f"{prefix}_{k}")
                 T.TensorMapStart(b)
                 T.TensorMapAddName(b, nm)
                 T.TensorMapAddTensorIndex(b, idx)
                 maps.append(T.TensorMapEnd(b))
             return maps
 
-        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x"))
-        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y"))
+        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x", in_names))
+        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y", out_names))
         key = b.CreateString("serving_default")
         T.SignatureDefStart(b)
         T.SignatureDefAddInputs(b, sig_in)
@@ -261,10 +268,7 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
     """Write ``model`` as a .tflite file (see the module docstring for what is supported)."""
     if not isinstance(model, Model):
         raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
-    if mode != "sequence":
-        if mode == "step":
-            raise ImportModelError("to_tflite: mode='step' (explicit state inputs/outputs) is not implemented yet; "
-                                   "use mode='sequence', whose LSTM state carries over between invokes")
+    if mode not in ("sequence", "step"):
         raise ImportModelError(f"to_tflite: mode must be 'sequence' or 'step', got {mode!r}")
     try:
         import flatbuffers  # noqa: F401
@@ -273,7 +277,7 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
         raise ImportModelError("to_tflite needs the 'flatbuffers' and 'tflite' packages: "
                                "pip install 'edgelstm[tflite]'") from None
     _check_supported(model)
-    data = _build(model)
+    data = _build(model, step=mode == "step")
     p = os.fspath(path)
     try:
         with open(p, "wb") as f:
@@ -282,21 +286,30 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
         raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
 
 
-def _build(model: Model) -> bytes:
+def _build(model: Model, *, step: bool = False) -> bytes:
     q = model.quant
     quantized = q is not None
     g = _GraphBuilder()
     F = model.input_size
     act_dtype = np.int8 if quantized else np.float32
     qkw = (lambda k: {"scale": q.act[k][0], "zp": q.act[k][1]}) if quantized else (lambda k: {})
-    x = g.tensor("x", [1, 1, F], act_dtype, signature=[1, -1, F], **qkw(0))
-    model_in, cur = x, x
+    x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
+    model_in, cur, states, names = x, x, [], []
     for k, layer in enumerate(model.spec.layers):
         if layer.kind == "lstm":
             cur = _lstm(g, layer, k, cur, q, model)
+            states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
+            names += [f"h{k}", f"c{k}"]
         else:
             cur = _dense(g, layer, k, cur, q, model)
-    return g.finish([model_in], [cur], quantized)
+    if not step:
+        return g.finish([model_in], [cur], quantized)
+    # mode="step": one frame [1, 1, F]; every LSTM's h and c are graph inputs AND outputs. They stay the fused
+    # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
+    # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
+    # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py)
+    return g.finish([model_in] + states, [cur] + states, quantized, in_names=["x"] + names,
+                    out_names=["y"] + names)
 
 
 def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
