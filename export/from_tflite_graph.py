@@ -33,7 +33,6 @@ def _size(shape) -> int:
 class _Importer:
     def __init__(self, g, state):
         self.g = g
-        sg = g.g
         self.inputs, self.outputs = _io_order(g)
         if not self.inputs or not self.outputs:
             raise ImportModelError(f"{g.where}: the step graph needs inputs and outputs")

@@ -91,9 +91,23 @@ def test_float_import_matches_litert():
     assert worst <= 1e-5, worst
 
 
-def test_dense_head_only_graphs_and_junk_are_refused(tmp_path):
-    with pytest.raises(el.ImportModelError, match="unsupported graph FULLY_CONNECTED"):
-        from_tflite(FIX / "fc_sigmoid.tflite")
+def test_dense_head_only_graph_is_a_stateless_op_graph_and_junk_is_refused(tmp_path):
+    # no fused LSTM: read as a step graph without state (FULLY_CONNECTED + LOGISTIC), identical to LiteRT
+    m = from_tflite(FIX / "fc_sigmoid.tflite")
+    assert m.spec.layers[0].kind == "ops" and not m.spec.layers[0].state
+    it = litert.Interpreter(model_path=str(FIX / "fc_sigmoid.tflite"))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    (s_in, zp_in), (s_out, zp_out) = m.quant.act
+    r = np.load(FIX / "fc_sigmoid.inputs.npy").astype(np.float32) / np.float32(s_in)
+    Xq = np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + zp_in, -128, 127).astype(np.int8)
+    want = []
+    for x in Xq:
+        it.set_tensor(inp["index"], x.reshape(inp["shape"]))
+        it.invoke()
+        want.append(it.get_tensor(out["index"]).ravel().copy())
+    got = m.run(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
+    np.testing.assert_array_equal(np.round(got / np.float32(s_out)).astype(np.int64) + zp_out, np.array(want))
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(el.ImportModelError, match="TFL3"):

@@ -12,10 +12,9 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
-from .layout import (OG_NOPS, OG_NSTATE, OG_NY, OG_OPS, OG_STATE, OG_STATE_REC,
-                     OG_STATES, OG_Y, OPK_ADD, OPK_CLAMP, OPK_COPY, OPK_FC, OPK_LOGISTIC, OPK_MUL, OPK_REC, OPK_SUB,
+from .layout import (OG_NOPS, OG_OPS, OPK_ADD, OPK_CLAMP, OPK_COPY, OPK_FC, OPK_LOGISTIC, OPK_MUL, OPK_REC, OPK_SUB,
                      OPK_TANH)
-from .ops_int8 import graph_io_in
+from .ops_int8 import graph_io_in, graph_io_out
 
 
 @njit(**NJIT_OPTS)
@@ -75,13 +74,4 @@ def graph_step_f32(prog, rec, wf, seq, xo, state, s_off, oo, arena):
     """One step of a float32 op-graph layer: output to seq[oo:], new state copied back."""
     graph_io_in(prog, rec, wf, seq, xo, state, s_off, arena)
     _run_ops_f32(prog, wf, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS])
-    y = prog[rec + OG_Y]
-    for k in range(prog[rec + OG_NY]):
-        seq[oo + k] = arena[y + k]
-    base = s_off + prog[rec + OG_STATE]
-    st = prog[rec + OG_STATES]
-    for i in range(prog[rec + OG_NSTATE]):
-        e = st + i * OG_STATE_REC
-        a, so = prog[e + 1], base + prog[e + 3]
-        for k in range(prog[e + 2]):
-            state[so + k] = arena[a + k]
+    graph_io_out(prog, rec, wf, seq, oo, state, s_off, arena)

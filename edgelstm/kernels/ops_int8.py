@@ -134,11 +134,10 @@ def graph_io_in(prog, rec, w, seq, xo, state, s_off, arena):
 
 
 @njit(**NJIT_OPTS)
-def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena):
-    """One step of an int8 op-graph layer: output to seq[oo:], new state written back (through a 256-entry
-    table when the state output's quantization differs from the state input's)."""
-    graph_io_in(prog, rec, wq, seq, xo, state, s_off, arena)
-    _run_ops_int8(prog, wq, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS])
+def graph_io_out(prog, rec, w, seq, oo, state, s_off, arena):
+    """The output tensor into seq[oo:] and the state outputs back into the state block: a copy, or (int8, when
+    the state output's quantization differs from the state input's) a 256-entry table in ``w`` (shared by both
+    dtypes; float graphs have no tables)."""
     y = prog[rec + OG_Y]
     for k in range(prog[rec + OG_NY]):
         seq[oo + k] = arena[y + k]
@@ -151,4 +150,12 @@ def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena):
             if lut < 0:
                 state[so + k] = arena[a + k]
             else:
-                state[so + k] = wq[lut + min(max(np.int64(arena[a + k]) + 128, 0), 255)]
+                state[so + k] = w[lut + min(max(np.int64(arena[a + k]) + 128, 0), 255)]
+
+
+@njit(**NJIT_OPTS)
+def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena):
+    """One step of an int8 op-graph layer: output to seq[oo:], new state written back."""
+    graph_io_in(prog, rec, wq, seq, xo, state, s_off, arena)
+    _run_ops_int8(prog, wq, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS])
+    graph_io_out(prog, rec, wq, seq, oo, state, s_off, arena)
