@@ -305,3 +305,57 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
     rec[C.OG_NCONST] = len(consts)
     rec[C.OG_CONSTS] = b.add_ints(np.asarray(consts, np.int64).ravel()) if consts else 0
     return rec, arena
+
+
+# ------------------------------------------------------------------------ GRU / RNN as float op graphs
+
+def float_cell_graph(layer) -> tuple[OpGraph, dict]:
+    """A float32 GRU (both variants) or RNN (tanh / relu) layer as an op graph of builtin ops (one step, state h),
+    the form ``to_tflite(mode="step")`` writes for them (TFLite has no fused GRU/RNN op):
+      GRU  r = LOGISTIC(FC_x,r(x) + FC_h,r(h)), z likewise, n = TANH(FC_x,n(x) + r * FC_h,n(h)) (reset after) or
+           TANH(FC_x,n(x) + FC_h,n(r * h)) (reset before), h' = z * h + (1 - z) * n
+      RNN  h' = TANH|RELU(FC_x(x) + FC_h(h))   (biases inside the FCs; one FC per gate block)"""
+    if layer.kind not in ("gru", "rnn") or layer.bidirectional or layer.reverse:
+        raise ModelError(f"no op graph for a {layer.kind} layer of this kind")
+    w = layer.directions[0]
+    I, H = layer.input_size, layer.hidden_size
+    tensors, ops, wblob, bblob = [], [], [], []
+
+    def tensor(size, const=None):
+        tensors.append([size, 1.0, 0, const])
+        return len(tensors) - 1
+
+    def fc(src, W, b):
+        out = tensor(W.shape[0])
+        ops.append(["FULLY_CONNECTED", src, -1, out, 0, sum(a.size for a in wblob), sum(a.size for a in bblob), 0])
+        wblob.append(np.ascontiguousarray(W, np.float32).ravel())
+        bblob.append(np.asarray(b, np.float32))
+        return out
+
+    def op(name, a, b=-1):
+        out = tensor(H)
+        ops.append([name, a, b, out, 0, 0, 0, 0])
+        return out
+
+    x, h = tensor(I), tensor(H)
+    if layer.kind == "rnn":
+        pre = op("ADD", fc(x, w["w_x"], w["b"]), fc(h, w["w_h"], np.zeros(H, np.float32)))
+        y = op("TANH" if layer.nonlinearity == "tanh" else "RELU", pre)
+        consts = np.zeros(0, np.float32)
+    else:
+        wx, wh, bx, bh = (np.split(w[n], 3) for n in ("w_x", "w_h", "b_x", "b_h"))
+        r = op("LOGISTIC", op("ADD", fc(x, wx[0], bx[0]), fc(h, wh[0], bh[0])))
+        z = op("LOGISTIC", op("ADD", fc(x, wx[1], bx[1]), fc(h, wh[1], bh[1])))
+        if layer.reset_after:
+            hn = op("MUL", r, fc(h, wh[2], bh[2]))
+        else:
+            hn = fc(op("MUL", r, h), wh[2], bh[2])
+        n = op("TANH", op("ADD", fc(x, wx[2], bx[2]), hn))
+        one = tensor(H, const=0)
+        y = op("ADD", op("MUL", z, h), op("MUL", op("SUB", one, z), n))
+        consts = np.ones(H, np.float32)
+    wb, bb = np.concatenate(wblob), np.concatenate(bblob)
+    g = OpGraph(input_size=I, output_size=H, quantized=False, tensors=tensors, ops=ops, x=x, y=y, state=[[h, y]],
+                n_w=wb.size, n_b=bb.size, n_c=consts.size)
+    validate_opgraph(g, f"{layer.kind} op graph")
+    return g, {"w": wb, "b": bb, "c": consts}

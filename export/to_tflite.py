@@ -33,7 +33,9 @@ _TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(n
           np.dtype(np.int8): _INT8}
 # builtin code -> (name, version for int8, version for float32), as the TF converter writes them
 _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1), "FULLY_CONNECTED": (9, 5, 1), "LOGISTIC": (14, 2, 1),
-        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1)}
+        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1), "ADD": (0, 2, 1), "SUB": (41, 2, 1), "MUL": (18, 2, 1),
+        "RELU": (19, 2, 1), "QUANTIZE": (114, 2, 1), "DEQUANTIZE": (6, 2, 1), "SLICE": (65, 2, 1),
+        "RESHAPE": (22, 1, 1)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -244,16 +246,17 @@ def _act_options(name):
     return build
 
 
-def _check_supported(model: Model) -> None:
+def _check_supported(model: Model, step: bool) -> None:
     layers = model.spec.layers
     for k, layer in enumerate(layers):
         where = f"layer {k} ({layer.kind})"
-        if layer.kind == "ops":
-            raise ImportModelError(f"to_tflite: {where}: op-graph layers (imported step graphs) are not exported "
-                                   f"yet; the .tflite they came from runs in LiteRT as is")
-        if layer.kind in ("gru", "rnn"):
-            raise ImportModelError(f"to_tflite: {where}: GRU and RNN export is not implemented yet (TFLite has no "
-                                   f"fused op for them; the op-graph export is open work)")
+        if layer.kind in ("gru", "rnn", "ops") and not step:
+            raise ImportModelError(f"to_tflite: {where}: GRU, RNN and op-graph layers are written as step graphs "
+                                   f"of builtin ops (TFLite has no fused op for them): use mode='step'")
+        if layer.kind in ("gru", "rnn") and model.is_quantized:
+            raise ImportModelError(f"to_tflite: {where}: int8 GRU and RNN export is not implemented: edgelstm's "
+                                   f"int8 GRU/RNN scheme (int16 gates and state) has no exact TFLite builtin-op "
+                                   f"form yet (README, op graphs); float32 GRU/RNN models export with mode='step'")
         if layer.bidirectional:
             raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
         if layer.kind == "dense" and k != len(layers) - 1:
@@ -276,7 +279,7 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
     except ImportError:
         raise ImportModelError("to_tflite needs the 'flatbuffers' and 'tflite' packages: "
                                "pip install 'edgelstm[tflite]'") from None
-    _check_supported(model)
+    _check_supported(model, mode == "step")
     data = _build(model, step=mode == "step")
     p = os.fspath(path)
     try:
@@ -300,6 +303,13 @@ def _build(model: Model, *, step: bool = False) -> bytes:
             cur = _lstm(g, layer, k, cur, q, model)
             states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
             names += [f"h{k}", f"c{k}"]
+        elif layer.kind in ("gru", "rnn", "ops"):
+            from edgelstm.opgraph import float_cell_graph
+            graph, params = (layer, q.layers[k][0] if quantized else layer.directions[0]) if layer.kind == "ops" \
+                else float_cell_graph(layer)
+            cur, st_in, st_out = _opgraph(g, graph, params, k, cur, quantized)
+            states += list(zip(st_in, st_out))
+            names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st_in))]
         else:
             cur = _dense(g, layer, k, cur, q, model)
     if not step:
@@ -308,8 +318,9 @@ def _build(model: Model, *, step: bool = False) -> bytes:
     # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
     # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
     # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py)
-    return g.finish([model_in] + states, [cur] + states, quantized, in_names=["x"] + names,
-                    out_names=["y"] + names)
+    ins = [t if isinstance(t, int) else t[0] for t in states]
+    outs = [t if isinstance(t, int) else t[1] for t in states]
+    return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
 
 
 def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
@@ -400,3 +411,91 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
     out = g.tensor(f"l{k}.out", [1, 1, O], np.int8, signature=[1, -1, O], scale=s_out, zp=zp_out)
     g.op(_ACT_OP[act], [fc_out], [out], _act_options(_ACT_OP[act]))
     return out
+
+
+def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool):
+    """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
+    tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size]."""
+    dt = np.int8 if quantized else np.float32
+    T = graph.tensors
+    ids = {graph.x: x}
+
+    def quant(i):
+        return {"scale": T[i][1], "zp": T[i][2]} if quantized else {}
+
+    for i, (size, _, _, const) in enumerate(T):
+        if i == graph.x:
+            continue
+        data = None if const is None else np.asarray(params["c"][const:const + size], dt).reshape(1, size)
+        ids[i] = g.tensor(f"l{k}.t{i}", [1, size], dt, data=data, **quant(i))
+
+    def act_options(cls_name, act):
+        def build(b, TT):
+            getattr(TT, f"{cls_name}Start")(b)
+            getattr(TT, f"{cls_name}AddFusedActivationFunction")(b, act)
+            return getattr(TT.BuiltinOptions, cls_name), getattr(TT, f"{cls_name}End")(b)
+        return build
+
+    none = _act_options("NONE")
+    for n, (name, a, b2, out, act, p0, p1, p2) in enumerate(graph.ops):
+        na, no = T[a][0], T[out][0]
+        if name == "FULLY_CONNECTED":
+            w = np.asarray(params["w"][p0:p0 + na * no], dt).reshape(no, na)
+            if quantized:
+                ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
+                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.int32, data=params["b"][p1:p1 + no],
+                                                scale=(np.float32(T[a][1]) * ws).astype(np.float32),
+                                                zp=np.zeros(no, np.int64), qdim=0)
+            else:
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w)
+                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], dt, data=params["b"][p1:p1 + no])
+            g.op(name, [ids[a], wt, bt], [ids[out]], _fc_act_options(act))
+        elif name in ("ADD", "SUB", "MUL"):
+            cls = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[name]
+            g.op(name, [ids[a], ids[b2]], [ids[out]], act_options(cls, act))
+        else:
+            size = p2 or no
+            if p1 or size != no:
+                raise ImportModelError(f"to_tflite: layer {k} (ops): op {n} ({name}) writes part of a tensor "
+                                       f"(a concatenation): not exported yet")
+            src = ids[a]
+            if p0 or size != na:                      # part of the input: SLICE it out first
+                begin = g.tensor(f"l{k}.op{n}.begin", [2], np.int32, data=np.array([0, p0], np.int32))
+                length = g.tensor(f"l{k}.op{n}.size", [2], np.int32, data=np.array([1, size], np.int32))
+                src = g.tensor(f"l{k}.op{n}.slice", [1, size], dt, **quant(a))
+                g.op("SLICE", [ids[a], begin, length], [src], none)
+            if name == "COPY":
+                shape = g.tensor(f"l{k}.op{n}.shape", [2], np.int32, data=np.array([1, size], np.int32))
+                g.op("RESHAPE", [src, shape], [ids[out]], none)
+            elif name == "REQUANTIZE_FLOAT":
+                f = g.tensor(f"l{k}.op{n}.float", [1, size], np.float32)
+                g.op("DEQUANTIZE", [src], [f], none)
+                g.op("QUANTIZE", [f], [ids[out]], none)
+            else:                                     # LOGISTIC, TANH, RELU, QUANTIZE
+                g.op(name, [src], [ids[out]], none)
+    # the layer output as [1, 1, O] like every other layer's (a fused LSTM after it needs 3-D input)
+    shape = g.tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
+    y = g.tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dt, **quant(graph.y))
+    g.op("RESHAPE", [ids[graph.y], shape], [y], none)
+    # state outputs in their state input's quantization (the write-back edgelstm's stream does: LiteRT's
+    # DEQUANTIZE -> QUANTIZE), so an app feeds them straight back
+    st_out = []
+    for i, (si, so) in enumerate(graph.state):
+        if quantized and T[si][1:3] != T[so][1:3]:
+            f = g.tensor(f"l{k}.s{i}.float", [1, T[so][0]], np.float32)
+            back = g.tensor(f"l{k}.s{i}.next", [1, T[si][0]], dt, **quant(si))
+            g.op("DEQUANTIZE", [ids[so]], [f], none)
+            g.op("QUANTIZE", [f], [back], none)
+            st_out.append(back)
+        else:
+            st_out.append(ids[so])
+    return y, [ids[si] for si, _ in graph.state], st_out
+
+
+def _fc_act_options(act: int):
+    def build(b, T):
+        T.FullyConnectedOptionsStart(b)
+        T.FullyConnectedOptionsAddFusedActivationFunction(b, act)
+        return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
+    return build

@@ -220,3 +220,29 @@ def test_malformed_opgraph_artifacts_are_errors_never_crashes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     counts = json.loads(r.stdout.strip().splitlines()[-1])
     assert counts["error"] + counts["ran"] == 400 and counts["error"] > 200, counts
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_imported_int8_cell_exports_back_and_runs_identically(name, tmp_path):
+    """The op-graph layer written back by to_tflite(mode="step") (FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH,
+    RELU, SLICE for split parts, DEQUANTIZE -> QUANTIZE for float islands and for the state write-back, so the
+    state outputs come in the state inputs' quantization): LiteRT's reference resolver, fed the state back by
+    name (x, s0_0.. -> y, s0_0..), gives outputs identical to our stream for 1,000 steps."""
+    from edgelstm.export import to_tflite
+    model = from_tflite(os.path.join(HERE, f"{name}_int8.tflite"))
+    path = tmp_path / "back.tflite"
+    to_tflite(model, path, mode="step")
+    X = _load_X(name)
+    run = litert.Interpreter(model_path=str(path),
+                             experimental_op_resolver_type=RESOLVERS["ref"]).get_signature_runner()
+    ins = run.get_input_details()
+    names = [n for n in ins if n != "x"]
+    state = {n: np.full(ins[n]["shape"], ins[n]["quantization"][1], np.int8) for n in names}
+    (s_in, zp_in), (s_out, zp_out) = model.quant.act
+    Y = []
+    for x in X:
+        out = run(x=_quantize(x, s_in, zp_in).reshape(ins["x"]["shape"]), **state)
+        Y.append(_dequantize(out["y"], s_out, zp_out).ravel())
+        state = {n: out[n].copy() for n in names}   # state outputs come in the state inputs' quantization
+    s = model.stream()
+    np.testing.assert_array_equal(s.step_many(X), np.array(Y))

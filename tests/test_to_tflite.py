@@ -109,8 +109,8 @@ def test_our_export_reads_back_identically(name, tmp_path):
 
 
 @pytest.mark.parametrize("layers, match", [
-    ([{"kind": "gru", "hidden_size": 4}], "GRU and RNN"),
-    ([{"kind": "rnn", "hidden_size": 4}], "GRU and RNN"),
+    ([{"kind": "gru", "hidden_size": 4}], "use mode='step'"),
+    ([{"kind": "rnn", "hidden_size": 4}], "use mode='step'"),
     ([{"kind": "lstm", "hidden_size": 4, "bidirectional": True}], "bidirectional"),
     ([{"kind": "lstm", "hidden_size": 6, "proj_size": 3, "peephole": True}], "peephole together with projection"),
     ([{"kind": "dense", "output_size": 4}, {"kind": "lstm", "hidden_size": 4}], "final Dense"),
@@ -208,3 +208,34 @@ def test_cli_export_tflite(tmp_path, capsys):
     q = el.load(DATA / "tagger_lstm_int8.elstm")
     X = np.load(DATA / "demo_features.npy")[:200]
     np.testing.assert_array_equal(from_tflite(out).run(X), q.run(X))
+
+
+GRU_RNN = {  # float32 GRU / RNN stacks: written as op graphs of builtin ops in mode="step"
+    "gru_after_sigmoid": ([{"kind": "gru", "hidden_size": 16}, {"kind": "dense", "output_size": 3,
+                                                                "activation": "sigmoid"}], 6),
+    "gru_before": ([{"kind": "gru", "hidden_size": 12, "reset_after": False}], 5),
+    "rnn_relu_lstm": ([{"kind": "rnn", "hidden_size": 10, "nonlinearity": "relu"}, {"kind": "lstm", "hidden_size": 8},
+                       {"kind": "dense", "output_size": 4}], 7),
+    "rnn_tanh_gru": ([{"kind": "rnn", "hidden_size": 9}, {"kind": "gru", "hidden_size": 11}], 4),
+}
+
+
+@pytest.mark.parametrize("name", list(GRU_RNN))
+def test_float_gru_rnn_step_export_streams_within_tolerance(name, tmp_path):
+    layers, F = GRU_RNN[name]
+    # scale 0.35: a relu recurrence with louder random weights grows without bound (float32 overflow)
+    f = el.Model(el.random_model(layers, input_size=F, seed=len(name), scale=0.35))
+    path = tmp_path / f"{name}.tflite"
+    to_tflite(f, path, mode="step")
+    rng = np.random.default_rng(13)
+    Xs = [_walk(rng, STEPS, F) for _ in range(2)]
+    wants, states = _litert_step_streams(path, Xs, "default")
+    for X, want, st in zip(Xs, wants, states):
+        s = f.stream()
+        got = s.step_many(X)
+        assert np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))) <= 1e-5
+        for k, layer in enumerate(f.spec.layers):
+            if layer.kind != "dense":
+                assert np.abs(s.state[k][0]["h"] - st[f"h{k}"].ravel()).max() <= 1e-5
+    with pytest.raises(el.ImportModelError, match="int8 GRU and RNN"):
+        to_tflite(el.quantize(f, calibration=Xs[0][:200], progress=False), tmp_path / "q.tflite", mode="step")
