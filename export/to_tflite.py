@@ -14,8 +14,13 @@ form apps use (set x and the state, invoke, read y and the new state). The state
 variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
 before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
 
-Not written yet (a clear ImportModelError): GRU and RNN layers, bidirectional layers, Dense layers before the
-last, op-graph layers.
+GRU / RNN (float32) and op-graph layers (int8 or float32) are written in mode="step" only, as step graphs of
+builtin ops (edgelstm/opgraph.py); int8 op graphs get their state write-back (DEQUANTIZE -> QUANTIZE) inside the
+graph so each state output has its state input's quantization.
+
+Not written yet (a clear ImportModelError): int8 GRU/RNN layers of the contract's int16 scheme (quantize with
+edgelstm.quant.opgraph_ptq.quantize_opgraph for an exportable op-graph form), bidirectional layers, Dense
+layers before the last, op graphs that write part of a tensor (CONCATENATION).
 """
 from __future__ import annotations
 
