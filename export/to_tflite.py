@@ -261,7 +261,8 @@ def _check_supported(model: Model, step: bool) -> None:
         if layer.kind in ("gru", "rnn") and model.is_quantized:
             raise ImportModelError(f"to_tflite: {where}: int8 GRU and RNN export is not implemented: edgelstm's "
                                    f"int8 GRU/RNN scheme (int16 gates and state) has no exact TFLite builtin-op "
-                                   f"form yet (README, op graphs); float32 GRU/RNN models export with mode='step'")
+                                   f"form; quantize the float model with edgelstm.quant.opgraph_ptq.quantize_opgraph for an "
+                                   f"exportable int8 op-graph form, or export the float model with mode='step'")
         if layer.bidirectional:
             raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
         if layer.kind == "dense" and k != len(layers) - 1:
