@@ -116,6 +116,9 @@ def _print_json(obj) -> None:
 def _layer_details(d: dict) -> str:
     if d["kind"] == "dense":
         return d.get("activation", "none")
+    if d["kind"] == "ops":
+        ops = [o[0] for o in d["ops"]]
+        return f"{len(ops)} TFLite ops ({', '.join(sorted(set(ops)))}), {len(d['state'])} state tensor(s)"
     parts = [f"hidden {d['hidden_size']}"]
     if d.get("bidirectional"):
         parts.append("bidirectional")

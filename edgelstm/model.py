@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ModelError
+from .opgraph import OpGraph, validate_opgraph
 
 LSTM_GATES = ("i", "f", "g", "o")
 GRU_GATES = ("r", "z", "n")
@@ -164,8 +165,8 @@ class Dense:
         return {}
 
 
-Layer = LSTM | GRU | RNN | Dense
-LAYER_CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "dense": Dense}
+Layer = LSTM | GRU | RNN | Dense | OpGraph
+LAYER_CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "dense": Dense, "ops": OpGraph}
 
 
 def validate_layer(layer, index: int, *, require_weights: bool = True) -> None:
@@ -173,7 +174,10 @@ def validate_layer(layer, index: int, *, require_weights: bool = True) -> None:
     ``require_weights=False`` accepts a layer with no float weights (an int8-only artifact)."""
     where = f"layer {index} ({layer.kind})"
     _check_size(f"{where}: input_size", layer.input_size)
-    if layer.kind == "dense":
+    n_dir = 1
+    if layer.kind == "ops":
+        validate_opgraph(layer, where)
+    elif layer.kind == "dense":
         _check_size(f"{where}: output_size", layer.output_size)
         if layer.activation not in ACTIVATIONS:
             raise ModelError(f"{where}: activation must be one of {ACTIVATIONS}, got {layer.activation!r}")
@@ -226,7 +230,7 @@ class ModelSpec:
         if not self.layers:
             raise ModelError("a model needs at least one layer")
         for k, layer in enumerate(self.layers):
-            if type(layer).__name__ not in ("LSTM", "GRU", "RNN", "Dense"):
+            if type(layer).__name__ not in ("LSTM", "GRU", "RNN", "Dense", "OpGraph"):
                 raise ModelError(f"layer {k}: unknown layer type {type(layer).__name__}")
             validate_layer(layer, k, require_weights=self.has_weights)
             if k and layer.input_size != self.layers[k - 1].output_size:
@@ -255,6 +259,9 @@ class ModelSpec:
         """JSON-friendly layer list (no arrays)."""
         out = []
         for layer in self.layers:
+            if layer.kind == "ops":
+                out.append(layer.describe())
+                continue
             d = {"kind": layer.kind, "input_size": layer.input_size, "output_size": layer.output_size}
             if layer.kind == "dense":
                 d["activation"] = layer.activation
@@ -280,6 +287,8 @@ def layer_from_description(d: dict, directions: list[dict]):
     kind = d.get("kind")
     if kind not in LAYER_CLASSES:
         raise ModelError(f"unknown layer kind {kind!r}")
+    if kind == "ops":
+        return OpGraph.from_description(d, directions)
     common = dict(input_size=d["input_size"], directions=directions)
     if kind == "dense":
         return Dense(output_size=d["output_size"], activation=d.get("activation", "none"), **common)

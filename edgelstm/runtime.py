@@ -178,6 +178,11 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         elif kind == "rnn":
             flags |= C.FLAG_RELU if layer.nonlinearity == "relu" else 0
             hid, n_out = layer.hidden_size, layer.hidden_size
+        elif kind == "ops":
+            if bool(layer.quantized) != quantized:
+                raise ModelError(f"layer {k} (ops): an {'int8' if layer.quantized else 'float32'} op graph in a "
+                                 f"{'int8' if quantized else 'float32'} model")
+            hid, n_out = 0, layer.output_size
         else:
             hid, n_out = 0, layer.output_size
         scratch = max(scratch, 4 * hid, n_out)
@@ -193,11 +198,22 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
                     st["h8"] = (n_state + hid, hid)
             elif kind == "rnn":
                 st = {"h": (n_state, hid)}
+            elif kind == "ops":
+                st, rel = {}, 0
+                for name, (size,) in layer.state_shapes().items():
+                    st[name] = (n_state + rel, size)
+                    rel += size
             used = sum(size for _, size in st.values())
             state_off = n_state
             n_state += _align(used, 32)
             dir_layout.append(st)
-            if quantized:
+            if kind == "ops":       # a graph of TFLite builtin ops (edgelstm/opgraph.py)
+                from .opgraph import prepare_record
+                rec, arena = prepare_record(b, layer, quant.layers[k][d] if quantized else layer.directions[d],
+                                            state_off)
+                records.append(rec)
+                scratch = max(scratch, arena)
+            elif quantized:
                 records.append(_int8_record(b, layer, quant, k, d, state_off, sig_off, tanh_offs))
             else:
                 records.append(_f32_record(b, layer, layer.directions[d], state_off))
@@ -488,8 +504,9 @@ class Model:
         return self.spec.output_size
 
     def describe(self) -> dict:
-        n_params = sum(int(np.prod(s)) for layer in self.spec.layers
-                       for _ in range(2 if layer.bidirectional else 1) for s in layer.param_shapes().values())
+        n_params = sum(layer.n_w + layer.n_b if layer.kind == "ops" else
+                       sum(int(np.prod(s)) for s in layer.param_shapes().values()) * (2 if layer.bidirectional else 1)
+                       for layer in self.spec.layers)
         return {"dtype": "int8" if self.is_quantized else "float32", "input_size": self.input_size,
                 "output_size": self.output_size, "parameters": n_params, "layers": self.spec.describe(),
                 "act_quant": self.quant.to_plain() if self.quant else None}
@@ -523,6 +540,8 @@ class Model:
             return np.dtype(np.float32)
         if layer.kind == "lstm":
             return np.dtype(np.int8 if name == "h" else np.int16)
+        if layer.kind == "ops":
+            return np.dtype(np.int8)
         return np.dtype(np.int16 if layer.kind == "gru" else np.int8)
 
     def _reset_state(self, work, batch, *, zero: bool = False):
@@ -538,7 +557,10 @@ class Model:
             for k, layer in enumerate(self.spec.layers):
                 zp = self.quant.act[k + 1][1]
                 for st in self._prep.layout[k]:
-                    if layer.kind in ("lstm", "rnn"):
+                    if layer.kind == "ops":     # each state tensor at its own zero point (real 0)
+                        for i, (off, size) in enumerate(st.values()):
+                            state[:, off:off + size] = layer.state_quant(i)[1]
+                    elif layer.kind in ("lstm", "rnn"):
                         off, size = st["h"]
                         state[:, off:off + size] = zp
                     elif layer.kind == "gru":
@@ -607,6 +629,11 @@ class Model:
         for k, layer in enumerate(self.spec.layers):
             if layer.kind == "dense":
                 continue
+            if layer.kind == "ops":
+                for i, name in enumerate(layer.state_shapes()):
+                    s, zp = layer.state_quant(i)
+                    out[k][0][name] = ((out[k][0][name].astype(np.float32) - zp) * np.float32(s)).astype(np.float32)
+                continue
             s_out, zp = self.quant.act[k + 1]
             for d, entry in enumerate(out[k]):
                 if layer.kind == "gru":
@@ -626,6 +653,12 @@ class Model:
         out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
         for k, layer in enumerate(self.spec.layers):
             if layer.kind == "dense":
+                continue
+            if layer.kind == "ops":
+                for i, name in enumerate(layer.state_shapes()):
+                    s, zp = layer.state_quant(i)
+                    v = np.asarray(st[k][0][name], dtype=np.float64)
+                    out[k][0][name] = np.clip(np.round(v / s) + zp, -128, 127).astype(np.int8)
                 continue
             s_out, zp = self.quant.act[k + 1]
             for d in range(len(self._prep.layout[k])):

@@ -4,7 +4,9 @@ Supported graphs (what the TF converter writes for a Keras LSTM stack with a Den
 int8 (8x8_16 LSTM):
     UNIDIRECTIONAL_SEQUENCE_LSTM [-> UNIDIRECTIONAL_SEQUENCE_LSTM ...] [-> FULLY_CONNECTED [-> LOGISTIC | TANH
     | SOFTMAX]]
-Anything else raises ``ImportModelError`` naming the op.  The file is parsed with the ``tflite`` schema package
+Any other graph is read as a step graph of plain builtin ops (export/from_tflite_graph.py: Keras cells with
+explicit state, int8 or float32) and becomes one op-graph layer; an unsupported op raises ``ImportModelError``
+naming it.  The file is parsed with the ``tflite`` schema package
 (pure Python: a malformed file raises, it cannot crash) and every value this importer takes from it is checked
 (identifier, tensor indices, dtypes, shapes, buffer sizes, quantization) before a Model is built; the Model
 then runs its own validation (``validate_quant`` and prepare()'s multiplier checks) before any kernel runs.
@@ -259,8 +261,11 @@ def _dense(g: _Graph, op: dict, k: int, quantized: bool, act_op: dict | None):
     return layer, q, final
 
 
-def from_tflite(path) -> Model:
-    """Import a converter-made .tflite file (see the module docstring for the supported graphs)."""
+def from_tflite(path, *, state=None) -> Model:
+    """Import a converter-made .tflite file (see the module docstring for the supported graphs).
+
+    ``state``: for a step graph, the (input position, output position) pairs of its state tensors; default:
+    inputs 1.. paired in order with outputs 1.. (a Keras cell model ``[x, s...] -> [y, s'...]``)."""
     data, where = read_model_file(path)
     try:
         import tflite  # noqa: F401
@@ -268,18 +273,23 @@ def from_tflite(path) -> Model:
         raise ImportModelError("from_tflite needs the 'tflite' schema package: pip install 'edgelstm[tflite]'") \
             from None
     try:
-        return _import(data, where)
+        return _import(data, where, state)
     except EdgeLSTMError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed flatbuffer raises anything from the generated accessors
         raise ImportModelError(f"{where}: malformed TFLite file ({type(e).__name__}: {e})") from None
 
 
-def _import(data: bytes, where: str) -> Model:
+def _import(data: bytes, where: str, state) -> Model:
     g = _Graph(data, where)
     names = [op["name"] for op in g.ops]
     if not names:
         raise ImportModelError(f"{where}: the graph has no operators")
+    if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in names:     # a step graph of plain ops (e.g. a Keras cell)
+        from .from_tflite_graph import import_step_graph
+        return import_step_graph(g, state=state)
+    if state is not None:
+        raise ImportModelError(f"{where}: state= applies to step graphs; this file is a fused sequence LSTM")
     known = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FULLY_CONNECTED", *_ACT_OPS}
     for i, n in enumerate(names):
         if n not in known:

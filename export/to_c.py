@@ -110,6 +110,9 @@ def to_c(model, outdir, **options):
     if getattr(model, "initial_state", None) is not None:
         raise ModelError("the C export starts every stream from zeros; this model has its own initial_state "
                          "(set model.initial_state = None to export it with a zero start)")
+    if any(layer.kind == "ops" for layer in model.spec.layers):
+        raise ModelError("the C export has no op-graph layers (imported TFLite step graphs) yet; run such a model "
+                         "with the Numba runtime")
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a directory")

@@ -1,15 +1,26 @@
 """``edgelstm.Model`` to a .tflite file that LiteRT runs, written with the ``flatbuffers`` + ``tflite`` schema
 packages (no TensorFlow).
 
-What is written today (mode="sequence"): a stack of unidirectional LSTM layers as fused
+What is written (mode="sequence"): a stack of unidirectional LSTM layers as fused
 UNIDIRECTIONAL_SEQUENCE_LSTM ops (int8: TFLite's full-integer 8x8_16 form with its 5 intermediates; float32),
 optionally followed by one Dense head as FULLY_CONNECTED (per-channel int8 weights; fused RELU) and LOGISTIC /
 TANH / SOFTMAX.  The input is ``[1, T, F]`` with T resizable (shape signature ``[1, -1, F]``); the recurrent
 state lives in the LSTM ops' variable tensors and carries over between invokes, like a stream.  int8 models
 give outputs identical to edgelstm's runtime in LiteRT (tests/test_to_tflite.py).
 
-Not written yet (a clear ImportModelError): GRU and RNN layers, bidirectional layers, Dense layers before the
-last, and mode="step" (one time step with the state as explicit inputs and outputs).
+mode="step": the same ops over one frame ``[1, 1, F]``, with every LSTM layer's state as explicit inputs AND
+outputs, named in the SignatureDef (inputs ``x, h0, c0, h1, c1, ...``, outputs ``y, h0, c0, ...``): the streaming
+form apps use (set x and the state, invoke, read y and the new state). The state tensors stay the fused op's
+variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
+before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
+
+GRU / RNN (float32) and op-graph layers (int8 or float32) are written in mode="step" only, as step graphs of
+builtin ops (edgelstm/opgraph.py); int8 op graphs get their state write-back (DEQUANTIZE -> QUANTIZE) inside the
+graph so each state output has its state input's quantization.
+
+Not written yet (a clear ImportModelError): int8 GRU/RNN layers of the contract's int16 scheme (quantize with
+edgelstm.quant.opgraph_ptq.quantize_opgraph for an exportable op-graph form), bidirectional layers, Dense
+layers before the last, op graphs that write part of a tensor (CONCATENATION).
 """
 from __future__ import annotations
 
@@ -27,7 +38,9 @@ _TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(n
           np.dtype(np.int8): _INT8}
 # builtin code -> (name, version for int8, version for float32), as the TF converter writes them
 _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1), "FULLY_CONNECTED": (9, 5, 1), "LOGISTIC": (14, 2, 1),
-        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1)}
+        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1), "ADD": (0, 2, 1), "SUB": (41, 2, 1), "MUL": (18, 2, 1),
+        "RELU": (19, 2, 1), "QUANTIZE": (114, 2, 1), "DEQUANTIZE": (6, 2, 1), "SLICE": (65, 2, 1),
+        "RESHAPE": (22, 1, 1)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -52,7 +65,8 @@ class _GraphBuilder:
     def op(self, name, inputs, outputs, options, intermediates=()):
         self.ops.append((name, list(inputs), list(outputs), list(intermediates), options))
 
-    def finish(self, inputs: list[int], outputs: list[int], quantized: bool) -> bytes:
+    def finish(self, inputs: list[int], outputs: list[int], quantized: bool, *, in_names=None,
+               out_names=None) -> bytes:
         import flatbuffers
         import tflite as T
 
@@ -170,18 +184,18 @@ class _GraphBuilder:
         T.SubGraphAddName(b, sg_name)
         subgraph = T.SubGraphEnd(b)
 
-        def tensor_maps(indices, prefix):
+        def tensor_maps(indices, prefix, names):
             maps = []
             for k, idx in enumerate(indices):
-                nm = b.CreateString(prefix if len(indices) == 1 else f"{prefix}_{k}")
+                nm = b.CreateString(names[k] if names else prefix if len(indices) == 1 else f"{prefix}_{k}")
                 T.TensorMapStart(b)
                 T.TensorMapAddName(b, nm)
                 T.TensorMapAddTensorIndex(b, idx)
                 maps.append(T.TensorMapEnd(b))
             return maps
 
-        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x"))
-        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y"))
+        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x", in_names))
+        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y", out_names))
         key = b.CreateString("serving_default")
         T.SignatureDefStart(b)
         T.SignatureDefAddInputs(b, sig_in)
@@ -237,13 +251,18 @@ def _act_options(name):
     return build
 
 
-def _check_supported(model: Model) -> None:
+def _check_supported(model: Model, step: bool) -> None:
     layers = model.spec.layers
     for k, layer in enumerate(layers):
         where = f"layer {k} ({layer.kind})"
-        if layer.kind in ("gru", "rnn"):
-            raise ImportModelError(f"to_tflite: {where}: GRU and RNN export is not implemented yet (TFLite has no "
-                                   f"fused op for them; the op-graph export is open work)")
+        if layer.kind in ("gru", "rnn", "ops") and not step:
+            raise ImportModelError(f"to_tflite: {where}: GRU, RNN and op-graph layers are written as step graphs "
+                                   f"of builtin ops (TFLite has no fused op for them): use mode='step'")
+        if layer.kind in ("gru", "rnn") and model.is_quantized:
+            raise ImportModelError(f"to_tflite: {where}: int8 GRU and RNN export is not implemented: edgelstm's "
+                                   f"int8 GRU/RNN scheme (int16 gates and state) has no exact TFLite builtin-op "
+                                   f"form; quantize the float model with edgelstm.quant.opgraph_ptq.quantize_opgraph for an "
+                                   f"exportable int8 op-graph form, or export the float model with mode='step'")
         if layer.bidirectional:
             raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
         if layer.kind == "dense" and k != len(layers) - 1:
@@ -258,10 +277,7 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
     """Write ``model`` as a .tflite file (see the module docstring for what is supported)."""
     if not isinstance(model, Model):
         raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
-    if mode != "sequence":
-        if mode == "step":
-            raise ImportModelError("to_tflite: mode='step' (explicit state inputs/outputs) is not implemented yet; "
-                                   "use mode='sequence', whose LSTM state carries over between invokes")
+    if mode not in ("sequence", "step"):
         raise ImportModelError(f"to_tflite: mode must be 'sequence' or 'step', got {mode!r}")
     try:
         import flatbuffers  # noqa: F401
@@ -272,8 +288,8 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
     if model.initial_state is not None:
         raise ImportModelError("to_tflite: LiteRT starts the LSTM state tensors from zeros; this model has its own "
                                "initial_state (set model.initial_state = None to export it with a zero start)")
-    _check_supported(model)
-    data = _build(model)
+    _check_supported(model, mode == "step")
+    data = _build(model, step=mode == "step")
     p = os.fspath(path)
     try:
         with open(p, "wb") as f:
@@ -282,21 +298,38 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
         raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
 
 
-def _build(model: Model) -> bytes:
+def _build(model: Model, *, step: bool = False) -> bytes:
     q = model.quant
     quantized = q is not None
     g = _GraphBuilder()
     F = model.input_size
     act_dtype = np.int8 if quantized else np.float32
     qkw = (lambda k: {"scale": q.act[k][0], "zp": q.act[k][1]}) if quantized else (lambda k: {})
-    x = g.tensor("x", [1, 1, F], act_dtype, signature=[1, -1, F], **qkw(0))
-    model_in, cur = x, x
+    x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
+    model_in, cur, states, names = x, x, [], []
     for k, layer in enumerate(model.spec.layers):
         if layer.kind == "lstm":
             cur = _lstm(g, layer, k, cur, q, model)
+            states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
+            names += [f"h{k}", f"c{k}"]
+        elif layer.kind in ("gru", "rnn", "ops"):
+            from edgelstm.opgraph import float_cell_graph
+            graph, params = (layer, q.layers[k][0] if quantized else layer.directions[0]) if layer.kind == "ops" \
+                else float_cell_graph(layer)
+            cur, st_in, st_out = _opgraph(g, graph, params, k, cur, quantized)
+            states += list(zip(st_in, st_out))
+            names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st_in))]
         else:
             cur = _dense(g, layer, k, cur, q, model)
-    return g.finish([model_in], [cur], quantized)
+    if not step:
+        return g.finish([model_in], [cur], quantized)
+    # mode="step": one frame [1, 1, F]; every LSTM's h and c are graph inputs AND outputs. They stay the fused
+    # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
+    # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
+    # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py)
+    ins = [t if isinstance(t, int) else t[0] for t in states]
+    outs = [t if isinstance(t, int) else t[1] for t in states]
+    return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
 
 
 def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
@@ -387,3 +420,91 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
     out = g.tensor(f"l{k}.out", [1, 1, O], np.int8, signature=[1, -1, O], scale=s_out, zp=zp_out)
     g.op(_ACT_OP[act], [fc_out], [out], _act_options(_ACT_OP[act]))
     return out
+
+
+def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool):
+    """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
+    tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size]."""
+    dt = np.int8 if quantized else np.float32
+    T = graph.tensors
+    ids = {graph.x: x}
+
+    def quant(i):
+        return {"scale": T[i][1], "zp": T[i][2]} if quantized else {}
+
+    for i, (size, _, _, const) in enumerate(T):
+        if i == graph.x:
+            continue
+        data = None if const is None else np.asarray(params["c"][const:const + size], dt).reshape(1, size)
+        ids[i] = g.tensor(f"l{k}.t{i}", [1, size], dt, data=data, **quant(i))
+
+    def act_options(cls_name, act):
+        def build(b, TT):
+            getattr(TT, f"{cls_name}Start")(b)
+            getattr(TT, f"{cls_name}AddFusedActivationFunction")(b, act)
+            return getattr(TT.BuiltinOptions, cls_name), getattr(TT, f"{cls_name}End")(b)
+        return build
+
+    none = _act_options("NONE")
+    for n, (name, a, b2, out, act, p0, p1, p2) in enumerate(graph.ops):
+        na, no = T[a][0], T[out][0]
+        if name == "FULLY_CONNECTED":
+            w = np.asarray(params["w"][p0:p0 + na * no], dt).reshape(no, na)
+            if quantized:
+                ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
+                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.int32, data=params["b"][p1:p1 + no],
+                                                scale=(np.float32(T[a][1]) * ws).astype(np.float32),
+                                                zp=np.zeros(no, np.int64), qdim=0)
+            else:
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w)
+                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], dt, data=params["b"][p1:p1 + no])
+            g.op(name, [ids[a], wt, bt], [ids[out]], _fc_act_options(act))
+        elif name in ("ADD", "SUB", "MUL"):
+            cls = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[name]
+            g.op(name, [ids[a], ids[b2]], [ids[out]], act_options(cls, act))
+        else:
+            size = p2 or no
+            if p1 or size != no:
+                raise ImportModelError(f"to_tflite: layer {k} (ops): op {n} ({name}) writes part of a tensor "
+                                       f"(a concatenation): not exported yet")
+            src = ids[a]
+            if p0 or size != na:                      # part of the input: SLICE it out first
+                begin = g.tensor(f"l{k}.op{n}.begin", [2], np.int32, data=np.array([0, p0], np.int32))
+                length = g.tensor(f"l{k}.op{n}.size", [2], np.int32, data=np.array([1, size], np.int32))
+                src = g.tensor(f"l{k}.op{n}.slice", [1, size], dt, **quant(a))
+                g.op("SLICE", [ids[a], begin, length], [src], none)
+            if name == "COPY":
+                shape = g.tensor(f"l{k}.op{n}.shape", [2], np.int32, data=np.array([1, size], np.int32))
+                g.op("RESHAPE", [src, shape], [ids[out]], none)
+            elif name == "REQUANTIZE_FLOAT":
+                f = g.tensor(f"l{k}.op{n}.float", [1, size], np.float32)
+                g.op("DEQUANTIZE", [src], [f], none)
+                g.op("QUANTIZE", [f], [ids[out]], none)
+            else:                                     # LOGISTIC, TANH, RELU, QUANTIZE
+                g.op(name, [src], [ids[out]], none)
+    # the layer output as [1, 1, O] like every other layer's (a fused LSTM after it needs 3-D input)
+    shape = g.tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
+    y = g.tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dt, **quant(graph.y))
+    g.op("RESHAPE", [ids[graph.y], shape], [y], none)
+    # state outputs in their state input's quantization (the write-back edgelstm's stream does: LiteRT's
+    # DEQUANTIZE -> QUANTIZE), so an app feeds them straight back
+    st_out = []
+    for i, (si, so) in enumerate(graph.state):
+        if quantized and T[si][1:3] != T[so][1:3]:
+            f = g.tensor(f"l{k}.s{i}.float", [1, T[so][0]], np.float32)
+            back = g.tensor(f"l{k}.s{i}.next", [1, T[si][0]], dt, **quant(si))
+            g.op("DEQUANTIZE", [ids[so]], [f], none)
+            g.op("QUANTIZE", [f], [back], none)
+            st_out.append(back)
+        else:
+            st_out.append(ids[so])
+    return y, [ids[si] for si, _ in graph.state], st_out
+
+
+def _fc_act_options(act: int):
+    def build(b, T):
+        T.FullyConnectedOptionsStart(b)
+        T.FullyConnectedOptionsAddFusedActivationFunction(b, act)
+        return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
+    return build

@@ -851,3 +851,130 @@ def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=N
     Y = ref_dequantize_output(seq, s_L, z_L)
     Y[np.arange(T)[None, :] >= lengths[:, None]] = 0.0
     return Y, final
+
+
+# ---- TFLite builtin int8 ops and the op-graph layer kind, plain Python integers: independent of
+# edgelstm/kernels/ops_int8.py and of edgelstm/quant/ops_prepare.py (written from LiteRT's reference kernels)
+def _ref_clamp(v, lo, hi):
+    return lo if v < lo else hi if v > hi else v
+
+
+def _ref_round_away(v):
+    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+
+def ref_op_fully_connected(x, zp_in, w, bias, s_in, w_scales, s_out, zp_out, lo=-128, hi=127):
+    """FULLY_CONNECTED int8 per-channel, single rounding: (acc * m + 2^(t-1)) >> t, t = 31 - shift."""
+    out = []
+    for n in range(len(w)):
+        m, s = ref_quantize_multiplier(float(np.float32(s_in)) * float(np.float32(w_scales[n]))
+                                       / float(np.float32(s_out)))
+        acc = _fx_i32((0 if bias is None else int(bias[n])) + sum((int(xk) - zp_in) * int(wk)
+                                                                    for xk, wk in zip(x, w[n])))
+        t = 31 - s
+        out.append(_ref_clamp(((acc * m + (1 << (t - 1))) >> t) + zp_out, lo, hi))
+    return out
+
+
+def ref_op_add(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, *, subtract=False, lo=-128, hi=127):
+    """ADD/SUB int8: inputs << 20, rescaled to 2*max scale, summed, rescaled to the output."""
+    fa, fb, fo = (float(np.float32(v)) for v in (s_a, s_b, s_out))
+    twice = 2.0 * max(fa, fb)
+    ma, sa = ref_quantize_multiplier(fa / twice)
+    mb, sb = ref_quantize_multiplier(fb / twice)
+    mo, so = ref_quantize_multiplier(twice / ((1 << 20) * fo))
+    out = []
+    for x, y in zip(a, b):
+        u = ref_mbqm((int(x) - zp_a) << 20, ma, sa)
+        v = ref_mbqm((int(y) - zp_b) << 20, mb, sb)
+        out.append(_ref_clamp(ref_mbqm(u - v if subtract else u + v, mo, so) + zp_out, lo, hi))
+    return out
+
+
+def ref_op_mul(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, lo=-128, hi=127):
+    m, s = ref_quantize_multiplier(float(np.float32(s_a)) * float(np.float32(s_b)) / float(np.float32(s_out)))
+    return [_ref_clamp(ref_mbqm((int(x) - zp_a) * (int(y) - zp_b), m, s) + zp_out, lo, hi) for x, y in zip(a, b)]
+
+
+def ref_op_requantize(x, zp_in, s_in, s_out, zp_out, lo=-128, hi=127):
+    m, s = ref_quantize_multiplier(float(np.float32(s_in)) / float(np.float32(s_out)))
+    return [_ref_clamp(ref_mbqm(int(v) - zp_in, m, s) + zp_out, lo, hi) for v in x]
+
+
+def ref_op_lut(fn, x, zp_in, s_in, s_out, zp_out):
+    """LOGISTIC/TANH int8: float32 dequantize, transform (correctly rounded to float32), float32 rescale, round
+    half away from zero, clamp. One element at a time with Python floats."""
+    f32 = lambda v: float(np.float32(v))                           # noqa: E731
+    out = []
+    for v in x:
+        d = f32(f32(s_in) * f32(int(v) - zp_in))
+        t = f32(1.0 / (1.0 + f32(math.exp(-d)))) if fn == "logistic" else f32(math.tanh(d))
+        r = f32(t * f32(1.0 / f32(s_out)))
+        out.append(_ref_clamp(_ref_round_away(r) + zp_out, -128, 127))
+    return out
+
+
+def ref_op_float_requantize(x, zp_in, s_in, s_out, zp_out):
+    """DEQUANTIZE (float32 of double scale * (q - zp)) then QUANTIZE (round half away of float32 v / s)."""
+    out = []
+    for v in x:
+        d = float(np.float32(float(np.float32(s_in)) * (int(v) - zp_in)))
+        out.append(_ref_clamp(_ref_round_away(float(np.float32(d / float(np.float32(s_out))))) + zp_out, -128, 127))
+    return out
+
+
+def _ref_act_range(act, s, zp):
+    q = lambda v: zp + _ref_round_away(float(np.float32(np.float32(v) / np.float32(s))))  # noqa: E731
+    lo, hi = {0: (-128, 127), 1: (q(0.0), 127), 2: (q(-1.0), q(1.0)), 3: (q(0.0), q(6.0))}[act]
+    return max(-128, lo), min(127, hi)
+
+
+def ref_opgraph_stream(layer, params, Xq):
+    """Run an int8 op-graph layer (edgelstm.opgraph.OpGraph IR + its int8 constants) over int8 frames Xq (T, I),
+    state fed back through DEQUANTIZE -> QUANTIZE when quantizations differ. Returns (Y int8 (T, O), state)."""
+    T = layer.tensors
+    val = {}
+    state = [[T[si][2]] * T[si][0] for si, _ in layer.state]
+    Y = []
+    for x in Xq:
+        val = {i: list(params["c"][t[3]:t[3] + t[0]]) for i, t in enumerate(T) if t[3] is not None}
+        val[layer.x] = [int(v) for v in x]
+        for (si, _), s in zip(layer.state, state):
+            val[si] = list(s)
+        for name, a, b, out, act, p0, p1, p2 in layer.ops:
+            (na, sa, za, _), (no, so, zo, _) = T[a], T[out]
+            lo, hi = _ref_act_range(act, so, zo)
+            if name == "FULLY_CONNECTED":
+                w = np.asarray(params["w"][p0:p0 + no * na]).reshape(no, na)
+                bias = None if p1 < 0 else params["b"][p1:p1 + no]
+                val[out] = ref_op_fully_connected(val[a], za, w, bias, sa, params["w_scale"][p2:p2 + no], so, zo,
+                                                  lo, hi)
+            elif name in ("ADD", "SUB"):
+                val[out] = ref_op_add(val[a], za, sa, val[b], T[b][2], T[b][1], so, zo, subtract=name == "SUB",
+                                      lo=lo, hi=hi)
+            elif name == "MUL":
+                val[out] = ref_op_mul(val[a], za, sa, val[b], T[b][2], T[b][1], so, zo, lo, hi)
+            else:
+                n = p2 or no
+                src = val[a][p0:p0 + n]
+                if name == "COPY":
+                    r = list(src)
+                elif name == "QUANTIZE":
+                    r = ref_op_requantize(src, za, sa, so, zo)
+                elif name == "RELU":
+                    r = ref_op_requantize(src, za, sa, so, zo, *_ref_act_range(1, so, zo))
+                elif name == "REQUANTIZE_FLOAT":
+                    r = ref_op_float_requantize(src, za, sa, so, zo)
+                else:
+                    r = ref_op_lut(name.lower(), src, za, sa, so, zo)
+                dst = val.setdefault(out, [0] * no)
+                dst[p1:p1 + n] = r
+        Y.append(list(val[layer.y]))
+        new = []
+        for si, so_ in layer.state:
+            if (T[si][1], T[si][2]) == (T[so_][1], T[so_][2]):
+                new.append(list(val[so_]))
+            else:
+                new.append(ref_op_float_requantize(val[so_], T[so_][2], T[so_][1], T[si][1], T[si][2]))
+        state = new
+    return np.asarray(Y, np.int8), state

@@ -91,9 +91,23 @@ def test_float_import_matches_litert():
     assert worst <= 1e-5, worst
 
 
-def test_dense_head_only_graphs_and_junk_are_refused(tmp_path):
-    with pytest.raises(el.ImportModelError, match="unsupported graph FULLY_CONNECTED"):
-        from_tflite(FIX / "fc_sigmoid.tflite")
+def test_dense_head_only_graph_is_a_stateless_op_graph_and_junk_is_refused(tmp_path):
+    # no fused LSTM: read as a step graph without state (FULLY_CONNECTED + LOGISTIC), identical to LiteRT
+    m = from_tflite(FIX / "fc_sigmoid.tflite")
+    assert m.spec.layers[0].kind == "ops" and not m.spec.layers[0].state
+    it = litert.Interpreter(model_path=str(FIX / "fc_sigmoid.tflite"))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    (s_in, zp_in), (s_out, zp_out) = m.quant.act
+    r = np.load(FIX / "fc_sigmoid.inputs.npy").astype(np.float32) / np.float32(s_in)
+    Xq = np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + zp_in, -128, 127).astype(np.int8)
+    want = []
+    for x in Xq:
+        it.set_tensor(inp["index"], x.reshape(inp["shape"]))
+        it.invoke()
+        want.append(it.get_tensor(out["index"]).ravel().copy())
+    got = m.run(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
+    np.testing.assert_array_equal(np.round(got / np.float32(s_out)).astype(np.int64) + zp_out, np.array(want))
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(el.ImportModelError, match="TFL3"):
@@ -117,10 +131,12 @@ def test_cli_convert_and_info_on_tflite(tmp_path, capsys):
     assert "lstm" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["lstm_sigmoid", "lstm_softmax_loud", "lstm_sigmoid_f32"])
+@pytest.mark.parametrize("name", ["lstm_sigmoid", "lstm_softmax_loud", "lstm_sigmoid_f32",
+                                  "../tflite_cells/gru_before_a_int8", "../tflite_cells/lstm_a_bias_int8",
+                                  "../tflite_cells/gru_after_a_f32"])
 def test_mutated_tflite_files_are_refused_or_run(name):
-    """Mutated converter files: an ImportModelError or a model that runs; never a crash or another exception
-    (a subprocess, so a crash would show as its exit status)."""
+    """Mutated converter files (fused sequence LSTMs and Keras cell step graphs): an ImportModelError or a model
+    that runs; never a crash or another exception (a subprocess, so a crash would show as its exit status)."""
     p = subprocess.run([sys.executable, "-X", "faulthandler", str(Path(__file__).parent / "fuzzing.py"), "--file",
                         str(FIX / f"{name}.tflite"), "1", "700"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

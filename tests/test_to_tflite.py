@@ -109,8 +109,8 @@ def test_our_export_reads_back_identically(name, tmp_path):
 
 
 @pytest.mark.parametrize("layers, match", [
-    ([{"kind": "gru", "hidden_size": 4}], "GRU and RNN"),
-    ([{"kind": "rnn", "hidden_size": 4}], "GRU and RNN"),
+    ([{"kind": "gru", "hidden_size": 4}], "use mode='step'"),
+    ([{"kind": "rnn", "hidden_size": 4}], "use mode='step'"),
     ([{"kind": "lstm", "hidden_size": 4, "bidirectional": True}], "bidirectional"),
     ([{"kind": "lstm", "hidden_size": 6, "proj_size": 3, "peephole": True}], "peephole together with projection"),
     ([{"kind": "dense", "output_size": 4}, {"kind": "lstm", "hidden_size": 4}], "final Dense"),
@@ -120,9 +120,84 @@ def test_unsupported_models_are_refused(layers, match, tmp_path):
     with pytest.raises(el.ImportModelError, match=match):
         to_tflite(m, tmp_path / "x.tflite")
     assert not (tmp_path / "x.tflite").exists()
-    with pytest.raises(el.ImportModelError, match="step"):
+    with pytest.raises(el.ImportModelError, match="mode"):
         to_tflite(el.Model(el.random_model([{"kind": "lstm", "hidden_size": 4}], input_size=3)),
-                  tmp_path / "x.tflite", mode="step")
+                  tmp_path / "x.tflite", mode="frames")
+
+
+def _litert_step_streams(path, Xs, resolver):
+    """Several streams interleaved step by step in ONE interpreter, each with its own state set before and read
+    after every invoke (by signature name): only right if LiteRT honours the state inputs."""
+    kw = {} if resolver == "default" else {"experimental_op_resolver_type": litert.OpResolverType.BUILTIN_REF}
+    run = litert.Interpreter(model_path=str(path), **kw).get_signature_runner()
+    ins = run.get_input_details()
+    names = [n for n in ins if n != "x"]
+    states = [{n: np.zeros(ins[n]["shape"], ins[n]["dtype"]) + (ins[n]["quantization"][1] if n[0] == "h" else 0)
+               for n in names} for _ in Xs]
+    Ys = [[] for _ in Xs]
+    for t in range(len(Xs[0])):
+        for k, X in enumerate(Xs):
+            out = run(x=X[t].reshape(ins["x"]["shape"]), **states[k])
+            Ys[k].append(out["y"].ravel().copy())
+            states[k] = {n: out[n].copy() for n in names}
+    return [np.array(Y) for Y in Ys], states
+
+
+@pytest.mark.parametrize("resolver", ["default", "reference"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_int8_step_export_streams_identically_in_litert(name, resolver, tmp_path):
+    _, q = _models(name)
+    path = tmp_path / f"{name}_step.tflite"
+    to_tflite(q, path, mode="step")
+    (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+    rng = np.random.default_rng(11)
+    Xs = [_walk(rng, STEPS, q.input_size) * 2.5 for _ in range(2)]      # louder than the calibration
+    Xqs = [np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8) for X in Xs]
+    wants, states = _litert_step_streams(path, Xqs, resolver)
+    for Xq, want, st in zip(Xqs, wants, states):
+        s = q.stream()
+        Xd = ((Xq.astype(np.float32) - np.float32(zp_in)) * np.float32(s_in)).astype(np.float32)
+        got = np.round(np.array([s.step(x).copy() for x in Xd]) / np.float32(s_out)).astype(np.int64) + zp_out
+        if resolver == "reference" and getattr(q.spec.layers[-1], "activation", "") == "softmax":
+            # LiteRT's reference SOFTMAX differs from its default one by 1 on ~1 output in 10^4 (README: Dense);
+            # we equal the default. The LSTM state below is still compared exactly.
+            d = np.abs(got - want)
+            assert d.max() <= 1 and np.mean(d > 0) < 1e-3
+        else:
+            np.testing.assert_array_equal(got, want)
+        ours = s.state
+        for k, layer in enumerate(q.spec.layers):
+            if layer.kind == "lstm":
+                np.testing.assert_array_equal(ours[k][0]["h"], st[f"h{k}"].ravel())
+                np.testing.assert_array_equal(ours[k][0]["c"], st[f"c{k}"].ravel())
+    assert not np.array_equal(wants[0], wants[1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float_step_export_streams_within_tolerance(name, tmp_path):
+    f, _ = _models(name, scale=0.6)
+    path = tmp_path / f"{name}_step.tflite"
+    to_tflite(f, path, mode="step")
+    rng = np.random.default_rng(12)
+    Xs = [_walk(rng, STEPS, f.input_size) for _ in range(2)]
+    wants, _ = _litert_step_streams(path, Xs, "default")
+    for X, want in zip(Xs, wants):
+        got = f.stream().step_many(X)
+        assert np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))) <= 1e-5
+
+
+def test_cli_export_tflite_step(tmp_path, capsys):
+    from edgelstm.cli import DATA
+    out = tmp_path / "tagger_step.tflite"
+    assert main(["export", str(DATA / "tagger_lstm_int8.elstm"), "--to", "tflite", "--mode", "step", "-o",
+                 str(out)]) == 0
+    q = el.load(DATA / "tagger_lstm_int8.elstm")
+    X = np.load(DATA / "demo_features.npy")[:300]
+    (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+    Xq = np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
+    (want,), _ = _litert_step_streams(out, [Xq], "default")
+    got = q.stream().step_many(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
+    np.testing.assert_array_equal(np.round(got / np.float32(s_out)).astype(np.int64) + zp_out, want)
 
 
 def test_cli_export_tflite(tmp_path, capsys):
@@ -133,3 +208,34 @@ def test_cli_export_tflite(tmp_path, capsys):
     q = el.load(DATA / "tagger_lstm_int8.elstm")
     X = np.load(DATA / "demo_features.npy")[:200]
     np.testing.assert_array_equal(from_tflite(out).run(X), q.run(X))
+
+
+GRU_RNN = {  # float32 GRU / RNN stacks: written as op graphs of builtin ops in mode="step"
+    "gru_after_sigmoid": ([{"kind": "gru", "hidden_size": 16}, {"kind": "dense", "output_size": 3,
+                                                                "activation": "sigmoid"}], 6),
+    "gru_before": ([{"kind": "gru", "hidden_size": 12, "reset_after": False}], 5),
+    "rnn_relu_lstm": ([{"kind": "rnn", "hidden_size": 10, "nonlinearity": "relu"}, {"kind": "lstm", "hidden_size": 8},
+                       {"kind": "dense", "output_size": 4}], 7),
+    "rnn_tanh_gru": ([{"kind": "rnn", "hidden_size": 9}, {"kind": "gru", "hidden_size": 11}], 4),
+}
+
+
+@pytest.mark.parametrize("name", list(GRU_RNN))
+def test_float_gru_rnn_step_export_streams_within_tolerance(name, tmp_path):
+    layers, F = GRU_RNN[name]
+    # scale 0.35: a relu recurrence with louder random weights grows without bound (float32 overflow)
+    f = el.Model(el.random_model(layers, input_size=F, seed=len(name), scale=0.35))
+    path = tmp_path / f"{name}.tflite"
+    to_tflite(f, path, mode="step")
+    rng = np.random.default_rng(13)
+    Xs = [_walk(rng, STEPS, F) for _ in range(2)]
+    wants, states = _litert_step_streams(path, Xs, "default")
+    for X, want, st in zip(Xs, wants, states):
+        s = f.stream()
+        got = s.step_many(X)
+        assert np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))) <= 1e-5
+        for k, layer in enumerate(f.spec.layers):
+            if layer.kind != "dense":
+                assert np.abs(s.state[k][0]["h"] - st[f"h{k}"].ravel()).max() <= 1e-5
+    with pytest.raises(el.ImportModelError, match="int8 GRU and RNN"):
+        to_tflite(el.quantize(f, calibration=Xs[0][:200], progress=False), tmp_path / "q.tflite", mode="step")

@@ -3,8 +3,8 @@ and the C export, so a process that only loads a model and runs the native backe
 See cells_int8.py and program.py for what the records mean."""
 
 # ---- record layouts in prog (named indices; Numba treats module globals as constants) ----
-KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE = 0, 1, 2, 3
-KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE}
+KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KIND_OPS = 0, 1, 2, 3, 4
+KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE, "ops": KIND_OPS}
 ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU = 0, 1, 2, 3, 4
 ACTIVATIONS = {"none": ACT_NONE, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX, "tanh": ACT_TANH,
                "relu": ACT_RELU}
@@ -41,6 +41,19 @@ RN_LEN = 13
 DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6   # DN_M: offset of O (mult, shift) pairs
 DN_LEN = 7
 
+
+# Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/opgraph.py; kernels in
+# ops_int8.py / ops_f32.py). Tensors live in an arena (the program's gates scratch) at the offsets below.
+OG_NOPS, OG_OPS = 0, 1            # number of op records, prog offset of the first (OPK_REC int32 each)
+OG_X, OG_NX, OG_Y, OG_NY = 2, 3, 4, 5   # arena offsets and sizes of the graph input and output tensors
+OG_NSTATE, OG_STATES = 6, 7      # state entries: prog offset of (arena in, arena out, size, state offset, lut)
+OG_STATE = 8                     # offset of this layer's state in the per-sequence state block
+OG_NCONST, OG_CONSTS = 9, 10     # constant tensors: prog offset of (arena offset, size, weight blob offset)
+OG_LEN = 11
+OG_STATE_REC, OG_CONST_REC = 5, 3
+# op kernel codes inside the records (OPK_REC int32 per op; fields per op in ops_int8.py / ops_f32.py)
+OPK_FC, OPK_ADD, OPK_SUB, OPK_MUL, OPK_REQUANT, OPK_LUT, OPK_COPY, OPK_LOGISTIC, OPK_TANH, OPK_CLAMP = range(10)
+OPK_REC = 20
 
 # Weight matrices are stored with their columns zero-padded to a multiple of PAD: LLVM vectorizes the dot
 # loop 16 lanes x 4 interleaved, and a shorter row falls back to scalar code (256x40 took 5.4 us, 256x64

@@ -20,6 +20,9 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
+from .layout import KIND_OPS
+from .ops_f32 import graph_step_f32
+from .ops_int8 import graph_step_int8
 from .cells_int8 import (FLAG_REVERSE, GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR,
                          L_HID, L_IN, L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
                          lstm_step_int8, rnn_step_int8)
@@ -70,6 +73,8 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, xo, n_in, state, s_base, hid, n_
                       gates, acc, aux)
     elif kind == KIND_DENSE:
         dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
+    elif kind == KIND_OPS:   # a graph of TFLite int8 ops; its tensors live in the gates scratch
+        graph_step_int8(prog, rec, wq, seq, xo, state, s_base, oo, gates)
     else:
         rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + RN_STATE], hid, seq, oo,
                       gates, acc)
@@ -80,6 +85,9 @@ def _cell_f32(kind, prog, rec, flags, wf, seq, xo, n_in, state, s_base, hid, n_o
     """One step of one layer direction, float32 (same signature as _cell_int8; aux unused)."""
     if kind == KIND_DENSE:
         dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+        return
+    if kind == KIND_OPS:
+        graph_step_f32(prog, rec, wf, seq, xo, state, s_base, oo, gates)
         return
     so = s_base + prog[rec + FL_STATE]
     if kind == KIND_LSTM:

@@ -64,6 +64,8 @@ def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
         if layer.nonlinearity == "relu":
             s["pre_scale"] = ((1,), np.float32)
         return s
+    if k == "ops":
+        return layer.quant_shapes()
     if k == "dense":
         O, I = layer.output_size, layer.input_size
         return {"w": ((O, I), np.int8), "w_scale": ((O,), np.float32), "b": ((O,), np.int32),
@@ -131,6 +133,9 @@ def validate_quant(spec, q: QuantParams) -> QuantParams:
                 params[name] = np.ascontiguousarray(a)
                 if name.endswith("_scale"):
                     _check_scale(f"{where} {name}", a)
+            if layer.kind == "ops":
+                _check_opgraph_quant(layer, params, q.act[k], q.act[k + 1], where)
+                continue
             for wname in ("w_x", "w_h", "w_proj", "w"):
                 if wname in params and np.any(params[wname] == -128):
                     raise ModelError(f"{where} {wname}: weights must be narrow range [-127, 127]")
@@ -144,3 +149,13 @@ def validate_quant(spec, q: QuantParams) -> QuantParams:
                 if zname in params:
                     _check_zp(f"{where} {zname}", params[zname])
     return q
+
+
+def _check_opgraph_quant(layer, params, act_in, act_out, where: str) -> None:
+    """An int8 op graph carries its own tensor quantization: the layer's act entries must equal it."""
+    from ..opgraph import validate_constants
+    validate_constants(layer, params, where)
+    for what, t, (s, z) in (("input", layer.x, act_in), ("output", layer.y, act_out)):
+        ts, tz = layer.tensors[t][1], layer.tensors[t][2]
+        if np.float32(ts) != np.float32(s) or tz != z:
+            raise ModelError(f"{where}: act {what} quantization {(s, z)} differs from the graph's {(ts, tz)}")

@@ -304,6 +304,9 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
     from ..runtime import Model
     if model.is_quantized:
         raise ModelError("model is already quantized")
+    if any(layer.kind == "ops" for layer in model.spec.layers):
+        raise ModelError("a float op graph (an imported TFLite step graph) cannot be quantized by edgelstm: convert "
+                         "the Keras model to an int8 .tflite with the TF converter and import that")
     expect = (f"(T, {model.input_size}) or (B, T, {model.input_size}) float frames; clips of different "
               f"lengths: np.concatenate them into one (T, {model.input_size}) array")
     X = model._check_frames(calibration, "calibration", expect=expect)

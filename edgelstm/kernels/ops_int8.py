@@ -1,0 +1,161 @@
+"""TFLite builtin int8 ops and the int8 op-graph layer step (layer kind "ops", see edgelstm/opgraph.py).
+
+Every op is bit-exact with LiteRT's reference kernels (tests/test_opgraph.py runs converter-made graphs and
+single-op files in LiteRT itself). ``graph_step_int8`` is called by the program interpreter
+(program._cell_int8) for a KIND_OPS layer: it runs the layer's op records over an int16 arena holding int8
+values (the program's gates scratch), reading the layer input from ``seq`` and the recurrent state from
+``state``, and writing the output and the new state back. Private kernels take arrays and scalars only; every
+offset was validated and laid out by opgraph.prepare_record (no bounds checks here, no allocation).
+
+Op records (OPK_REC int32 each; a = input arena offset, o = output arena offset, n = elements):
+  FC      [OPK_FC, x, K, zp_in, w_off (weight blob), N, b_off (prog, -1 none), m_off (prog: N (mult, shift)
+           pairs), 0, zp_out, lo, hi, o]      per-channel, single rounding (LiteRT's int8 FULLY_CONNECTED, as measured)
+  ADD/SUB [op, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi]
+  MUL     [OPK_MUL, n, a, b, o, zp_a, zp_b, m, s, zp_out, lo, hi]
+  REQUANT [OPK_REQUANT, n, a, 0, o, zp_in, m, s, zp_out, lo, hi]     QUANTIZE int8->int8, RELU
+  LUT     [OPK_LUT, n, a, 0, o, t_off (weight blob, 256 entries)]    LOGISTIC, TANH, DEQUANTIZE->QUANTIZE
+  COPY    [OPK_COPY, n, a, 0, o]                                      RESHAPE, SPLIT, CONCATENATION parts
+"""
+import numpy as np
+from numba import njit
+
+from ..config import NJIT_OPTS
+from .fixedpoint import mbqm, wrap32
+from .layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
+                     OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ADD, OPK_COPY, OPK_FC, OPK_LUT, OPK_MUL, OPK_REC,
+                     OPK_REQUANT, OPK_SUB)
+
+
+@njit(**NJIT_OPTS)
+def _clamp(v, lo, hi):
+    if v < lo:
+        return np.int64(lo)
+    if v > hi:
+        return np.int64(hi)
+    return v
+
+
+@njit(**NJIT_OPTS)
+def _fully_connected(arena, x, K, zp_in, wq, w_off, N, prog, b_off, m_off, zp_out, lo, hi, o):
+    """out[n] = clamp(((acc * m[n] + 2^(t-1)) >> t) + zp_out), t = 31 - shift[n],
+    acc = wrap32(bias[n] + sum_k (x[k] - zp_in) * w[n, k])."""
+    for n in range(N):
+        acc = np.int64(0) if b_off < 0 else np.int64(prog[b_off + n])
+        row = w_off + n * K
+        for k in range(K):
+            acc += (np.int64(arena[x + k]) - zp_in) * np.int64(wq[row + k])
+        t = np.int64(31 - prog[m_off + 2 * n + 1])
+        v = (wrap32(acc) * np.int64(prog[m_off + 2 * n]) + (np.int64(1) << (t - 1))) >> t
+        arena[o + n] = _clamp(v + zp_out, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _add_sub(arena, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi,
+             subtract):
+    """reference_integer_ops::Add / sub.cc: inputs << left_shift, rescaled to twice the larger input scale,
+    summed (or subtracted), rescaled to the output."""
+    one = np.int64(1) << np.int64(left_shift)
+    for i in range(n):
+        u = mbqm((np.int64(arena[a + i]) - zp_a) * one, m_a, s_a)
+        v = mbqm((np.int64(arena[b + i]) - zp_b) * one, m_b, s_b)
+        raw = u - v if subtract else u + v
+        arena[o + i] = _clamp(mbqm(raw, m_out, s_out) + zp_out, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _mul(arena, n, a, b, o, zp_a, zp_b, m, s, zp_out, lo, hi):
+    """reference_integer_ops::Mul: clamp(mbqm((a - zp_a) * (b - zp_b), m, s) + zp_out)."""
+    for i in range(n):
+        p = (np.int64(arena[a + i]) - zp_a) * (np.int64(arena[b + i]) - zp_b)
+        arena[o + i] = _clamp(mbqm(p, m, s) + zp_out, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _requantize(arena, n, a, o, zp_in, m, s, zp_out, lo, hi):
+    """QUANTIZE int8 -> int8 (Requantize) and RELU int8: clamp(mbqm(x - zp_in, m, s) + zp_out, lo, hi)."""
+    for i in range(n):
+        arena[o + i] = _clamp(mbqm(np.int64(arena[a + i]) - zp_in, m, s) + zp_out, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _lookup(arena, n, a, o, wq, t_off):
+    """A 256-entry int8 table (LiteRT's LUTPopulate for LOGISTIC / TANH; a float island as a table). The index
+    is clamped where it is used: the arena is scratch memory and a table read must never leave the table."""
+    for i in range(n):
+        arena[o + i] = wq[t_off + min(max(np.int64(arena[a + i]) + 128, 0), 255)]
+
+
+@njit(**NJIT_OPTS)
+def _run_ops_int8(prog, wq, arena, first, n_ops):
+    for i in range(n_ops):
+        r = first + i * OPK_REC
+        op = prog[r]
+        if op == OPK_FC:
+            _fully_connected(arena, prog[r + 1], prog[r + 2], prog[r + 3], wq, prog[r + 4], prog[r + 5], prog,
+                             prog[r + 6], prog[r + 7], prog[r + 9], prog[r + 10], prog[r + 11], prog[r + 12])
+        elif op == OPK_ADD or op == OPK_SUB:
+            _add_sub(arena, prog[r + 1], prog[r + 2], prog[r + 3], prog[r + 4], prog[r + 5], prog[r + 6],
+                     prog[r + 7], prog[r + 8], prog[r + 9], prog[r + 10], prog[r + 11], prog[r + 12], prog[r + 13],
+                     prog[r + 14], prog[r + 15], prog[r + 16], op == OPK_SUB)
+        elif op == OPK_MUL:
+            _mul(arena, prog[r + 1], prog[r + 2], prog[r + 3], prog[r + 4], prog[r + 5], prog[r + 6], prog[r + 7],
+                 prog[r + 8], prog[r + 9], prog[r + 10], prog[r + 11])
+        elif op == OPK_REQUANT:
+            _requantize(arena, prog[r + 1], prog[r + 2], prog[r + 4], prog[r + 5], prog[r + 6], prog[r + 7],
+                        prog[r + 8], prog[r + 9], prog[r + 10])
+        elif op == OPK_LUT:
+            _lookup(arena, prog[r + 1], prog[r + 2], prog[r + 4], wq, prog[r + 5])
+        elif op == OPK_COPY:
+            a, o = prog[r + 2], prog[r + 4]
+            for k in range(prog[r + 1]):
+                arena[o + k] = arena[a + k]
+
+
+@njit(**NJIT_OPTS)
+def graph_io_in(prog, rec, w, seq, xo, state, s_off, arena):
+    """Constant tensors (from the weight blob ``w``), the layer input and the state tensors into the arena
+    (shared by both dtypes; the arena is scratch shared with other layers, so constants are copied each step)."""
+    consts = prog[rec + OG_CONSTS]
+    for i in range(prog[rec + OG_NCONST]):
+        c = consts + i * OG_CONST_REC
+        a, src = prog[c], prog[c + 2]
+        for k in range(prog[c + 1]):
+            arena[a + k] = w[src + k]
+    x = prog[rec + OG_X]
+    for k in range(prog[rec + OG_NX]):
+        arena[x + k] = seq[xo + k]
+    base = s_off + prog[rec + OG_STATE]
+    st = prog[rec + OG_STATES]
+    for i in range(prog[rec + OG_NSTATE]):
+        e = st + i * OG_STATE_REC
+        a, so = prog[e], base + prog[e + 3]
+        for k in range(prog[e + 2]):
+            arena[a + k] = state[so + k]
+
+
+@njit(**NJIT_OPTS)
+def graph_io_out(prog, rec, w, seq, oo, state, s_off, arena):
+    """The output tensor into seq[oo:] and the state outputs back into the state block: a copy, or (int8, when
+    the state output's quantization differs from the state input's) a 256-entry table in ``w`` (shared by both
+    dtypes; float graphs have no tables)."""
+    y = prog[rec + OG_Y]
+    for k in range(prog[rec + OG_NY]):
+        seq[oo + k] = arena[y + k]
+    base = s_off + prog[rec + OG_STATE]
+    st = prog[rec + OG_STATES]
+    for i in range(prog[rec + OG_NSTATE]):
+        e = st + i * OG_STATE_REC
+        a, so, lut = prog[e + 1], base + prog[e + 3], prog[e + 4]
+        for k in range(prog[e + 2]):
+            if lut < 0:
+                state[so + k] = arena[a + k]
+            else:
+                state[so + k] = w[lut + min(max(np.int64(arena[a + k]) + 128, 0), 255)]
+
+
+@njit(**NJIT_OPTS)
+def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena):
+    """One step of an int8 op-graph layer: output to seq[oo:], new state written back."""
+    graph_io_in(prog, rec, wq, seq, xo, state, s_off, arena)
+    _run_ops_int8(prog, wq, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS])
+    graph_io_out(prog, rec, wq, seq, oo, state, s_off, arena)
