@@ -16,9 +16,8 @@ import ctypes
 import os
 
 from .errors import ArtifactError, InputError
-from .native import _Config, _State, _Weights
+from .native import FORMAT_VERSION, _Config, _State, _Weights
 
-FORMAT_VERSION = 1
 
 
 class CompiledModel:

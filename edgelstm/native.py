@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
+FORMAT_VERSION = 2   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, c_model.py)
 _lib = None
 _searched = False
 
@@ -37,13 +38,13 @@ def candidate_paths() -> list[Path]:
 
 class _Config(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("format_version", "input_size", "output_size", "width", "n_state",
-                                              "scratch", "prog_len", "blob_len")] + \
+                                              "scratch", "prog_len", "w8_len", "blob_len")] + \
                [("input_scale", ctypes.c_float), ("input_zp", ctypes.c_int32),
                 ("output_scale", ctypes.c_float), ("output_zp", ctypes.c_int32)]
 
 
 class _Weights(ctypes.Structure):
-    _fields_ = [("prog", ctypes.c_void_p), ("blob", ctypes.c_void_p)]
+    _fields_ = [("prog", ctypes.c_void_p), ("w8", ctypes.c_void_p), ("blob", ctypes.c_void_p)]
 
 
 class _State(ctypes.Structure):
@@ -86,9 +87,11 @@ class NativeStep:
         self._work_views = _work_views
         prog = prep.prog
         in_scale, out_scale = prog[6:8].view("float32")
-        self._cfg = _Config(1, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch, prog.size,
-                            prep.weights.size, float(in_scale), int(prog[4]), float(out_scale), int(prog[5]))
-        self._weights = _Weights(prog.ctypes.data, prep.weights.ctypes.data)
+        from .c_model import c_arrays
+        self._arrays = c_prog, w8, blob = c_arrays(prep)   # the C runtime's compact copy, kept alive here
+        self._cfg = _Config(FORMAT_VERSION, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch,
+                            c_prog.size, w8.size, blob.size, float(in_scale), int(prog[4]), float(out_scale), int(prog[5]))
+        self._weights = _Weights(c_prog.ctypes.data, w8.ctypes.data, blob.ctypes.data)
         n = prep.scratch + PAD
         self._frames = np.zeros(2 * prep.width + PAD, np.int16)
         self._gates = np.zeros(n, np.int16)

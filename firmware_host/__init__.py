@@ -104,13 +104,14 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
 
 
 def _case_bytes(model, X) -> bytes:
+    from edgelstm.c_model import c_arrays
     prep = model._prep
+    prog, w8, blob = c_arrays(prep)
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
-    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prep.prog.size,
-                    prep.weights.size, zp_in, zp_out, X.shape[0]], np.int32)
-    return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(),
-                     prep.prog.astype(np.int32).tobytes(), prep.weights.astype(np.int16).tobytes(),
-                     np.ascontiguousarray(X, np.float32).tobytes()])
+    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prog.size,
+                    w8.size, blob.size, zp_in, zp_out, X.shape[0]], np.int32)
+    return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(), prog.tobytes(),
+                     w8.tobytes(), blob.tobytes(), np.ascontiguousarray(X, np.float32).tobytes()])
 
 
 def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False) -> Path:
@@ -155,6 +156,20 @@ def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> l
         out.append(flat[pos:pos + n].reshape(X.shape[0], m.output_size))
         pos += n
     return out
+
+
+def dot_path(exe, *, runner=()) -> str:
+    """The dot-loop implementation a built multi_runner uses ("avx2", "neon", "neon-sdot", "portable"):
+    it runs no case and names it on stderr."""
+    with tempfile.TemporaryDirectory(prefix="edgelstm-path-") as tmp:
+        empty = Path(tmp) / "none.bin"
+        empty.write_bytes(b"")
+        args = [str(exe), str(empty), str(Path(tmp) / "out.bin")]
+        cmd = runner(args) if callable(runner) else [*runner, *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0 or "dot path " not in res.stderr:
+        raise FirmwareError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+    return res.stderr.rsplit("dot path ", 1)[1].split()[0]
 
 
 CORTEX_M_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mcpu=cortex-m4", "-mthumb",

@@ -1,5 +1,6 @@
 """C99 firmware runtime vs the Numba runtime, bit for bit (host gcc/clang, ASan/UBSan, aarch64 under qemu,
 Cortex-M4 under qemu-system-arm). Cross toolchains missing -> the test is skipped with a loud reason."""
+import platform
 import shutil
 import subprocess
 
@@ -9,13 +10,32 @@ import pytest
 import edgelstm as el
 from edgelstm.errors import FirmwareError, ModelError
 from edgelstm.export.to_c import to_c
-from edgelstm.firmware_host import (build, build_cortex_m_runner, build_runner, check, cortex_m_runner, run,
-                                    run_many)
+from edgelstm.firmware_host import (STRICT_CFLAGS, build, build_cortex_m_runner, build_runner, check,
+                                    cortex_m_runner, dot_path, run, run_many)
 from c_cases import stream_cases
 from conftest import ROOT
 
 DATA = ROOT / "edgelstm" / "data"
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
+X86 = platform.machine() in ("x86_64", "AMD64")
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return X86 and "avx2" in f.read().split()
+    except OSError:
+        return False
+
+
+needs_avx2 = pytest.mark.skipif(not _cpu_has_avx2(), reason="SKIPPED LOUDLY: the AVX2 path needs an x86 CPU "
+                                                              "with AVX2 to run on")
+needs_a64 = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                               reason="SKIPPED LOUDLY: aarch64 cross build needs apt-get install "
+                                      "gcc-aarch64-linux-gnu qemu-user")
+AVX2_CFLAGS = STRICT_CFLAGS + ["-mavx2"]
+A64_SDOT_CFLAGS = STRICT_CFLAGS + ["-march=armv8.2-a+dotprod"]
+QEMU_A64_MAX = ["qemu-aarch64", "-cpu", "max"]   # a CPU model with the dot-product extension
 
 
 def _numba(model, X):
@@ -47,8 +67,26 @@ def lstm_tagger():
 
 @needs_cc
 def test_random_models_host_gcc_bit_exact(cases, tmp_path):
-    exe = build_runner(tmp_path, cc="cc")
+    exe = build_runner(tmp_path, cc="cc")   # x86-64 baseline: no AVX2, so the portable C dot loop
+    if X86:
+        assert dot_path(exe) == "portable"
     _assert_bits_equal(cases, run_many(exe, cases), "host cc")
+
+
+@needs_cc
+def test_no_simd_macro_selects_the_portable_path(tmp_path):
+    flags = STRICT_CFLAGS + ["-DELSTM_NO_SIMD"] + (["-mavx2"] if X86 else [])
+    assert dot_path(build_runner(tmp_path, cc="cc", cflags=flags)) == "portable"
+
+
+@needs_avx2
+@pytest.mark.parametrize("cc", ["cc", "clang"])
+def test_random_models_host_avx2_bit_exact(cc, cases, tmp_path):
+    if shutil.which(cc) is None:
+        pytest.skip(f"SKIPPED LOUDLY: {cc} not installed")
+    exe = build_runner(tmp_path, cc=cc, cflags=AVX2_CFLAGS)   # -std=c99 -Wall -Wextra -Werror -pedantic -mavx2
+    assert dot_path(exe) == "avx2"
+    _assert_bits_equal(cases, run_many(exe, cases), f"{cc} -mavx2")
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang not installed (apt-get install clang)")
@@ -58,16 +96,25 @@ def test_random_models_clang_strict_bit_exact(cases, tmp_path):
 
 
 @needs_cc
-def test_random_models_under_asan_ubsan(cases, tmp_path):
-    exe = build_runner(tmp_path, cc="cc", sanitize=True)   # any finding aborts the run (no recovery)
+@pytest.mark.parametrize("simd", [False, pytest.param(True, marks=needs_avx2)], ids=["portable", "avx2"])
+def test_random_models_under_asan_ubsan(simd, cases, tmp_path):
+    exe = build_runner(tmp_path, cc="cc", sanitize=True,      # any finding aborts the run (no recovery)
+                       cflags=AVX2_CFLAGS if simd else None)
     _assert_bits_equal(cases[:12], run_many(exe, cases[:12]), "ASan/UBSan")
 
 
-@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
-                    reason="SKIPPED LOUDLY: aarch64 cross build needs apt-get install gcc-aarch64-linux-gnu qemu-user")
+@needs_a64
 def test_random_models_aarch64_under_qemu_bit_exact(cases, tmp_path):
-    exe = build_runner(tmp_path, cc="aarch64-linux-gnu-gcc", ldflags=["-static"])
+    exe = build_runner(tmp_path, cc="aarch64-linux-gnu-gcc", ldflags=["-static"])   # armv8-a: NEON, no sdot
+    assert dot_path(exe, runner=["qemu-aarch64"]) == "neon"
     _assert_bits_equal(cases, run_many(exe, cases, runner=["qemu-aarch64"]), "aarch64/qemu")
+
+
+@needs_a64
+def test_random_models_aarch64_sdot_under_qemu_bit_exact(cases, tmp_path):
+    exe = build_runner(tmp_path, cc="aarch64-linux-gnu-gcc", cflags=A64_SDOT_CFLAGS, ldflags=["-static"])
+    assert dot_path(exe, runner=QEMU_A64_MAX) == "neon-sdot"
+    _assert_bits_equal(cases, run_many(exe, cases, runner=QEMU_A64_MAX), "aarch64+dotprod/qemu")
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
@@ -75,6 +122,7 @@ def test_random_models_aarch64_under_qemu_bit_exact(cases, tmp_path):
                            "libnewlib-arm-none-eabi qemu-system-arm")
 def test_random_models_cortex_m4_under_qemu_bit_exact(cases, tmp_path):
     exe = build_cortex_m_runner(tmp_path)
+    assert dot_path(exe, runner=cortex_m_runner) == "portable"
     _assert_bits_equal(cases[:8], run_many(exe, cases[:8], runner=cortex_m_runner), "Cortex-M4/qemu")
 
 
@@ -139,17 +187,41 @@ def test_harness_detects_a_wrong_runtime(cases, tmp_path):
         _assert_bits_equal(cases, run_many(exe, cases), "broken")
 
 
+@needs_avx2
+@pytest.mark.parametrize("bug", ["MADD8(t3, w3 + c16, x)", "acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8"])
+def test_harness_detects_a_wrong_avx2_path(bug, cases, tmp_path):
+    """The SIMD comparison can fail too: dropping the 8-column tail of one row of four, or starting the
+    scalar tail one column late, is caught."""
+    exe = build_runner(tmp_path, cc="cc", cflags=AVX2_CFLAGS)
+    src = tmp_path / "edgelstm.c"
+    text = src.read_text()
+    assert bug in text
+    src.write_text(text.replace(bug, "t3" if bug.startswith("MADD8") else bug + " + 1"))
+    subprocess.run(["cc", *AVX2_CFLAGS, "-I", str(tmp_path), "-o", str(exe), str(tmp_path / "multi_runner.c"),
+                    str(src), str(tmp_path / "elstm_io.c"), "-lm"], check=True)
+    with pytest.raises(AssertionError, match="differ"):
+        _assert_bits_equal(cases, run_many(exe, cases), "broken avx2")
+
+
 @pytest.mark.slow
 def test_random_models_sweep_1000_steps_all_targets(tmp_path):
-    """300 random stacks x 1000 steps: host gcc, clang, ASan/UBSan, aarch64/qemu, Cortex-M4/qemu."""
+    """300 random stacks x 1000 steps: host gcc (portable and AVX2), clang, ASan/UBSan, aarch64/qemu (NEON and
+    NEON sdot), Cortex-M4/qemu."""
     many = stream_cases(300, T=1000, seed_base=9109)
     _assert_bits_equal(many, run_many(build_runner(tmp_path / "gcc"), many), "host cc")
+    if _cpu_has_avx2():
+        _assert_bits_equal(many, run_many(build_runner(tmp_path / "avx2", cflags=AVX2_CFLAGS), many), "avx2")
+        exe = build_runner(tmp_path / "asan-avx2", sanitize=True, cflags=AVX2_CFLAGS)
+        _assert_bits_equal(many[:60], run_many(exe, many[:60]), "asan avx2")
     if shutil.which("clang"):
         _assert_bits_equal(many, run_many(build_runner(tmp_path / "clang", cc="clang"), many), "clang")
     _assert_bits_equal(many[:60], run_many(build_runner(tmp_path / "asan", sanitize=True), many[:60]), "asan")
     if shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64"):
         exe = build_runner(tmp_path / "a64", cc="aarch64-linux-gnu-gcc", ldflags=["-static"])
         _assert_bits_equal(many, run_many(exe, many, runner=["qemu-aarch64"]), "aarch64/qemu")
+        exe = build_runner(tmp_path / "a64-sdot", cc="aarch64-linux-gnu-gcc", cflags=A64_SDOT_CFLAGS,
+                           ldflags=["-static"])
+        _assert_bits_equal(many, run_many(exe, many, runner=QEMU_A64_MAX), "aarch64+dotprod/qemu")
     else:
         pytest.skip("SKIPPED LOUDLY: aarch64 toolchain or qemu-aarch64 missing")
     if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):

@@ -6,23 +6,133 @@
 #include "elstm_records.h"
 #include "fixedpoint.h"
 
-static int32_t padded(int32_t n) { return (n + ELSTM_PAD - 1) / ELSTM_PAD * ELSTM_PAD; }
-
-/* acc[r] = wrap32(sum_c W[r, c] * v[c]); W rows are stored zero-padded to padded(cols). The sum runs in
- * uint32 so that a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits). */
-static void dot_rows(const int16_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+/* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
+ * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
+ * an int8 hidden state, GRU's int8 r*h, LSTM's int8 hidden before projection). Sums are taken modulo 2^32,
+ * in uint32 in C so a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits);
+ * addition mod 2^32 is associative, so the SIMD paths may sum in any order and still give the same bits.
+ * vpmaddwd's one overflow case (both pairs -32768 * -32768) cannot occur with int8 weights, and would wrap
+ * to the same bits anyway (2^31 mod 2^32). */
+static int32_t dot_tail(const int8_t *row, const int16_t *v, int32_t c, int32_t cols, uint32_t s)
 {
-    int32_t cp = padded(cols);
-    int32_t r, c;
-    for (r = 0; r < rows; ++r) {
-        const int16_t *row = w + (int64_t)r * cp;
-        uint32_t s = 0;
-        for (c = 0; c < cols; ++c) {
-            s += (uint32_t)((int32_t)row[c] * (int32_t)v[c]);
+    for (; c < cols; ++c) {
+        s += (uint32_t)((int32_t)row[c] * (int32_t)v[c]);
+    }
+    return elstm_wrap32((int64_t)s);
+}
+
+#if !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
+#include <immintrin.h>
+#define ELSTM_DOT_PATH "avx2"
+
+/* 16 int8 weights widened to int16 times 16 int16 inputs, pairwise summed into 8 int32 lanes */
+#define MADD16(s, w, x) _mm256_add_epi32((s), _mm256_madd_epi16( \
+    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w))), (x)))
+#define MADD8(s, w, x) _mm_add_epi32((s), _mm_madd_epi16( \
+    _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(w))), (x)))
+#define HALVES(s) _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256((s), 1))
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c16 = cols & ~15, c8 = cols & ~7;
+    for (; r + 4 <= rows; r += 4) {   /* four rows at once: one horizontal reduction per 4 sums */
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        __m128i t0, t1, t2, t3;
+        for (c = 0; c < c16; c += 16) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(v + c));
+            s0 = MADD16(s0, w0 + c, x);
+            s1 = MADD16(s1, w1 + c, x);
+            s2 = MADD16(s2, w2 + c, x);
+            s3 = MADD16(s3, w3 + c, x);
         }
-        acc[r] = elstm_wrap32((int64_t)s);
+        t0 = HALVES(s0);
+        t1 = HALVES(s1);
+        t2 = HALVES(s2);
+        t3 = HALVES(s3);
+        if (c8 > c16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(v + c16));
+            t0 = MADD8(t0, w0 + c16, x);
+            t1 = MADD8(t1, w1 + c16, x);
+            t2 = MADD8(t2, w2 + c16, x);
+            t3 = MADD8(t3, w3 + c16, x);
+        }
+        _mm_storeu_si128((__m128i *)(void *)(acc + r),
+                         _mm_hadd_epi32(_mm_hadd_epi32(t0, t1), _mm_hadd_epi32(t2, t3)));
+        if (c8 < cols) {
+            for (c = 0; c < 4; ++c) {
+                acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8, cols, (uint32_t)acc[r + c]);
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
     }
 }
+
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_DOTPROD)
+#define ELSTM_DOT_PATH "neon-sdot"
+#define MAC16(s, w, x) vdotq_s32((s), vld1q_s8(w), (x))   /* 4 int8 products per int32 lane */
+#else
+#define ELSTM_DOT_PATH "neon"
+/* int8 x int8 -> int16 products (|p| <= 2^14, exact), pairwise added into int32 lanes */
+static int32x4_t mac16(int32x4_t s, const int8_t *w, int8x16_t x)
+{
+    int8x16_t a = vld1q_s8(w);
+    s = vpadalq_s16(s, vmull_s8(vget_low_s8(a), vget_low_s8(x)));
+    return vpadalq_s16(s, vmull_high_s8(a, x));
+}
+#define MAC16(s, w, x) mac16((s), (w), (x))
+#endif
+#define MAC8(s, w, x) vpadalq_s16((s), vmull_s8(vld1_s8(w), (x)))
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c16 = cols & ~15, c8 = cols & ~7;
+    for (; r + 4 <= rows; r += 4) {
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0;
+        for (c = 0; c < c16; c += 16) {   /* v holds int8 values: narrowing is exact */
+            int8x16_t x = vcombine_s8(vmovn_s16(vld1q_s16(v + c)), vmovn_s16(vld1q_s16(v + c + 8)));
+            s0 = MAC16(s0, w0 + c, x);
+            s1 = MAC16(s1, w1 + c, x);
+            s2 = MAC16(s2, w2 + c, x);
+            s3 = MAC16(s3, w3 + c, x);
+        }
+        if (c8 > c16) {
+            int8x8_t x = vmovn_s16(vld1q_s16(v + c16));
+            s0 = MAC8(s0, w0 + c16, x);
+            s1 = MAC8(s1, w1 + c16, x);
+            s2 = MAC8(s2, w2 + c16, x);
+            s3 = MAC8(s3, w3 + c16, x);
+        }
+        vst1q_s32(acc + r, vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3)));
+        if (c8 < cols) {
+            for (c = 0; c < 4; ++c) {
+                acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8, cols, (uint32_t)acc[r + c]);
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+
+#else
+#define ELSTM_DOT_PATH "portable"
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r;
+    for (r = 0; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+#endif
+
+const char *elstm_dot_path(void) { return ELSTM_DOT_PATH; }
 
 /* gate = sat16(mbqm(wrap32(bias + acc)) [+ gate]), one (mult, shift) pair per gate block */
 static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t *m, int32_t n_blocks,
@@ -59,9 +169,9 @@ static void lstm_peephole(const int32_t *prog, int32_t rec, const int16_t *blob,
     }
 }
 
-static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                      int32_t n_in, int16_t *state, int32_t hidden, int32_t n_rec, int16_t *out, int16_t *gates,
-                      int32_t *acc, int16_t *hid)
+static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                      const int16_t *x, int32_t n_in, int16_t *state, int32_t hidden, int32_t n_rec, int16_t *out,
+                      int16_t *gates, int32_t *acc, int16_t *hid)
 {
     int32_t H = hidden, r;
     int16_t *h = state;
@@ -73,9 +183,9 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     int32_t m_hid = prog[rec + LS_MHID], s_hid = prog[rec + LS_MHID + 1], zp_hid = prog[rec + LS_HID_ZP];
     int32_t cell_clip = prog[rec + LS_CELL_CLIP], proj_clip = prog[rec + LS_PROJ_CLIP];
 
-    dot_rows(blob + prog[rec + LS_WX], 4 * H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + LS_WX], 4 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + LS_BX], prog + rec + LS_MX, 4, H, gates, 0);
-    dot_rows(blob + prog[rec + LS_WH], 4 * H, n_rec, h, acc);
+    dot_rows(w8 + prog[rec + LS_WH], 4 * H, n_rec, h, acc);
     requant_acc16(acc, prog + prog[rec + LS_BH], prog + rec + LS_MH, 4, H, gates, 1);
     if (flags & FLAG_PEEP) {
         lstm_peephole(prog, rec, blob, 0, c, H, gates);          /* i uses c(t-1) */
@@ -104,7 +214,7 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     if (flags & FLAG_PROJ) {
         const int32_t *bias = prog + prog[rec + LS_BPROJ];
         int32_t m_p = prog[rec + LS_MPROJ], s_p = prog[rec + LS_MPROJ + 1], zp_out = prog[rec + LS_OUT_ZP];
-        dot_rows(blob + prog[rec + LS_PROJ], n_rec, H, hid, acc);
+        dot_rows(w8 + prog[rec + LS_PROJ], n_rec, H, hid, acc);
         for (r = 0; r < n_rec; ++r) {
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p) + zp_out);
         }
@@ -131,9 +241,9 @@ static void q15_to_int8(const int16_t *src, int16_t *dst, int32_t n, int32_t mul
     }
 }
 
-static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                     int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates, int32_t *acc,
-                     int16_t *tmp)
+static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                     const int16_t *x, int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates,
+                     int32_t *acc, int16_t *tmp)
 {
     int32_t H = hidden, r;
     int16_t *h16 = state;
@@ -144,10 +254,10 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
     const int32_t *bias_n = prog + prog[rec + GR_BH] + 2 * H;
     const int16_t *sig = blob + prog[rec + GR_SIG];
 
-    dot_rows(blob + prog[rec + GR_WX], 3 * H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + GR_WX], 3 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + GR_BX], prog + rec + GR_MX, 3, H, gates, 0);
     if (flags & FLAG_RESET_AFTER) {
-        dot_rows(blob + prog[rec + GR_WH], 3 * H, H, h8, acc);
+        dot_rows(w8 + prog[rec + GR_WH], 3 * H, H, h8, acc);
         requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
         for (r = 0; r < H; ++r) {
             tmp[r] = (int16_t)elstm_sat16(elstm_mbqm(elstm_wrap32((int64_t)acc[2 * H + r] + bias_n[r]), m_n, s_n));
@@ -158,14 +268,14 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
             ng[r] = (int16_t)elstm_sat16(rn + ng[r]);
         }
     } else {
-        dot_rows(blob + prog[rec + GR_WH], 2 * H, H, h8, acc);
+        dot_rows(w8 + prog[rec + GR_WH], 2 * H, H, h8, acc);
         requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
         lut16(sig, gates, 2 * H);
         for (r = 0; r < H; ++r) {   /* int8 r * h in h's own quantization */
             int32_t rh = elstm_rdbpot((int32_t)rg[r] * (int32_t)h16[r], 15);
             tmp[r] = (int16_t)elstm_sat8(elstm_mbqm(rh, m8, s8) + zp);
         }
-        dot_rows(blob + prog[rec + GR_WH] + (int64_t)2 * H * padded(H), H, H, tmp, acc);
+        dot_rows(w8 + prog[rec + GR_WH] + (int64_t)2 * H * H, H, H, tmp, acc);
         for (r = 0; r < H; ++r) {
             int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias_n[r]), m_n, s_n);
             ng[r] = (int16_t)elstm_sat16(v + ng[r]);
@@ -184,14 +294,15 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
     }
 }
 
-static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                     int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre, int32_t *acc)
+static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                     const int16_t *x, int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre,
+                     int32_t *acc)
 {
     int32_t H = hidden, r;
     int32_t m = prog[rec + RN_MOUT], s = prog[rec + RN_MOUT + 1], zp = prog[rec + RN_OUT_ZP];
-    dot_rows(blob + prog[rec + RN_WX], H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + RN_WX], H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + RN_BX], prog + rec + RN_MX, 1, H, pre, 0);
-    dot_rows(blob + prog[rec + RN_WH], H, H, h, acc);
+    dot_rows(w8 + prog[rec + RN_WH], H, H, h, acc);
     requant_acc16(acc, prog + prog[rec + RN_BH], prog + rec + RN_MH, 1, H, pre, 1);
     if (flags & FLAG_RELU) {
         for (r = 0; r < H; ++r) {
@@ -225,7 +336,7 @@ static float elstm_table_f32(const int32_t *table, int32_t i)
     return v;
 }
 
-static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int32_t n_in,
+static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int32_t n_in,
                        int32_t n_out, int16_t *y, int32_t *logits)
 {
     const int32_t *bias = prog + prog[rec + DN_B];
@@ -234,7 +345,7 @@ static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, co
     int32_t act = prog[rec + DN_ACT];
     const int32_t *lut = prog + prog[rec + DN_LUT];
     int32_t r;
-    dot_rows(blob + prog[rec + DN_W], n_out, n_in, x, logits);
+    dot_rows(w8 + prog[rec + DN_W], n_out, n_in, x, logits);
     for (r = 0; r < n_out; ++r) {
         int64_t v = elstm_mbqm_single(elstm_wrap32((int64_t)logits[r] + bias[r]), m[2 * r], m[2 * r + 1]) + zp;
         logits[r] = (int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
@@ -322,16 +433,16 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
         int32_t kind = prog[lo + L_KIND], n_in = prog[lo + L_IN], hid = prog[lo + L_HID];
         int32_t n_out = prog[lo + L_OUT], flags = prog[lo + L_FLAGS];
         if (kind == KIND_LSTM) {
-            lstm_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
+            lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
                       st->gates, st->acc, st->aux);
         } else if (kind == KIND_GRU) {
-            gru_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
+            gru_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
                      st->acc, st->aux);
         } else if (kind == KIND_RNN) {
-            rnn_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
+            rnn_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
                      st->acc);
         } else {
-            dense_step(prog, rec, blob, src, n_in, n_out, dst, st->acc);
+            dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
         }
         swap = src;
         src = dst;

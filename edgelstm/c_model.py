@@ -1,0 +1,85 @@
+"""The C runtime's copy of a prepared int8 program: weight matrices stored compactly as int8.
+
+``prepare()`` builds one program for the Numba kernels: int32 records ``prog`` and an int16 blob holding the
+weight matrices widened to int16 with columns zero-padded to ``PAD``, plus peepholes and activation tables.
+The C runtime (firmware_host/, ELSTM_FORMAT_VERSION 2) reads the same records with the matrices moved to
+an int8 array, rows unpadded (flash = the int8 weight bytes), widened on the fly in its dot loop.
+``c_arrays`` derives that copy; it is the one place that knows the difference, used by the C export
+(export/to_c.py), the test harness (firmware_host) and the ctypes backend (native.py) at bind time. The
+shared ``Prepared`` blob and the layout constants in kernels/layout.py are left as they are.
+Pure numpy: no Numba import.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelError
+
+
+def _padded(n: int, pad: int) -> int:
+    return (n + pad - 1) // pad * pad
+
+
+def matrix_fields(prog: np.ndarray):
+    """(prog index holding a matrix offset, rows, cols) of every int8 weight matrix the program uses."""
+    from .kernels import layout as L
+    out = []
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        kind, n_in, H, n_out, flags = (int(prog[lo + i]) for i in (L.L_KIND, L.L_IN, L.L_HID, L.L_OUT,
+                                                                     L.L_FLAGS))
+        for d in range(int(prog[lo + L.L_NDIR])):
+            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
+            if kind == L.KIND_LSTM:
+                out += [(rec + L.LS_WX, 4 * H, n_in), (rec + L.LS_WH, 4 * H, n_out)]
+                if flags & L.FLAG_PROJ:
+                    out.append((rec + L.LS_PROJ, n_out, H))
+            elif kind == L.KIND_GRU:
+                out += [(rec + L.GR_WX, 3 * H, n_in), (rec + L.GR_WH, 3 * H, H)]
+            elif kind == L.KIND_RNN:
+                out += [(rec + L.RN_WX, H, n_in), (rec + L.RN_WH, H, H)]
+            else:
+                out.append((rec + L.DN_W, n_out, n_in))
+    return out
+
+
+def blob_fields(prog: np.ndarray):
+    """prog indices holding offsets of the int16 pieces left in the blob (peepholes, activation tables)."""
+    from .kernels import layout as L
+    out = []
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        kind, flags = int(prog[lo + L.L_KIND]), int(prog[lo + L.L_FLAGS])
+        fields = {L.KIND_LSTM: [L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL] + ([L.LS_PEEP] if flags & L.FLAG_PEEP else []),
+                  L.KIND_GRU: [L.GR_SIG, L.GR_TANH3], L.KIND_RNN: [L.RN_TANH3]}.get(kind, [])
+        for d in range(int(prog[lo + L.L_NDIR])):
+            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
+            out += [rec + f for f in fields]
+    return out
+
+
+def c_arrays(prep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields
+    point into w8 (row-major, rows of exactly ``cols`` int8), its other weight fields into the blob with the
+    matrices cut out. Same values, bit for bit; only where they live changes."""
+    from .kernels.layout import PAD
+    prog = np.array(prep.prog, dtype=np.int32, copy=True)
+    blob = np.asarray(prep.weights)
+    keep = np.ones(blob.size, dtype=bool)
+    mats, w8_len = [], 0
+    for field, rows, cols in matrix_fields(prog):
+        off, cp = int(prog[field]), _padded(cols, PAD)
+        m = blob[off:off + rows * cp].reshape(rows, cp)[:, :cols]
+        if m.size and (m.min() < -128 or m.max() > 127):
+            raise ModelError("a weight matrix holds values outside int8: not an int8 model")
+        keep[off:off + rows * cp] = False
+        mats.append(m.astype(np.int8).ravel())
+        prog[field] = w8_len
+        w8_len += m.size
+    # new offset of a kept element = number of kept elements before it
+    before = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
+    for field in blob_fields(prog):
+        prog[field] = before[int(prog[field])]
+    w8 = np.concatenate(mats) if mats else np.zeros(1, np.int8)
+    blob16 = np.ascontiguousarray(blob[keep], dtype=np.int16)
+    return prog, w8, (blob16 if blob16.size else np.zeros(1, np.int16))
