@@ -196,10 +196,11 @@ def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc") -> Path:
     return exe
 
 
-def build_native(*, cc: str = "cc", out=None, portable: bool = False) -> Path:
+def build_native(*, cc: str = "cc", out=None, portable: bool = False, cflags=()) -> Path:
     """Compile the C runtime as the shared library of the no-JIT backend (``edgelstm.native``); returns its
     path. Written next to this package when writable, else into the user cache directory. Built for this
-    CPU (-march=native: 2x faster here, AVX2) unless ``portable`` (e.g. a cross compiler)."""
+    CPU (-march=native: the AVX2 / NEON dot loop) unless ``portable`` (e.g. a cross compiler; an aarch64
+    build still gets NEON); ``cflags`` are added (e.g. ``-march=armv8.2-a+dotprod`` for sdot on a Pi 5)."""
     from edgelstm import native
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
     src = Path(__file__).resolve().parent
@@ -216,7 +217,7 @@ def build_native(*, cc: str = "cc", out=None, portable: bool = False) -> Path:
             shutil.copyfile(src / rel, Path(tmp) / Path(rel).name)
         (Path(tmp) / "elstm_records.h").write_text(records_header())
         tmp_out = Path(tmp) / native.LIB_NAME
-        opt = ["-O3"] + ([] if portable else ["-march=native"])
+        opt = ["-O3"] + ([] if portable else ["-march=native"]) + list(cflags)
         cmd = [cc, *STRICT_CFLAGS, *opt, "-fPIC", "-shared", "-I", tmp, "-o", str(tmp_out),
                str(Path(tmp) / "edgelstm.c"), str(Path(tmp) / "elstm_io.c"), "-lm"]
         res = subprocess.run(cmd, capture_output=True, text=True)

@@ -70,6 +70,24 @@ float elstm_dequantize(int8_t q, float scale, int32_t zp);
 int elstm_step_f32(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const float *x, float *y,
                    int8_t *xq, int8_t *yq);
 
+/* Every argument of elstm_step_f32 in one struct, for bindings that pay per call argument (Python ctypes:
+ * ~0.1 us each): fill it once, then call elstm_step_call(&call) per frame with new values in call.x. */
+typedef struct {
+    const elstm_config *cfg;
+    const elstm_weights *w;
+    elstm_state *st;
+    const float *x;         /* (input_size,) float frame in */
+    float *y;               /* (output_size,) float frame out */
+    int8_t *xq;             /* (input_size,) int8 scratch */
+    int8_t *yq;             /* (output_size,) int8 scratch */
+} elstm_call;
+
+/* elstm_step_f32 on the bound arguments: 1 (state untouched) if x holds NaN or inf, else 0. */
+int elstm_step_call(const elstm_call *call);
+
+/* ELSTM_FORMAT_VERSION of this build (bindings check a prebuilt library with it). */
+int elstm_format_version(void);
+
 /* "avx2", "neon", "neon-sdot" or "portable": the dot-loop implementation this build uses. */
 const char *elstm_dot_path(void);
 
