@@ -1,6 +1,9 @@
 """Cortex-M4 footprint of C bundles: flash (text + rodata) and RAM (state + scratch) next to the int8 weights.
 
-    python bench/firmware_footprint.py      # needs arm-none-eabi-gcc; prints a markdown table + JSON
+    python bench/firmware_footprint.py   # needs arm-none-eabi-gcc; markdown table, bench/results/firmware_footprint.json
+
+Each model twice: exported with the gemmlowp activation tables (the default, fastest on a PC) and with
+``tables=False`` (``edgelstm export --to c --no-tables``: the runtime computes the activations).
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
 random calibration frames: the sizes do not depend on the values).
@@ -36,7 +39,7 @@ def _sizes(obj):
     return acc
 
 
-def footprint(kind):
+def footprint(kind, tables):
     spec = el.random_model([{"kind": kind, "hidden_size": 64}, {"kind": "dense", "output_size": 8,
                                                                 "activation": "sigmoid"}], input_size=40, seed=3)
     rng = np.random.default_rng(0)
@@ -47,20 +50,21 @@ def footprint(kind):
     bias_bytes = sum(4 * int(a.size) for layer in q.quant.layers for d in layer for n, a in d.items()
                      if n.startswith("b"))
     with tempfile.TemporaryDirectory() as tmp:
-        b = to_c(q, Path(tmp) / "b")
+        b = to_c(q, Path(tmp) / "b", tables=tables)
         objs = {}
         for src in ("edgelstm.c", "model_data.c"):
             obj = Path(tmp) / (src + ".o")
             subprocess.run(["arm-none-eabi-gcc", *FLAGS, "-I", str(b), "-o", str(obj), str(b / src)], check=True)
             objs[src] = _sizes(obj)
     prep = q._prep
-    tables = 65536 * 2 * (3 if kind == "lstm" else 2)
+    table_bytes = 65536 * 2 * (3 if kind == "lstm" else 2) if tables else 0
     ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
-    return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "int8_weight_bytes": int8_weights,
-            "int32_bias_bytes": bias_bytes,
-            "runtime_code_bytes": objs["edgelstm.c"]["text"] + objs["edgelstm.c"]["rodata"],
-            "model_data_flash_bytes": objs["model_data.c"]["rodata"] + objs["model_data.c"]["text"],
-            "activation_table_bytes": tables,
+    code = objs["edgelstm.c"]["text"] + objs["edgelstm.c"]["rodata"]
+    data = objs["model_data.c"]["rodata"] + objs["model_data.c"]["text"]
+    return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "activation_tables": tables,
+            "int8_weight_bytes": int8_weights, "int32_bias_bytes": bias_bytes,
+            "runtime_code_bytes": code, "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
+            "flash_total_bytes": code + data, "flash_beyond_weights_bytes": code + data - int8_weights,
             "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram}
 
 
@@ -68,15 +72,19 @@ def main():
     if shutil.which("arm-none-eabi-gcc") is None:
         print("SKIPPED: arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi)", file=sys.stderr)
         return 0
-    rows = [footprint(k) for k in ("lstm", "gru")]
-    print("| model | int8 weights | runtime code (text+rodata) | model data in flash | of which gemmlowp tables "
-          "| RAM state | RAM state+scratch |")
-    print("|---|---|---|---|---|---|---|")
+    rows = [footprint(k, t) for k in ("lstm", "gru") for t in (False, True)]
+    print("| model | activations | int8 weights | runtime code (text+rodata) | model data in flash "
+          "| of which gemmlowp tables | flash total | flash beyond the int8 weights | RAM state "
+          "| RAM state+scratch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['int8_weight_bytes']} | {r['runtime_code_bytes']} | "
-              f"{r['model_data_flash_bytes']} | {r['activation_table_bytes']} | {r['ram_state_bytes']} | "
-              f"{r['ram_total_bytes']} |")
-    print(json.dumps(rows))
+        print(f"| {r['model']} | {'tables' if r['activation_tables'] else 'computed (--no-tables)'} | "
+              f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} B | {r['model_data_flash_bytes']:,} B | "
+              f"{r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
+              f"{r['flash_beyond_weights_bytes']:,} B | {r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
+    out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -43,25 +43,33 @@ def matrix_fields(prog: np.ndarray):
     return out
 
 
+TABLE_LEN = 65536   # one gemmlowp activation table (quant/tables.py)
+
+
 def blob_fields(prog: np.ndarray):
-    """prog indices holding offsets of the int16 pieces left in the blob (peepholes, activation tables)."""
+    """(table fields, other fields): prog indices holding offsets of the int16 pieces left in the blob,
+    the 65,536-entry activation tables and the rest (LSTM peepholes)."""
     from .kernels import layout as L
-    out = []
+    tables, other = [], []
     for k in range(int(prog[L.G_LAYERS])):
         lo = int(prog[L.G_LAYER0 + k])
         kind, flags = int(prog[lo + L.L_KIND]), int(prog[lo + L.L_FLAGS])
-        fields = {L.KIND_LSTM: [L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL] + ([L.LS_PEEP] if flags & L.FLAG_PEEP else []),
-                  L.KIND_GRU: [L.GR_SIG, L.GR_TANH3], L.KIND_RNN: [L.RN_TANH3]}.get(kind, [])
+        t = {L.KIND_LSTM: [L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL], L.KIND_GRU: [L.GR_SIG, L.GR_TANH3],
+             L.KIND_RNN: [L.RN_TANH3]}.get(kind, [])
+        o = [L.LS_PEEP] if kind == L.KIND_LSTM and flags & L.FLAG_PEEP else []
         for d in range(int(prog[lo + L.L_NDIR])):
             rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
-            out += [rec + f for f in fields]
-    return out
+            tables += [rec + f for f in t]
+            other += [rec + f for f in o]
+    return tables, other
 
 
-def c_arrays(prep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def c_arrays(prep, *, tables: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields
     point into w8 (row-major, rows of exactly ``cols`` int8), its other weight fields into the blob with the
-    matrices cut out. Same values, bit for bit; only where they live changes."""
+    matrices cut out. Same values, bit for bit; only where they live changes. ``tables=False`` leaves the
+    activation tables out too (their fields become -1: the C runtime computes gemmlowp's logistic / tanh,
+    src/gemmlowp16.h), so flash holds little more than the int8 weights."""
     from .kernels.layout import PAD
     prog = np.array(prep.prog, dtype=np.int32, copy=True)
     blob = np.asarray(prep.weights)
@@ -76,9 +84,15 @@ def c_arrays(prep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mats.append(m.astype(np.int8).ravel())
         prog[field] = w8_len
         w8_len += m.size
+    table_fields, other_fields = blob_fields(prog)
+    if not tables:
+        for field in table_fields:
+            keep[int(prog[field]):int(prog[field]) + TABLE_LEN] = False
+            prog[field] = -1
+        table_fields = []
     # new offset of a kept element = number of kept elements before it
     before = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
-    for field in blob_fields(prog):
+    for field in table_fields + other_fields:
         prog[field] = before[int(prog[field])]
     w8 = np.concatenate(mats) if mats else np.zeros(1, np.int8)
     blob16 = np.ascontiguousarray(blob[keep], dtype=np.int16)

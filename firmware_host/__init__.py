@@ -81,13 +81,13 @@ class CheckReport:
 
 
 def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), sanitize: bool = False,
-          workdir=None) -> CheckReport:
+          workdir=None, tables: bool = True) -> CheckReport:
     """Export ``model`` to C, build it, stream ``frames`` (T, F) through it and compare with the Numba
     runtime's ``stream().step_many`` bit for bit."""
     from edgelstm.export.to_c import to_c
     X = np.ascontiguousarray(frames, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="edgelstm-c-") as tmp:
-        bundle = to_c(model, Path(workdir) if workdir else Path(tmp) / "bundle")
+        bundle = to_c(model, Path(workdir) if workdir else Path(tmp) / "bundle", tables=tables)
         exe = build(bundle, cc=cc, cflags=cflags, ldflags=ldflags, sanitize=sanitize)
         got = run(exe, X, runner=runner)
     want = model.stream().step_many(X)
@@ -103,10 +103,10 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
                        mismatches=int(diff.sum()), first_mismatch=first, command=[*runner, os.fspath(exe)])
 
 
-def _case_bytes(model, X) -> bytes:
+def _case_bytes(model, X, tables: bool = True) -> bytes:
     from edgelstm.c_model import c_arrays
     prep = model._prep
-    prog, w8, blob = c_arrays(prep)
+    prog, w8, blob = c_arrays(prep, tables=tables)
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
     hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prog.size,
                     w8.size, blob.size, zp_in, zp_out, X.shape[0]], np.int32)
@@ -135,13 +135,14 @@ def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize:
     return exe
 
 
-def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> list:
+def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800, tables: bool = True) -> list:
     """Stream each (model, frames (T, F)) case through a built multi_runner; returns the (T, O) outputs.
+    ``tables=False`` passes the models without activation tables (the runtime computes them).
     ``runner`` prefixes the command (an emulator such as ``["qemu-aarch64"]``), or is a function mapping the
     argument list [exe, cases file, outputs file] to a command (``cortex_m_runner``)."""
     with tempfile.TemporaryDirectory(prefix="edgelstm-many-", dir=workdir) as tmp:
         inp, outp = Path(tmp) / "cases.bin", Path(tmp) / "outputs.bin"
-        inp.write_bytes(b"".join(_case_bytes(m, X) for m, X in cases))
+        inp.write_bytes(b"".join(_case_bytes(m, X, tables) for m, X in cases))
         args = [str(exe), str(inp), str(outp)]
         cmd = runner(args) if callable(runner) else [*runner, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

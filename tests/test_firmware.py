@@ -3,6 +3,8 @@ Cortex-M4 under qemu-system-arm). Cross toolchains missing -> the test is skippe
 import platform
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +12,14 @@ import pytest
 import edgelstm as el
 from edgelstm.errors import FirmwareError, ModelError
 from edgelstm.export.to_c import to_c
-from edgelstm.firmware_host import (STRICT_CFLAGS, build, build_cortex_m_runner, build_runner, check,
-                                    cortex_m_runner, dot_path, run, run_many)
+from edgelstm.firmware_host import (CORTEX_M_CFLAGS, CORTEX_M_LDFLAGS, SANITIZE_FLAGS, STRICT_CFLAGS, build,
+                                    build_cortex_m_runner, build_runner, check, cortex_m_runner, dot_path, run,
+                                    run_many)
 from c_cases import stream_cases
 from conftest import ROOT
 
 DATA = ROOT / "edgelstm" / "data"
+FIRMWARE = ROOT / "firmware_host"
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
 X86 = platform.machine() in ("x86_64", "AMD64")
 
@@ -117,21 +121,69 @@ def test_random_models_aarch64_sdot_under_qemu_bit_exact(cases, tmp_path):
     _assert_bits_equal(cases, run_many(exe, cases, runner=QEMU_A64_MAX), "aarch64+dotprod/qemu")
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-                    reason="SKIPPED LOUDLY: Cortex-M build needs apt-get install gcc-arm-none-eabi "
-                           "libnewlib-arm-none-eabi qemu-system-arm")
-def test_random_models_cortex_m4_under_qemu_bit_exact(cases, tmp_path):
+needs_m4 = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                              reason="SKIPPED LOUDLY: Cortex-M build needs apt-get install gcc-arm-none-eabi "
+                                     "libnewlib-arm-none-eabi qemu-system-arm")
+
+
+@needs_m4
+@pytest.mark.parametrize("tables", [True, False], ids=["tables", "computed"])
+def test_random_models_cortex_m4_under_qemu_bit_exact(tables, cases, tmp_path):
     exe = build_cortex_m_runner(tmp_path)
     assert dot_path(exe, runner=cortex_m_runner) == "portable"
-    _assert_bits_equal(cases[:8], run_many(exe, cases[:8], runner=cortex_m_runner), "Cortex-M4/qemu")
+    got = run_many(exe, cases[:8], runner=cortex_m_runner, tables=tables)
+    _assert_bits_equal(cases[:8], got, "Cortex-M4/qemu")
+
+
+def _activation_tables_as_computed(exe, runner=()):
+    from edgelstm.quant.tables import sigmoid_table, tanh_table
+    out = Path(tempfile.mkdtemp(prefix="edgelstm-act-")) / "acts.bin"
+    cmd = [str(exe), str(out)]
+    subprocess.run(runner(cmd) if callable(runner) else [*runner, *cmd], check=True, timeout=600)
+    got = np.fromfile(out, np.int16).reshape(8, 65536)
+    shutil.rmtree(out.parent)
+    for k, (g, w) in enumerate(zip(got, [sigmoid_table()] + [tanh_table(b) for b in range(7)])):
+        bad = np.flatnonzero(g != w)
+        assert bad.size == 0, ("logistic Q3.12" if k == 0 else f"tanh bits {k - 1}", bad[:5] - 32768, g[bad[:5]])
 
 
 @needs_cc
+def test_computed_activations_equal_the_tables_exhaustively(tmp_path):
+    """src/gemmlowp16.h (bundles exported without tables) == quant/tables.py for all 65,536 inputs of the
+    Q3.12 logistic and of tanh on 0..6 integer bits, under ASan + UBSan."""
+    exe = tmp_path / "act_tables"
+    fw = FIRMWARE
+    subprocess.run(["cc", *STRICT_CFLAGS, *SANITIZE_FLAGS, "-I", str(fw / "src"), "-o", str(exe),
+                    str(fw / "harness" / "act_tables.c")], check=True)
+    _activation_tables_as_computed(exe)
+
+
+@needs_m4
+def test_computed_activations_equal_the_tables_on_cortex_m4(tmp_path):
+    fw = FIRMWARE
+    exe = tmp_path / "act_tables.elf"
+    subprocess.run(["arm-none-eabi-gcc", *CORTEX_M_CFLAGS, "-I", str(fw / "src"), "-o", str(exe),
+                    str(fw / "harness" / "act_tables.c"), str(fw / "harness" / "cortexm_vectors.c"),
+                    *CORTEX_M_LDFLAGS], check=True)
+    _activation_tables_as_computed(exe, runner=cortex_m_runner)
+
+
+@needs_cc
+@pytest.mark.parametrize("simd", [False, pytest.param(True, marks=needs_avx2)], ids=["portable", "avx2"])
+def test_random_models_without_tables_bit_exact(simd, cases, tmp_path):
+    exe = build_runner(tmp_path, cc="cc", sanitize=True, cflags=AVX2_CFLAGS if simd else None)
+    _assert_bits_equal(cases, run_many(exe, cases, tables=False), "computed activations")
+
+
+@needs_cc
+@pytest.mark.parametrize("tables", [True, False], ids=["tables", "computed"])
 @pytest.mark.parametrize("name", ["gru", "lstm"])
-def test_bundled_tagger_bundle_equals_numba_over_1000_frames(name, lstm_tagger, tmp_path):
+def test_bundled_tagger_bundle_equals_numba_over_1000_frames(name, tables, lstm_tagger, tmp_path):
     model = el.load(DATA / "tagger_gru_int8.elstm") if name == "gru" else lstm_tagger
     X = np.load(DATA / "demo_features.npy")[:1000]
-    report = check(model, X, workdir=tmp_path / "bundle")
+    report = check(model, X, workdir=tmp_path / "bundle", tables=tables)
+    blob_len = int((tmp_path / "bundle" / "model_data.h").read_text().split("MODEL_BLOB_LEN ")[1].split()[0])
+    assert (blob_len >= 2 * 65536) == tables       # without tables: no 65,536-entry array in flash
     assert report.frames == 1000 and report.equal, str(report)
     for f in ("model_data.c", "model_data.h", "edgelstm.h", "edgelstm.c", "main.c", "Makefile"):
         assert (tmp_path / "bundle" / f).exists(), f

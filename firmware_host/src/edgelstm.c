@@ -5,6 +5,7 @@
 #include "edgelstm.h"
 #include "elstm_records.h"
 #include "fixedpoint.h"
+#include "gemmlowp16.h"
 
 /* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
  * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
@@ -149,11 +150,31 @@ static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t
     }
 }
 
-static void lut16(const int16_t *table, int16_t *v, int32_t n)
+/* gemmlowp activations: by table (off >= 0: blob[off + x + 32768], quant/tables.py) or computed (off < 0: the
+ * bundle was exported without tables). bits: LOGISTIC_Q3 for the Q3.12 logistic, 0..6 for tanh on
+ * FixedPoint<int16, bits>. */
+#define LOGISTIC_Q3 (-1)
+
+static int32_t act1(const int16_t *blob, int32_t off, int32_t bits, int32_t x)
+{
+    if (off >= 0) {
+        return blob[off + x + 32768];
+    }
+    return bits == LOGISTIC_Q3 ? elstm_logistic16(x, 3) : elstm_tanh16(x, bits);
+}
+
+static void lut16(const int16_t *blob, int32_t off, int32_t bits, int16_t *v, int32_t n)
 {
     int32_t i;
+    if (off >= 0) {
+        const int16_t *table = blob + off;
+        for (i = 0; i < n; ++i) {
+            v[i] = table[(int32_t)v[i] + 32768];
+        }
+        return;
+    }
     for (i = 0; i < n; ++i) {
-        v[i] = table[(int32_t)v[i] + 32768];
+        v[i] = (int16_t)act1(blob, off, bits, v[i]);
     }
 }
 
@@ -177,8 +198,7 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     int16_t *h = state;
     int16_t *c = state + n_rec;
     int16_t *o = gates + 3 * H;
-    const int16_t *sig = blob + prog[rec + LS_SIG];
-    const int16_t *tanh_c = blob + prog[rec + LS_TANH_CELL];
+    int32_t sig = prog[rec + LS_SIG], tanh_c = prog[rec + LS_TANH_CELL], cell_bits = 15 + prog[rec + LS_CELL_EXP];
     int32_t shift_ig = 30 + prog[rec + LS_CELL_EXP];
     int32_t m_hid = prog[rec + LS_MHID], s_hid = prog[rec + LS_MHID + 1], zp_hid = prog[rec + LS_HID_ZP];
     int32_t cell_clip = prog[rec + LS_CELL_CLIP], proj_clip = prog[rec + LS_PROJ_CLIP];
@@ -191,8 +211,8 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
         lstm_peephole(prog, rec, blob, 0, c, H, gates);          /* i uses c(t-1) */
         lstm_peephole(prog, rec, blob, 1, c, H, gates + H);      /* f uses c(t-1) */
     }
-    lut16(sig, gates, 2 * H);
-    lut16(blob + prog[rec + LS_TANH3], gates + 2 * H, H);
+    lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
+    lut16(blob, prog[rec + LS_TANH3], 3, gates + 2 * H, H);
     for (r = 0; r < H; ++r) {   /* TFLite UpdateLstmCellInteger; int16 casts truncate as its CwiseMul */
         int16_t fc = elstm_wrap16(elstm_rdbpot((int32_t)gates[H + r] * (int32_t)c[r], 15));
         int16_t ig = elstm_wrap16(elstm_rdbpot((int32_t)gates[r] * (int32_t)gates[2 * H + r], shift_ig));
@@ -206,9 +226,9 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     if (flags & FLAG_PEEP) {
         lstm_peephole(prog, rec, blob, 2, c, H, o);              /* o uses c(t) */
     }
-    lut16(sig, o, H);
+    lut16(blob, sig, LOGISTIC_Q3, o, H);
     for (r = 0; r < H; ++r) {   /* hidden = o * tanh(c), requantized to int8 */
-        int32_t t = tanh_c[(int32_t)c[r] + 32768];
+        int32_t t = act1(blob, tanh_c, cell_bits, c[r]);
         hid[r] = (int16_t)elstm_sat8(elstm_mbqm((int32_t)o[r] * t, m_hid, s_hid) + zp_hid);
     }
     if (flags & FLAG_PROJ) {
@@ -252,7 +272,7 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8
     int32_t m8 = prog[rec + GR_M16TO8], s8 = prog[rec + GR_M16TO8 + 1], zp = prog[rec + GR_OUT_ZP];
     int32_t m_n = prog[rec + GR_MH + 4], s_n = prog[rec + GR_MH + 5];
     const int32_t *bias_n = prog + prog[rec + GR_BH] + 2 * H;
-    const int16_t *sig = blob + prog[rec + GR_SIG];
+    int32_t sig = prog[rec + GR_SIG];
 
     dot_rows(w8 + prog[rec + GR_WX], 3 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + GR_BX], prog + rec + GR_MX, 3, H, gates, 0);
@@ -262,7 +282,7 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8
         for (r = 0; r < H; ++r) {
             tmp[r] = (int16_t)elstm_sat16(elstm_mbqm(elstm_wrap32((int64_t)acc[2 * H + r] + bias_n[r]), m_n, s_n));
         }
-        lut16(sig, gates, 2 * H);
+        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
         for (r = 0; r < H; ++r) {   /* r * (U_n h + b_hn), Q3.12 */
             int32_t rn = elstm_rdbpot((int32_t)rg[r] * (int32_t)tmp[r], 15);
             ng[r] = (int16_t)elstm_sat16(rn + ng[r]);
@@ -270,7 +290,7 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8
     } else {
         dot_rows(w8 + prog[rec + GR_WH], 2 * H, H, h8, acc);
         requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
-        lut16(sig, gates, 2 * H);
+        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
         for (r = 0; r < H; ++r) {   /* int8 r * h in h's own quantization */
             int32_t rh = elstm_rdbpot((int32_t)rg[r] * (int32_t)h16[r], 15);
             tmp[r] = (int16_t)elstm_sat8(elstm_mbqm(rh, m8, s8) + zp);
@@ -281,7 +301,7 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8
             ng[r] = (int16_t)elstm_sat16(v + ng[r]);
         }
     }
-    lut16(blob + prog[rec + GR_TANH3], ng, H);
+    lut16(blob, prog[rec + GR_TANH3], 3, ng, H);
     for (r = 0; r < H; ++r) {   /* h' = z*h + (1-z)*n, 1 = 32767 in Q0.15 */
         int32_t z = zg[r];
         int32_t zh = elstm_rdbpot(z * (int32_t)h16[r], 15);
@@ -310,7 +330,7 @@ static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int8
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(a, m, s) + zp);
         }
     } else {
-        lut16(blob + prog[rec + RN_TANH3], pre, H);
+        lut16(blob, prog[rec + RN_TANH3], 3, pre, H);
         for (r = 0; r < H; ++r) {
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(pre[r], m, s) + zp);
         }
