@@ -134,7 +134,7 @@ def main():
         m = el.load(path)
         for backend in ("native", "jit"):
             native._searched = False
-            os.environ["EDGELSTM_BACKEND"] = "jit" if backend == "jit" else "auto"
+            os.environ["EDGELSTM_BACKEND"] = backend
             s = m.stream()
             for x in X[:200]:
                 s.step(x)

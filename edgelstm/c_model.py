@@ -64,36 +64,42 @@ def blob_fields(prog: np.ndarray):
     return tables, other
 
 
-def c_arrays(prep, *, tables: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def c_arrays(prep, *, tables: bool = True, compact: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields
     point into w8 (row-major, rows of exactly ``cols`` int8), its other weight fields into the blob with the
     matrices cut out. Same values, bit for bit; only where they live changes. ``tables=False`` leaves the
     activation tables out too (their fields become -1: the C runtime computes gemmlowp's logistic / tanh,
-    src/gemmlowp16.h), so flash holds little more than the int8 weights."""
+    src/gemmlowp16.h), so flash holds little more than the int8 weights. ``compact=False`` (the ctypes
+    backend, where the blob is already in memory) returns ``prep.weights`` itself as the blob, uncopied."""
     from .kernels.layout import PAD
     prog = np.array(prep.prog, dtype=np.int32, copy=True)
     blob = np.asarray(prep.weights)
-    keep = np.ones(blob.size, dtype=bool)
-    mats, w8_len = [], 0
+    cut, mats, w8_len = [], [], 0     # cut: (offset, length) of the blob pieces left out
     for field, rows, cols in matrix_fields(prog):
         off, cp = int(prog[field]), _padded(cols, PAD)
         m = blob[off:off + rows * cp].reshape(rows, cp)[:, :cols]
         if m.size and (m.min() < -128 or m.max() > 127):
             raise ModelError("a weight matrix holds values outside int8: not an int8 model")
-        keep[off:off + rows * cp] = False
+        cut.append((off, rows * cp))
         mats.append(m.astype(np.int8).ravel())
         prog[field] = w8_len
         w8_len += m.size
-    table_fields, other_fields = blob_fields(prog)
-    if not tables:
-        for field in table_fields:
-            keep[int(prog[field]):int(prog[field]) + TABLE_LEN] = False
-            prog[field] = -1
-        table_fields = []
-    # new offset of a kept element = number of kept elements before it
-    before = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
-    for field in table_fields + other_fields:
-        prog[field] = before[int(prog[field])]
     w8 = np.concatenate(mats) if mats else np.zeros(1, np.int8)
+    table_fields, other_fields = blob_fields(prog)
+    if not compact:
+        return prog, w8, blob
+    if not tables:
+        cut += sorted({(int(prog[f]), TABLE_LEN) for f in table_fields})   # tables are shared between layers
+        prog[table_fields] = -1
+        table_fields = []
+    cut.sort()
+    starts = np.array([c[0] for c in cut], dtype=np.int64)
+    removed_before = np.concatenate([[0], np.cumsum([c[1] for c in cut])])
+    for field in table_fields + other_fields:   # a kept piece moves down by the cut pieces before it
+        off = int(prog[field])
+        prog[field] = off - removed_before[int(np.searchsorted(starts, off))]
+    keep = np.ones(blob.size, dtype=bool)
+    for off, n in cut:
+        keep[off:off + n] = False
     blob16 = np.ascontiguousarray(blob[keep], dtype=np.int16)
     return prog, w8, (blob16 if blob16.size else np.zeros(1, np.int16))

@@ -127,7 +127,7 @@ class NativeStep:
         self._work_views = _work_views
         prog = prep.prog
         in_scale, out_scale = prog[6:8].view("float32")
-        self._arrays = c_prog, w8, blob = c_arrays(prep)   # the C runtime's compact copy, kept alive here
+        self._arrays = c_prog, w8, blob = c_arrays(prep, compact=False)   # int8 matrices; kept alive here
         self._cfg = _Config(FORMAT_VERSION, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch,
                             c_prog.size, w8.size, blob.size, float(in_scale), int(prog[4]), float(out_scale),
                             int(prog[5]))
