@@ -257,10 +257,12 @@ def test_harness_detects_a_wrong_avx2_path(bug, cases, tmp_path):
 
 @pytest.mark.slow
 def test_random_models_sweep_1000_steps_all_targets(tmp_path):
-    """300 random stacks x 1000 steps: host gcc (portable and AVX2), clang, ASan/UBSan, aarch64/qemu (NEON and
-    NEON sdot), Cortex-M4/qemu."""
+    """300 random stacks x 1000 steps: host gcc (portable and AVX2; tables and computed activations), clang,
+    ASan/UBSan, aarch64/qemu (NEON and NEON sdot), Cortex-M4/qemu (tables; 100 with computed activations)."""
     many = stream_cases(300, T=1000, seed_base=9109)
-    _assert_bits_equal(many, run_many(build_runner(tmp_path / "gcc"), many), "host cc")
+    exe = build_runner(tmp_path / "gcc")
+    _assert_bits_equal(many, run_many(exe, many), "host cc")
+    _assert_bits_equal(many, run_many(exe, many, tables=False), "host cc, computed activations")
     if _cpu_has_avx2():
         _assert_bits_equal(many, run_many(build_runner(tmp_path / "avx2", cflags=AVX2_CFLAGS), many), "avx2")
         exe = build_runner(tmp_path / "asan-avx2", sanitize=True, cflags=AVX2_CFLAGS)
@@ -279,5 +281,7 @@ def test_random_models_sweep_1000_steps_all_targets(tmp_path):
     if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
         exe = build_cortex_m_runner(tmp_path / "m4")
         _assert_bits_equal(many, run_many(exe, many, runner=cortex_m_runner), "Cortex-M4/qemu")
+        got = run_many(exe, many[:100], runner=cortex_m_runner, tables=False)
+        _assert_bits_equal(many[:100], got, "Cortex-M4/qemu, computed activations")
     else:
         pytest.skip("SKIPPED LOUDLY: arm-none-eabi-gcc or qemu-system-arm missing")
