@@ -143,7 +143,7 @@ def main():
             lat[f"{name} Stream.step {backend}"] = _best_step_us(s, X)
         from edgelstm.deploy import CompiledModel
         bd = to_c(m, tmp / f"deploy-{name}")
-        subprocess.run(["make", "-s", "-C", str(bd), "libmodel.so"], check=True)
+        subprocess.run(["make", "-s", "-C", str(bd), "ARCH_FLAGS=-march=native", "libmodel.so"], check=True)
         s = CompiledModel(bd / "libmodel.so").stream()
         lat[f"{name} edgelstm.deploy step"] = _best_step_us(s, X)
         b = to_c(m, tmp / f"bench-{name}")

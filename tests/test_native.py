@@ -209,3 +209,8 @@ def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
     warm = _Tty(True)
     kernels.announce_compile(types.SimpleNamespace(signatures=["(int8,)"]), warm)   # already compiled
     assert warm.text == ""
+
+
+def test_c_header_and_python_bindings_agree_on_the_format_version():
+    header = (ROOT / "firmware_host" / "include" / "edgelstm.h").read_text()
+    assert f"#define ELSTM_FORMAT_VERSION {native.FORMAT_VERSION}\n" in header
