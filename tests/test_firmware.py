@@ -285,3 +285,24 @@ def test_random_models_sweep_1000_steps_all_targets(tmp_path):
         _assert_bits_equal(many[:100], got, "Cortex-M4/qemu, computed activations")
     else:
         pytest.skip("SKIPPED LOUDLY: arm-none-eabi-gcc or qemu-system-arm missing")
+
+
+@needs_cc
+@pytest.mark.parametrize("cut", ["w8", "blob"])
+def test_init_rejects_weights_that_do_not_fit(cut, cases, tmp_path, monkeypatch):
+    """elstm_init checks every matrix against w8_len and every table against blob_len: one element short
+    is a rejected model, not an out-of-bounds read."""
+    import edgelstm.c_model as cm
+    real = cm.c_arrays
+
+    def short(prep, **kw):
+        prog, w8, blob = real(prep, **kw)
+        return (prog, w8[:-1], blob) if cut == "w8" else (prog, w8, blob[:-1])
+
+    exe = build_runner(tmp_path, cc="cc")
+    gru = el.load(DATA / "tagger_gru_int8.elstm")         # its blob ends with an activation table
+    X = np.zeros((2, gru.input_size), np.float32)
+    run_many(exe, [(gru, X)])
+    monkeypatch.setattr(cm, "c_arrays", short)
+    with pytest.raises(FirmwareError, match="rejected"):
+        run_many(exe, [(gru, X)])

@@ -52,7 +52,8 @@ typedef struct {
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };
 
-/* Checks the format version and that every layer record lies inside prog; then resets the state. */
+/* Checks the format version, that every layer record lies inside prog and every weight matrix, table and
+ * peephole inside w8 / blob; then resets the state. */
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
 
 /* Back to the zero state (h at its zero point, c = 0). */
