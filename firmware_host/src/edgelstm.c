@@ -392,36 +392,42 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     }
 }
 
-/* [off, off + n) inside [0, len) */
-static int inside(int64_t off, int64_t n, int32_t len) { return off >= 0 && n >= 0 && off + n <= len; }
+/* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
+static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
+{
+    return off >= 0 && rows >= 0 && cols > 0 && off <= len && rows <= (len - off) / cols;
+}
 
 /* an activation table in the blob, or none (-1: computed) */
-static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 65536, blob_len); }
+static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
 /* Every weight matrix of a layer inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every
  * table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. */
 static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
-    int32_t rec = lo + L_HDR, kind = prog[lo + L_KIND], flags = prog[lo + L_FLAGS];
-    int64_t n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+    const int32_t *r = prog + lo + L_HDR;
+    int32_t kind = prog[lo + L_KIND], flags = prog[lo + L_FLAGS];
+    int32_t n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
     int32_t W = cfg->w8_len, B = cfg->blob_len;
+    if (n_in > (1 << 24) || H > (1 << 24) || n_out > (1 << 24)) {   /* 4 * H below cannot overflow */
+        return 0;
+    }
     if (kind == KIND_LSTM) {
-        int32_t cell_bits = 15 + prog[rec + LS_CELL_EXP];
-        return inside(prog[rec + LS_WX], 4 * H * n_in, W) && inside(prog[rec + LS_WH], 4 * H * n_out, W)
-            && (!(flags & FLAG_PROJ) || inside(prog[rec + LS_PROJ], n_out * H, W))
-            && (!(flags & FLAG_PEEP) || inside(prog[rec + LS_PEEP], 3 * H, B))
-            && table_ok(prog[rec + LS_SIG], B) && table_ok(prog[rec + LS_TANH3], B)
-            && table_ok(prog[rec + LS_TANH_CELL], B) && cell_bits >= 0 && cell_bits <= 6;
+        int32_t cell_bits = 15 + r[LS_CELL_EXP];
+        return inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
+            && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
+            && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
+            && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
+            && cell_bits >= 0 && cell_bits <= 6;
     }
     if (kind == KIND_GRU) {
-        return inside(prog[rec + GR_WX], 3 * H * n_in, W) && inside(prog[rec + GR_WH], 3 * H * H, W)
-            && table_ok(prog[rec + GR_SIG], B) && table_ok(prog[rec + GR_TANH3], B);
+        return inside(r[GR_WX], 3 * H, n_in, W) && inside(r[GR_WH], 3 * H, H, W) && table_ok(r[GR_SIG], B)
+            && table_ok(r[GR_TANH3], B);
     }
     if (kind == KIND_RNN) {
-        return inside(prog[rec + RN_WX], H * n_in, W) && inside(prog[rec + RN_WH], H * H, W)
-            && table_ok(prog[rec + RN_TANH3], B);
+        return inside(r[RN_WX], H, n_in, W) && inside(r[RN_WH], H, H, W) && table_ok(r[RN_TANH3], B);
     }
-    return kind == KIND_DENSE && inside(prog[rec + DN_W], n_out * n_in, W);
+    return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
 }
 
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
