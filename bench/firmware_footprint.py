@@ -1,9 +1,11 @@
 """Cortex-M4 footprint of C bundles: flash (text + rodata) and RAM (state + scratch) next to the int8 weights.
 
-    python bench/firmware_footprint.py   # needs arm-none-eabi-gcc; markdown table, bench/results/firmware_footprint.json
+    python bench/firmware_footprint.py     # needs arm-none-eabi-gcc; writes bench/results/firmware_footprint.json
 
-Each model twice: exported with the gemmlowp activation tables (the default, fastest on a PC) and with
-``tables=False`` (``edgelstm export --to c --no-tables``: the runtime computes the activations).
+Runtime code measured for the portable dot loop (-DELSTM_NO_SIMD) and the Cortex-M DSP one (SMLAD, the
+default for -mcpu=cortex-m4). Each model twice: exported with the gemmlowp activation tables (the default,
+fastest on a PC) and with ``tables=False`` (``edgelstm export --to c --no-tables``: the runtime computes
+the activations).
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
 random calibration frames: the sizes do not depend on the values).
@@ -52,19 +54,24 @@ def footprint(kind, tables):
     with tempfile.TemporaryDirectory() as tmp:
         b = to_c(q, Path(tmp) / "b", tables=tables)
         objs = {}
-        for src in ("edgelstm.c", "model_data.c"):
-            obj = Path(tmp) / (src + ".o")
-            subprocess.run(["arm-none-eabi-gcc", *FLAGS, "-I", str(b), "-o", str(obj), str(b / src)], check=True)
-            objs[src] = _sizes(obj)
+        for key, src, extra in (("dsp", "edgelstm.c", []), ("portable", "edgelstm.c", ["-DELSTM_NO_SIMD"]),
+                                ("data", "model_data.c", [])):
+            obj = Path(tmp) / f"{key}.o"
+            subprocess.run(["arm-none-eabi-gcc", *FLAGS, *extra, "-I", str(b), "-o", str(obj), str(b / src)],
+                           check=True)
+            objs[key] = _sizes(obj)
     prep = q._prep
     table_bytes = 65536 * 2 * (3 if kind == "lstm" else 2) if tables else 0
     ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
-    code = objs["edgelstm.c"]["text"] + objs["edgelstm.c"]["rodata"]
-    data = objs["model_data.c"]["rodata"] + objs["model_data.c"]["text"]
+    code = objs["portable"]["text"] + objs["portable"]["rodata"]
+    code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]
+    data = objs["data"]["rodata"] + objs["data"]["text"]
     return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "activation_tables": tables,
             "int8_weight_bytes": int8_weights, "int32_bias_bytes": bias_bytes,
-            "runtime_code_bytes": code, "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
+            "runtime_code_bytes": code, "runtime_code_dsp_bytes": code_dsp,
+            "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
             "flash_total_bytes": code + data, "flash_beyond_weights_bytes": code + data - int8_weights,
+            "flash_beyond_weights_dsp_bytes": code_dsp + data - int8_weights,
             "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram}
 
 
@@ -73,15 +80,16 @@ def main():
         print("SKIPPED: arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi)", file=sys.stderr)
         return 0
     rows = [footprint(k, t) for k in ("lstm", "gru") for t in (False, True)]
-    print("| model | activations | int8 weights | runtime code (text+rodata) | model data in flash "
-          "| of which gemmlowp tables | flash total | flash beyond the int8 weights | RAM state "
-          "| RAM state+scratch |")
+    print("| model | activations | int8 weights | runtime code (text+rodata): portable / SMLAD | model data in flash "
+          "| of which gemmlowp tables | flash total (portable) | flash beyond the int8 weights: portable / SMLAD "
+          "| RAM state | RAM state+scratch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {'tables' if r['activation_tables'] else 'computed (--no-tables)'} | "
-              f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} B | {r['model_data_flash_bytes']:,} B | "
-              f"{r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
-              f"{r['flash_beyond_weights_bytes']:,} B | {r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
+              f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} / {r['runtime_code_dsp_bytes']:,} B | "
+              f"{r['model_data_flash_bytes']:,} B | {r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
+              f"{r['flash_beyond_weights_bytes']:,} / {r['flash_beyond_weights_dsp_bytes']:,} B | "
+              f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
     out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {out}")

@@ -186,13 +186,14 @@ def cortex_m_runner(args, *, machine: str = "mps2-an386", timeout_s: int = 600) 
             "-kernel", args[0]]
 
 
-def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc") -> Path:
-    """The many-models driver as a Cortex-M4 semihosting ELF for ``cortex_m_runner``."""
+def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc", extra_cflags=()) -> Path:
+    """The many-models driver as a Cortex-M4 semihosting ELF for ``cortex_m_runner`` (DSP dot loop, SMLAD;
+    ``extra_cflags=["-DELSTM_NO_SIMD"]`` for the portable one)."""
     src = Path(__file__).resolve().parent / "harness" / "cortexm_vectors.c"
     builddir = Path(builddir)
     builddir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, builddir / src.name)
-    exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS, ldflags=[str(builddir / src.name),
+    exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS + list(extra_cflags), ldflags=[str(builddir / src.name),
                                                                          *CORTEX_M_LDFLAGS])
     return exe
 

@@ -127,10 +127,11 @@ needs_m4 = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shuti
 
 
 @needs_m4
-@pytest.mark.parametrize("tables", [True, False], ids=["tables", "computed"])
-def test_random_models_cortex_m4_under_qemu_bit_exact(tables, cases, tmp_path):
-    exe = build_cortex_m_runner(tmp_path)
-    assert dot_path(exe, runner=cortex_m_runner) == "portable"
+@pytest.mark.parametrize("dsp, tables", [(True, True), (True, False), (False, True)],
+                         ids=["smlad-tables", "smlad-computed", "portable-tables"])
+def test_random_models_cortex_m4_under_qemu_bit_exact(dsp, tables, cases, tmp_path):
+    exe = build_cortex_m_runner(tmp_path, extra_cflags=[] if dsp else ["-DELSTM_NO_SIMD"])
+    assert dot_path(exe, runner=cortex_m_runner) == ("dsp-smlad" if dsp else "portable")
     got = run_many(exe, cases[:8], runner=cortex_m_runner, tables=tables)
     _assert_bits_equal(cases[:8], got, "Cortex-M4/qemu")
 
@@ -258,7 +259,8 @@ def test_harness_detects_a_wrong_avx2_path(bug, cases, tmp_path):
 @pytest.mark.slow
 def test_random_models_sweep_1000_steps_all_targets(tmp_path):
     """300 random stacks x 1000 steps: host gcc (portable and AVX2; tables and computed activations), clang,
-    ASan/UBSan, aarch64/qemu (NEON and NEON sdot), Cortex-M4/qemu (tables; 100 with computed activations)."""
+    ASan/UBSan, aarch64/qemu (NEON and NEON sdot), Cortex-M4/qemu (SMLAD: tables, 100 with computed
+    activations; 100 with the portable loop)."""
     many = stream_cases(300, T=1000, seed_base=9109)
     exe = build_runner(tmp_path / "gcc")
     _assert_bits_equal(many, run_many(exe, many), "host cc")
@@ -279,10 +281,12 @@ def test_random_models_sweep_1000_steps_all_targets(tmp_path):
     else:
         pytest.skip("SKIPPED LOUDLY: aarch64 toolchain or qemu-aarch64 missing")
     if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
-        exe = build_cortex_m_runner(tmp_path / "m4")
+        exe = build_cortex_m_runner(tmp_path / "m4")          # DSP dot loop (SMLAD)
         _assert_bits_equal(many, run_many(exe, many, runner=cortex_m_runner), "Cortex-M4/qemu")
         got = run_many(exe, many[:100], runner=cortex_m_runner, tables=False)
         _assert_bits_equal(many[:100], got, "Cortex-M4/qemu, computed activations")
+        exe = build_cortex_m_runner(tmp_path / "m4-portable", extra_cflags=["-DELSTM_NO_SIMD"])
+        _assert_bits_equal(many[:100], run_many(exe, many[:100], runner=cortex_m_runner), "Cortex-M4/qemu portable")
     else:
         pytest.skip("SKIPPED LOUDLY: arm-none-eabi-gcc or qemu-system-arm missing")
 
@@ -306,3 +310,19 @@ def test_init_rejects_weights_that_do_not_fit(cut, cases, tmp_path, monkeypatch)
     monkeypatch.setattr(cm, "c_arrays", short)
     with pytest.raises(FirmwareError, match="rejected"):
         run_many(exe, [(gru, X)])
+
+
+@needs_m4
+def test_harness_detects_a_wrong_smlad_path(cases, tmp_path):
+    """Row 2 of every two with its (w1, w3) products paired with the wrong inputs: caught under qemu."""
+    build_cortex_m_runner(tmp_path)
+    src = tmp_path / "edgelstm.c"
+    text = src.read_text()
+    assert "SMLAD4(s1, w1 + c, v02, v13);" in text
+    src.write_text(text.replace("SMLAD4(s1, w1 + c, v02, v13);", "SMLAD4(s1, w1 + c, v02, v02);"))
+    exe = tmp_path / "broken.elf"
+    subprocess.run(["arm-none-eabi-gcc", *CORTEX_M_CFLAGS, "-I", str(tmp_path), "-o", str(exe),
+                    *[str(tmp_path / f) for f in ("multi_runner.c", "edgelstm.c", "elstm_io.c", "cortexm_vectors.c")],
+                    *CORTEX_M_LDFLAGS, "-lm"], check=True)
+    with pytest.raises(AssertionError, match="differ"):
+        _assert_bits_equal(cases[:8], run_many(exe, cases[:8], runner=cortex_m_runner), "broken smlad")

@@ -121,6 +121,37 @@ static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t 
     }
 }
 
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && !defined(__aarch64__)
+#include <arm_acle.h>
+#define ELSTM_DOT_PATH "dsp-smlad"
+
+/* Cortex-M4/M7/M33 DSP: SXTB16 splits 4 int8 weights into int16 pairs (w0, w2) and (w1, w3); SMLAD adds two
+ * int16 x int16 products to an int32 accumulator, wrapping (the Q flag it sets is ignored). */
+static uint32_t pair16(int16_t lo, int16_t hi) { return (uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16); }
+
+#define SMLAD4(s, w, v02, v13) do { uint32_t q_; memcpy(&q_, (w), 4); \
+    (s) = __smlad(__sxtb16((int8x4_t)q_), (int16x2_t)(v02), (s)); \
+    (s) = __smlad(__sxtb16((int8x4_t)((q_ >> 8) | (q_ << 24))), (int16x2_t)(v13), (s)); } while (0)
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c4 = cols & ~3;
+    for (; r + 2 <= rows; r += 2) {   /* two rows share each input pair (four spill registers on a Cortex-M4) */
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols;
+        int32_t s0 = 0, s1 = 0;
+        for (c = 0; c < c4; c += 4) {
+            uint32_t v02 = pair16(v[c], v[c + 2]), v13 = pair16(v[c + 1], v[c + 3]);
+            SMLAD4(s0, w0 + c, v02, v13);
+            SMLAD4(s1, w1 + c, v02, v13);
+        }
+        acc[r] = dot_tail(w0, v, c4, cols, (uint32_t)s0);
+        acc[r + 1] = dot_tail(w1, v, c4, cols, (uint32_t)s1);
+    }
+    if (r < rows) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+
 #else
 #define ELSTM_DOT_PATH "portable"
 
