@@ -127,21 +127,23 @@ def main():
         print(f"  {k:52s} {v['wall_ms']:8.1f} ms ({v['wall_ms'] / lite['wall_ms']:.2f}x LiteRT)  "
               f"{v['peak_rss_mib']:7.1f} MiB ({v['peak_rss_mib'] / lite['peak_rss_mib']:.2f}x)")
 
-    # per-step latency, one process: no-JIT Stream.step, JIT Stream.step, the C step in a C loop
+    # per-step latency, one process: no-JIT Stream.step (the -march=native library, SIMD dot loop, and a
+    # portable-C one), JIT Stream.step, edgelstm.deploy, the C step in a C loop
     lat = {}
-    os.environ["EDGELSTM_NATIVE_LIB"] = str(lib)
+    portable_lib = build_native(out=tmp / "portable" / native.LIB_NAME, portable=True, cflags=["-DELSTM_NO_SIMD"])
     for name, path in (("gru", gru_path), ("lstm", lstm_path)):
         m = el.load(path)
-        for backend in ("native", "jit"):
+        for backend, lib_path in (("native", lib), ("native portable-C", portable_lib), ("jit", lib)):
             native._searched = False
-            os.environ["EDGELSTM_BACKEND"] = "jit" if backend == "jit" else "auto"
+            os.environ["EDGELSTM_NATIVE_LIB"] = str(lib_path)
+            os.environ["EDGELSTM_BACKEND"] = backend.split()[0]
             s = m.stream()
             for x in X[:200]:
                 s.step(x)
             lat[f"{name} Stream.step {backend}"] = _best_step_us(s, X)
         from edgelstm.deploy import CompiledModel
         bd = to_c(m, tmp / f"deploy-{name}")
-        subprocess.run(["make", "-s", "-C", str(bd), "libmodel.so"], check=True)
+        subprocess.run(["make", "-s", "-C", str(bd), "ARCH_FLAGS=-march=native", "libmodel.so"], check=True)
         s = CompiledModel(bd / "libmodel.so").stream()
         lat[f"{name} edgelstm.deploy step"] = _best_step_us(s, X)
         b = to_c(m, tmp / f"bench-{name}")

@@ -1,6 +1,11 @@
 """Cortex-M4 footprint of C bundles: flash (text + rodata) and RAM (state + scratch) next to the int8 weights.
 
-    python bench/firmware_footprint.py      # needs arm-none-eabi-gcc; prints a markdown table + JSON
+    python bench/firmware_footprint.py     # needs arm-none-eabi-gcc; writes bench/results/firmware_footprint.json
+
+Runtime code measured for the portable dot loop (-DELSTM_NO_SIMD) and the Cortex-M DSP one (SMLAD, the
+default for -mcpu=cortex-m4). Each model twice: exported with the gemmlowp activation tables (the default,
+fastest on a PC) and with ``tables=False`` (``edgelstm export --to c --no-tables``: the runtime computes
+the activations).
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
 random calibration frames: the sizes do not depend on the values).
@@ -36,7 +41,7 @@ def _sizes(obj):
     return acc
 
 
-def footprint(kind):
+def footprint(kind, tables):
     spec = el.random_model([{"kind": kind, "hidden_size": 64}, {"kind": "dense", "output_size": 8,
                                                                 "activation": "sigmoid"}], input_size=40, seed=3)
     rng = np.random.default_rng(0)
@@ -47,20 +52,26 @@ def footprint(kind):
     bias_bytes = sum(4 * int(a.size) for layer in q.quant.layers for d in layer for n, a in d.items()
                      if n.startswith("b"))
     with tempfile.TemporaryDirectory() as tmp:
-        b = to_c(q, Path(tmp) / "b")
+        b = to_c(q, Path(tmp) / "b", tables=tables)
         objs = {}
-        for src in ("edgelstm.c", "model_data.c"):
-            obj = Path(tmp) / (src + ".o")
-            subprocess.run(["arm-none-eabi-gcc", *FLAGS, "-I", str(b), "-o", str(obj), str(b / src)], check=True)
-            objs[src] = _sizes(obj)
+        for key, src, extra in (("dsp", "edgelstm.c", []), ("portable", "edgelstm.c", ["-DELSTM_NO_SIMD"]),
+                                ("data", "model_data.c", [])):
+            obj = Path(tmp) / f"{key}.o"
+            subprocess.run(["arm-none-eabi-gcc", *FLAGS, *extra, "-I", str(b), "-o", str(obj), str(b / src)],
+                           check=True)
+            objs[key] = _sizes(obj)
     prep = q._prep
-    tables = 65536 * 2 * (3 if kind == "lstm" else 2)
+    table_bytes = 65536 * 2 * (3 if kind == "lstm" else 2) if tables else 0
     ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
-    return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "int8_weight_bytes": int8_weights,
-            "int32_bias_bytes": bias_bytes,
-            "runtime_code_bytes": objs["edgelstm.c"]["text"] + objs["edgelstm.c"]["rodata"],
-            "model_data_flash_bytes": objs["model_data.c"]["rodata"] + objs["model_data.c"]["text"],
-            "activation_table_bytes": tables,
+    code = objs["portable"]["text"] + objs["portable"]["rodata"]
+    code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]
+    data = objs["data"]["rodata"] + objs["data"]["text"]
+    return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "activation_tables": tables,
+            "int8_weight_bytes": int8_weights, "int32_bias_bytes": bias_bytes,
+            "runtime_code_bytes": code, "runtime_code_dsp_bytes": code_dsp,
+            "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
+            "flash_total_bytes": code + data, "flash_beyond_weights_bytes": code + data - int8_weights,
+            "flash_beyond_weights_dsp_bytes": code_dsp + data - int8_weights,
             "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram}
 
 
@@ -68,15 +79,20 @@ def main():
     if shutil.which("arm-none-eabi-gcc") is None:
         print("SKIPPED: arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi)", file=sys.stderr)
         return 0
-    rows = [footprint(k) for k in ("lstm", "gru")]
-    print("| model | int8 weights | runtime code (text+rodata) | model data in flash | of which gemmlowp tables "
+    rows = [footprint(k, t) for k in ("lstm", "gru") for t in (False, True)]
+    print("| model | activations | int8 weights | runtime code (text+rodata): portable / SMLAD | model data in flash "
+          "| of which gemmlowp tables | flash total (portable) | flash beyond the int8 weights: portable / SMLAD "
           "| RAM state | RAM state+scratch |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['int8_weight_bytes']} | {r['runtime_code_bytes']} | "
-              f"{r['model_data_flash_bytes']} | {r['activation_table_bytes']} | {r['ram_state_bytes']} | "
-              f"{r['ram_total_bytes']} |")
-    print(json.dumps(rows))
+        print(f"| {r['model']} | {'tables' if r['activation_tables'] else 'computed (--no-tables)'} | "
+              f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} / {r['runtime_code_dsp_bytes']:,} B | "
+              f"{r['model_data_flash_bytes']:,} B | {r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
+              f"{r['flash_beyond_weights_bytes']:,} / {r['flash_beyond_weights_dsp_bytes']:,} B | "
+              f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
+    out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

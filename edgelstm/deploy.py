@@ -16,9 +16,8 @@ import ctypes
 import os
 
 from .errors import ArtifactError, InputError
-from .native import _Config, _State, _Weights
+from .native import FORMAT_VERSION, _Call, _Config, _State, _Weights
 
-FORMAT_VERSION = 1
 
 
 class CompiledModel:
@@ -39,8 +38,8 @@ class CompiledModel:
         self._lib.elstm_init.argtypes = [ctypes.c_void_p] * 3
         self._lib.elstm_reset.restype = None
         self._lib.elstm_reset.argtypes = [ctypes.c_void_p] * 3
-        self._lib.elstm_step_f32.restype = ctypes.c_int
-        self._lib.elstm_step_f32.argtypes = [ctypes.c_void_p] * 7
+        self._lib.elstm_step_call.restype = ctypes.c_int
+        self._lib.elstm_step_call.argtypes = [ctypes.c_void_p]
         self.path = path
 
     @property
@@ -71,7 +70,9 @@ class CompiledStream:
         self._xq = (ctypes.c_int8 * c.input_size)()
         self._yq = (ctypes.c_int8 * c.output_size)()
         self._args = (ctypes.byref(c), ctypes.byref(model._weights), ctypes.byref(self._st))
-        self._tail = (ctypes.addressof(self._y), ctypes.addressof(self._xq), ctypes.addressof(self._yq))
+        self._call = _Call(*[ctypes.addressof(o) for o in (c, model._weights, self._st, self._x, self._y,
+                                                            self._xq, self._yq)])
+        self._call_ptr = ctypes.c_void_p(ctypes.addressof(self._call))   # one bound argument per step
         if model._lib.elstm_init(*self._args) != 0:
             raise ArtifactError(f"{model.path}: the runtime rejected the model data")
 
@@ -91,6 +92,6 @@ class CompiledStream:
                 self._x[:] = x
             except (TypeError, ValueError):
                 raise InputError(f"step takes {self._F} floats, got {x!r:.80}") from None
-        if self._model._lib.elstm_step_f32(*self._args, ctypes.addressof(self._x), *self._tail):
+        if self._model._lib.elstm_step_call(self._call_ptr):
             raise InputError("x contains NaN or inf")
         return self._y

@@ -7,7 +7,8 @@ bit-identical to the JIT kernels (the same integer program; tested). Build it on
 
 Where it is looked for, in order: ``$EDGELSTM_NATIVE_LIB``; ``libedgelstm_native.so`` inside the installed
 ``edgelstm/firmware_host``; the user cache (``$XDG_CACHE_HOME/edgelstm``, else ``~/.cache/edgelstm``).
-``EDGELSTM_BACKEND=jit`` forces the Numba path.
+``EDGELSTM_BACKEND=jit`` forces the Numba path, ``EDGELSTM_BACKEND=native`` the library; otherwise
+``prefer_native`` decides.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
+FORMAT_VERSION = 2   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, c_model.py)
 _lib = None
 _searched = False
 
@@ -37,94 +39,137 @@ def candidate_paths() -> list[Path]:
 
 class _Config(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("format_version", "input_size", "output_size", "width", "n_state",
-                                              "scratch", "prog_len", "blob_len")] + \
+                                              "scratch", "prog_len", "w8_len", "blob_len")] + \
                [("input_scale", ctypes.c_float), ("input_zp", ctypes.c_int32),
                 ("output_scale", ctypes.c_float), ("output_zp", ctypes.c_int32)]
 
 
 class _Weights(ctypes.Structure):
-    _fields_ = [("prog", ctypes.c_void_p), ("blob", ctypes.c_void_p)]
+    _fields_ = [("prog", ctypes.c_void_p), ("w8", ctypes.c_void_p), ("blob", ctypes.c_void_p)]
 
 
 class _State(ctypes.Structure):
     _fields_ = [(n, ctypes.c_void_p) for n in ("state", "frames", "gates", "acc", "aux")]
 
 
+class _Call(ctypes.Structure):   # elstm_call: every argument of elstm_step_f32, bound once
+    _fields_ = [(n, ctypes.c_void_p) for n in ("cfg", "w", "st", "x", "y", "xq", "yq")]
+
+
+def _load(path):
+    """The library at path with its prototypes set, or None if unloadable or built for another format."""
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.elstm_format_version.restype = ctypes.c_int
+        lib.elstm_format_version.argtypes = []
+        if lib.elstm_format_version() != FORMAT_VERSION:
+            raise AttributeError("format")
+        lib.elstm_step_call.restype = ctypes.c_int
+        lib.elstm_step_call.argtypes = [ctypes.c_void_p]
+        lib.elstm_dot_path.restype = ctypes.c_char_p
+        lib.elstm_dot_path.argtypes = []
+    except (OSError, AttributeError):   # AttributeError: a stale build from an older edgelstm
+        import sys
+        print(f"edgelstm: ignoring {path}: not a native library of this edgelstm version; rebuild it with "
+              "python -m edgelstm.firmware_host build-native", file=sys.stderr)
+        return None
+    return lib
+
+
+def backend() -> str:
+    """EDGELSTM_BACKEND: "jit", "native" or "auto" (unset or anything else)."""
+    b = os.environ.get("EDGELSTM_BACKEND", "auto").lower()
+    return b if b in ("jit", "native") else "auto"
+
+
 def library():
-    """The loaded shared library, or None (not built, disabled, or unloadable)."""
+    """The loaded shared library, or None (not built, disabled with EDGELSTM_BACKEND=jit, or unloadable)."""
     global _lib, _searched
     if _searched:
         return _lib
     _searched = True
-    if os.environ.get("EDGELSTM_BACKEND", "").lower() == "jit":
+    if backend() == "jit":
         return None
     for p in candidate_paths():
         if p.is_file():
-            try:
-                lib = ctypes.CDLL(str(p))
-            except OSError:
-                continue
-            lib.elstm_step_f32.restype = ctypes.c_int
-            lib.elstm_step_f32.argtypes = [ctypes.c_void_p] * 7
-            _lib = lib
-            break
+            _lib = _load(p)
+            if _lib is not None:
+                break
     return _lib
+
+
+def numba_importable() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("numba") is not None
+
+
+def prefer_native(lib) -> bool:
+    """The automatic choice (README, "No-JIT deployment"): the native library when EDGELSTM_BACKEND=native,
+    when Numba is not importable, or when the library has a SIMD dot loop (AVX2, NEON): measured faster
+    per step than the JIT through ctypes on the bundled taggers. A portable-C build on a machine with Numba
+    was measured slower per step than the JIT, so there the JIT is used."""
+    return backend() == "native" or lib.elstm_dot_path() != b"portable" or not numba_importable()
 
 
 class NativeStep:
     """Callable with the signature of ``kernels.program.step_int8`` (x, y, prog, weights, work) -> status,
     running the C runtime; the recurrent state lives in the same work buffer as the JIT's, so state get/set,
-    reset and step_many keep working on it."""
+    reset and step_many keep working on it. One pre-bound ``elstm_call`` struct: a step is one copy of x
+    into the bound input buffer and a one-argument ctypes call."""
 
     def __init__(self, lib, prep):
         import numpy as np
 
+        from .c_model import c_arrays
         from .kernels.layout import PAD
         from .runtime import _work_views
-        self._lib = lib
         self._prep = prep
         self._work_views = _work_views
         prog = prep.prog
         in_scale, out_scale = prog[6:8].view("float32")
-        self._cfg = _Config(1, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch, prog.size,
-                            prep.weights.size, float(in_scale), int(prog[4]), float(out_scale), int(prog[5]))
-        self._weights = _Weights(prog.ctypes.data, prep.weights.ctypes.data)
+        self._arrays = c_prog, w8, blob = c_arrays(prep, compact=False)   # int8 matrices; kept alive here
+        self._cfg = _Config(FORMAT_VERSION, int(prog[1]), int(prog[2]), prep.width, prep.n_state, prep.scratch,
+                            c_prog.size, w8.size, blob.size, float(in_scale), int(prog[4]), float(out_scale),
+                            int(prog[5]))
+        self._weights = _Weights(c_prog.ctypes.data, w8.ctypes.data, blob.ctypes.data)
         n = prep.scratch + PAD
         self._frames = np.zeros(2 * prep.width + PAD, np.int16)
         self._gates = np.zeros(n, np.int16)
         self._acc = np.zeros(n, np.int32)
         self._aux = np.zeros(n, np.int16)
+        self._x = np.zeros(int(prog[1]), np.float32)
         self._xq = np.zeros(int(prog[1]), np.int8)
         self._yq = np.zeros(int(prog[2]), np.int8)
-        self._xq_ptr, self._yq_ptr = self._xq.ctypes.data, self._yq.ctypes.data
-        self._state = None
+        self._st = _State()
+        self._call = _Call(ctypes.addressof(self._cfg), ctypes.addressof(self._weights), ctypes.addressof(self._st),
+                           self._x.ctypes.data, None, self._xq.ctypes.data, self._yq.ctypes.data)
+        self._call_ptr = ctypes.c_void_p(ctypes.addressof(self._call))
+        self._fn = lib.elstm_step_call
         self._work = None
         self._y = None
-        self._y_ptr = None
-        self._args = None
 
-    def _bind(self, work):
+    def _bind(self, work, y):
         _, state = self._work_views(self._prep, work, 1)
-        self._st = _State(state.ctypes.data, self._frames.ctypes.data, self._gates.ctypes.data,
-                          self._acc.ctypes.data, self._aux.ctypes.data)
-        self._work = work
-        self._args = (ctypes.byref(self._cfg), ctypes.byref(self._weights), ctypes.byref(self._st))
+        self._st.state, self._st.frames = state.ctypes.data, self._frames.ctypes.data
+        self._st.gates, self._st.acc, self._st.aux = self._gates.ctypes.data, self._acc.ctypes.data, \
+            self._aux.ctypes.data
+        self._call.y = y.ctypes.data
+        self._work, self._y = work, y      # referenced here: the bound pointers stay valid
 
     def __call__(self, x, y, prog, weights, work):
-        if work is not self._work:
-            self._bind(work)
-        if y is not self._y:
-            self._y, self._y_ptr = y, y.ctypes.data
-        cfg, w, st = self._args
-        return self._lib.elstm_step_f32(cfg, w, st, x.ctypes.data, self._y_ptr, self._xq_ptr, self._yq_ptr)
+        if work is not self._work or y is not self._y:
+            self._bind(work, y)
+        self._x[:] = x
+        return self._fn(self._call_ptr)
 
 
 def step_kernel(prep):
-    """A NativeStep for an int8 prepared model when the library is present, else None (use the JIT)."""
+    """A NativeStep for an int8 prepared model when the library is present and preferred (prefer_native),
+    else None (use the JIT)."""
     if not prep.quantized or _has_opgraph(prep.prog):
         return None       # the C runtime has no op-graph layer kind (yet): such models step on the JIT
     lib = library()
-    return NativeStep(lib, prep) if lib is not None else None
+    return NativeStep(lib, prep) if lib is not None and prefer_native(lib) else None
 
 
 def _has_opgraph(prog) -> bool:

@@ -81,13 +81,13 @@ class CheckReport:
 
 
 def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), sanitize: bool = False,
-          workdir=None) -> CheckReport:
+          workdir=None, tables: bool = True) -> CheckReport:
     """Export ``model`` to C, build it, stream ``frames`` (T, F) through it and compare with the Numba
     runtime's ``stream().step_many`` bit for bit."""
     from edgelstm.export.to_c import to_c
     X = np.ascontiguousarray(frames, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="edgelstm-c-") as tmp:
-        bundle = to_c(model, Path(workdir) if workdir else Path(tmp) / "bundle")
+        bundle = to_c(model, Path(workdir) if workdir else Path(tmp) / "bundle", tables=tables)
         exe = build(bundle, cc=cc, cflags=cflags, ldflags=ldflags, sanitize=sanitize)
         got = run(exe, X, runner=runner)
     want = model.stream().step_many(X)
@@ -103,14 +103,15 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
                        mismatches=int(diff.sum()), first_mismatch=first, command=[*runner, os.fspath(exe)])
 
 
-def _case_bytes(model, X) -> bytes:
+def _case_bytes(model, X, tables: bool = True) -> bytes:
+    from edgelstm.c_model import c_arrays
     prep = model._prep
+    prog, w8, blob = c_arrays(prep, tables=tables)
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
-    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prep.prog.size,
-                    prep.weights.size, zp_in, zp_out, X.shape[0]], np.int32)
-    return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(),
-                     prep.prog.astype(np.int32).tobytes(), prep.weights.astype(np.int16).tobytes(),
-                     np.ascontiguousarray(X, np.float32).tobytes()])
+    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prog.size,
+                    w8.size, blob.size, zp_in, zp_out, X.shape[0]], np.int32)
+    return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(), prog.tobytes(),
+                     w8.tobytes(), blob.tobytes(), np.ascontiguousarray(X, np.float32).tobytes()])
 
 
 def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False) -> Path:
@@ -134,13 +135,14 @@ def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize:
     return exe
 
 
-def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> list:
+def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800, tables: bool = True) -> list:
     """Stream each (model, frames (T, F)) case through a built multi_runner; returns the (T, O) outputs.
+    ``tables=False`` passes the models without activation tables (the runtime computes them).
     ``runner`` prefixes the command (an emulator such as ``["qemu-aarch64"]``), or is a function mapping the
     argument list [exe, cases file, outputs file] to a command (``cortex_m_runner``)."""
     with tempfile.TemporaryDirectory(prefix="edgelstm-many-", dir=workdir) as tmp:
         inp, outp = Path(tmp) / "cases.bin", Path(tmp) / "outputs.bin"
-        inp.write_bytes(b"".join(_case_bytes(m, X) for m, X in cases))
+        inp.write_bytes(b"".join(_case_bytes(m, X, tables) for m, X in cases))
         args = [str(exe), str(inp), str(outp)]
         cmd = runner(args) if callable(runner) else [*runner, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -157,6 +159,20 @@ def run_many(exe, cases, *, runner=(), workdir=None, timeout: float = 1800) -> l
     return out
 
 
+def dot_path(exe, *, runner=()) -> str:
+    """The dot-loop implementation a built multi_runner uses ("avx2", "neon", "neon-sdot", "portable"):
+    it runs no case and names it on stderr."""
+    with tempfile.TemporaryDirectory(prefix="edgelstm-path-") as tmp:
+        empty = Path(tmp) / "none.bin"
+        empty.write_bytes(b"")
+        args = [str(exe), str(empty), str(Path(tmp) / "out.bin")]
+        cmd = runner(args) if callable(runner) else [*runner, *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0 or "dot path " not in res.stderr:
+        raise FirmwareError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+    return res.stderr.rsplit("dot path ", 1)[1].split()[0]
+
+
 CORTEX_M_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-mcpu=cortex-m4", "-mthumb",
                    "-mfloat-abi=soft"]
 # newlib's semihosting start-up and stdio; the vector table goes at 0 where the M-profile core boots from
@@ -170,21 +186,23 @@ def cortex_m_runner(args, *, machine: str = "mps2-an386", timeout_s: int = 600) 
             "-kernel", args[0]]
 
 
-def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc") -> Path:
-    """The many-models driver as a Cortex-M4 semihosting ELF for ``cortex_m_runner``."""
+def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc", extra_cflags=()) -> Path:
+    """The many-models driver as a Cortex-M4 semihosting ELF for ``cortex_m_runner`` (DSP dot loop, SMLAD;
+    ``extra_cflags=["-DELSTM_NO_SIMD"]`` for the portable one)."""
     src = Path(__file__).resolve().parent / "harness" / "cortexm_vectors.c"
     builddir = Path(builddir)
     builddir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, builddir / src.name)
-    exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS, ldflags=[str(builddir / src.name),
+    exe = build_runner(builddir, cc=cc, cflags=CORTEX_M_CFLAGS + list(extra_cflags), ldflags=[str(builddir / src.name),
                                                                          *CORTEX_M_LDFLAGS])
     return exe
 
 
-def build_native(*, cc: str = "cc", out=None, portable: bool = False) -> Path:
+def build_native(*, cc: str = "cc", out=None, portable: bool = False, cflags=()) -> Path:
     """Compile the C runtime as the shared library of the no-JIT backend (``edgelstm.native``); returns its
     path. Written next to this package when writable, else into the user cache directory. Built for this
-    CPU (-march=native: 2x faster here, AVX2) unless ``portable`` (e.g. a cross compiler)."""
+    CPU (-march=native: the AVX2 / NEON dot loop) unless ``portable`` (e.g. a cross compiler; an aarch64
+    build still gets NEON); ``cflags`` are added (e.g. ``-march=armv8.2-a+dotprod`` for sdot on a Pi 5)."""
     from edgelstm import native
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
     src = Path(__file__).resolve().parent
@@ -201,7 +219,7 @@ def build_native(*, cc: str = "cc", out=None, portable: bool = False) -> Path:
             shutil.copyfile(src / rel, Path(tmp) / Path(rel).name)
         (Path(tmp) / "elstm_records.h").write_text(records_header())
         tmp_out = Path(tmp) / native.LIB_NAME
-        opt = ["-O3"] + ([] if portable else ["-march=native"])
+        opt = ["-O3"] + ([] if portable else ["-march=native"]) + list(cflags)
         cmd = [cc, *STRICT_CFLAGS, *opt, "-fPIC", "-shared", "-I", tmp, "-o", str(tmp_out),
                str(Path(tmp) / "edgelstm.c"), str(Path(tmp) / "elstm_io.c"), "-lm"]
         res = subprocess.run(cmd, capture_output=True, text=True)

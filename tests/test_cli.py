@@ -275,3 +275,13 @@ def test_export_refuses_unknown_target(tiny, capsys):
     rc, out, err = _run(capsys, "export", tiny["model"], "--to", "coreml", "-o", tiny["dir"] / "x")
     assert rc == 2 and "edgelstm: error: argument --to: invalid choice: 'coreml'" in err, err
     assert not (tiny["dir"] / "x").exists()
+
+
+def test_export_c_no_tables(capsys, tmp_path):
+    model = Path(el.__file__).parent / "data" / "tagger_gru_int8.elstm"
+    rc, out, err = _run(capsys, "export", model, "--to", "c", "--no-tables", "-o", tmp_path / "mcu")
+    assert rc == 0, err
+    header = (tmp_path / "mcu" / "model_data.h").read_text()
+    assert int(header.split("MODEL_BLOB_LEN ")[1].split()[0]) < 65536      # no activation table in flash
+    _assert_clean_error(*_run(capsys, "export", model, "--to", "tflite", "--no-tables", "-o", tmp_path / "x"),
+                        "--no-tables")

@@ -21,15 +21,57 @@ pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], ca
 @pytest.fixture(scope="module")
 def lib_path(tmp_path_factory):
     path = build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
-    old = os.environ.get("EDGELSTM_NATIVE_LIB")
+    old = {k: os.environ.get(k) for k in ("EDGELSTM_NATIVE_LIB", "EDGELSTM_BACKEND")}
     os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
+    os.environ["EDGELSTM_BACKEND"] = "native"      # whatever dot path this CPU got: these tests compare it
     native._searched, native._lib = False, None
     yield path
-    if old is None:
-        os.environ.pop("EDGELSTM_NATIVE_LIB", None)
-    else:
-        os.environ["EDGELSTM_NATIVE_LIB"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     native._searched, native._lib = False, None
+
+
+def _kernel_with(monkeypatch, lib, backend, model=None):
+    monkeypatch.setenv("EDGELSTM_NATIVE_LIB", str(lib))
+    monkeypatch.setenv("EDGELSTM_BACKEND", backend)
+    native._searched, native._lib = False, None
+    try:
+        model = model or el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm")
+        return type(model.stream()._step_kernel).__name__
+    finally:
+        native._searched, native._lib = False, None
+
+
+def test_backend_choice_rule(lib_path, tmp_path, monkeypatch):
+    """auto: native when its dot loop has a SIMD path or Numba is missing, else the (faster) JIT;
+    EDGELSTM_BACKEND=native / jit force one."""
+    portable = build_native(out=tmp_path / "portable" / native.LIB_NAME, portable=True, cflags=["-DELSTM_NO_SIMD"])
+    assert native._load(portable).elstm_dot_path() == b"portable"
+    assert _kernel_with(monkeypatch, portable, "auto") != "NativeStep"
+    assert _kernel_with(monkeypatch, portable, "native") == "NativeStep"
+    assert _kernel_with(monkeypatch, lib_path, "jit") != "NativeStep"
+    if native._load(lib_path).elstm_dot_path() != b"portable":
+        assert _kernel_with(monkeypatch, lib_path, "auto") == "NativeStep"
+    monkeypatch.setattr(native, "numba_importable", lambda: False)
+    assert _kernel_with(monkeypatch, portable, "auto") == "NativeStep"
+
+
+def test_stale_library_is_ignored_with_a_message(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "old.c"
+    src.write_text("int elstm_step_f32(void) { return 0; }\n")   # a library from before format 2
+    lib = tmp_path / native.LIB_NAME
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    monkeypatch.setenv("EDGELSTM_NATIVE_LIB", str(lib))
+    native._searched, native._lib = False, None
+    try:
+        found = native.library()         # the next candidate, if another library is built, else None
+        assert found is None or found._name != str(lib)
+    finally:
+        native._searched, native._lib = False, None
+    assert f"ignoring {lib}" in capsys.readouterr().err
 
 
 def _jit_step(model):
@@ -167,3 +209,8 @@ def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
     warm = _Tty(True)
     kernels.announce_compile(types.SimpleNamespace(signatures=["(int8,)"]), warm)   # already compiled
     assert warm.text == ""
+
+
+def test_c_header_and_python_bindings_agree_on_the_format_version():
+    header = (ROOT / "firmware_host" / "include" / "edgelstm.h").read_text()
+    assert f"#define ELSTM_FORMAT_VERSION {native.FORMAT_VERSION}\n" in header

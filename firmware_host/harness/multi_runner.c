@@ -1,9 +1,10 @@
 /* Test driver of the host harness: runs many models through the runtime in one process.
  * Reads a stream of cases (native-endian) from the file argv[1] (or stdin) and writes outputs to argv[2]
  * (or stdout). One case:
- *   int32 input_size, output_size, width, n_state, scratch, prog_len, blob_len, input_zp, output_zp, frames
+ *   int32 input_size, output_size, width, n_state, scratch, prog_len, w8_len, blob_len, input_zp, output_zp,
+ *         frames
  *   float32 input_scale, output_scale
- *   int32 prog[prog_len]; int16 blob[blob_len]; float32 x[frames * input_size]
+ *   int32 prog[prog_len]; int8 w8[w8_len]; int16 blob[blob_len]; float32 x[frames * input_size]
  * Output per case: float32 y[frames * output_size]. The runtime itself allocates nothing; this driver
  * mallocs the per-case arrays because its model sizes vary at run time. */
 #include <stdio.h>
@@ -26,20 +27,21 @@ int main(int argc, char **argv)
         return 2;
     }
     for (;;) {
-        int32_t hdr[10], t, i;
+        int32_t hdr[11], t, i;
         float scales[2];
         elstm_config cfg;
         elstm_weights w;
         elstm_state st;
         int32_t *prog;
+        int8_t *w8;
         int16_t *blob;
         float *x, *y;
         int8_t *xq, *yq;
-        size_t got = fread(hdr, sizeof(int32_t), 10, in);
+        size_t got = fread(hdr, sizeof(int32_t), 11, in);
         if (got == 0) {
             break;
         }
-        if (got != 10 || !read_all(in, scales, sizeof(float), 2)) {
+        if (got != 11 || !read_all(in, scales, sizeof(float), 2)) {
             fprintf(stderr, "multi_runner: truncated case %ld\n", cases);
             return 2;
         }
@@ -50,15 +52,17 @@ int main(int argc, char **argv)
         cfg.n_state = hdr[3];
         cfg.scratch = hdr[4];
         cfg.prog_len = hdr[5];
-        cfg.blob_len = hdr[6];
-        cfg.input_zp = hdr[7];
-        cfg.output_zp = hdr[8];
+        cfg.w8_len = hdr[6];
+        cfg.blob_len = hdr[7];
+        cfg.input_zp = hdr[8];
+        cfg.output_zp = hdr[9];
         cfg.input_scale = scales[0];
         cfg.output_scale = scales[1];
         prog = malloc(sizeof(int32_t) * (size_t)cfg.prog_len);
+        w8 = malloc((size_t)cfg.w8_len);
         blob = malloc(sizeof(int16_t) * (size_t)cfg.blob_len);
-        x = malloc(sizeof(float) * (size_t)hdr[9] * (size_t)cfg.input_size);
-        y = malloc(sizeof(float) * (size_t)hdr[9] * (size_t)cfg.output_size + 1);
+        x = malloc(sizeof(float) * (size_t)hdr[10] * (size_t)cfg.input_size);
+        y = malloc(sizeof(float) * (size_t)hdr[10] * (size_t)cfg.output_size + 1);
         xq = malloc((size_t)cfg.input_size);
         yq = malloc((size_t)cfg.output_size);
         st.state = malloc(sizeof(int16_t) * (size_t)cfg.n_state);
@@ -66,23 +70,25 @@ int main(int argc, char **argv)
         st.gates = malloc(sizeof(int16_t) * (size_t)cfg.scratch);
         st.acc = malloc(sizeof(int32_t) * (size_t)cfg.scratch);
         st.aux = malloc(sizeof(int16_t) * (size_t)cfg.scratch);
-        if (!prog || !blob || !x || !y || !xq || !yq || !st.state || !st.frames || !st.gates || !st.acc || !st.aux) {
+        if (!prog || !w8 || !blob || !x || !y || !xq || !yq || !st.state || !st.frames || !st.gates || !st.acc || !st.aux) {
             fprintf(stderr, "multi_runner: out of memory in case %ld\n", cases);
             return 2;
         }
         if (!read_all(in, prog, sizeof(int32_t), (size_t)cfg.prog_len)
+            || !read_all(in, w8, 1, (size_t)cfg.w8_len)
             || !read_all(in, blob, sizeof(int16_t), (size_t)cfg.blob_len)
-            || !read_all(in, x, sizeof(float), (size_t)hdr[9] * (size_t)cfg.input_size)) {
+            || !read_all(in, x, sizeof(float), (size_t)hdr[10] * (size_t)cfg.input_size)) {
             fprintf(stderr, "multi_runner: truncated case %ld\n", cases);
             return 2;
         }
         w.prog = prog;
+        w.w8 = w8;
         w.blob = blob;
         if (elstm_init(&cfg, &w, &st) != ELSTM_OK) {
             fprintf(stderr, "multi_runner: case %ld rejected\n", cases);
             return 2;
         }
-        for (t = 0; t < hdr[9]; ++t) {
+        for (t = 0; t < hdr[10]; ++t) {
             for (i = 0; i < cfg.input_size; ++i) {
                 xq[i] = elstm_quantize(x[t * cfg.input_size + i], cfg.input_scale, cfg.input_zp);
             }
@@ -91,14 +97,14 @@ int main(int argc, char **argv)
                 y[t * cfg.output_size + i] = elstm_dequantize(yq[i], cfg.output_scale, cfg.output_zp);
             }
         }
-        fwrite(y, sizeof(float), (size_t)hdr[9] * (size_t)cfg.output_size, out);
-        free(prog); free(blob); free(x); free(y); free(xq); free(yq);
+        fwrite(y, sizeof(float), (size_t)hdr[10] * (size_t)cfg.output_size, out);
+        free(prog); free(w8); free(blob); free(x); free(y); free(xq); free(yq);
         free(st.state); free(st.frames); free(st.gates); free(st.acc); free(st.aux);
         ++cases;
     }
     if (out != stdout) {
         fclose(out);
     }
-    fprintf(stderr, "multi_runner: %ld cases\n", cases);
+    fprintf(stderr, "multi_runner: %ld cases, dot path %s\n", cases, elstm_dot_path());
     return 0;
 }

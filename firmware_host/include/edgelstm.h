@@ -1,16 +1,21 @@
 /* edgelstm C99 runtime: integer-only int8 LSTM / GRU / RNN / Dense stacks, bit-exact with the Numba kernels.
  *
  * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
- * biases, multipliers) and an int16 blob (int8 weights widened, int16 peepholes, gemmlowp activation tables).
- * edgelstm.export.to_c() writes both as const arrays in model_data.c. All float math happened there, once;
- * elstm_step() uses integers only. Memory is owned by the caller: no malloc, no globals.
+ * biases, multipliers), the int8 weight matrices (row-major, unpadded) and an int16 blob (peepholes, gemmlowp
+ * activation tables); edgelstm/c_model.py derives this compact form and edgelstm.export.to_c() writes it as
+ * const arrays in model_data.c. All float math happened there, once; elstm_step() uses integers only.
+ * Memory is owned by the caller: no malloc, no globals.
+ *
+ * The dot loop has SIMD paths chosen at compile time (AVX2; AArch64 NEON, with sdot under
+ * __ARM_FEATURE_DOTPROD), bit-exact with the portable C one, which is used everywhere else or with
+ * -DELSTM_NO_SIMD. elstm_dot_path() names the one compiled in.
  */
 #ifndef EDGELSTM_H
 #define EDGELSTM_H
 
 #include <stdint.h>
 
-#define ELSTM_FORMAT_VERSION 1
+#define ELSTM_FORMAT_VERSION 2
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {
@@ -21,6 +26,7 @@ typedef struct {
     int32_t n_state;        /* state elements (int16) of one stream */
     int32_t scratch;        /* scratch elements (gate rows, padded) */
     int32_t prog_len;       /* elements of weights.prog */
+    int32_t w8_len;         /* elements of weights.w8 */
     int32_t blob_len;       /* elements of weights.blob */
     float input_scale;      /* int8 input quantization (used only by the float helpers) */
     int32_t input_zp;
@@ -31,7 +37,8 @@ typedef struct {
 /* Constant model data (may live in flash). */
 typedef struct {
     const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h */
-    const int16_t *blob;    /* (blob_len,) weights widened to int16 + activation tables */
+    const int8_t *w8;       /* (w8_len,) int8 weight matrices, each (rows, cols) row-major, unpadded */
+    const int16_t *blob;    /* (blob_len,) int16 peephole weights + gemmlowp activation tables */
 } elstm_weights;
 
 /* Per-stream memory, owned by the caller; every array is sized from elstm_config. */
@@ -45,7 +52,8 @@ typedef struct {
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };
 
-/* Checks the format version and that every layer record lies inside prog; then resets the state. */
+/* Checks the format version, that every layer record lies inside prog and every weight matrix, table and
+ * peephole inside w8 / blob; then resets the state. */
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
 
 /* Back to the zero state (h at its zero point, c = 0). */
@@ -62,5 +70,26 @@ float elstm_dequantize(int8_t q, float scale, int32_t zp);
  * xq (input_size,) and yq (output_size,) are caller-owned int8 scratch. */
 int elstm_step_f32(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const float *x, float *y,
                    int8_t *xq, int8_t *yq);
+
+/* Every argument of elstm_step_f32 in one struct, for bindings that pay per call argument (Python ctypes:
+ * ~0.1 us each): fill it once, then call elstm_step_call(&call) per frame with new values in call.x. */
+typedef struct {
+    const elstm_config *cfg;
+    const elstm_weights *w;
+    elstm_state *st;
+    const float *x;         /* (input_size,) float frame in */
+    float *y;               /* (output_size,) float frame out */
+    int8_t *xq;             /* (input_size,) int8 scratch */
+    int8_t *yq;             /* (output_size,) int8 scratch */
+} elstm_call;
+
+/* elstm_step_f32 on the bound arguments: 1 (state untouched) if x holds NaN or inf, else 0. */
+int elstm_step_call(const elstm_call *call);
+
+/* ELSTM_FORMAT_VERSION of this build (bindings check a prebuilt library with it). */
+int elstm_format_version(void);
+
+/* "avx2", "neon", "neon-sdot" or "portable": the dot-loop implementation this build uses. */
+const char *elstm_dot_path(void);
 
 #endif

@@ -5,24 +5,166 @@
 #include "edgelstm.h"
 #include "elstm_records.h"
 #include "fixedpoint.h"
+#include "gemmlowp16.h"
 
-static int32_t padded(int32_t n) { return (n + ELSTM_PAD - 1) / ELSTM_PAD * ELSTM_PAD; }
-
-/* acc[r] = wrap32(sum_c W[r, c] * v[c]); W rows are stored zero-padded to padded(cols). The sum runs in
- * uint32 so that a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits). */
-static void dot_rows(const int16_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+/* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
+ * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
+ * an int8 hidden state, GRU's int8 r*h, LSTM's int8 hidden before projection). Sums are taken modulo 2^32,
+ * in uint32 in C so a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits);
+ * addition mod 2^32 is associative, so the SIMD paths may sum in any order and still give the same bits.
+ * vpmaddwd's one overflow case (both pairs -32768 * -32768) cannot occur with int8 weights, and would wrap
+ * to the same bits anyway (2^31 mod 2^32). */
+static int32_t dot_tail(const int8_t *row, const int16_t *v, int32_t c, int32_t cols, uint32_t s)
 {
-    int32_t cp = padded(cols);
-    int32_t r, c;
-    for (r = 0; r < rows; ++r) {
-        const int16_t *row = w + (int64_t)r * cp;
-        uint32_t s = 0;
-        for (c = 0; c < cols; ++c) {
-            s += (uint32_t)((int32_t)row[c] * (int32_t)v[c]);
+    for (; c < cols; ++c) {
+        s += (uint32_t)((int32_t)row[c] * (int32_t)v[c]);
+    }
+    return elstm_wrap32((int64_t)s);
+}
+
+#if !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
+#include <immintrin.h>
+#define ELSTM_DOT_PATH "avx2"
+
+/* 16 int8 weights widened to int16 times 16 int16 inputs, pairwise summed into 8 int32 lanes */
+#define MADD16(s, w, x) _mm256_add_epi32((s), _mm256_madd_epi16( \
+    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w))), (x)))
+#define MADD8(s, w, x) _mm_add_epi32((s), _mm_madd_epi16( \
+    _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(w))), (x)))
+#define HALVES(s) _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256((s), 1))
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c16 = cols & ~15, c8 = cols & ~7;
+    for (; r + 4 <= rows; r += 4) {   /* four rows at once: one horizontal reduction per 4 sums */
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        __m128i t0, t1, t2, t3;
+        for (c = 0; c < c16; c += 16) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(v + c));
+            s0 = MADD16(s0, w0 + c, x);
+            s1 = MADD16(s1, w1 + c, x);
+            s2 = MADD16(s2, w2 + c, x);
+            s3 = MADD16(s3, w3 + c, x);
         }
-        acc[r] = elstm_wrap32((int64_t)s);
+        t0 = HALVES(s0);
+        t1 = HALVES(s1);
+        t2 = HALVES(s2);
+        t3 = HALVES(s3);
+        if (c8 > c16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(v + c16));
+            t0 = MADD8(t0, w0 + c16, x);
+            t1 = MADD8(t1, w1 + c16, x);
+            t2 = MADD8(t2, w2 + c16, x);
+            t3 = MADD8(t3, w3 + c16, x);
+        }
+        _mm_storeu_si128((__m128i *)(void *)(acc + r),
+                         _mm_hadd_epi32(_mm_hadd_epi32(t0, t1), _mm_hadd_epi32(t2, t3)));
+        if (c8 < cols) {
+            for (c = 0; c < 4; ++c) {
+                acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8, cols, (uint32_t)acc[r + c]);
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
     }
 }
+
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_DOTPROD)
+#define ELSTM_DOT_PATH "neon-sdot"
+#define MAC16(s, w, x) vdotq_s32((s), vld1q_s8(w), (x))   /* 4 int8 products per int32 lane */
+#else
+#define ELSTM_DOT_PATH "neon"
+/* int8 x int8 -> int16 products (|p| <= 2^14, exact), pairwise added into int32 lanes */
+static int32x4_t mac16(int32x4_t s, const int8_t *w, int8x16_t x)
+{
+    int8x16_t a = vld1q_s8(w);
+    s = vpadalq_s16(s, vmull_s8(vget_low_s8(a), vget_low_s8(x)));
+    return vpadalq_s16(s, vmull_high_s8(a, x));
+}
+#define MAC16(s, w, x) mac16((s), (w), (x))
+#endif
+#define MAC8(s, w, x) vpadalq_s16((s), vmull_s8(vld1_s8(w), (x)))
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c16 = cols & ~15, c8 = cols & ~7;
+    for (; r + 4 <= rows; r += 4) {
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0;
+        for (c = 0; c < c16; c += 16) {   /* v holds int8 values: narrowing is exact */
+            int8x16_t x = vcombine_s8(vmovn_s16(vld1q_s16(v + c)), vmovn_s16(vld1q_s16(v + c + 8)));
+            s0 = MAC16(s0, w0 + c, x);
+            s1 = MAC16(s1, w1 + c, x);
+            s2 = MAC16(s2, w2 + c, x);
+            s3 = MAC16(s3, w3 + c, x);
+        }
+        if (c8 > c16) {
+            int8x8_t x = vmovn_s16(vld1q_s16(v + c16));
+            s0 = MAC8(s0, w0 + c16, x);
+            s1 = MAC8(s1, w1 + c16, x);
+            s2 = MAC8(s2, w2 + c16, x);
+            s3 = MAC8(s3, w3 + c16, x);
+        }
+        vst1q_s32(acc + r, vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3)));
+        if (c8 < cols) {
+            for (c = 0; c < 4; ++c) {
+                acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8, cols, (uint32_t)acc[r + c]);
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && !defined(__aarch64__)
+#include <arm_acle.h>
+#define ELSTM_DOT_PATH "dsp-smlad"
+
+/* Cortex-M4/M7/M33 DSP: SXTB16 splits 4 int8 weights into int16 pairs (w0, w2) and (w1, w3); SMLAD adds two
+ * int16 x int16 products to an int32 accumulator, wrapping (the Q flag it sets is ignored). */
+static uint32_t pair16(int16_t lo, int16_t hi) { return (uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16); }
+
+#define SMLAD4(s, w, v02, v13) do { uint32_t q_; memcpy(&q_, (w), 4); \
+    (s) = __smlad(__sxtb16((int8x4_t)q_), (int16x2_t)(v02), (s)); \
+    (s) = __smlad(__sxtb16((int8x4_t)((q_ >> 8) | (q_ << 24))), (int16x2_t)(v13), (s)); } while (0)
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c4 = cols & ~3;
+    for (; r + 2 <= rows; r += 2) {   /* two rows share each input pair (four spill registers on a Cortex-M4) */
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols;
+        int32_t s0 = 0, s1 = 0;
+        for (c = 0; c < c4; c += 4) {
+            uint32_t v02 = pair16(v[c], v[c + 2]), v13 = pair16(v[c + 1], v[c + 3]);
+            SMLAD4(s0, w0 + c, v02, v13);
+            SMLAD4(s1, w1 + c, v02, v13);
+        }
+        acc[r] = dot_tail(w0, v, c4, cols, (uint32_t)s0);
+        acc[r + 1] = dot_tail(w1, v, c4, cols, (uint32_t)s1);
+    }
+    if (r < rows) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+
+#else
+#define ELSTM_DOT_PATH "portable"
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r;
+    for (r = 0; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+#endif
+
+const char *elstm_dot_path(void) { return ELSTM_DOT_PATH; }
 
 /* gate = sat16(mbqm(wrap32(bias + acc)) [+ gate]), one (mult, shift) pair per gate block */
 static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t *m, int32_t n_blocks,
@@ -39,11 +181,31 @@ static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t
     }
 }
 
-static void lut16(const int16_t *table, int16_t *v, int32_t n)
+/* gemmlowp activations: by table (off >= 0: blob[off + x + 32768], quant/tables.py) or computed (off < 0: the
+ * bundle was exported without tables). bits: LOGISTIC_Q3 for the Q3.12 logistic, 0..6 for tanh on
+ * FixedPoint<int16, bits>. */
+#define LOGISTIC_Q3 (-1)
+
+static int32_t act1(const int16_t *blob, int32_t off, int32_t bits, int32_t x)
+{
+    if (off >= 0) {
+        return blob[off + x + 32768];
+    }
+    return bits == LOGISTIC_Q3 ? elstm_logistic16(x, 3) : elstm_tanh16(x, bits);
+}
+
+static void lut16(const int16_t *blob, int32_t off, int32_t bits, int16_t *v, int32_t n)
 {
     int32_t i;
+    if (off >= 0) {
+        const int16_t *table = blob + off;
+        for (i = 0; i < n; ++i) {
+            v[i] = table[(int32_t)v[i] + 32768];
+        }
+        return;
+    }
     for (i = 0; i < n; ++i) {
-        v[i] = table[(int32_t)v[i] + 32768];
+        v[i] = (int16_t)act1(blob, off, bits, v[i]);
     }
 }
 
@@ -59,30 +221,29 @@ static void lstm_peephole(const int32_t *prog, int32_t rec, const int16_t *blob,
     }
 }
 
-static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                      int32_t n_in, int16_t *state, int32_t hidden, int32_t n_rec, int16_t *out, int16_t *gates,
-                      int32_t *acc, int16_t *hid)
+static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                      const int16_t *x, int32_t n_in, int16_t *state, int32_t hidden, int32_t n_rec, int16_t *out,
+                      int16_t *gates, int32_t *acc, int16_t *hid)
 {
     int32_t H = hidden, r;
     int16_t *h = state;
     int16_t *c = state + n_rec;
     int16_t *o = gates + 3 * H;
-    const int16_t *sig = blob + prog[rec + LS_SIG];
-    const int16_t *tanh_c = blob + prog[rec + LS_TANH_CELL];
+    int32_t sig = prog[rec + LS_SIG], tanh_c = prog[rec + LS_TANH_CELL], cell_bits = 15 + prog[rec + LS_CELL_EXP];
     int32_t shift_ig = 30 + prog[rec + LS_CELL_EXP];
     int32_t m_hid = prog[rec + LS_MHID], s_hid = prog[rec + LS_MHID + 1], zp_hid = prog[rec + LS_HID_ZP];
     int32_t cell_clip = prog[rec + LS_CELL_CLIP], proj_clip = prog[rec + LS_PROJ_CLIP];
 
-    dot_rows(blob + prog[rec + LS_WX], 4 * H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + LS_WX], 4 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + LS_BX], prog + rec + LS_MX, 4, H, gates, 0);
-    dot_rows(blob + prog[rec + LS_WH], 4 * H, n_rec, h, acc);
+    dot_rows(w8 + prog[rec + LS_WH], 4 * H, n_rec, h, acc);
     requant_acc16(acc, prog + prog[rec + LS_BH], prog + rec + LS_MH, 4, H, gates, 1);
     if (flags & FLAG_PEEP) {
         lstm_peephole(prog, rec, blob, 0, c, H, gates);          /* i uses c(t-1) */
         lstm_peephole(prog, rec, blob, 1, c, H, gates + H);      /* f uses c(t-1) */
     }
-    lut16(sig, gates, 2 * H);
-    lut16(blob + prog[rec + LS_TANH3], gates + 2 * H, H);
+    lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
+    lut16(blob, prog[rec + LS_TANH3], 3, gates + 2 * H, H);
     for (r = 0; r < H; ++r) {   /* TFLite UpdateLstmCellInteger; int16 casts truncate as its CwiseMul */
         int16_t fc = elstm_wrap16(elstm_rdbpot((int32_t)gates[H + r] * (int32_t)c[r], 15));
         int16_t ig = elstm_wrap16(elstm_rdbpot((int32_t)gates[r] * (int32_t)gates[2 * H + r], shift_ig));
@@ -96,15 +257,15 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     if (flags & FLAG_PEEP) {
         lstm_peephole(prog, rec, blob, 2, c, H, o);              /* o uses c(t) */
     }
-    lut16(sig, o, H);
+    lut16(blob, sig, LOGISTIC_Q3, o, H);
     for (r = 0; r < H; ++r) {   /* hidden = o * tanh(c), requantized to int8 */
-        int32_t t = tanh_c[(int32_t)c[r] + 32768];
+        int32_t t = act1(blob, tanh_c, cell_bits, c[r]);
         hid[r] = (int16_t)elstm_sat8(elstm_mbqm((int32_t)o[r] * t, m_hid, s_hid) + zp_hid);
     }
     if (flags & FLAG_PROJ) {
         const int32_t *bias = prog + prog[rec + LS_BPROJ];
         int32_t m_p = prog[rec + LS_MPROJ], s_p = prog[rec + LS_MPROJ + 1], zp_out = prog[rec + LS_OUT_ZP];
-        dot_rows(blob + prog[rec + LS_PROJ], n_rec, H, hid, acc);
+        dot_rows(w8 + prog[rec + LS_PROJ], n_rec, H, hid, acc);
         for (r = 0; r < n_rec; ++r) {
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p) + zp_out);
         }
@@ -131,9 +292,9 @@ static void q15_to_int8(const int16_t *src, int16_t *dst, int32_t n, int32_t mul
     }
 }
 
-static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                     int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates, int32_t *acc,
-                     int16_t *tmp)
+static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                     const int16_t *x, int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates,
+                     int32_t *acc, int16_t *tmp)
 {
     int32_t H = hidden, r;
     int16_t *h16 = state;
@@ -142,36 +303,36 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
     int32_t m8 = prog[rec + GR_M16TO8], s8 = prog[rec + GR_M16TO8 + 1], zp = prog[rec + GR_OUT_ZP];
     int32_t m_n = prog[rec + GR_MH + 4], s_n = prog[rec + GR_MH + 5];
     const int32_t *bias_n = prog + prog[rec + GR_BH] + 2 * H;
-    const int16_t *sig = blob + prog[rec + GR_SIG];
+    int32_t sig = prog[rec + GR_SIG];
 
-    dot_rows(blob + prog[rec + GR_WX], 3 * H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + GR_WX], 3 * H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + GR_BX], prog + rec + GR_MX, 3, H, gates, 0);
     if (flags & FLAG_RESET_AFTER) {
-        dot_rows(blob + prog[rec + GR_WH], 3 * H, H, h8, acc);
+        dot_rows(w8 + prog[rec + GR_WH], 3 * H, H, h8, acc);
         requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
         for (r = 0; r < H; ++r) {
             tmp[r] = (int16_t)elstm_sat16(elstm_mbqm(elstm_wrap32((int64_t)acc[2 * H + r] + bias_n[r]), m_n, s_n));
         }
-        lut16(sig, gates, 2 * H);
+        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
         for (r = 0; r < H; ++r) {   /* r * (U_n h + b_hn), Q3.12 */
             int32_t rn = elstm_rdbpot((int32_t)rg[r] * (int32_t)tmp[r], 15);
             ng[r] = (int16_t)elstm_sat16(rn + ng[r]);
         }
     } else {
-        dot_rows(blob + prog[rec + GR_WH], 2 * H, H, h8, acc);
+        dot_rows(w8 + prog[rec + GR_WH], 2 * H, H, h8, acc);
         requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
-        lut16(sig, gates, 2 * H);
+        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
         for (r = 0; r < H; ++r) {   /* int8 r * h in h's own quantization */
             int32_t rh = elstm_rdbpot((int32_t)rg[r] * (int32_t)h16[r], 15);
             tmp[r] = (int16_t)elstm_sat8(elstm_mbqm(rh, m8, s8) + zp);
         }
-        dot_rows(blob + prog[rec + GR_WH] + (int64_t)2 * H * padded(H), H, H, tmp, acc);
+        dot_rows(w8 + prog[rec + GR_WH] + (int64_t)2 * H * H, H, H, tmp, acc);
         for (r = 0; r < H; ++r) {
             int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias_n[r]), m_n, s_n);
             ng[r] = (int16_t)elstm_sat16(v + ng[r]);
         }
     }
-    lut16(blob + prog[rec + GR_TANH3], ng, H);
+    lut16(blob, prog[rec + GR_TANH3], 3, ng, H);
     for (r = 0; r < H; ++r) {   /* h' = z*h + (1-z)*n, 1 = 32767 in Q0.15 */
         int32_t z = zg[r];
         int32_t zh = elstm_rdbpot(z * (int32_t)h16[r], 15);
@@ -184,14 +345,15 @@ static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
     }
 }
 
-static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int16_t *blob, const int16_t *x,
-                     int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre, int32_t *acc)
+static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
+                     const int16_t *x, int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre,
+                     int32_t *acc)
 {
     int32_t H = hidden, r;
     int32_t m = prog[rec + RN_MOUT], s = prog[rec + RN_MOUT + 1], zp = prog[rec + RN_OUT_ZP];
-    dot_rows(blob + prog[rec + RN_WX], H, n_in, x, acc);
+    dot_rows(w8 + prog[rec + RN_WX], H, n_in, x, acc);
     requant_acc16(acc, prog + prog[rec + RN_BX], prog + rec + RN_MX, 1, H, pre, 0);
-    dot_rows(blob + prog[rec + RN_WH], H, H, h, acc);
+    dot_rows(w8 + prog[rec + RN_WH], H, H, h, acc);
     requant_acc16(acc, prog + prog[rec + RN_BH], prog + rec + RN_MH, 1, H, pre, 1);
     if (flags & FLAG_RELU) {
         for (r = 0; r < H; ++r) {
@@ -199,7 +361,7 @@ static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int1
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(a, m, s) + zp);
         }
     } else {
-        lut16(blob + prog[rec + RN_TANH3], pre, H);
+        lut16(blob, prog[rec + RN_TANH3], 3, pre, H);
         for (r = 0; r < H; ++r) {
             h[r] = (int16_t)elstm_sat8(elstm_mbqm(pre[r], m, s) + zp);
         }
@@ -225,7 +387,7 @@ static float elstm_table_f32(const int32_t *table, int32_t i)
     return v;
 }
 
-static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int32_t n_in,
+static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int32_t n_in,
                        int32_t n_out, int16_t *y, int32_t *logits)
 {
     const int32_t *bias = prog + prog[rec + DN_B];
@@ -234,7 +396,7 @@ static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, co
     int32_t act = prog[rec + DN_ACT];
     const int32_t *lut = prog + prog[rec + DN_LUT];
     int32_t r;
-    dot_rows(blob + prog[rec + DN_W], n_out, n_in, x, logits);
+    dot_rows(w8 + prog[rec + DN_W], n_out, n_in, x, logits);
     for (r = 0; r < n_out; ++r) {
         int64_t v = elstm_mbqm_single(elstm_wrap32((int64_t)logits[r] + bias[r]), m[2 * r], m[2 * r + 1]) + zp;
         logits[r] = (int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
@@ -261,6 +423,44 @@ static void dense_step(const int32_t *prog, int32_t rec, const int16_t *blob, co
     }
 }
 
+/* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
+static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
+{
+    return off >= 0 && rows >= 0 && cols > 0 && off <= len && rows <= (len - off) / cols;
+}
+
+/* an activation table in the blob, or none (-1: computed) */
+static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
+
+/* Every weight matrix of a layer inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every
+ * table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. */
+static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    const int32_t *r = prog + lo + L_HDR;
+    int32_t kind = prog[lo + L_KIND], flags = prog[lo + L_FLAGS];
+    int32_t n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+    int32_t W = cfg->w8_len, B = cfg->blob_len;
+    if (n_in > (1 << 24) || H > (1 << 24) || n_out > (1 << 24)) {   /* 4 * H below cannot overflow */
+        return 0;
+    }
+    if (kind == KIND_LSTM) {
+        int32_t cell_bits = 15 + r[LS_CELL_EXP];
+        return inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
+            && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
+            && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
+            && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
+            && cell_bits >= 0 && cell_bits <= 6;
+    }
+    if (kind == KIND_GRU) {
+        return inside(r[GR_WX], 3 * H, n_in, W) && inside(r[GR_WH], 3 * H, H, W) && table_ok(r[GR_SIG], B)
+            && table_ok(r[GR_TANH3], B);
+    }
+    if (kind == KIND_RNN) {
+        return inside(r[RN_WX], H, n_in, W) && inside(r[RN_WH], H, H, W) && table_ok(r[RN_TANH3], B);
+    }
+    return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
+}
+
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
 {
     const int32_t *prog = w->prog;
@@ -278,7 +478,7 @@ int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
     for (k = 0; k < n_layers; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
         if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
-            || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len) {
+            || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len || !layer_data_ok(cfg, prog, lo)) {
             return ELSTM_BAD_MODEL;
         }
     }
@@ -322,16 +522,16 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
         int32_t kind = prog[lo + L_KIND], n_in = prog[lo + L_IN], hid = prog[lo + L_HID];
         int32_t n_out = prog[lo + L_OUT], flags = prog[lo + L_FLAGS];
         if (kind == KIND_LSTM) {
-            lstm_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
+            lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
                       st->gates, st->acc, st->aux);
         } else if (kind == KIND_GRU) {
-            gru_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
+            gru_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
                      st->acc, st->aux);
         } else if (kind == KIND_RNN) {
-            rnn_step(prog, rec, flags, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
+            rnn_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
                      st->acc);
         } else {
-            dense_step(prog, rec, blob, src, n_in, n_out, dst, st->acc);
+            dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
         }
         swap = src;
         src = dst;

@@ -47,3 +47,13 @@ int elstm_step_f32(const elstm_config *cfg, const elstm_weights *w, elstm_state 
     }
     return 0;
 }
+
+int elstm_step_call(const elstm_call *call)
+{
+    return elstm_step_f32(call->cfg, call->w, call->st, call->x, call->y, call->xq, call->yq);
+}
+
+int elstm_format_version(void)
+{
+    return ELSTM_FORMAT_VERSION;
+}
