@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import types
 
 from edgelstm.errors import ImportModelError
 
@@ -37,11 +39,7 @@ def _resolve(module: str, func: str, what: str):
             raise ImportModelError(f"{what} is not available in this version of edgelstm") from None
         raise ImportModelError(f"{what} needs the optional package {e.name!r}; "
                                f"install it with pip (see the README's extras)") from None
-    fn = getattr(mod, func)
-    # importing the submodule bound its name (e.g. from_tflite) to the module on this package: rebind the
-    # function, so `from edgelstm.export import from_tflite` always gives the function
-    globals()[func] = fn
-    return fn
+    return getattr(mod, func)
 
 
 def import_model(path):
@@ -70,5 +68,21 @@ def __getattr__(name):  # from_onnx, to_tflite, ... resolved lazily from the tab
                 return _resolve(entry[0], entry[1], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+_FUNCTIONS = {entry[1] for table in (IMPORTERS, EXPORTERS) for entry in table.values()}
+
+
+class _Package(types.ModuleType):
+    """Each importer/exporter function shares its submodule's name (``to_tflite`` in ``to_tflite.py``). Python
+    binds a submodule to its package's attribute when it first loads it, whoever imports it; this keeps the
+    function there instead, so ``from edgelstm.export import to_tflite`` is the function in any import order."""
+
+    def __setattr__(self, name, value):
+        if name in _FUNCTIONS and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["from_torch", "import_model", "export_model", "IMPORTERS", "EXPORTERS"]
