@@ -51,4 +51,29 @@ PAD = 64
 # program.py: global prog header and work-buffer header
 G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
 W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC, W_AUX, W_SCRATCH_N = 0, 1, 2, 3, 4, 5, 6, 7, 8
+W_IX, W_CHUNK, W_BATCH = 9, 10, 11   # per-stream offset table, frames per chunk, sequences the buffer holds
 WORK_HEADER_BYTES = 64
+
+# The per-stream offset table (int32, IXW per active sequence) the driver fills before each cell call, so
+# one call steps many sequences and the dot products read each weight block once for all of them.
+IX_SRC, IX_STATE, IX_OUT, IX_SCR, IXW = 0, 1, 2, 3, 4
+
+# Pairwise block layout of the int8 dot-loop matrices (kernels/pairwise.py), JIT blob only: the C runtime
+# reads the row-major blob.  A (rows, cp) column-padded matrix is stored as blocks of BLOCK_ROWS rows; inside
+# a block, column pair k holds [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...] (64 contiguous bytes).
+# Block b starts at b * BLOCK_ROWS * cp, exactly where its first row starts in row-major storage, so record
+# offsets and sub-matrix offsets (GRU's n rows at 2H * cp) are the same in both blobs.
+BLOCK_ROWS = 16
+
+
+def uses_blocks(unit):
+    """The one layout rule, shared by prepare() and the kernels: a matrix read as sub-matrices of ``unit``
+    rows is stored in the pairwise block layout iff unit is a multiple of BLOCK_ROWS (else row-major)."""
+    return unit % BLOCK_ROWS == 0
+
+
+def pack_blocks(a):
+    """(rows, cp) matrix (rows a multiple of BLOCK_ROWS, cp even) -> the same-size flat block layout."""
+    import numpy as np
+    rows, cp = a.shape
+    return np.ascontiguousarray(a.reshape(rows // BLOCK_ROWS, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3)).reshape(-1)

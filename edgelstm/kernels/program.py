@@ -20,14 +20,14 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from .cells_int8 import (FLAG_REVERSE, GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR,
-                         L_HID, L_IN, L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
-                         lstm_step_int8, rnn_step_int8)
+from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KIND_DENSE, KIND_GRU, KIND_LSTM,
+                         L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN, L_KIND, L_NDIR, L_OUT, PAD, dense_step_int8,
+                         gru_step_int8, lstm_step_int8, rnn_step_int8)
 
 from .layout import (  # noqa: F401
     G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
     G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
-    W_AUX, W_SCRATCH_N, WORK_HEADER_BYTES,
+    W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, WORK_HEADER_BYTES,
 )
 
 
@@ -60,59 +60,59 @@ def _has_non_finite(x, lengths, F):
 
 
 @njit(**NJIT_OPTS)
-def _cell_int8(kind, prog, rec, flags, wq, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
-    """One step of one layer direction, int8 (dispatch on the layer kind)."""
+def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
+    """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind)."""
     if kind == KIND_LSTM:
-        lstm_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + LS_STATE], hid, n_out,
-                       seq, oo, gates, acc, aux)
+        lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_GRU:
-        gru_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + GR_STATE], hid, seq, oo,
-                      gates, acc, aux)
+        gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_DENSE:
-        dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
+        dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
     else:
-        rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + RN_STATE], hid, seq, oo,
-                      gates, acc)
+        rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
 
 
 @njit(**NJIT_OPTS)
-def _cell_f32(kind, prog, rec, flags, wf, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, tmp, aux):
-    """One step of one layer direction, float32 (same signature as _cell_int8; aux unused)."""
-    if kind == KIND_DENSE:
-        dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
-        return
-    so = s_base + prog[rec + FL_STATE]
-    if kind == KIND_LSTM:
-        lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
-    elif kind == KIND_GRU:
-        gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
-    else:
-        rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, gates, tmp, aux, scr):
+    """Float32 twin of _cell_int8 (same signature; aux unused): one sequence after the other, each with the
+    same scratch, so every sequence's arithmetic is exactly that of a lone stream."""
+    for n in range(nb):
+        xo = ix[n * IXW + IX_SRC]
+        oo = ix[n * IXW + IX_OUT]
+        if kind == KIND_DENSE:
+            dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+            continue
+        so = ix[n * IXW + IX_STATE] + prog[rec + FL_STATE]
+        if kind == KIND_LSTM:
+            lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
+        elif kind == KIND_GRU:
+            gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+        else:
+            rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
 
 
-def _cell(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
+def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
     """Resolved at compile time by the weight blob's dtype: int16 blob -> int8 cells, float32 -> float."""
     raise NotImplementedError("only callable from jitted code")
 
 
 @overload(_cell)
-def _cell_by_dtype(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc,
-                   aux):
+def _cell_by_dtype(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
     # a compile-time choice keeps one driver for both paths and, unlike passing the cell function as an
     # argument, keeps the kernels cacheable on disk
-    if weights.dtype == types.int16:
-        return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
-            acc, aux: _cell_int8(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
-                                 gates, acc, aux)
-    return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
-        acc, aux: _cell_f32(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
-                            gates, acc, aux)
+    impl = _cell_int8 if weights.dtype == types.int16 else _cell_f32
+    return lambda kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr: \
+        impl(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
 
 
 @njit(**NJIT_OPTS)
-def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
-    """Run the layer stack over one sequence of n frames staged at seq[0:]; layers ping-pong between
-    seq[0:] and seq[n_seq:]. Returns the offset of the last layer's output frames."""
+def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr, ix):
+    """Run the layer stack over frames t0 .. t0+tc-1 of B sequences, staged at seq[0:] (frame i of sequence b
+    at (b * chunk + i) * width); layers ping-pong between seq[0:] and seq[n_seq:].  Layer by layer, and
+    inside a layer step by step, every sequence still running at that step goes through ONE cell call (the
+    matmuls read the weights once for all of them).  A backward direction walks each sequence's own valid
+    steps in reverse; it needs the whole sequence in one chunk (t0 = 0, tc = T: the runtime sizes it so).
+    Returns the offset of the last layer's output frames."""
     src = 0
     dst = n_seq
     width = prog[G_IN]
@@ -128,10 +128,20 @@ def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
         for d in range(n_dir):
             rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
             backward = d == 1 or (flags & FLAG_REVERSE) != 0
-            for i in range(n):
-                t = n - 1 - i if backward else i   # backward: the sequence's own valid steps, reversed
-                _cell(kind, prog, rec, flags, weights, seq, src + t * width, n_in, state, s_base, hid, n_out,
-                      dst + t * out_w + d * n_out, gates, acc, aux)
+            for i in range(tc):
+                nb = 0
+                for b in range(B):
+                    left = lengths[b] - t0          # this sequence's frames from t0 on
+                    if i < left:
+                        f = b * chunk + (left - 1 - i if backward else i)
+                        ix[nb * IXW + IX_SRC] = src + f * width
+                        ix[nb * IXW + IX_STATE] = b * n_state
+                        ix[nb * IXW + IX_OUT] = dst + f * out_w + d * n_out
+                        ix[nb * IXW + IX_SCR] = nb * scr
+                        nb += 1
+                if nb > 0:
+                    _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux,
+                          scr)
         src, dst = dst, src
         width = out_w
     return src
@@ -140,6 +150,7 @@ def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
 @njit(**NJIT_OPTS)
 def forward_int8(x, y, prog, wq, work):
     """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
+    Works through T in chunks of ``work``'s chunk frames (bounded working memory for any T).
     Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
     B, T, F = x.shape
@@ -149,30 +160,37 @@ def forward_int8(x, y, prog, wq, work):
         return 1
     n_state = hdr[W_STATE_N]
     n_seq = hdr[W_SEQ_N]
-    n_scr = hdr[W_SCRATCH_N]
+    scr = hdr[W_SCRATCH_N]
+    chunk = hdr[W_CHUNK]
     state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
     seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * n_scr].view(np.int16)
-    acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.int32)
-    aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * n_scr].view(np.int16)
+    gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * scr * B].view(np.int16)
+    acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * scr * B].view(np.int32)
+    aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * scr * B].view(np.int16)
+    ix = work[hdr[W_IX]:hdr[W_IX] + 4 * IXW * B].view(np.int32)
     in_zp = prog[G_IN_ZP]
     out_zp = prog[G_OUT_ZP]
     in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
     out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
-    for b in range(B):
-        n = lengths[b]
-        staged = seq[:n * F]
-        xb = x[b]
-        for t in range(n):
-            for f in range(F):
-                staged[t * F + f] = _quantize_input(xb[t, f], in_scale, in_zp)
-        src = _run_sequence(prog, wq, seq, n_seq, n, state, b * n_state, gates, acc, aux)
-        out = seq[src:src + n * O]
-        yb = y[b]
-        for t in range(n):
-            for o in range(O):
-                yb[t, o] = np.float32(np.int32(out[t * O + o]) - out_zp) * out_scale
-        yb[n:] = 0.0
+    for t0 in range(0, T, chunk):
+        tc = min(chunk, T - t0)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            staged = seq[b * chunk * F:(b * chunk + n) * F]
+            xb = x[b]
+            for i in range(n):
+                for f in range(F):
+                    staged[i * F + f] = _quantize_input(xb[t0 + i, f], in_scale, in_zp)
+        src = _run_chunk(prog, wq, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr,
+                         ix)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            out = seq[src + b * chunk * O:src + (b * chunk + n) * O]
+            yb = y[b]
+            for i in range(n):
+                for o in range(O):
+                    yb[t0 + i, o] = np.float32(np.int32(out[i * O + o]) - out_zp) * out_scale
+            yb[t0 + n:t0 + tc] = 0.0
     return 0
 
 
@@ -188,39 +206,53 @@ def forward_f32(x, y, prog, wf, work):
         return 1
     n_state = hdr[W_STATE_N]
     n_seq = hdr[W_SEQ_N]
-    n_scr = hdr[W_SCRATCH_N]
+    scr = hdr[W_SCRATCH_N]
+    chunk = hdr[W_CHUNK]
     state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
     seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
-    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
+    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * scr].view(np.float32)
+    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * scr].view(np.float32)
+    ix = work[hdr[W_IX]:hdr[W_IX] + 4 * IXW * B].view(np.int32)
     status = 0
-    for b in range(B):
-        n = lengths[b]
-        seq[:n * F] = x[b, :n].ravel()
-        src = _run_sequence(prog, wf, seq, n_seq, n, state, b * n_state, gates, tmp, tmp)
-        out = seq[src:src + n * O]
-        yb = y[b]
-        for t in range(n):
-            for o in range(O):
-                v = out[t * O + o]
-                if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
-                    status = 2
-                yb[t, o] = v
-        yb[n:] = 0.0
+    for t0 in range(0, T, chunk):
+        tc = min(chunk, T - t0)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            seq[b * chunk * F:(b * chunk + n) * F] = x[b, t0:t0 + n].ravel()
+        src = _run_chunk(prog, wf, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, tmp, tmp, scr,
+                         ix)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            out = seq[src + b * chunk * O:src + (b * chunk + n) * O]
+            yb = y[b]
+            for i in range(n):
+                for o in range(O):
+                    v = out[i * O + o]
+                    if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
+                        status = 2
+                    yb[t0 + i, o] = v
+            yb[t0 + n:t0 + tc] = 0.0
     return status
 
 
 @njit(**NJIT_OPTS)
 def step_int8(x, y, prog, wq, work):
-    """Streaming entry: one frame x (F,) -> y (O,), no copies (the caller skips a 3-D staging buffer)."""
+    """Streaming entry: x (F,) or (B, F) -> y (O,) or (B, O), one step of each of the B sequences the work
+    buffer holds, no copies (the caller skips a 3-D staging buffer)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
-    return forward_int8(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wq, work)
+    F = prog[G_IN]
+    B = x.size // F
+    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    lengths[:] = 1
+    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, prog[G_OUT])), prog, wq, work)
 
 
 @njit(**NJIT_OPTS)
 def step_f32(x, y, prog, wf, work):
     """Float twin of step_int8."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
-    return forward_f32(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wf, work)
+    F = prog[G_IN]
+    B = x.size // F
+    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    lengths[:] = 1
+    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, prog[G_OUT])), prog, wf, work)
