@@ -240,19 +240,19 @@ def step_int8(x, y, prog, wq, work):
     """Streaming entry: x (F,) or (B, F) -> y (O,) or (B, O), one step of each of the B sequences the work
     buffer holds, no copies (the caller skips a 3-D staging buffer)."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    F = prog[G_IN]
+    F = x.shape[-1]
     B = x.size // F
     lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
     lengths[:] = 1
-    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, prog[G_OUT])), prog, wq, work)
+    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, y.shape[-1])), prog, wq, work)
 
 
 @njit(**NJIT_OPTS)
 def step_f32(x, y, prog, wf, work):
     """Float twin of step_int8."""
     hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    F = prog[G_IN]
+    F = x.shape[-1]
     B = x.size // F
     lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
     lengths[:] = 1
-    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, prog[G_OUT])), prog, wf, work)
+    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, y.shape[-1])), prog, wf, work)
