@@ -72,9 +72,10 @@ def library():
 
 
 class NativeStep:
-    """Callable with the signature of ``kernels.program.step_int8`` (x, y, prog, weights, work) -> status,
-    running the C runtime; the recurrent state lives in the same work buffer as the JIT's, so state get/set,
-    reset and step_many keep working on it."""
+    """Callable with the signature of ``kernels.program.step_int8`` (x, model, work) -> status, running the C
+    runtime on the row-major ``prep.prog`` / ``prep.weights`` (``model``, the JIT's blob, is not used); the
+    recurrent state and the output live in the same work buffer as the JIT's, so state get/set, reset and
+    step_many keep working on it."""
 
     def __init__(self, lib, prep):
         import numpy as np
@@ -97,9 +98,7 @@ class NativeStep:
         self._xq = np.zeros(int(prog[1]), np.int8)
         self._yq = np.zeros(int(prog[2]), np.int8)
         self._xq_ptr, self._yq_ptr = self._xq.ctypes.data, self._yq.ctypes.data
-        self._state = None
         self._work = None
-        self._y = None
         self._y_ptr = None
         self._args = None
 
@@ -108,13 +107,12 @@ class NativeStep:
         self._st = _State(state.ctypes.data, self._frames.ctypes.data, self._gates.ctypes.data,
                           self._acc.ctypes.data, self._aux.ctypes.data)
         self._work = work
+        self._y_ptr = work.ctypes.data + int(work[:64].view("int32")[12])   # layout.W_Y: the step output
         self._args = (ctypes.byref(self._cfg), ctypes.byref(self._weights), ctypes.byref(self._st))
 
-    def __call__(self, x, y, prog, weights, work):
+    def __call__(self, x, model, work):
         if work is not self._work:
             self._bind(work)
-        if y is not self._y:
-            self._y, self._y_ptr = y, y.ctypes.data
         cfg, w, st = self._args
         return self._lib.elstm_step_f32(cfg, w, st, x.ctypes.data, self._y_ptr, self._xq_ptr, self._yq_ptr)
 

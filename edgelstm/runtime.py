@@ -163,13 +163,29 @@ class Prepared:
         self.quantized = quantized
         self.prog = prog          # int32 records
         self.weights = weights    # int16 (int8 model) or float32 (float model); what the C runtime reads
-        self.kernel_weights = kernel_weights   # the Numba kernels' copy (int8: pairwise block layout)
+        # the Numba kernels' model blob: prog copy + their weights (int8: pairwise block layout), one array
+        self.kernel_blob = _kernel_blob(prog, kernel_weights)
+        off = int(self.kernel_blob[:64].view(np.int32)[8])
+        self.kernel_weights = self.kernel_blob[off:].view(kernel_weights.dtype)   # a view, for inspection
         self.whole_sequence = whole_sequence   # a backward direction: run() cannot split T into chunks
         self.n_state = n_state    # state elements per sequence
         self.width = width        # max feature width of any layer boundary
         self.scratch = scratch    # max gate rows
         self.layout = layout      # per layer, per direction: {"h": (offset, size), "c": ...} in elements
         self.elem = 2 if quantized else 4
+        self.out_size = int(prog[2])
+
+
+def _kernel_blob(prog: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
+    """uint8 [prog copy | kernel weights at a 64-byte aligned offset, stored in the copy's slot G_KW_OFF]."""
+    from .kernels.layout import G_KW_OFF
+    p = prog.copy()
+    off = _align(p.nbytes)
+    p[G_KW_OFF] = off
+    blob = np.zeros(off + kernel_weights.nbytes, np.uint8)
+    blob[:p.nbytes] = p.view(np.uint8)
+    blob[off:] = kernel_weights.view(np.uint8)
+    return blob
 
 
 def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
@@ -421,13 +437,15 @@ def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
     off = _align(off + 4 * scr)
     aux_off = off
     off = _align(off + 4 * scr)
+    y_off = off
+    off = _align(off + 4 * batch * prep.out_size)
     if off >= WORK_LIMIT_BYTES:  # the kernels address the work buffer with int32 offsets
         raise InputError(f"this call needs a {off / 2**20:.0f} MiB work buffer ({batch} sequence(s) x {frames} "
                          f"frames), over the {WORK_LIMIT_BYTES // 2**20} MiB limit of one call: split the "
                          f"batch or the sequence into smaller calls (a stream keeps its state between them)")
     work = np.zeros(off, dtype=np.uint8)
-    work[:48].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
-                                   aux_off, prep.scratch, ix_off, frames, batch]
+    work[:52].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
+                                   aux_off, prep.scratch, ix_off, frames, batch, y_off]
     return work
 
 
@@ -700,7 +718,7 @@ class Model:
         else:
             self._write_state(work, B, initial_state, batched=batched)
         Y = np.empty((B, T, self.output_size), dtype=np.float32)
-        status = self._kernel()(X3, Y, self._prep.prog, self._prep.kernel_weights, work)
+        status = self._kernel()(X3, Y, self._prep.kernel_blob, work)
         if status == STATUS_NON_FINITE_OUTPUT:
             raise ModelError(NON_FINITE_OUTPUT_MESSAGE)
         if status:
@@ -749,8 +767,7 @@ class _StreamBase:
         prep = model._prep
         self._batch = batch
         self._step_kernel = step_kernel
-        self._prog = prep.prog
-        self._weights = prep.kernel_weights
+        self._model_blob = prep.kernel_blob
         self._F = model.input_size
         # One caller at a time: the kernels run without the GIL on this stream's buffers, so a second thread
         # must not enter. A non-blocking acquire costs ~0.07 us and turns misuse into a clear error.
@@ -771,7 +788,8 @@ class _StreamBase:
 
     def _alloc(self, frames: int) -> None:
         """(Re)make the work buffer for chunks of ``frames`` frames, keeping the state."""
-        prep = self.model._prep
+        model = self.model
+        prep = model._prep
         old = getattr(self, "_work", None)
         work = _make_work(prep, self._batch, frames)
         if old is not None:
@@ -782,6 +800,10 @@ class _StreamBase:
         self._lengths = lens
         self._work = work
         self._frames = frames
+        y_off = int(work[:64].view(np.int32)[12])
+        self._y = work[y_off:y_off + 4 * self._batch * model.output_size].view(np.float32).reshape(
+            (self._batch, model.output_size))       # the step output buffer, written by the kernel
+        self._y1_flat = self._y[0]
 
     def reset(self) -> None:
         """Back to the zero state."""
@@ -824,7 +846,6 @@ class Stream(_StreamBase):
         # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
         from .native import step_kernel
         self._shape1 = (model.input_size,)
-        self._y1_flat = np.zeros(model.output_size, np.float32)
         super().__init__(model, 1, step_kernel(model._prep) or model._kernel(frame=True))
 
     def step(self, x) -> np.ndarray:
@@ -839,7 +860,7 @@ class Stream(_StreamBase):
         if not self._acquire(False):
             self._refuse()
         try:
-            status = self._step_kernel(x, self._y1_flat, self._prog, self._weights, self._work)
+            status = self._step_kernel(x, self._model_blob, self._work)
             if status:
                 self._raise_status(status, "x")
         finally:
@@ -861,7 +882,7 @@ class Stream(_StreamBase):
                 self._alloc(want)  # keeps the state
             self._lengths[0] = T
             Y = np.empty((1, T, self.model.output_size), np.float32)
-            status = self.model._kernel()(X[None], Y, self._prog, self._weights, self._work)
+            status = self.model._kernel()(X[None], Y, self._model_blob, self._work)
             if status:
                 self._raise_status(status, "X")
         finally:
@@ -878,7 +899,6 @@ class Streams(_StreamBase):
 
     def __init__(self, model: Model, n: int):
         self._shape2 = (n, model.input_size)
-        self._y = np.zeros((n, model.output_size), np.float32)
         super().__init__(model, n, model._kernel(frame=True))
 
     def __len__(self) -> int:
@@ -894,7 +914,7 @@ class Streams(_StreamBase):
         if not self._acquire(False):
             self._refuse()
         try:
-            status = self._step_kernel(X, self._y, self._prog, self._weights, self._work)
+            status = self._step_kernel(X, self._model_blob, self._work)
             if status:
                 self._raise_status(status, "X")
         finally:

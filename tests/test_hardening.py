@@ -89,7 +89,7 @@ KERNEL_RACE_SCRIPT = textwrap.dedent("""
     def hammer():  # the raw kernel on ONE work buffer, no Stream lock: corrupt results, but never a crash
         while time.perf_counter() < stop:
             for x in X:
-                s._step_kernel(x, y, s._prog, s._weights, s._work)
+                s._step_kernel(x, s._model_blob, s._work)
     ts = [threading.Thread(target=hammer) for _ in range(2)]
     [t.start() for t in ts]; [t.join() for t in ts]
     print("alive")

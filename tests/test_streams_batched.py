@@ -79,12 +79,13 @@ def test_dot_rows_equals_naive(rows, cols, unit, nb):
     assert (tail == 7).all()                 # nothing written past the rows asked for
 
 
-def test_dot_rows_wraps_int16_extremes_like_int32():
-    # -32768 * -32768 twice is 2**31: the pair sum and the running sum wrap exactly as wrap32 says
-    W = np.full((64, 512), -32768, dtype=np.int64)
-    W[1::2] = 32767
+def test_dot_rows_wraps_extremes_like_int32():
+    # int8 weights (what the blob holds) times int16 vectors: 512 products of -128 * -32768 sum to 2**31,
+    # so the running sum wraps exactly as wrap32 says
+    W = np.full((64, 512), -128, dtype=np.int64)
+    W[1::2] = 127
     V = np.full((2, 512), -32768, dtype=np.int64)
-    V[:, ::3] = 32767
+    V[1, ::3] = 32767
     got, _ = _block_dot(W, V, 64)
     np.testing.assert_array_equal(got, naive.vwrap32(V @ W.T))
 

@@ -52,6 +52,11 @@ PAD = 64
 G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
 W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC, W_AUX, W_SCRATCH_N = 0, 1, 2, 3, 4, 5, 6, 7, 8
 W_IX, W_CHUNK, W_BATCH = 9, 10, 11   # per-stream offset table, frames per chunk, sequences the buffer holds
+W_Y = 12          # step output: B * O float32 (the Stream's output buffer is a numpy view of it)
+# The JIT's model blob (``Prepared.kernel_blob``, uint8): a copy of prog, then the kernel weights at byte
+# offset prog[G_KW_OFF] (set in that copy only; the C runtime's prog leaves slot 8 at 0), so a step passes
+# three arrays: x, the model blob, the work buffer.
+G_KW_OFF = 8
 WORK_HEADER_BYTES = 64
 
 # The per-stream offset table (int32, IXW per active sequence) the driver fills before each cell call, so
@@ -59,10 +64,12 @@ WORK_HEADER_BYTES = 64
 IX_SRC, IX_STATE, IX_OUT, IX_SCR, IXW = 0, 1, 2, 3, 4
 
 # Pairwise block layout of the int8 dot-loop matrices (kernels/pairwise.py), JIT blob only: the C runtime
-# reads the row-major blob.  A (rows, cp) column-padded matrix is stored as blocks of BLOCK_ROWS rows; inside
-# a block, column pair k holds [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...] (64 contiguous bytes).
-# Block b starts at b * BLOCK_ROWS * cp, exactly where its first row starts in row-major storage, so record
-# offsets and sub-matrix offsets (GRU's n rows at 2H * cp) are the same in both blobs.
+# reads the row-major blob.  A (rows, cp) column-padded matrix keeps its int16 region (same size, same offset)
+# but holds int8 bytes in blocks of BLOCK_ROWS rows: block b (rows b*BLOCK_ROWS ..) starts where its first
+# row starts in the int16 layout (byte 2 * b * BLOCK_ROWS * cp of the region), its BLOCK_ROWS * cp bytes
+# hold column pair k at + k * 2 * BLOCK_ROWS: [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...], and the
+# block's other half is zero.  So every record offset and sub-matrix offset (GRU's n rows at 2H * cp) is the
+# same in both blobs, and the kernel reads half the bytes of the int16 form.
 BLOCK_ROWS = 16
 
 
@@ -73,7 +80,12 @@ def uses_blocks(unit):
 
 
 def pack_blocks(a):
-    """(rows, cp) matrix (rows a multiple of BLOCK_ROWS, cp even) -> the same-size flat block layout."""
+    """(rows, cp) int8-valued matrix (rows a multiple of BLOCK_ROWS, cp even) -> its region in the JIT blob
+    (rows * cp int16 holding the int8 block layout described above)."""
     import numpy as np
     rows, cp = a.shape
-    return np.ascontiguousarray(a.reshape(rows // BLOCK_ROWS, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3)).reshape(-1)
+    nb = rows // BLOCK_ROWS
+    blocks = a.reshape(nb, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3).reshape(nb, BLOCK_ROWS * cp)
+    out = np.zeros((nb, 2 * BLOCK_ROWS * cp), np.int8)
+    out[:, :BLOCK_ROWS * cp] = blocks
+    return out.view(np.int16).ravel()

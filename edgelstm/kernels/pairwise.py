@@ -7,9 +7,9 @@ column pair (2k, 2k+1), adds ``sext(w_even) * sext(v[2k]) + sext(w_odd) * sext(v
 LLVM's instruction selection turns that even/odd multiply-add into vpmaddwd on x86 (2 per 16 rows on
 AVX2) and widening multiply-accumulates on AArch64; ``bench/pairwise_asm.py`` prints both.
 
-Weight layout (``layout.pack_blocks``, JIT blob only): block b (rows b*ROWS .. b*ROWS+ROWS-1) of a
-(rows, cp) column-padded matrix starts at b * ROWS * cp, pair k at + k * 2 * ROWS:
-``[W[r0,2k], W[r0,2k+1], W[r1,2k], W[r1,2k+1], ...]``.  Each step of the inner loop reads one
+Weight layout (``layout.pack_blocks``, JIT blob only): int8 bytes; block b (rows b*ROWS .. b*ROWS+ROWS-1)
+of a (rows, cp) column-padded matrix starts where row b*ROWS starts in the int16 layout, pair k at
++ k * 2 * ROWS bytes: ``[W[r0,2k], W[r0,2k+1], W[r1,2k], W[r1,2k+1], ...]``.  Each step of the inner loop reads one
 contiguous 64-byte line of weights and one broadcast pair of the vector, so the vector is never
 reduced horizontally.
 
@@ -67,9 +67,11 @@ def _x86_pmaddwd(builder, isa, a, b):
 def _make_pmadd_blocks(G):
     @intrinsic
     def _pmadd_blocks(typingctx, w, w_off, blk_stride, v, v_off, npairs, acc, acc_off):
-        """For the G blocks j < G at w_off + j * blk_stride (each at least npairs * 2 * ROWS int16):
+        """For the G blocks j < G at BYTE offset w_off + j * blk_stride of w's data (int8 weights, each
+        block npairs * 2 * ROWS bytes), with w_j[k, r, e] the byte at + (k * ROWS + r) * 2 + e:
         acc[acc_off + j*ROWS + r] = wrap32(sum_k w_j[k, r, 0] * v[v_off + 2k] + w_j[k, r, 1] * v[v_off + 2k + 1]).
-        G independent accumulators hide the multiply-add latency and share one vector broadcast per pair."""
+        G independent accumulators hide the multiply-add latency and share one vector broadcast per pair;
+        the int8 weights are sign-extended in registers (vpmovsxbw), halving the bytes read per MAC."""
         if not (isinstance(w, types.Array) and w.dtype == types.int16 and isinstance(v, types.Array)
                 and v.dtype == types.int16 and isinstance(acc, types.Array) and acc.dtype == types.int32):
             return None
@@ -87,8 +89,10 @@ def _make_pmadd_blocks(G):
             vptr = context.make_array(tv)(context, builder, v_val).data
             accptr = context.make_array(tacc)(context, builder, acc_val).data
 
-            i16, i32 = ir.IntType(16), ir.IntType(32)
+            i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+            w8_t = ir.VectorType(i8, 2 * ROWS)
             w_vec_t = ir.VectorType(i16, 2 * ROWS)
+            wbytes = builder.bitcast(wptr, i8.as_pointer())
             half32_t = ir.VectorType(i32, ROWS)
             pair_t = ir.VectorType(i16, 2)
             even = ir.Constant(ir.VectorType(i32, ROWS), [2 * r for r in range(ROWS)])
@@ -112,7 +116,8 @@ def _make_pmadd_blocks(G):
                 for j in range(G):
                     off = builder.add(builder.add(w_off_i, builder.mul(blk, ir.Constant(intp, j))),
                                       builder.mul(k, ir.Constant(intp, 2 * ROWS)))
-                    wv = builder.load(builder.bitcast(builder.gep(wptr, [off]), w_vec_t.as_pointer()), align=2)
+                    w8 = builder.load(builder.bitcast(builder.gep(wbytes, [off]), w8_t.as_pointer()), align=1)
+                    wv = builder.sext(w8, w_vec_t)
                     if isa == "generic":
                         w_e = builder.shuffle_vector(wv, ir.Constant(w_vec_t, None), even)
                         w_o = builder.shuffle_vector(wv, ir.Constant(w_vec_t, None), odd)
@@ -139,21 +144,23 @@ _pmadd_block = _make_pmadd_blocks(1)
 @njit(**NJIT_OPTS)
 def _dot_blocks(wq, w_off, rows, cp, cols, v, ix, col, add, nb, acc, a_stride):
     """For every sequence n < nb: acc[n * a_stride + r] = wrap32(sum_c W[r, c] * v[ix[n * IXW + col] + add + c])
-    for r < rows, W stored in block layout at wq[w_off:] (rows a multiple of ROWS, row stride cp).  Only the
+    for r < rows, W stored by ``layout.pack_blocks`` at wq[w_off:] (int8 bytes in block layout, rows a
+    multiple of ROWS, padded row length cp; block b at byte 2 * (w_off + b * ROWS * cp)).  Only the
     ceil(cols / 2) pairs that hold weights are read.  Blocks are the outer loop, sequences the inner one, so
     a group of GROUP blocks (GROUP * ROWS * cols int16) is read from memory once for all nb vectors."""
     npairs = (cols + 1) // 2
-    stride = cp * ROWS
+    stride = 2 * cp * ROWS              # bytes from block to block (a block's data fills the first half)
+    base = 2 * w_off
     nblocks = rows // ROWS
     b = 0
     while b + GROUP <= nblocks:
         for n in range(nb):
-            _pmadd_group(wq, w_off + b * stride, stride, v, ix[n * IXW + col] + add, npairs, acc,
+            _pmadd_group(wq, base + b * stride, stride, v, ix[n * IXW + col] + add, npairs, acc,
                          n * a_stride + b * ROWS)
         b += GROUP
     while b < nblocks:
         for n in range(nb):
-            _pmadd_block(wq, w_off + b * stride, stride, v, ix[n * IXW + col] + add, npairs, acc,
+            _pmadd_block(wq, base + b * stride, stride, v, ix[n * IXW + col] + add, npairs, acc,
                          n * a_stride + b * ROWS)
         b += 1
 

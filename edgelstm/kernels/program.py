@@ -1,16 +1,21 @@
 """One jitted call runs a whole layer stack over (B, T) frames: a tiny interpreter over ``prog`` records.
 
-Why one call: Numba dispatch costs ~340 ns plus ~65 ns per array argument here, so a streaming step passes
-exactly five arrays (x, y, prog, weights, work) whatever the depth of the model.
+Why one call: Numba dispatch costs ~200 ns plus ~40-75 ns per array argument here, so a streaming step passes
+exactly three arrays (x, the model blob = prog + weights, the work buffer, which also holds the step's
+output) whatever the depth of the model, and typed views of the buffers are made with ``rawview`` (~1 ns,
+where ``ndarray.view`` cost ~20 ns each).
 
 ``prog`` global header (int32):
   [0] layers  [1] input size F  [2] output size O  [3] max feature width W
   [4] input zero point  [5] output zero point  [6] input scale (float32 bits)  [7] output scale (bits)
   [16 + k] prog offset of layer k's record (see cells_int8 L_* indices)
+``model`` (uint8, ``Prepared.kernel_blob``): a copy of prog with [8] = byte offset of the kernel weights,
+which follow it.
 ``work`` (uint8 bytes) starts with an int32 header:
   [0] lengths offset (bytes)  [1] state offset  [2] state elements per sequence  [3] seq-buffer offset
-  [4] elements per seq buffer (T * W)  [5] gates offset  [6] acc offset  [7] aux offset
-  [8] scratch elements (max gate rows)
+  [4] elements per seq buffer (B * chunk * W + PAD)  [5] gates offset  [6] acc offset  [7] aux offset
+  [8] scratch elements per sequence (gates, acc, aux each hold B of them)  [9] offset table (ix) offset
+  [10] chunk frames  [11] sequences B  [12] step output offset (B * O float32)
 Element type of state/seq/gates/aux is int16 for the int8 program, float32 for the float program.
 """
 
@@ -24,10 +29,11 @@ from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KI
                          L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN, L_KIND, L_NDIR, L_OUT, PAD, dense_step_int8,
                          gru_step_int8, lstm_step_int8, rnn_step_int8)
 
+from .rawview import view_f32, view_i16, view_i32
 from .layout import (  # noqa: F401
     G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
     G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
-    W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, WORK_HEADER_BYTES,
+    W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, W_Y, WORK_HEADER_BYTES, G_KW_OFF,
 )
 
 
@@ -148,30 +154,39 @@ def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_st
 
 
 @njit(**NJIT_OPTS)
-def forward_int8(x, y, prog, wq, work):
+def _unpack_model(model):
+    """prog (int32) and the weight blob's bytes offset from the JIT model blob (see layout.G_KW_OFF)."""
+    kw = view_i32(model, 0, G_LAYER0)[G_KW_OFF]
+    return view_i32(model, 0, kw // 4), kw
+
+
+@njit(**NJIT_OPTS)
+def forward_int8(x, y, model, work):
     """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
     Works through T in chunks of ``work``'s chunk frames (bounded working memory for any T).
     Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    prog, kw = _unpack_model(model)
+    wq = view_i16(model, kw, (model.size - kw) // 2)
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     B, T, F = x.shape
     O = prog[G_OUT]
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    lengths = view_i32(work, hdr[W_LENGTHS], B)
     if _has_non_finite(x, lengths, F):
         return 1
     n_state = hdr[W_STATE_N]
     n_seq = hdr[W_SEQ_N]
     scr = hdr[W_SCRATCH_N]
     chunk = hdr[W_CHUNK]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * scr * B].view(np.int16)
-    acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * scr * B].view(np.int32)
-    aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * scr * B].view(np.int16)
-    ix = work[hdr[W_IX]:hdr[W_IX] + 4 * IXW * B].view(np.int32)
+    state = view_i16(work, hdr[W_STATE], n_state * B + PAD)
+    seq = view_i16(work, hdr[W_SEQ], 2 * n_seq)
+    gates = view_i16(work, hdr[W_GATES], scr * B)
+    acc = view_i32(work, hdr[W_ACC], scr * B)
+    aux = view_i16(work, hdr[W_AUX], scr * B)
+    ix = view_i32(work, hdr[W_IX], IXW * B)
     in_zp = prog[G_IN_ZP]
     out_zp = prog[G_OUT_ZP]
-    in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
-    out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
+    in_scale = view_f32(prog, 4 * G_IN_SCALE, 1)[0]
+    out_scale = view_f32(prog, 4 * G_OUT_SCALE, 1)[0]
     for t0 in range(0, T, chunk):
         tc = min(chunk, T - t0)
         for b in range(B):
@@ -195,24 +210,26 @@ def forward_int8(x, y, prog, wq, work):
 
 
 @njit(**NJIT_OPTS)
-def forward_f32(x, y, prog, wf, work):
+def forward_f32(x, y, model, work):
     """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization).
     Returns 0, 1 for NaN/inf in x (nothing touched), or 2 when the model itself produced NaN/inf."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    prog, kw = _unpack_model(model)
+    wf = view_f32(model, kw, (model.size - kw) // 4)
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     B, T, F = x.shape
     O = prog[G_OUT]
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    lengths = view_i32(work, hdr[W_LENGTHS], B)
     if _has_non_finite(x, lengths, F):
         return 1
     n_state = hdr[W_STATE_N]
     n_seq = hdr[W_SEQ_N]
     scr = hdr[W_SCRATCH_N]
     chunk = hdr[W_CHUNK]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * scr].view(np.float32)
-    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * scr].view(np.float32)
-    ix = work[hdr[W_IX]:hdr[W_IX] + 4 * IXW * B].view(np.int32)
+    state = view_f32(work, hdr[W_STATE], n_state * B + PAD)
+    seq = view_f32(work, hdr[W_SEQ], 2 * n_seq)
+    gates = view_f32(work, hdr[W_GATES], scr)
+    tmp = view_f32(work, hdr[W_ACC], scr)
+    ix = view_i32(work, hdr[W_IX], IXW * B)
     status = 0
     for t0 in range(0, T, chunk):
         tc = min(chunk, T - t0)
@@ -236,23 +253,26 @@ def forward_f32(x, y, prog, wf, work):
 
 
 @njit(**NJIT_OPTS)
-def step_int8(x, y, prog, wq, work):
-    """Streaming entry: x (F,) or (B, F) -> y (O,) or (B, O), one step of each of the B sequences the work
-    buffer holds, no copies (the caller skips a 3-D staging buffer)."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+def step_int8(x, model, work):
+    """Streaming entry, three arrays per call: x (F,) or (B, F), one step of each of the B sequences the work
+    buffer holds; the outputs (B, O) float32 land in work's W_Y region (the Stream's output buffer is a numpy
+    view of it), so nothing is copied or allocated."""
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     F = x.shape[-1]
     B = x.size // F
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
-    lengths[:] = 1
-    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, y.shape[-1])), prog, wq, work)
+    O = np.int64(view_i32(model, 0, G_LAYER0)[G_OUT])
+    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
+    y = view_f32(work, hdr[W_Y], B * O)
+    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, O)), model, work)
 
 
 @njit(**NJIT_OPTS)
-def step_f32(x, y, prog, wf, work):
+def step_f32(x, model, work):
     """Float twin of step_int8."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     F = x.shape[-1]
     B = x.size // F
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
-    lengths[:] = 1
-    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, y.shape[-1])), prog, wf, work)
+    O = np.int64(view_i32(model, 0, G_LAYER0)[G_OUT])
+    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
+    y = view_f32(work, hdr[W_Y], B * O)
+    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, O)), model, work)
