@@ -1,13 +1,16 @@
 """No-JIT backend: the C99 runtime (firmware_host/) as a shared library called through ctypes.
 
-When the library is present, ``Model.stream()`` steps int8 models through it: no Numba import, no compile,
-bit-identical to the JIT kernels (the same integer program; tested). Build it once per machine:
+With ``EDGELSTM_BACKEND=native`` and the library present, ``Model.stream()`` steps int8 models through it: no
+Numba import, no compile (the deployment path for a fast cold start), bit-identical to the JIT kernels (the
+same integer program; tested). Build it once per machine:
 
     python -m edgelstm.firmware_host build-native        # needs a C compiler (gcc/clang), ~1 s
 
-Where it is looked for, in order: ``$EDGELSTM_NATIVE_LIB``; ``libedgelstm_native.so`` inside the installed
-``edgelstm/firmware_host``; the user cache (``$XDG_CACHE_HOME/edgelstm``, else ``~/.cache/edgelstm``).
-``EDGELSTM_BACKEND=jit`` forces the Numba path.
+The default is the Numba JIT: its pairwise SIMD kernels step faster than the portable C runtime behind
+ctypes (LSTM 40-64-8: 4.0 vs 6.2 us per step, bench/bench_speed.py), at the price of importing Numba.
+Where the library is looked for, in order: ``$EDGELSTM_NATIVE_LIB``; ``libedgelstm_native.so`` inside the
+installed ``edgelstm/firmware_host``; the user cache (``$XDG_CACHE_HOME/edgelstm``, else
+``~/.cache/edgelstm``). ``EDGELSTM_BACKEND=jit`` (or unset) uses the Numba path.
 """
 from __future__ import annotations
 
@@ -118,8 +121,9 @@ class NativeStep:
 
 
 def step_kernel(prep):
-    """A NativeStep for an int8 prepared model when the library is present, else None (use the JIT)."""
-    if not prep.quantized:
+    """A NativeStep for an int8 prepared model when ``EDGELSTM_BACKEND=native`` and the library is present,
+    else None (use the JIT, the faster default)."""
+    if not prep.quantized or os.environ.get("EDGELSTM_BACKEND", "").lower() != "native":
         return None
     lib = library()
     return NativeStep(lib, prep) if lib is not None else None

@@ -22,13 +22,19 @@ pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], ca
 def lib_path(tmp_path_factory):
     path = build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
     old = os.environ.get("EDGELSTM_NATIVE_LIB")
+    old_backend = os.environ.get("EDGELSTM_BACKEND")
     os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
+    os.environ["EDGELSTM_BACKEND"] = "native"            # the JIT is the default backend (faster step)
     native._searched, native._lib = False, None
     yield path
     if old is None:
         os.environ.pop("EDGELSTM_NATIVE_LIB", None)
     else:
         os.environ["EDGELSTM_NATIVE_LIB"] = old
+    if old_backend is None:
+        os.environ.pop("EDGELSTM_BACKEND", None)
+    else:
+        os.environ["EDGELSTM_BACKEND"] = old_backend
     native._searched, native._lib = False, None
 
 
@@ -78,11 +84,12 @@ def test_load_and_stream_on_native_never_import_numba(lib_path):
     env = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib_path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["NativeStep", "False"]
-    env["EDGELSTM_BACKEND"] = "jit"
     code_jit = code.replace("print(type(s._step_kernel).__name__, 'numba' in sys.modules)",
                             "print(type(s._step_kernel).__name__)")
-    out = subprocess.run([sys.executable, "-c", code_jit], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.split() != ["NativeStep"]
+    for backend in ("jit", ""):                      # forced, and the default (the JIT: its step is faster)
+        env["EDGELSTM_BACKEND"] = backend
+        out = subprocess.run([sys.executable, "-c", code_jit], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.split() != ["NativeStep"]
 
 
 @pytest.fixture(scope="module")
