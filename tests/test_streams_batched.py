@@ -272,3 +272,29 @@ def test_working_memory_does_not_grow_with_T(name):
         # beyond the (T, O) output: <= 1 MiB, whatever T
         assert peak_run - out_bytes <= 2**20, (name, T, peak_run - out_bytes)
         assert peak_many - out_bytes <= 2**20, (name, T, peak_many - out_bytes)
+
+
+# ------------------------------------------------------------------ the vectorizable requantization
+
+
+def test_branch_free_mbqm_equals_reference():
+    """cells_int8._mbqm_split (SRDHM as one add and shift, RDBPOT with selects) against naive.ref_mbqm on edge
+    and random inputs, every shift the runtime allows; x as the kernels pass it (int64 of acc + bias)."""
+    from numba import njit
+    split = njit(cells_int8._mbqm_split.py_func)
+
+    @njit
+    def run(xs, m, left, right, out):
+        for i in range(xs.size):
+            out[i] = split(xs[i], m, left, right)
+
+    rng = np.random.default_rng(0)
+    edge = np.array([0, 1, -1, 2, -2, 2**30, -2**30, 2**30 + 1, -2**30 - 1, 2**31 - 1, -2**31, 2**31, -2**31 - 1,
+                     2**32 - 1, 12345, -12345], np.int64)
+    xs = np.concatenate([edge, rng.integers(-2**32, 2**32, 400), rng.integers(-2**16, 2**16, 200)])
+    out = np.empty(xs.size, np.int64)
+    for shift in range(-31, 32):
+        for m in ((1 << 31) - 1, int(rng.integers(1 << 30, 1 << 31))):
+            run(xs, np.int64(m), np.int64(max(shift, 0)), np.int64(max(-shift, 0)), out)
+            want = [naive.ref_mbqm(naive._fx_i32(int(x)), m, shift) for x in xs]
+            assert out.tolist() == want, (shift, m)

@@ -82,10 +82,10 @@ def _mbqm_split(x, mult, left, right):
     branch written as a select, so loops calling it vectorize.  Multipliers from QuantizeMultiplier are
     never INT32_MIN, so SRDHM's saturation case cannot occur."""
     xs = np.int64(np.int32(np.int64(np.int32(x)) << left))           # wrap32(wrap32(x) << left)
-    ab = xs * mult
-    num = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
-    num += (num >> 63) & np.int64(0x7FFFFFFF)                          # C division truncates
-    hi = num >> 31                                                     # SRDHM
+    # SRDHM: (ab + nudge) / 2^31 with C truncation, nudge = 2^30 or 1 - 2^30 by the sign of ab, equals
+    # floor((ab + 2^30) / 2^31) for every ab (for ab = -k < 0 both are -floor((k + 2^30 - 1) / 2^31)):
+    # one add and one arithmetic shift, no select
+    hi = (xs * mult + np.int64(1 << 30)) >> 31
     mask = (np.int64(1) << right) - 1
     return (hi >> right) + np.int64((hi & mask) > (mask >> 1) + ((hi >> 63) & 1))  # RDBPOT
 
