@@ -99,7 +99,7 @@ def peak_fraction(H: int, reps: int, peak: dict) -> dict:
         @njit(nogil=True)
         def loop(n, wq, w_off, rows, cols, v, ix, acc):
             for _ in range(n):
-                C._dot_rows(wq, w_off, rows, cols, rows, v, ix, IX_STATE, 0, 1, acc, rows)
+                C._dot_rows(wq, w_off, 0, rows, cols, rows, v, ix, IX_STATE, 0, 1, acc, rows)
 
         prep = q._prep
         w_off = int(prep.prog[int(prep.prog[16]) + L_HDR + LS_WH])

@@ -48,11 +48,13 @@ def _frames(shape, seed=0):
 # ------------------------------------------------------------------ the pairwise block matvec
 
 
-def _block_dot(W, V, unit):
-    """_dot_rows over prepare()'s layout: W (rows, cols) ints, V (nb, cols) ints -> (nb, rows) int32."""
-    rows, cols = W.shape
+def _block_dot(W, V, unit, row0=0, rows=None):
+    """_dot_rows over prepare()'s layout: W (R, cols) ints, V (nb, cols) ints -> (nb, rows) int32 of rows
+    row0 .. row0+rows of W (and what it wrote past them)."""
+    R, cols = W.shape
+    rows = R - row0 if rows is None else rows
     cp = int(cells_int8.padded(cols))
-    a = np.zeros((rows, cp), np.int16)
+    a = np.zeros((R, cp), np.int16)
     a[:, :cols] = W
     wq = layout.pack_blocks(a) if layout.uses_blocks(unit) else a.ravel()
     nb = V.shape[0]
@@ -63,7 +65,7 @@ def _block_dot(W, V, unit):
         v[n * (cp + 8) + 3:n * (cp + 8) + 3 + cols] = V[n]
     scr = rows + 5
     acc = np.full(nb * scr, 7, np.int32)
-    cells_int8._dot_rows(wq, 0, rows, cols, unit, v, ix, layout.IX_SRC, 0, nb, acc, scr)
+    cells_int8._dot_rows(wq, 0, row0, rows, cols, unit, v, ix, layout.IX_SRC, 0, nb, acc, scr)
     return acc.reshape(nb, scr)[:, :rows], acc.reshape(nb, scr)[:, rows:]
 
 
@@ -77,6 +79,19 @@ def test_dot_rows_equals_naive(rows, cols, unit, nb):
     got, tail = _block_dot(W, V, unit)
     np.testing.assert_array_equal(got, naive.vwrap32(naive._i64(V) @ naive._i64(W).T))
     assert (tail == 7).all()                 # nothing written past the rows asked for
+
+
+@pytest.mark.parametrize("H,cols", [(16, 40), (32, 7), (8, 40), (24, 64), (48, 130)])
+def test_dot_rows_on_gru_submatrices(H, cols):
+    # prepare() stores a (3H, cols) GRU matrix in one layout by uses_blocks(H); the kernel reads the 2H r,z
+    # rows from row 0 and the H n rows from row 2H with the same rule
+    rng = np.random.default_rng(H)
+    W = rng.integers(-128, 128, (3 * H, cols))
+    V = rng.integers(-128, 128, (3, cols))
+    for row0, rows in ((0, 3 * H), (0, 2 * H), (2 * H, H)):
+        got, tail = _block_dot(W, V, H, row0, rows)
+        np.testing.assert_array_equal(got, naive.vwrap32(naive._i64(V) @ naive._i64(W[row0:row0 + rows]).T))
+        assert (tail == 7).all()
 
 
 def test_dot_rows_wraps_extremes_like_int32():

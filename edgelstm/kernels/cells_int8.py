@@ -63,17 +63,19 @@ def _dot_row_major(wq, w_off, rows, cols, v, v_off, acc, a_off):
 
 
 @njit(**NJIT_OPTS)
-def _dot_rows(wq, w_off, rows, cols, unit, v, ix, col, add, nb, acc, scr):
+def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
     """The only MAC loop.  For each sequence n < nb, with its vector at v[ix[n * IXW + col] + add:]:
-    acc[n * scr + r] = wrap32(sum_c W[r, c] * v[.. + c]) for r < rows (int32).  ``unit`` is the row count of
+    acc[n * scr + r] = wrap32(sum_c W[row0 + r, c] * v[.. + c]) for r < rows (int32), W the matrix stored at
+    wq[w_off:] (row0 a multiple of ``unit``).  ``unit`` is the row count of
     the stored matrix's sub-matrices (its layout key, ``layout.uses_blocks``): pairwise block layout and the
     vpmaddwd / smlal kernel (one pass over the weights for all nb vectors) when it is a multiple of
     BLOCK_ROWS, else the row-major loop per sequence."""
+    cp = padded(cols)
     if unit % BLOCK_ROWS == 0:
-        _dot_blocks(wq, w_off, rows, padded(cols), cols, v, ix, col, add, nb, acc, scr)
+        _dot_blocks(wq, 2 * w_off + row0 * cp, rows, cp, cols, v, ix, col, add, nb, acc, scr)
         return
     for n in range(nb):
-        _dot_row_major(wq, w_off, rows, cols, v, ix[n * IXW + col] + add, acc, n * scr)
+        _dot_row_major(wq, w_off + row0 * cp, rows, cols, v, ix[n * IXW + col] + add, acc, n * scr)
 
 
 @njit(**NJIT_OPTS)
@@ -162,10 +164,10 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
     H = hidden
     H4 = 4 * H
     s_rec = prog[rec + LS_STATE]
-    _dot_rows(wq, prog[rec + LS_WX], H4, n_in, H4, seq, ix, IX_SRC, 0, nb, acc, scr)
+    _dot_rows(wq, prog[rec + LS_WX], 0, H4, n_in, H4, seq, ix, IX_SRC, 0, nb, acc, scr)
     for n in range(nb):
         _requant_acc16(acc[n * scr:], prog, prog[rec + LS_BX], rec + LS_MX, 4, H, gates[n * scr:], 0, False)
-    _dot_rows(wq, prog[rec + LS_WH], H4, n_rec, H4, state, ix, IX_STATE, s_rec, nb, acc, scr)
+    _dot_rows(wq, prog[rec + LS_WH], 0, H4, n_rec, H4, state, ix, IX_STATE, s_rec, nb, acc, scr)
     sig = prog[rec + LS_SIG]
     tanh3 = prog[rec + LS_TANH3]
     cell_exp = prog[rec + LS_CELL_EXP]
@@ -204,7 +206,7 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
             o_off = ix[n * IXW + IX_OUT]
             seq[o_off:o_off + n_rec] = hid
     if flags & FLAG_PROJ:
-        _dot_rows(wq, prog[rec + LS_PROJ], n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
+        _dot_rows(wq, prog[rec + LS_PROJ], 0, n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
         b_off = prog[rec + LS_BPROJ]
         bias = prog[b_off:b_off + n_rec]
         m_p = prog[rec + LS_MPROJ]
@@ -250,12 +252,12 @@ def gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb,
     sig = prog[rec + GR_SIG]
     bn_off = prog[rec + GR_BH] + 2 * H
     bias_n = prog[bn_off:bn_off + H]
-    _dot_rows(wq, prog[rec + GR_WX], 3 * H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
+    _dot_rows(wq, prog[rec + GR_WX], 0, 3 * H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
     for n in range(nb):
         _requant_acc16(acc[n * scr:], prog, prog[rec + GR_BX], rec + GR_MX, 3, H, gates[n * scr:], 0, False)
     reset_after = (flags & FLAG_RESET_AFTER) != 0
     # reset-after: all three recurrent rows at once (n's part stays separate until scaled by r)
-    _dot_rows(wq, prog[rec + GR_WH], 3 * H if reset_after else 2 * H, H, H, state, ix, IX_STATE, s_rec + H,
+    _dot_rows(wq, prog[rec + GR_WH], 0, 3 * H if reset_after else 2 * H, H, H, state, ix, IX_STATE, s_rec + H,
               nb, acc, scr)
     for n in range(nb):
         s_off = ix[n * IXW + IX_STATE] + s_rec
@@ -278,7 +280,7 @@ def gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb,
                 rh = rdbpot(np.int32(rg[r]) * np.int32(h16[r]), 15)        # r * h, Q0.15
                 tmp[r] = sat8(np.int64(mbqm(rh, m8, s8)) + zp)              # int8, same quant as h
     if not reset_after:
-        _dot_rows(wq, prog[rec + GR_WH] + 2 * H * padded(H), H, H, H, aux, ix, IX_SCR, 0, nb, acc, scr)
+        _dot_rows(wq, prog[rec + GR_WH], 2 * H, H, H, H, aux, ix, IX_SCR, 0, nb, acc, scr)
     tanh3 = prog[rec + GR_TANH3]
     for n in range(nb):
         s_off = ix[n * IXW + IX_STATE] + s_rec
@@ -309,10 +311,10 @@ def rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb,
     (Q3.12 for tanh, calibrated scale for relu); state[s : s+H] = h as int8 values (the layer output)."""
     H = hidden
     s_rec = prog[rec + RN_STATE]
-    _dot_rows(wq, prog[rec + RN_WX], H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
+    _dot_rows(wq, prog[rec + RN_WX], 0, H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
     for n in range(nb):
         _requant_acc16(acc[n * scr:], prog, prog[rec + RN_BX], rec + RN_MX, 1, H, gates[n * scr:], 0, False)
-    _dot_rows(wq, prog[rec + RN_WH], H, H, H, state, ix, IX_STATE, s_rec, nb, acc, scr)
+    _dot_rows(wq, prog[rec + RN_WH], 0, H, H, H, state, ix, IX_STATE, s_rec, nb, acc, scr)
     m = prog[rec + RN_MOUT]
     s = prog[rec + RN_MOUT + 1]
     zp = prog[rec + RN_OUT_ZP]
@@ -338,7 +340,7 @@ def dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr):
     """int8 Dense = LiteRT's int8 FULLY_CONNECTED for nb sequences: per output channel r, logits[r] =
     sat8(((b[r] + W x)[r] * m[r] + 2^(n[r]-1)) >> n[r]) + pre_zp) (single rounding, 64-bit), then the
     output activation, written to seq[ix[IX_OUT]:]"""
-    _dot_rows(wq, prog[rec + DN_W], n_out, n_in, n_out, seq, ix, IX_SRC, 0, nb, acc, scr)
+    _dot_rows(wq, prog[rec + DN_W], 0, n_out, n_in, n_out, seq, ix, IX_SRC, 0, nb, acc, scr)
     for n in range(nb):
         _dense_epilogue(prog, rec, acc[n * scr:n * scr + n_out], n_out, seq, ix[n * IXW + IX_OUT])
 

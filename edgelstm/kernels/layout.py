@@ -64,12 +64,14 @@ WORK_HEADER_BYTES = 64
 IX_SRC, IX_STATE, IX_OUT, IX_SCR, IXW = 0, 1, 2, 3, 4
 
 # Pairwise block layout of the int8 dot-loop matrices (kernels/pairwise.py), JIT blob only: the C runtime
-# reads the row-major blob.  A (rows, cp) column-padded matrix keeps its int16 region (same size, same offset)
-# but holds int8 bytes in blocks of BLOCK_ROWS rows: block b (rows b*BLOCK_ROWS ..) starts where its first
-# row starts in the int16 layout (byte 2 * b * BLOCK_ROWS * cp of the region), its BLOCK_ROWS * cp bytes
-# hold column pair k at + k * 2 * BLOCK_ROWS: [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...], and the
-# block's other half is zero.  So every record offset and sub-matrix offset (GRU's n rows at 2H * cp) is the
-# same in both blobs, and the kernel reads half the bytes of the int16 form.
+# reads the row-major blob.  A (rows, cp) column-padded matrix keeps its int16 region (same size, same offset,
+# so every record offset is the same in both blobs) but holds dense int8 bytes in blocks of BLOCK_ROWS rows:
+# block b at byte b * BLOCK_ROWS * cp of the region, column pair k at + k * 2 * BLOCK_ROWS:
+# [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...]; the region's second half is zero.  A sub-matrix
+# from row row0 (GRU's n rows, row0 = 2H) starts at byte row0 * cp (kernels pass row0, not an offset).
+# Dense, so the kernel reads half the bytes of the int16 form and the weights share the cache evenly with
+# the activation tables (a gap after every block left half the cache sets to the weights: H=256 ran 30%
+# slower).
 BLOCK_ROWS = 16
 
 
@@ -84,8 +86,7 @@ def pack_blocks(a):
     (rows * cp int16 holding the int8 block layout described above)."""
     import numpy as np
     rows, cp = a.shape
-    nb = rows // BLOCK_ROWS
-    blocks = a.reshape(nb, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3).reshape(nb, BLOCK_ROWS * cp)
-    out = np.zeros((nb, 2 * BLOCK_ROWS * cp), np.int8)
-    out[:, :BLOCK_ROWS * cp] = blocks
-    return out.view(np.int16).ravel()
+    blocks = a.reshape(rows // BLOCK_ROWS, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3)
+    out = np.zeros(rows * cp, np.int16)
+    out.view(np.int8)[:rows * cp] = blocks.astype(np.int8).ravel()
+    return out

@@ -8,7 +8,7 @@ LLVM's instruction selection turns that even/odd multiply-add into vpmaddwd on x
 AVX2) and widening multiply-accumulates on AArch64; ``bench/pairwise_asm.py`` prints both.
 
 Weight layout (``layout.pack_blocks``, JIT blob only): int8 bytes; block b (rows b*ROWS .. b*ROWS+ROWS-1)
-of a (rows, cp) column-padded matrix starts where row b*ROWS starts in the int16 layout, pair k at
+of a (rows, cp) column-padded matrix at byte b * ROWS * cp of the matrix's region, pair k at
 + k * 2 * ROWS bytes: ``[W[r0,2k], W[r0,2k+1], W[r1,2k], W[r1,2k+1], ...]``.  Each step of the inner loop reads one
 contiguous 64-byte line of weights and one broadcast pair of the vector, so the vector is never
 reduced horizontally.
@@ -142,15 +142,15 @@ _pmadd_block = _make_pmadd_blocks(1)
 
 
 @njit(**NJIT_OPTS)
-def _dot_blocks(wq, w_off, rows, cp, cols, v, ix, col, add, nb, acc, a_stride):
+def _dot_blocks(wq, w_byte, rows, cp, cols, v, ix, col, add, nb, acc, a_stride):
     """For every sequence n < nb: acc[n * a_stride + r] = wrap32(sum_c W[r, c] * v[ix[n * IXW + col] + add + c])
-    for r < rows, W stored by ``layout.pack_blocks`` at wq[w_off:] (int8 bytes in block layout, rows a
-    multiple of ROWS, padded row length cp; block b at byte 2 * (w_off + b * ROWS * cp)).  Only the
+    for r < rows, W stored by ``layout.pack_blocks`` from byte ``w_byte`` of wq's data (int8, block layout,
+    rows a multiple of ROWS, padded row length cp: block b at + b * ROWS * cp bytes).  Only the
     ceil(cols / 2) pairs that hold weights are read.  Blocks are the outer loop, sequences the inner one, so
-    a group of GROUP blocks (GROUP * ROWS * cols int16) is read from memory once for all nb vectors."""
+    a group of GROUP blocks (GROUP * ROWS * cols bytes) is read from memory once for all nb vectors."""
     npairs = (cols + 1) // 2
-    stride = 2 * cp * ROWS              # bytes from block to block (a block's data fills the first half)
-    base = 2 * w_off
+    stride = cp * ROWS                  # bytes per block
+    base = w_byte
     nblocks = rows // ROWS
     b = 0
     while b + GROUP <= nblocks:
