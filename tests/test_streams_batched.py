@@ -313,3 +313,20 @@ def test_branch_free_mbqm_equals_reference():
             run(xs, np.int64(m), np.int64(max(shift, 0)), np.int64(max(-shift, 0)), out)
             want = [naive.ref_mbqm(naive._fx_i32(int(x)), m, shift) for x in xs]
             assert out.tolist() == want, (shift, m)
+
+
+def test_kernels_run_without_the_gil():
+    """While one thread is inside a long step_many, the main thread keeps running Python (the kernel released
+    the GIL); with the GIL held the counter would stay near zero until the call returned."""
+    import threading
+    m = el.load(DATA / "tagger_lstm_int8.elstm")
+    X = _frames((60_000, m.input_size), seed=4)
+    s = m.stream()
+    s.step_many(X[:10])
+    t = threading.Thread(target=s.step_many, args=(X,))
+    count = 0
+    t.start()
+    while t.is_alive():
+        count += 1
+    t.join()
+    assert count > 10_000, count
