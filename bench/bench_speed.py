@@ -74,13 +74,7 @@ def _model(H: int, quantized: bool = True, kind: str = "lstm"):
     return (el.quantize(m, calibration=walk[None], progress=False) if quantized else m), walk
 
 
-def _best(fn, reps):
-    best = float("inf")
-    for _ in range(reps):
-        a = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - a)
-    return best
+_best = bench_litert._best_of
 
 
 def converter_step(n_steps: int) -> dict | None:

@@ -803,7 +803,32 @@ class _StreamBase:
         y_off = int(work[:64].view(np.int32)[12])
         self._y = work[y_off:y_off + 4 * self._batch * model.output_size].view(np.float32).reshape(
             (self._batch, model.output_size))       # the step output buffer, written by the kernel
-        self._y1_flat = self._y[0]
+        self._out = self._y if self._batched else self._y[0]
+
+    def step(self, x) -> np.ndarray:
+        """One frame per stream in ((F,) for a Stream, (n, F) for Streams, float), the outputs out ((O,) or
+        (n, O)): a reused buffer, overwritten by the next call."""
+        # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
+        # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
+        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._in_shape or not x.flags.carray:
+            x = self._check_step_input(x)
+        if not self._acquire(False):
+            self._refuse()
+        try:
+            status = self._step_kernel(x, self._model_blob, self._work)
+            if status:
+                self._raise_status(status, "x")
+        finally:
+            self._release()
+        return self._out
+
+    def _check_step_input(self, x) -> np.ndarray:
+        expect = (f"one frame per stream, shape {self._in_shape}, float" if self._batched else
+                  f"one frame of shape {self._in_shape}, float")
+        x = self.model._check_frames(x, "x", expect=expect)
+        if x.shape != self._in_shape:
+            raise InputError(f"x: expected {expect}, got shape {x.shape}")
+        return x
 
     def reset(self) -> None:
         """Back to the zero state."""
@@ -839,33 +864,15 @@ class _StreamBase:
 
 
 class Stream(_StreamBase):
-    """Step-by-step inference with explicit state. ``step`` allocates nothing: it returns a view of the
-    stream's own output buffer, overwritten by the next call (copy it to keep it)."""
+    """Step-by-step inference with explicit state. ``step(x)``: one frame (F,) float32 in, one frame (O,)
+    out; it allocates nothing: it returns a view of the stream's own output buffer, overwritten by the next
+    call (copy it to keep it)."""
 
     def __init__(self, model: Model):
         # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
         from .native import step_kernel
-        self._shape1 = (model.input_size,)
+        self._in_shape = (model.input_size,)
         super().__init__(model, 1, step_kernel(model._prep) or model._kernel(frame=True))
-
-    def step(self, x) -> np.ndarray:
-        """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""
-        # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
-        # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
-        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._shape1 or not x.flags.carray:
-            expect = f"one frame of shape ({self._F},), float"
-            x = self.model._check_frames(x, "x", expect=expect)
-            if x.ndim != 1:
-                raise InputError(f"x: expected {expect}, got shape {x.shape}")
-        if not self._acquire(False):
-            self._refuse()
-        try:
-            status = self._step_kernel(x, self._model_blob, self._work)
-            if status:
-                self._raise_status(status, "x")
-        finally:
-            self._release()
-        return self._y1_flat
 
     def step_many(self, X) -> np.ndarray:
         """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step.
@@ -898,25 +905,8 @@ class Streams(_StreamBase):
     _batched = True
 
     def __init__(self, model: Model, n: int):
-        self._shape2 = (n, model.input_size)
+        self._in_shape = (n, model.input_size)
         super().__init__(model, n, model._kernel(frame=True))
 
     def __len__(self) -> int:
         return self._batch
-
-    def step(self, X) -> np.ndarray:
-        """One frame per stream, X (n, F) float, -> (n, O) (a reused buffer)."""
-        if type(X) is not np.ndarray or X.dtype is not _F32 or X.shape != self._shape2 or not X.flags.carray:
-            expect = f"one frame per stream, shape {self._shape2}, float"
-            X = self.model._check_frames(X, "X", expect=expect)
-            if X.shape != self._shape2:
-                raise InputError(f"X: expected {expect}, got shape {X.shape}")
-        if not self._acquire(False):
-            self._refuse()
-        try:
-            status = self._step_kernel(X, self._model_blob, self._work)
-            if status:
-                self._raise_status(status, "X")
-        finally:
-            self._release()
-        return self._y

@@ -1,10 +1,10 @@
 """Bad inputs get a clear edgelstm exception, never a crash, and nothing is lost on error."""
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import edgelstm as el
+from conftest import bytes_allocated_by
 
 F = 5
 
@@ -143,15 +143,7 @@ def test_step_reuses_its_buffer_and_allocates_nothing(model):
     y1 = s.step(x)
     y2 = s.step(x)
     assert y1 is y2  # documented: the output buffer is reused
-    for _ in range(200):  # warm every path first
-        s.step(x)
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(2000):
-        s.step(x)
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)
+    grown = bytes_allocated_by(lambda: s.step(x), 2000)
     assert grown < 2048, f"step allocated {grown} bytes over 2000 calls"
 
 

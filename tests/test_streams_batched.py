@@ -8,6 +8,7 @@ import pytest
 
 import edgelstm as el
 import naive
+from conftest import bytes_allocated_by
 from edgelstm import runtime
 from edgelstm.kernels import cells_int8, layout
 
@@ -202,15 +203,7 @@ def test_streams_step_allocates_nothing(pair):
     X = _frames((16, I), seed=1)
     y1 = ss.step(X)
     assert ss.step(X) is y1
-    for _ in range(100):
-        ss.step(X)
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(2000):
-        ss.step(X)
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)
+    grown = bytes_allocated_by(lambda: ss.step(X), 2000)
     assert grown < 2048, f"Streams.step allocated {grown} bytes over 2000 calls"
 
 

@@ -160,61 +160,83 @@ def _unpack_model(model):
     return view_i32(model, 0, kw // 4), kw
 
 
-@njit(**NJIT_OPTS)
-def forward_int8(x, y, model, work):
-    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
-    Works through T in chunks of ``work``'s chunk frames (bounded working memory for any T).
-    Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
-    prog, kw = _unpack_model(model)
-    wq = view_i16(model, kw, (model.size - kw) // 2)
-    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
-    B, T, F = x.shape
-    O = prog[G_OUT]
-    lengths = view_i32(work, hdr[W_LENGTHS], B)
-    if _has_non_finite(x, lengths, F):
-        return 1
-    n_state = hdr[W_STATE_N]
-    n_seq = hdr[W_SEQ_N]
-    scr = hdr[W_SCRATCH_N]
-    chunk = hdr[W_CHUNK]
-    state = view_i16(work, hdr[W_STATE], n_state * B + PAD)
-    seq = view_i16(work, hdr[W_SEQ], 2 * n_seq)
-    gates = view_i16(work, hdr[W_GATES], scr * B)
-    acc = view_i32(work, hdr[W_ACC], scr * B)
-    aux = view_i16(work, hdr[W_AUX], scr * B)
-    ix = view_i32(work, hdr[W_IX], IXW * B)
-    in_zp = prog[G_IN_ZP]
-    out_zp = prog[G_OUT_ZP]
-    in_scale = view_f32(prog, 4 * G_IN_SCALE, 1)[0]
-    out_scale = view_f32(prog, 4 * G_OUT_SCALE, 1)[0]
-    for t0 in range(0, T, chunk):
-        tc = min(chunk, T - t0)
-        for b in range(B):
-            n = min(max(lengths[b] - t0, 0), tc)
-            staged = seq[b * chunk * F:(b * chunk + n) * F]
-            xb = x[b]
+def _views(work, hdr, B, weights):
+    """state, sequence buffers, gates, accumulators, aux of a work buffer for B sequences: int16 elements
+    (int32 accumulators) for the int8 program, float32 for the float program."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_views)
+def _views_by_dtype(work, hdr, B, weights):
+    elem, wide = (view_i16, view_i32) if weights.dtype == types.int16 else (view_f32, view_f32)
+
+    def views(work, hdr, B, weights):
+        scr = hdr[W_SCRATCH_N] * B
+        return (elem(work, hdr[W_STATE], hdr[W_STATE_N] * B + PAD), elem(work, hdr[W_SEQ], 2 * hdr[W_SEQ_N]),
+                elem(work, hdr[W_GATES], scr), wide(work, hdr[W_ACC], scr), elem(work, hdr[W_AUX], scr))
+    return views
+
+
+def _stage(staged, xb, t0, n, F, prog, weights):
+    """Frames t0 .. t0+n-1 of one sequence into the first layer's input buffer."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_stage)
+def _stage_by_dtype(staged, xb, t0, n, F, prog, weights):
+    if weights.dtype == types.int16:
+        def quantize(staged, xb, t0, n, F, prog, weights):
+            in_zp = prog[G_IN_ZP]
+            in_scale = view_f32(prog, 4 * G_IN_SCALE, 1)[0]
             for i in range(n):
                 for f in range(F):
                     staged[i * F + f] = _quantize_input(xb[t0 + i, f], in_scale, in_zp)
-        src = _run_chunk(prog, wq, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr,
-                         ix)
-        for b in range(B):
-            n = min(max(lengths[b] - t0, 0), tc)
-            out = seq[src + b * chunk * O:src + (b * chunk + n) * O]
-            yb = y[b]
+        return quantize
+
+    def copy(staged, xb, t0, n, F, prog, weights):
+        for i in range(n):
+            for f in range(F):
+                staged[i * F + f] = xb[t0 + i, f]
+    return copy
+
+
+def _emit(yb, out, t0, n, tc, O, prog, weights):
+    """The last layer's frames t0 .. t0+n-1 into y (zeros up to t0+tc); returns a status (see forward)."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_emit)
+def _emit_by_dtype(yb, out, t0, n, tc, O, prog, weights):
+    if weights.dtype == types.int16:
+        def dequantize(yb, out, t0, n, tc, O, prog, weights):
+            out_zp = prog[G_OUT_ZP]
+            out_scale = view_f32(prog, 4 * G_OUT_SCALE, 1)[0]
             for i in range(n):
                 for o in range(O):
                     yb[t0 + i, o] = np.float32(np.int32(out[i * O + o]) - out_zp) * out_scale
             yb[t0 + n:t0 + tc] = 0.0
-    return 0
+            return 0
+        return dequantize
+
+    def copy(yb, out, t0, n, tc, O, prog, weights):
+        status = 0
+        for i in range(n):
+            for o in range(O):
+                v = out[i * O + o]
+                if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
+                    status = 2
+                yb[t0 + i, o] = v
+        yb[t0 + n:t0 + tc] = 0.0
+        return status
+    return copy
 
 
 @njit(**NJIT_OPTS)
-def forward_f32(x, y, model, work):
-    """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization).
-    Returns 0, 1 for NaN/inf in x (nothing touched), or 2 when the model itself produced NaN/inf."""
-    prog, kw = _unpack_model(model)
-    wf = view_f32(model, kw, (model.size - kw) // 4)
+def _forward(x, y, prog, weights, work):
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the program (int8 or float32 by the weights' dtype);
+    state updated in place.  Works through T in chunks of ``work``'s chunk frames (bounded working memory
+    for any T).  Returns 0; 1 without touching anything if x holds NaN/inf (the wrapper raises InputError);
+    2 when a float model itself produced NaN/inf."""
     hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     B, T, F = x.shape
     O = prog[G_OUT]
@@ -225,31 +247,48 @@ def forward_f32(x, y, model, work):
     n_seq = hdr[W_SEQ_N]
     scr = hdr[W_SCRATCH_N]
     chunk = hdr[W_CHUNK]
-    state = view_f32(work, hdr[W_STATE], n_state * B + PAD)
-    seq = view_f32(work, hdr[W_SEQ], 2 * n_seq)
-    gates = view_f32(work, hdr[W_GATES], scr)
-    tmp = view_f32(work, hdr[W_ACC], scr)
+    state, seq, gates, acc, aux = _views(work, hdr, B, weights)
     ix = view_i32(work, hdr[W_IX], IXW * B)
     status = 0
     for t0 in range(0, T, chunk):
         tc = min(chunk, T - t0)
         for b in range(B):
             n = min(max(lengths[b] - t0, 0), tc)
-            seq[b * chunk * F:(b * chunk + n) * F] = x[b, t0:t0 + n].ravel()
-        src = _run_chunk(prog, wf, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, tmp, tmp, scr,
-                         ix)
+            _stage(seq[b * chunk * F:(b * chunk + n) * F], x[b], t0, n, F, prog, weights)
+        src = _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux,
+                         scr, ix)
         for b in range(B):
             n = min(max(lengths[b] - t0, 0), tc)
-            out = seq[src + b * chunk * O:src + (b * chunk + n) * O]
-            yb = y[b]
-            for i in range(n):
-                for o in range(O):
-                    v = out[i * O + o]
-                    if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
-                        status = 2
-                    yb[t0 + i, o] = v
-            yb[t0 + n:t0 + tc] = 0.0
+            status |= _emit(y[b], seq[src + b * chunk * O:src + (b * chunk + n) * O], t0, n, tc, O, prog,
+                            weights)
     return status
+
+
+@njit(**NJIT_OPTS)
+def forward_int8(x, y, model, work):
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program (model: the JIT model blob)."""
+    prog, kw = _unpack_model(model)
+    return _forward(x, y, prog, view_i16(model, kw, (model.size - kw) // 2), work)
+
+
+@njit(**NJIT_OPTS)
+def forward_f32(x, y, model, work):
+    """Float32 twin of forward_int8."""
+    prog, kw = _unpack_model(model)
+    return _forward(x, y, prog, view_f32(model, kw, (model.size - kw) // 4), work)
+
+
+@njit(**NJIT_OPTS)
+def _step(x, prog, weights, work):
+    """One step of each of the B sequences the work buffer holds: x (F,) or (B, F); the outputs (B, O) float32
+    land in work's W_Y region."""
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
+    F = x.shape[-1]
+    B = x.size // F
+    O = np.int64(prog[G_OUT])
+    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
+    y = view_f32(work, hdr[W_Y], B * O)
+    return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work)
 
 
 @njit(**NJIT_OPTS)
@@ -257,22 +296,12 @@ def step_int8(x, model, work):
     """Streaming entry, three arrays per call: x (F,) or (B, F), one step of each of the B sequences the work
     buffer holds; the outputs (B, O) float32 land in work's W_Y region (the Stream's output buffer is a numpy
     view of it), so nothing is copied or allocated."""
-    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
-    F = x.shape[-1]
-    B = x.size // F
-    O = np.int64(view_i32(model, 0, G_LAYER0)[G_OUT])
-    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
-    y = view_f32(work, hdr[W_Y], B * O)
-    return forward_int8(x.reshape((B, 1, F)), y.reshape((B, 1, O)), model, work)
+    prog, kw = _unpack_model(model)
+    return _step(x, prog, view_i16(model, kw, (model.size - kw) // 2), work)
 
 
 @njit(**NJIT_OPTS)
 def step_f32(x, model, work):
     """Float twin of step_int8."""
-    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
-    F = x.shape[-1]
-    B = x.size // F
-    O = np.int64(view_i32(model, 0, G_LAYER0)[G_OUT])
-    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
-    y = view_f32(work, hdr[W_Y], B * O)
-    return forward_f32(x.reshape((B, 1, F)), y.reshape((B, 1, O)), model, work)
+    prog, kw = _unpack_model(model)
+    return _step(x, prog, view_f32(model, kw, (model.size - kw) // 4), work)
