@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
+from .rawview import f32_from_bits
 from .cells_int8 import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP, FLAG_PROJ, \
     FLAG_RELU, FLAG_RESET_AFTER
 
@@ -21,8 +22,35 @@ FD_LEN = 3
 
 
 @njit(**NJIT_OPTS)
+def _exp(x):
+    """float32 e^x without a libm call, so loops over it vectorize (Cephes expf: x = n ln2 + r with a
+    two-part ln2, a degree-7 polynomial for e^r, 2^n from its exponent bits; ~1-2 ulp).  x is kept in
+    [-87.3, 88.3] (2^n stays a normal float); NaN passes through (the comparisons are false for NaN)."""
+    if x > np.float32(88.3):
+        x = np.float32(88.3)
+    if x < np.float32(-87.3):
+        x = np.float32(-87.3)
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(**NJIT_OPTS)
 def _sigmoid(v):
-    return np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-v)))
+    return np.float32(1.0) / (np.float32(1.0) + _exp(-v))
+
+
+@njit(**NJIT_OPTS)
+def _tanh(v):
+    """tanh(v) = 1 - 2 / (e^(2v) + 1) with the vectorizable _exp (absolute error ~1e-7)."""
+    return np.float32(1.0) - np.float32(2.0) / (_exp(np.float32(2.0) * v) + np.float32(1.0))
 
 
 @njit(**NJIT_OPTS)
@@ -34,11 +62,24 @@ def _matvec_f32(wf, w_off, rows, cols, v, v_off, bias, b_off, out, o_off):
     vv = v[v_off:v_off + cols]
     y = out[o_off:o_off + rows]
     y[:] = 0.0
-    for c in range(cols):
+    c = 0
+    while c + 4 <= cols:
+        # four columns per pass over y, added one after the other (the same order as one column a pass, so the
+        # same float32 sums), with a quarter of y's loads and stores (the pass was bound by them)
+        w0 = wf[w_off + c * rows:w_off + (c + 1) * rows]
+        w1 = wf[w_off + (c + 1) * rows:w_off + (c + 2) * rows]
+        w2 = wf[w_off + (c + 2) * rows:w_off + (c + 3) * rows]
+        w3 = wf[w_off + (c + 3) * rows:w_off + (c + 4) * rows]
+        v0, v1, v2, v3 = vv[c], vv[c + 1], vv[c + 2], vv[c + 3]
+        for r in range(rows):
+            y[r] = (((y[r] + w0[r] * v0) + w1[r] * v1) + w2[r] * v2) + w3[r] * v3
+        c += 4
+    while c < cols:
         w = wf[w_off + c * rows:w_off + (c + 1) * rows]
         vc = vv[c]
         for r in range(rows):
             y[r] += w[r] * vc
+        c += 1
     if b_off >= 0:
         b = bias[b_off:b_off + rows]
         for r in range(rows):
@@ -65,7 +106,7 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
     for r in range(H):
         i = _sigmoid(gates[r])
         f = _sigmoid(gates[H + r])
-        g = np.float32(math.tanh(gates[2 * H + r]))
+        g = _tanh(gates[2 * H + r])
         c = f * state[c_off + r] + i * g
         if cell_clip > 0:
             c = min(max(c, -cell_clip), cell_clip)
@@ -74,7 +115,7 @@ def lstm_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, n_
         o_pre = gates[3 * H + r]
         if flags & FLAG_PEEP:
             o_pre += wf[peep + 2 * H + r] * state[c_off + r]
-        tmp[r] = _sigmoid(o_pre) * np.float32(math.tanh(state[c_off + r]))
+        tmp[r] = _sigmoid(o_pre) * _tanh(state[c_off + r])
     if flags & FLAG_PROJ:
         _matvec_f32(wf, prog[rec + FL_PROJ], n_rec, H, tmp, 0, wf, prog[rec + FL_BPROJ], state, h_off)
         proj_clip = prog[rec + FL_PROJ_CLIP:rec + FL_PROJ_CLIP + 1].view(np.float32)[0]
@@ -101,14 +142,14 @@ def gru_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, out
         for r in range(H):
             rg = _sigmoid(gates[r] + tmp[r])
             gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
-            gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + rg * tmp[2 * H + r]))
+            gates[2 * H + r] = _tanh(gates[2 * H + r] + rg * tmp[2 * H + r])
     else:
         for r in range(H):
             gates[H + r] = _sigmoid(gates[H + r] + tmp[H + r])
             tmp[2 * H + r] = _sigmoid(gates[r] + tmp[r]) * state[s_off + r]
         _matvec_f32(wf, wh_n, H, H, tmp, 2 * H, wf, prog[rec + FL_B2] + 2 * H, tmp, 0)
         for r in range(H):
-            gates[2 * H + r] = np.float32(math.tanh(gates[2 * H + r] + tmp[r]))
+            gates[2 * H + r] = _tanh(gates[2 * H + r] + tmp[r])
     for r in range(H):
         z = gates[H + r]
         h = (np.float32(1.0) - z) * gates[2 * H + r] + z * state[s_off + r]
@@ -126,7 +167,7 @@ def rnn_step_f32(prog, rec, flags, wf, x, x_off, n_in, state, s_off, hidden, out
         if flags & FLAG_RELU:
             h = max(a, np.float32(0.0))
         else:
-            h = np.float32(math.tanh(a))
+            h = _tanh(a)
         state[s_off + r] = h
         out[o_off + r] = h
 
@@ -140,7 +181,7 @@ def dense_step_f32(prog, rec, wf, x, x_off, n_in, n_out, out, o_off):
             out[o_off + r] = _sigmoid(out[o_off + r])
     elif act == ACT_TANH:
         for r in range(n_out):
-            out[o_off + r] = np.float32(math.tanh(out[o_off + r]))
+            out[o_off + r] = _tanh(out[o_off + r])
     elif act == ACT_RELU:
         for r in range(n_out):
             out[o_off + r] = max(out[o_off + r], np.float32(0.0))

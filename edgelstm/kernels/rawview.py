@@ -45,3 +45,16 @@ def _make_view(dtype):
 view_i16 = _make_view(types.int16)
 view_i32 = _make_view(types.int32)
 view_f32 = _make_view(types.float32)
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 ``bits`` (a register bitcast; vectorizes, unlike a view)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.int32)
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(bits), codegen
