@@ -63,17 +63,16 @@ def _matvec_f32(wf, w_off, rows, cols, v, v_off, bias, b_off, out, o_off):
     y = out[o_off:o_off + rows]
     y[:] = 0.0
     c = 0
-    while c + 4 <= cols:
-        # four columns per pass over y, added one after the other (the same order as one column a pass, so the
-        # same float32 sums), with a quarter of y's loads and stores (the pass was bound by them)
-        w0 = wf[w_off + c * rows:w_off + (c + 1) * rows]
-        w1 = wf[w_off + (c + 1) * rows:w_off + (c + 2) * rows]
-        w2 = wf[w_off + (c + 2) * rows:w_off + (c + 3) * rows]
-        w3 = wf[w_off + (c + 3) * rows:w_off + (c + 4) * rows]
+    while c + 8 <= cols:
+        # eight columns per pass over y, added one after the other (the same order as one column a pass, so
+        # the same float32 sums), with an eighth of y's loads and stores (the pass was bound by them)
+        w = wf[w_off + c * rows:w_off + (c + 8) * rows]
         v0, v1, v2, v3 = vv[c], vv[c + 1], vv[c + 2], vv[c + 3]
+        v4, v5, v6, v7 = vv[c + 4], vv[c + 5], vv[c + 6], vv[c + 7]
         for r in range(rows):
-            y[r] = (((y[r] + w0[r] * v0) + w1[r] * v1) + w2[r] * v2) + w3[r] * v3
-        c += 4
+            y[r] = (((((((y[r] + w[r] * v0) + w[rows + r] * v1) + w[2 * rows + r] * v2) + w[3 * rows + r] * v3)
+                      + w[4 * rows + r] * v4) + w[5 * rows + r] * v5) + w[6 * rows + r] * v6) + w[7 * rows + r] * v7
+        c += 8
     while c < cols:
         w = wf[w_off + c * rows:w_off + (c + 1) * rows]
         vc = vv[c]
