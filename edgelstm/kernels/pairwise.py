@@ -16,7 +16,6 @@ reduced horizontally.
 Integer semantics: every product and sum is int32 with wraparound, the same as the row-major
 ``_dot_rows`` loop and ``tests/naive.py`` (wrap32 of the exact sum).
 """
-import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils

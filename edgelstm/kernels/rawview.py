@@ -11,7 +11,6 @@ aligned, inside the buffer), like every other offset a kernel reads.
 """
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.core.imputils import impl_ret_untracked
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
