@@ -101,7 +101,7 @@ def main():
     raw = tmp / "frame.f32"
     raw.write_bytes(X[0].tobytes())
     py = sys.executable
-    env_native = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib))
+    env_native = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib), EDGELSTM_BACKEND="native")
     env_jit = dict(os.environ, EDGELSTM_BACKEND="jit")
     gru_path = DATA / "tagger_gru_int8.elstm"
     cands = {

@@ -5,7 +5,9 @@
 
 Model: LSTM I=40, H in (64, 128, 256) + Dense 8 sigmoid, random weights, int8 (quantized on a random walk)
 and float32. Measured in one process, single thread, medians of individually timed calls:
-  ours     Stream.step (one frame), Stream.step_many over T=1000 (per step)
+  ours     Stream.step (one frame) on the Numba JIT and, for int8 when the C library is built
+           (edgelstm/native.py), on the C runtime through ctypes; Stream.step_many over T=1000 (per step);
+           model.streams(16).step (one call steps 16 streams; per stream)
   LiteRT   full streaming step from Python: set the input frame, invoke, read the output (its LSTM state
            stays in the op's variable tensors between invokes, so no state is copied in or out); and the
            fused sequence op over T=1000 in one invoke (per step). Default op resolver, 1 thread.
@@ -94,7 +96,18 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
         assert np.abs(ours[:200] - lr).max() <= 1e-5
 
     s = model.stream()
+    s._step_kernel = model._kernel(frame=True)          # the Numba JIT, whatever the default backend is
     step_med, step_p99 = _median_us(s.step, frames, n_steps)
+    native_med = native_p99 = None
+    from edgelstm import native
+    if quantized and native.library() is not None:   # the C backend when found (EDGELSTM_NATIVE_LIB=...)
+        s_nat = model.stream()
+        s_nat._step_kernel = native.NativeStep(native.library(), model._prep)
+        native_med, native_p99 = _median_us(s_nat.step, frames, n_steps)
+    n_streams = 16
+    ss = model.streams(n_streams)
+    frames_n = [np.ascontiguousarray(frames[k:k + n_streams]) for k in range(0, T_SEQ - n_streams, n_streams)]
+    ss_med, ss_p99 = _median_us(ss.step, frames_n, max(200, n_steps // n_streams))
 
     def lr_step(x):
         step_it.set_tensor(i_idx, x)
@@ -113,6 +126,9 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
 
     lr_seq_us = _best_of(lr_seq, reps) / T_SEQ * 1e6
     return {"H": H, "dtype": "int8" if quantized else "float32", "step_us": step_med, "step_p99_us": step_p99,
+            "native_step_us": native_med, "native_step_p99_us": native_p99,
+            "streams16_per_stream_us": ss_med / n_streams, "streams16_call_us": ss_med,
+            "streams16_call_p99_us": ss_p99, "streams16_per_stream_over_step": ss_med / n_streams / step_med,
             "step_many_us": many, "litert_step_us": lr_med, "litert_step_p99_us": lr_p99,
             "litert_sequence_us": lr_seq_us, "litert_step_over_step": lr_med / step_med,
             "litert_step_over_step_many": lr_med / many, "litert_sequence_over_step_many": lr_seq_us / many}

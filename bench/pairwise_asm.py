@@ -1,7 +1,8 @@
-"""Print the inner loop the pairwise matvec compiles to, on this x86 host and for AArch64 (cortex-a76 with
-dotprod, cortex-a72 plain ARMv8), and count the multiply-add instructions.
+"""Print the inner loop the pairwise matvec (kernels/pairwise._dot_blocks) compiles to, on this x86 host, for
+AVX2 (haswell) and for AArch64 (cortex-a76 with dotprod, cortex-a72 plain ARMv8), and count the multiply-add
+and int8 -> int16 widening instructions.
 
-    python bench/pairwise_asm.py [--full]
+    python bench/pairwise_asm.py [--full] [--json bench/results/pairwise_asm.json]
 
 AArch64: the portable vector IR (the path non-x86 targets take) is taken from Numba, retargeted to
 aarch64-unknown-linux-gnu and compiled by llvmlite's own AArch64 backend, so no ARM machine is needed.
@@ -14,8 +15,8 @@ import numba
 
 from edgelstm.kernels import pairwise
 
-SIG = "(int16[::1], int64, int64, int16[::1], int64, int32[::1])"
-MADD = re.compile(r"\b(vpmaddwd|vpdpwssd|smlal2?|smull2?|sdot|sadalp|saddw2?|mla)\b")
+SIG = "(int16[::1], int64, int64, int64, int64, int16[::1], int32[::1], int64, int64, int64, int32[::1], int64)"
+MADD = re.compile(r"\b(vpmaddwd|vpdpwssd|vpmovsxbw|smlal2?|smull2?|sdot|sadalp|saddw2?|sshll2?|mla)\b")
 
 
 def _fresh(py_func):
@@ -48,7 +49,8 @@ def _report(name, asm, full):
 
 def main(argv):
     full = "--full" in argv
-    host = _fresh(pairwise._matvec_pairwise.py_func)
+    out = argv[argv.index("--json") + 1] if "--json" in argv else None
+    host = _fresh(pairwise._dot_blocks.py_func)
     x86 = _report(f"host {llvm.get_host_cpu_name()}", host.inspect_asm(host.signatures[0]), full)
 
     llvm.initialize_all_targets()
@@ -58,7 +60,7 @@ def main(argv):
                                     ("generic", "aarch64-unknown-linux-gnu", "cortex-a76", "+neon,+dotprod"),
                                     ("generic", "aarch64-unknown-linux-gnu", "cortex-a72", "+neon")):
         pairwise.FORCE_ISA = isa
-        kernel = _fresh(pairwise._matvec_pairwise.py_func)
+        kernel = _fresh(pairwise._dot_blocks.py_func)
         ir_text = _kernel_only(kernel.inspect_llvm(kernel.signatures[0]))
         tm = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, features=feats, opt=3)
         mod = llvm.parse_assembly(ir_text)
@@ -69,6 +71,10 @@ def main(argv):
         pb.getModulePassManager().run(mod, pb)
         results[cpu] = _report(f"{triple.split('-')[0]} {cpu} ({isa} IR)", tm.emit_assembly(mod), full)
     pairwise.FORCE_ISA = None
+    if out:
+        import json
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
     return results
 
 

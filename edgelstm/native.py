@@ -1,14 +1,15 @@
 """No-JIT backend: the C99 runtime (firmware_host/) as a shared library called through ctypes.
 
-When the library is present, ``Model.stream()`` steps int8 models through it: no Numba import, no compile,
-bit-identical to the JIT kernels (the same integer program; tested). Build it once per machine:
+With ``EDGELSTM_BACKEND=native`` and the library present, ``Model.stream()`` steps int8 models through it: no
+Numba import, no compile (the deployment path for a fast cold start), bit-identical to the JIT kernels (the
+same integer program; tested). Build it once per machine:
 
     python -m edgelstm.firmware_host build-native        # needs a C compiler (gcc/clang), ~1 s
 
 Where it is looked for, in order: ``$EDGELSTM_NATIVE_LIB``; ``libedgelstm_native.so`` inside the installed
 ``edgelstm/firmware_host``; the user cache (``$XDG_CACHE_HOME/edgelstm``, else ``~/.cache/edgelstm``).
 ``EDGELSTM_BACKEND=jit`` forces the Numba path, ``EDGELSTM_BACKEND=native`` the library; otherwise
-``prefer_native`` decides.
+``prefer_native`` decides (the JIT when Numba is importable: its pairwise kernels step faster).
 """
 from __future__ import annotations
 
@@ -104,27 +105,28 @@ def numba_importable() -> bool:
 
 
 def prefer_native(lib) -> bool:
-    """The automatic choice (README, "No-JIT deployment"): the native library when EDGELSTM_BACKEND=native,
-    when Numba is not importable, or when the library has a SIMD dot loop (AVX2, NEON): measured faster
-    per step than the JIT through ctypes on the bundled taggers. A portable-C build on a machine with Numba
-    was measured slower per step than the JIT, so there the JIT is used."""
-    return backend() == "native" or lib.elstm_dot_path() != b"portable" or not numba_importable()
+    """The automatic choice (README, "No-JIT deployment"): the native library when EDGELSTM_BACKEND=native or
+    when Numba is not importable; otherwise the JIT, whose pairwise kernels were measured faster per step than
+    the C library through ctypes, SIMD build included (bench/bench_speed.py)."""
+    return backend() == "native" or not numba_importable()
 
 
 class NativeStep:
-    """Callable with the signature of ``kernels.program.step_int8`` (x, y, prog, weights, work) -> status,
-    running the C runtime; the recurrent state lives in the same work buffer as the JIT's, so state get/set,
-    reset and step_many keep working on it. One pre-bound ``elstm_call`` struct: a step is one copy of x
-    into the bound input buffer and a one-argument ctypes call."""
+    """Callable with the signature of ``kernels.program.step_int8`` (x, model, work) -> status, running the C
+    runtime on its own copy of the program (``c_model.c_arrays``; ``model``, the JIT's blob, is not used); the
+    recurrent state and the output live in the same work buffer as the JIT's, so state get/set, reset and
+    step_many keep working on it. One pre-bound ``elstm_call`` struct: a step is one copy of x into the bound
+    input buffer and a one-argument ctypes call."""
 
     def __init__(self, lib, prep):
         import numpy as np
 
         from .c_model import c_arrays
-        from .kernels.layout import PAD
+        from .kernels.layout import PAD, W_Y
         from .runtime import _work_views
         self._prep = prep
         self._work_views = _work_views
+        self._w_y = W_Y
         prog = prep.prog
         in_scale, out_scale = prog[6:8].view("float32")
         self._arrays = c_prog, w8, blob = c_arrays(prep, compact=False)   # int8 matrices; kept alive here
@@ -146,19 +148,18 @@ class NativeStep:
         self._call_ptr = ctypes.c_void_p(ctypes.addressof(self._call))
         self._fn = lib.elstm_step_call
         self._work = None
-        self._y = None
 
-    def _bind(self, work, y):
+    def _bind(self, work):
         _, state = self._work_views(self._prep, work, 1)
         self._st.state, self._st.frames = state.ctypes.data, self._frames.ctypes.data
         self._st.gates, self._st.acc, self._st.aux = self._gates.ctypes.data, self._acc.ctypes.data, \
             self._aux.ctypes.data
-        self._call.y = y.ctypes.data
-        self._work, self._y = work, y      # referenced here: the bound pointers stay valid
+        self._call.y = work.ctypes.data + int(work[:64].view("int32")[self._w_y])   # the step output lives in work
+        self._work = work      # referenced here: the bound pointers stay valid
 
-    def __call__(self, x, y, prog, weights, work):
-        if work is not self._work or y is not self._y:
-            self._bind(work, y)
+    def __call__(self, x, model, work):
+        if work is not self._work:
+            self._bind(work)
         self._x[:] = x
         return self._fn(self._call_ptr)
 

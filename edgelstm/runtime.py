@@ -49,14 +49,18 @@ class _Builder:
         self.blob: list[np.ndarray] = []
         self.blob_len = 0
         self.dtype = np.dtype(weight_dtype)
+        self.dot_matrices: list[tuple[int, int, int, int]] = []   # (offset, rows, padded cols, unit)
 
-    def add_weights(self, a: np.ndarray, *, pad_columns: bool = False) -> int:
-        """Append to the weight blob; matrices feeding the int8 dot loop get zero-padded columns."""
+    def add_weights(self, a: np.ndarray, *, pad_columns: bool = False, unit: int | None = None) -> int:
+        """Append to the weight blob; matrices feeding the int8 dot loop get zero-padded columns and are
+        remembered (with ``unit``, the row count of the sub-matrices the kernels read, default all rows) so
+        ``finish`` can lay them out for the pairwise kernel in the JIT's copy of the blob."""
         off = self.blob_len
         a = np.asarray(a)
         if pad_columns:
             from .kernels.layout import PAD
             a = np.pad(a, ((0, 0), (0, (-a.shape[1]) % PAD)))
+            self.dot_matrices.append((off, a.shape[0], a.shape[1], a.shape[0] if unit is None else unit))
         flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
         pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
         self.blob.append(flat)
@@ -76,6 +80,19 @@ class _Builder:
             raise ModelError("model too large for int32 offsets")
         blob = np.concatenate(self.blob) if self.blob else np.zeros(1, self.dtype)
         return prog.astype(np.int32), blob
+
+    def kernel_blob(self, blob: np.ndarray) -> np.ndarray:
+        """The JIT's copy of an int16 blob: every dot-loop matrix whose sub-matrices are whole pairwise
+        blocks (layout.uses_blocks, the kernels' own rule) repacked in place into the block layout.  Same
+        size and offsets as ``blob``, which stays row-major for the C runtime (its format is unchanged)."""
+        from .kernels.layout import pack_blocks, uses_blocks
+        if self.dtype != np.int16:
+            return blob
+        out = blob.copy()
+        for off, rows, cp, unit in self.dot_matrices:
+            if uses_blocks(unit):
+                out[off:off + rows * cp] = pack_blocks(blob[off:off + rows * cp].reshape(rows, cp))
+        return out
 
 
 MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
@@ -141,15 +158,34 @@ NON_FINITE_OUTPUT_MESSAGE = ("the float model produced NaN or inf (its weights o
 class Prepared:
     """Constant arrays and layout of a prepared model (one per Model, shared by all its streams)."""
 
-    def __init__(self, *, quantized, prog, weights, n_state, width, scratch, layout):
+    def __init__(self, *, quantized, prog, weights, kernel_weights, n_state, width, scratch, layout,
+                 whole_sequence):
         self.quantized = quantized
         self.prog = prog          # int32 records
-        self.weights = weights    # int16 (int8 model) or float32 (float model)
+        self.weights = weights    # int16 (int8 model) or float32 (float model); what the C runtime reads
+        # the Numba kernels' model blob: prog copy + their weights (int8: pairwise block layout), one array
+        self.kernel_blob = _kernel_blob(prog, kernel_weights)
+        off = int(self.kernel_blob[:64].view(np.int32)[8])
+        self.kernel_weights = self.kernel_blob[off:].view(kernel_weights.dtype)   # a view, for inspection
+        self.whole_sequence = whole_sequence   # a backward direction: run() cannot split T into chunks
         self.n_state = n_state    # state elements per sequence
         self.width = width        # max feature width of any layer boundary
         self.scratch = scratch    # max gate rows
         self.layout = layout      # per layer, per direction: {"h": (offset, size), "c": ...} in elements
         self.elem = 2 if quantized else 4
+        self.out_size = int(prog[2])
+
+
+def _kernel_blob(prog: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
+    """uint8 [prog copy | kernel weights at a 64-byte aligned offset, stored in the copy's slot G_KW_OFF]."""
+    from .kernels.layout import G_KW_OFF
+    p = prog.copy()
+    off = _align(p.nbytes)
+    p[G_KW_OFF] = off
+    blob = np.zeros(off + kernel_weights.nbytes, np.uint8)
+    blob[:p.nbytes] = p.view(np.uint8)
+    blob[off:] = kernel_weights.view(np.uint8)
+    return blob
 
 
 def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
@@ -225,13 +261,15 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         layer_offsets.append(off)
     scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
     prog, weights = b.finish()
+    kernel_weights = b.kernel_blob(weights)
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:
         (s_in, zp_in), (s_out, zp_out) = quant.act[0], quant.act[-1]
         prog[4:8] = [zp_in, zp_out, _f32_bits(s_in), _f32_bits(s_out)]
     prog[16:16 + len(layer_offsets)] = layer_offsets
-    return Prepared(quantized=quantized, prog=prog, weights=weights, n_state=max(n_state, 1), width=width,
-                    scratch=scratch, layout=layout)
+    return Prepared(quantized=quantized, prog=prog, weights=weights, kernel_weights=kernel_weights,
+                    n_state=max(n_state, 1), width=width, scratch=scratch, layout=layout,
+                    whole_sequence=spec.needs_whole_sequence)
 
 
 def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_off: int, sig_off: int,
@@ -287,8 +325,9 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_PROJ_CLIP] = quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
     elif kind == "gru":
         rec = [0] * C.GR_LEN
-        rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True)
-        rec[C.GR_WH] = b.add_weights(q["w_h"], pad_columns=True)
+        H = layer.hidden_size   # the GRU kernel reads the r,z rows and the n rows as separate sub-matrices
+        rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True, unit=H)
+        rec[C.GR_WH] = b.add_weights(q["w_h"], pad_columns=True, unit=H)
         rec[C.GR_BX] = b.add_ints(fold_zero_point(q["b_x"], q["w_x"], zp_in))
         rec[C.GR_BH] = b.add_ints(fold_zero_point(q["b_h"], q["w_h"], zp_out))
         rec[C.GR_MX:C.GR_MX + 6] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(3)])
@@ -380,31 +419,49 @@ def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
 WORK_LIMIT_BYTES = 2**31 - 2**20
 
 
+# Frames per chunk: run/step_many work through T in chunks whose two ping-pong sequence buffers together take
+# at most CHUNK_BYTES, so working memory does not grow with T (bit-identical: the state carries across chunks).
+CHUNK_BYTES = 256 * 1024
+
+
+def chunk_frames(prep: Prepared, batch: int, frames: int) -> int:
+    """Frames per chunk for ``batch`` sequences of ``frames`` frames (all of them for a backward direction)."""
+    if prep.whole_sequence:
+        return frames
+    return max(1, min(frames, CHUNK_BYTES // (2 * prep.elem * batch * prep.width)))
+
+
 def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
-    """uint8 work buffer with its int32 header (see kernels/program.py)."""
-    from .kernels.layout import PAD, WORK_HEADER_BYTES
+    """uint8 work buffer with its int32 header (see kernels/program.py), for ``batch`` sequences and chunks
+    of ``frames`` frames."""
+    from .kernels.layout import IXW, PAD, WORK_HEADER_BYTES
     e = prep.elem
     off = WORK_HEADER_BYTES
     lengths_off = off
     off = _align(off + 4 * batch)
+    ix_off = off
+    off = _align(off + 4 * IXW * batch)
     state_off = off
     off = _align(off + e * (prep.n_state * batch + PAD))  # PAD slack: dot loops read padded vectors
-    seq_n = frames * prep.width + PAD
+    seq_n = batch * frames * prep.width + PAD
     seq_off = off
     off = _align(off + 2 * e * seq_n)
+    scr = prep.scratch * batch              # per sequence: gates, acc, aux of one cell call
     gates_off = off
-    off = _align(off + 4 * prep.scratch)
+    off = _align(off + 4 * scr)
     acc_off = off
-    off = _align(off + 4 * prep.scratch)
+    off = _align(off + 4 * scr)
     aux_off = off
-    off = _align(off + 4 * prep.scratch)
+    off = _align(off + 4 * scr)
+    y_off = off
+    off = _align(off + 4 * batch * prep.out_size)
     if off >= WORK_LIMIT_BYTES:  # the kernels address the work buffer with int32 offsets
         raise InputError(f"this call needs a {off / 2**20:.0f} MiB work buffer ({batch} sequence(s) x {frames} "
                          f"frames), over the {WORK_LIMIT_BYTES // 2**20} MiB limit of one call: split the "
                          f"batch or the sequence into smaller calls (a stream keeps its state between them)")
     work = np.zeros(off, dtype=np.uint8)
-    work[:36].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
-                                   aux_off, prep.scratch]
+    work[:52].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
+                                   aux_off, prep.scratch, ix_off, frames, batch, y_off]
     return work
 
 
@@ -675,9 +732,11 @@ class Model:
         return out
 
     # -------------------------------------------------------------- running
-    def _check_frames(self, X, what: str, *, expect: str = "") -> np.ndarray:
+    def _check_frames(self, X, what: str, *, expect: str = "", scan: bool = True) -> np.ndarray:
         """Float frames with the model's feature count, as a C-contiguous, writable float32 array (a
-        read-only or differently typed input is copied: it would otherwise compile a new kernel variant)."""
+        read-only or differently typed input is copied: it would otherwise compile a new kernel variant).
+        ``scan=False``: a float32 input is not scanned for NaN/inf here (the kernel does, before touching any
+        state, without a (T, F) temporary), so working memory stays bounded for any T."""
         expect = expect or f"(..., {self.input_size}) float frames"
         if X is None or isinstance(X, (str, bytes, dict)):
             raise InputError(f"{what}: expected {expect}, got {_describe(X)}")
@@ -692,7 +751,7 @@ class Model:
             raise InputError(f"{what}: empty sequence (shape {X.shape})")
         with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 becomes inf: reported below
             X32 = np.ascontiguousarray(X, dtype=np.float32)
-        if not np.all(np.isfinite(X32)):
+        if (scan or X.dtype != _F32) and not np.all(np.isfinite(X32)):
             bad = "overflows float32" if np.all(np.isfinite(X)) else "contains NaN or inf"
             raise InputError(f"{what} {bad}")
         if not X32.flags.writeable:
@@ -704,7 +763,7 @@ class Model:
         (outputs past a sequence's length are 0; its final state is the state at its own length).
         Returns Y (same leading axes, output_size features), or (Y, State) with return_state=True."""
         expect = f"(T, {self.input_size}) or (B, T, {self.input_size}) float frames"
-        X = self._check_frames(X, "X", expect=expect)
+        X = self._check_frames(X, "X", expect=expect, scan=False)
         if X.ndim not in (2, 3):
             raise InputError(f"X: expected {expect}, got shape {X.shape}")
         batched = X.ndim == 3
@@ -721,7 +780,7 @@ class Model:
             if np.any(lens < 1) or np.any(lens > T):
                 raise InputError(f"lengths must lie in [1, {T}], got min {lens.min()} max {lens.max()}")
             lens = lens.astype(np.int32)
-        work = _make_work(self._prep, B, T)
+        work = _make_work(self._prep, B, chunk_frames(self._prep, B, T))
         lens_view, _ = _work_views(self._prep, work, B)
         lens_view[:] = lens
         if initial_state is None:
@@ -729,7 +788,7 @@ class Model:
         else:
             self._write_state(work, B, initial_state, batched=batched)
         Y = np.empty((B, T, self.output_size), dtype=np.float32)
-        status = self._kernel()(X3, Y, self._prep.prog, self._prep.weights, work)
+        status = self._kernel()(X3, Y, self._prep.kernel_blob, work)
         if status == STATUS_NON_FINITE_OUTPUT:
             raise ModelError(NON_FINITE_OUTPUT_MESSAGE)
         if status:
@@ -750,116 +809,174 @@ class Model:
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
+        self._check_streamable()
+        return Stream(self)
+
+    def streams(self, n: int) -> "Streams":
+        """``n`` independent streaming sessions stepped together: ``step(X)`` takes X (n, F) and returns
+        (n, O); each row is bit-identical to its own ``stream()``, and the matmuls read the weights once per
+        step for all n (the way to serve many microphones or cameras from one thread)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"streams(n): n must be a positive integer, got {_describe(n)}")
+        self._check_streamable()
+        return Streams(self, int(n))
+
+    def _check_streamable(self) -> None:
         if self.spec.needs_whole_sequence:
             raise StreamingError("a bidirectional or reverse model needs the whole sequence: use run(), not "
                                  "stream()")
-        return Stream(self)
 
 
-class Stream:
-    """Step-by-step inference with explicit state. ``step`` allocates nothing: it returns a view of the
-    stream's own output buffer, overwritten by the next call (copy it to keep it)."""
+class _StreamBase:
+    """What Stream and Streams share: a work buffer for ``batch`` sequences, the one-caller guard, state."""
 
-    def __init__(self, model: Model):
+    _batched = False
+
+    def __init__(self, model: Model, batch: int, step_kernel):
         self.model = model
-        # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
-        from .native import step_kernel
-        self._step_kernel = step_kernel(model._prep) or model._kernel(frame=True)
-        self._prog = model._prep.prog
-        self._weights = model._prep.weights
+        prep = model._prep
+        self._batch = batch
+        self._step_kernel = step_kernel
+        self._model_blob = prep.kernel_blob
         self._F = model.input_size
-        self._shape1 = (self._F,)
         # One caller at a time: the kernels run without the GIL on this stream's buffers, so a second thread
         # must not enter. A non-blocking acquire costs ~0.07 us and turns misuse into a clear error.
         self._busy = threading.Lock()
+        self._acquire = self._busy.acquire      # bound once: the step fast path pays no attribute lookups
+        self._release = self._busy.release
         self._alloc(1)
         self.reset()
 
     def _enter(self) -> None:
-        if not self._busy.acquire(False):
-            raise StreamingError("this Stream is in use by another thread: a Stream serves one caller at a "
-                                 "time; give each thread its own model.stream()")
+        if not self._acquire(False):
+            self._refuse()
+
+    @staticmethod
+    def _refuse():
+        raise StreamingError("this Stream is in use by another thread: a Stream serves one caller at a "
+                             "time; give each thread its own model.stream()")
 
     def _alloc(self, frames: int) -> None:
+        """(Re)make the work buffer for chunks of ``frames`` frames, keeping the state."""
+        model = self.model
+        prep = model._prep
         old = getattr(self, "_work", None)
-        work = _make_work(self.model._prep, 1, frames)
+        work = _make_work(prep, self._batch, frames)
         if old is not None:
-            _, s_new = _work_views(self.model._prep, work, 1)
-            _, s_old = _work_views(self.model._prep, old, 1)
+            _, s_new = _work_views(prep, work, self._batch)
+            _, s_old = _work_views(prep, old, self._batch)
             s_new[:] = s_old
-        lens, _ = _work_views(self.model._prep, work, 1)
+        lens, _ = _work_views(prep, work, self._batch)
         self._lengths = lens
         self._work = work
         self._frames = frames
-        self._y1 = np.zeros((1, 1, self.model.output_size), np.float32)
-        self._y1_flat = self._y1[0, 0]
+        y_off = int(work[:64].view(np.int32)[12])
+        self._y = work[y_off:y_off + 4 * self._batch * model.output_size].view(np.float32).reshape(
+            (self._batch, model.output_size))       # the step output buffer, written by the kernel
+        self._out = self._y if self._batched else self._y[0]
+
+    def step(self, x) -> np.ndarray:
+        """One frame per stream in ((F,) for a Stream, (n, F) for Streams, float), the outputs out ((O,) or
+        (n, O)): a reused buffer, overwritten by the next call."""
+        # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
+        # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
+        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._in_shape or not x.flags.carray:
+            x = self._check_step_input(x)
+        if not self._acquire(False):
+            self._refuse()
+        try:
+            status = self._step_kernel(x, self._model_blob, self._work)
+            if status:
+                self._raise_status(status, "x")
+        finally:
+            self._release()
+        return self._out
+
+    def _check_step_input(self, x) -> np.ndarray:
+        expect = (f"one frame per stream, shape {self._in_shape}, float" if self._batched else
+                  f"one frame of shape {self._in_shape}, float")
+        x = self.model._check_frames(x, "x", expect=expect)
+        if x.shape != self._in_shape:
+            raise InputError(f"x: expected {expect}, got shape {x.shape}")
+        return x
 
     def reset(self) -> None:
         """Back to the model's initial state (zeros unless ``model.initial_state`` is set)."""
         self._enter()
         try:
-            self.model._reset_state(self._work, 1)
+            self.model._reset_state(self._work, self._batch)
         finally:
-            self._busy.release()
+            self._release()
 
     @property
     def state(self) -> State:
         """A copy of the current state (exact integers for int8 models)."""
         self._enter()
         try:
-            return self.model._read_state(self._work, 1, batched=False)
+            return self.model._read_state(self._work, self._batch, batched=self._batched)
         finally:
-            self._busy.release()
+            self._release()
 
     @state.setter
     def state(self, st: State) -> None:
         self._enter()
         try:
-            self.model._write_state(self._work, 1, st, batched=False)
+            self.model._write_state(self._work, self._batch, st, batched=self._batched)
         finally:
-            self._busy.release()
+            self._release()
 
     def _raise_status(self, status: int, what: str) -> None:
         if status == STATUS_NON_FINITE_INPUT:
             raise InputError(f"{what} contains NaN or inf")
         # float32 overflow inside the model (e.g. huge weights): the state is no longer meaningful
-        self.model._reset_state(self._work, 1)
+        self.model._reset_state(self._work, self._batch)
         raise ModelError(NON_FINITE_OUTPUT_MESSAGE + "; the stream was reset to the model's initial state")
 
-    def step(self, x) -> np.ndarray:
-        """One frame (F,) float32 in, one frame (O,) out (a reused buffer)."""
-        # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
-        # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
-        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._shape1 or not x.flags.carray:
-            expect = f"one frame of shape ({self._F},), float"
-            x = self.model._check_frames(x, "x", expect=expect)
-            if x.ndim != 1:
-                raise InputError(f"x: expected {expect}, got shape {x.shape}")
-        self._enter()
-        try:
-            status = self._step_kernel(x, self._y1_flat, self._prog, self._weights, self._work)
-            if status:
-                self._raise_status(status, "x")
-        finally:
-            self._busy.release()
-        return self._y1_flat
+
+class Stream(_StreamBase):
+    """Step-by-step inference with explicit state. ``step(x)``: one frame (F,) float32 in, one frame (O,)
+    out; it allocates nothing: it returns a view of the stream's own output buffer, overwritten by the next
+    call (copy it to keep it)."""
+
+    def __init__(self, model: Model):
+        # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
+        from .native import step_kernel
+        self._in_shape = (model.input_size,)
+        super().__init__(model, 1, step_kernel(model._prep) or model._kernel(frame=True))
 
     def step_many(self, X) -> np.ndarray:
-        """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step."""
+        """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step.
+        Works through T in bounded chunks: the working memory does not grow with T."""
         expect = f"(T, {self._F}) float frames"
-        X = self.model._check_frames(X, "X", expect=expect)
+        X = self.model._check_frames(X, "X", expect=expect, scan=False)
         if X.ndim != 2:
             raise InputError(f"step_many: expected {expect}, got shape {X.shape}")
         T = X.shape[0]
         self._enter()
         try:
-            if T > self._frames:
-                self._alloc(T)  # keeps the state
+            want = chunk_frames(self.model._prep, 1, T)
+            if want > self._frames:
+                self._alloc(want)  # keeps the state
             self._lengths[0] = T
             Y = np.empty((1, T, self.model.output_size), np.float32)
-            status = self.model._kernel()(X[None], Y, self._prog, self._weights, self._work)
+            status = self.model._kernel()(X[None], Y, self._model_blob, self._work)
             if status:
                 self._raise_status(status, "X")
         finally:
-            self._busy.release()
+            self._release()
         return Y[0]
+
+
+class Streams(_StreamBase):
+    """``n`` streams stepped by one call (``model.streams(n)``): ``step(X)`` with X (n, F) returns (n, O), a
+    reused buffer; ``state`` / ``reset`` as for a Stream, with a leading n axis on every state array.  Row i
+    is bit-identical to a lone ``stream()`` fed row i of every X."""
+
+    _batched = True
+
+    def __init__(self, model: Model, n: int):
+        self._in_shape = (n, model.input_size)
+        super().__init__(model, n, model._kernel(frame=True))
+
+    def __len__(self) -> int:
+        return self._batch

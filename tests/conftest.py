@@ -6,3 +6,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # lets tests import the `naive` references however pytest is configured
     sys.path.insert(0, str(TESTS))
+
+
+def bytes_allocated_by(fn, calls: int, warm: int = 200) -> int:
+    """Bytes that ``calls`` calls of ``fn()`` leave allocated (tracemalloc snapshots), after ``warm`` calls."""
+    import tracemalloc
+    for _ in range(warm):   # warm every path first
+        fn()
+    tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot()
+    for _ in range(calls):
+        fn()
+    snap1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    return sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)

@@ -1,10 +1,10 @@
 """Bad inputs get a clear edgelstm exception, never a crash, and nothing is lost on error."""
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import edgelstm as el
+from conftest import bytes_allocated_by
 
 F = 5
 
@@ -143,15 +143,7 @@ def test_step_reuses_its_buffer_and_allocates_nothing(model):
     y1 = s.step(x)
     y2 = s.step(x)
     assert y1 is y2  # documented: the output buffer is reused
-    for _ in range(200):  # warm every path first
-        s.step(x)
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(2000):
-        s.step(x)
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(d.size_diff for d in snap1.compare_to(snap0, "filename") if d.size_diff > 0)
+    grown = bytes_allocated_by(lambda: s.step(x), 2000)
     assert grown < 2048, f"step allocated {grown} bytes over 2000 calls"
 
 
@@ -175,24 +167,24 @@ f32 = el.Model(spec)
 int8 = el.quantize(f32, calibration=np.random.default_rng(0).standard_normal((1, 20, 5)).astype(np.float32))
 
 @njit
-def steps_int8(n, x, y, prog, w, work):
+def steps_int8(n, x, model, work):
     for _ in range(n):
-        P.step_int8(x, y, prog, w, work)
+        P.step_int8(x, model, work)
 
 @njit
-def steps_f32(n, x, y, prog, w, work):
+def steps_f32(n, x, model, work):
     for _ in range(n):
-        P.step_f32(x, y, prog, w, work)
+        P.step_f32(x, model, work)
 
 x = np.ones(5, np.float32)
 for model in (int8, f32):
     s = model.stream()
-    args = (x, s._y1_flat, s._prog, s._weights, s._work)
+    args = (x, s._model_blob, s._work)
     steps = steps_int8 if model.is_quantized else steps_f32
     steps(1, *args)
     a0 = rtsys.get_allocation_stats().alloc
     steps(1000, *args)
-    # the outer call unboxes its 5 array arguments (5 NRT records); the 1000 steps inside add nothing
+    # the outer call unboxes its 3 array arguments (3 NRT records); the 1000 steps inside add nothing
     print(rtsys.get_allocation_stats().alloc - a0)
 '''
 
@@ -204,4 +196,4 @@ def test_step_kernel_body_allocates_nothing():
     env = dict(os.environ, NUMBA_NRT_STATS="1")
     out = subprocess.run([sys.executable, "-c", _NRT_PROBE], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["5", "5"], out.stdout
+    assert out.stdout.split() == ["3", "3"], out.stdout

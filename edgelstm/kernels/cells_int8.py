@@ -17,6 +17,7 @@ from numba import njit
 
 from ..config import NJIT_OPTS
 from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
+from .pairwise import _dot_blocks
 
 from .layout import (  # noqa: F401  (the record layout lives in layout.py, free of Numba)
     KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KINDS, ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU,
@@ -25,7 +26,8 @@ from .layout import (  # noqa: F401  (the record layout lives in layout.py, free
     LS_BPROJ, LS_MPROJ, LS_MHID, LS_HID_ZP, LS_OUT_ZP, LS_CELL_EXP, LS_TANH_CELL, LS_STATE, LS_SIG, LS_TANH3,
     LS_CELL_CLIP, LS_PROJ_CLIP, LS_LEN, GR_WX, GR_WH, GR_BX, GR_BH, GR_MX, GR_MH, GR_M16TO8, GR_OUT_ZP,
     GR_STATE, GR_SIG, GR_TANH3, GR_LEN, RN_WX, RN_WH, RN_BX, RN_BH, RN_MX, RN_MH, RN_MOUT, RN_OUT_ZP,
-    RN_STATE, RN_TANH3, RN_LEN, DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT, DN_LEN, PAD,
+    RN_STATE, RN_TANH3, RN_LEN, DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT, DN_LEN, PAD, BLOCK_ROWS, IXW,
+    IX_SRC, IX_STATE, IX_OUT, IX_SCR,
 )
 
 
@@ -35,11 +37,12 @@ def padded(n):
 
 
 @njit(**NJIT_OPTS)
-def _dot_rows(wq, w_off, rows, cols, v, v_off, acc):
-    """acc[r] = sum_c W[r, c] * v[v_off + c], W = wq[w_off:] as (rows, padded(cols)) (int32; the only
-    MAC loop).  Loops index slices with bare loop counters: an index like ``v[v_off + c]`` makes Numba emit
-    a negative-index wraparound check that blocks vectorization (5x slower here)."""
+def _dot_row_major(wq, w_off, rows, cols, v, v_off, acc, a_off):
+    """acc[a_off + r] = sum_c W[r, c] * v[v_off + c], W = wq[w_off:] row-major as (rows, padded(cols)).
+    Loops index slices with bare loop counters: an index like ``v[v_off + c]`` makes Numba emit a
+    negative-index wraparound check that blocks vectorization (5x slower here)."""
     cp = padded(cols)
+    out = acc[a_off:a_off + rows]
     if cp == PAD:
         # the common small-layer case with a literal trip count: LLVM drops the loop control (-28% here)
         vv = v[v_off:v_off + PAD]
@@ -48,7 +51,7 @@ def _dot_rows(wq, w_off, rows, cols, v, v_off, acc):
             s = np.int32(0)
             for c in range(PAD):
                 s += np.int32(w[c]) * np.int32(vv[c])
-            acc[r] = s
+            out[r] = s
         return
     vv = v[v_off:v_off + cp]
     for r in range(rows):
@@ -56,7 +59,23 @@ def _dot_rows(wq, w_off, rows, cols, v, v_off, acc):
         s = np.int32(0)
         for c in range(cp):
             s += np.int32(w[c]) * np.int32(vv[c])
-        acc[r] = s
+        out[r] = s
+
+
+@njit(**NJIT_OPTS)
+def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
+    """The only MAC loop.  For each sequence n < nb, with its vector at v[ix[n * IXW + col] + add:]:
+    acc[n * scr + r] = wrap32(sum_c W[row0 + r, c] * v[.. + c]) for r < rows (int32), W the matrix stored at
+    wq[w_off:] (row0 a multiple of ``unit``).  ``unit`` is the row count of
+    the stored matrix's sub-matrices (its layout key, ``layout.uses_blocks``): pairwise block layout and the
+    vpmaddwd / smlal kernel (one pass over the weights for all nb vectors) when it is a multiple of
+    BLOCK_ROWS, else the row-major loop per sequence."""
+    cp = padded(cols)
+    if unit % BLOCK_ROWS == 0:
+        _dot_blocks(wq, 2 * w_off + row0 * cp, rows, cp, cols, v, ix, col, add, nb, acc, scr)
+        return
+    for n in range(nb):
+        _dot_row_major(wq, w_off + row0 * cp, rows, cols, v, ix[n * IXW + col] + add, acc, n * scr)
 
 
 @njit(**NJIT_OPTS)
@@ -65,10 +84,10 @@ def _mbqm_split(x, mult, left, right):
     branch written as a select, so loops calling it vectorize.  Multipliers from QuantizeMultiplier are
     never INT32_MIN, so SRDHM's saturation case cannot occur."""
     xs = np.int64(np.int32(np.int64(np.int32(x)) << left))           # wrap32(wrap32(x) << left)
-    ab = xs * mult
-    num = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
-    num += (num >> 63) & np.int64(0x7FFFFFFF)                          # C division truncates
-    hi = num >> 31                                                     # SRDHM
+    # SRDHM: (ab + nudge) / 2^31 with C truncation, nudge = 2^30 or 1 - 2^30 by the sign of ab, equals
+    # floor((ab + 2^30) / 2^31) for every ab (for ab = -k < 0 both are -floor((k + 2^30 - 1) / 2^31)):
+    # one add and one arithmetic shift, no select
+    hi = (xs * mult + np.int64(1 << 30)) >> 31
     mask = (np.int64(1) << right) - 1
     return (hi >> right) + np.int64((hi & mask) > (mask >> 1) + ((hi >> 63) & 1))  # RDBPOT
 
@@ -109,16 +128,6 @@ def _lut16_inplace(table, t_off, v):
 
 
 @njit(**NJIT_OPTS)
-def lstm_gates_int8(prog, rec, wq, x, x_off, n_in, h8, h_off, n_rec, hidden, gates, acc):
-    """Pre-activations of the 4 gates (i, f, g, o) from input and recurrent matmuls, Q3.12 int16."""
-    H4 = 4 * hidden
-    _dot_rows(wq, prog[rec + LS_WX], H4, n_in, x, x_off, acc)
-    _requant_acc16(acc, prog, prog[rec + LS_BX], rec + LS_MX, 4, hidden, gates, 0, False)
-    _dot_rows(wq, prog[rec + LS_WH], H4, n_rec, h8, h_off, acc)
-    _requant_acc16(acc, prog, prog[rec + LS_BH], rec + LS_MH, 4, hidden, gates, 0, True)
-
-
-@njit(**NJIT_OPTS)
 def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
     """TFLite VectorBatchVectorCwiseProductAccumulate: gate += mbqm(w_peep[row] * c) (saturating)."""
     p_off = prog[rec + LS_PEEP] + row * hidden
@@ -147,57 +156,75 @@ def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
 
 
 @njit(**NJIT_OPTS)
-def lstm_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, n_rec, out, o_off,
-                   gates, acc, hid8):
-    """One int8 LSTM step for one sequence. state[s_off : s_off+R] = h (int8 values),
-    state[s_off+R : s_off+R+H] = c (int16). Writes h to out[o_off : o_off+R]."""
+def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb, gates, acc, aux, scr):
+    """One int8 LSTM step of nb sequences (offsets in ix, see layout.IX_*).  Sequence n: input at
+    seq[ix[IX_SRC]:], state at s = ix[IX_STATE] + prog[rec + LS_STATE] (state[s : s+R] = h as int8 values,
+    state[s+R : s+R+H] = c int16), h written to seq[ix[IX_OUT] : +R]; its gates / acc / aux (the int8
+    hidden before the projection) start at n * scr.  The matmuls run for all nb sequences at once."""
     H = hidden
-    h = state[s_off:s_off + n_rec]
-    c = state[s_off + n_rec:s_off + n_rec + H]
+    H4 = 4 * H
+    s_rec = prog[rec + LS_STATE]
+    _dot_rows(wq, prog[rec + LS_WX], 0, H4, n_in, H4, seq, ix, IX_SRC, 0, nb, acc, scr)
+    for n in range(nb):
+        _requant_acc16(acc[n * scr:], prog, prog[rec + LS_BX], rec + LS_MX, 4, H, gates[n * scr:], 0, False)
+    _dot_rows(wq, prog[rec + LS_WH], 0, H4, n_rec, H4, state, ix, IX_STATE, s_rec, nb, acc, scr)
     sig = prog[rec + LS_SIG]
-    lstm_gates_int8(prog, rec, wq, x, x_off, n_in, state, s_off, n_rec, H, gates, acc)
-    if flags & FLAG_PEEP:
-        lstm_peephole_acc(prog, rec, wq, 0, c, H, gates[:H])            # i uses c(t-1)
-        lstm_peephole_acc(prog, rec, wq, 1, c, H, gates[H:2 * H])       # f uses c(t-1)
-    _lut16_inplace(wq, sig, gates[:2 * H])
-    _lut16_inplace(wq, prog[rec + LS_TANH3], gates[2 * H:3 * H])
-    lstm_cell_update_int8(gates, state, s_off + n_rec, H, prog[rec + LS_CELL_EXP])
+    tanh3 = prog[rec + LS_TANH3]
+    cell_exp = prog[rec + LS_CELL_EXP]
     clip = prog[rec + LS_CELL_CLIP]
-    if clip > 0:  # TFLite CwiseClipping after the cell update: c stays in [-clip, clip]
-        for r in range(H):
-            c[r] = min(max(np.int32(c[r]), -clip), clip)
-    o = gates[3 * H:4 * H]
-    if flags & FLAG_PEEP:
-        lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
-    _lut16_inplace(wq, sig, o)
-    # hidden = o * tanh(c): TFLite CalculateLstmOutputInteger8x8_16
     t_off = prog[rec + LS_TANH_CELL]
     tanh_c = wq[t_off:t_off + 65536]
     m_hid = np.int64(prog[rec + LS_MHID])
     left, right = _shift_parts(prog[rec + LS_MHID + 1])
     zp_hid = prog[rec + LS_HID_ZP]
-    hid = hid8[:H]
-    for r in range(H):
-        t = np.int64(tanh_c[np.uint32(np.int32(c[r]) + 32768)])
-        v = _mbqm_split(np.int64(o[r]) * t, m_hid, left, right) + zp_hid
-        hid[r] = min(max(v, -128), 127)
+    for n in range(nb):
+        s_off = ix[n * IXW + IX_STATE] + s_rec
+        gates_n = gates[n * scr:(n + 1) * scr]
+        _requant_acc16(acc[n * scr:], prog, prog[rec + LS_BH], rec + LS_MH, 4, H, gates_n, 0, True)
+        c = state[s_off + n_rec:s_off + n_rec + H]
+        if flags & FLAG_PEEP:
+            lstm_peephole_acc(prog, rec, wq, 0, c, H, gates_n[:H])            # i uses c(t-1)
+            lstm_peephole_acc(prog, rec, wq, 1, c, H, gates_n[H:2 * H])       # f uses c(t-1)
+        _lut16_inplace(wq, sig, gates_n[:2 * H])
+        _lut16_inplace(wq, tanh3, gates_n[2 * H:3 * H])
+        lstm_cell_update_int8(gates_n, state, s_off + n_rec, H, cell_exp)
+        if clip > 0:  # TFLite CwiseClipping after the cell update: c stays in [-clip, clip]
+            for r in range(H):
+                c[r] = min(max(np.int32(c[r]), -clip), clip)
+        o = gates_n[3 * H:4 * H]
+        if flags & FLAG_PEEP:
+            lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
+        _lut16_inplace(wq, sig, o)
+        # hidden = o * tanh(c): TFLite CalculateLstmOutputInteger8x8_16
+        hid = aux[n * scr:n * scr + H]
+        for r in range(H):
+            t = np.int64(tanh_c[np.uint32(np.int32(c[r]) + 32768)])
+            v = _mbqm_split(np.int64(o[r]) * t, m_hid, left, right) + zp_hid
+            hid[r] = min(max(v, -128), 127)
+        if not flags & FLAG_PROJ:
+            state[s_off:s_off + n_rec] = hid
+            o_off = ix[n * IXW + IX_OUT]
+            seq[o_off:o_off + n_rec] = hid
     if flags & FLAG_PROJ:
-        _dot_rows(wq, prog[rec + LS_PROJ], n_rec, H, hid8, 0, acc)
+        _dot_rows(wq, prog[rec + LS_PROJ], 0, n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
         b_off = prog[rec + LS_BPROJ]
         bias = prog[b_off:b_off + n_rec]
         m_p = prog[rec + LS_MPROJ]
         s_p = prog[rec + LS_MPROJ + 1]
         zp_out = prog[rec + LS_OUT_ZP]
-        for r in range(n_rec):
-            v = mbqm(wrap32(np.int64(acc[r]) + bias[r]), m_p, s_p)
-            h[r] = sat8(np.int64(v) + zp_out)
-        clip = prog[rec + LS_PROJ_CLIP]
-        if clip > 0:  # TFLite clips the int8 projection output around 0 (not around the zero point)
+        p_clip = prog[rec + LS_PROJ_CLIP]
+        for n in range(nb):
+            s_off = ix[n * IXW + IX_STATE] + s_rec
+            h = state[s_off:s_off + n_rec]
+            a = acc[n * scr:n * scr + n_rec]
             for r in range(n_rec):
-                h[r] = min(max(np.int32(h[r]), -clip), clip)
-    else:
-        h[:] = hid
-    out[o_off:o_off + n_rec] = h
+                v = mbqm(wrap32(np.int64(a[r]) + bias[r]), m_p, s_p)
+                h[r] = sat8(np.int64(v) + zp_out)
+            if p_clip > 0:  # TFLite clips the int8 projection output around 0 (not around the zero point)
+                for r in range(n_rec):
+                    h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
+            o_off = ix[n * IXW + IX_OUT]
+            seq[o_off:o_off + n_rec] = h
 
 
 @njit(**NJIT_OPTS)
@@ -210,95 +237,119 @@ def requantize_q15_to_int8(src, s_off, dst, d_off, n, mult, shift, zp):
 
 
 @njit(**NJIT_OPTS)
-def gru_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, acc,
-                  tmp16):
-    """One int8 GRU step. state[s_off : s_off+H] = h in Q0.15 (int16, the precise state),
-    state[s_off+H : s_off+2H] = h requantized to the layer's int8 output (feeds the recurrent matmul).
-    gates: r, z, n pre-activations; tmp16 (H): recurrent part of n (reset-after) or int8 r*h."""
+def gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb, gates, acc, aux, scr):
+    """One int8 GRU step of nb sequences (conventions of lstm_step_int8). State at s: state[s : s+H] = h in
+    Q0.15 (int16, the precise state), state[s+H : s+2H] = h requantized to the layer's int8 output (feeds
+    the recurrent matmul).  gates: r, z, n pre-activations; aux (H): recurrent part of n (reset-after) or
+    int8 r*h (reset-before)."""
     H = hidden
-    h16 = state[s_off:s_off + H]
-    h8_off = s_off + H
+    s_rec = prog[rec + GR_STATE]
     m8 = prog[rec + GR_M16TO8]
     s8 = prog[rec + GR_M16TO8 + 1]
     zp = prog[rec + GR_OUT_ZP]
-    rg = gates[:H]
-    zg = gates[H:2 * H]
-    ng = gates[2 * H:3 * H]
-    tmp = tmp16[:H]
-    _dot_rows(wq, prog[rec + GR_WX], 3 * H, n_in, x, x_off, acc)
-    _requant_acc16(acc, prog, prog[rec + GR_BX], rec + GR_MX, 3, H, gates, 0, False)
     m_n = prog[rec + GR_MH + 4]
     s_n = prog[rec + GR_MH + 5]
-    if flags & FLAG_RESET_AFTER:
-        # all three recurrent rows at once; n's recurrent part stays separate until scaled by r
-        _dot_rows(wq, prog[rec + GR_WH], 3 * H, H, state, h8_off, acc)
-        _requant_acc16(acc, prog, prog[rec + GR_BH], rec + GR_MH, 2, H, gates, 0, True)
-        b_off = prog[rec + GR_BH] + 2 * H
-        bias = prog[b_off:b_off + H]
-        acc_n = acc[2 * H:3 * H]
+    sig = prog[rec + GR_SIG]
+    bn_off = prog[rec + GR_BH] + 2 * H
+    bias_n = prog[bn_off:bn_off + H]
+    _dot_rows(wq, prog[rec + GR_WX], 0, 3 * H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
+    for n in range(nb):
+        _requant_acc16(acc[n * scr:], prog, prog[rec + GR_BX], rec + GR_MX, 3, H, gates[n * scr:], 0, False)
+    reset_after = (flags & FLAG_RESET_AFTER) != 0
+    # reset-after: all three recurrent rows at once (n's part stays separate until scaled by r)
+    _dot_rows(wq, prog[rec + GR_WH], 0, 3 * H if reset_after else 2 * H, H, H, state, ix, IX_STATE, s_rec + H,
+              nb, acc, scr)
+    for n in range(nb):
+        s_off = ix[n * IXW + IX_STATE] + s_rec
+        gates_n = gates[n * scr:(n + 1) * scr]
+        rg = gates_n[:H]
+        ng = gates_n[2 * H:3 * H]
+        tmp = aux[n * scr:n * scr + H]
+        _requant_acc16(acc[n * scr:], prog, prog[rec + GR_BH], rec + GR_MH, 2, H, gates_n, 0, True)
+        _lut16_inplace(wq, sig, gates_n[:2 * H])
+        if reset_after:
+            acc_n = acc[n * scr + 2 * H:n * scr + 3 * H]
+            for r in range(H):
+                tmp[r] = sat16(mbqm(wrap32(np.int64(acc_n[r]) + bias_n[r]), m_n, s_n))
+            for r in range(H):
+                rn = rdbpot(np.int32(rg[r]) * np.int32(tmp[r]), 15)       # r * (U_n h + b_hn), Q3.12
+                ng[r] = sat16(np.int64(rn) + ng[r])
+        else:
+            h16 = state[s_off:s_off + H]
+            for r in range(H):
+                rh = rdbpot(np.int32(rg[r]) * np.int32(h16[r]), 15)        # r * h, Q0.15
+                tmp[r] = sat8(np.int64(mbqm(rh, m8, s8)) + zp)              # int8, same quant as h
+    if not reset_after:
+        _dot_rows(wq, prog[rec + GR_WH], 2 * H, H, H, H, aux, ix, IX_SCR, 0, nb, acc, scr)
+    tanh3 = prog[rec + GR_TANH3]
+    for n in range(nb):
+        s_off = ix[n * IXW + IX_STATE] + s_rec
+        gates_n = gates[n * scr:(n + 1) * scr]
+        zg = gates_n[H:2 * H]
+        ng = gates_n[2 * H:3 * H]
+        if not reset_after:
+            a = acc[n * scr:n * scr + H]
+            for r in range(H):
+                v = mbqm(wrap32(np.int64(a[r]) + bias_n[r]), m_n, s_n)
+                ng[r] = sat16(np.int64(v) + ng[r])
+        _lut16_inplace(wq, tanh3, ng)
+        h16 = state[s_off:s_off + H]
         for r in range(H):
-            tmp[r] = sat16(mbqm(wrap32(np.int64(acc_n[r]) + bias[r]), m_n, s_n))
-        _lut16_inplace(wq, prog[rec + GR_SIG], gates[:2 * H])
-        for r in range(H):
-            rn = rdbpot(np.int32(rg[r]) * np.int32(tmp[r]), 15)       # r * (U_n h + b_hn), Q3.12
-            ng[r] = sat16(np.int64(rn) + ng[r])
-    else:
-        _dot_rows(wq, prog[rec + GR_WH], 2 * H, H, state, h8_off, acc)
-        _requant_acc16(acc, prog, prog[rec + GR_BH], rec + GR_MH, 2, H, gates, 0, True)
-        _lut16_inplace(wq, prog[rec + GR_SIG], gates[:2 * H])
-        for r in range(H):
-            rh = rdbpot(np.int32(rg[r]) * np.int32(h16[r]), 15)        # r * h, Q0.15
-            tmp[r] = sat8(np.int64(mbqm(rh, m8, s8)) + zp)              # int8, same quant as h
-        _dot_rows(wq, prog[rec + GR_WH] + 2 * H * padded(H), H, H, tmp16, 0, acc)
-        b_off = prog[rec + GR_BH] + 2 * H
-        bias = prog[b_off:b_off + H]
-        for r in range(H):
-            v = mbqm(wrap32(np.int64(acc[r]) + bias[r]), m_n, s_n)
-            ng[r] = sat16(np.int64(v) + ng[r])
-    _lut16_inplace(wq, prog[rec + GR_TANH3], ng)
-    for r in range(H):
-        z = np.int32(zg[r])
-        # h' = z*h + (1-z)*n with 1 = 32767 in Q0.15 (TFLite's Sub1Vector convention)
-        zh = rdbpot(z * np.int32(h16[r]), 15)
-        zn = rdbpot((32767 - z) * np.int32(ng[r]), 15)
-        h16[r] = sat16(np.int64(zh) + zn)
-    requantize_q15_to_int8(state, s_off, state, h8_off, H, m8, s8, zp)
-    out[o_off:o_off + H] = state[h8_off:h8_off + H]
+            z = np.int32(zg[r])
+            # h' = z*h + (1-z)*n with 1 = 32767 in Q0.15 (TFLite's Sub1Vector convention)
+            zh = rdbpot(z * np.int32(h16[r]), 15)
+            zn = rdbpot((32767 - z) * np.int32(ng[r]), 15)
+            h16[r] = sat16(np.int64(zh) + zn)
+        requantize_q15_to_int8(state, s_off, state, s_off + H, H, m8, s8, zp)
+        o_off = ix[n * IXW + IX_OUT]
+        seq[o_off:o_off + H] = state[s_off + H:s_off + 2 * H]
 
 
 @njit(**NJIT_OPTS)
-def rnn_step_int8(prog, rec, flags, wq, x, x_off, n_in, state, s_off, hidden, out, o_off, gates, acc):
-    """One int8 vanilla RNN step. Pre-activation int16 (Q3.12 for tanh, calibrated scale for relu);
-    state[s_off : s_off+H] = h as int8 values (the layer output, like the LSTM's h)."""
+def rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb, gates, acc, aux, scr):
+    """One int8 vanilla RNN step of nb sequences (conventions of lstm_step_int8). Pre-activation int16
+    (Q3.12 for tanh, calibrated scale for relu); state[s : s+H] = h as int8 values (the layer output)."""
     H = hidden
-    pre = gates[:H]
-    h = state[s_off:s_off + H]
-    _dot_rows(wq, prog[rec + RN_WX], H, n_in, x, x_off, acc)
-    _requant_acc16(acc, prog, prog[rec + RN_BX], rec + RN_MX, 1, H, gates, 0, False)
-    _dot_rows(wq, prog[rec + RN_WH], H, H, state, s_off, acc)
-    _requant_acc16(acc, prog, prog[rec + RN_BH], rec + RN_MH, 1, H, gates, 0, True)
+    s_rec = prog[rec + RN_STATE]
+    _dot_rows(wq, prog[rec + RN_WX], 0, H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
+    for n in range(nb):
+        _requant_acc16(acc[n * scr:], prog, prog[rec + RN_BX], rec + RN_MX, 1, H, gates[n * scr:], 0, False)
+    _dot_rows(wq, prog[rec + RN_WH], 0, H, H, H, state, ix, IX_STATE, s_rec, nb, acc, scr)
     m = prog[rec + RN_MOUT]
     s = prog[rec + RN_MOUT + 1]
     zp = prog[rec + RN_OUT_ZP]
-    if flags & FLAG_RELU:
-        for r in range(H):
-            a = max(np.int32(pre[r]), np.int32(0))
-            h[r] = sat8(np.int64(mbqm(a, m, s)) + zp)
-    else:
-        _lut16_inplace(wq, prog[rec + RN_TANH3], pre)
-        for r in range(H):
-            h[r] = sat8(np.int64(mbqm(np.int32(pre[r]), m, s)) + zp)
-    out[o_off:o_off + H] = h
+    for n in range(nb):
+        s_off = ix[n * IXW + IX_STATE] + s_rec
+        pre = gates[n * scr:n * scr + H]
+        h = state[s_off:s_off + H]
+        _requant_acc16(acc[n * scr:], prog, prog[rec + RN_BH], rec + RN_MH, 1, H, pre, 0, True)
+        if flags & FLAG_RELU:
+            for r in range(H):
+                a = max(np.int32(pre[r]), np.int32(0))
+                h[r] = sat8(np.int64(mbqm(a, m, s)) + zp)
+        else:
+            _lut16_inplace(wq, prog[rec + RN_TANH3], pre)
+            for r in range(H):
+                h[r] = sat8(np.int64(mbqm(np.int32(pre[r]), m, s)) + zp)
+        o_off = ix[n * IXW + IX_OUT]
+        seq[o_off:o_off + H] = h
 
 
 @njit(**NJIT_OPTS)
-def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
-    """int8 Dense = LiteRT's int8 FULLY_CONNECTED: per output channel r, logits[r] =
+def dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr):
+    """int8 Dense = LiteRT's int8 FULLY_CONNECTED for nb sequences: per output channel r, logits[r] =
     sat8(((b[r] + W x)[r] * m[r] + 2^(n[r]-1)) >> n[r]) + pre_zp) (single rounding, 64-bit), then the
-    output activation:
+    output activation, written to seq[ix[IX_OUT]:]"""
+    _dot_rows(wq, prog[rec + DN_W], 0, n_out, n_in, n_out, seq, ix, IX_SRC, 0, nb, acc, scr)
+    for n in range(nb):
+        _dense_epilogue(prog, rec, acc[n * scr:n * scr + n_out], n_out, seq, ix[n * IXW + IX_OUT])
+
+
+@njit(**NJIT_OPTS)
+def _dense_epilogue(prog, rec, logits, n_out, out, o_off):
+    """Requantization and activation of one sequence's Dense accumulators (in place in ``logits``):
     relu clamps at the zero point; sigmoid/tanh map through a 256-entry int8 table; softmax uses an
     exp table and integer division (all tables built once in prepare())."""
-    _dot_rows(wq, prog[rec + DN_W], n_out, n_in, x, x_off, acc)
     b_off = prog[rec + DN_B]
     bias = prog[b_off:b_off + n_out]
     m_off = prog[rec + DN_M]
@@ -306,7 +357,6 @@ def dense_step_int8(prog, rec, wq, x, x_off, n_in, n_out, out, o_off, acc):
     zp = prog[rec + DN_PRE_ZP]
     act = prog[rec + DN_ACT]
     lut_off = prog[rec + DN_LUT]
-    logits = acc[:n_out]
     y = out[o_off:o_off + n_out]
     for r in range(n_out):
         total = np.int64(31 - mults[2 * r + 1])

@@ -64,4 +64,42 @@ PAD = 64
 # program.py: global prog header and work-buffer header
 G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE, G_LAYER0 = 0, 1, 2, 3, 4, 5, 6, 7, 16
 W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC, W_AUX, W_SCRATCH_N = 0, 1, 2, 3, 4, 5, 6, 7, 8
+W_IX, W_CHUNK, W_BATCH = 9, 10, 11   # per-stream offset table, frames per chunk, sequences the buffer holds
+W_Y = 12          # step output: B * O float32 (the Stream's output buffer is a numpy view of it)
+# The JIT's model blob (``Prepared.kernel_blob``, uint8): a copy of prog, then the kernel weights at byte
+# offset prog[G_KW_OFF] (set in that copy only; the C runtime's prog leaves slot 8 at 0), so a step passes
+# three arrays: x, the model blob, the work buffer.
+G_KW_OFF = 8
 WORK_HEADER_BYTES = 64
+
+# The per-stream offset table (int32, IXW per active sequence) the driver fills before each cell call, so
+# one call steps many sequences and the dot products read each weight block once for all of them.
+IX_SRC, IX_STATE, IX_OUT, IX_SCR, IXW = 0, 1, 2, 3, 4
+
+# Pairwise block layout of the int8 dot-loop matrices (kernels/pairwise.py), JIT blob only: the C runtime
+# reads the row-major blob.  A (rows, cp) column-padded matrix keeps its int16 region (same size, same offset,
+# so every record offset is the same in both blobs) but holds dense int8 bytes in blocks of BLOCK_ROWS rows:
+# block b at byte b * BLOCK_ROWS * cp of the region, column pair k at + k * 2 * BLOCK_ROWS:
+# [W[r0, 2k], W[r0, 2k+1], W[r1, 2k], W[r1, 2k+1], ...]; the region's second half is zero.  A sub-matrix
+# from row row0 (GRU's n rows, row0 = 2H) starts at byte row0 * cp (kernels pass row0, not an offset).
+# Dense, so the kernel reads half the bytes of the int16 form and the weights share the cache evenly with
+# the activation tables (a gap after every block left half the cache sets to the weights: H=256 ran 30%
+# slower).
+BLOCK_ROWS = 16
+
+
+def uses_blocks(unit):
+    """The one layout rule, shared by prepare() and the kernels: a matrix read as sub-matrices of ``unit``
+    rows is stored in the pairwise block layout iff unit is a multiple of BLOCK_ROWS (else row-major)."""
+    return unit % BLOCK_ROWS == 0
+
+
+def pack_blocks(a):
+    """(rows, cp) int8-valued matrix (rows a multiple of BLOCK_ROWS, cp even) -> its region in the JIT blob
+    (rows * cp int16 holding the int8 block layout described above)."""
+    import numpy as np
+    rows, cp = a.shape
+    blocks = a.reshape(rows // BLOCK_ROWS, BLOCK_ROWS, cp // 2, 2).transpose(0, 2, 1, 3)
+    out = np.zeros(rows * cp, np.int16)
+    out.view(np.int8)[:rows * cp] = blocks.astype(np.int8).ravel()
+    return out

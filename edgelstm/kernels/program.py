@@ -1,16 +1,21 @@
 """One jitted call runs a whole layer stack over (B, T) frames: a tiny interpreter over ``prog`` records.
 
-Why one call: Numba dispatch costs ~340 ns plus ~65 ns per array argument here, so a streaming step passes
-exactly five arrays (x, y, prog, weights, work) whatever the depth of the model.
+Why one call: Numba dispatch costs ~200 ns plus ~40-75 ns per array argument here, so a streaming step passes
+exactly three arrays (x, the model blob = prog + weights, the work buffer, which also holds the step's
+output) whatever the depth of the model, and typed views of the buffers are made with ``rawview`` (~1 ns,
+where ``ndarray.view`` cost ~20 ns each).
 
 ``prog`` global header (int32):
   [0] layers  [1] input size F  [2] output size O  [3] max feature width W
   [4] input zero point  [5] output zero point  [6] input scale (float32 bits)  [7] output scale (bits)
   [16 + k] prog offset of layer k's record (see cells_int8 L_* indices)
+``model`` (uint8, ``Prepared.kernel_blob``): a copy of prog with [8] = byte offset of the kernel weights,
+which follow it.
 ``work`` (uint8 bytes) starts with an int32 header:
   [0] lengths offset (bytes)  [1] state offset  [2] state elements per sequence  [3] seq-buffer offset
-  [4] elements per seq buffer (T * W)  [5] gates offset  [6] acc offset  [7] aux offset
-  [8] scratch elements (max gate rows)
+  [4] elements per seq buffer (B * chunk * W + PAD)  [5] gates offset  [6] acc offset  [7] aux offset
+  [8] scratch elements per sequence (gates, acc, aux each hold B of them)  [9] offset table (ix) offset
+  [10] chunk frames  [11] sequences B  [12] step output offset (B * O float32)
 Element type of state/seq/gates/aux is int16 for the int8 program, float32 for the float program.
 """
 
@@ -23,14 +28,15 @@ from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rn
 from .layout import KIND_OPS
 from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
-from .cells_int8 import (FLAG_REVERSE, GR_STATE, KIND_DENSE, KIND_GRU, KIND_LSTM, L_DIRLEN, L_FLAGS, L_HDR,
-                         L_HID, L_IN, L_KIND, L_NDIR, L_OUT, LS_STATE, PAD, RN_STATE, dense_step_int8, gru_step_int8,
-                         lstm_step_int8, rnn_step_int8)
+from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KIND_DENSE, KIND_GRU, KIND_LSTM,
+                         L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN, L_KIND, L_NDIR, L_OUT, PAD, dense_step_int8,
+                         gru_step_int8, lstm_step_int8, rnn_step_int8)
 
+from .rawview import view_f32, view_i16, view_i32
 from .layout import (  # noqa: F401
     G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
     G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
-    W_AUX, W_SCRATCH_N, WORK_HEADER_BYTES,
+    W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, W_Y, WORK_HEADER_BYTES, G_KW_OFF,
 )
 
 
@@ -63,64 +69,66 @@ def _has_non_finite(x, lengths, F):
 
 
 @njit(**NJIT_OPTS)
-def _cell_int8(kind, prog, rec, flags, wq, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
-    """One step of one layer direction, int8 (dispatch on the layer kind)."""
+def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
+    """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind)."""
     if kind == KIND_LSTM:
-        lstm_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + LS_STATE], hid, n_out,
-                       seq, oo, gates, acc, aux)
+        lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_GRU:
-        gru_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + GR_STATE], hid, seq, oo,
-                      gates, acc, aux)
+        gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_DENSE:
-        dense_step_int8(prog, rec, wq, seq, xo, n_in, n_out, seq, oo, acc)
-    elif kind == KIND_OPS:   # a graph of TFLite int8 ops; its tensors live in the gates scratch
-        graph_step_int8(prog, rec, wq, seq, xo, state, s_base, oo, gates)
+        dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
+    elif kind == KIND_OPS:   # a graph of TFLite int8 ops, one sequence after the other in the gates scratch
+        for n in range(nb):
+            graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
+                            ix[n * IXW + IX_OUT], gates)
     else:
-        rnn_step_int8(prog, rec, flags, wq, seq, xo, n_in, state, s_base + prog[rec + RN_STATE], hid, seq, oo,
-                      gates, acc)
+        rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
 
 
 @njit(**NJIT_OPTS)
-def _cell_f32(kind, prog, rec, flags, wf, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, tmp, aux):
-    """One step of one layer direction, float32 (same signature as _cell_int8; aux unused)."""
-    if kind == KIND_DENSE:
-        dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
-        return
-    if kind == KIND_OPS:
-        graph_step_f32(prog, rec, wf, seq, xo, state, s_base, oo, gates)
-        return
-    so = s_base + prog[rec + FL_STATE]
-    if kind == KIND_LSTM:
-        lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
-    elif kind == KIND_GRU:
-        gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
-    else:
-        rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, gates, tmp, aux, scr):
+    """Float32 twin of _cell_int8 (same signature; aux unused): one sequence after the other, each with the
+    same scratch, so every sequence's arithmetic is exactly that of a lone stream."""
+    for n in range(nb):
+        xo = ix[n * IXW + IX_SRC]
+        oo = ix[n * IXW + IX_OUT]
+        if kind == KIND_DENSE:
+            dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+            continue
+        if kind == KIND_OPS:
+            graph_step_f32(prog, rec, wf, seq, xo, state, ix[n * IXW + IX_STATE], oo, gates)
+            continue
+        so = ix[n * IXW + IX_STATE] + prog[rec + FL_STATE]
+        if kind == KIND_LSTM:
+            lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
+        elif kind == KIND_GRU:
+            gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+        else:
+            rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
 
 
-def _cell(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc, aux):
+def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
     """Resolved at compile time by the weight blob's dtype: int16 blob -> int8 cells, float32 -> float."""
     raise NotImplementedError("only callable from jitted code")
 
 
 @overload(_cell)
-def _cell_by_dtype(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, acc,
-                   aux):
+def _cell_by_dtype(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
     # a compile-time choice keeps one driver for both paths and, unlike passing the cell function as an
     # argument, keeps the kernels cacheable on disk
-    if weights.dtype == types.int16:
-        return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
-            acc, aux: _cell_int8(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
-                                 gates, acc, aux)
-    return lambda kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo, gates, \
-        acc, aux: _cell_f32(kind, prog, rec, flags, weights, seq, xo, n_in, state, s_base, hid, n_out, oo,
-                            gates, acc, aux)
+    impl = _cell_int8 if weights.dtype == types.int16 else _cell_f32
+    return lambda kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr: \
+        impl(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
 
 
 @njit(**NJIT_OPTS)
-def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
-    """Run the layer stack over one sequence of n frames staged at seq[0:]; layers ping-pong between
-    seq[0:] and seq[n_seq:]. Returns the offset of the last layer's output frames."""
+def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr, ix):
+    """Run the layer stack over frames t0 .. t0+tc-1 of B sequences, staged at seq[0:] (frame i of sequence b
+    at (b * chunk + i) * width); layers ping-pong between seq[0:] and seq[n_seq:].  Layer by layer, and
+    inside a layer step by step, every sequence still running at that step goes through ONE cell call (the
+    matmuls read the weights once for all of them).  A backward direction walks each sequence's own valid
+    steps in reverse; it needs the whole sequence in one chunk (t0 = 0, tc = T: the runtime sizes it so).
+    Returns the offset of the last layer's output frames."""
     src = 0
     dst = n_seq
     width = prog[G_IN]
@@ -136,99 +144,174 @@ def _run_sequence(prog, weights, seq, n_seq, n, state, s_base, gates, acc, aux):
         for d in range(n_dir):
             rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
             backward = d == 1 or (flags & FLAG_REVERSE) != 0
-            for i in range(n):
-                t = n - 1 - i if backward else i   # backward: the sequence's own valid steps, reversed
-                _cell(kind, prog, rec, flags, weights, seq, src + t * width, n_in, state, s_base, hid, n_out,
-                      dst + t * out_w + d * n_out, gates, acc, aux)
+            for i in range(tc):
+                nb = 0
+                for b in range(B):
+                    left = lengths[b] - t0          # this sequence's frames from t0 on
+                    if i < left:
+                        f = b * chunk + (left - 1 - i if backward else i)
+                        ix[nb * IXW + IX_SRC] = src + f * width
+                        ix[nb * IXW + IX_STATE] = b * n_state
+                        ix[nb * IXW + IX_OUT] = dst + f * out_w + d * n_out
+                        ix[nb * IXW + IX_SCR] = nb * scr
+                        nb += 1
+                if nb > 0:
+                    _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux,
+                          scr)
         src, dst = dst, src
         width = out_w
     return src
 
 
 @njit(**NJIT_OPTS)
-def forward_int8(x, y, prog, wq, work):
-    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program; state updated in place.
-    Returns 0, or 1 without touching anything if x holds NaN/inf (the wrapper raises InputError)."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    B, T, F = x.shape
-    O = prog[G_OUT]
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
-    if _has_non_finite(x, lengths, F):
-        return 1
-    n_state = hdr[W_STATE_N]
-    n_seq = hdr[W_SEQ_N]
-    n_scr = hdr[W_SCRATCH_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 2 * (n_state * B + PAD)].view(np.int16)
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 4 * n_seq].view(np.int16)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 2 * n_scr].view(np.int16)
-    acc = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.int32)
-    aux = work[hdr[W_AUX]:hdr[W_AUX] + 2 * n_scr].view(np.int16)
-    in_zp = prog[G_IN_ZP]
-    out_zp = prog[G_OUT_ZP]
-    in_scale = prog[G_IN_SCALE:G_IN_SCALE + 1].view(np.float32)[0]
-    out_scale = prog[G_OUT_SCALE:G_OUT_SCALE + 1].view(np.float32)[0]
-    for b in range(B):
-        n = lengths[b]
-        staged = seq[:n * F]
-        xb = x[b]
-        for t in range(n):
+def _unpack_model(model):
+    """prog (int32) and the weight blob's bytes offset from the JIT model blob (see layout.G_KW_OFF)."""
+    kw = view_i32(model, 0, G_LAYER0)[G_KW_OFF]
+    return view_i32(model, 0, kw // 4), kw
+
+
+def _views(work, hdr, B, weights):
+    """state, sequence buffers, gates, accumulators, aux of a work buffer for B sequences: int16 elements
+    (int32 accumulators) for the int8 program, float32 for the float program."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_views)
+def _views_by_dtype(work, hdr, B, weights):
+    elem, wide = (view_i16, view_i32) if weights.dtype == types.int16 else (view_f32, view_f32)
+
+    def views(work, hdr, B, weights):
+        scr = hdr[W_SCRATCH_N] * B
+        return (elem(work, hdr[W_STATE], hdr[W_STATE_N] * B + PAD), elem(work, hdr[W_SEQ], 2 * hdr[W_SEQ_N]),
+                elem(work, hdr[W_GATES], scr), wide(work, hdr[W_ACC], scr), elem(work, hdr[W_AUX], scr))
+    return views
+
+
+def _stage(staged, xb, t0, n, F, prog, weights):
+    """Frames t0 .. t0+n-1 of one sequence into the first layer's input buffer."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_stage)
+def _stage_by_dtype(staged, xb, t0, n, F, prog, weights):
+    if weights.dtype == types.int16:
+        def quantize(staged, xb, t0, n, F, prog, weights):
+            in_zp = prog[G_IN_ZP]
+            in_scale = view_f32(prog, 4 * G_IN_SCALE, 1)[0]
+            for i in range(n):
+                for f in range(F):
+                    staged[i * F + f] = _quantize_input(xb[t0 + i, f], in_scale, in_zp)
+        return quantize
+
+    def copy(staged, xb, t0, n, F, prog, weights):
+        for i in range(n):
             for f in range(F):
-                staged[t * F + f] = _quantize_input(xb[t, f], in_scale, in_zp)
-        src = _run_sequence(prog, wq, seq, n_seq, n, state, b * n_state, gates, acc, aux)
-        out = seq[src:src + n * O]
-        yb = y[b]
-        for t in range(n):
+                staged[i * F + f] = xb[t0 + i, f]
+    return copy
+
+
+def _emit(yb, out, t0, n, tc, O, prog, weights):
+    """The last layer's frames t0 .. t0+n-1 into y (zeros up to t0+tc); returns a status (see forward)."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_emit)
+def _emit_by_dtype(yb, out, t0, n, tc, O, prog, weights):
+    if weights.dtype == types.int16:
+        def dequantize(yb, out, t0, n, tc, O, prog, weights):
+            out_zp = prog[G_OUT_ZP]
+            out_scale = view_f32(prog, 4 * G_OUT_SCALE, 1)[0]
+            for i in range(n):
+                for o in range(O):
+                    yb[t0 + i, o] = np.float32(np.int32(out[i * O + o]) - out_zp) * out_scale
+            yb[t0 + n:t0 + tc] = 0.0
+            return 0
+        return dequantize
+
+    def copy(yb, out, t0, n, tc, O, prog, weights):
+        status = 0
+        for i in range(n):
             for o in range(O):
-                yb[t, o] = np.float32(np.int32(out[t * O + o]) - out_zp) * out_scale
-        yb[n:] = 0.0
-    return 0
+                v = out[i * O + o]
+                if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
+                    status = 2
+                yb[t0 + i, o] = v
+        yb[t0 + n:t0 + tc] = 0.0
+        return status
+    return copy
 
 
 @njit(**NJIT_OPTS)
-def forward_f32(x, y, prog, wf, work):
-    """Float32 twin of forward_int8 (same prog/work conventions, float32 elements, no quantization).
-    Returns 0, 1 for NaN/inf in x (nothing touched), or 2 when the model itself produced NaN/inf."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
+def _forward(x, y, prog, weights, work):
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the program (int8 or float32 by the weights' dtype);
+    state updated in place.  Works through T in chunks of ``work``'s chunk frames (bounded working memory
+    for any T).  Returns 0; 1 without touching anything if x holds NaN/inf (the wrapper raises InputError);
+    2 when a float model itself produced NaN/inf."""
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
     B, T, F = x.shape
     O = prog[G_OUT]
-    lengths = work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4 * B].view(np.int32)
+    lengths = view_i32(work, hdr[W_LENGTHS], B)
     if _has_non_finite(x, lengths, F):
         return 1
     n_state = hdr[W_STATE_N]
     n_seq = hdr[W_SEQ_N]
-    n_scr = hdr[W_SCRATCH_N]
-    state = work[hdr[W_STATE]:hdr[W_STATE] + 4 * (n_state * B + PAD)].view(np.float32)
-    seq = work[hdr[W_SEQ]:hdr[W_SEQ] + 8 * n_seq].view(np.float32)
-    gates = work[hdr[W_GATES]:hdr[W_GATES] + 4 * n_scr].view(np.float32)
-    tmp = work[hdr[W_ACC]:hdr[W_ACC] + 4 * n_scr].view(np.float32)
+    scr = hdr[W_SCRATCH_N]
+    chunk = hdr[W_CHUNK]
+    state, seq, gates, acc, aux = _views(work, hdr, B, weights)
+    ix = view_i32(work, hdr[W_IX], IXW * B)
     status = 0
-    for b in range(B):
-        n = lengths[b]
-        seq[:n * F] = x[b, :n].ravel()
-        src = _run_sequence(prog, wf, seq, n_seq, n, state, b * n_state, gates, tmp, tmp)
-        out = seq[src:src + n * O]
-        yb = y[b]
-        for t in range(n):
-            for o in range(O):
-                v = out[t * O + o]
-                if not np.isfinite(v):  # float32 overflow inside the model: never return it silently
-                    status = 2
-                yb[t, o] = v
-        yb[n:] = 0.0
+    for t0 in range(0, T, chunk):
+        tc = min(chunk, T - t0)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            _stage(seq[b * chunk * F:(b * chunk + n) * F], x[b], t0, n, F, prog, weights)
+        src = _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux,
+                         scr, ix)
+        for b in range(B):
+            n = min(max(lengths[b] - t0, 0), tc)
+            status |= _emit(y[b], seq[src + b * chunk * O:src + (b * chunk + n) * O], t0, n, tc, O, prog,
+                            weights)
     return status
 
 
 @njit(**NJIT_OPTS)
-def step_int8(x, y, prog, wq, work):
-    """Streaming entry: one frame x (F,) -> y (O,), no copies (the caller skips a 3-D staging buffer)."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
-    return forward_int8(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wq, work)
+def forward_int8(x, y, model, work):
+    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program (model: the JIT model blob)."""
+    prog, kw = _unpack_model(model)
+    return _forward(x, y, prog, view_i16(model, kw, (model.size - kw) // 2), work)
 
 
 @njit(**NJIT_OPTS)
-def step_f32(x, y, prog, wf, work):
+def forward_f32(x, y, model, work):
+    """Float32 twin of forward_int8."""
+    prog, kw = _unpack_model(model)
+    return _forward(x, y, prog, view_f32(model, kw, (model.size - kw) // 4), work)
+
+
+@njit(**NJIT_OPTS)
+def _step(x, prog, weights, work):
+    """One step of each of the B sequences the work buffer holds: x (F,) or (B, F); the outputs (B, O) float32
+    land in work's W_Y region."""
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
+    F = x.shape[-1]
+    B = x.size // F
+    O = np.int64(prog[G_OUT])
+    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
+    y = view_f32(work, hdr[W_Y], B * O)
+    return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work)
+
+
+@njit(**NJIT_OPTS)
+def step_int8(x, model, work):
+    """Streaming entry, three arrays per call: x (F,) or (B, F), one step of each of the B sequences the work
+    buffer holds; the outputs (B, O) float32 land in work's W_Y region (the Stream's output buffer is a numpy
+    view of it), so nothing is copied or allocated."""
+    prog, kw = _unpack_model(model)
+    return _step(x, prog, view_i16(model, kw, (model.size - kw) // 2), work)
+
+
+@njit(**NJIT_OPTS)
+def step_f32(x, model, work):
     """Float twin of step_int8."""
-    hdr = work[:WORK_HEADER_BYTES].view(np.int32)
-    work[hdr[W_LENGTHS]:hdr[W_LENGTHS] + 4].view(np.int32)[0] = 1
-    return forward_f32(x.reshape((1, 1, x.shape[0])), y.reshape((1, 1, y.shape[0])), prog, wf, work)
+    prog, kw = _unpack_model(model)
+    return _step(x, prog, view_f32(model, kw, (model.size - kw) // 4), work)
