@@ -320,7 +320,9 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
         xi, yi = ins.pop("x"), outs.pop("y")
         details = {d["index"]: d for d in it.get_input_details()}
         pairs = [(ins[n], outs[n], n) for n in ins]
-        bufs = {n: np.zeros(details[i]["shape"], details[i]["dtype"]) for i, _, n in pairs}
+        # the zero state is real 0: each quantized state tensor starts at its own zero point
+        bufs = {n: np.full(details[i]["shape"], details[i]["quantization"][1], details[i]["dtype"])
+                for i, _, n in pairs}
         xshape = tuple(details[xi]["shape"])
 
         def lr_step(x):
@@ -394,7 +396,7 @@ def _litert_file(path: Path, frames: np.ndarray):
     else:
         xs = frames.astype(x_in["dtype"])
     inputs = [np.ascontiguousarray(x.reshape(x_in["shape"])) for x in xs[:256]]
-    bufs = {i: np.zeros(d["shape"], d["dtype"]) for d in state_in for i in (d["index"],)}
+    bufs = {d["index"]: np.full(d["shape"], d["quantization"][1], d["dtype"]) for d in state_in}
     xi, yi = x_in["index"], free[0]["index"] if free else outs[0]["index"]
 
     def step(x):
