@@ -38,9 +38,9 @@ def matrix_fields(prog: np.ndarray):
                 out += [(rec + L.GR_WX, 3 * H, n_in), (rec + L.GR_WH, 3 * H, H)]
             elif kind == L.KIND_RNN:
                 out += [(rec + L.RN_WX, H, n_in), (rec + L.RN_WH, H, H)]
-            else:
+            elif kind == L.KIND_DENSE:
                 out.append((rec + L.DN_W, n_out, n_in))
-    return out
+    return out     # an op graph (KIND_OPS) reads its FC weights from the int16 blob: no int8 matrix here
 
 
 TABLE_LEN = 65536   # one gemmlowp activation table (quant/tables.py)
@@ -61,18 +61,71 @@ def blob_fields(prog: np.ndarray):
             rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
             tables += [rec + f for f in t]
             other += [rec + f for f in o]
+            if kind == L.KIND_OPS:
+                other += opgraph_blob_fields(prog, rec)
     return tables, other
 
 
-def c_arrays(prep, *, tables: bool = True, compact: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def opgraph_blob_fields(prog: np.ndarray, rec: int) -> list:
+    """prog indices of an op-graph record holding blob offsets: FC weights, LUT tables, state requantize
+    tables (when present, else -1: left out) and constant tensors. The op graph keeps its FC weights,
+    tables and constants in the int16 blob (the C runtime reads them there, as the Numba kernels do)."""
+    from .kernels import layout as L
+    out = []
+    first, n_ops = int(prog[rec + L.OG_OPS]), int(prog[rec + L.OG_NOPS])
+    for i in range(n_ops):
+        r = first + i * L.OPK_REC
+        op = int(prog[r])
+        if op == L.OPK_FC:
+            out.append(r + 4)
+        elif op == L.OPK_LUT:
+            out.append(r + 5)
+    st = int(prog[rec + L.OG_STATES])
+    for i in range(int(prog[rec + L.OG_NSTATE])):
+        f = st + i * L.OG_STATE_REC + 4
+        if int(prog[f]) >= 0:
+            out.append(f)
+    cs = int(prog[rec + L.OG_CONSTS])
+    out += [cs + i * L.OG_CONST_REC + 2 for i in range(int(prog[rec + L.OG_NCONST]))]
+    return out
+
+
+def opgraph_state_zero_points(prog: np.ndarray, spec) -> np.ndarray:
+    """The C program's copy gains, per op-graph layer, the zero points of its state tensors (the initial state,
+    real 0, that elstm_reset writes): appended to prog, their offset in the layer header's reserved slot
+    L_HDR - 2 (index 6; 0 = none, all zeros). Returns the new prog."""
+    from .kernels import layout as L
+    extra, prog = [], np.array(prog, dtype=np.int32, copy=True)
+    n = prog.size
+    for k, layer in enumerate(spec.layers):
+        lo = int(prog[L.G_LAYER0 + k])
+        if int(prog[lo + L.L_KIND]) != L.KIND_OPS:
+            continue
+        zps = [int(layer.state_quant(i)[1]) for i in range(len(layer.state_shapes()))]
+        if zps:
+            prog[lo + L_ZPS] = n + len(extra)
+            extra += zps
+    return np.concatenate([prog, np.asarray(extra, np.int32)]) if extra else prog
+
+
+L_ZPS = 6   # the reserved layer header slot: the C copy's op-graph state zero points (see above)
+
+
+def c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
     """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields
     point into w8 (row-major, rows of exactly ``cols`` int8), its other weight fields into the blob with the
     matrices cut out. Same values, bit for bit; only where they live changes. ``tables=False`` leaves the
     activation tables out too (their fields become -1: the C runtime computes gemmlowp's logistic / tanh,
     src/gemmlowp16.h), so flash holds little more than the int8 weights. ``compact=False`` (the ctypes
-    backend, where the blob is already in memory) returns ``prep.weights`` itself as the blob, uncopied."""
+    backend, where the blob is already in memory) returns ``prep.weights`` itself as the blob, uncopied.
+    ``spec`` (the model's ModelSpec): op-graph layers get their state zero points for elstm_reset
+    (opgraph_state_zero_points; without it the C runtime resets op-graph state to zeros: the ctypes backend
+    keeps the state in the runtime's own work buffer and never calls elstm_reset)."""
     from .kernels.layout import PAD
     prog = np.array(prep.prog, dtype=np.int32, copy=True)
+    if spec is not None:
+        prog = opgraph_state_zero_points(prog, spec)
     blob = np.asarray(prep.weights)
     cut, mats, w8_len = [], [], 0     # cut: (offset, length) of the blob pieces left out
     for field, rows, cols in matrix_fields(prog):

@@ -167,12 +167,8 @@ class NativeStep:
 def step_kernel(prep):
     """A NativeStep for an int8 prepared model when the library is present and preferred (prefer_native),
     else None (use the JIT)."""
-    if not prep.quantized or _has_opgraph(prep.prog):
-        return None       # the C runtime has no op-graph layer kind (yet): such models step on the JIT
+    if not prep.quantized:
+        return None
     lib = library()
     return NativeStep(lib, prep) if lib is not None and prefer_native(lib) else None
 
-
-def _has_opgraph(prog) -> bool:
-    from .kernels.layout import G_LAYER0, G_LAYERS, KIND_OPS, L_KIND
-    return any(int(prog[int(prog[G_LAYER0 + k]) + L_KIND]) == KIND_OPS for k in range(int(prog[G_LAYERS])))

@@ -106,7 +106,7 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
 def _case_bytes(model, X, tables: bool = True) -> bytes:
     from edgelstm.c_model import c_arrays
     prep = model._prep
-    prog, w8, blob = c_arrays(prep, tables=tables)
+    prog, w8, blob = c_arrays(prep, tables=tables, spec=model.spec)
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
     hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prog.size,
                     w8.size, blob.size, zp_in, zp_out, X.shape[0]], np.int32)

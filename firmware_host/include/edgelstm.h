@@ -1,4 +1,4 @@
-/* edgelstm C99 runtime: integer-only int8 LSTM / GRU / RNN / Dense stacks, bit-exact with the Numba kernels.
+/* edgelstm C99 runtime: integer-only int8 LSTM / GRU / RNN / Dense / op-graph stacks, bit-exact with Numba.
  *
  * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
  * biases, multipliers), the int8 weight matrices (row-major, unpadded) and an int16 blob (peepholes, gemmlowp

@@ -423,6 +423,108 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     }
 }
 
+/* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same records, the same integer
+ * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) holding int8 values as int16;
+ * the FC weights, 256-entry tables and constant tensors are in the int16 blob. Every offset was checked by
+ * elstm_init (opgraph_ok). */
+static int16_t og_clamp(int64_t v, int32_t lo, int32_t hi)
+{
+    return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+static int32_t og_lut_index(int32_t v)   /* clamped: a table read never leaves the table */
+{
+    v += 128;
+    return v < 0 ? 0 : (v > 255 ? 255 : v);
+}
+
+static void og_fully_connected(const int32_t *r, const int32_t *prog, const int16_t *blob, int16_t *arena)
+{
+    int32_t x = r[1], K = r[2], zp_in = r[3], N = r[5], b_off = r[6], m_off = r[7];
+    int32_t zp_out = r[9], lo = r[10], hi = r[11], o = r[12], n, k;
+    for (n = 0; n < N; ++n) {   /* sum in int64 over int8 values: exact; wrap32 as the Numba kernel */
+        const int16_t *row = blob + r[4] + (int64_t)n * K;
+        int64_t acc = b_off < 0 ? 0 : prog[b_off + n];
+        int32_t t = 31 - prog[m_off + 2 * n + 1];
+        for (k = 0; k < K; ++k) {
+            acc += ((int64_t)arena[x + k] - zp_in) * (int64_t)row[k];
+        }
+        acc = ((int64_t)elstm_wrap32(acc) * prog[m_off + 2 * n] + ((int64_t)1 << (t - 1))) >> t;
+        arena[o + n] = og_clamp(acc + zp_out, lo, hi);
+    }
+}
+
+static void og_add_sub(const int32_t *r, int16_t *arena, int subtract)
+{
+    int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
+    int64_t one = (int64_t)1 << r[11];
+    for (i = 0; i < n; ++i) {
+        int64_t u = elstm_mbqm(elstm_wrap32(((int64_t)arena[a + i] - r[5]) * one), r[6], r[7]);
+        int64_t v = elstm_mbqm(elstm_wrap32(((int64_t)arena[b + i] - r[8]) * one), r[9], r[10]);
+        int64_t raw = subtract ? u - v : u + v;
+        arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(raw), r[12], r[13]) + r[14], r[15], r[16]);
+    }
+}
+
+static void og_mul(const int32_t *r, int16_t *arena)
+{
+    int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
+    for (i = 0; i < n; ++i) {
+        int64_t p = ((int64_t)arena[a + i] - r[5]) * ((int64_t)arena[b + i] - r[6]);
+        arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(p), r[7], r[8]) + r[9], r[10], r[11]);
+    }
+}
+
+static void og_requantize(const int32_t *r, int16_t *arena)
+{
+    int32_t n = r[1], a = r[2], o = r[4], i;
+    for (i = 0; i < n; ++i) {
+        int64_t v = elstm_mbqm(elstm_wrap32((int64_t)arena[a + i] - r[5]), r[6], r[7]);
+        arena[o + i] = og_clamp(v + r[8], r[9], r[10]);
+    }
+}
+
+static void graph_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int16_t *state,
+                       int16_t *y, int16_t *arena)
+{
+    const int32_t *cs = prog + prog[rec + OG_CONSTS], *ss = prog + prog[rec + OG_STATES];
+    int16_t *base = state + prog[rec + OG_STATE];
+    int32_t i, k;
+    for (i = 0; i < prog[rec + OG_NCONST]; ++i) {   /* constants first: the arena is shared scratch */
+        const int32_t *c = cs + i * OG_CONST_REC;
+        for (k = 0; k < c[1]; ++k) arena[c[0] + k] = blob[c[2] + k];
+    }
+    for (k = 0; k < prog[rec + OG_NX]; ++k) arena[prog[rec + OG_X] + k] = x[k];
+    for (i = 0; i < prog[rec + OG_NSTATE]; ++i) {
+        const int32_t *e = ss + i * OG_STATE_REC;
+        for (k = 0; k < e[2]; ++k) arena[e[0] + k] = base[e[3] + k];
+    }
+    for (i = 0; i < prog[rec + OG_NOPS]; ++i) {
+        const int32_t *r = prog + prog[rec + OG_OPS] + i * OPK_REC;
+        int32_t op = r[0];
+        if (op == OPK_FC) {
+            og_fully_connected(r, prog, blob, arena);
+        } else if (op == OPK_ADD || op == OPK_SUB) {
+            og_add_sub(r, arena, op == OPK_SUB);
+        } else if (op == OPK_MUL) {
+            og_mul(r, arena);
+        } else if (op == OPK_REQUANT) {
+            og_requantize(r, arena);
+        } else if (op == OPK_LUT) {
+            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = blob[r[5] + og_lut_index(arena[r[2] + k])];
+        } else {   /* OPK_COPY (elstm_init admits no other code) */
+            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = arena[r[2] + k];
+        }
+    }
+    for (k = 0; k < prog[rec + OG_NY]; ++k) y[k] = arena[prog[rec + OG_Y] + k];
+    for (i = 0; i < prog[rec + OG_NSTATE]; ++i) {
+        const int32_t *e = ss + i * OG_STATE_REC;
+        for (k = 0; k < e[2]; ++k) {
+            base[e[3] + k] = e[4] < 0 ? arena[e[1] + k] : blob[e[4] + og_lut_index(arena[e[1] + k])];
+        }
+    }
+}
+
 /* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
 static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 {
@@ -461,6 +563,95 @@ static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t l
     return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
 }
 
+/* [off, off + n) inside [0, len) (n may be 0) */
+static int span(int32_t off, int32_t n, int32_t len)
+{
+    return off >= 0 && n >= 0 && off <= len && n <= len - off;
+}
+
+static int zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
+
+static int range_ok(int32_t lo, int32_t hi) { return lo >= -128 && lo <= hi && hi <= 127; }
+
+static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* elstm_mbqm's shifts */
+
+/* One op record: every arena tensor inside the arena (A elements), every weight / table inside the blob,
+ * every prog array inside prog, shifts and zero points where the arithmetic is defined. */
+static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B)
+{
+    int32_t op = r[0], n = r[1];
+    if (op == OPK_FC) {
+        int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], i;
+        if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A) || !inside(r[4], N, K, B)
+            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !zp_ok(r[3]) || !zp_ok(r[9])
+            || !range_ok(r[10], r[11])) {
+            return 0;
+        }
+        for (i = 0; i < N; ++i) {   /* t = 31 - shift in 1..62: the rounding shift is defined */
+            int32_t shift = prog[m_off + 2 * i + 1];
+            if (shift < -31 || shift > 30) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (!span(r[2], n, A) || !span(r[4], n, A)) {
+        return 0;
+    }
+    if (op == OPK_ADD || op == OPK_SUB) {
+        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[8]) && zp_ok(r[14]) && mult_ok(r[7]) && mult_ok(r[10])
+            && mult_ok(r[13]) && r[11] >= 0 && r[11] <= 31 && range_ok(r[15], r[16]);
+    }
+    if (op == OPK_MUL) {
+        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[6]) && zp_ok(r[9]) && mult_ok(r[8])
+            && range_ok(r[10], r[11]);
+    }
+    if (op == OPK_REQUANT) {
+        return zp_ok(r[5]) && zp_ok(r[8]) && mult_ok(r[7]) && range_ok(r[9], r[10]);
+    }
+    if (op == OPK_LUT) {
+        return span(r[5], 256, B);
+    }
+    return op == OPK_COPY;
+}
+
+/* An op-graph layer record (one direction at rec, dir_len prog elements): the op, state and constant records
+ * inside prog, and everything they name inside the arena, the blob, the state block and the frame buffers. */
+static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, int32_t rec, int32_t dir_len)
+{
+    int32_t P = cfg->prog_len, A = cfg->scratch, B = cfg->blob_len, S = cfg->n_state, i;
+    int32_t n_ops = prog[rec + OG_NOPS], n_st = prog[rec + OG_NSTATE], n_c = prog[rec + OG_NCONST];
+    int32_t s0 = prog[rec + OG_STATE], zps = prog[lo + L_ZPS];
+    if (dir_len < OG_LEN || prog[lo + L_IN] > cfg->width || prog[lo + L_OUT] > cfg->width
+        || prog[rec + OG_NX] > prog[lo + L_IN] || prog[rec + OG_NY] > prog[lo + L_OUT]
+        || !span(prog[rec + OG_X], prog[rec + OG_NX], A) || !span(prog[rec + OG_Y], prog[rec + OG_NY], A)
+        || n_ops < 0 || n_ops > P / OPK_REC || !span(prog[rec + OG_OPS], n_ops * OPK_REC, P)
+        || n_st < 0 || n_st > P / OG_STATE_REC || !span(prog[rec + OG_STATES], n_st * OG_STATE_REC, P)
+        || n_c < 0 || n_c > P / OG_CONST_REC || !span(prog[rec + OG_CONSTS], n_c * OG_CONST_REC, P)
+        || !span(s0, 0, S) || !(zps == 0 || (zps >= G_LAYER0 && span(zps, n_st, P)))) {
+        return 0;
+    }
+    for (i = 0; i < n_ops; ++i) {
+        if (!op_ok(prog, prog + prog[rec + OG_OPS] + i * OPK_REC, P, A, B)) {
+            return 0;
+        }
+    }
+    for (i = 0; i < n_st; ++i) {
+        const int32_t *e = prog + prog[rec + OG_STATES] + i * OG_STATE_REC;
+        if (!span(e[0], e[2], A) || !span(e[1], e[2], A) || !span(e[3], e[2], S - s0)
+            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && !zp_ok(prog[zps + i]))) {
+            return 0;
+        }
+    }
+    for (i = 0; i < n_c; ++i) {
+        const int32_t *c = prog + prog[rec + OG_CONSTS] + i * OG_CONST_REC;
+        if (!span(c[0], c[1], A) || !span(c[2], c[1], B)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
 {
     const int32_t *prog = w->prog;
@@ -478,7 +669,9 @@ int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
     for (k = 0; k < n_layers; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
         if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
-            || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len || !layer_data_ok(cfg, prog, lo)) {
+            || prog[lo + L_DIRLEN] < 0 || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len
+            || (prog[lo + L_KIND] == KIND_OPS ? !opgraph_ok(cfg, prog, lo, lo + L_HDR, prog[lo + L_DIRLEN])
+                                              : !layer_data_ok(cfg, prog, lo))) {
             return ELSTM_BAD_MODEL;
         }
     }
@@ -503,6 +696,14 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
             for (i = 0; i < hid; ++i) st->state[prog[rec + GR_STATE] + hid + i] = (int16_t)prog[rec + GR_OUT_ZP];
         } else if (kind == KIND_RNN) {
             for (i = 0; i < hid; ++i) st->state[prog[rec + RN_STATE] + i] = (int16_t)prog[rec + RN_OUT_ZP];
+        } else if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
+            int32_t e, n;
+            for (e = 0; e < prog[rec + OG_NSTATE]; ++e) {
+                const int32_t *s = prog + prog[rec + OG_STATES] + e * OG_STATE_REC;
+                for (n = 0; n < s[2]; ++n) {
+                    st->state[prog[rec + OG_STATE] + s[3] + n] = (int16_t)prog[prog[lo + L_ZPS] + e];
+                }
+            }
         }
     }
 }
@@ -530,6 +731,8 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
         } else if (kind == KIND_RNN) {
             rnn_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
                      st->acc);
+        } else if (kind == KIND_OPS) {
+            graph_step(prog, rec, blob, src, st->state, dst, st->gates);
         } else {
             dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
         }
