@@ -2,7 +2,7 @@
 stream: the 10 converter-made int8 cell graphs of tests/fixtures/tflite_cells (from_tflite, as
 test_tflite_cells.py imports them), 1,000 steps each with the state fed back, through the C host harness
 (strict gcc under ASan/UBSan, clang, the AVX2 build, a to_c bundle), the ctypes backend and, in the slow suite,
-aarch64 under qemu; malformed op records are rejected by elstm_init."""
+aarch64 and Cortex-M4 under qemu; malformed op records are rejected by elstm_init."""
 import os
 import shutil
 
@@ -177,3 +177,22 @@ def test_opgraphs_aarch64_under_qemu_bit_exact(cases, tmp_path):
     bad = [NAMES[i] for i, (m, X), got in zip(pick, sub, outs)
            if not np.array_equal(got.view(np.int32), m.stream().step_many(X).view(np.int32))]
     assert not bad, f"aarch64/qemu: {bad} differ"
+
+
+needs_m4 = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                              reason="SKIPPED LOUDLY: Cortex-M build needs apt-get install gcc-arm-none-eabi "
+                                     "libnewlib-arm-none-eabi qemu-system-arm")
+
+
+@pytest.mark.slow
+@needs_m4
+def test_opgraphs_cortex_m4_under_qemu_bit_exact(cases, tmp_path):
+    """The same four op graphs on the Cortex-M4 build (SMLAD dot loop, semihosting under qemu-system-arm)."""
+    from edgelstm.firmware_host import build_cortex_m_runner, cortex_m_runner
+    pick = [NAMES.index(n) for n in ("gru_after_b", "gru_before_a", "lstm_a_bias", "rnn_relu_b")]
+    sub = [cases[i] for i in pick]
+    exe = build_cortex_m_runner(tmp_path)
+    outs = run_many(exe, sub, runner=cortex_m_runner)
+    bad = [NAMES[i] for i, (m, X), got in zip(pick, sub, outs)
+           if not np.array_equal(got.view(np.int32), m.stream().step_many(X).view(np.int32))]
+    assert not bad, f"Cortex-M4/qemu: {bad} differ"
