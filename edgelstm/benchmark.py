@@ -686,20 +686,38 @@ def plots(result: dict, outdir: Path) -> list[Path]:
     except ImportError as e:
         raise Skip("plots need matplotlib (pip install 'edgelstm[bench]')") from e
     rows, written = result["rows"], []
-    panels = list(dict.fromkeys((r["kind"], r["input_size"]) for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (kind, I) in zip(axes[0], panels):
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    sizes = list(dict.fromkeys(r["input_size"] for r in rows))
+    # colour = runtime, line style = API family, so ~20 series stay tellable apart
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    colours = {rt: plt.get_cmap("tab20")(k % 20) for k, rt in enumerate(runtimes)}
+
+    def style(api):
+        return ("-", "o") if api == "step" or api.startswith("full") or api.startswith("cell") or \
+            api.startswith("module") else (":", "s") if api.startswith("streams") else ("--", "^")
+
+    width = 5.5 * len(sizes) + 4.0            # 4 inches on the right for the legend
+    fig, axes = plt.subplots(len(kinds), len(sizes), figsize=(width, 3.8 * len(kinds)), squeeze=False)
+    plot_part = 5.5 * len(sizes) / width
+    for (i, kind), (j, I) in ((a, b) for a in enumerate(kinds) for b in enumerate(sizes)):
+        ax = axes[i][j]
         series = {}
         for r in rows:
             if (r["kind"], r["input_size"]) == (kind, I) and r["hidden_size"]:
-                series.setdefault(f"{r['runtime']} {r['api']}", []).append((r["hidden_size"], r["median_us"]))
-        for label, pts in series.items():
+                series.setdefault((r["runtime"], r["api"]), []).append((r["hidden_size"], r["median_us"]))
+        for (rt, api), pts in series.items():
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            ls, mk = style(api)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, marker=mk, color=colours[rt], label=f"{rt} {api}")
         ax.set(title=f"{kind} I={I}", xlabel="hidden size H", ylabel="median µs per step", yscale="log")
         ax.set_xscale("log", base=2)
-    axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
+    legend = {}
+    for ax in axes.ravel():
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="upper left",
+               bbox_to_anchor=(plot_part + 0.01, 0.98))
+    fig.tight_layout(rect=(0, 0, plot_part, 1))
     written.append(outdir / "latency_vs_hidden.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
