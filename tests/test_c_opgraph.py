@@ -16,6 +16,8 @@ from edgelstm.export import from_tflite
 from edgelstm.firmware_host import STRICT_CFLAGS, build_native, build_runner, check, run_many
 from edgelstm.kernels import layout as L
 
+from conftest import native_library_env
+
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "tflite_cells")
 NAMES = sorted(f[:-len("_int8.tflite")] for f in os.listdir(HERE) if f.endswith("_int8.tflite"))
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
@@ -135,17 +137,8 @@ def test_malformed_opgraph_is_rejected(what, cases, asan_runner, monkeypatch):
 
 @pytest.fixture(scope="module")
 def native_lib(tmp_path_factory):
-    path = build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
-    old = {k: os.environ.get(k) for k in ("EDGELSTM_NATIVE_LIB", "EDGELSTM_BACKEND")}
-    os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
-    native._searched, native._lib = False, None
-    yield path
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    native._searched, native._lib = False, None
+    with native_library_env(build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)) as path:
+        yield path
 
 
 def test_opgraphs_native_backend_equals_jit(cases, native_lib, monkeypatch):

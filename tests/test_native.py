@@ -12,7 +12,7 @@ from edgelstm import native
 from edgelstm.errors import InputError
 from edgelstm.firmware_host import build_native
 from c_cases import stream_cases
-from conftest import ROOT
+from conftest import ROOT, native_library_env
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], capture_output=True).returncode,
                                 reason="no C compiler (cc) to build the native library")
@@ -20,18 +20,10 @@ pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], ca
 
 @pytest.fixture(scope="module")
 def lib_path(tmp_path_factory):
-    path = build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
-    old = {k: os.environ.get(k) for k in ("EDGELSTM_NATIVE_LIB", "EDGELSTM_BACKEND")}
-    os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
-    os.environ["EDGELSTM_BACKEND"] = "native"      # whatever dot path this CPU got: these tests compare it
-    native._searched, native._lib = False, None
-    yield path
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    native._searched, native._lib = False, None
+    # whatever dot path this CPU got: these tests compare it
+    with native_library_env(build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME),
+                            backend="native") as path:
+        yield path
 
 
 def _kernel_with(monkeypatch, lib, backend, model=None):
