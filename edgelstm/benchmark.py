@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ._progress import Progress
-from .errors import InputError
+from .errors import EdgeLSTMError, InputError
 
 SWEEP_KINDS = ("lstm", "gru", "rnn")
 SWEEP_INPUT_SIZES = (40, 64)
@@ -157,6 +157,9 @@ def macs_per_step(spec) -> int:
     """Weight-matrix multiply-accumulates per time step (all directions and layers)."""
     total = 0
     for layer in spec.layers:
+        if layer.kind == "ops":     # an op graph: each FULLY_CONNECTED weight is used once per step
+            total += layer.n_w
+            continue
         n_dir = 2 if layer.bidirectional else 1
         for name, shape in layer.param_shapes().items():
             if len(shape) == 2 and name != "w_peep":
@@ -249,10 +252,15 @@ def file_case(path, *, T: int = 1000, seed: int = 0) -> Case:
         fm = el.Model(model.spec) if model.spec.has_weights else None
         qm = model
     else:
-        fm, qm = model, el.quantize(model, calibration=frames[None], progress=False)
+        fm = model
+        try:
+            qm = el.quantize(model, calibration=frames[None], progress=False)
+        except EdgeLSTMError:       # e.g. a float op graph, which edgelstm does not quantize: f32 rows only
+            qm = None
     rec = [layer for layer in model.spec.layers if layer.kind != "dense"]
     kind = "+".join(layer.kind for layer in model.spec.layers)
-    return Case(p.name, kind, model.input_size, rec[0].hidden_size if rec else None, fm, qm, frames)
+    return Case(p.name, kind, model.input_size, getattr(rec[0], "hidden_size", None) if rec else None, fm, qm,
+                frames)
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -268,9 +276,8 @@ def _ours(model, frames, budget: Budget, dtype: str):
     yield rt, "step_many", (lambda: s2.step_many(frames)), None, T, None
     rng = np.random.default_rng(1)
     Xn = np.ascontiguousarray(frames[rng.integers(0, T, (256, N))])         # (256, N, F): N streams' frames
-    if hasattr(model, "streams"):  # TODO(merge i10): always
-        streams = model.streams(N)
-        yield rt, f"streams(N={N})", streams.step, list(Xn), N, None
+    streams = model.streams(N)
+    yield rt, f"streams(N={N})", streams.step, list(Xn), N, None
     yield rt, "run", (lambda: model.run(frames)), None, T, None
     batch = np.ascontiguousarray(np.stack([np.roll(frames, k, axis=0) for k in range(N)]))
     yield rt, f"run_batch(B={N})", (lambda: model.run(batch)), None, T * N, None
@@ -292,7 +299,6 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
     bound by signature name) when ``to_tflite`` can write it, else the sequence file invoked one frame at a time
     (its state stays in the op's variable tensors); then the fused sequence over T frames."""
     Interpreter = _litert_interpreter()
-    from .errors import EdgeLSTMError
     from .export import to_tflite
     T, F = frames.shape
     rt = f"LiteRT {dtype}"
@@ -426,7 +432,6 @@ def _onnxruntime(model, frames, budget: Budget, tmp: Path):
         import onnxruntime as ort
     except ImportError as e:
         raise Skip("onnxruntime not installed (pip install 'edgelstm[onnx]')") from e
-    from .errors import EdgeLSTMError
     from .export import to_onnx
     T, F = frames.shape
     path = tmp / "m.onnx"

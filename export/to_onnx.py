@@ -40,6 +40,10 @@ def to_onnx(model: Model, path, *, streaming: bool = False) -> None:
     if not spec.has_weights:
         raise ImportModelError("to_onnx: this int8 model carries no float weights; ONNX export writes the float "
                                "model (save the quantized model with its float weights to export it)")
+    for k, layer in enumerate(spec.layers):
+        if layer.kind == "ops":
+            raise ImportModelError(f"to_onnx: layer {k} is an op graph (an imported TFLite step graph); ONNX export "
+                                   f"writes standard LSTM/GRU/RNN and Dense nodes only")
     if streaming and spec.needs_whole_sequence:
         raise ImportModelError("to_onnx: streaming=True needs a model without bidirectional or reverse layers")
     nodes, inits, g_in, g_out = [], [], [], []

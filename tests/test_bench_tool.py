@@ -115,3 +115,19 @@ def test_a_users_tflite_step_model_is_timed_beside_ours(tmp_path):
     assert len(mine) == 1 and mine[0]["median_us"] > 0 and mine[0]["agrees"] is None
     ours = next(r for r in rows if r["runtime"] == "edgelstm int8" and r["api"] == "step")
     assert mine[0]["x_vs_edgelstm"] == pytest.approx(mine[0]["median_us"] / ours["median_us"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gru_after_a_int8", "gru_after_a_f32"])
+def test_an_imported_op_graph_file_is_measured(name, tmp_path):
+    """A converter step graph has no hidden_size and no ONNX form; a float one is not quantized: the bench
+    measures what applies and lists the rest as skipped (it used to crash on all three)."""
+    path = Path(__file__).parent / "fixtures" / "tflite_cells" / f"{name}.tflite"
+    assert main(["bench", str(path), "--quick", "--no-plots", "--out", str(tmp_path), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    ours = {r["api"] for r in result["rows"] if r["runtime"].startswith("edgelstm")}
+    assert {"step", "step_many", "streams(N=16)", "run"} <= ours
+    model = el.export.from_tflite(path)
+    assert all(r["gmacs"] == pytest.approx(model.spec.layers[0].n_w / (r["median_us"] * 1e3))
+               for r in result["rows"])
+    assert any(s["peer"] == "onnxruntime f32" for s in result["skipped"]) == name.endswith("f32")

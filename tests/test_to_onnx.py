@@ -75,6 +75,12 @@ def test_checker_accepts_and_limits_are_refused(tmp_path):
     bidi = el.Model(el.random_model(CASES["bidi_lstm_relu"], input_size=F))
     with pytest.raises(el.ImportModelError, match="streaming"):
         to_onnx(bidi, tmp_path / "x.onnx", streaming=True)
+    pytest.importorskip("tflite")
+    from pathlib import Path
+    from edgelstm.export import from_tflite
+    graph = from_tflite(Path(__file__).parent / "fixtures" / "tflite_cells" / "gru_after_a_f32.tflite")
+    with pytest.raises(el.ImportModelError, match="op graph"):       # not an AttributeError from inside
+        to_onnx(graph, tmp_path / "x.onnx")
 
 
 def test_int8_model_exports_its_float_weights_and_cli(tmp_path, capsys):
