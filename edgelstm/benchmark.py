@@ -325,20 +325,8 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
         ins, outs = dict(sig["inputs"]), dict(sig["outputs"])
         xi, yi = ins.pop("x"), outs.pop("y")
         details = {d["index"]: d for d in it.get_input_details()}
-        pairs = [(ins[n], outs[n], n) for n in ins]
-        # the zero state is real 0: each quantized state tensor starts at its own zero point
-        bufs = {n: np.full(details[i]["shape"], details[i]["quantization"][1], details[i]["dtype"])
-                for i, _, n in pairs}
+        lr_step = _fed_back_step(it, xi, yi, [(details[ins[n]], outs[n]) for n in ins])
         xshape = tuple(details[xi]["shape"])
-
-        def lr_step(x):
-            it.set_tensor(xi, x)
-            for i_idx, _, n in pairs:
-                it.set_tensor(i_idx, bufs[n])
-            it.invoke()
-            for _, o_idx, n in pairs:
-                bufs[n] = it.get_tensor(o_idx)
-            return it.get_tensor(yi)
         api = "full step (state in/out)"
     else:
         it = Interpreter(model_path=str(tmp / f"sequence_{dtype}.tflite"), num_threads=1)
@@ -374,6 +362,24 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
     yield rt, "sequence", lr_seq, None, T, _agree(model, reference, lr_seq()[0, :200])
 
 
+def _fed_back_step(it, x_index: int, y_index: int, state_pairs):
+    """LiteRT's full streaming step as an app runs it: set the frame and every state input, invoke, keep every
+    state output for the next call. ``state_pairs``: (input tensor details, output tensor index). The zero
+    state is real 0, so each quantized state tensor starts at its own zero point."""
+    pairs = [(d["index"], o) for d, o in state_pairs]
+    bufs = {d["index"]: np.full(d["shape"], d["quantization"][1], d["dtype"]) for d, _ in state_pairs}
+
+    def step(x):
+        it.set_tensor(x_index, x)
+        for i_idx, _ in pairs:
+            it.set_tensor(i_idx, bufs[i_idx])
+        it.invoke()
+        for i_idx, o_idx in pairs:
+            bufs[i_idx] = it.get_tensor(o_idx)
+        return it.get_tensor(y_index)
+    return step
+
+
 def _litert_file(path: Path, frames: np.ndarray):
     """LiteRT's full streaming step on a user's own .tflite step model (e.g. converter-made), timed beside ours.
     Its first input is the frame; every other input is a state, fed back from the output of the same shape (in
@@ -395,24 +401,14 @@ def _litert_file(path: Path, frames: np.ndarray):
         if match is None:
             raise Skip(f"{path.name}: no output has the shape of state input {d['name']} {list(d['shape'])}")
         free.remove(match)
-        pairs.append((d["index"], match["index"]))
+        pairs.append((d, match["index"]))
     scale, zp = x_in["quantization"]
     if x_in["dtype"] == np.int8 and scale:
         xs = np.clip(np.round(frames / scale) + zp, -128, 127).astype(np.int8)
     else:
         xs = frames.astype(x_in["dtype"])
     inputs = [np.ascontiguousarray(x.reshape(x_in["shape"])) for x in xs[:256]]
-    bufs = {d["index"]: np.full(d["shape"], d["quantization"][1], d["dtype"]) for d in state_in}
-    xi, yi = x_in["index"], free[0]["index"] if free else outs[0]["index"]
-
-    def step(x):
-        it.set_tensor(xi, x)
-        for i_idx, _ in pairs:
-            it.set_tensor(i_idx, bufs[i_idx])
-        it.invoke()
-        for i_idx, o_idx in pairs:
-            bufs[i_idx] = it.get_tensor(o_idx)
-        return it.get_tensor(yi)
+    step = _fed_back_step(it, x_in["index"], free[0]["index"] if free else outs[0]["index"], pairs)
     dtype = "int8" if any(d["dtype"] == np.int8 for d in it.get_tensor_details()) else "f32"
     yield f"LiteRT {dtype} ({path.name})", "full step (state in/out)", step, inputs, 1, None
 
