@@ -5,17 +5,26 @@ It is how edgelstm executes what the TF converter makes of a Keras ``LSTMCell`` 
 ``SimpleRNNCell`` with explicit state: plain int8 ops (FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, ...),
 each intermediate with its own calibrated scale, bit for bit as LiteRT computes them.
 
+It is also how edgelstm runs its own int8 GRU and RNN layers: prepare() lowers them to int16 graphs of builtin
+ops (edgelstm/cellgraph.py), the form ``to_tflite`` writes for them, so one mechanism runs both.
+
 The IR is plain JSON-able structure plus constant blobs:
-  tensors  [[size, scale, zero_point, const], ...]   every operand tensor (batch 1, flattened); ``const`` is
-           None for computed tensors, else the offset of its ``size`` values in the constant blob ``c`` (a
-           one-element constant broadcast over its operand, e.g. the ``1`` of 1 - z, is stored expanded)
+  tensors  [[size, scale, zero_point, const, bits], ...]   every operand tensor (batch 1, flattened); ``const``
+           is None for computed tensors, else the offset of its ``size`` values in the constant blob ``c`` (a
+           one-element constant broadcast over its operand, e.g. the ``1`` of 1 - z, is stored expanded);
+           ``bits`` is 8 (int8) or 16 (int16, zero point 0: TFLite's 16x8 ops) in an int8 graph, 32 in a float
+           graph (a 4-entry tensor means 8 / 32)
   ops      [[name, a, b, out, act, p0, p1, p2], ...] in execution order (a, b, out: tensor indices, b = -1 for
            unary ops; act: TFLite fused activation 0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6)
              FULLY_CONNECTED  p0 weight offset in ``w`` (N x K row-major), p1 bias offset in ``b`` (-1: none),
-                              p2 offset of N per-channel weight scales in ``w_scale`` (int8 graphs)
+                              p2 offset of N per-channel weight scales in ``w_scale`` (int8 graphs); int8 in/out
+             CONV_2D          the same fields: a 1x1 CONV_2D over a [1, 1, 1, K] int16 tensor, int16 out (LiteRT
+                              16x8 conv: int64 accumulator, integer requantization; its int16 FULLY_CONNECTED
+                              rounds in double, so edgelstm uses the conv)
              ADD, SUB, MUL    p0 = p1 = p2 = 0 (equal sizes; a broadcast constant is stored expanded)
              unary ops        element range: input[p0:p0+n] -> out[p1:p1+n], n = p2 or the output size
-               QUANTIZE (int8 -> int8), LOGISTIC, TANH, RELU, COPY (reshape / split / concat),
+               QUANTIZE (int8 -> int8, int16 -> int8 / int16), LOGISTIC, TANH (int8, or int16 with output
+               scale 2^-15), RELU (int8), COPY (reshape / split / concat; int8 -> int16 is TFLite's CAST),
                REQUANTIZE_FLOAT (int8 DEQUANTIZE -> float32 -> QUANTIZE int8: a 256-entry table)
   x, y     graph input and output tensors (the layer's input and output)
   state    [[state input, state output], ...]: read at step start, written back at step end (int8: through
@@ -33,8 +42,9 @@ from .errors import ModelError
 
 UNARY = ("QUANTIZE", "LOGISTIC", "TANH", "RELU", "COPY", "REQUANTIZE_FLOAT")
 BINARY = ("ADD", "SUB", "MUL")
-OPS = ("FULLY_CONNECTED",) + BINARY + UNARY
-INT8_ONLY = ("QUANTIZE", "REQUANTIZE_FLOAT")
+OPS = ("FULLY_CONNECTED", "CONV_2D") + BINARY + UNARY
+INT8_ONLY = ("QUANTIZE", "REQUANTIZE_FLOAT", "CONV_2D")   # ops a float graph does not have
+INT16_SCALE_2_15 = 2.0 ** -15   # LiteRT requires it for int16 LOGISTIC / TANH outputs
 ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 MAX_TENSORS, MAX_OPS, MAX_SIZE, MAX_ARENA = 4096, 4096, 1 << 20, 1 << 24
 
@@ -81,6 +91,11 @@ class OpGraph:
         t = self.tensors[self.state[i][0]]
         return t[1], t[2]
 
+    def state_bits(self, i: int) -> int:
+        """8 or 16 (int8 graphs; 32 in a float graph): the integer width of state i."""
+        t = self.tensors[self.state[i][0]]
+        return t[4] if len(t) > 4 else (8 if self.quantized else 32)
+
     def describe(self) -> dict:
         return {"kind": "ops", "input_size": self.input_size, "output_size": self.output_size,
                 "quantized": bool(self.quantized), "tensors": [list(t) for t in self.tensors],
@@ -120,9 +135,12 @@ def validate_opgraph(g: OpGraph, where: str) -> None:
         fail(f"tensors must be a list of 1..{MAX_TENSORS} entries")
     tensors, arena = [], 0
     for i, t in enumerate(g.tensors):
-        if not isinstance(t, (list, tuple)) or len(t) != 4:
-            fail(f"tensor {i} must be [size, scale, zero_point, const]")
-        size, scale, zp, const = t
+        if not isinstance(t, (list, tuple)) or len(t) not in (4, 5):
+            fail(f"tensor {i} must be [size, scale, zero_point, const, bits]")
+        size, scale, zp, const = t[:4]
+        bits = t[4] if len(t) == 5 else (8 if q else 32)
+        if not _int(bits) or bits not in ((8, 16) if q else (32,)):
+            fail(f"tensor {i}: bits must be {'8 or 16' if q else '32'}, got {bits!r}")
         if not _int(size) or not 0 < size <= MAX_SIZE:
             fail(f"tensor {i}: size must be an int in [1, {MAX_SIZE}], got {size!r}")
         if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or \
@@ -131,11 +149,12 @@ def validate_opgraph(g: OpGraph, where: str) -> None:
         scale = float(np.float32(scale))
         if q and not 1e-12 <= scale <= 1e6:
             fail(f"tensor {i}: scale {scale} outside [1e-12, 1e6]")
-        if not _int(zp) or not (-128 <= zp <= 127 if q else zp == 0):
-            fail(f"tensor {i}: zero point {zp!r} must be an int8 value (0 in a float graph)")
-        if const is not None and (not _int(const) or not 0 <= const <= g.n_c - size):
-            fail(f"tensor {i}: constant values [{const}, {const}+{size}) outside c ({g.n_c})")
-        tensors.append([int(size), scale, int(zp), None if const is None else int(const)])
+        if not _int(zp) or not (-128 <= zp <= 127 if bits == 8 else zp == 0):
+            fail(f"tensor {i}: zero point {zp!r} must be an int8 value (0 in an int16 tensor or a float graph)")
+        if const is not None and (not _int(const) or not 0 <= const <= g.n_c - size or bits == 16):
+            fail(f"tensor {i}: constant values [{const}, {const}+{size}) outside c ({g.n_c}), or an int16 "
+                 f"constant")
+        tensors.append([int(size), scale, int(zp), None if const is None else int(const), int(bits)])
         arena += int(size)
     if arena > MAX_ARENA:
         fail(f"tensors need {arena} elements, over the limit of {MAX_ARENA}")
@@ -158,8 +177,10 @@ def validate_opgraph(g: OpGraph, where: str) -> None:
         if not isinstance(p, (list, tuple)) or len(p) != 2:
             fail(f"state {i} must be [state input, state output]")
         si, so = idx(p[0], f"state {i} input"), idx(p[1], f"state {i} output")
-        if tensors[si][0] != tensors[so][0]:
-            fail(f"state {i}: input and output sizes differ")
+        if tensors[si][0] != tensors[so][0] or tensors[si][4] != tensors[so][4]:
+            fail(f"state {i}: input and output sizes or widths differ")
+        if tensors[si][4] == 16 and tensors[si][1] != tensors[so][1]:
+            fail(f"state {i}: an int16 state's input and output scales must be equal")
         state.append([si, so])
     g.state = state
     inputs = [g.x] + [si for si, _ in state]
@@ -184,12 +205,20 @@ def validate_opgraph(g: OpGraph, where: str) -> None:
         act, p0, p1, p2 = (int(v) for v in op[4:])
         if out in inputs or out in consts:
             fail(f"{w}: writes a graph input, state input or constant tensor")
-        if act not in ACT_NAMES or (act and name not in ("FULLY_CONNECTED",) + BINARY):
+        if act not in ACT_NAMES or (act and name not in ("FULLY_CONNECTED", "CONV_2D") + BINARY):
             fail(f"{w}: fused activation {act} not allowed")
         na, no = tensors[a][0], tensors[out][0]
-        if name == "FULLY_CONNECTED":
+        bits_a, bits_o = tensors[a][4], tensors[out][4]
+        want = {"FULLY_CONNECTED": ((8, 8), (32, 32)), "CONV_2D": ((16, 16),), "COPY": ((8, 8), (16, 16), (8, 16),
+                (32, 32)), "QUANTIZE": ((8, 8), (16, 8), (16, 16)), "RELU": ((8, 8), (32, 32)),
+                "REQUANTIZE_FLOAT": ((8, 8),)}.get(name, ((8, 8), (16, 16), (32, 32)))
+        if (bits_a, bits_o) not in want or b >= 0 and tensors[b][4] != bits_a:
+            fail(f"{w}: {name} does not take {bits_a}-bit input to {bits_o}-bit output")
+        if name in ("LOGISTIC", "TANH") and bits_o == 16 and tensors[out][1] != INT16_SCALE_2_15:
+            fail(f"{w}: an int16 {name} output must have scale 2^-15")
+        if name in ("FULLY_CONNECTED", "CONV_2D"):
             if b != -1:
-                fail(f"{w}: FULLY_CONNECTED takes one tensor input")
+                fail(f"{w}: {name} takes one tensor input")
             if not (0 <= p0 and p0 + na * no <= g.n_w):
                 fail(f"{w}: weights [{p0}, {p0 + na * no}) outside w ({g.n_w})")
             if not (p1 == -1 or 0 <= p1 and p1 + no <= g.n_b):
@@ -236,16 +265,21 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
         arena += t[0]
     q = g.quantized
     recs = []
+    act16_table = None
     for name, a, bi, out, act, p0, p1, p2 in g.ops:
         r = [0] * C.OPK_REC
-        (na, sa, za, _), (no, so, zo, _) = T[a], T[out]
-        if name == "FULLY_CONNECTED":
+        (na, sa, za, _, bits_a), (no, so, zo, _, bits) = T[a], T[out]
+        if name in ("FULLY_CONNECTED", "CONV_2D"):
             w = params["w"][p0:p0 + no * na].reshape(no, na)
             if q:
                 bias = b.add_ints(params["b"][p1:p1 + no]) if p1 >= 0 else -1
-                lo, hi = P.activation_range(act, so, zo)
-                r[:13] = [C.OPK_FC, offs[a], na, za, b.add_weights(w), no, bias,
-                          b.add_ints(fc_multipliers(params["w_scale"][p2:p2 + no], sa, so)), 0, zo, lo, hi, offs[out]]
+                lo, hi = P.activation_range(act, so, zo, bits=bits)
+                if name == "FULLY_CONNECTED":
+                    code, mults = C.OPK_FC, fc_multipliers(params["w_scale"][p2:p2 + no], sa, so)
+                else:
+                    code, mults = C.OPK_CONV16, P.conv16_multipliers(params["w_scale"][p2:p2 + no], sa, so)
+                r[:13] = [code, offs[a], na, za, b.add_weights(w), no, bias, b.add_ints(mults), 0, zo, lo, hi,
+                          offs[out]]
             else:
                 bias = b.add_weights(params["b"][p1:p1 + no]) if p1 >= 0 else -1
                 r[:13] = [C.OPK_FC, offs[a], na, b.add_weights(w), no, bias, act, 0, 0, 0, 0, 0, offs[out]]
@@ -254,13 +288,13 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
             if not q:
                 r[:6] = [code, no, offs[a], offs[bi], offs[out], act]
             else:
-                _, sb, zb, _ = T[bi]
-                lo, hi = P.activation_range(act, so, zo)
+                sb, zb = T[bi][1], T[bi][2]
+                lo, hi = P.activation_range(act, so, zo, bits=bits)
                 if name == "MUL":
                     m, s = P.prepare_mul(s_a=sa, s_b=sb, s_out=so)
                     r[:12] = [code, no, offs[a], offs[bi], offs[out], za, zb, m, s, zo, lo, hi]
                 else:
-                    p = P.prepare_add(s_a=sa, s_b=sb, s_out=so)
+                    p = P.prepare_add(s_a=sa, s_b=sb, s_out=so, bits=bits)
                     r[:17] = [code, no, offs[a], offs[bi], offs[out], za, p["mult_a"], p["shift_a"], zb,
                               p["mult_b"], p["shift_b"], p["left_shift"], p["mult_out"], p["shift_out"], zo, lo, hi]
         else:
@@ -272,8 +306,14 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
                 r[:6] = [code, n, src, 0, dst, 1 if name == "RELU" else 0]
             elif name in ("QUANTIZE", "RELU"):
                 m, s = P.prepare_requantize(s_in=sa, s_out=so)
-                lo, hi = P.activation_range(1 if name == "RELU" else 0, so, zo)
+                lo, hi = P.activation_range(1 if name == "RELU" else 0, so, zo, bits=bits)
                 r[:11] = [C.OPK_REQUANT, n, src, 0, dst, za, m, s, zo, lo, hi]
+            elif bits == 16:                  # int16 LOGISTIC / TANH: LiteRT's reference interpolation
+                if act16_table is None:
+                    from .quant.tables import SIGMOID_TABLE_U16
+                    act16_table = b.add_ints(SIGMOID_TABLE_U16)
+                mult, shift = P.prepare_act16(sa, tanh=name == "TANH")
+                r[:9] = [C.OPK_ACT16, n, src, 0, dst, 1 if name == "TANH" else 0, mult, shift, act16_table]
             else:
                 if name == "REQUANTIZE_FLOAT":
                     table = P.float_requantize_table(s_in=sa, zp_in=za, s_out=so, zp_out=zo)
@@ -283,8 +323,8 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
         recs.append(r)
     states = []
     for si, so_ in g.state:
-        size, s_in, z_in, _ = T[si]
-        _, s_out, z_out, _ = T[so_]
+        size, s_in, z_in = T[si][:3]
+        s_out, z_out = T[so_][1:3]
         lut = -1
         if q and (s_in, z_in) != (s_out, z_out):
             lut = b.add_weights(P.float_requantize_table(s_in=s_out, zp_in=z_out, s_out=s_in, zp_out=z_in))

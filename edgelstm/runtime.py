@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from .cellgraph import rnn_h_scale
 from .errors import InputError, ModelError, StreamingError
 from .model import ModelSpec
 from .quant.params import QuantParams, validate_quant
@@ -203,6 +204,8 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     for k, layer in enumerate(spec.layers):
         n_dir = 2 if layer.bidirectional else 1
         kind = layer.kind
+        # int8 GRU / RNN directions run as their int16 cell graphs (edgelstm/cellgraph.py) on the op kernels
+        lowered = quantized and kind in ("gru", "rnn")
         flags = C.FLAG_REVERSE if getattr(layer, "reverse", False) else 0
         if kind == "lstm":
             flags |= C.FLAG_PEEP if layer.peephole else 0
@@ -228,11 +231,7 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
             st = {}
             if kind == "lstm":
                 st = {"h": (n_state, n_out), "c": (n_state + n_out, hid)}
-            elif kind == "gru":
-                st = {"h": (n_state, hid)}
-                if quantized:
-                    st["h8"] = (n_state + hid, hid)
-            elif kind == "rnn":
+            elif kind in ("gru", "rnn"):
                 st = {"h": (n_state, hid)}
             elif kind == "ops":
                 st, rel = {}, 0
@@ -243,10 +242,14 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
             state_off = n_state
             n_state += _align(used, 32)
             dir_layout.append(st)
-            if kind == "ops":       # a graph of TFLite builtin ops (edgelstm/opgraph.py)
+            if kind == "ops" or lowered:       # a graph of TFLite builtin ops (edgelstm/opgraph.py)
                 from .opgraph import prepare_record
-                rec, arena = prepare_record(b, layer, quant.layers[k][d] if quantized else layer.directions[d],
-                                            state_off)
+                if lowered:
+                    from .cellgraph import cell_graph
+                    graph, params = cell_graph(layer, quant.layers[k][d], quant.act[k], quant.act[k + 1])
+                else:
+                    graph, params = layer, quant.layers[k][d] if quantized else layer.directions[d]
+                rec, arena = prepare_record(b, graph, params, state_off)
                 records.append(rec)
                 scratch = max(scratch, arena)
             elif quantized:
@@ -255,7 +258,8 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
                 records.append(_f32_record(b, layer, layer.directions[d], state_off))
         layout.append(dir_layout)
         dir_len = len(records[0])
-        off = b.add_ints([C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0, dir_len])
+        off = b.add_ints([C.KIND_OPS if lowered else C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0,
+                          dir_len])
         for r in records:
             b.add_ints(r)
         layer_offsets.append(off)
@@ -323,35 +327,6 @@ def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_o
         rec[C.LS_TANH3] = tanh_offs[3]
         rec[C.LS_CELL_CLIP] = quantized_clip(layer.cell_clip, 2.0 ** cell_exp, 32767)
         rec[C.LS_PROJ_CLIP] = quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
-    elif kind == "gru":
-        rec = [0] * C.GR_LEN
-        H = layer.hidden_size   # the GRU kernel reads the r,z rows and the n rows as separate sub-matrices
-        rec[C.GR_WX] = b.add_weights(q["w_x"], pad_columns=True, unit=H)
-        rec[C.GR_WH] = b.add_weights(q["w_h"], pad_columns=True, unit=H)
-        rec[C.GR_BX] = b.add_ints(fold_zero_point(q["b_x"], q["w_x"], zp_in))
-        rec[C.GR_BH] = b.add_ints(fold_zero_point(q["b_h"], q["w_h"], zp_out))
-        rec[C.GR_MX:C.GR_MX + 6] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(3)])
-        rec[C.GR_MH:C.GR_MH + 6] = pairs(*[_scale_f32(q["w_h_scale"][g], s_out, Q3_12) for g in range(3)])
-        rec[C.GR_M16TO8:C.GR_M16TO8 + 2] = pairs(np.float32(2.0 ** -15) / np.float32(s_out))
-        rec[C.GR_OUT_ZP] = zp_out
-        rec[C.GR_STATE] = state_off
-        rec[C.GR_SIG] = sig_off
-        rec[C.GR_TANH3] = tanh_offs[3]
-    elif kind == "rnn":
-        rec = [0] * C.RN_LEN
-        relu = layer.nonlinearity == "relu"
-        s_pre = float(q["pre_scale"][0]) if relu else Q3_12
-        rec[C.RN_WX] = b.add_weights(q["w_x"], pad_columns=True)
-        rec[C.RN_WH] = b.add_weights(q["w_h"], pad_columns=True)
-        rec[C.RN_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
-        rec[C.RN_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
-        rec[C.RN_MX:C.RN_MX + 2] = pairs(_scale_f32(q["w_x_scale"][0], s_in, s_pre))
-        rec[C.RN_MH:C.RN_MH + 2] = pairs(_scale_f32(q["w_h_scale"][0], s_out, s_pre))
-        out_real = np.float32(s_pre) / np.float32(s_out) if relu else np.float32(2.0 ** -15) / np.float32(s_out)
-        rec[C.RN_MOUT:C.RN_MOUT + 2] = pairs(out_real)
-        rec[C.RN_OUT_ZP] = zp_out
-        rec[C.RN_STATE] = state_off
-        rec[C.RN_TANH3] = tanh_offs[3]
     else:
         rec = [0] * C.DN_LEN
         s_pre, zp_pre = float(q["pre_scale"][0]), int(q["pre_zp"][0])
@@ -587,8 +562,6 @@ class Model:
         for k, layer in enumerate(self.spec.layers):
             for d, st in enumerate(self._prep.layout[k]):
                 for name, (off, size) in st.items():
-                    if name == "h8":
-                        continue
                     out.append((k, d, name, self._state_dtype(layer, name), (size,), off))
         return out
 
@@ -599,7 +572,7 @@ class Model:
             return np.dtype(np.int8 if name == "h" else np.int16)
         if layer.kind == "ops":
             return np.dtype(np.int8)
-        return np.dtype(np.int16 if layer.kind == "gru" else np.int8)
+        return np.dtype(np.int16)          # GRU / RNN: the int16 state of their cell graphs
 
     def _reset_state(self, work, batch, *, zero: bool = False):
         """Write the model's initial state (zeros unless ``initial_state`` is set; ``zero=True``: zeros)."""
@@ -617,11 +590,8 @@ class Model:
                     if layer.kind == "ops":     # each state tensor at its own zero point (real 0)
                         for i, (off, size) in enumerate(st.values()):
                             state[:, off:off + size] = layer.state_quant(i)[1]
-                    elif layer.kind in ("lstm", "rnn"):
+                    elif layer.kind == "lstm":
                         off, size = st["h"]
-                        state[:, off:off + size] = zp
-                    elif layer.kind == "gru":
-                        off, size = st["h8"]
                         state[:, off:off + size] = zp
 
     def _read_state(self, work, batch, *, batched: bool) -> State:
@@ -662,21 +632,6 @@ class Model:
         _, state = _work_views(self._prep, work, batch)
         for off, n, a in staged:
             state[:, off:off + n] = a
-        if self.is_quantized:
-            self._refresh_gru_h8(state)
-
-    def _refresh_gru_h8(self, state):
-        """The int8 copy of a GRU's Q0.15 state is derived data; recompute it after a state write."""
-        from .kernels.cells_int8 import requantize_q15_to_int8
-        for k, layer in enumerate(self.spec.layers):
-            if layer.kind != "gru":
-                continue
-            s_out, zp = self.quant.act[k + 1]
-            m, sh = _qm(np.float32(2.0 ** -15) / np.float32(s_out))
-            for st in self._prep.layout[k]:
-                (ho, n), (h8o, _) = st["h"], st["h8"]
-                for b in range(state.shape[0]):
-                    requantize_q15_to_int8(state[b], ho, state[b], h8o, n, m, sh, zp)
 
     def state_to_float(self, st: State) -> State:
         """Dequantize a state (identity copy for float models)."""
@@ -693,8 +648,9 @@ class Model:
                 continue
             s_out, zp = self.quant.act[k + 1]
             for d, entry in enumerate(out[k]):
-                if layer.kind == "gru":
-                    entry["h"] = (entry["h"].astype(np.float32) / 32768.0).astype(np.float32)
+                if layer.kind in ("gru", "rnn"):
+                    s_h = np.float32(rnn_h_scale(layer, self.quant.layers[k][d]))
+                    entry["h"] = (entry["h"].astype(np.float32) * s_h).astype(np.float32)
                 else:
                     entry["h"] = ((entry["h"].astype(np.float32) - zp) * np.float32(s_out)).astype(np.float32)
                 if layer.kind == "lstm":
@@ -721,8 +677,9 @@ class Model:
             for d in range(len(self._prep.layout[k])):
                 src = st[k][d]
                 h = np.asarray(src["h"], dtype=np.float64)
-                if layer.kind == "gru":
-                    out[k][d]["h"] = np.clip(np.round(h * 32768.0), -32768, 32767).astype(np.int16)
+                if layer.kind in ("gru", "rnn"):
+                    s_h = float(np.float32(rnn_h_scale(layer, self.quant.layers[k][d])))
+                    out[k][d]["h"] = np.clip(np.round(h / s_h), -32768, 32767).astype(np.int16)
                 else:
                     out[k][d]["h"] = np.clip(np.round(h / s_out) + zp, -128, 127).astype(np.int8)
                 if layer.kind == "lstm":

@@ -33,14 +33,15 @@ from edgelstm.runtime import FIXED_OUTPUT_QUANT, Model
 
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
 
-_FLOAT32, _INT32, _INT16, _INT8 = 0, 2, 7, 9
-_TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(np.int16): _INT16,
-          np.dtype(np.int8): _INT8}
-# builtin code -> (name, version for int8, version for float32), as the TF converter writes them
-_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1), "FULLY_CONNECTED": (9, 5, 1), "LOGISTIC": (14, 2, 1),
-        "TANH": (28, 2, 1), "SOFTMAX": (25, 2, 1), "ADD": (0, 2, 1), "SUB": (41, 2, 1), "MUL": (18, 2, 1),
-        "RELU": (19, 2, 1), "QUANTIZE": (114, 2, 1), "DEQUANTIZE": (6, 2, 1), "SLICE": (65, 2, 1),
-        "RESHAPE": (22, 1, 1)}
+_FLOAT32, _INT32, _INT64, _INT16, _INT8 = 0, 2, 4, 7, 9
+_TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(np.int64): _INT64,
+          np.dtype(np.int16): _INT16, np.dtype(np.int8): _INT8}
+# name -> (builtin code, version for int8, for float32, for int16 activations), as the TF converter writes them
+# (int16: the 16x8 kernels; ADD / SUB version 5 is the general-scale int16 form)
+_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5, 1, 7), "LOGISTIC": (14, 2, 1, 3),
+        "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
+        "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
+        "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -63,7 +64,10 @@ class _GraphBuilder:
         return len(self.tensors) - 1
 
     def op(self, name, inputs, outputs, options, intermediates=()):
-        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options))
+        # the op's version follows its activation types: int16 if its data input or output is int16
+        io = [self.tensors[i].dtype for i in (inputs[0], outputs[0])]
+        kind = 3 if np.dtype(np.int16) in io else 1 if np.dtype(np.int8) in io else 2
+        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options, _OPS[name][kind]))
 
     def finish(self, inputs: list[int], outputs: list[int], quantized: bool, *, in_names=None,
                out_names=None) -> bytes:
@@ -143,25 +147,25 @@ class _GraphBuilder:
             T.TensorAddIsVariable(b, t.variable)
             tensors.append(T.TensorEnd(b))
 
-        names = sorted({op[0] for op in self.ops}, key=lambda n: _OPS[n][0])
-        code_index = {n: i for i, n in enumerate(names)}
+        names = sorted({(op[0], op[5]) for op in self.ops}, key=lambda nv: (_OPS[nv[0]][0], nv[1]))
+        code_index = {nv: i for i, nv in enumerate(names)}
         codes = []
-        for n in names:
-            code, v_int8, v_f32 = _OPS[n]
+        for n, version in names:
+            code = _OPS[n][0]
             T.OperatorCodeStart(b)
             T.OperatorCodeAddDeprecatedBuiltinCode(b, code)
             T.OperatorCodeAddBuiltinCode(b, code)
-            T.OperatorCodeAddVersion(b, v_int8 if quantized else v_f32)
+            T.OperatorCodeAddVersion(b, version)
             codes.append(T.OperatorCodeEnd(b))
 
         operators = []
-        for name, ins, outs, inter, options in self.ops:
+        for name, ins, outs, inter, options, version in self.ops:
             opt_type, opt_off = options(b, T)
             i_vec = ivec(T.OperatorStartInputsVector, ins)
             o_vec = ivec(T.OperatorStartOutputsVector, outs)
             n_vec = ivec(T.OperatorStartIntermediatesVector, inter) if inter else None
             T.OperatorStart(b)
-            T.OperatorAddOpcodeIndex(b, code_index[name])
+            T.OperatorAddOpcodeIndex(b, code_index[(name, version)])
             T.OperatorAddInputs(b, i_vec)
             T.OperatorAddOutputs(b, o_vec)
             if opt_type:
@@ -258,11 +262,6 @@ def _check_supported(model: Model, step: bool) -> None:
         if layer.kind in ("gru", "rnn", "ops") and not step:
             raise ImportModelError(f"to_tflite: {where}: GRU, RNN and op-graph layers are written as step graphs "
                                    f"of builtin ops (TFLite has no fused op for them): use mode='step'")
-        if layer.kind in ("gru", "rnn") and model.is_quantized:
-            raise ImportModelError(f"to_tflite: {where}: int8 GRU and RNN export is not implemented: edgelstm's "
-                                   f"int8 GRU/RNN scheme (int16 gates and state) has no exact TFLite builtin-op "
-                                   f"form; quantize the float model with edgelstm.quant.opgraph_ptq.quantize_opgraph for an "
-                                   f"exportable int8 op-graph form, or export the float model with mode='step'")
         if layer.bidirectional:
             raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
         if layer.kind == "dense" and k != len(layers) - 1:
@@ -313,9 +312,14 @@ def _build(model: Model, *, step: bool = False) -> bytes:
             states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
             names += [f"h{k}", f"c{k}"]
         elif layer.kind in ("gru", "rnn", "ops"):
+            from edgelstm.cellgraph import cell_graph
             from edgelstm.opgraph import float_cell_graph
-            graph, params = (layer, q.layers[k][0] if quantized else layer.directions[0]) if layer.kind == "ops" \
-                else float_cell_graph(layer)
+            if layer.kind == "ops":
+                graph, params = layer, q.layers[k][0] if quantized else layer.directions[0]
+            elif quantized:       # the int16 graph prepare() runs (edgelstm/cellgraph.py)
+                graph, params = cell_graph(layer, q.layers[k][0], q.act[k], q.act[k + 1])
+            else:
+                graph, params = float_cell_graph(layer)
             cur, st_in, st_out = _opgraph(g, graph, params, k, cur, quantized)
             states += list(zip(st_in, st_out))
             names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st_in))]
@@ -424,45 +428,70 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
 
 def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool):
     """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
-    tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size]."""
-    dt = np.int8 if quantized else np.float32
+    tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size], or
+    [1, 1, 1, size] in a graph with CONV_2D ops (edgelstm's int16 GRU/RNN graphs: a 1x1 conv over a 4-D tensor)."""
     T = graph.tensors
-    ids = {graph.x: x}
+    four_d = any(op[0] == "CONV_2D" for op in graph.ops)
+
+    def dtype(i):
+        return np.float32 if not quantized else np.int16 if T[i][4] == 16 else np.int8
+
+    def shape(size):
+        return [1, 1, 1, size] if four_d else [1, size]
 
     def quant(i):
         return {"scale": T[i][1], "zp": T[i][2]} if quantized else {}
 
-    for i, (size, _, _, const) in enumerate(T):
+    none = _act_options("NONE")
+    ids = {graph.x: x}
+    if four_d:                                # the previous layer's [1, 1, F] as [1, 1, 1, F]
+        ids[graph.x] = g.tensor(f"l{k}.x4", shape(T[graph.x][0]), dtype(graph.x), **quant(graph.x))
+        g.op("RESHAPE", [x, g.tensor(f"l{k}.x4_shape", [4], np.int32, data=np.array(shape(T[graph.x][0]),
+                                                                                    np.int32))],
+             [ids[graph.x]], none)
+    for i, t in enumerate(T):
         if i == graph.x:
             continue
-        data = None if const is None else np.asarray(params["c"][const:const + size], dt).reshape(1, size)
-        ids[i] = g.tensor(f"l{k}.t{i}", [1, size], dt, data=data, **quant(i))
+        size, const = t[0], t[3]
+        data = None if const is None else np.asarray(params["c"][const:const + size], dtype(i)).reshape(shape(size))
+        ids[i] = g.tensor(f"l{k}.t{i}", shape(size), dtype(i), data=data, **quant(i))
 
-    def act_options(cls_name, act):
+    def act_options(cls_name, act, pot_scale_int16=None):
         def build(b, TT):
             getattr(TT, f"{cls_name}Start")(b)
             getattr(TT, f"{cls_name}AddFusedActivationFunction")(b, act)
+            if pot_scale_int16 is not None:     # the schema's default (true) selects another int16 arithmetic
+                getattr(TT, f"{cls_name}AddPotScaleInt16")(b, pot_scale_int16)
             return getattr(TT.BuiltinOptions, cls_name), getattr(TT, f"{cls_name}End")(b)
         return build
 
-    none = _act_options("NONE")
     for n, (name, a, b2, out, act, p0, p1, p2) in enumerate(graph.ops):
         na, no = T[a][0], T[out][0]
-        if name == "FULLY_CONNECTED":
-            w = np.asarray(params["w"][p0:p0 + na * no], dt).reshape(no, na)
+        if name in ("FULLY_CONNECTED", "CONV_2D"):
+            w = np.asarray(params["w"][p0:p0 + na * no], np.int8 if quantized else np.float32).reshape(no, na)
+            if name == "CONV_2D":                 # int16 in and out, int8 weights, int64 bias
+                ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
+                wt = g.tensor(f"l{k}.op{n}.w", [no, 1, 1, na], np.int8, data=w.reshape(no, 1, 1, na), scale=ws,
+                              zp=np.zeros(no, np.int64), qdim=0)
+                bt = g.tensor(f"l{k}.op{n}.b", [no], np.int64,
+                              data=np.zeros(no, np.int64) if p1 < 0 else np.asarray(params["b"][p1:p1 + no], np.int64),
+                              scale=(np.float32(T[a][1]) * ws).astype(np.float32), zp=np.zeros(no, np.int64), qdim=0)
+                g.op(name, [ids[a], wt, bt], [ids[out]], _conv_options(act))
+                continue
             if quantized:
                 ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
-                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], np.int8, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
                 bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.int32, data=params["b"][p1:p1 + no],
                                                 scale=(np.float32(T[a][1]) * ws).astype(np.float32),
                                                 zp=np.zeros(no, np.int64), qdim=0)
             else:
-                wt = g.tensor(f"l{k}.op{n}.w", [no, na], dt, data=w)
-                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], dt, data=params["b"][p1:p1 + no])
+                wt = g.tensor(f"l{k}.op{n}.w", [no, na], np.float32, data=w)
+                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.float32, data=params["b"][p1:p1 + no])
             g.op(name, [ids[a], wt, bt], [ids[out]], _fc_act_options(act))
         elif name in ("ADD", "SUB", "MUL"):
             cls = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[name]
-            g.op(name, [ids[a], ids[b2]], [ids[out]], act_options(cls, act))
+            pot = False if name != "MUL" and dtype(out) == np.int16 else None
+            g.op(name, [ids[a], ids[b2]], [ids[out]], act_options(cls, act, pot))
         else:
             size = p2 or no
             if p1 or size != no:
@@ -470,36 +499,61 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
                                        f"(a concatenation): not exported yet")
             src = ids[a]
             if p0 or size != na:                      # part of the input: SLICE it out first
-                begin = g.tensor(f"l{k}.op{n}.begin", [2], np.int32, data=np.array([0, p0], np.int32))
-                length = g.tensor(f"l{k}.op{n}.size", [2], np.int32, data=np.array([1, size], np.int32))
-                src = g.tensor(f"l{k}.op{n}.slice", [1, size], dt, **quant(a))
+                rank = len(shape(0))
+                begin = g.tensor(f"l{k}.op{n}.begin", [rank], np.int32, data=np.array([0] * (rank - 1) + [p0], np.int32))
+                length = g.tensor(f"l{k}.op{n}.size", [rank], np.int32, data=np.array(shape(size), np.int32))
+                src = g.tensor(f"l{k}.op{n}.slice", shape(size), dtype(a), **quant(a))
                 g.op("SLICE", [ids[a], begin, length], [src], none)
-            if name == "COPY":
-                shape = g.tensor(f"l{k}.op{n}.shape", [2], np.int32, data=np.array([1, size], np.int32))
-                g.op("RESHAPE", [src, shape], [ids[out]], none)
+            if name == "COPY" and dtype(a) != dtype(out):   # int8 -> int16: CAST keeps the integer values
+                g.op("CAST", [src], [ids[out]], _cast_options(_INT8, _INT16))
+            elif name == "COPY":
+                shp = g.tensor(f"l{k}.op{n}.shape", [len(shape(0))], np.int32, data=np.array(shape(size), np.int32))
+                g.op("RESHAPE", [src, shp], [ids[out]], none)
             elif name == "REQUANTIZE_FLOAT":
-                f = g.tensor(f"l{k}.op{n}.float", [1, size], np.float32)
+                f = g.tensor(f"l{k}.op{n}.float", shape(size), np.float32)
                 g.op("DEQUANTIZE", [src], [f], none)
                 g.op("QUANTIZE", [f], [ids[out]], none)
             else:                                     # LOGISTIC, TANH, RELU, QUANTIZE
                 g.op(name, [src], [ids[out]], none)
     # the layer output as [1, 1, O] like every other layer's (a fused LSTM after it needs 3-D input)
-    shape = g.tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
-    y = g.tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dt, **quant(graph.y))
-    g.op("RESHAPE", [ids[graph.y], shape], [y], none)
+    shp = g.tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
+    y = g.tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dtype(graph.y), **quant(graph.y))
+    g.op("RESHAPE", [ids[graph.y], shp], [y], none)
     # state outputs in their state input's quantization (the write-back edgelstm's stream does: LiteRT's
     # DEQUANTIZE -> QUANTIZE), so an app feeds them straight back
     st_out = []
     for i, (si, so) in enumerate(graph.state):
         if quantized and T[si][1:3] != T[so][1:3]:
-            f = g.tensor(f"l{k}.s{i}.float", [1, T[so][0]], np.float32)
-            back = g.tensor(f"l{k}.s{i}.next", [1, T[si][0]], dt, **quant(si))
+            f = g.tensor(f"l{k}.s{i}.float", shape(T[so][0]), np.float32)
+            back = g.tensor(f"l{k}.s{i}.next", shape(T[si][0]), dtype(si), **quant(si))
             g.op("DEQUANTIZE", [ids[so]], [f], none)
             g.op("QUANTIZE", [f], [back], none)
             st_out.append(back)
         else:
             st_out.append(ids[so])
     return y, [ids[si] for si, _ in graph.state], st_out
+
+
+def _conv_options(act: int):
+    def build(b, T):
+        T.Conv2DOptionsStart(b)
+        T.Conv2DOptionsAddPadding(b, T.Padding.VALID)
+        T.Conv2DOptionsAddStrideW(b, 1)
+        T.Conv2DOptionsAddStrideH(b, 1)
+        T.Conv2DOptionsAddDilationWFactor(b, 1)
+        T.Conv2DOptionsAddDilationHFactor(b, 1)
+        T.Conv2DOptionsAddFusedActivationFunction(b, act)
+        return T.BuiltinOptions.Conv2DOptions, T.Conv2DOptionsEnd(b)
+    return build
+
+
+def _cast_options(in_type: int, out_type: int):
+    def build(b, T):
+        T.CastOptionsStart(b)
+        T.CastOptionsAddInDataType(b, in_type)
+        T.CastOptionsAddOutDataType(b, out_type)
+        return T.BuiltinOptions.CastOptions, T.CastOptionsEnd(b)
+    return build
 
 
 def _fc_act_options(act: int):

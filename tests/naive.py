@@ -876,17 +876,68 @@ def ref_op_fully_connected(x, zp_in, w, bias, s_in, w_scales, s_out, zp_out, lo=
     return out
 
 
-def ref_op_add(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, *, subtract=False, lo=-128, hi=127):
-    """ADD/SUB int8: inputs << 20, rescaled to 2*max scale, summed, rescaled to the output."""
+def ref_op_conv16(x, w, bias, s_in, w_scales, s_out, lo=-32768, hi=32767):
+    """16x8 1x1 CONV_2D per channel: exact integer accumulator, LiteRT's int64 MultiplyByQuantizedMultiplier:
+    the multiplier rounded to its top 16 bits (0x7FFF if that would overflow), one rounding shift by 15 - shift."""
+    out = []
+    for n in range(len(w)):
+        m, s = ref_quantize_multiplier(float(np.float32(s_in)) * float(np.float32(w_scales[n]))
+                                       / float(np.float32(s_out)))
+        m16 = (m + 2 ** 15) // 2 ** 16 if m < 0x7FFF0000 else 0x7FFF
+        acc = (0 if bias is None else int(bias[n])) + sum(int(xk) * int(wk) for xk, wk in zip(x, w[n]))
+        t = 15 - s
+        out.append(_ref_clamp((acc * m16 + 2 ** (t - 1)) // 2 ** t, lo, hi))
+    return out
+
+
+def _ref_act16_params(s_in, tanh):
+    """TFLite's int16 LOGISTIC/TANH Prepare: power-of-two scales (log2 within 1e-3 of an integer, in float32)
+    with left shift 0 (tanh: 0 or 1) use multiplier 3 << shift; others scale * 4096 * 3 doubled until > 16383.5."""
+    f = np.float32
+    l2 = f(f(np.log(f(s_in))) * (f(1.0) / f(np.log(f(2.0)))))
+    r = f(np.round(l2))
+    shift = 12 + int(r)
+    if abs(f(l2 - r)) < f(1e-3) and (shift in (0, 1) if tanh else shift == 0):
+        return 3 << shift, 0
+    m, shift = float(f(s_in)) * 4096.0 * 3.0, 0
+    while m <= 32767.0 / 2.0 and shift <= 30:
+        m, shift = m * 2.0, shift + 1
+    return int(m), shift
+
+
+def ref_op_act16(fn, x, s_in):
+    """int16 LOGISTIC / TANH (output scale 2^-15): LiteRT's reference interpolation of sigmoid(i/24)."""
+    from edgelstm.quant.tables import SIGMOID_TABLE_U16 as tab
+    mult, shift = _ref_act16_params(s_in, fn == "tanh")
+    out = []
+    for v in x:
+        t = (int(v) * mult + (2 ** (shift - 1) if shift else 0)) // 2 ** shift
+        u = abs(t)
+        frac_bits = 8 if fn == "tanh" else 9
+        i, frac = u // 2 ** frac_bits, u % 2 ** frac_bits
+        saturated = 0xFFFF * 2 ** 8 if fn == "tanh" else 0x7FFF * 2 ** 10
+        r = saturated if i >= 255 else int(tab[i]) * 2 ** frac_bits + frac * (int(tab[i + 1]) - int(tab[i]))
+        if fn == "tanh":
+            r = r - 2 ** 23 + 2 ** 7 if t >= 0 else -r + 2 ** 23 + 2 ** 7 - 1
+            out.append(r // 2 ** 8)
+        else:
+            r = r + 2 ** 9 if t >= 0 else 2 ** 25 - r + 2 ** 9 - 1
+            out.append(r // 2 ** 10)
+    return out
+
+
+def ref_op_add(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, *, subtract=False, lo=-128, hi=127, bits=8):
+    """ADD/SUB: inputs << 20 (int8) or << 15 (int16), rescaled to 2*max scale, summed, rescaled to the output."""
     fa, fb, fo = (float(np.float32(v)) for v in (s_a, s_b, s_out))
     twice = 2.0 * max(fa, fb)
+    ls = 20 if bits == 8 else 15
     ma, sa = ref_quantize_multiplier(fa / twice)
     mb, sb = ref_quantize_multiplier(fb / twice)
-    mo, so = ref_quantize_multiplier(twice / ((1 << 20) * fo))
+    mo, so = ref_quantize_multiplier(twice / ((1 << ls) * fo))
     out = []
     for x, y in zip(a, b):
-        u = ref_mbqm((int(x) - zp_a) << 20, ma, sa)
-        v = ref_mbqm((int(y) - zp_b) << 20, mb, sb)
+        u = ref_mbqm((int(x) - zp_a) << ls, ma, sa)
+        v = ref_mbqm((int(y) - zp_b) << ls, mb, sb)
         out.append(_ref_clamp(ref_mbqm(u - v if subtract else u + v, mo, so) + zp_out, lo, hi))
     return out
 
@@ -923,10 +974,11 @@ def ref_op_float_requantize(x, zp_in, s_in, s_out, zp_out):
     return out
 
 
-def _ref_act_range(act, s, zp):
+def _ref_act_range(act, s, zp, bits=8):
     q = lambda v: zp + _ref_round_away(float(np.float32(np.float32(v) / np.float32(s))))  # noqa: E731
-    lo, hi = {0: (-128, 127), 1: (q(0.0), 127), 2: (q(-1.0), q(1.0)), 3: (q(0.0), q(6.0))}[act]
-    return max(-128, lo), min(127, hi)
+    t_lo, t_hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    lo, hi = {0: (t_lo, t_hi), 1: (q(0.0), t_hi), 2: (q(-1.0), q(1.0)), 3: (q(0.0), q(6.0))}[act]
+    return max(t_lo, lo), min(t_hi, hi)
 
 
 def ref_opgraph_stream(layer, params, Xq):
@@ -942,16 +994,22 @@ def ref_opgraph_stream(layer, params, Xq):
         for (si, _), s in zip(layer.state, state):
             val[si] = list(s)
         for name, a, b, out, act, p0, p1, p2 in layer.ops:
-            (na, sa, za, _), (no, so, zo, _) = T[a], T[out]
-            lo, hi = _ref_act_range(act, so, zo)
-            if name == "FULLY_CONNECTED":
+            na, sa, za = T[a][:3]
+            no, so, zo = T[out][:3]
+            bits = T[out][4] if len(T[out]) > 4 else 8
+            lo, hi = _ref_act_range(act, so, zo, bits)
+            if name == "CONV_2D":
+                w = np.asarray(params["w"][p0:p0 + no * na]).reshape(no, na)
+                bias = None if p1 < 0 else params["b"][p1:p1 + no]
+                val[out] = ref_op_conv16(val[a], w, bias, sa, params["w_scale"][p2:p2 + no], so, lo, hi)
+            elif name == "FULLY_CONNECTED":
                 w = np.asarray(params["w"][p0:p0 + no * na]).reshape(no, na)
                 bias = None if p1 < 0 else params["b"][p1:p1 + no]
                 val[out] = ref_op_fully_connected(val[a], za, w, bias, sa, params["w_scale"][p2:p2 + no], so, zo,
                                                   lo, hi)
             elif name in ("ADD", "SUB"):
                 val[out] = ref_op_add(val[a], za, sa, val[b], T[b][2], T[b][1], so, zo, subtract=name == "SUB",
-                                      lo=lo, hi=hi)
+                                      lo=lo, hi=hi, bits=bits)
             elif name == "MUL":
                 val[out] = ref_op_mul(val[a], za, sa, val[b], T[b][2], T[b][1], so, zo, lo, hi)
             else:
@@ -960,7 +1018,9 @@ def ref_opgraph_stream(layer, params, Xq):
                 if name == "COPY":
                     r = list(src)
                 elif name == "QUANTIZE":
-                    r = ref_op_requantize(src, za, sa, so, zo)
+                    r = ref_op_requantize(src, za, sa, so, zo, lo, hi)
+                elif bits == 16:
+                    r = ref_op_act16(name.lower(), src, sa)
                 elif name == "RELU":
                     r = ref_op_requantize(src, za, sa, so, zo, *_ref_act_range(1, so, zo))
                 elif name == "REQUANTIZE_FLOAT":

@@ -53,6 +53,7 @@ OG_LEN = 11
 OG_STATE_REC, OG_CONST_REC = 5, 3
 # op kernel codes inside the records (OPK_REC int32 per op; fields per op in ops_int8.py / ops_f32.py)
 OPK_FC, OPK_ADD, OPK_SUB, OPK_MUL, OPK_REQUANT, OPK_LUT, OPK_COPY, OPK_LOGISTIC, OPK_TANH, OPK_CLAMP = range(10)
+OPK_CONV16, OPK_ACT16 = 10, 11   # int16 ops: 16x8 1x1 CONV_2D, int16 LOGISTIC / TANH (int8 programs only)
 OPK_REC = 20
 
 # Weight matrices are stored with their columns zero-padded to a multiple of PAD: LLVM vectorizes the dot

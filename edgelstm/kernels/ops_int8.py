@@ -10,6 +10,10 @@ offset was validated and laid out by opgraph.prepare_record (no bounds checks he
 Op records (OPK_REC int32 each; a = input arena offset, o = output arena offset, n = elements):
   FC      [OPK_FC, x, K, zp_in, w_off (weight blob), N, b_off (prog, -1 none), m_off (prog: N (mult, shift)
            pairs), 0, zp_out, lo, hi, o]      per-channel, single rounding (LiteRT's int8 FULLY_CONNECTED, as measured)
+  CONV16  the FC fields (zero points 0): int16 input, int64 accumulator, LiteRT's int64
+           MultiplyByQuantizedMultiplier (multiplier rounded to 16 bits, one rounding); int16 output
+  ACT16   [OPK_ACT16, n, a, 0, o, tanh, mult, left_shift, t_off (prog: 256-entry uint16 sigmoid table)]
+           LiteRT's int16 LOGISTIC / TANH reference kernels (scale, then interpolate the table)
   ADD/SUB [op, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi]
   MUL     [OPK_MUL, n, a, b, o, zp_a, zp_b, m, s, zp_out, lo, hi]
   REQUANT [OPK_REQUANT, n, a, 0, o, zp_in, m, s, zp_out, lo, hi]     QUANTIZE int8->int8, RELU
@@ -22,8 +26,8 @@ from numba import njit
 from ..config import NJIT_OPTS
 from .fixedpoint import mbqm, wrap32
 from .layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
-                     OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ADD, OPK_COPY, OPK_FC, OPK_LUT, OPK_MUL, OPK_REC,
-                     OPK_REQUANT, OPK_SUB)
+                     OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ACT16, OPK_ADD, OPK_CONV16, OPK_COPY, OPK_FC, OPK_LUT,
+                     OPK_MUL, OPK_REC, OPK_REQUANT, OPK_SUB)
 
 
 @njit(**NJIT_OPTS)
@@ -47,6 +51,56 @@ def _fully_connected(arena, x, K, zp_in, wq, w_off, N, prog, b_off, m_off, zp_ou
         t = np.int64(31 - prog[m_off + 2 * n + 1])
         v = (wrap32(acc) * np.int64(prog[m_off + 2 * n]) + (np.int64(1) << (t - 1))) >> t
         arena[o + n] = _clamp(v + zp_out, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o):
+    """out[n] = clamp((acc * m16 + 2^(t-1)) >> t), t = 15 - shift[n], m16 = the multiplier rounded to 16 bits,
+    acc = bias[n] + sum_k x[k] * w[n, k] in int64 (LiteRT's 16x8 conv: reference_integer_ops::ConvPerChannel)."""
+    for n in range(N):
+        acc = np.int64(0) if b_off < 0 else np.int64(prog[b_off + n])
+        row = w_off + n * K
+        for k in range(K):
+            acc += np.int64(arena[x + k]) * np.int64(wq[row + k])
+        m = np.int64(prog[m_off + 2 * n])
+        m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
+        t = np.int64(15 - prog[m_off + 2 * n + 1])
+        arena[o + n] = _clamp((acc * m16 + (np.int64(1) << (t - 1))) >> t, lo, hi)
+
+
+@njit(**NJIT_OPTS)
+def _act16(arena, n, a, o, tanh, mult, shift, prog, t_off):
+    """reference_integer_ops::Logistic / Tanh for int16 (zero points 0, output scale 2^-15): v = (x * mult +
+    round) >> shift, then linear interpolation in the 256-entry table at |v| (9 fraction bits for logistic,
+    8 for tanh: tanh(x) = 2 sigmoid(2x) - 1), mirrored for v < 0."""
+    rnd = np.int64(1) << (shift - 1) if shift > 0 else np.int64(0)
+    for i in range(n):
+        v = (np.int64(arena[a + i]) * mult + rnd) >> shift
+        u = -v if v < 0 else v
+        if tanh:
+            uh = u >> 8
+            if uh >= 255:
+                res = np.int64(0xFFFF) << 8
+            else:
+                ua = np.int64(prog[t_off + uh])
+                res = (ua << 8) + (u & 0xFF) * (np.int64(prog[t_off + uh + 1]) - ua)
+            if v >= 0:
+                res = res - (1 << 23) + (1 << 7)
+            else:
+                res = -res + (1 << 23) + (1 << 7) - 1
+            arena[o + i] = res >> 8
+        else:
+            uh = u >> 9
+            if uh >= 255:
+                res = np.int64(0x7FFF) << 10
+            else:
+                ua = np.int64(prog[t_off + uh])
+                res = (ua << 9) + (u & 0x1FF) * (np.int64(prog[t_off + uh + 1]) - ua)
+            if v >= 0:
+                res = res + (1 << 9)
+            else:
+                res = (1 << 25) - res + (1 << 9) - 1
+            arena[o + i] = res >> 10
 
 
 @njit(**NJIT_OPTS)
@@ -93,6 +147,12 @@ def _run_ops_int8(prog, wq, arena, first, n_ops):
         if op == OPK_FC:
             _fully_connected(arena, prog[r + 1], prog[r + 2], prog[r + 3], wq, prog[r + 4], prog[r + 5], prog,
                              prog[r + 6], prog[r + 7], prog[r + 9], prog[r + 10], prog[r + 11], prog[r + 12])
+        elif op == OPK_CONV16:
+            _conv16(arena, prog[r + 1], prog[r + 2], wq, prog[r + 4], prog[r + 5], prog, prog[r + 6], prog[r + 7],
+                    prog[r + 10], prog[r + 11], prog[r + 12])
+        elif op == OPK_ACT16:
+            _act16(arena, prog[r + 1], prog[r + 2], prog[r + 4], prog[r + 5] != 0, prog[r + 6], prog[r + 7], prog,
+                   prog[r + 8])
         elif op == OPK_ADD or op == OPK_SUB:
             _add_sub(arena, prog[r + 1], prog[r + 2], prog[r + 3], prog[r + 4], prog[r + 5], prog[r + 6],
                      prog[r + 7], prog[r + 8], prog[r + 9], prog[r + 10], prog[r + 11], prog[r + 12], prog[r + 13],

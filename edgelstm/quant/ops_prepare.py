@@ -9,6 +9,7 @@ clamp); a DEQUANTIZE -> QUANTIZE float island is a function of one int8 value, s
 import numpy as np
 
 INT8_LO, INT8_HI = -128, 127
+INT16_LO, INT16_HI = -32768, 32767
 
 
 def _f32(v) -> float:
@@ -24,19 +25,21 @@ def _round_away(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
-def activation_range(act: int, scale: float, zero_point: int) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized for int8 outputs; act is TFLite's fused activation code
+def activation_range(act: int, scale: float, zero_point: int, *, bits: int = 8) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for int8 / int16 outputs; act is TFLite's fused activation code
     (0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6); TfLiteRound rounds half away from zero."""
     def q(v):
         return zero_point + int(_round_away(np.float64(np.float32(v) / np.float32(scale))))
 
-    lo, hi = {0: (INT8_LO, INT8_HI), 1: (q(0.0), INT8_HI), 2: (q(-1.0), q(1.0)), 3: (q(0.0), q(6.0))}[act]
-    return max(INT8_LO, lo), min(INT8_HI, hi)
+    t_lo, t_hi = (INT8_LO, INT8_HI) if bits == 8 else (INT16_LO, INT16_HI)
+    lo, hi = {0: (t_lo, t_hi), 1: (q(0.0), t_hi), 2: (q(-1.0), q(1.0)), 3: (q(0.0), q(6.0))}[act]
+    return max(t_lo, lo), min(t_hi, hi)
 
 
-def prepare_add(*, s_a, s_b, s_out):
-    """ADD/SUB int8: left_shift 20, inputs rescaled to 2*max(s_a, s_b). Returns a dict of kernel scalars."""
-    left_shift = 20
+def prepare_add(*, s_a, s_b, s_out, bits: int = 8):
+    """ADD/SUB: inputs << left_shift (20 for int8, 15 for int16: LiteRT's general-scale int16 path), rescaled
+    to 2*max(s_a, s_b). Returns a dict of kernel scalars."""
+    left_shift = 20 if bits == 8 else 15
     twice_max = 2.0 * max(_f32(s_a), _f32(s_b))
     ma, sa = _qm(_f32(s_a) / twice_max)
     mb, sb = _qm(_f32(s_b) / twice_max)
@@ -82,3 +85,47 @@ def float_requantize_table(*, s_in, zp_in, s_out, zp_out) -> np.ndarray:
     v = (deq / np.float32(s_out)).astype(np.float32).astype(np.float64)
     q = _round_away(v).astype(np.int64) + int(zp_out)
     return np.clip(q, INT8_LO, INT8_HI).astype(np.int8)
+
+
+def conv16_multipliers(w_scales, in_scale, out_scale) -> list[int]:
+    """LiteRT's 16x8 CONV_2D Prepare, per output channel: QuantizeMultiplier(double(s_in) * double(w_scale[c]) /
+    double(s_out)); (multiplier, shift) pairs. The kernel requantizes with the int64 MultiplyByQuantizedMultiplier
+    (multiplier reduced to 16 bits, one rounding), defined for shifts in [-31, 7]."""
+    from ..errors import ModelError
+    out = []
+    for w in np.asarray(w_scales, np.float32):
+        real = _f32(in_scale) * float(w) / _f32(out_scale)
+        m, shift = _qm(real)
+        if not -31 <= shift <= 7:
+            raise ModelError(f"int16 conv effective scale {real:.6g} needs shift {shift}, outside [-31, 7]")
+        out.extend((m, shift))
+    return out
+
+
+def _checked_log2(x: float) -> tuple[bool, int]:
+    """TFLite CheckedLog2 in float32: (is log2(x) within 1e-3 of an integer, that integer)."""
+    xl = np.float32(np.float32(np.log(np.float32(x))) * (np.float32(1.0) / np.float32(np.log(np.float32(2.0)))))
+    r = np.float32(np.round(xl))
+    return bool(abs(np.float32(xl - r)) < np.float32(1e-3)), int(r)
+
+
+def prepare_act16(s_in: float, *, tanh: bool) -> tuple[int, int]:
+    """LiteRT's int16 LOGISTIC / TANH Prepare (3 integer bits): (input_multiplier, input_left_shift) for the
+    reference kernel, already in its kernel form (a power-of-two scale gives multiplier 3 << shift, shift 0).
+    The optimized resolvers run a different algorithm for power-of-two input scales; edgelstm's own int16
+    graphs keep those scales off powers of two (cellgraph.py), where all resolvers run the reference."""
+    from ..errors import ModelError
+    pot, log2 = _checked_log2(s_in)
+    shift = 12 + log2
+    if pot and (shift in (0, 1) if tanh else shift == 0):
+        return 3 << shift, 0
+    m = _f32(s_in) * 4096.0 * 3.0
+    shift = 0
+    while m <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        m *= 2.0
+    if int(m) > 32767 or shift > 30:
+        # 32768 * mult + 2^(shift-1) must stay below 2^31 (the kernel's int32 arithmetic)
+        raise ModelError(f"int16 {'TANH' if tanh else 'LOGISTIC'} input scale {s_in:.6g} is outside the range "
+                         f"LiteRT's int16 kernel handles")
+    return int(m), shift

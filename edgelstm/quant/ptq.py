@@ -10,11 +10,25 @@ import numpy as np
 from .._progress import Progress
 from ..errors import InputError, ModelError
 from ..model import ModelSpec
+from ..cellgraph import GRU_SCALES, H_SCALE, RNN_SCALES
 from .params import CELL_EXP_RANGE, SCALE_RANGE, QuantParams
 
 # Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
 # integrator, so streams longer than the calibration clips reach further.
 CELL_HEADROOM = 2.0
+# Headroom of the int16 GRU / RNN intermediates over their calibrated |max| (int16 keeps 14 bits after it).
+GRAPH_HEADROOM = 2.0
+
+
+def int16_scale(absmax: float, *, off_pot: bool = False) -> float:
+    """Symmetric int16 scale for a calibrated |max| (with headroom). ``off_pot`` moves a scale within 0.2% of a
+    power of two up by 0.3%: LiteRT's optimized int16 LOGISTIC / TANH take another algorithm for (nearly, by
+    its CheckedLog2) power-of-two input scales than its reference kernel, which edgelstm and every resolver
+    share otherwise."""
+    s = float(np.float32(max(absmax, 1e-6) * GRAPH_HEADROOM / 32767.0))
+    if off_pot and abs(math.log2(s) - round(math.log2(s))) < 2e-3:
+        s = float(np.float32(s * 1.003))
+    return s
 
 
 def _sigmoid(v):
@@ -73,6 +87,7 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
             w = {n: a.astype(np.float64) for n, a in w.items()}
             H = layer.hidden_size
             od = {"cell": _Observer(), "hidden": _Observer(), "pre": _Observer()}
+            od["graph"] = {name: _Observer() for name in {"gru": GRU_SCALES, "rnn": RNN_SCALES}.get(layer.kind, ())}
             o.setdefault("dirs", []).append(od)
             R = layer.recurrent_size
             h = np.zeros((B, R))
@@ -101,19 +116,31 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
                     od["cell"].update(c)
                     od["hidden"].update(hid)
                     h = hid @ w["w_proj"].T + w["b_proj"] if layer.proj_size else hid
-                elif layer.kind == "gru":
+                elif layer.kind == "gru":       # the ranges of the int16 cell graph's intermediates
+                    seen = od["graph"]
                     gx = x @ w["w_x"].T + w["b_x"]
-                    r = _sigmoid(gx[:, :H] + h @ w["w_h"][:H].T + w["b_h"][:H])
-                    z = _sigmoid(gx[:, H:2 * H] + h @ w["w_h"][H:2 * H].T + w["b_h"][H:2 * H])
-                    if layer.reset_after:
-                        n = np.tanh(gx[:, 2 * H:] + r * (h @ w["w_h"][2 * H:].T + w["b_h"][2 * H:]))
-                    else:
-                        n = np.tanh(gx[:, 2 * H:] + (r * h) @ w["w_h"][2 * H:].T + w["b_h"][2 * H:])
+                    fh = h @ w["w_h"][:2 * H].T + w["b_h"][:2 * H]
+                    for j, g in enumerate("rzn"):
+                        seen[f"fx_{g}"].update(gx[:, j * H:(j + 1) * H])
+                    for j, g in enumerate("rz"):
+                        seen[f"fh_{g}"].update(fh[:, j * H:(j + 1) * H])
+                        seen[f"pre_{g}"].update(gx[:, j * H:(j + 1) * H] + fh[:, j * H:(j + 1) * H])
+                    r = _sigmoid(gx[:, :H] + fh[:, :H])
+                    z = _sigmoid(gx[:, H:2 * H] + fh[:, H:])
+                    fh_n = (h if layer.reset_after else r * h) @ w["w_h"][2 * H:].T + w["b_h"][2 * H:]
+                    seen["fh_n"].update(fh_n)
+                    hn = r * fh_n if layer.reset_after else fh_n
+                    seen["r_fh_n"].update(hn)
+                    seen["pre_n"].update(gx[:, 2 * H:] + hn)
+                    n = np.tanh(gx[:, 2 * H:] + hn)
                     h = (1 - z) * n + z * h
                 else:
-                    pre = x @ w["w_x"].T + h @ w["w_h"].T + w["b"]
-                    od["pre"].update(pre)
-                    h = np.maximum(pre, 0) if layer.nonlinearity == "relu" else np.tanh(pre)
+                    seen = od["graph"]
+                    fx, fh = x @ w["w_x"].T + w["b"], h @ w["w_h"].T
+                    seen["fx"].update(fx)
+                    seen["fh"].update(fh)
+                    seen["pre"].update(fx + fh)
+                    h = np.maximum(fx + fh, 0) if layer.nonlinearity == "relu" else np.tanh(fx + fh)
                 ys[:, t] = h
             outs.append(ys)
             progress.advance(T)
@@ -165,6 +192,27 @@ def _bias_blocks(b, s_in, w_scales):
                            for g in range(len(w_scales))])
 
 
+def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
+    """One direction of an int8 GRU / RNN (edgelstm/cellgraph.py): int8 weights per output row, int32 biases
+    at s_input * w_scale[row] (x biases kept small enough for the input zero point to fold into int32),
+    int16 intermediate scales from the calibrated ranges."""
+    q = {}
+    rows = w["w_x"].shape[0]
+    q["w_x"], q["w_x_scale"] = _blocks(w["w_x"], rows)
+    q["w_h"], q["w_h_scale"] = _blocks(w["w_h"], rows)
+    fold_room = 2**31 - 1 - 128 * 127 * w["w_x"].shape[1]
+    names = GRU_SCALES if layer.kind == "gru" else RNN_SCALES
+    if layer.kind == "gru":
+        q["b_x"] = np.clip(_bias_blocks(w["b_x"], s_in, q["w_x_scale"]), -fold_room, fold_room).astype(np.int32)
+        q["b_h"] = _bias_blocks(w["b_h"], H_SCALE, q["w_h_scale"])
+        act_in = {"pre_r", "pre_z", "pre_n"}
+    else:
+        q["b"] = np.clip(_bias_blocks(w["b"], s_in, q["w_x_scale"]), -fold_room, fold_room).astype(np.int32)
+        act_in = {"pre"} if layer.nonlinearity == "tanh" else set()
+    q["scales"] = np.array([int16_scale(seen[n].absmax, off_pot=n in act_in) for n in names], np.float32)
+    return q
+
+
 def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
     act = [choose_act_quant(inp.lo, inp.hi, what="model input")]
     layers = []
@@ -194,16 +242,12 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
                 dirs.append(q)
                 continue
             od = o["dirs"][d]
-            n_gates = {"lstm": 4, "gru": 3, "rnn": 1}[layer.kind]
-            q["w_x"], q["w_x_scale"] = _blocks(w["w_x"], n_gates)
-            q["w_h"], q["w_h_scale"] = _blocks(w["w_h"], n_gates)
-            if layer.kind == "gru":
-                q["b_x"] = _bias_blocks(w["b_x"], s_in, q["w_x_scale"])
-                q["b_h"] = _bias_blocks(w["b_h"], s_out, q["w_h_scale"])
-            else:
-                q["b"] = _bias_blocks(w["b"], s_in, q["w_x_scale"])
-            if layer.kind == "rnn" and layer.nonlinearity == "relu":
-                q["pre_scale"] = np.array([max(od["pre"].absmax, 1e-6) / 32767.0], np.float32)
+            if layer.kind in ("gru", "rnn"):
+                dirs.append(_cell_graph_params(layer, w, od["graph"], s_in))
+                continue
+            q["w_x"], q["w_x_scale"] = _blocks(w["w_x"], 4)
+            q["w_h"], q["w_h_scale"] = _blocks(w["w_h"], 4)
+            q["b"] = _bias_blocks(w["b"], s_in, q["w_x_scale"])
             if layer.kind == "lstm":
                 cmax = max(od["cell"].absmax * CELL_HEADROOM, 1e-6)
                 e = int(math.ceil(math.log2(cmax / 32767.0)))
