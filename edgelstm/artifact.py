@@ -29,7 +29,6 @@ import math
 import os
 import stat
 import struct
-import tempfile
 
 import numpy as np
 
@@ -38,9 +37,10 @@ from .model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
 FORMAT = "edgelstm"
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 # 2: Dense weights carry one scale per output channel (version 1 had one per tensor; read by broadcasting)
-SUPPORTED_VERSIONS = ("1", "2")
+# 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/cellgraph.py); their earlier int8 form is refused
+SUPPORTED_VERSIONS = ("1", "2", "3")
 MAX_HEADER = 100 * 1024 * 1024  # the official reader's limit too
 ALIGN = 64
 
@@ -437,6 +437,10 @@ def _parse_all(data: bytes, where: str):
     audio = _parse_audio(meta, where)
     skeleton = _build_structure(descs, has_weights, where)
     expected = _expected(skeleton, act is not None, has_initial)
+    if version in ("1", "2") and act is not None and any(layer.kind in ("gru", "rnn") for layer in skeleton.layers):
+        raise ArtifactError(f"{where}: format_version {version} holds int8 GRU/RNN layers in the int16-gate scheme "
+                            f"of earlier edgelstm versions, which format 3 replaced by the TFLite-expressible int16 "
+                            f"cell graphs; re-quantize the float model (edgelstm quantize MODEL --calibration X.npy)")
     v1_dense_scales = []
     if version == "1":  # one Dense weight scale per tensor: read as (1,), broadcast to every channel below
         for k, layer in enumerate(skeleton.layers):

@@ -22,7 +22,7 @@ Per direction, with x8 the int8 layer input (act[k]) and the state h16 (int16):
        relu: h' = ADD(...) with fused RELU, h at its calibrated scale
   y8 = QUANTIZE(h')                                the layer output in act[k+1]
 Weights are int8 symmetric per output row (CONV per-channel), biases int32 at s_input * w_scale[row] (int64
-in the file), every other intermediate int16 symmetric at a calibrated scale (``scales``), kept off powers of
+in the file), every other intermediate int16 symmetric at a calibrated scale (``graph_scale``), kept off powers of
 two where it feeds LOGISTIC / TANH (LiteRT's optimized int16 LOGISTIC / TANH take another algorithm there).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ RNN_SCALES = ("fx", "fh", "pre")          # relu: "pre" is also the scale of h
 def rnn_h_scale(layer, q: dict) -> float:
     """The int16 state's scale of one direction of an int8 GRU / RNN layer."""
     if layer.kind == "rnn" and layer.nonlinearity == "relu":
-        return float(q["scales"][2])
+        return float(q["graph_scale"][2])
     return H_SCALE
 
 
@@ -90,7 +90,7 @@ def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, 
     ``layer`` whose input is quantized ``act_in`` and output ``act_out`` (scale, zero point)."""
     (s_in, zp_in), (s_out, zp_out) = act_in, act_out
     H, I = layer.hidden_size, layer.input_size
-    sc = [float(v) for v in q["scales"]]
+    sc = [float(v) for v in q["graph_scale"]]
     g = _Graph()
     x8 = g.tensor(I, s_in, zp_in, bits=8)
     x16 = g.op("COPY", x8, -1, g.tensor(I, s_in))

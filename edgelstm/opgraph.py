@@ -268,7 +268,7 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
     act16_table = None
     for name, a, bi, out, act, p0, p1, p2 in g.ops:
         r = [0] * C.OPK_REC
-        (na, sa, za, _, bits_a), (no, so, zo, _, bits) = T[a], T[out]
+        (na, sa, za), (no, so, zo, _, bits) = T[a][:3], T[out]
         if name in ("FULLY_CONNECTED", "CONV_2D"):
             w = params["w"][p0:p0 + no * na].reshape(no, na)
             if q:

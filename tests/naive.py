@@ -576,26 +576,8 @@ def ref_prepare(spec, quant):
                 # LiteRT Prepare: float32 clip / float32 scale, clamped, then truncated by the int cast
                 p["cell_clip_q"] = ref_quantized_clip(layer.cell_clip, 2.0 ** e, 32767)
                 p["proj_clip_q"] = ref_quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
-            elif layer.kind == "gru":
-                H = layer.hidden_size
-                p.update(H=H, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]), reset_after=bool(layer.reset_after))
-                p["m_x"], p["s_x"] = _block_rows([ref_qm(ref_eff_scale(q["w_x_scale"][g], s_in, _Q12))
-                                                  for g in range(3)], H)
-                p["m_h"], p["s_h"] = _block_rows([ref_qm(ref_eff_scale(q["w_h_scale"][g], s_out, _Q12))
-                                                  for g in range(3)], H)
-                p["bx"] = ref_fold(q["b_x"], q["w_x"], zp_in)
-                p["bh"] = ref_fold(q["b_h"], q["w_h"], zp_out)
-                p["m_16to8"] = ref_qm(f32(f32(_Q15) / f32(s_out)))
-            elif layer.kind == "rnn":
-                H = layer.hidden_size
-                relu = layer.nonlinearity == "relu"
-                s_pre = float(f32(q["pre_scale"][0])) if relu else _Q12
-                p.update(H=H, relu=relu, w_x=_i64(q["w_x"]), w_h=_i64(q["w_h"]))
-                p["m_x"] = ref_qm(ref_eff_scale(q["w_x_scale"][0], s_in, s_pre))
-                p["m_h"] = ref_qm(ref_eff_scale(q["w_h_scale"][0], s_out, s_pre))
-                p["bx"] = ref_fold(q["b"], q["w_x"], zp_in)
-                p["bh"] = ref_fold(None, q["w_h"], zp_out)
-                p["m_out"] = ref_qm(f32(f32(s_pre) / f32(s_out)) if relu else f32(f32(_Q15) / f32(s_out)))
+            elif layer.kind in ("gru", "rnn"):
+                p.update(ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out))
             elif layer.kind == "dense":
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
@@ -697,39 +679,117 @@ def ref_lstm_step(p, lp, x, h, c):
     return h, c
 
 
-def ref_gru_h8(p, lp, h16):
-    return ref_requantize_q15_to_int8(h16, p["m_16to8"], lp["zp_out"])
+# -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (README "GRU" / "Vanilla RNN"), vectorized over
+# the batch; independent of edgelstm/cellgraph.py and the op kernels
 
+def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
+    """Per direction: int64 weights, folded x biases, (m16, right shift) per conv row, ADD/MUL/QUANTIZE
+    multipliers and the LOGISTIC/TANH (multiplier, shift), from the float32 scales in the contract."""
+    f = lambda v: float(np.float32(v))                               # noqa: E731
+    H = layer.hidden_size
+    sc = [f(v) for v in q["graph_scale"]]
+    relu = layer.kind == "rnn" and layer.nonlinearity == "relu"
+    s_h = sc[2] if relu else _Q15
 
-def ref_gru_step(p, lp, x, h16, h8):
-    """One GRU step (NUMERICS.md GRU steps 1-6). h16 Q0.15 (B, H), h8 its int8 copy -> (h16, h8)."""
-    H, zp_out = p["H"], lp["zp_out"]
-    gates = np.zeros((x.shape[0], 3 * H), np.int64)
-    gates = ref_matmul_into_gate(gates, p["w_x"], p["bx"], x, p["m_x"], p["s_x"])
-    rz = ref_matmul_into_gate(gates[:, :2 * H], p["w_h"][:2 * H], p["bh"][:2 * H], h8,
-                              p["m_h"][:2 * H], p["s_h"][:2 * H])
-    r, z = ref_sigmoid16(rz[:, :H]), ref_sigmoid16(rz[:, H:])
-    gn = gates[:, 2 * H:]
-    w_hn, bh_n, m_n, s_n = p["w_h"][2 * H:], p["bh"][2 * H:], p["m_h"][2 * H:], p["s_h"][2 * H:]
+    def conv(w_scale, s_x, s_o):            # LiteRT 16x8 conv: QM of the double ratio, multiplier cut to 16 bits
+        out = []
+        for ws in w_scale:
+            m, sh = ref_quantize_multiplier(f(s_x) * f(ws) / f(s_o))
+            out.append(((m + 2 ** 15) // 2 ** 16 if m < 0x7FFF0000 else 0x7FFF, 15 - sh))
+        return _i64([v[0] for v in out]), _i64([v[1] for v in out])
+
+    def add(sa, sb, so):                    # int16 ADD / SUB: inputs << 15, rescaled to 2 * max input scale
+        tw = 2.0 * max(f(sa), f(sb))
+        return (ref_quantize_multiplier(f(sa) / tw), ref_quantize_multiplier(f(sb) / tw),
+                ref_quantize_multiplier(tw / (2 ** 15 * f(so))))
+
+    def mul(sa, sb, so):
+        return ref_quantize_multiplier(f(sa) * f(sb) / f(so))
+
+    p = {"H": H, "kind": layer.kind, "relu": relu, "s_h": s_h,
+         "out": ref_quantize_multiplier(f(s_h if relu else _Q15) / f(s_out))}
+    wx, wh = _i64(q["w_x"]), _i64(q["w_h"])
+    bx = (_i64(q["b_x"]) if layer.kind == "gru" else _i64(q["b"])) - zp_in * wx.sum(axis=1)
+    p.update(w_x=wx, w_h=wh, bx=bx, zp_in=zp_in, zp_out=zp_out)
+    if layer.kind == "rnn":
+        p["cx"] = conv(q["w_x_scale"], s_in, sc[0])
+        p["ch"] = conv(q["w_h_scale"], s_h, sc[1])
+        p["add"] = add(sc[0], sc[1], s_h if relu else sc[2])
+        p["act"] = None if relu else _ref_act16_params(sc[2], True)
+        return p
+    p["reset_after"] = bool(layer.reset_after)
+    p["bh"] = _i64(q["b_h"])
+    p["cx"] = [conv(q["w_x_scale"][j * H:(j + 1) * H], s_in, sc[j]) for j in range(3)]
+    p["ch"] = [conv(q["w_h_scale"][j * H:(j + 1) * H], _Q15, sc[3 + j]) for j in range(3)]
+    p["add_g"] = [add(sc[j], sc[3 + j], sc[6 + j]) for j in range(2)]
+    p["act_g"] = [_ref_act16_params(sc[6 + j], False) for j in range(2)]
     if p["reset_after"]:
-        a = vsat16(vmbqm(vwrap32(bh_n + h8 @ w_hn.T), m_n, s_n))              # Q3.12
-        gn = vsat16(vrdbpot(r * a, 15) + gn)
+        p["mul_rn"] = mul(_Q15, sc[5], sc[9])
+        p["add_n"] = add(sc[2], sc[9], sc[8])
     else:
-        rh8 = vsat8(vmbqm(vrdbpot(r * h16, 15), *p["m_16to8"]) + zp_out)
-        gn = ref_matmul_into_gate(gn, w_hn, bh_n, rh8, m_n, s_n)
-    n = ref_tanh16(gn, 3)
-    h16 = vsat16(vrdbpot(z * h16, 15) + vrdbpot((32767 - z) * n, 15))
-    return h16, ref_gru_h8(p, lp, h16)
+        p["mul_rh"] = mul(_Q15, _Q15, _Q15)
+        p["add_n"] = add(sc[2], sc[5], sc[8])
+    p["act_n"] = _ref_act16_params(sc[8], True)
+    p["sub_d"] = add(_Q15, _Q15, 2.0 ** -14)
+    p["mul_zd"] = mul(_Q15, 2.0 ** -14, 2.0 ** -14)
+    p["add_h"] = add(_Q15, 2.0 ** -14, _Q15)
+    return p
 
 
-def ref_rnn_step(p, lp, x, h):
-    """One vanilla-RNN step: gate = 0; matmul-into-gate over x then h; tanh or relu output."""
-    gate = np.zeros((x.shape[0], p["H"]), np.int64)
-    gate = ref_matmul_into_gate(gate, p["w_x"], p["bx"], x, *p["m_x"])
-    gate = ref_matmul_into_gate(gate, p["w_h"], p["bh"], h, *p["m_h"])
-    if p["relu"]:
-        return vsat8(vmbqm(np.maximum(gate, 0), *p["m_out"]) + lp["zp_out"])
-    return vsat8(vmbqm(ref_tanh16(gate, 3), *p["m_out"]) + lp["zp_out"])
+def vconv16(x, w, bias, mults, lo=_FX_I16_MIN, hi=_FX_I16_MAX):
+    """(B, K) int16 values -> (B, N): exact accumulator, (acc * m16 + 2^(t-1)) >> t per row, clamped."""
+    m16, t = mults
+    acc = _i64(x) @ _i64(w).T + (0 if bias is None else _i64(bias))
+    return np.clip((acc * m16 + (np.int64(1) << (t - 1))) >> t, lo, hi)
+
+
+def vadd16(a, b, params, *, subtract=False, lo=_FX_I16_MIN, hi=_FX_I16_MAX):
+    (ma, sa), (mb, sb), (mo, so) = params
+    u, v = vmbqm(_i64(a) << 15, ma, sa), vmbqm(_i64(b) << 15, mb, sb)
+    return np.clip(vmbqm(u - v if subtract else u + v, mo, so), lo, hi)
+
+
+def vmul16(a, b, params):
+    return vsat16(vmbqm(_i64(a) * _i64(b), *params))
+
+
+def vact16(x, params, tanh):
+    """int16 LOGISTIC / TANH (output 2^-15): scale, interpolate sigmoid(i / 24) at |v|, mirror for v < 0."""
+    from edgelstm.quant.tables import SIGMOID_TABLE_U16 as tab
+    mult, shift = params
+    v = (_i64(x) * mult + ((1 << (shift - 1)) if shift else 0)) >> shift
+    u = np.abs(v)
+    fb = 8 if tanh else 9
+    i = np.minimum(u >> fb, 254)
+    interp = (tab[i] << fb) + (u & ((1 << fb) - 1)) * (tab[i + 1] - tab[i])
+    r = np.where((u >> fb) >= 255, (0xFFFF << 8) if tanh else (0x7FFF << 10), interp)
+    if tanh:
+        return np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1) >> 8
+    return np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1) >> 10
+
+
+def ref_cell16_step(p, x8, h):
+    """One int8 GRU / RNN step: x8 (B, I) int8 values, h (B, H) int16 state -> (h', y8)."""
+    H = p["H"]
+    if p["kind"] == "rnn":
+        pre_lo = 0 if p["relu"] else _FX_I16_MIN
+        pre = vadd16(vconv16(x8, p["w_x"], p["bx"], p["cx"]), vconv16(h, p["w_h"], None, p["ch"]), p["add"],
+                     lo=pre_lo)
+        h2 = pre if p["relu"] else vact16(pre, p["act"], True)
+    else:
+        fx = [vconv16(x8, p["w_x"][j * H:(j + 1) * H], p["bx"][j * H:(j + 1) * H], p["cx"][j]) for j in range(3)]
+        rz = [vact16(vadd16(fx[j], vconv16(h, p["w_h"][j * H:(j + 1) * H], p["bh"][j * H:(j + 1) * H], p["ch"][j]),
+                            p["add_g"][j]), p["act_g"][j], False) for j in range(2)]
+        r, z = rz
+        wn, bn = p["w_h"][2 * H:], p["bh"][2 * H:]
+        if p["reset_after"]:
+            hn = vmul16(r, vconv16(h, wn, bn, p["ch"][2]), p["mul_rn"])
+        else:
+            hn = vconv16(vmul16(r, h, p["mul_rh"]), wn, bn, p["ch"][2])
+        n = vact16(vadd16(fx[2], hn, p["add_n"]), p["act_n"], True)
+        d = vadd16(h, n, p["sub_d"], subtract=True)
+        h2 = vadd16(n, vmul16(z, d, p["mul_zd"]), p["add_h"])
+    return h2, vsat8(vmbqm(h2, *p["out"]) + p["zp_out"])
 
 
 def ref_dense_table(fn, pre_scale, pre_zp, s_out, zp_out):
@@ -784,24 +844,22 @@ def ref_dense(p, x):
 
 
 def ref_zero_state_int8(prep_layer, B):
-    """Zero state: LSTM h = zp_out, c = 0; GRU h = 0 (Q0.15); RNN h = zp_out."""
+    """Zero state: LSTM h = zp_out, c = 0; GRU and RNN int16 h = 0."""
     layer, zp = prep_layer["layer"], prep_layer["zp_out"]
     if layer.kind == "lstm":
         return {"h": np.full((B, layer.recurrent_size), zp, np.int64),
                 "c": np.zeros((B, layer.hidden_size), np.int64)}
-    if layer.kind == "gru":
-        return {"h": np.zeros((B, layer.hidden_size), np.int64)}
-    return {"h": np.full((B, layer.hidden_size), zp, np.int64)}
+    return {"h": np.zeros((B, layer.hidden_size), np.int64)}      # GRU / RNN: int16 h = 0
 
 
 _STATE_DTYPES = {("lstm", "h"): np.int8, ("lstm", "c"): np.int16, ("gru", "h"): np.int16,
-                 ("rnn", "h"): np.int8}
+                 ("rnn", "h"): np.int16}
 
 
 def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=None):
     """Integer forward of an int8 model over float32 X (B, T, F) -> (Y float32 (B, T, O), state).
 
-    state[k][d]: LSTM {"h" int8, "c" int16}, GRU {"h" int16 Q0.15}, RNN {"h" int8}, Dense {} (one dict);
+    state[k][d]: LSTM {"h" int8, "c" int16}, GRU / RNN {"h" int16}, Dense {} (one dict);
     arrays with a leading batch axis, taken at each sequence's own length. Outputs past a sequence's
     length are 0. The backward direction runs over each sequence's own valid steps in reverse."""
     prep = ref_prepare(spec, quant) if prep is None else prep
@@ -826,8 +884,8 @@ def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=N
                 st = ref_zero_state_int8(lp, B)
             else:
                 st = {n: _i64(a).reshape(B, -1).copy() for n, a in initial_state[k][d].items()}
-            if layer.kind == "gru":
-                st["h8"] = ref_gru_h8(p, lp, st["h"])
+            if layer.kind in ("gru", "rnn"):
+                st["y8"] = np.zeros((B, layer.hidden_size), np.int64)      # the step's int8 output
             backward = d == 1 or getattr(layer, "reverse", False)
             for s in range(int(lengths.max(initial=0))):
                 active = s < lengths
@@ -836,15 +894,13 @@ def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=N
                 if layer.kind == "lstm":
                     h, c = ref_lstm_step(p, lp, x, st["h"], st["c"])
                     new = {"h": h, "c": c}
-                elif layer.kind == "gru":
-                    h16, h8 = ref_gru_step(p, lp, x, st["h"], st["h8"])
-                    new = {"h": h16, "h8": h8}
                 else:
-                    new = {"h": ref_rnn_step(p, lp, x, st["h"])}
+                    h16, y8 = ref_cell16_step(p, x, st["h"])
+                    new = {"h": h16, "y8": y8}
                 st = {n: np.where(active[:, None], new[n], st[n]) for n in st}
-                y = st["h8"] if layer.kind == "gru" else st["h"]
+                y = st["h"] if layer.kind == "lstm" else st["y8"]
                 out[rows[active], t[active], d * W:(d + 1) * W] = y[active]
-            layer_final.append({n: st[n].astype(_STATE_DTYPES[(layer.kind, n)]) for n in st if n != "h8"})
+            layer_final.append({n: st[n].astype(_STATE_DTYPES[(layer.kind, n)]) for n in st if n != "y8"})
         seq = out
         final.append(layer_final)
     s_L, z_L = prep[-1]["s_out"], prep[-1]["zp_out"]

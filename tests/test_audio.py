@@ -9,7 +9,6 @@ import pytest
 
 import edgelstm as el
 from edgelstm.audio import AudioConfig, EventTracker, FrontEnd, LogMel, Tagger, logmel, read_raw, read_wav
-from edgelstm.audio.io import write_wav
 from edgelstm.cli import AUDIO_MODEL, DATA, main
 from edgelstm.errors import ArtifactError, AudioError
 

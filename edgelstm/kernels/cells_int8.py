@@ -9,8 +9,9 @@ layers (see ``program.py``).  Storage conventions:
   acc   int32  matmul accumulators; dot loops write here in their own loop nest (vectorizes), the
                requantization epilogue runs in a second loop.
 
-Arithmetic is TFLite's 8x8_16 LSTM (lstm_eval.cc, portable_tensor_utils.cc) for LSTM; GRU and RNN use
-the same primitives as documented in the README's numerics contract.
+Arithmetic is TFLite's 8x8_16 LSTM (lstm_eval.cc, portable_tensor_utils.cc) for LSTM and LiteRT's int8
+FULLY_CONNECTED for Dense. int8 GRU and RNN layers run as int16 op graphs (edgelstm/cellgraph.py,
+kernels/ops_int8.py).
 """
 import numpy as np
 from numba import njit
@@ -225,114 +226,6 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
                     h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
             o_off = ix[n * IXW + IX_OUT]
             seq[o_off:o_off + n_rec] = h
-
-
-@njit(**NJIT_OPTS)
-def requantize_q15_to_int8(src, s_off, dst, d_off, n, mult, shift, zp):
-    """int8 copy of a Q0.15 vector in a layer's output quantization: sat8(mbqm(v) + zp)."""
-    a = src[s_off:s_off + n]
-    b = dst[d_off:d_off + n]
-    for r in range(n):
-        b[r] = sat8(np.int64(mbqm(np.int32(a[r]), mult, shift)) + zp)
-
-
-@njit(**NJIT_OPTS)
-def gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb, gates, acc, aux, scr):
-    """One int8 GRU step of nb sequences (conventions of lstm_step_int8). State at s: state[s : s+H] = h in
-    Q0.15 (int16, the precise state), state[s+H : s+2H] = h requantized to the layer's int8 output (feeds
-    the recurrent matmul).  gates: r, z, n pre-activations; aux (H): recurrent part of n (reset-after) or
-    int8 r*h (reset-before)."""
-    H = hidden
-    s_rec = prog[rec + GR_STATE]
-    m8 = prog[rec + GR_M16TO8]
-    s8 = prog[rec + GR_M16TO8 + 1]
-    zp = prog[rec + GR_OUT_ZP]
-    m_n = prog[rec + GR_MH + 4]
-    s_n = prog[rec + GR_MH + 5]
-    sig = prog[rec + GR_SIG]
-    bn_off = prog[rec + GR_BH] + 2 * H
-    bias_n = prog[bn_off:bn_off + H]
-    _dot_rows(wq, prog[rec + GR_WX], 0, 3 * H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
-    for n in range(nb):
-        _requant_acc16(acc[n * scr:], prog, prog[rec + GR_BX], rec + GR_MX, 3, H, gates[n * scr:], 0, False)
-    reset_after = (flags & FLAG_RESET_AFTER) != 0
-    # reset-after: all three recurrent rows at once (n's part stays separate until scaled by r)
-    _dot_rows(wq, prog[rec + GR_WH], 0, 3 * H if reset_after else 2 * H, H, H, state, ix, IX_STATE, s_rec + H,
-              nb, acc, scr)
-    for n in range(nb):
-        s_off = ix[n * IXW + IX_STATE] + s_rec
-        gates_n = gates[n * scr:(n + 1) * scr]
-        rg = gates_n[:H]
-        ng = gates_n[2 * H:3 * H]
-        tmp = aux[n * scr:n * scr + H]
-        _requant_acc16(acc[n * scr:], prog, prog[rec + GR_BH], rec + GR_MH, 2, H, gates_n, 0, True)
-        _lut16_inplace(wq, sig, gates_n[:2 * H])
-        if reset_after:
-            acc_n = acc[n * scr + 2 * H:n * scr + 3 * H]
-            for r in range(H):
-                tmp[r] = sat16(mbqm(wrap32(np.int64(acc_n[r]) + bias_n[r]), m_n, s_n))
-            for r in range(H):
-                rn = rdbpot(np.int32(rg[r]) * np.int32(tmp[r]), 15)       # r * (U_n h + b_hn), Q3.12
-                ng[r] = sat16(np.int64(rn) + ng[r])
-        else:
-            h16 = state[s_off:s_off + H]
-            for r in range(H):
-                rh = rdbpot(np.int32(rg[r]) * np.int32(h16[r]), 15)        # r * h, Q0.15
-                tmp[r] = sat8(np.int64(mbqm(rh, m8, s8)) + zp)              # int8, same quant as h
-    if not reset_after:
-        _dot_rows(wq, prog[rec + GR_WH], 2 * H, H, H, H, aux, ix, IX_SCR, 0, nb, acc, scr)
-    tanh3 = prog[rec + GR_TANH3]
-    for n in range(nb):
-        s_off = ix[n * IXW + IX_STATE] + s_rec
-        gates_n = gates[n * scr:(n + 1) * scr]
-        zg = gates_n[H:2 * H]
-        ng = gates_n[2 * H:3 * H]
-        if not reset_after:
-            a = acc[n * scr:n * scr + H]
-            for r in range(H):
-                v = mbqm(wrap32(np.int64(a[r]) + bias_n[r]), m_n, s_n)
-                ng[r] = sat16(np.int64(v) + ng[r])
-        _lut16_inplace(wq, tanh3, ng)
-        h16 = state[s_off:s_off + H]
-        for r in range(H):
-            z = np.int32(zg[r])
-            # h' = z*h + (1-z)*n with 1 = 32767 in Q0.15 (TFLite's Sub1Vector convention)
-            zh = rdbpot(z * np.int32(h16[r]), 15)
-            zn = rdbpot((32767 - z) * np.int32(ng[r]), 15)
-            h16[r] = sat16(np.int64(zh) + zn)
-        requantize_q15_to_int8(state, s_off, state, s_off + H, H, m8, s8, zp)
-        o_off = ix[n * IXW + IX_OUT]
-        seq[o_off:o_off + H] = state[s_off + H:s_off + 2 * H]
-
-
-@njit(**NJIT_OPTS)
-def rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_out, ix, nb, gates, acc, aux, scr):
-    """One int8 vanilla RNN step of nb sequences (conventions of lstm_step_int8). Pre-activation int16
-    (Q3.12 for tanh, calibrated scale for relu); state[s : s+H] = h as int8 values (the layer output)."""
-    H = hidden
-    s_rec = prog[rec + RN_STATE]
-    _dot_rows(wq, prog[rec + RN_WX], 0, H, n_in, H, seq, ix, IX_SRC, 0, nb, acc, scr)
-    for n in range(nb):
-        _requant_acc16(acc[n * scr:], prog, prog[rec + RN_BX], rec + RN_MX, 1, H, gates[n * scr:], 0, False)
-    _dot_rows(wq, prog[rec + RN_WH], 0, H, H, H, state, ix, IX_STATE, s_rec, nb, acc, scr)
-    m = prog[rec + RN_MOUT]
-    s = prog[rec + RN_MOUT + 1]
-    zp = prog[rec + RN_OUT_ZP]
-    for n in range(nb):
-        s_off = ix[n * IXW + IX_STATE] + s_rec
-        pre = gates[n * scr:n * scr + H]
-        h = state[s_off:s_off + H]
-        _requant_acc16(acc[n * scr:], prog, prog[rec + RN_BH], rec + RN_MH, 1, H, pre, 0, True)
-        if flags & FLAG_RELU:
-            for r in range(H):
-                a = max(np.int32(pre[r]), np.int32(0))
-                h[r] = sat8(np.int64(mbqm(a, m, s)) + zp)
-        else:
-            _lut16_inplace(wq, prog[rec + RN_TANH3], pre)
-            for r in range(H):
-                h[r] = sat8(np.int64(mbqm(np.int32(pre[r]), m, s)) + zp)
-        o_off = ix[n * IXW + IX_OUT]
-        seq[o_off:o_off + H] = h
 
 
 @njit(**NJIT_OPTS)

@@ -30,7 +30,7 @@ from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
 from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KIND_DENSE, KIND_GRU, KIND_LSTM,
                          L_DIRLEN, L_FLAGS, L_HDR, L_HID, L_IN, L_KIND, L_NDIR, L_OUT, PAD, dense_step_int8,
-                         gru_step_int8, lstm_step_int8, rnn_step_int8)
+                         lstm_step_int8)
 
 from .rawview import view_f32, view_i16, view_i32
 from .layout import (  # noqa: F401
@@ -73,16 +73,12 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
     """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind)."""
     if kind == KIND_LSTM:
         lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
-    elif kind == KIND_GRU:
-        gru_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_DENSE:
         dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
-    elif kind == KIND_OPS:   # a graph of TFLite int8 ops, one sequence after the other in the gates scratch
+    else:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other in the gates scratch
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
                             ix[n * IXW + IX_OUT], gates)
-    else:
-        rnn_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
 
 
 @njit(**NJIT_OPTS)

@@ -18,9 +18,9 @@ LSTM  w_x int8 (4H, I)      w_x_scale f32 (4,)    per-tensor scale of each gate 
       hidden_scale f32 (1,) hidden_zp int32 (1,)           (projection only: int8 o*tanh(c) before projection)
 GRU   w_x int8 (3H, I) w_x_scale (3H,)  w_h int8 (3H, H) w_h_scale (3H,)   per output row (gates r, z, n)
       b_x int32 (3H,) at act_in.scale * w_x_scale[row];  b_h int32 (3H,) at 2^-15 * w_h_scale[row]
-      scales f32 (10,)      int16 intermediates of the cell graph (edgelstm/cellgraph.py GRU_SCALES)
+      graph_scale f32 (10,) int16 intermediates of the cell graph (edgelstm/cellgraph.py GRU_SCALES)
 RNN   w_x int8 (H, I) w_x_scale (H,)  w_h int8 (H, H) w_h_scale (H,)  b int32 (H,) at act_in.scale * w_x_scale[row]
-      scales f32 (3,)       int16 intermediates (cellgraph.RNN_SCALES; relu: scales[2] is also h's scale)
+      graph_scale f32 (3,)  int16 intermediates (cellgraph.RNN_SCALES; relu: graph_scale[2] is also the scale of h)
 Dense w int8 (O, I) w_scale (O,)  per output channel, as the TF converter writes FULLY_CONNECTED
       b int32 (O,) at act_in.scale * w_scale[o]
       pre_scale f32 (1,) pre_zp int32 (1,)   int8 logits before the activation
@@ -57,12 +57,12 @@ def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
         H, I = layer.hidden_size, layer.input_size
         return {"w_x": ((3 * H, I), np.int8), "w_x_scale": ((3 * H,), np.float32),
                 "w_h": ((3 * H, H), np.int8), "w_h_scale": ((3 * H,), np.float32),
-                "b_x": ((3 * H,), np.int32), "b_h": ((3 * H,), np.int32), "scales": ((10,), np.float32)}
+                "b_x": ((3 * H,), np.int32), "b_h": ((3 * H,), np.int32), "graph_scale": ((10,), np.float32)}
     if k == "rnn":
         H, I = layer.hidden_size, layer.input_size
         return {"w_x": ((H, I), np.int8), "w_x_scale": ((H,), np.float32),
                 "w_h": ((H, H), np.int8), "w_h_scale": ((H,), np.float32), "b": ((H,), np.int32),
-                "scales": ((3,), np.float32)}
+                "graph_scale": ((3,), np.float32)}
     if k == "ops":
         return layer.quant_shapes()
     if k == "dense":
@@ -130,7 +130,7 @@ def validate_quant(spec, q: QuantParams) -> QuantParams:
                 if a.shape != shape:
                     raise ModelError(f"{where} {name}: shape {a.shape}, expected {shape}")
                 params[name] = np.ascontiguousarray(a)
-                if name.endswith("_scale") or name == "scales":
+                if name.endswith("_scale"):
                     _check_scale(f"{where} {name}", a)
             if layer.kind == "ops":
                 _check_opgraph_quant(layer, params, q.act[k], q.act[k + 1], where)

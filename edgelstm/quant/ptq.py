@@ -209,7 +209,7 @@ def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
     else:
         q["b"] = np.clip(_bias_blocks(w["b"], s_in, q["w_x_scale"]), -fold_room, fold_room).astype(np.int32)
         act_in = {"pre"} if layer.nonlinearity == "tanh" else set()
-    q["scales"] = np.array([int16_scale(seen[n].absmax, off_pot=n in act_in) for n in names], np.float32)
+    q["graph_scale"] = np.array([int16_scale(seen[n].absmax, off_pot=n in act_in) for n in names], np.float32)
     return q
 
 
@@ -227,7 +227,6 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         else:
             out_q = choose_act_quant(o["out"].lo, o["out"].hi, what=f"layer {k} ({layer.kind}) output")
         s_in = act[k][0]
-        s_out = out_q[0]
         dirs = []
         for d, w in enumerate(layer.directions):
             q = {}
