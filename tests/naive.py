@@ -646,10 +646,6 @@ def ref_lstm_hidden(o, c, cell_exp, m_hid, zp_hid):
     return vsat8(vmbqm(_i64(o) * ref_tanh16(c, 15 + int(cell_exp)), *m_hid) + int(zp_hid))
 
 
-def ref_requantize_q15_to_int8(v, m, zp):
-    """int8 copy of a Q0.15 vector: sat8(MBQM(v, m) + zp)  (GRU h8, RNN tanh output)."""
-    return vsat8(vmbqm(v, *m) + int(zp))
-
 
 def ref_lstm_step(p, lp, x, h, c):
     """One LSTM step (NUMERICS.md steps 1-8). x (B, I) int8 values, h (B, R), c (B, H) -> (h, c)."""
@@ -709,7 +705,7 @@ def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
     p = {"H": H, "kind": layer.kind, "relu": relu, "s_h": s_h,
          "out": ref_quantize_multiplier(f(s_h if relu else _Q15) / f(s_out))}
     wx, wh = _i64(q["w_x"]), _i64(q["w_h"])
-    bx = (_i64(q["b_x"]) if layer.kind == "gru" else _i64(q["b"])) - zp_in * wx.sum(axis=1)
+    bx = vwrap32((_i64(q["b_x"]) if layer.kind == "gru" else _i64(q["b"])) - zp_in * wx.sum(axis=1))
     p.update(w_x=wx, w_h=wh, bx=bx, zp_in=zp_in, zp_out=zp_out)
     if layer.kind == "rnn":
         p["cx"] = conv(q["w_x_scale"], s_in, sc[0])
@@ -740,7 +736,7 @@ def vconv16(x, w, bias, mults, lo=_FX_I16_MIN, hi=_FX_I16_MAX):
     """(B, K) int16 values -> (B, N): exact accumulator, (acc * m16 + 2^(t-1)) >> t per row, clamped."""
     m16, t = mults
     acc = _i64(x) @ _i64(w).T + (0 if bias is None else _i64(bias))
-    return np.clip((acc * m16 + (np.int64(1) << (t - 1))) >> t, lo, hi)
+    return np.clip(vwrap32((acc * m16 + (np.int64(1) << (t - 1))) >> t), lo, hi)   # int32 result, then clamp
 
 
 def vadd16(a, b, params, *, subtract=False, lo=_FX_I16_MIN, hi=_FX_I16_MAX):
@@ -942,7 +938,7 @@ def ref_op_conv16(x, w, bias, s_in, w_scales, s_out, lo=-32768, hi=32767):
         m16 = (m + 2 ** 15) // 2 ** 16 if m < 0x7FFF0000 else 0x7FFF
         acc = (0 if bias is None else int(bias[n])) + sum(int(xk) * int(wk) for xk, wk in zip(x, w[n]))
         t = 15 - s
-        out.append(_ref_clamp((acc * m16 + 2 ** (t - 1)) // 2 ** t, lo, hi))
+        out.append(_ref_clamp(_fx_i32((acc * m16 + 2 ** (t - 1)) // 2 ** t), lo, hi))   # returns int32
     return out
 
 

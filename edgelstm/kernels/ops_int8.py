@@ -10,8 +10,9 @@ offset was validated and laid out by opgraph.prepare_record (no bounds checks he
 Op records (OPK_REC int32 each; a = input arena offset, o = output arena offset, n = elements):
   FC      [OPK_FC, x, K, zp_in, w_off (weight blob), N, b_off (prog, -1 none), m_off (prog: N (mult, shift)
            pairs), 0, zp_out, lo, hi, o]      per-channel, single rounding (LiteRT's int8 FULLY_CONNECTED, as measured)
-  CONV16  the FC fields (zero points 0): int16 input, int64 accumulator, LiteRT's int64
-           MultiplyByQuantizedMultiplier (multiplier rounded to 16 bits, one rounding); int16 output
+  CONV16  the FC fields (zero points 0) + [13] w_blk: int16 input, int64 accumulator, LiteRT's int64
+           MultiplyByQuantizedMultiplier (multiplier rounded to 16 bits, one rounding); int16 output; w_blk
+           (JIT blob only, -1: none) a column-padded copy of the weights in the pairwise block layout
   ACT16   [OPK_ACT16, n, a, 0, o, tanh, mult, left_shift, t_off (prog: 256-entry uint16 sigmoid table)]
            LiteRT's int16 LOGISTIC / TANH reference kernels (scale, then interpolate the table)
   ADD/SUB [op, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi]
@@ -24,7 +25,9 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
+from .cells_int8 import padded
 from .fixedpoint import mbqm, wrap32
+from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
 from .layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
                      OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ACT16, OPK_ADD, OPK_CONV16, OPK_COPY, OPK_FC, OPK_LUT,
                      OPK_MUL, OPK_REC, OPK_REQUANT, OPK_SUB)
@@ -54,18 +57,35 @@ def _fully_connected(arena, x, K, zp_in, wq, w_off, N, prog, b_off, m_off, zp_ou
 
 
 @njit(**NJIT_OPTS)
-def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o):
-    """out[n] = clamp((acc * m16 + 2^(t-1)) >> t), t = 15 - shift[n], m16 = the multiplier rounded to 16 bits,
-    acc = bias[n] + sum_k x[k] * w[n, k] in int64 (LiteRT's 16x8 conv: reference_integer_ops::ConvPerChannel)."""
+def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o, w_blk, acc32):
+    """out[n] = clamp(int32((acc * m16 + 2^(t-1)) >> t)), t = 15 - shift[n], m16 = the multiplier rounded to 16 bits,
+    acc = bias[n] + sum_k x[k] * w[n, k] in int64 (LiteRT's 16x8 conv: reference_integer_ops::ConvPerChannel).
+    With ``w_blk`` >= 0 (prepare: N a multiple of the block rows, K <= 512 so that the int32 pairwise sums of
+    int16 x int8 products cannot wrap) the sums come from the pairwise kernel over the block-layout copy of the
+    weights at w_blk; else from the row-major int64 loop over the weights at w_off."""
+    if w_blk >= 0:
+        npairs = (K + 1) // 2
+        stride = padded(K) * ROWS
+        b = 0
+        while b + GROUP <= N // ROWS:
+            _pmadd_group(wq, 2 * w_blk + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
+            b += GROUP
+        while b < N // ROWS:
+            _pmadd_block(wq, 2 * w_blk + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
+            b += 1
     for n in range(N):
         acc = np.int64(0) if b_off < 0 else np.int64(prog[b_off + n])
-        row = w_off + n * K
-        for k in range(K):
-            acc += np.int64(arena[x + k]) * np.int64(wq[row + k])
+        if w_blk >= 0:
+            acc += np.int64(acc32[n])
+        else:
+            row = w_off + n * K
+            for k in range(K):
+                acc += np.int64(arena[x + k]) * np.int64(wq[row + k])
         m = np.int64(prog[m_off + 2 * n])
         m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
         t = np.int64(15 - prog[m_off + 2 * n + 1])
-        arena[o + n] = _clamp((acc * m16 + (np.int64(1) << (t - 1))) >> t, lo, hi)
+        # LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp
+        arena[o + n] = _clamp(wrap32((acc * m16 + (np.int64(1) << (t - 1))) >> t), lo, hi)
 
 
 @njit(**NJIT_OPTS)
@@ -140,7 +160,7 @@ def _lookup(arena, n, a, o, wq, t_off):
 
 
 @njit(**NJIT_OPTS)
-def _run_ops_int8(prog, wq, arena, first, n_ops):
+def _run_ops_int8(prog, wq, arena, first, n_ops, acc32):
     for i in range(n_ops):
         r = first + i * OPK_REC
         op = prog[r]
@@ -149,7 +169,7 @@ def _run_ops_int8(prog, wq, arena, first, n_ops):
                              prog[r + 6], prog[r + 7], prog[r + 9], prog[r + 10], prog[r + 11], prog[r + 12])
         elif op == OPK_CONV16:
             _conv16(arena, prog[r + 1], prog[r + 2], wq, prog[r + 4], prog[r + 5], prog, prog[r + 6], prog[r + 7],
-                    prog[r + 10], prog[r + 11], prog[r + 12])
+                    prog[r + 10], prog[r + 11], prog[r + 12], prog[r + 13], acc32)
         elif op == OPK_ACT16:
             _act16(arena, prog[r + 1], prog[r + 2], prog[r + 4], prog[r + 5] != 0, prog[r + 6], prog[r + 7], prog,
                    prog[r + 8])
@@ -214,8 +234,9 @@ def graph_io_out(prog, rec, w, seq, oo, state, s_off, arena):
 
 
 @njit(**NJIT_OPTS)
-def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena):
-    """One step of an int8 op-graph layer: output to seq[oo:], new state written back."""
+def graph_step_int8(prog, rec, wq, seq, xo, state, s_off, oo, arena, acc32):
+    """One step of an int8 op-graph layer: output to seq[oo:], new state written back (acc32: int32 scratch of
+    the program's accumulators, for the pairwise conv sums)."""
     graph_io_in(prog, rec, wq, seq, xo, state, s_off, arena)
-    _run_ops_int8(prog, wq, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS])
+    _run_ops_int8(prog, wq, arena, prog[rec + OG_OPS], prog[rec + OG_NOPS], acc32)
     graph_io_out(prog, rec, wq, seq, oo, state, s_off, arena)

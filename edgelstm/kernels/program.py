@@ -78,7 +78,7 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
     else:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other in the gates scratch
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
-                            ix[n * IXW + IX_OUT], gates)
+                            ix[n * IXW + IX_OUT], gates, acc)
 
 
 @njit(**NJIT_OPTS)

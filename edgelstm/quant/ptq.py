@@ -198,10 +198,14 @@ def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
     int16 intermediate scales from the calibrated ranges."""
     q = {}
     rows = w["w_x"].shape[0]
-    q["w_x"], q["w_x_scale"] = _blocks(w["w_x"], rows)
-    q["w_h"], q["w_h_scale"] = _blocks(w["w_h"], rows)
+    for name in ("w_x", "w_h"):
+        q[name], ws = _blocks(w[name], rows)
+        zero = ~np.any(q[name] != 0, axis=1)     # an all-zero row: any scale works; keep its multiplier tame
+        ws[zero] = ws[~zero].min() if np.any(~zero) else np.float32(1e-3)
+        q[f"{name}_scale"] = ws
     fold_room = 2**31 - 1 - 128 * 127 * w["w_x"].shape[1]
     names = GRU_SCALES if layer.kind == "gru" else RNN_SCALES
+    H = layer.hidden_size
     if layer.kind == "gru":
         q["b_x"] = np.clip(_bias_blocks(w["b_x"], s_in, q["w_x_scale"]), -fold_room, fold_room).astype(np.int32)
         q["b_h"] = _bias_blocks(w["b_h"], H_SCALE, q["w_h_scale"])
@@ -209,7 +213,17 @@ def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
     else:
         q["b"] = np.clip(_bias_blocks(w["b"], s_in, q["w_x_scale"]), -fold_room, fold_room).astype(np.int32)
         act_in = {"pre"} if layer.nonlinearity == "tanh" else set()
-    q["graph_scale"] = np.array([int16_scale(seen[n].absmax, off_pot=n in act_in) for n in names], np.float32)
+    sc = [int16_scale(seen[n].absmax, off_pot=n in act_in) for n in names]
+    # a conv's multiplier s_input * w_scale / s_output must stay below 2^7 (LiteRT's 16x8 conv shift limit);
+    # calibrated ones lie near or below 1: raise an output scale that would put it above 8 (a range too small
+    # for its inputs, e.g. a near-constant calibration input), leaving room for rescaled files
+    s_h = sc[2] if layer.kind == "rnn" and layer.nonlinearity == "relu" else H_SCALE
+    convs = [(j, s_in, q["w_x_scale"][j * H:(j + 1) * H]) for j in range(3 if layer.kind == "gru" else 1)]
+    convs += [(3 + j if layer.kind == "gru" else 1, s_h, q["w_h_scale"][j * H:(j + 1) * H])
+              for j in range(3 if layer.kind == "gru" else 1)]
+    for j, s_x, ws in convs:
+        sc[j] = max(sc[j], float(np.float32(s_x * float(ws.max()) / 8.0)))
+    q["graph_scale"] = np.array(sc, np.float32)
     return q
 
 
