@@ -2,7 +2,9 @@
 stream: the 10 converter-made int8 cell graphs of tests/fixtures/tflite_cells (from_tflite, as
 test_tflite_cells.py imports them), 1,000 steps each with the state fed back, through the C host harness
 (strict gcc under ASan/UBSan, clang, the AVX2 build, a to_c bundle), the ctypes backend and, in the slow suite,
-aarch64 and Cortex-M4 under qemu; malformed op records are rejected by elstm_init."""
+aarch64 and Cortex-M4 under qemu; malformed op records are rejected by elstm_init. Then edgelstm's own int8
+GRU / RNN layers, which prepare() lowers to int16 op graphs (CONV16, ACT16 and int16 ADD / SUB / MUL / QUANTIZE
+records): the four variants bit for bit in C and on the native backend, malformed int16 records rejected."""
 import os
 import shutil
 
@@ -199,8 +201,9 @@ CELL_LAYERS = {"gru_after": {"kind": "gru", "reset_after": True}, "gru_before": 
 
 
 def _cell_case(name, seed):
-    """A one-layer int8 GRU / RNN (+ Dense head) and 1,000 frames at 3x the calibration range: the int16
-    pre-activations clamp and the ACT16 lookups reach their saturated ends."""
+    """A one-layer int8 GRU / RNN (+ Dense head) with large weights and 1,000 frames at 3x the calibration
+    range, pushing the int16 pre-activations toward their limits (the random-state test below reaches both
+    ACT16 branches, saturated and interpolated: seen with gcov on the C runtime when these tests were written)."""
     import edgelstm as el
     relu = name == "rnn_relu"
     spec = el.random_model([{**CELL_LAYERS[name], "hidden_size": 24 + 5 * seed},
