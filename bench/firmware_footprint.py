@@ -8,7 +8,11 @@ fastest on a PC) and with ``tables=False`` (``edgelstm export --to c --no-tables
 the activations).
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
-random calibration frames: the sizes do not depend on the values).
+random calibration frames: the sizes do not depend on the values). The int8 GRU runs as its int16 op graph
+(edgelstm/cellgraph.py): its CONV16 weights sit in the int16 blob (2 bytes per int8 weight, as the op-graph FC
+weights), its int16 LOGISTIC / TANH interpolate a 256-entry table in prog (no gemmlowp tables, so its two rows
+are the same), and its arena holds every tensor of the graph (scratch, sized per element for the gates, acc
+and aux buffers alike).
 """
 import json
 import shutil
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
+from edgelstm.c_model import TABLE_LEN, blob_fields, c_arrays
 from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import CORTEX_M_CFLAGS
 
@@ -61,7 +66,8 @@ def footprint(kind, tables):
                            check=True)
             objs[key] = _sizes(obj)
     prep = q._prep
-    table_bytes = 65536 * 2 * (3 if kind == "lstm" else 2) if tables else 0
+    prog, _, _ = c_arrays(prep, tables=tables, spec=q.spec)    # the bundle's arrays: count its tables
+    table_bytes = TABLE_LEN * 2 * len({int(prog[f]) for f, _ in blob_fields(prog)[0] if int(prog[f]) >= 0})
     ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
     code = objs["portable"]["text"] + objs["portable"]["rodata"]
     code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]

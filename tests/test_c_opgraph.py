@@ -2,7 +2,9 @@
 stream: the 10 converter-made int8 cell graphs of tests/fixtures/tflite_cells (from_tflite, as
 test_tflite_cells.py imports them), 1,000 steps each with the state fed back, through the C host harness
 (strict gcc under ASan/UBSan, clang, the AVX2 build, a to_c bundle), the ctypes backend and, in the slow suite,
-aarch64 and Cortex-M4 under qemu; malformed op records are rejected by elstm_init."""
+aarch64 and Cortex-M4 under qemu; malformed op records are rejected by elstm_init. Then edgelstm's own int8
+GRU / RNN layers, which prepare() lowers to int16 op graphs (CONV16, ACT16 and int16 ADD / SUB / MUL / QUANTIZE
+records): the four variants bit for bit in C and on the native backend, malformed int16 records rejected."""
 import os
 import shutil
 
@@ -189,3 +191,154 @@ def test_opgraphs_cortex_m4_under_qemu_bit_exact(cases, tmp_path):
     bad = [NAMES[i] for i, (m, X), got in zip(pick, sub, outs)
            if not np.array_equal(got.view(np.int32), m.stream().step_many(X).view(np.int32))]
     assert not bad, f"Cortex-M4/qemu: {bad} differ"
+
+
+# ---- edgelstm's own int8 GRU / RNN: prepare() lowers every direction to an int16 op graph (cellgraph.py) with
+# CONV16 (16x8 1x1 conv) and ACT16 (int16 LOGISTIC / TANH) records next to int16 ADD / SUB / MUL / QUANTIZE.
+
+CELL_LAYERS = {"gru_after": {"kind": "gru", "reset_after": True}, "gru_before": {"kind": "gru", "reset_after": False},
+               "rnn_tanh": {"kind": "rnn", "nonlinearity": "tanh"}, "rnn_relu": {"kind": "rnn", "nonlinearity": "relu"}}
+
+
+def _cell_case(name, seed):
+    """A one-layer int8 GRU / RNN (+ Dense head) with large weights and 1,000 frames at 3x the calibration
+    range, pushing the int16 pre-activations toward their limits (the random-state test below reaches both
+    ACT16 branches, saturated and interpolated: seen with gcov on the C runtime when these tests were written)."""
+    import edgelstm as el
+    relu = name == "rnn_relu"
+    spec = el.random_model([{**CELL_LAYERS[name], "hidden_size": 24 + 5 * seed},
+                            {"kind": "dense", "output_size": 5, "activation": "none"}],
+                           input_size=11, seed=seed, scale=0.3 if relu else 1.5)
+    rng = np.random.default_rng(seed)
+    model = el.quantize(el.Model(spec), calibration=rng.standard_normal((2, 60, 11)).astype(np.float32),
+                        progress=False)
+    return model, (3.0 * rng.standard_normal((1000, 11))).astype(np.float32)
+
+
+def _codes(prog, layer=0):
+    rec = int(prog[L.G_LAYER0 + layer]) + L.L_HDR
+    first = int(prog[rec + L.OG_OPS])
+    return {int(prog[first + i * L.OPK_REC]) for i in range(int(prog[rec + L.OG_NOPS]))}
+
+
+@pytest.fixture(scope="module")
+def cell_cases():
+    out = [_cell_case(n, k) for k, n in enumerate(CELL_LAYERS)]
+    for (m, _), name in zip(out, CELL_LAYERS):
+        prog = m._prep.prog
+        assert int(prog[int(prog[L.G_LAYER0]) + L.L_KIND]) == L.KIND_OPS, name
+        want = {L.OPK_CONV16, L.OPK_ADD, L.OPK_REQUANT, L.OPK_COPY} | \
+            ({L.OPK_ACT16, L.OPK_SUB, L.OPK_MUL} if name.startswith("gru") else set()) | \
+            ({L.OPK_ACT16} if name == "rnn_tanh" else set())
+        assert want <= _codes(prog), (name, _codes(prog))
+    return out
+
+
+def _assert_cells_equal(cases, outputs, what):
+    bad = []
+    for name, (m, X), got in zip(CELL_LAYERS, cases, outputs):
+        want = m.stream().step_many(X)
+        if not np.array_equal(got.view(np.int32), want.view(np.int32)):
+            t, o = np.argwhere(got.view(np.int32) != want.view(np.int32))[0]
+            bad.append((name, int(t), int(o), got[t, o], want[t, o]))
+    assert not bad, f"{what}: {len(bad)} of {len(cases)} cell graphs differ, first {bad[:3]}"
+    assert all(np.ptp(o, axis=0).max() > 0 for o in outputs)
+
+
+def test_cell_graphs_host_gcc_asan_ubsan_bit_exact(cell_cases, tmp_path):
+    exe = build_runner(tmp_path, cc="cc", sanitize=True)
+    _assert_cells_equal(cell_cases, run_many(exe, cell_cases), "gcc ASan/UBSan")
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
+def test_cell_graphs_clang_avx2_bit_exact(cell_cases, tmp_path):
+    exe = build_runner(tmp_path, cc="clang", cflags=STRICT_CFLAGS + ["-mavx2"])
+    _assert_cells_equal(cell_cases, run_many(exe, cell_cases), "clang -mavx2")
+
+
+def test_cell_graph_to_c_bundle_streams_bit_exact(cell_cases, tmp_path):
+    """The exported bundle (elstm_init / elstm_reset: the int16 state starts at 0) under ASan/UBSan."""
+    for name in ("gru_before", "rnn_relu"):
+        model, X = cell_cases[list(CELL_LAYERS).index(name)]
+        report = check(model, X, workdir=tmp_path / name, sanitize=True)
+        assert report.equal, report
+
+
+def test_cell_graphs_native_backend_equals_jit(cell_cases, native_lib, monkeypatch):
+    for name, (model, X) in zip(CELL_LAYERS, cell_cases):
+        streams = {}
+        for backend in ("jit", "native"):
+            monkeypatch.setenv("EDGELSTM_BACKEND", backend)
+            native._searched, native._lib = False, None
+            streams[backend] = model.stream()
+        assert isinstance(streams["native"]._step_kernel, native.NativeStep), name
+        assert not isinstance(streams["jit"]._step_kernel, native.NativeStep), name
+        a = np.array([streams["native"].step(x).copy() for x in X])
+        b = np.array([streams["jit"].step(x).copy() for x in X])
+        assert np.array_equal(a.view(np.int32), b.view(np.int32)), name
+        assert np.array_equal(streams["native"].state[0][0]["h"], streams["jit"].state[0][0]["h"]), name
+
+
+def test_cell_graphs_native_equals_jit_from_any_int16_state(cell_cases, native_lib, monkeypatch):
+    """One step from 400 random int16 states (with the ends -32768 and 32767 in every unit): the CONV16
+    inputs span all of int16, the int16 ADD / SUB / MUL saturate and ACT16 reaches both ends of its table."""
+    for k, (name, (model, X)) in enumerate(zip(CELL_LAYERS, cell_cases)):
+        streams = {}
+        for backend in ("jit", "native"):
+            monkeypatch.setenv("EDGELSTM_BACKEND", backend)
+            native._searched, native._lib = False, None
+            streams[backend] = model.stream()
+        assert isinstance(streams["native"]._step_kernel, native.NativeStep), name
+        rng = np.random.default_rng(k)
+        H = model.spec.layers[0].hidden_size
+        for i in range(400):
+            h = rng.integers(-32768, 32768, H).astype(np.int16)
+            h[rng.random(H) < 0.2] = -32768 if i % 2 else 32767
+            st = streams["jit"].state
+            st[0][0]["h"] = h
+            out = {}
+            for b, s_ in streams.items():
+                s_.state = st
+                out[b] = (s_.step(X[i]).copy(), s_.state[0][0]["h"].copy())
+            assert np.array_equal(out["native"][0].view(np.int32), out["jit"][0].view(np.int32)), (name, i)
+            assert np.array_equal(out["native"][1], out["jit"][1]), (name, i)
+
+
+def _cell_m_off(p):
+    return int(p[_op(p, L.OPK_CONV16) + 7])
+
+
+CELL_CORRUPTIONS = {
+    "conv16 weights past the blob": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 4, nb - 3),
+    "conv16 weights negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 4, -1),
+    "conv16 input past the arena": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 1, na - 1),
+    "conv16 output past the arena": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 12, na - 1),
+    "conv16 bias past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 6, p.size - 1),
+    "conv16 multipliers past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 7, p.size - 1),
+    "conv16 shift above 7": lambda p, nb, na: p.__setitem__(_cell_m_off(p) + 1, 8),
+    "conv16 shift below -31": lambda p, nb, na: p.__setitem__(_cell_m_off(p) + 1, -32),
+    "conv16 zero point": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 3, 1),
+    "conv16 range past int16": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 11, 40000),
+    "conv16 no rows": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 5, 0),
+    "act16 table past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 8, p.size - 255),
+    "act16 table negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 8, -1),
+    "act16 shift above 31": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 7, 32),
+    "act16 shift negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 7, -1),
+    "act16 tanh flag": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 5, 2),
+    "act16 input past the arena": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 2, na - 1),
+    "act16 output past the arena": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 4, na - 1),
+    "int16 add range past int16": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ADD) + 15, -32769),
+    "int16 add left shift": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ADD) + 11, 32),
+    "int16 mul range past int16": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_MUL) + 11, 32768),
+    "int16 quantize range": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_REQUANT) + 9, -40000),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CELL_CORRUPTIONS))
+def test_malformed_cell_graph_is_rejected(what, cell_cases, asan_runner, monkeypatch):
+    model, X = cell_cases[list(CELL_LAYERS).index("gru_before")]
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=0")
+    run_many(asan_runner, [(model, X[:5])])             # the intact model runs
+    _corrupt(monkeypatch, CELL_CORRUPTIONS[what])
+    with pytest.raises(FirmwareError, match="rejected"):
+        run_many(asan_runner, [(model, X[:5])])

@@ -15,7 +15,7 @@ from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import (CORTEX_M_CFLAGS, CORTEX_M_LDFLAGS, SANITIZE_FLAGS, STRICT_CFLAGS, build,
                                     build_cortex_m_runner, build_runner, check, cortex_m_runner, dot_path, run,
                                     run_many)
-from c_cases import stream_cases
+from c_cases import ALL_RECURRENT_VARIANTS, gru_tagger, layer_variants, stream_cases
 from conftest import ROOT
 
 DATA = ROOT / "edgelstm" / "data"
@@ -60,7 +60,11 @@ def _assert_bits_equal(cases, outputs, what):
 
 @pytest.fixture(scope="module")
 def cases():
-    return stream_cases(24, T=200)
+    out = stream_cases(24, T=200)
+    # every recurrent kind and variant is in the first 8 (the Cortex-M subset) and the first 12 (ASan/UBSan):
+    # GRU reset_after True / False and RNN tanh / relu as their int16 op graphs, LSTM as its own kernel
+    assert layer_variants(out[:12]) >= ALL_RECURRENT_VARIANTS, layer_variants(out[:12])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +184,13 @@ def test_random_models_without_tables_bit_exact(simd, cases, tmp_path):
 @pytest.mark.parametrize("tables", [True, False], ids=["tables", "computed"])
 @pytest.mark.parametrize("name", ["gru", "lstm"])
 def test_bundled_tagger_bundle_equals_numba_over_1000_frames(name, tables, lstm_tagger, tmp_path):
-    model = el.load(DATA / "tagger_gru_int8.elstm") if name == "gru" else lstm_tagger
+    model = gru_tagger() if name == "gru" else lstm_tagger
     X = np.load(DATA / "demo_features.npy")[:1000]
     report = check(model, X, workdir=tmp_path / "bundle", tables=tables)
     blob_len = int((tmp_path / "bundle" / "model_data.h").read_text().split("MODEL_BLOB_LEN ")[1].split()[0])
-    assert (blob_len >= 2 * 65536) == tables       # without tables: no 65,536-entry array in flash
+    # without tables: no 65,536-entry array in flash; the GRU's op graph has none either way (its int16
+    # LOGISTIC / TANH interpolate a 256-entry table in prog), and the bundle carries no unused LSTM tables
+    assert (blob_len >= 2 * 65536) == (tables and name == "lstm")
     assert report.frames == 1000 and report.equal, str(report)
     for f in ("model_data.c", "model_data.h", "edgelstm.h", "edgelstm.c", "main.c", "Makefile"):
         assert (tmp_path / "bundle" / f).exists(), f
@@ -192,7 +198,7 @@ def test_bundled_tagger_bundle_equals_numba_over_1000_frames(name, tables, lstm_
 
 @needs_cc
 def test_bundle_makefile_builds_and_streamer_prints_codes(tmp_path):
-    model = el.load(DATA / "tagger_gru_int8.elstm")
+    model = gru_tagger()
     bundle = to_c(model, tmp_path / "b")
     if shutil.which("make"):
         subprocess.run(["make", "-s", "-C", str(bundle)], check=True, capture_output=True)
@@ -208,7 +214,7 @@ def test_bundle_makefile_builds_and_streamer_prints_codes(tmp_path):
 
 @needs_cc
 def test_streamer_rejects_bad_input(tmp_path):
-    exe = build(to_c(el.load(DATA / "tagger_gru_int8.elstm"), tmp_path / "b"))
+    exe = build(to_c(gru_tagger(), tmp_path / "b"))
     for text, msg in (("1 2 3\n", "expected 40 numbers"), (" ".join(["nan"] * 40) + "\n", "NaN or inf")):
         res = subprocess.run([str(exe)], input=text, capture_output=True, text=True)
         assert res.returncode == 2 and msg in res.stderr, (res.returncode, res.stderr)
@@ -304,10 +310,37 @@ def test_init_rejects_weights_that_do_not_fit(cut, cases, tmp_path, monkeypatch)
         return (prog, w8[:-1], blob) if cut == "w8" else (prog, w8, blob[:-1])
 
     exe = build_runner(tmp_path, cc="cc")
-    gru = el.load(DATA / "tagger_gru_int8.elstm")         # its blob ends with an activation table
+    gru = gru_tagger()          # w8 ends with the Dense head, the blob with a piece of the GRU's op graph
     X = np.zeros((2, gru.input_size), np.float32)
     run_many(exe, [(gru, X)])
     monkeypatch.setattr(cm, "c_arrays", short)
+    with pytest.raises(FirmwareError, match="rejected"):
+        run_many(exe, [(gru, X)])
+
+
+@needs_cc
+@pytest.mark.parametrize("kind", ["KIND_GRU", "KIND_RNN"])
+def test_init_rejects_gru_and_rnn_layer_records(kind, tmp_path, monkeypatch):
+    """prepare() lowers int8 GRU / RNN layers to op graphs; the C runtime has no GRU / RNN step any more and
+    elstm_init rejects a record of either kind (here the tagger's GRU op-graph record relabelled)."""
+    import edgelstm.c_model as cm
+    from edgelstm.kernels import layout as L
+    real = cm.c_arrays
+    gru = gru_tagger()
+    assert [int(gru._prep.prog[int(gru._prep.prog[L.G_LAYER0 + k]) + L.L_KIND]) for k in range(2)] == \
+        [L.KIND_OPS, L.KIND_DENSE]
+
+    def relabelled(prep, **kw):
+        prog, w8, blob = real(prep, **kw)
+        prog = prog.copy()
+        prog[int(prog[L.G_LAYER0]) + L.L_KIND] = getattr(L, kind)
+        return prog, w8, blob
+
+    exe = build_runner(tmp_path, cc="cc", sanitize=True)
+    X = np.zeros((2, gru.input_size), np.float32)
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=0")   # the runner's early exit leaves its buffers
+    run_many(exe, [(gru, X)])
+    monkeypatch.setattr(cm, "c_arrays", relabelled)
     with pytest.raises(FirmwareError, match="rejected"):
         run_many(exe, [(gru, X)])
 

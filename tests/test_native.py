@@ -11,7 +11,7 @@ import edgelstm as el
 from edgelstm import native
 from edgelstm.errors import InputError
 from edgelstm.firmware_host import build_native
-from c_cases import stream_cases
+from c_cases import ALL_RECURRENT_VARIANTS, gru_tagger, layer_variants, stream_cases
 from conftest import ROOT, native_library_env
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], capture_output=True).returncode,
@@ -26,12 +26,20 @@ def lib_path(tmp_path_factory):
         yield path
 
 
+@pytest.fixture(scope="module")
+def gru_file(tmp_path_factory):
+    """The int8 GRU tagger as an .elstm file (for the fresh-process tests)."""
+    path = tmp_path_factory.mktemp("gru") / "tagger_gru_int8.elstm"
+    el.save(gru_tagger(), path)
+    return path
+
+
 def _kernel_with(monkeypatch, lib, backend, model=None):
     monkeypatch.setenv("EDGELSTM_NATIVE_LIB", str(lib))
     monkeypatch.setenv("EDGELSTM_BACKEND", backend)
     native._searched, native._lib = False, None
     try:
-        model = model or el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm")
+        model = model or gru_tagger()
         return type(model.stream()._step_kernel).__name__
     finally:
         native._searched, native._lib = False, None
@@ -72,9 +80,9 @@ def _jit_step(model):
 
 
 def test_native_stream_equals_jit_bit_for_bit(lib_path):
-    for model, X in stream_cases(16, T=150, seed_base=4242) + \
-            [(el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm"),
-              np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:1000])]:
+    cases = stream_cases(16, T=150, seed_base=4242)
+    assert layer_variants(cases) >= ALL_RECURRENT_VARIANTS        # GRU / RNN as op graphs, both variants each
+    for model, X in cases + [(gru_tagger(), np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:1000])]:
         s_nat, s_jit = model.stream(), _jit_step(model)
         assert isinstance(s_nat._step_kernel, native.NativeStep)
         a = np.array([s_nat.step(x).copy() for x in X])
@@ -103,9 +111,9 @@ def test_native_mixed_with_step_many_and_nan_rejected(lib_path):
     assert np.array_equal(got, model.run(X))
 
 
-def test_load_and_stream_on_native_never_import_numba(lib_path):
+def test_load_and_stream_on_native_never_import_numba(lib_path, gru_file):
     code = ("import sys, numpy as np, edgelstm as el\n"
-            f"s = el.load({str(ROOT / 'edgelstm' / 'data' / 'tagger_gru_int8.elstm')!r}).stream()\n"
+            f"s = el.load({str(gru_file)!r}).stream()\n"
             "y = s.step(np.zeros(40, np.float32))\n"
             "print(type(s._step_kernel).__name__, 'numba' in sys.modules)\n")
     env = dict(os.environ, EDGELSTM_NATIVE_LIB=str(lib_path))
@@ -123,7 +131,7 @@ def test_load_and_stream_on_native_never_import_numba(lib_path):
 def compiled_gru(tmp_path_factory):
     from edgelstm.export.to_c import to_c
     from edgelstm.firmware_host import STRICT_CFLAGS
-    model = el.load(ROOT / "edgelstm" / "data" / "tagger_gru_int8.elstm")
+    model = gru_tagger()
     b = to_c(model, tmp_path_factory.mktemp("deploy") / "b")
     lib = b / "libmodel.so"
     subprocess.run(["cc", *STRICT_CFLAGS, "-fPIC", "-shared", "-I", str(b), "-o", str(lib),

@@ -1,8 +1,9 @@
 /* edgelstm C99 runtime: integer-only int8 LSTM / GRU / RNN / Dense / op-graph stacks, bit-exact with Numba.
+ * int8 GRU and RNN layers arrive as op graphs (prepare() lowers them to graphs of TFLite-style int16 ops).
  *
  * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
- * biases, multipliers), the int8 weight matrices (row-major, unpadded) and an int16 blob (peepholes, gemmlowp
- * activation tables); edgelstm/c_model.py derives this compact form and edgelstm.export.to_c() writes it as
+ * biases, multipliers, op records), the int8 LSTM / Dense weight matrices (row-major, unpadded) and an int16
+ * blob (peepholes, gemmlowp activation tables, op-graph weights and tables); edgelstm/c_model.py derives this compact form and edgelstm.export.to_c() writes it as
  * const arrays in model_data.c. All float math happened there, once; elstm_step() uses integers only.
  * Memory is owned by the caller: no malloc, no globals.
  *
@@ -15,7 +16,8 @@
 
 #include <stdint.h>
 
-#define ELSTM_FORMAT_VERSION 2
+/* 3: int8 GRU / RNN as op graphs (CONV16, ACT16 op records), no GRU / RNN layer records (2: those records) */
+#define ELSTM_FORMAT_VERSION 3
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {
@@ -43,11 +45,11 @@ typedef struct {
 
 /* Per-stream memory, owned by the caller; every array is sized from elstm_config. */
 typedef struct {
-    int16_t *state;         /* (n_state,) recurrent state: LSTM h (int8 values) + c, GRU h Q0.15 + h8, RNN h */
+    int16_t *state;         /* (n_state,) recurrent state: LSTM h (int8 values) + c, op-graph state tensors */
     int16_t *frames;        /* (2 * width,) ping-pong layer outputs of the current frame */
-    int16_t *gates;         /* (scratch,) int16 gate pre-activations / activations */
+    int16_t *gates;         /* (scratch,) int16 gate pre-activations / activations; the op-graph arena */
     int32_t *acc;           /* (scratch,) int32 matmul accumulators */
-    int16_t *aux;           /* (scratch,) hidden int8 values (LSTM projection input) / GRU r*h or U_n h */
+    int16_t *aux;           /* (scratch,) hidden int8 values (LSTM projection input) */
 } elstm_state;
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };

@@ -1,5 +1,7 @@
-/* Integer-only interpreter over edgelstm's prepared program: a port of kernels/cells_int8.py and the
- * one-frame path of kernels/program.py (same records, same arithmetic, same order). */
+/* Integer-only interpreter over edgelstm's prepared program: a port of kernels/cells_int8.py (LSTM, Dense),
+ * kernels/ops_int8.py (op graphs: converter-made cell graphs and edgelstm's own int8 GRU / RNN, which
+ * prepare() lowers to int16 op graphs, edgelstm/cellgraph.py) and the one-frame path of kernels/program.py
+ * (same records, same arithmetic, same order). */
 #include <string.h>
 
 #include "edgelstm.h"
@@ -9,7 +11,7 @@
 
 /* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
  * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
- * an int8 hidden state, GRU's int8 r*h, LSTM's int8 hidden before projection). Sums are taken modulo 2^32,
+ * an LSTM's int8 hidden state, its int8 hidden before projection). Sums are taken modulo 2^32,
  * in uint32 in C so a wrap is defined behaviour (the Numba kernel sums in int64 and truncates: same bits);
  * addition mod 2^32 is associative, so the SIMD paths may sum in any order and still give the same bits.
  * vpmaddwd's one overflow case (both pairs -32768 * -32768) cannot occur with int8 weights, and would wrap
@@ -284,93 +286,6 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     }
 }
 
-static void q15_to_int8(const int16_t *src, int16_t *dst, int32_t n, int32_t mult, int32_t shift, int32_t zp)
-{
-    int32_t r;
-    for (r = 0; r < n; ++r) {
-        dst[r] = (int16_t)elstm_sat8(elstm_mbqm(src[r], mult, shift) + zp);
-    }
-}
-
-static void gru_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
-                     const int16_t *x, int32_t n_in, int16_t *state, int32_t hidden, int16_t *out, int16_t *gates,
-                     int32_t *acc, int16_t *tmp)
-{
-    int32_t H = hidden, r;
-    int16_t *h16 = state;
-    int16_t *h8 = state + H;
-    int16_t *rg = gates, *zg = gates + H, *ng = gates + 2 * H;
-    int32_t m8 = prog[rec + GR_M16TO8], s8 = prog[rec + GR_M16TO8 + 1], zp = prog[rec + GR_OUT_ZP];
-    int32_t m_n = prog[rec + GR_MH + 4], s_n = prog[rec + GR_MH + 5];
-    const int32_t *bias_n = prog + prog[rec + GR_BH] + 2 * H;
-    int32_t sig = prog[rec + GR_SIG];
-
-    dot_rows(w8 + prog[rec + GR_WX], 3 * H, n_in, x, acc);
-    requant_acc16(acc, prog + prog[rec + GR_BX], prog + rec + GR_MX, 3, H, gates, 0);
-    if (flags & FLAG_RESET_AFTER) {
-        dot_rows(w8 + prog[rec + GR_WH], 3 * H, H, h8, acc);
-        requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
-        for (r = 0; r < H; ++r) {
-            tmp[r] = (int16_t)elstm_sat16(elstm_mbqm(elstm_wrap32((int64_t)acc[2 * H + r] + bias_n[r]), m_n, s_n));
-        }
-        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
-        for (r = 0; r < H; ++r) {   /* r * (U_n h + b_hn), Q3.12 */
-            int32_t rn = elstm_rdbpot((int32_t)rg[r] * (int32_t)tmp[r], 15);
-            ng[r] = (int16_t)elstm_sat16(rn + ng[r]);
-        }
-    } else {
-        dot_rows(w8 + prog[rec + GR_WH], 2 * H, H, h8, acc);
-        requant_acc16(acc, prog + prog[rec + GR_BH], prog + rec + GR_MH, 2, H, gates, 1);
-        lut16(blob, sig, LOGISTIC_Q3, gates, 2 * H);
-        for (r = 0; r < H; ++r) {   /* int8 r * h in h's own quantization */
-            int32_t rh = elstm_rdbpot((int32_t)rg[r] * (int32_t)h16[r], 15);
-            tmp[r] = (int16_t)elstm_sat8(elstm_mbqm(rh, m8, s8) + zp);
-        }
-        dot_rows(w8 + prog[rec + GR_WH] + (int64_t)2 * H * H, H, H, tmp, acc);
-        for (r = 0; r < H; ++r) {
-            int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias_n[r]), m_n, s_n);
-            ng[r] = (int16_t)elstm_sat16(v + ng[r]);
-        }
-    }
-    lut16(blob, prog[rec + GR_TANH3], 3, ng, H);
-    for (r = 0; r < H; ++r) {   /* h' = z*h + (1-z)*n, 1 = 32767 in Q0.15 */
-        int32_t z = zg[r];
-        int32_t zh = elstm_rdbpot(z * (int32_t)h16[r], 15);
-        int32_t zn = elstm_rdbpot((32767 - z) * (int32_t)ng[r], 15);
-        h16[r] = (int16_t)elstm_sat16(zh + zn);
-    }
-    q15_to_int8(h16, h8, H, m8, s8, zp);
-    for (r = 0; r < H; ++r) {
-        out[r] = h8[r];
-    }
-}
-
-static void rnn_step(const int32_t *prog, int32_t rec, int32_t flags, const int8_t *w8, const int16_t *blob,
-                     const int16_t *x, int32_t n_in, int16_t *h, int32_t hidden, int16_t *out, int16_t *pre,
-                     int32_t *acc)
-{
-    int32_t H = hidden, r;
-    int32_t m = prog[rec + RN_MOUT], s = prog[rec + RN_MOUT + 1], zp = prog[rec + RN_OUT_ZP];
-    dot_rows(w8 + prog[rec + RN_WX], H, n_in, x, acc);
-    requant_acc16(acc, prog + prog[rec + RN_BX], prog + rec + RN_MX, 1, H, pre, 0);
-    dot_rows(w8 + prog[rec + RN_WH], H, H, h, acc);
-    requant_acc16(acc, prog + prog[rec + RN_BH], prog + rec + RN_MH, 1, H, pre, 1);
-    if (flags & FLAG_RELU) {
-        for (r = 0; r < H; ++r) {
-            int32_t a = pre[r] > 0 ? pre[r] : 0;
-            h[r] = (int16_t)elstm_sat8(elstm_mbqm(a, m, s) + zp);
-        }
-    } else {
-        lut16(blob, prog[rec + RN_TANH3], 3, pre, H);
-        for (r = 0; r < H; ++r) {
-            h[r] = (int16_t)elstm_sat8(elstm_mbqm(pre[r], m, s) + zp);
-        }
-    }
-    for (r = 0; r < H; ++r) {
-        out[r] = h[r];
-    }
-}
-
 /* LiteRT FULLY_CONNECTED (reference int8): per-channel requantization with TFLite's single-rounding
  * MultiplyByQuantizedMultiplier, (x * m + 2^(30 - shift)) >> (31 - shift); shift <= 30 (checked by prepare) */
 static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
@@ -424,9 +339,11 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
 }
 
 /* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same records, the same integer
- * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) holding int8 values as int16;
- * the FC weights, 256-entry tables and constant tensors are in the int16 blob. Every offset was checked by
- * elstm_init (opgraph_ok). */
+ * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
+ * values (converter graphs, the int8 ends of edgelstm's GRU / RNN cell graphs) or full int16 values (the
+ * int16 intermediates and state of those cell graphs, edgelstm/cellgraph.py); the FC / CONV16 weights, the
+ * int8 256-entry tables and constant tensors are in the int16 blob, the ACT16 sigmoid table in prog. Every
+ * offset was checked by elstm_init (opgraph_ok). */
 static int16_t og_clamp(int64_t v, int32_t lo, int32_t hi)
 {
     return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
@@ -451,6 +368,79 @@ static void og_fully_connected(const int32_t *r, const int32_t *prog, const int1
         }
         acc = ((int64_t)elstm_wrap32(acc) * prog[m_off + 2 * n] + ((int64_t)1 << (t - 1))) >> t;
         arena[o + n] = og_clamp(acc + zp_out, lo, hi);
+    }
+}
+
+/* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion) and of an int64 to
+ * int16 (the Numba kernels store int64 values into the int16 arena: truncation). */
+static int64_t og_wrap64(uint64_t u)
+{
+    return u < ((uint64_t)1 << 63) ? (int64_t)u : -(int64_t)(~u) - 1;
+}
+
+static int16_t og_wrap16(int64_t v)
+{
+    uint32_t u = (uint32_t)((uint64_t)v & 0xFFFFu);
+    return (int16_t)(u < 0x8000u ? (int32_t)u : (int32_t)u - 65536);
+}
+
+/* LiteRT's 16x8 1x1 CONV_2D (reference_integer_ops::ConvPerChannel, int16 in / out, zero points 0): int64
+ * accumulator over full int16 inputs and int8 weights (stored int16 in the blob), then its int64
+ * MultiplyByQuantizedMultiplier: the multiplier rounded to 16 bits, one rounding, t = 15 - shift in 8..46
+ * (elstm_init checks shift in [-31, 7]). The sum cannot overflow (K * N <= blob_len terms of at most 2^30);
+ * the product with m16 is formed in uint64 (wrapping as the Numba kernel's int64 would; it cannot wrap for
+ * int8 weights and layer sizes of a real model) and the right shift is arithmetic. */
+static void og_conv16(const int32_t *r, const int32_t *prog, const int16_t *blob, int16_t *arena)
+{
+    int32_t x = r[1], K = r[2], N = r[5], b_off = r[6], m_off = r[7], lo = r[10], hi = r[11], o = r[12], n, k;
+    for (n = 0; n < N; ++n) {
+        const int16_t *row = blob + r[4] + (int64_t)n * K;
+        int64_t acc = b_off < 0 ? 0 : prog[b_off + n];
+        int64_t m = prog[m_off + 2 * n];
+        int64_t m16 = m < 0x7FFF0000 ? (m + 32768) >> 16 : 0x7FFF;
+        int32_t t = 15 - prog[m_off + 2 * n + 1];
+        uint64_t p;
+        for (k = 0; k < K; ++k) {
+            acc += (int64_t)arena[x + k] * (int64_t)row[k];
+        }
+        p = (uint64_t)acc * (uint64_t)m16 + ((uint64_t)1 << (t - 1));
+        arena[o + n] = og_clamp(og_wrap64(p) >> t, lo, hi);
+    }
+}
+
+/* LiteRT's int16 LOGISTIC / TANH (reference_integer_ops::Logistic / Tanh, zero points 0, output scale 2^-15):
+ * v = (x * mult + round) >> left_shift, then linear interpolation in the 256-entry uint16 sigmoid table at |v|
+ * (9 fraction bits for the logistic, 8 for tanh), mirrored for v < 0. All in int64 (table entries are int32
+ * in prog: any value is arithmetic without overflow; for the real table every result fits int16). */
+static void og_act16(const int32_t *r, const int32_t *prog, int16_t *arena)
+{
+    int32_t n = r[1], a = r[2], o = r[4], is_tanh = r[5], shift = r[7], i;
+    int64_t mult = r[6], rnd = shift > 0 ? (int64_t)1 << (shift - 1) : 0;
+    const int32_t *tab = prog + r[8];
+    for (i = 0; i < n; ++i) {
+        int64_t v = ((int64_t)arena[a + i] * mult + rnd) >> shift;
+        int64_t u = v < 0 ? -v : v, res;
+        if (is_tanh) {
+            int64_t uh = u >> 8;
+            if (uh >= 255) {
+                res = (int64_t)0xFFFF * 256;
+            } else {
+                int64_t ua = tab[uh];
+                res = ua * 256 + (u & 0xFF) * ((int64_t)tab[uh + 1] - ua);
+            }
+            res = v >= 0 ? res - (1 << 23) + (1 << 7) : -res + (1 << 23) + (1 << 7) - 1;
+            arena[o + i] = og_wrap16(res >> 8);
+        } else {
+            int64_t uh = u >> 9;
+            if (uh >= 255) {
+                res = (int64_t)0x7FFF * 1024;
+            } else {
+                int64_t ua = tab[uh];
+                res = ua * 512 + (u & 0x1FF) * ((int64_t)tab[uh + 1] - ua);
+            }
+            res = v >= 0 ? res + (1 << 9) : ((int64_t)1 << 25) - res + (1 << 9) - 1;
+            arena[o + i] = og_wrap16(res >> 10);
+        }
     }
 }
 
@@ -504,6 +494,10 @@ static void graph_step(const int32_t *prog, int32_t rec, const int16_t *blob, co
         int32_t op = r[0];
         if (op == OPK_FC) {
             og_fully_connected(r, prog, blob, arena);
+        } else if (op == OPK_CONV16) {
+            og_conv16(r, prog, blob, arena);
+        } else if (op == OPK_ACT16) {
+            og_act16(r, prog, arena);
         } else if (op == OPK_ADD || op == OPK_SUB) {
             og_add_sub(r, arena, op == OPK_SUB);
         } else if (op == OPK_MUL) {
@@ -534,8 +528,9 @@ static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 /* an activation table in the blob, or none (-1: computed) */
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
-/* Every weight matrix of a layer inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every
- * table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. */
+/* An LSTM or Dense layer: every weight matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them
+ * out), every table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. Any other kind
+ * but KIND_OPS (checked by opgraph_ok) is rejected. */
 static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
@@ -553,13 +548,7 @@ static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t l
             && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
             && cell_bits >= 0 && cell_bits <= 6;
     }
-    if (kind == KIND_GRU) {
-        return inside(r[GR_WX], 3 * H, n_in, W) && inside(r[GR_WH], 3 * H, H, W) && table_ok(r[GR_SIG], B)
-            && table_ok(r[GR_TANH3], B);
-    }
-    if (kind == KIND_RNN) {
-        return inside(r[RN_WX], H, n_in, W) && inside(r[RN_WH], H, H, W) && table_ok(r[RN_TANH3], B);
-    }
+    /* KIND_GRU / KIND_RNN are rejected: prepare() lowers int8 GRU / RNN layers to op graphs (KIND_OPS) */
     return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
 }
 
@@ -573,6 +562,9 @@ static int zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
 
 static int range_ok(int32_t lo, int32_t hi) { return lo >= -128 && lo <= hi && hi <= 127; }
 
+/* an output range inside int16: the int16 ops, and the int8 ops whose output the arena holds as int16 */
+static int range16_ok(int32_t lo, int32_t hi) { return lo >= -32768 && lo <= hi && hi <= 32767; }
+
 static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* elstm_mbqm's shifts */
 
 /* One op record: every arena tensor inside the arena (A elements), every weight / table inside the blob,
@@ -580,16 +572,20 @@ static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* e
 static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B)
 {
     int32_t op = r[0], n = r[1];
-    if (op == OPK_FC) {
+    if (op == OPK_FC || op == OPK_CONV16) {
+        /* FC: t = 31 - shift in 1..62; CONV16: t = 15 - shift in 8..46 (LiteRT's 16x8 conv takes shifts in
+         * [-31, 7]): the rounding shift is defined. CONV16 has zero points 0 and an int16 output range. */
         int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], i;
+        int32_t s_hi = op == OPK_FC ? 30 : 7;
+        int range = op == OPK_FC ? zp_ok(r[3]) && zp_ok(r[9]) && range_ok(r[10], r[11])
+                                 : r[3] == 0 && r[9] == 0 && range16_ok(r[10], r[11]);
         if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A) || !inside(r[4], N, K, B)
-            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !zp_ok(r[3]) || !zp_ok(r[9])
-            || !range_ok(r[10], r[11])) {
+            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !range) {
             return 0;
         }
-        for (i = 0; i < N; ++i) {   /* t = 31 - shift in 1..62: the rounding shift is defined */
+        for (i = 0; i < N; ++i) {
             int32_t shift = prog[m_off + 2 * i + 1];
-            if (shift < -31 || shift > 30) {
+            if (shift < -31 || shift > s_hi) {
                 return 0;
             }
         }
@@ -598,16 +594,21 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
     if (!span(r[2], n, A) || !span(r[4], n, A)) {
         return 0;
     }
+    if (op == OPK_ACT16) {   /* tanh flag 0 / 1, left shift 0..31, the 256-entry table inside prog */
+        return (r[5] == 0 || r[5] == 1) && r[7] >= 0 && r[7] <= 31 && span(r[8], 256, P);
+    }
+    /* ADD / SUB / MUL / REQUANT: int8 or (edgelstm's cell graphs) int16 operands; int16 tensors have zero
+     * point 0, ADD / SUB left shift 15 (int16 input << 15 fits int32; 20 for int8) */
     if (op == OPK_ADD || op == OPK_SUB) {
         return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[8]) && zp_ok(r[14]) && mult_ok(r[7]) && mult_ok(r[10])
-            && mult_ok(r[13]) && r[11] >= 0 && r[11] <= 31 && range_ok(r[15], r[16]);
+            && mult_ok(r[13]) && r[11] >= 0 && r[11] <= 31 && range16_ok(r[15], r[16]);
     }
     if (op == OPK_MUL) {
         return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[6]) && zp_ok(r[9]) && mult_ok(r[8])
-            && range_ok(r[10], r[11]);
+            && range16_ok(r[10], r[11]);
     }
     if (op == OPK_REQUANT) {
-        return zp_ok(r[5]) && zp_ok(r[8]) && mult_ok(r[7]) && range_ok(r[9], r[10]);
+        return zp_ok(r[5]) && zp_ok(r[8]) && mult_ok(r[7]) && range16_ok(r[9], r[10]);
     }
     if (op == OPK_LUT) {
         return span(r[5], 256, B);
@@ -689,13 +690,9 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
     for (k = 0; k < prog[G_LAYERS]; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
         int32_t rec = lo + L_HDR;
-        int32_t kind = prog[lo + L_KIND], hid = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+        int32_t kind = prog[lo + L_KIND], n_out = prog[lo + L_OUT];
         if (kind == KIND_LSTM) {        /* h = zero point, c = 0 */
             for (i = 0; i < n_out; ++i) st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
-        } else if (kind == KIND_GRU) {  /* h16 = 0, h8 = zero point */
-            for (i = 0; i < hid; ++i) st->state[prog[rec + GR_STATE] + hid + i] = (int16_t)prog[rec + GR_OUT_ZP];
-        } else if (kind == KIND_RNN) {
-            for (i = 0; i < hid; ++i) st->state[prog[rec + RN_STATE] + i] = (int16_t)prog[rec + RN_OUT_ZP];
         } else if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
             int32_t e, n;
             for (e = 0; e < prog[rec + OG_NSTATE]; ++e) {
@@ -725,12 +722,6 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
         if (kind == KIND_LSTM) {
             lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
                       st->gates, st->acc, st->aux);
-        } else if (kind == KIND_GRU) {
-            gru_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + GR_STATE], hid, dst, st->gates,
-                     st->acc, st->aux);
-        } else if (kind == KIND_RNN) {
-            rnn_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + RN_STATE], hid, dst, st->gates,
-                     st->acc);
         } else if (kind == KIND_OPS) {
             graph_step(prog, rec, blob, src, st->state, dst, st->gates);
         } else {
