@@ -3,9 +3,9 @@
 ``prepare()`` builds one program for the Numba kernels: int32 records ``prog`` and an int16 blob holding the
 weight matrices widened to int16 with columns zero-padded to ``PAD``, plus peepholes, activation tables and the
 op-graph weights / tables / constants. The C runtime (firmware_host/, ELSTM_FORMAT_VERSION 3) reads the same
-records with the LSTM / Dense matrices moved to an int8 array, rows unpadded (flash = the int8 weight bytes),
-widened on the fly in its dot loop; op graphs (converter-made cell graphs and the int16 cell graphs int8 GRU / RNN
-layers are lowered to) keep their FC / CONV16 weights in the int16 blob, as the Numba kernels read them. The C
+records with the LSTM / Dense matrices and the CONV16 weights of the int16 cell graphs (int8 GRU / RNN layers)
+moved to an int8 array, rows unpadded (flash = the int8 weight bytes); converter-made op graphs keep their FC
+weights in the int16 blob, as the Numba kernels read them. The C
 blob holds only the pieces some record names (prepare() adds the LSTM activation tables to every int8 program).
 ``c_arrays`` derives that copy; it is the one place that knows the difference, used by the C export
 (export/to_c.py), the test harness (firmware_host) and the ctypes backend (native.py) at bind time. The
@@ -42,7 +42,13 @@ def matrix_fields(prog: np.ndarray):
                     out.append((rec + L.LS_PROJ, n_out, H))
             elif kind == L.KIND_DENSE:
                 out.append((rec + L.DN_W, n_out, n_in))
-    return out     # an op graph (KIND_OPS) reads its FC / CONV16 weights from the int16 blob: no int8 matrix here
+            elif kind == L.KIND_OPS:        # CONV16 weights (int8 GRU / RNN cell graphs) are dot-loop matrices
+                first = int(prog[rec + L.OG_OPS])
+                for i in range(int(prog[rec + L.OG_NOPS])):
+                    r = first + i * L.OPK_REC
+                    if int(prog[r]) == L.OPK_CONV16:
+                        out.append((r + 4, int(prog[r + 5]), int(prog[r + 2])))
+    return out     # an op graph's FC weights stay in the int16 blob
 
 
 TABLE_LEN = 65536   # one gemmlowp activation table (quant/tables.py)
@@ -69,7 +75,7 @@ def blob_fields(prog: np.ndarray):
 
 
 def opgraph_blob_fields(prog: np.ndarray, rec: int) -> list:
-    """(prog index, elements) of every blob piece an op-graph record names: FC and CONV16 weights (N x K),
+    """(prog index, elements) of every blob piece an op-graph record names: FC weights (N x K),
     int8 LUT tables (256), state requantize tables (256, when present; -1: none) and constant tensors. The op
     graph keeps them in the int16 blob (the C runtime reads them there, as the Numba kernels do); the ACT16
     sigmoid table lives in prog."""
@@ -79,7 +85,7 @@ def opgraph_blob_fields(prog: np.ndarray, rec: int) -> list:
     for i in range(n_ops):
         r = first + i * L.OPK_REC
         op = int(prog[r])
-        if op in (L.OPK_FC, L.OPK_CONV16):
+        if op == L.OPK_FC:
             out.append((r + 4, int(prog[r + 2]) * int(prog[r + 5])))
         elif op == L.OPK_LUT:
             out.append((r + 5, 256))

@@ -278,11 +278,14 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
                     code, mults = C.OPK_FC, fc_multipliers(params["w_scale"][p2:p2 + no], sa, so)
                 else:
                     code, mults = C.OPK_CONV16, P.conv16_multipliers(params["w_scale"][p2:p2 + no], sa, so)
-                r[:13] = [code, offs[a], na, za, b.add_weights(w), no, bias, b.add_ints(mults), 0, zo, lo, hi,
-                          offs[out]]
-                if name == "CONV_2D":      # the pairwise kernel's copy (int32 sums exact for K <= 512)
-                    fast = C.uses_blocks(no) and na <= 512 and b.dtype == np.int16
-                    r[13] = b.add_weights(w, pad_columns=True) if fast else -1
+                if name == "FULLY_CONNECTED":
+                    w_off = b.add_weights(w)
+                else:   # a dot-loop matrix (columns padded; the C copy holds it as int8 rows): the pairwise
+                    # block layout when its rows make whole blocks and K <= 512 keeps the int32 sums exact
+                    fast = C.uses_blocks(no) and na <= 512
+                    w_off = b.add_weights(w, pad_columns=True, unit=no if fast else 1)
+                    r[13] = int(fast)
+                r[:13] = [code, offs[a], na, za, w_off, no, bias, b.add_ints(mults), 0, zo, lo, hi, offs[out]]
             else:
                 bias = b.add_weights(params["b"][p1:p1 + no]) if p1 >= 0 else -1
                 r[:13] = [C.OPK_FC, offs[a], na, b.add_weights(w), no, bias, act, 0, 0, 0, 0, 0, offs[out]]

@@ -198,7 +198,8 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
     b = _Builder(np.int16 if quantized else np.float32, len(spec.layers))
     layer_offsets, layout = [], []
     n_state, scratch, width = 0, 1, spec.input_size
-    if quantized:
+    sig_off, tanh_offs = -1, {}
+    if quantized and any(layer.kind == "lstm" for layer in spec.layers):   # the gemmlowp tables, 128 KiB each
         sig_off = b.add_weights(sigmoid_table())
         tanh_offs = {3: b.add_weights(tanh_table(3))}
     for k, layer in enumerate(spec.layers):

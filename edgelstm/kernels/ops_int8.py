@@ -10,9 +10,9 @@ offset was validated and laid out by opgraph.prepare_record (no bounds checks he
 Op records (OPK_REC int32 each; a = input arena offset, o = output arena offset, n = elements):
   FC      [OPK_FC, x, K, zp_in, w_off (weight blob), N, b_off (prog, -1 none), m_off (prog: N (mult, shift)
            pairs), 0, zp_out, lo, hi, o]      per-channel, single rounding (LiteRT's int8 FULLY_CONNECTED, as measured)
-  CONV16  the FC fields (zero points 0) + [13] w_blk: int16 input, int64 accumulator, LiteRT's int64
-           MultiplyByQuantizedMultiplier (multiplier rounded to 16 bits, one rounding); int16 output; w_blk
-           (JIT blob only, -1: none) a column-padded copy of the weights in the pairwise block layout
+  CONV16  the FC fields (zero points 0) + [13] blocks: int16 input, int64 accumulator, LiteRT's int64
+           MultiplyByQuantizedMultiplier (multiplier rounded to 16 bits, one rounding); int16 output; the
+           weights are a dot-loop matrix (padded columns; pairwise block layout in the JIT blob when blocks = 1)
   ACT16   [OPK_ACT16, n, a, 0, o, tanh, mult, left_shift, t_off (prog: 256-entry uint16 sigmoid table)]
            LiteRT's int16 LOGISTIC / TANH reference kernels (scale, then interpolate the table)
   ADD/SUB [op, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi]
@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
-from .cells_int8 import padded
-from .fixedpoint import mbqm, wrap32
+from .cells_int8 import _mbqm_split, _shift_parts, padded
+from .fixedpoint import wrap32
 from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
 from .layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
                      OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ACT16, OPK_ADD, OPK_CONV16, OPK_COPY, OPK_FC, OPK_LUT,
@@ -57,98 +57,122 @@ def _fully_connected(arena, x, K, zp_in, wq, w_off, N, prog, b_off, m_off, zp_ou
 
 
 @njit(**NJIT_OPTS)
-def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o, w_blk, acc32):
-    """out[n] = clamp(int32((acc * m16 + 2^(t-1)) >> t)), t = 15 - shift[n], m16 = the multiplier rounded to 16 bits,
-    acc = bias[n] + sum_k x[k] * w[n, k] in int64 (LiteRT's 16x8 conv: reference_integer_ops::ConvPerChannel).
-    With ``w_blk`` >= 0 (prepare: N a multiple of the block rows, K <= 512 so that the int32 pairwise sums of
-    int16 x int8 products cannot wrap) the sums come from the pairwise kernel over the block-layout copy of the
-    weights at w_blk; else from the row-major int64 loop over the weights at w_off."""
-    if w_blk >= 0:
+def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o, blocks, acc32):
+    """out[n] = clamp(int32((acc * m16 + 2^(t-1)) >> t)), t = 15 - shift[n], m16 = the multiplier rounded to 16
+    bits, acc = bias[n] + sum_k x[k] * w[n, k] in int64 (LiteRT's 16x8 conv: reference_integer_ops::ConvPerChannel
+    with its int64 MultiplyByQuantizedMultiplier). The weights are a dot-loop matrix at w_off (columns padded):
+    in the pairwise block layout when ``blocks`` (prepare: N whole blocks, K <= 512 so the int32 pair sums of
+    int16 x int8 products cannot wrap), else row-major, summed in int64."""
+    cp = padded(K)
+    if blocks:
         npairs = (K + 1) // 2
-        stride = padded(K) * ROWS
+        stride = cp * ROWS
         b = 0
         while b + GROUP <= N // ROWS:
-            _pmadd_group(wq, 2 * w_blk + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
+            _pmadd_group(wq, 2 * w_off + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
             b += GROUP
         while b < N // ROWS:
-            _pmadd_block(wq, 2 * w_blk + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
+            _pmadd_block(wq, 2 * w_off + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
             b += 1
-    for n in range(N):
-        acc = np.int64(0) if b_off < 0 else np.int64(prog[b_off + n])
-        if w_blk >= 0:
-            acc += np.int64(acc32[n])
-        else:
-            row = w_off + n * K
+    else:
+        for n in range(N):                 # row-major int64 sums (the exact form for any K)
+            row = w_off + n * cp
+            acc = np.int64(0)
             for k in range(K):
                 acc += np.int64(arena[x + k]) * np.int64(wq[row + k])
-        m = np.int64(prog[m_off + 2 * n])
+            _conv16_out(arena, o + n, acc, prog, b_off, m_off, n, lo, hi)
+        return
+    # the epilogue in its own loop over slices (vectorizes)
+    mults = prog[m_off:m_off + 2 * N]
+    O, S = arena[o:o + N], acc32[:N]
+    for n in range(N):
+        acc = np.int64(S[n]) + (np.int64(0) if b_off < 0 else np.int64(prog[b_off + n]))
+        m = np.int64(mults[2 * n])
         m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
-        t = np.int64(15 - prog[m_off + 2 * n + 1])
+        t = np.int64(15) - mults[2 * n + 1]
         # LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp
-        arena[o + n] = _clamp(wrap32((acc * m16 + (np.int64(1) << (t - 1))) >> t), lo, hi)
+        O[n] = min(max(np.int64(np.int32((acc * m16 + (np.int64(1) << (t - 1))) >> t)), lo), hi)
+
+
+@njit(**NJIT_OPTS)
+def _conv16_out(arena, i, acc_sum, prog, b_off, m_off, n, lo, hi):
+    """One output of _conv16 from its exact int64 weight sum (the row-major path)."""
+    acc = acc_sum + (np.int64(0) if b_off < 0 else np.int64(prog[b_off + n]))
+    m = np.int64(prog[m_off + 2 * n])
+    m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
+    t = np.int64(15 - prog[m_off + 2 * n + 1])
+    arena[i] = min(max(wrap32((acc * m16 + (np.int64(1) << (t - 1))) >> t), lo), hi)
 
 
 @njit(**NJIT_OPTS)
 def _act16(arena, n, a, o, tanh, mult, shift, prog, t_off):
     """reference_integer_ops::Logistic / Tanh for int16 (zero points 0, output scale 2^-15): v = (x * mult +
     round) >> shift, then linear interpolation in the 256-entry table at |v| (9 fraction bits for logistic,
-    8 for tanh: tanh(x) = 2 sigmoid(2x) - 1), mirrored for v < 0."""
+    8 for tanh: tanh(x) = 2 sigmoid(2x) - 1), mirrored for v < 0. One loop per function, selects instead of
+    branches (they vectorize, with gathers); the saturated case reads a clamped, valid index and discards it."""
     rnd = np.int64(1) << (shift - 1) if shift > 0 else np.int64(0)
-    for i in range(n):
-        v = (np.int64(arena[a + i]) * mult + rnd) >> shift
-        u = -v if v < 0 else v
-        if tanh:
-            uh = u >> 8
-            if uh >= 255:
-                res = np.int64(0xFFFF) << 8
-            else:
-                ua = np.int64(prog[t_off + uh])
-                res = (ua << 8) + (u & 0xFF) * (np.int64(prog[t_off + uh + 1]) - ua)
-            if v >= 0:
-                res = res - (1 << 23) + (1 << 7)
-            else:
-                res = -res + (1 << 23) + (1 << 7) - 1
-            arena[o + i] = res >> 8
-        else:
-            uh = u >> 9
-            if uh >= 255:
-                res = np.int64(0x7FFF) << 10
-            else:
-                ua = np.int64(prog[t_off + uh])
-                res = (ua << 9) + (u & 0x1FF) * (np.int64(prog[t_off + uh + 1]) - ua)
-            if v >= 0:
-                res = res + (1 << 9)
-            else:
-                res = (1 << 25) - res + (1 << 9) - 1
-            arena[o + i] = res >> 10
+    tab = prog[t_off:t_off + 256]
+    A, O = arena[a:a + n], arena[o:o + n]
+    m = np.int64(mult)
+    if tanh:
+        for i in range(n):
+            v = (np.int64(A[i]) * m + rnd) >> shift
+            u = abs(v)
+            j = min(u >> 8, np.int64(254))
+            ua = np.int64(tab[j])
+            res = (ua << 8) + (u & 0xFF) * (np.int64(tab[j + 1]) - ua)
+            res = np.int64(0xFFFF << 8) if (u >> 8) >= 255 else res
+            O[i] = (res - (1 << 23) + (1 << 7) if v >= 0 else -res + (1 << 23) + (1 << 7) - 1) >> 8
+    else:
+        for i in range(n):
+            v = (np.int64(A[i]) * m + rnd) >> shift
+            u = abs(v)
+            j = min(u >> 9, np.int64(254))
+            ua = np.int64(tab[j])
+            res = (ua << 9) + (u & 0x1FF) * (np.int64(tab[j + 1]) - ua)
+            res = np.int64(0x7FFF << 10) if (u >> 9) >= 255 else res
+            O[i] = (res + (1 << 9) if v >= 0 else (1 << 25) - res + (1 << 9) - 1) >> 10
 
 
 @njit(**NJIT_OPTS)
 def _add_sub(arena, n, a, b, o, zp_a, m_a, s_a, zp_b, m_b, s_b, left_shift, m_out, s_out, zp_out, lo, hi,
              subtract):
     """reference_integer_ops::Add / sub.cc: inputs << left_shift, rescaled to twice the larger input scale,
-    summed (or subtracted), rescaled to the output."""
+    summed (or subtracted), rescaled to the output. Branch-free MBQM over slices indexed by bare loop
+    counters, so the loop vectorizes (cells_int8._mbqm_split)."""
     one = np.int64(1) << np.int64(left_shift)
+    la, ra = _shift_parts(s_a)
+    lb, rb = _shift_parts(s_b)
+    lo_, ro = _shift_parts(s_out)
+    ma, mb, mo = np.int64(m_a), np.int64(m_b), np.int64(m_out)
+    sign = np.int64(-1) if subtract else np.int64(1)
+    A, B, O = arena[a:a + n], arena[b:b + n], arena[o:o + n]
     for i in range(n):
-        u = mbqm((np.int64(arena[a + i]) - zp_a) * one, m_a, s_a)
-        v = mbqm((np.int64(arena[b + i]) - zp_b) * one, m_b, s_b)
-        raw = u - v if subtract else u + v
-        arena[o + i] = _clamp(mbqm(raw, m_out, s_out) + zp_out, lo, hi)
+        u = _mbqm_split((np.int64(A[i]) - zp_a) * one, ma, la, ra)
+        v = _mbqm_split((np.int64(B[i]) - zp_b) * one, mb, lb, rb)
+        O[i] = min(max(_mbqm_split(u + sign * v, mo, lo_, ro) + zp_out, lo), hi)
 
 
 @njit(**NJIT_OPTS)
 def _mul(arena, n, a, b, o, zp_a, zp_b, m, s, zp_out, lo, hi):
     """reference_integer_ops::Mul: clamp(mbqm((a - zp_a) * (b - zp_b), m, s) + zp_out)."""
+    left, right = _shift_parts(s)
+    m64 = np.int64(m)
+    A, B, O = arena[a:a + n], arena[b:b + n], arena[o:o + n]
     for i in range(n):
-        p = (np.int64(arena[a + i]) - zp_a) * (np.int64(arena[b + i]) - zp_b)
-        arena[o + i] = _clamp(mbqm(p, m, s) + zp_out, lo, hi)
+        p = (np.int64(A[i]) - zp_a) * (np.int64(B[i]) - zp_b)
+        O[i] = min(max(_mbqm_split(p, m64, left, right) + zp_out, lo), hi)
 
 
 @njit(**NJIT_OPTS)
 def _requantize(arena, n, a, o, zp_in, m, s, zp_out, lo, hi):
-    """QUANTIZE int8 -> int8 (Requantize) and RELU int8: clamp(mbqm(x - zp_in, m, s) + zp_out, lo, hi)."""
+    """QUANTIZE int8 / int16 -> int8 / int16 (Requantize) and RELU int8:
+    clamp(mbqm(x - zp_in, m, s) + zp_out, lo, hi)."""
+    left, right = _shift_parts(s)
+    m64 = np.int64(m)
+    A, O = arena[a:a + n], arena[o:o + n]
     for i in range(n):
-        arena[o + i] = _clamp(mbqm(np.int64(arena[a + i]) - zp_in, m, s) + zp_out, lo, hi)
+        O[i] = min(max(_mbqm_split(np.int64(A[i]) - zp_in, m64, left, right) + zp_out, lo), hi)
 
 
 @njit(**NJIT_OPTS)
@@ -186,9 +210,10 @@ def _run_ops_int8(prog, wq, arena, first, n_ops, acc32):
         elif op == OPK_LUT:
             _lookup(arena, prog[r + 1], prog[r + 2], prog[r + 4], wq, prog[r + 5])
         elif op == OPK_COPY:
-            a, o = prog[r + 2], prog[r + 4]
-            for k in range(prog[r + 1]):
-                arena[o + k] = arena[a + k]
+            n = prog[r + 1]
+            A, O = arena[prog[r + 2]:prog[r + 2] + n], arena[prog[r + 4]:prog[r + 4] + n]
+            for k in range(n):
+                O[k] = A[k]
 
 
 @njit(**NJIT_OPTS)

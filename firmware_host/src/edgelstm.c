@@ -390,11 +390,11 @@ static int16_t og_wrap16(int64_t v)
  * (elstm_init checks shift in [-31, 7]). The sum cannot overflow (K * N <= blob_len terms of at most 2^30);
  * the product with m16 is formed in uint64 (wrapping as the Numba kernel's int64 would; it cannot wrap for
  * int8 weights and layer sizes of a real model) and the right shift is arithmetic. */
-static void og_conv16(const int32_t *r, const int32_t *prog, const int16_t *blob, int16_t *arena)
+static void og_conv16(const int32_t *r, const int32_t *prog, const int8_t *w8, int16_t *arena)
 {
     int32_t x = r[1], K = r[2], N = r[5], b_off = r[6], m_off = r[7], lo = r[10], hi = r[11], o = r[12], n, k;
     for (n = 0; n < N; ++n) {
-        const int16_t *row = blob + r[4] + (int64_t)n * K;
+        const int8_t *row = w8 + r[4] + (int64_t)n * K;
         int64_t acc = b_off < 0 ? 0 : prog[b_off + n];
         int64_t m = prog[m_off + 2 * n];
         int64_t m16 = m < 0x7FFF0000 ? (m + 32768) >> 16 : 0x7FFF;
@@ -404,7 +404,8 @@ static void og_conv16(const int32_t *r, const int32_t *prog, const int16_t *blob
             acc += (int64_t)arena[x + k] * (int64_t)row[k];
         }
         p = (uint64_t)acc * (uint64_t)m16 + ((uint64_t)1 << (t - 1));
-        arena[o + n] = og_clamp(og_wrap64(p) >> t, lo, hi);
+        /* LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp */
+        arena[o + n] = og_clamp(elstm_wrap32(og_wrap64(p) >> t), lo, hi);
     }
 }
 
@@ -474,8 +475,8 @@ static void og_requantize(const int32_t *r, int16_t *arena)
     }
 }
 
-static void graph_step(const int32_t *prog, int32_t rec, const int16_t *blob, const int16_t *x, int16_t *state,
-                       int16_t *y, int16_t *arena)
+static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *blob, const int16_t *x,
+                       int16_t *state, int16_t *y, int16_t *arena)
 {
     const int32_t *cs = prog + prog[rec + OG_CONSTS], *ss = prog + prog[rec + OG_STATES];
     int16_t *base = state + prog[rec + OG_STATE];
@@ -495,7 +496,7 @@ static void graph_step(const int32_t *prog, int32_t rec, const int16_t *blob, co
         if (op == OPK_FC) {
             og_fully_connected(r, prog, blob, arena);
         } else if (op == OPK_CONV16) {
-            og_conv16(r, prog, blob, arena);
+            og_conv16(r, prog, w8, arena);
         } else if (op == OPK_ACT16) {
             og_act16(r, prog, arena);
         } else if (op == OPK_ADD || op == OPK_SUB) {
@@ -569,7 +570,7 @@ static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* e
 
 /* One op record: every arena tensor inside the arena (A elements), every weight / table inside the blob,
  * every prog array inside prog, shifts and zero points where the arithmetic is defined. */
-static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B)
+static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B, int32_t W)
 {
     int32_t op = r[0], n = r[1];
     if (op == OPK_FC || op == OPK_CONV16) {
@@ -579,7 +580,8 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
         int32_t s_hi = op == OPK_FC ? 30 : 7;
         int range = op == OPK_FC ? zp_ok(r[3]) && zp_ok(r[9]) && range_ok(r[10], r[11])
                                  : r[3] == 0 && r[9] == 0 && range16_ok(r[10], r[11]);
-        if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A) || !inside(r[4], N, K, B)
+        if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A)
+            || !inside(r[4], N, K, op == OPK_FC ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
             || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !range) {
             return 0;
         }
@@ -620,7 +622,7 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
  * inside prog, and everything they name inside the arena, the blob, the state block and the frame buffers. */
 static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, int32_t rec, int32_t dir_len)
 {
-    int32_t P = cfg->prog_len, A = cfg->scratch, B = cfg->blob_len, S = cfg->n_state, i;
+    int32_t P = cfg->prog_len, A = cfg->scratch, B = cfg->blob_len, W = cfg->w8_len, S = cfg->n_state, i;
     int32_t n_ops = prog[rec + OG_NOPS], n_st = prog[rec + OG_NSTATE], n_c = prog[rec + OG_NCONST];
     int32_t s0 = prog[rec + OG_STATE], zps = prog[lo + L_ZPS];
     if (dir_len < OG_LEN || prog[lo + L_IN] > cfg->width || prog[lo + L_OUT] > cfg->width
@@ -633,7 +635,7 @@ static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, 
         return 0;
     }
     for (i = 0; i < n_ops; ++i) {
-        if (!op_ok(prog, prog + prog[rec + OG_OPS] + i * OPK_REC, P, A, B)) {
+        if (!op_ok(prog, prog + prog[rec + OG_OPS] + i * OPK_REC, P, A, B, W)) {
             return 0;
         }
     }
@@ -723,7 +725,7 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
             lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
                       st->gates, st->acc, st->aux);
         } else if (kind == KIND_OPS) {
-            graph_step(prog, rec, blob, src, st->state, dst, st->gates);
+            graph_step(prog, rec, w->w8, blob, src, st->state, dst, st->gates);
         } else {
             dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
         }
