@@ -14,13 +14,14 @@ form apps use (set x and the state, invoke, read y and the new state). The state
 variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
 before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
 
-GRU / RNN (float32) and op-graph layers (int8 or float32) are written in mode="step" only, as step graphs of
-builtin ops (edgelstm/opgraph.py); int8 op graphs get their state write-back (DEQUANTIZE -> QUANTIZE) inside the
-graph so each state output has its state input's quantization.
+GRU / RNN and op-graph layers are written in mode="step" only, as step graphs of builtin ops (edgelstm/opgraph.py):
+int8 GRU / RNN as the int16 cell graphs prepare() runs (edgelstm/cellgraph.py: LiteRT's reference, builtin and
+default resolvers give identical integers), float32 ones via opgraph.float_cell_graph; imported int8 op graphs get
+their state write-back (DEQUANTIZE -> QUANTIZE) inside the graph so each state output has its state input's
+quantization.
 
-Not written yet (a clear ImportModelError): int8 GRU/RNN layers of the contract's int16 scheme (quantize with
-edgelstm.quant.opgraph_ptq.quantize_opgraph for an exportable op-graph form), bidirectional layers, Dense
-layers before the last, op graphs that write part of a tensor (CONCATENATION).
+Not written yet (a clear ImportModelError): bidirectional layers, Dense layers before the last, op graphs that
+write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence".
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ _TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(n
 _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5, 1, 7), "LOGISTIC": (14, 2, 1, 3),
         "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
         "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
-        "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1)}
+        "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
+        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -262,8 +264,11 @@ def _check_supported(model: Model, step: bool) -> None:
         if layer.kind in ("gru", "rnn", "ops") and not step:
             raise ImportModelError(f"to_tflite: {where}: GRU, RNN and op-graph layers are written as step graphs "
                                    f"of builtin ops (TFLite has no fused op for them): use mode='step'")
-        if layer.bidirectional:
-            raise ImportModelError(f"to_tflite: {where}: bidirectional layers are not exported yet")
+        backward = layer.bidirectional or getattr(layer, "reverse", False)
+        if backward and (step or layer.kind != "lstm"):
+            raise ImportModelError(f"to_tflite: {where}: a {'bidirectional' if layer.bidirectional else 'reverse'} "
+                                   f"layer needs whole sequences: only LSTMs, in mode='sequence' (TFLite's fused "
+                                   f"op on the time-reversed input)")
         if layer.kind == "dense" and k != len(layers) - 1:
             raise ImportModelError(f"to_tflite: {where}: only a final Dense head is exported")
         if layer.kind == "lstm" and layer.peephole and layer.proj_size:
@@ -307,7 +312,9 @@ def _build(model: Model, *, step: bool = False) -> bytes:
     x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
     model_in, cur, states, names = x, x, [], []
     for k, layer in enumerate(model.spec.layers):
-        if layer.kind == "lstm":
+        if layer.kind == "lstm" and (layer.bidirectional or layer.reverse):
+            cur = _backward_lstm(g, layer, k, cur, q, model)
+        elif layer.kind == "lstm":
             cur = _lstm(g, layer, k, cur, q, model)
             states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
             names += [f"h{k}", f"c{k}"]
@@ -336,57 +343,96 @@ def _build(model: Model, *, step: bool = False) -> bytes:
     return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
 
 
-def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
+def _backward_lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
+    """A reverse or bidirectional LSTM layer over one whole sequence: the backward direction is the fused op on
+    the time-reversed input, reversed back (REVERSE_V2 on axis 1 moves int8 / float values unchanged); a
+    bidirectional layer concatenates [forward, backward] on the feature axis, both already in the layer's
+    output quantization (CONCATENATION then copies). Every invoke is one sequence: the op state persists
+    between invokes, so an app calls reset_all_variables() before the next sequence."""
+    dt, R = (np.int8 if q is not None else np.float32), layer.recurrent_size
+    quant = {"scale": q.act[k + 1][0], "zp": q.act[k + 1][1]} if q is not None else {}
+    axis = g.tensor(f"l{k}.time_axis", [1], np.int32, data=np.array([1], np.int32))
+
+    def reverse(src, name, width):
+        out = g.tensor(name, [1, 1, width], dt, signature=[1, -1, width], **(quant if width == R else
+                                                                              _act_quant(q, k)))
+        g.op("REVERSE_V2", [src, axis], [out], _act_options("NONE"))
+        return out
+
+    width_in = layer.input_size
+    parts = [] if layer.reverse else [_lstm(g, layer, k, x, q, model, d=0)]
+    backward = _lstm(g, layer, k, reverse(x, f"l{k}.x_reversed", width_in), q, model, d=1 if layer.bidirectional else 0)
+    parts.append(reverse(backward, f"l{k}.backward", R))
+    if len(parts) == 1:
+        return parts[0]
+    out = g.tensor(f"l{k}.out2", [1, 1, 2 * R], dt, signature=[1, -1, 2 * R], **quant)
+
+    def concat(b, T):
+        T.ConcatenationOptionsStart(b)
+        T.ConcatenationOptionsAddAxis(b, 2)
+        T.ConcatenationOptionsAddFusedActivationFunction(b, 0)
+        return T.BuiltinOptions.ConcatenationOptions, T.ConcatenationOptionsEnd(b)
+    g.op("CONCATENATION", parts, [out], concat)
+    return out
+
+
+def _act_quant(q, k):
+    """The int8 quantization of the activations entering layer k (empty for a float model)."""
+    return {"scale": q.act[k][0], "zp": q.act[k][1]} if q is not None else {}
+
+
+def _lstm(g: _GraphBuilder, layer, k: int, x: int, q, model, *, d: int = 0) -> int:
     H, I, R, P = layer.hidden_size, layer.input_size, layer.recurrent_size, layer.proj_size
     ins = [-1] * 24
     ins[0] = x
     inter = []
+    tag = f"l{k}" if d == 0 else f"l{k}.d{d}"
     if q is None:
-        w = layer.directions[0]
+        w = layer.directions[d]
         wx, wh, bias = (split_gates(w[n], "lstm") for n in ("w_x", "w_h", "b"))
         for gate, slot in zip(TFLITE_LSTM, (1, 2, 3, 4)):
-            ins[slot] = g.tensor(f"l{k}.w_x.{gate}", [H, I], np.float32, data=wx[_g(gate)])
-            ins[slot + 4] = g.tensor(f"l{k}.w_h.{gate}", [H, R], np.float32, data=wh[_g(gate)])
-            ins[slot + 11] = g.tensor(f"l{k}.b.{gate}", [H], np.float32, data=bias[_g(gate)])
+            ins[slot] = g.tensor(f"{tag}.w_x.{gate}", [H, I], np.float32, data=wx[_g(gate)])
+            ins[slot + 4] = g.tensor(f"{tag}.w_h.{gate}", [H, R], np.float32, data=wh[_g(gate)])
+            ins[slot + 11] = g.tensor(f"{tag}.b.{gate}", [H], np.float32, data=bias[_g(gate)])
         if layer.peephole:
             peep = split_gates(w["w_peep"], "peephole")
             for gate, slot in zip(TFLITE_PEEPHOLE, (9, 10, 11)):
-                ins[slot] = g.tensor(f"l{k}.peep.{gate}", [H], np.float32, data=peep[gate][0])
+                ins[slot] = g.tensor(f"{tag}.peep.{gate}", [H], np.float32, data=peep[gate][0])
         if P:
-            ins[16] = g.tensor(f"l{k}.w_proj", [P, H], np.float32, data=w["w_proj"])
-            ins[17] = g.tensor(f"l{k}.b_proj", [P], np.float32, data=w["b_proj"])
-        ins[18] = g.tensor(f"l{k}.h", [1, R], np.float32, variable=True)
-        ins[19] = g.tensor(f"l{k}.c", [1, H], np.float32, variable=True)
-        out = g.tensor(f"l{k}.out", [1, 1, R], np.float32, signature=[1, -1, R])
+            ins[16] = g.tensor(f"{tag}.w_proj", [P, H], np.float32, data=w["w_proj"])
+            ins[17] = g.tensor(f"{tag}.b_proj", [P], np.float32, data=w["b_proj"])
+        ins[18] = g.tensor(f"{tag}.h", [1, R], np.float32, variable=True)
+        ins[19] = g.tensor(f"{tag}.c", [1, H], np.float32, variable=True)
+        out = g.tensor(f"{tag}.out", [1, 1, R], np.float32, signature=[1, -1, R])
     else:
-        p = q.layers[k][0]
+        p = q.layers[k][d]
         s_in, s_out, zp_out = q.act[k][0], q.act[k + 1][0], q.act[k + 1][1]
         wx, wh, bias = (split_gates(p[n], "lstm") for n in ("w_x", "w_h", "b"))
         for n_g, (gate, slot) in enumerate(zip(TFLITE_LSTM, (1, 2, 3, 4))):
             ws_x, ws_h = float(p["w_x_scale"][n_g]), float(p["w_h_scale"][n_g])
-            ins[slot] = g.tensor(f"l{k}.w_x.{gate}", [H, I], np.int8, data=wx[_g(gate)], scale=ws_x, zp=0)
-            ins[slot + 4] = g.tensor(f"l{k}.w_h.{gate}", [H, R], np.int8, data=wh[_g(gate)], scale=ws_h, zp=0)
-            ins[slot + 11] = g.tensor(f"l{k}.b.{gate}", [H], np.int32, data=bias[_g(gate)],
+            ins[slot] = g.tensor(f"{tag}.w_x.{gate}", [H, I], np.int8, data=wx[_g(gate)], scale=ws_x, zp=0)
+            ins[slot + 4] = g.tensor(f"{tag}.w_h.{gate}", [H, R], np.int8, data=wh[_g(gate)], scale=ws_h, zp=0)
+            ins[slot + 11] = g.tensor(f"{tag}.b.{gate}", [H], np.int32, data=bias[_g(gate)],
                                       scale=float(np.float32(s_in) * np.float32(ws_x)), zp=0)
         if layer.peephole:
             peep = split_gates(p["w_peep"], "peephole")
             for n_g, (gate, slot) in enumerate(zip(TFLITE_PEEPHOLE, (9, 10, 11))):
-                ins[slot] = g.tensor(f"l{k}.peep.{gate}", [H], np.int16, data=peep[gate][0],
+                ins[slot] = g.tensor(f"{tag}.peep.{gate}", [H], np.int16, data=peep[gate][0],
                                      scale=float(p["w_peep_scale"][n_g]), zp=0)
         s_hid, zp_hid = (float(p["hidden_scale"][0]), int(p["hidden_zp"][0])) if P else (s_out, zp_out)
         if P:
             ws_p = float(p["w_proj_scale"][0])
-            ins[16] = g.tensor(f"l{k}.w_proj", [P, H], np.int8, data=p["w_proj"], scale=ws_p, zp=0)
-            ins[17] = g.tensor(f"l{k}.b_proj", [P], np.int32, data=p["b_proj"],
+            ins[16] = g.tensor(f"{tag}.w_proj", [P, H], np.int8, data=p["w_proj"], scale=ws_p, zp=0)
+            ins[17] = g.tensor(f"{tag}.b_proj", [P], np.int32, data=p["b_proj"],
                                scale=float(np.float32(s_hid) * np.float32(ws_p)), zp=0)
-        ins[18] = g.tensor(f"l{k}.h", [1, R], np.int8, variable=True, scale=s_out, zp=zp_out)
-        ins[19] = g.tensor(f"l{k}.c", [1, H], np.int16, variable=True, scale=2.0 ** int(p["cell_exp"][0]), zp=0)
+        ins[18] = g.tensor(f"{tag}.h", [1, R], np.int8, variable=True, scale=s_out, zp=zp_out)
+        ins[19] = g.tensor(f"{tag}.c", [1, H], np.int16, variable=True, scale=2.0 ** int(p["cell_exp"][0]), zp=0)
         # the 8x8_16 kernel reads 5 intermediates: 4 gate ones (unused without layer norm: Q3.12 is implied)
         # and the hidden state's quantization
         for gate in ("input", "forget", "cell", "output"):
-            inter.append(g.tensor(f"l{k}.{gate}_intermediate", [0], np.float32))
-        inter.append(g.tensor(f"l{k}.hidden_intermediate", [0], np.int8, scale=s_hid, zp=zp_hid))
-        out = g.tensor(f"l{k}.out", [1, 1, R], np.int8, signature=[1, -1, R], scale=s_out, zp=zp_out)
+            inter.append(g.tensor(f"{tag}.{gate}_intermediate", [0], np.float32))
+        inter.append(g.tensor(f"{tag}.hidden_intermediate", [0], np.int8, scale=s_hid, zp=zp_hid))
+        out = g.tensor(f"{tag}.out", [1, 1, R], np.int8, signature=[1, -1, R], scale=s_out, zp=zp_out)
     g.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [out], _lstm_options(layer), inter)
     return out
 

@@ -195,7 +195,7 @@ def test_layout_alignment_and_determinism(tmp_path, spec):
     assert (8 + n) % 64 == 0
     header, buf = read_raw(tmp_path / "a.elstm")
     meta = header.pop("__metadata__")
-    assert meta["format"] == "edgelstm" and meta["format_version"] == "2"
+    assert meta["format"] == "edgelstm" and meta["format_version"] == "3"
     size = {"F32": 4, "I32": 4, "I16": 2, "I8": 1}
     spans = sorted(e["data_offsets"] for e in header.values())
     assert spans[0][0] == 0 and spans[-1][1] == len(buf)
@@ -364,14 +364,27 @@ def test_wrong_format_tag(qfile):
 
 def test_future_format_version(qfile):
     meta, tensors = read_tensors(qfile)
-    meta["format_version"] = "3"
+    meta["format_version"] = "4"
     write_tensors(qfile, meta, tensors)
-    with pytest.raises(ArtifactError, match=r"unsupported format_version '3'.*reads format_version 1, 2"):
+    with pytest.raises(ArtifactError, match=r"unsupported format_version '4'.*reads format_version 1, 2, 3"):
         load_parts(qfile)
 
 
-def test_version_1_dense_scale_is_read_per_channel(qfile):
+def test_versions_1_and_2_with_int8_gru_rnn_ask_for_requantization(qfile):
+    """Format 3 replaced the int8 GRU / RNN scheme: older files holding one are refused with what to do."""
+    meta, tensors = read_tensors(qfile)
+    for version in ("1", "2"):
+        meta["format_version"] = version
+        write_tensors(qfile, meta, tensors)
+        with pytest.raises(ArtifactError, match="re-quantize the float model"):
+            load_parts(qfile)
+
+
+def test_version_1_dense_scale_is_read_per_channel(tmp_path):
     """Version 1 stored one Dense weight scale per tensor; it loads as that scale on every channel."""
+    spec = random_model([LAYERS[0], LAYERS[3]], input_size=7, seed=1)
+    qfile = tmp_path / "v1.elstm"
+    save_parts(qfile, spec, make_quant(spec))
     meta, tensors = read_tensors(qfile)
     spec2, quant2 = load_parts(qfile)
     k = next(i for i, l in enumerate(spec2.layers) if l.kind == "dense")

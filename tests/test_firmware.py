@@ -299,9 +299,10 @@ def test_random_models_sweep_1000_steps_all_targets(tmp_path):
 
 @needs_cc
 @pytest.mark.parametrize("cut", ["w8", "blob"])
-def test_init_rejects_weights_that_do_not_fit(cut, cases, tmp_path, monkeypatch):
+def test_init_rejects_weights_that_do_not_fit(cut, cases, lstm_tagger, tmp_path, monkeypatch):
     """elstm_init checks every matrix against w8_len and every table against blob_len: one element short
-    is a rejected model, not an out-of-bounds read."""
+    is a rejected model, not an out-of-bounds read (the GRU tagger's w8 ends with the Dense head; its blob is
+    empty, its CONV16 weights live in w8: the blob case cuts the LSTM tagger's tables)."""
     import edgelstm.c_model as cm
     real = cm.c_arrays
 
@@ -310,12 +311,12 @@ def test_init_rejects_weights_that_do_not_fit(cut, cases, tmp_path, monkeypatch)
         return (prog, w8[:-1], blob) if cut == "w8" else (prog, w8, blob[:-1])
 
     exe = build_runner(tmp_path, cc="cc")
-    gru = gru_tagger()          # w8 ends with the Dense head, the blob with a piece of the GRU's op graph
-    X = np.zeros((2, gru.input_size), np.float32)
-    run_many(exe, [(gru, X)])
+    model = gru_tagger() if cut == "w8" else lstm_tagger
+    X = np.zeros((2, model.input_size), np.float32)
+    run_many(exe, [(model, X)])
     monkeypatch.setattr(cm, "c_arrays", short)
     with pytest.raises(FirmwareError, match="rejected"):
-        run_many(exe, [(gru, X)])
+        run_many(exe, [(model, X)])
 
 
 @needs_cc

@@ -118,10 +118,15 @@ def test_c_runtime_blob_stays_row_major(k, want_packed):
         if layer.kind == "dense":
             off, w = int(prep.prog[rec + layout.DN_W]), q.quant.layers[k][0]["w"]
             unit = w.shape[0]
-        else:
-            idx = {"lstm": layout.LS_WX, "gru": layout.GR_WX, "rnn": layout.RN_WX}[layer.kind]
-            off, w = int(prep.prog[rec + idx]), q.quant.layers[k][0]["w_x"]
-            unit = layer.hidden_size if layer.kind != "lstm" else w.shape[0]
+        elif layer.kind == "lstm":
+            off, w = int(prep.prog[rec + layout.LS_WX]), q.quant.layers[k][0]["w_x"]
+            unit = w.shape[0]
+        else:   # an int16 cell graph: its first CONV16 op is the x conv of the first H rows of w_x
+            r = int(prep.prog[rec + layout.OG_OPS + 0])
+            r = next(r + i * layout.OPK_REC for i in range(int(prep.prog[rec + layout.OG_NOPS]))
+                     if prep.prog[r + i * layout.OPK_REC] == layout.OPK_CONV16)
+            off, w = int(prep.prog[r + 4]), q.quant.layers[k][0]["w_x"][:layer.hidden_size]
+            unit = layer.hidden_size if prep.prog[r + 13] else 1
         rows, cols = w.shape
         cp = int(cells_int8.padded(cols))
         c_side = prep.weights[off:off + rows * cp].reshape(rows, cp)

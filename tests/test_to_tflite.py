@@ -111,7 +111,7 @@ def test_our_export_reads_back_identically(name, tmp_path):
 @pytest.mark.parametrize("layers, match", [
     ([{"kind": "gru", "hidden_size": 4}], "use mode='step'"),
     ([{"kind": "rnn", "hidden_size": 4}], "use mode='step'"),
-    ([{"kind": "lstm", "hidden_size": 4, "bidirectional": True}], "bidirectional"),
+    ([{"kind": "gru", "hidden_size": 4, "bidirectional": True}], "use mode=.step."),
     ([{"kind": "lstm", "hidden_size": 6, "proj_size": 3, "peephole": True}], "peephole together with projection"),
     ([{"kind": "dense", "output_size": 4}, {"kind": "lstm", "hidden_size": 4}], "final Dense"),
 ])
@@ -269,3 +269,48 @@ def test_int8_gru_rnn_step_export_streams_identically_in_litert(name, resolver, 
     h0 = np.concatenate([np.abs(st["h0"].astype(np.int64)).ravel() for st in states])
     assert h0.max() > 0.9 * 32767 or np.mean(np.isin(wants[0], (-128, 127))) > 0.01
     assert not np.array_equal(wants[0], wants[1])
+
+
+BACKWARD = {  # reverse / bidirectional LSTMs: the fused op on the time-reversed input (mode="sequence")
+    "bidir_sigmoid": ([{"kind": "lstm", "hidden_size": 12, "bidirectional": True},
+                       {"kind": "dense", "output_size": 3, "activation": "sigmoid"}], 6),
+    "reverse_clip_bidir_peephole": ([{"kind": "lstm", "hidden_size": 10, "reverse": True, "cell_clip": 0.5},
+                                     {"kind": "lstm", "hidden_size": 8, "bidirectional": True, "peephole": True}], 5),
+}
+
+
+@pytest.mark.parametrize("resolver", ["reference", "default"])
+@pytest.mark.parametrize("name", list(BACKWARD))
+def test_backward_lstm_export_runs_whole_sequences_identically(name, resolver, tmp_path):
+    """One whole sequence per invoke (reset_all_variables() in between, as the docs tell apps): int8 outputs
+    identical to our run, float32 within 1e-5, for sequences of several lengths."""
+    layers, F = BACKWARD[name]
+    f = el.Model(el.random_model(layers, input_size=F, seed=len(name), scale=1.2))
+    rng = np.random.default_rng(15)
+    q = el.quantize(f, calibration=_walk(rng, 200, F)[None] * 0.4, progress=False)
+    for m in (q, f):
+        path = tmp_path / "b.tflite"
+        to_tflite(m, path)
+        it = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=getattr(
+            litert.OpResolverType, RESOLVER_TYPES[resolver]))
+        inp = it.get_input_details()[0]
+        for T in (60, 17, 1):
+            X = _walk(rng, T, F) * 2.0
+            it.resize_tensor_input(inp["index"], [1, T, F])
+            it.allocate_tensors()
+            it.reset_all_variables()
+            if m is q:
+                (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+                Xq = np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
+                it.set_tensor(it.get_input_details()[0]["index"], Xq[None])
+                it.invoke()
+                want = it.get_tensor(it.get_output_details()[0]["index"])[0].astype(np.int64)
+                got = q.run(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
+                np.testing.assert_array_equal(np.round(got / np.float32(s_out)).astype(np.int64) + zp_out, want)
+            else:
+                it.set_tensor(it.get_input_details()[0]["index"], X[None])
+                it.invoke()
+                want = it.get_tensor(it.get_output_details()[0]["index"])[0]
+                assert np.abs(f.run(X) - want).max() <= 1e-5
+    with pytest.raises(el.ImportModelError, match="whole sequences"):
+        to_tflite(q, tmp_path / "s.tflite", mode="step")
