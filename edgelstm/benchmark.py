@@ -303,9 +303,11 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
     T, F = frames.shape
     rt = f"LiteRT {dtype}"
     refused = {}
+    cells = any(layer.kind in ("gru", "rnn", "ops") for layer in model.spec.layers)
     for mode in ("step", "sequence"):
-        try:
-            to_tflite(model, tmp / f"{mode}_{dtype}.tflite", mode=mode)
+        try:   # a GRU / RNN sequence file is its step graph unrolled over the T frames
+            to_tflite(model, tmp / f"{mode}_{dtype}.tflite", mode=mode,
+                      frames=T if mode == "sequence" and cells else None)
         except EdgeLSTMError as e:
             refused[mode] = str(e)
     if len(refused) == 2:
@@ -348,9 +350,11 @@ def _litert(model, frames, budget: Budget, dtype: str, tmp: Path):
     if "sequence" in refused:
         raise Skip(f"sequence: {refused['sequence']}")
     seq = Interpreter(model_path=str(tmp / f"sequence_{dtype}.tflite"), num_threads=1)
-    d = seq.get_input_details()[0]
+    d, *state_inputs = seq.get_input_details()
     seq.resize_tensor_input(d["index"], [1, T, F])
     seq.allocate_tensors()
+    for s_d in state_inputs:     # an unrolled file's start state (real 0: each tensor's zero point)
+        seq.set_tensor(s_d["index"], np.full(s_d["shape"], s_d["quantization"][1], s_d["dtype"]))
     si, so = d["index"], seq.get_output_details()[0]["index"]
     x_seq = np.ascontiguousarray(xq[None])
 

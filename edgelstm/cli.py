@@ -6,7 +6,7 @@
     edgelstm quantize MODEL --calibration X.npy -o OUT [--json]
     edgelstm run MODEL --input X.npy --output Y.npy [--stream] [--json]
     edgelstm convert SRC.{tflite,onnx,keras,h5} -o OUT.elstm [--json]
-    edgelstm export MODEL --to {tflite,onnx,c} -o PATH [--mode sequence|step] [--no-tables] [--json]
+    edgelstm export MODEL --to {tflite,onnx,c} -o PATH [--mode sequence|step] [--frames T] [--no-tables] [--json]
 
 MODEL is a .elstm file or any file ``convert`` reads (it is imported on the fly).
 
@@ -294,6 +294,10 @@ def cmd_export(args) -> int:
     from edgelstm.export import export_model
     model = _load_model(args.model)
     options = {"mode": args.mode} if args.mode else {}
+    if args.frames is not None:
+        if args.to != "tflite":
+            raise ModelError("--frames applies to --to tflite only")
+        options["frames"] = args.frames
     if args.no_tables:
         if args.to != "c":
             raise ModelError("--no-tables applies to --to c only")
@@ -539,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--to", required=True, choices=["tflite", "onnx", "c"], help="target format")
     e.add_argument("-o", "--output", required=True, help="file (tflite, onnx) or directory (c) to write")
     e.add_argument("--mode", choices=["sequence", "step"], help="tflite: fused sequence op or one time step")
+    e.add_argument("--frames", type=int, help="tflite sequence files of GRU / RNN models: the fixed number of "
+                                              "frames their step graph is unrolled over")
     e.add_argument("--no-tables", action="store_true",
                    help="c: compute the activations instead of storing 128 KiB tables (microcontrollers)")
     e.add_argument("--json", action="store_true", help="print a JSON object")

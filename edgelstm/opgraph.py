@@ -355,15 +355,15 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
 
 # ------------------------------------------------------------------------ GRU / RNN as float op graphs
 
-def float_cell_graph(layer) -> tuple[OpGraph, dict]:
+def float_cell_graph(layer, direction: int = 0) -> tuple[OpGraph, dict]:
     """A float32 GRU (both variants) or RNN (tanh / relu) layer as an op graph of builtin ops (one step, state h),
     the form ``to_tflite(mode="step")`` writes for them (TFLite has no fused GRU/RNN op):
       GRU  r = LOGISTIC(FC_x,r(x) + FC_h,r(h)), z likewise, n = TANH(FC_x,n(x) + r * FC_h,n(h)) (reset after) or
            TANH(FC_x,n(x) + FC_h,n(r * h)) (reset before), h' = z * h + (1 - z) * n
       RNN  h' = TANH|RELU(FC_x(x) + FC_h(h))   (biases inside the FCs; one FC per gate block)"""
-    if layer.kind not in ("gru", "rnn") or layer.bidirectional or layer.reverse:
-        raise ModelError(f"no op graph for a {layer.kind} layer of this kind")
-    w = layer.directions[0]
+    if layer.kind not in ("gru", "rnn"):
+        raise ModelError(f"no op graph for a {layer.kind} layer")
+    w = layer.directions[direction]
     I, H = layer.input_size, layer.hidden_size
     tensors, ops, wblob, bblob = [], [], [], []
 

@@ -43,7 +43,7 @@ _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5,
         "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
         "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
         "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
-        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3)}
+        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -261,14 +261,10 @@ def _check_supported(model: Model, step: bool) -> None:
     layers = model.spec.layers
     for k, layer in enumerate(layers):
         where = f"layer {k} ({layer.kind})"
-        if layer.kind in ("gru", "rnn", "ops") and not step:
-            raise ImportModelError(f"to_tflite: {where}: GRU, RNN and op-graph layers are written as step graphs "
-                                   f"of builtin ops (TFLite has no fused op for them): use mode='step'")
         backward = layer.bidirectional or getattr(layer, "reverse", False)
-        if backward and (step or layer.kind != "lstm"):
+        if backward and step:
             raise ImportModelError(f"to_tflite: {where}: a {'bidirectional' if layer.bidirectional else 'reverse'} "
-                                   f"layer needs whole sequences: only LSTMs, in mode='sequence' (TFLite's fused "
-                                   f"op on the time-reversed input)")
+                                   f"layer needs whole sequences: export it with mode='sequence'")
         if layer.kind == "dense" and k != len(layers) - 1:
             raise ImportModelError(f"to_tflite: {where}: only a final Dense head is exported")
         if layer.kind == "lstm" and layer.peephole and layer.proj_size:
@@ -277,8 +273,10 @@ def _check_supported(model: Model, step: bool) -> None:
                                    f"(LiteRT applies the peepholes to the first P cells only)")
 
 
-def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
-    """Write ``model`` as a .tflite file (see the module docstring for what is supported)."""
+def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None = None) -> None:
+    """Write ``model`` as a .tflite file (see the module docstring for what is supported). ``frames``: the
+    sequence length of a mode="sequence" file of a model with GRU / RNN / op-graph layers (their step graph is
+    unrolled over that many frames; required there, refused elsewhere)."""
     if not isinstance(model, Model):
         raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
     if mode not in ("sequence", "step"):
@@ -293,7 +291,16 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
         raise ImportModelError("to_tflite: LiteRT starts the LSTM state tensors from zeros; this model has its own "
                                "initial_state (set model.initial_state = None to export it with a zero start)")
     _check_supported(model, mode == "step")
-    data = _build(model, step=mode == "step")
+    cells = any(layer.kind in ("gru", "rnn", "ops") for layer in model.spec.layers)
+    if mode == "sequence" and cells and not (isinstance(frames, int) and not isinstance(frames, bool)
+                                              and 1 <= frames <= 100_000):
+        raise ImportModelError(f"to_tflite: a mode='sequence' file of a GRU / RNN / op-graph model is its step "
+                               f"graph unrolled over a fixed number of frames: pass frames=T (1..100000), got "
+                               f"{frames!r}")
+    if frames is not None and not (mode == "sequence" and cells):
+        raise ImportModelError("to_tflite: frames= is only for mode='sequence' files of GRU / RNN / op-graph models "
+                               "(LSTM-only sequence files take any length)")
+    data = _build(model, step=mode == "step", frames=frames)
     p = os.fspath(path)
     try:
         with open(p, "wb") as f:
@@ -302,14 +309,17 @@ def to_tflite(model: Model, path, *, mode: str = "sequence") -> None:
         raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
 
 
-def _build(model: Model, *, step: bool = False) -> bytes:
+def _build(model: Model, *, step: bool = False, frames: int | None = None) -> bytes:
     q = model.quant
     quantized = q is not None
     g = _GraphBuilder()
     F = model.input_size
     act_dtype = np.int8 if quantized else np.float32
     qkw = (lambda k: {"scale": q.act[k][0], "zp": q.act[k][1]}) if quantized else (lambda k: {})
-    x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
+    if frames:      # a fixed-length sequence file (GRU / RNN step graphs unrolled over the frames)
+        x = g.tensor("x", [1, frames, F], act_dtype, **qkw(0))
+    else:
+        x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
     model_in, cur, states, names = x, x, [], []
     for k, layer in enumerate(model.spec.layers):
         if layer.kind == "lstm" and (layer.bidirectional or layer.reverse):
@@ -319,28 +329,107 @@ def _build(model: Model, *, step: bool = False) -> bytes:
             states += g.ops[-1][1][18:20]          # the op's variable h and c tensors
             names += [f"h{k}", f"c{k}"]
         elif layer.kind in ("gru", "rnn", "ops"):
-            from edgelstm.cellgraph import cell_graph
-            from edgelstm.opgraph import float_cell_graph
-            if layer.kind == "ops":
-                graph, params = layer, q.layers[k][0] if quantized else layer.directions[0]
-            elif quantized:       # the int16 graph prepare() runs (edgelstm/cellgraph.py)
-                graph, params = cell_graph(layer, q.layers[k][0], q.act[k], q.act[k + 1])
+            if frames:
+                cur, st = _unrolled_cells(g, layer, k, cur, q, frames)
             else:
-                graph, params = float_cell_graph(layer)
-            cur, st_in, st_out = _opgraph(g, graph, params, k, cur, quantized)
-            states += list(zip(st_in, st_out))
-            names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st_in))]
+                graph, params = _cell_graph(layer, k, q, 0)
+                cur, st_in, st_out = _opgraph(g, graph, params, k, cur, quantized)
+                st = list(zip(st_in, st_out))
+            states += st
+            names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st))]
         else:
             cur = _dense(g, layer, k, cur, q, model)
-    if not step:
+    if not step and not frames:
         return g.finish([model_in], [cur], quantized)
     # mode="step": one frame [1, 1, F]; every LSTM's h and c are graph inputs AND outputs. They stay the fused
     # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
     # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
-    # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py)
+    # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py).
+    # An unrolled sequence file: the GRU / RNN / op-graph states in (start) and out (after the last frame).
     ins = [t if isinstance(t, int) else t[0] for t in states]
     outs = [t if isinstance(t, int) else t[1] for t in states]
     return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
+
+
+def _cell_graph(layer, k: int, q, d: int):
+    """(op graph, constants) of direction d of a GRU / RNN / op-graph layer, as the runtime runs it."""
+    from edgelstm.cellgraph import cell_graph
+    from edgelstm.opgraph import float_cell_graph
+    if layer.kind == "ops":
+        return layer, q.layers[k][0] if q is not None else layer.directions[0]
+    if q is not None:       # the int16 graph prepare() runs (edgelstm/cellgraph.py)
+        return cell_graph(layer, q.layers[k][d], q.act[k], q.act[k + 1])
+    return float_cell_graph(layer, d)
+
+
+def _unrolled_cells(g: _GraphBuilder, layer, k: int, x: int, q, frames: int):
+    """A GRU / RNN / op-graph layer over a fixed number of frames: UNPACK the [1, T, W] input into frames, the
+    step graph once per frame (weights shared; the state chained from frame to frame; a backward direction
+    walks the frames in reverse), CONCATENATION of the per-frame outputs back to [1, T, O] (both directions
+    on the feature axis). A forward, unidirectional layer's state is an input (the start) and an output (after
+    the last frame); other directions start from zeros. Returns (output, [(state in, state out), ...])."""
+    quantized = q is not None
+    dt = np.int8 if quantized else np.float32
+    W = layer.input_size
+    aq = _act_quant(q, k)
+    xs = [g.tensor(f"l{k}.x.f{t}", [1, W], dt, **aq) for t in range(frames)]
+
+    def unpack(b, T):
+        T.UnpackOptionsStart(b)
+        T.UnpackOptionsAddNum(b, frames)
+        T.UnpackOptionsAddAxis(b, 1)
+        return T.BuiltinOptions.UnpackOptions, T.UnpackOptionsEnd(b)
+    g.op("UNPACK", [x], xs, unpack)
+    n_dir = 2 if layer.bidirectional else 1
+    per_dir, states = [], []
+    for d in range(n_dir):
+        graph, params = _cell_graph(layer, k, q, d)
+        backward = d == 1 or getattr(layer, "reverse", False)
+        cache, ys = {}, [None] * frames
+        state_in = None
+        if backward or n_dir == 2:    # zeros: a whole-sequence direction has no streaming state
+            state_in = [_zero_state_tensor(g, graph, si, f"l{k}.d{d}.s{i}.zero", quantized)
+                        for i, (si, _) in enumerate(graph.state)]
+        first = None
+        for t in (range(frames - 1, -1, -1) if backward else range(frames)):
+            y, st_in, st_out = _opgraph(g, graph, params, k, xs[t], quantized, state_in=state_in, cache=cache,
+                                        tag=f".d{d}.f{t}")
+            first = st_in if first is None else first
+            ys[t], state_in = y, st_out
+        if not (backward or n_dir == 2):
+            states += list(zip(first, state_in))
+        O = graph.tensors[graph.y][0]
+        yq = {"scale": graph.tensors[graph.y][1], "zp": graph.tensors[graph.y][2]} if quantized else {}
+        out = g.tensor(f"l{k}.d{d}.out", [1, frames, O], dt, **yq)
+        g.op("CONCATENATION", ys, [out], _concat_options(1))
+        per_dir.append(out)
+    if n_dir == 1:
+        return per_dir[0], states
+    O = per_dir[0]
+    yq = _act_quant(q, k + 1)
+    out = g.tensor(f"l{k}.out2", [1, frames, 2 * layer.hidden_size], dt, **yq)
+    g.op("CONCATENATION", per_dir, [out], _concat_options(2))
+    return out, states
+
+
+def _zero_state_tensor(g: _GraphBuilder, graph, si: int, name: str, quantized: bool) -> int:
+    """A constant tensor holding state si's zero (its zero point), shaped as _opgraph shapes graph tensors."""
+    size, scale, zp = graph.tensors[si][:3]
+    four_d = any(op[0] == "CONV_2D" for op in graph.ops)
+    shape = [1, 1, 1, size] if four_d else [1, size]
+    if not quantized:
+        return g.tensor(name, shape, np.float32, data=np.zeros(shape, np.float32))
+    dt = np.int16 if graph.tensors[si][4] == 16 else np.int8
+    return g.tensor(name, shape, dt, data=np.full(shape, zp, dt), scale=scale, zp=zp)
+
+
+def _concat_options(axis: int):
+    def build(b, T):
+        T.ConcatenationOptionsStart(b)
+        T.ConcatenationOptionsAddAxis(b, axis)
+        T.ConcatenationOptionsAddFusedActivationFunction(b, 0)
+        return T.BuiltinOptions.ConcatenationOptions, T.ConcatenationOptionsEnd(b)
+    return build
 
 
 def _backward_lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
@@ -367,12 +456,7 @@ def _backward_lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
         return parts[0]
     out = g.tensor(f"l{k}.out2", [1, 1, 2 * R], dt, signature=[1, -1, 2 * R], **quant)
 
-    def concat(b, T):
-        T.ConcatenationOptionsStart(b)
-        T.ConcatenationOptionsAddAxis(b, 2)
-        T.ConcatenationOptionsAddFusedActivationFunction(b, 0)
-        return T.BuiltinOptions.ConcatenationOptions, T.ConcatenationOptionsEnd(b)
-    g.op("CONCATENATION", parts, [out], concat)
+    g.op("CONCATENATION", parts, [out], _concat_options(2))
     return out
 
 
@@ -472,11 +556,23 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
     return out
 
 
-def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool):
+def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool, *, state_in=None,
+             cache=None, tag: str = ""):
     """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
     tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size], or
-    [1, 1, 1, size] in a graph with CONV_2D ops (edgelstm's int16 GRU/RNN graphs: a 1x1 conv over a 4-D tensor)."""
+    [1, 1, 1, size] in a graph with CONV_2D ops (edgelstm's int16 GRU/RNN graphs: a 1x1 conv over a 4-D tensor).
+    Unrolled over frames (``_unrolled_cells``): ``state_in`` gives existing tensors for the state inputs,
+    ``cache`` shares the constant tensors (weights, biases, shapes) between frames, ``tag`` names the rest."""
     T = graph.tensors
+    cache = {} if cache is None else cache
+
+    def tensor(name, *args, **kw):
+        if kw.get("data") is None:
+            return g.tensor(name + tag, *args, **kw)
+        if name not in cache:
+            cache[name] = g.tensor(name, *args, **kw)
+        return cache[name]
+
     four_d = any(op[0] == "CONV_2D" for op in graph.ops)
 
     def dtype(i):
@@ -491,16 +587,20 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
     none = _act_options("NONE")
     ids = {graph.x: x}
     if four_d:                                # the previous layer's [1, 1, F] as [1, 1, 1, F]
-        ids[graph.x] = g.tensor(f"l{k}.x4", shape(T[graph.x][0]), dtype(graph.x), **quant(graph.x))
-        g.op("RESHAPE", [x, g.tensor(f"l{k}.x4_shape", [4], np.int32, data=np.array(shape(T[graph.x][0]),
+        ids[graph.x] = tensor(f"l{k}.x4", shape(T[graph.x][0]), dtype(graph.x), **quant(graph.x))
+        g.op("RESHAPE", [x, tensor(f"l{k}.x4_shape", [4], np.int32, data=np.array(shape(T[graph.x][0]),
                                                                                     np.int32))],
              [ids[graph.x]], none)
+    given = {} if state_in is None else {si: t for (si, _), t in zip(graph.state, state_in)}
     for i, t in enumerate(T):
         if i == graph.x:
             continue
+        if i in given:
+            ids[i] = given[i]
+            continue
         size, const = t[0], t[3]
         data = None if const is None else np.asarray(params["c"][const:const + size], dtype(i)).reshape(shape(size))
-        ids[i] = g.tensor(f"l{k}.t{i}", shape(size), dtype(i), data=data, **quant(i))
+        ids[i] = tensor(f"l{k}.t{i}", shape(size), dtype(i), data=data, **quant(i))
 
     def act_options(cls_name, act, pot_scale_int16=None):
         def build(b, TT):
@@ -517,22 +617,22 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
             w = np.asarray(params["w"][p0:p0 + na * no], np.int8 if quantized else np.float32).reshape(no, na)
             if name == "CONV_2D":                 # int16 in and out, int8 weights, int64 bias
                 ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
-                wt = g.tensor(f"l{k}.op{n}.w", [no, 1, 1, na], np.int8, data=w.reshape(no, 1, 1, na), scale=ws,
+                wt = tensor(f"l{k}.op{n}.w", [no, 1, 1, na], np.int8, data=w.reshape(no, 1, 1, na), scale=ws,
                               zp=np.zeros(no, np.int64), qdim=0)
-                bt = g.tensor(f"l{k}.op{n}.b", [no], np.int64,
+                bt = tensor(f"l{k}.op{n}.b", [no], np.int64,
                               data=np.zeros(no, np.int64) if p1 < 0 else np.asarray(params["b"][p1:p1 + no], np.int64),
                               scale=(np.float32(T[a][1]) * ws).astype(np.float32), zp=np.zeros(no, np.int64), qdim=0)
                 g.op(name, [ids[a], wt, bt], [ids[out]], _conv_options(act))
                 continue
             if quantized:
                 ws = np.asarray(params["w_scale"][p2:p2 + no], np.float32)
-                wt = g.tensor(f"l{k}.op{n}.w", [no, na], np.int8, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
-                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.int32, data=params["b"][p1:p1 + no],
+                wt = tensor(f"l{k}.op{n}.w", [no, na], np.int8, data=w, scale=ws, zp=np.zeros(no, np.int64), qdim=0)
+                bt = -1 if p1 < 0 else tensor(f"l{k}.op{n}.b", [no], np.int32, data=params["b"][p1:p1 + no],
                                                 scale=(np.float32(T[a][1]) * ws).astype(np.float32),
                                                 zp=np.zeros(no, np.int64), qdim=0)
             else:
-                wt = g.tensor(f"l{k}.op{n}.w", [no, na], np.float32, data=w)
-                bt = -1 if p1 < 0 else g.tensor(f"l{k}.op{n}.b", [no], np.float32, data=params["b"][p1:p1 + no])
+                wt = tensor(f"l{k}.op{n}.w", [no, na], np.float32, data=w)
+                bt = -1 if p1 < 0 else tensor(f"l{k}.op{n}.b", [no], np.float32, data=params["b"][p1:p1 + no])
             g.op(name, [ids[a], wt, bt], [ids[out]], _fc_act_options(act))
         elif name in ("ADD", "SUB", "MUL"):
             cls = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[name]
@@ -546,32 +646,32 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
             src = ids[a]
             if p0 or size != na:                      # part of the input: SLICE it out first
                 rank = len(shape(0))
-                begin = g.tensor(f"l{k}.op{n}.begin", [rank], np.int32, data=np.array([0] * (rank - 1) + [p0], np.int32))
-                length = g.tensor(f"l{k}.op{n}.size", [rank], np.int32, data=np.array(shape(size), np.int32))
-                src = g.tensor(f"l{k}.op{n}.slice", shape(size), dtype(a), **quant(a))
+                begin = tensor(f"l{k}.op{n}.begin", [rank], np.int32, data=np.array([0] * (rank - 1) + [p0], np.int32))
+                length = tensor(f"l{k}.op{n}.size", [rank], np.int32, data=np.array(shape(size), np.int32))
+                src = tensor(f"l{k}.op{n}.slice", shape(size), dtype(a), **quant(a))
                 g.op("SLICE", [ids[a], begin, length], [src], none)
             if name == "COPY" and dtype(a) != dtype(out):   # int8 -> int16: CAST keeps the integer values
                 g.op("CAST", [src], [ids[out]], _cast_options(_INT8, _INT16))
             elif name == "COPY":
-                shp = g.tensor(f"l{k}.op{n}.shape", [len(shape(0))], np.int32, data=np.array(shape(size), np.int32))
+                shp = tensor(f"l{k}.op{n}.shape", [len(shape(0))], np.int32, data=np.array(shape(size), np.int32))
                 g.op("RESHAPE", [src, shp], [ids[out]], none)
             elif name == "REQUANTIZE_FLOAT":
-                f = g.tensor(f"l{k}.op{n}.float", shape(size), np.float32)
+                f = tensor(f"l{k}.op{n}.float", shape(size), np.float32)
                 g.op("DEQUANTIZE", [src], [f], none)
                 g.op("QUANTIZE", [f], [ids[out]], none)
             else:                                     # LOGISTIC, TANH, RELU, QUANTIZE
                 g.op(name, [src], [ids[out]], none)
     # the layer output as [1, 1, O] like every other layer's (a fused LSTM after it needs 3-D input)
-    shp = g.tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
-    y = g.tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dtype(graph.y), **quant(graph.y))
+    shp = tensor(f"l{k}.out_shape", [3], np.int32, data=np.array([1, 1, T[graph.y][0]], np.int32))
+    y = tensor(f"l{k}.out", [1, 1, T[graph.y][0]], dtype(graph.y), **quant(graph.y))
     g.op("RESHAPE", [ids[graph.y], shp], [y], none)
     # state outputs in their state input's quantization (the write-back edgelstm's stream does: LiteRT's
     # DEQUANTIZE -> QUANTIZE), so an app feeds them straight back
     st_out = []
     for i, (si, so) in enumerate(graph.state):
         if quantized and T[si][1:3] != T[so][1:3]:
-            f = g.tensor(f"l{k}.s{i}.float", shape(T[so][0]), np.float32)
-            back = g.tensor(f"l{k}.s{i}.next", shape(T[si][0]), dtype(si), **quant(si))
+            f = tensor(f"l{k}.s{i}.float", shape(T[so][0]), np.float32)
+            back = tensor(f"l{k}.s{i}.next", shape(T[si][0]), dtype(si), **quant(si))
             g.op("DEQUANTIZE", [ids[so]], [f], none)
             g.op("QUANTIZE", [f], [back], none)
             st_out.append(back)

@@ -109,9 +109,9 @@ def test_our_export_reads_back_identically(name, tmp_path):
 
 
 @pytest.mark.parametrize("layers, match", [
-    ([{"kind": "gru", "hidden_size": 4}], "use mode='step'"),
-    ([{"kind": "rnn", "hidden_size": 4}], "use mode='step'"),
-    ([{"kind": "gru", "hidden_size": 4, "bidirectional": True}], "use mode=.step."),
+    ([{"kind": "gru", "hidden_size": 4}], "frames=T"),
+    ([{"kind": "rnn", "hidden_size": 4}], "frames=T"),
+    ([{"kind": "gru", "hidden_size": 4, "bidirectional": True}], "frames=T"),
     ([{"kind": "lstm", "hidden_size": 6, "proj_size": 3, "peephole": True}], "peephole together with projection"),
     ([{"kind": "dense", "output_size": 4}, {"kind": "lstm", "hidden_size": 4}], "final Dense"),
 ])
@@ -189,16 +189,20 @@ def test_float_step_export_streams_within_tolerance(name, tmp_path):
         assert np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))) <= 1e-5
 
 
-def test_cli_export_tflite_step(tmp_path, capsys):
+@pytest.mark.parametrize("resolver", list(RESOLVER_TYPES))
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cli_export_tflite_step(kind, resolver, tmp_path, capsys):
+    """The trained bundled taggers (int8 LSTM; int8 GRU as its int16 cell graph) through the CLI's step export,
+    the whole 1,000-frame demo clip streamed with the state fed back."""
     from edgelstm.cli import DATA
     out = tmp_path / "tagger_step.tflite"
-    assert main(["export", str(DATA / "tagger_lstm_int8.elstm"), "--to", "tflite", "--mode", "step", "-o",
+    assert main(["export", str(DATA / f"tagger_{kind}_int8.elstm"), "--to", "tflite", "--mode", "step", "-o",
                  str(out)]) == 0
-    q = el.load(DATA / "tagger_lstm_int8.elstm")
-    X = np.load(DATA / "demo_features.npy")[:300]
+    q = el.load(DATA / f"tagger_{kind}_int8.elstm")
+    X = np.load(DATA / "demo_features.npy")[:1000]
     (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
     Xq = np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
-    (want,), _ = _litert_step_streams(out, [Xq], "default")
+    (want,), _ = _litert_step_streams(out, [Xq], resolver)
     got = q.stream().step_many(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
     np.testing.assert_array_equal(np.round(got / np.float32(s_out)).astype(np.int64) + zp_out, want)
 
@@ -314,3 +318,54 @@ def test_backward_lstm_export_runs_whole_sequences_identically(name, resolver, t
                 assert np.abs(f.run(X) - want).max() <= 1e-5
     with pytest.raises(el.ImportModelError, match="whole sequences"):
         to_tflite(q, tmp_path / "s.tflite", mode="step")
+
+
+UNROLLED = {  # GRU / RNN (and stacks mixing them with LSTMs) as mode="sequence" files over a fixed T
+    "gru_sigmoid": ([{"kind": "gru", "hidden_size": 16}, {"kind": "dense", "output_size": 4,
+                                                         "activation": "sigmoid"}], 6),
+    "bigru_before_lstm": ([{"kind": "gru", "hidden_size": 12, "reset_after": False, "bidirectional": True},
+                           {"kind": "lstm", "hidden_size": 8}], 5),
+    "reverse_rnn_relu": ([{"kind": "rnn", "hidden_size": 10, "reverse": True},
+                          {"kind": "rnn", "hidden_size": 6, "nonlinearity": "relu"}], 4),
+}
+
+
+@pytest.mark.parametrize("resolver", list(RESOLVER_TYPES))
+@pytest.mark.parametrize("name", list(UNROLLED))
+def test_unrolled_gru_rnn_sequence_export(name, resolver, tmp_path):
+    """mode="sequence" for GRU / RNN: the step graph unrolled over frames=T (backward directions walk the frames
+    in reverse): int8 identical to our run on every resolver, float32 within 1e-5, whole sequences from the zero
+    state; and the state output after T frames is our stream's state."""
+    layers, F = UNROLLED[name]
+    T = 40
+    f = el.Model(el.random_model(layers, input_size=F, seed=len(name), scale=0.4 if "relu" in name else 1.0))
+    rng = np.random.default_rng(16)
+    q = el.quantize(f, calibration=_walk(rng, 200, F)[None] * 0.4, progress=False)
+    for m in (q, f):
+        path = tmp_path / "u.tflite"
+        to_tflite(m, path, frames=T)
+        it = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=getattr(
+            litert.OpResolverType, RESOLVER_TYPES[resolver]))
+        run = it.get_signature_runner()
+        ins = run.get_input_details()
+        for _ in range(2):
+            X = _walk(rng, T, F) * 2.0
+            st = {n: np.zeros(ins[n]["shape"], ins[n]["dtype"]) + ins[n]["quantization"][1] for n in ins if n != "x"}
+            if m is q:
+                (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+                Xq = np.clip(np.round(X / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
+                out = run(x=Xq[None], **st)
+                Xd = ((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32)
+                got = np.round(q.run(Xd) / np.float32(s_out)).astype(np.int64) + zp_out
+                np.testing.assert_array_equal(got, out["y"][0].astype(np.int64))
+                if not any(layer.bidirectional or layer.reverse for layer in q.spec.layers):
+                    s = q.stream()
+                    s.step_many(Xd)
+                    for k, layer in enumerate(q.spec.layers):
+                        if layer.kind in ("gru", "rnn"):
+                            np.testing.assert_array_equal(s.state[k][0]["h"], out[f"h{k}"].ravel())
+            else:
+                out = run(x=X[None], **st)
+                assert np.abs(f.run(X) - out["y"][0]).max() <= 1e-5
+    with pytest.raises(el.ImportModelError, match="frames=T"):
+        to_tflite(q, tmp_path / "n.tflite")
