@@ -474,8 +474,9 @@ def cmd_tag(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
     else:
+        speed = f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"     # a first run compiles: 0.14x, not 0x
         print(f"{len(summary.events)} event(s) in {summary.audio_seconds:.2f} s of audio; "
-              f"{total:.3f} s wall (start-up included): {rtf:,.0f}x real time")
+              f"{total:.3f} s wall (start-up included): {speed} real time")
     return 0
 
 
