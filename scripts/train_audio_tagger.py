@@ -295,12 +295,20 @@ def quantize_step(X_hold=None, Y_hold=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quantize-only", action="store_true")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="score the bundled float and int8 models on a freshly generated held-out set (no training)")
     ap.add_argument("--train-clips", type=int, default=360)
     ap.add_argument("--held-out-clips", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=40)
     args = ap.parse_args()
     if args.quantize_only:
         quantize_step()
+        return
+    if args.evaluate:
+        Xh, Yh, _ = dataset(2, args.held_out_clips, held_out=True)
+        pf = report("float32, held-out", el.load(DATA / "audio_tagger_f32.elstm"), Xh, Yh)
+        pq = report("int8, held-out", el.load(DATA / "audio_tagger.elstm"), Xh, Yh)
+        print(f"int8 vs float frame decisions equal: {100 * np.mean((pf >= .5) == (pq >= .5)):.2f}% of frame x class")
         return
     print("generating data", file=sys.stderr)
     X, Y, _ = dataset(1, args.train_clips, held_out=False)
