@@ -121,6 +121,37 @@ def opgraph_state_zero_points(prog: np.ndarray, spec) -> np.ndarray:
 L_ZPS = 6   # the reserved layer header slot: the C copy's op-graph state zero points (see above)
 
 
+def runtime_features(prog: np.ndarray) -> list[str]:
+    """The ELSTM_WITH_* macros a C bundle of this (int8, prepare()'s) program compiles its runtime with: the
+    layer kinds it has (LSTM, DENSE, OPS), SOFTMAX when a Dense layer ends in softmax, and for op graphs the op
+    kernels their records use (OP_FC, OP_CONV16, OP_ACT16, OP_ADD for ADD / SUB, OP_MUL, OP_REQUANT, OP_LUT;
+    COPY comes with every op graph). firmware_host/src/edgelstm.c compiles only those (none: everything)."""
+    from .kernels import layout as L
+    kinds = {L.KIND_LSTM: "LSTM", L.KIND_DENSE: "DENSE", L.KIND_OPS: "OPS"}
+    ops = {L.OPK_FC: "OP_FC", L.OPK_CONV16: "OP_CONV16", L.OPK_ACT16: "OP_ACT16", L.OPK_ADD: "OP_ADD",
+           L.OPK_SUB: "OP_ADD", L.OPK_MUL: "OP_MUL", L.OPK_REQUANT: "OP_REQUANT", L.OPK_LUT: "OP_LUT"}
+    out = set()
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        kind = int(prog[lo + L.L_KIND])
+        if kind not in kinds:
+            raise ModelError(f"layer {k}: kind {kind} has no C runtime (int8 GRU / RNN layers are op graphs)")
+        out.add(kinds[kind])
+        for d in range(int(prog[lo + L.L_NDIR])):
+            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
+            if kind == L.KIND_DENSE and int(prog[rec + L.DN_ACT]) == L.ACT_SOFTMAX:
+                out.add("SOFTMAX")
+            elif kind == L.KIND_OPS:
+                first = int(prog[rec + L.OG_OPS])
+                for i in range(int(prog[rec + L.OG_NOPS])):
+                    code = int(prog[first + i * L.OPK_REC])
+                    if code in ops:
+                        out.add(ops[code])
+    order = ["LSTM", "DENSE", "SOFTMAX", "OPS", "OP_FC", "OP_CONV16", "OP_ACT16", "OP_ADD", "OP_MUL", "OP_REQUANT",
+             "OP_LUT"]
+    return [f"ELSTM_WITH_{n}" for n in order if n in out]
+
+
 def c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray]:
     """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields

@@ -28,8 +28,11 @@ def _firmware_dir() -> Path:
     return Path(firmware_host.__file__).resolve().parent
 
 
-def records_header() -> str:
-    """elstm_records.h: the prog record layout, generated from kernels/layout.py."""
+def records_header(features=None) -> str:
+    """elstm_records.h: the prog record layout, generated from kernels/layout.py. ``features`` (a bundle's:
+    ``c_model.runtime_features``) adds the ELSTM_WITH_* macros that compile the runtime for just those layer
+    kinds and ops (guarded by ELSTM_ALL_KINDS); without them the runtime holds every kind (the harness and the
+    native library)."""
     from edgelstm.kernels import layout as C
     from edgelstm.kernels import layout as P
     names = ["PAD", "KIND_LSTM", "KIND_GRU", "KIND_RNN", "KIND_DENSE", "KIND_OPS",
@@ -47,6 +50,12 @@ def records_header() -> str:
         lines.append(f"#define {n} {getattr(P, n)}")
     from edgelstm.c_model import L_ZPS
     lines.append(f"#define L_ZPS {L_ZPS}")
+    if features:
+        lines += ["", "/* What this bundle's model uses: edgelstm.c compiles only these layer kinds and ops (build with",
+                  " * -DELSTM_ALL_KINDS for a runtime that runs any model); elstm_init rejects anything else. */",
+                  "#ifndef ELSTM_ALL_KINDS"]
+        lines += [f"#define {f} 1" for f in features]
+        lines.append("#endif")
     lines += ["", "#endif", ""]
     return "\n".join(lines)
 
@@ -128,7 +137,8 @@ def to_c(model, outdir, **options):
     src = _firmware_dir()
     for rel in RUNTIME_SOURCES + EXAMPLE_SOURCES:
         shutil.copyfile(src / rel, out / Path(rel).name)
-    (out / "elstm_records.h").write_text(records_header())
+    from edgelstm.c_model import runtime_features
+    (out / "elstm_records.h").write_text(records_header(runtime_features(model._prep.prog)))
     h, c = model_data(model, tables=bool(options.get("tables", True)))
     (out / "model_data.h").write_text(h)
     (out / "model_data.c").write_text(c)

@@ -7,8 +7,52 @@
 #include "edgelstm.h"
 #include "elstm_records.h"
 #include "fixedpoint.h"
-#include "gemmlowp16.h"
 
+/* What this build compiles. A bundle's generated elstm_records.h names the layer kinds of its model
+ * (ELSTM_WITH_LSTM, ELSTM_WITH_DENSE, ELSTM_WITH_OPS), whether a Dense layer ends in softmax
+ * (ELSTM_WITH_SOFTMAX: the runtime's one float epilogue) and, for op graphs, the op kernels its records use
+ * (ELSTM_WITH_OP_FC, _CONV16, _ACT16, _ADD (ADD / SUB), _MUL, _REQUANT, _LUT; COPY comes with every op
+ * graph), so the runtime holds only that code. With none of the kind macros (the native library, the test
+ * harness, a bundle built with -DELSTM_ALL_KINDS) every kind, activation and op is compiled, and an op-graph
+ * build without op macros has every op. elstm_init rejects a record of a kind, activation or op this build
+ * left out: it never runs. */
+#if !defined(ELSTM_WITH_LSTM) && !defined(ELSTM_WITH_DENSE) && !defined(ELSTM_WITH_OPS)
+#define ELSTM_WITH_LSTM 1
+#define ELSTM_WITH_DENSE 1
+#define ELSTM_WITH_OPS 1
+#define ELSTM_WITH_SOFTMAX 1
+#endif
+#ifndef ELSTM_WITH_DENSE
+#undef ELSTM_WITH_SOFTMAX
+#endif
+#if defined(ELSTM_WITH_OPS) && !defined(ELSTM_WITH_OP_FC) && !defined(ELSTM_WITH_OP_CONV16) \
+    && !defined(ELSTM_WITH_OP_ACT16) && !defined(ELSTM_WITH_OP_ADD) && !defined(ELSTM_WITH_OP_MUL) \
+    && !defined(ELSTM_WITH_OP_REQUANT) && !defined(ELSTM_WITH_OP_LUT)
+#define ELSTM_WITH_OP_FC 1
+#define ELSTM_WITH_OP_CONV16 1
+#define ELSTM_WITH_OP_ACT16 1
+#define ELSTM_WITH_OP_ADD 1
+#define ELSTM_WITH_OP_MUL 1
+#define ELSTM_WITH_OP_REQUANT 1
+#define ELSTM_WITH_OP_LUT 1
+#endif
+#ifndef ELSTM_WITH_OPS   /* op kernels exist only inside op graphs */
+#undef ELSTM_WITH_OP_FC
+#undef ELSTM_WITH_OP_CONV16
+#undef ELSTM_WITH_OP_ACT16
+#undef ELSTM_WITH_OP_ADD
+#undef ELSTM_WITH_OP_MUL
+#undef ELSTM_WITH_OP_REQUANT
+#undef ELSTM_WITH_OP_LUT
+#endif
+#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE)
+#define ELSTM_WITH_DOT 1   /* the int8 dot loop of LSTM and Dense layers */
+#endif
+#ifdef ELSTM_WITH_LSTM
+#include "gemmlowp16.h"
+#endif
+
+#ifdef ELSTM_WITH_DOT
 /* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
  * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
  * an LSTM's int8 hidden state, its int8 hidden before projection). Sums are taken modulo 2^32,
@@ -23,8 +67,12 @@ static int32_t dot_tail(const int8_t *row, const int16_t *v, int32_t c, int32_t 
     }
     return elstm_wrap32((int64_t)s);
 }
+#endif
 
-#if !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
+#ifndef ELSTM_WITH_DOT
+#define ELSTM_DOT_PATH "none"   /* no LSTM or Dense layer in this build: no dot loop */
+
+#elif !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
 #include <immintrin.h>
 #define ELSTM_DOT_PATH "avx2"
 
@@ -168,6 +216,7 @@ static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t 
 
 const char *elstm_dot_path(void) { return ELSTM_DOT_PATH; }
 
+#ifdef ELSTM_WITH_LSTM
 /* gate = sat16(mbqm(wrap32(bias + acc)) [+ gate]), one (mult, shift) pair per gate block */
 static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t *m, int32_t n_blocks,
                           int32_t block, int16_t *gate, int accumulate)
@@ -285,7 +334,9 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
         out[r] = h[r];
     }
 }
+#endif   /* ELSTM_WITH_LSTM */
 
+#ifdef ELSTM_WITH_DENSE
 /* LiteRT FULLY_CONNECTED (reference int8): per-channel requantization with TFLite's single-rounding
  * MultiplyByQuantizedMultiplier, (x * m + 2^(30 - shift)) >> (31 - shift); shift <= 30 (checked by prepare) */
 static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
@@ -294,6 +345,7 @@ static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
     return ((int64_t)x * (int64_t)multiplier + ((int64_t)1 << (t - 1))) >> t;
 }
 
+#ifdef ELSTM_WITH_SOFTMAX
 static float elstm_table_f32(const int32_t *table, int32_t i)
 {
     float v;
@@ -301,6 +353,7 @@ static float elstm_table_f32(const int32_t *table, int32_t i)
     memcpy(&v, &bits, sizeof v);
     return v;
 }
+#endif
 
 static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int32_t n_in,
                        int32_t n_out, int16_t *y, int32_t *logits)
@@ -320,6 +373,7 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)logits[r];
     } else if (act == ACT_RELU) {
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)(logits[r] > zp ? logits[r] : zp);
+#ifdef ELSTM_WITH_SOFTMAX
     } else if (act == ACT_SOFTMAX) {
         /* LiteRT's int8 SOFTMAX: a float32 exp table (stored as bits in prog) and float32 arithmetic in its
          * order; the one float epilogue of the int8 path (LiteRT computes int8 softmax so). */
@@ -333,10 +387,12 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
             int64_t q = (int64_t)((double)p + 0.5) - 128;
             y[r] = (int16_t)(q > 127 ? 127 : (q < -128 ? -128 : q));
         }
+#endif
     } else {   /* sigmoid, tanh: 256-entry int8 table */
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)lut[logits[r] + 128];
     }
 }
+#endif   /* ELSTM_WITH_DENSE */
 
 /* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same records, the same integer
  * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
@@ -344,10 +400,14 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
  * int16 intermediates and state of those cell graphs, edgelstm/cellgraph.py); the FC / CONV16 weights, the
  * int8 256-entry tables and constant tensors are in the int16 blob, the ACT16 sigmoid table in prog. Every
  * offset was checked by elstm_init (opgraph_ok). */
+#ifdef ELSTM_WITH_OPS
+#if defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16) || defined(ELSTM_WITH_OP_ADD) \
+    || defined(ELSTM_WITH_OP_MUL) || defined(ELSTM_WITH_OP_REQUANT)
 static int16_t og_clamp(int64_t v, int32_t lo, int32_t hi)
 {
     return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
 }
+#endif
 
 static int32_t og_lut_index(int32_t v)   /* clamped: a table read never leaves the table */
 {
@@ -355,6 +415,7 @@ static int32_t og_lut_index(int32_t v)   /* clamped: a table read never leaves t
     return v < 0 ? 0 : (v > 255 ? 255 : v);
 }
 
+#ifdef ELSTM_WITH_OP_FC
 static void og_fully_connected(const int32_t *r, const int32_t *prog, const int16_t *blob, int16_t *arena)
 {
     int32_t x = r[1], K = r[2], zp_in = r[3], N = r[5], b_off = r[6], m_off = r[7];
@@ -370,18 +431,13 @@ static void og_fully_connected(const int32_t *r, const int32_t *prog, const int1
         arena[o + n] = og_clamp(acc + zp_out, lo, hi);
     }
 }
+#endif
 
-/* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion) and of an int64 to
- * int16 (the Numba kernels store int64 values into the int16 arena: truncation). */
+#ifdef ELSTM_WITH_OP_CONV16
+/* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion). */
 static int64_t og_wrap64(uint64_t u)
 {
     return u < ((uint64_t)1 << 63) ? (int64_t)u : -(int64_t)(~u) - 1;
-}
-
-static int16_t og_wrap16(int64_t v)
-{
-    uint32_t u = (uint32_t)((uint64_t)v & 0xFFFFu);
-    return (int16_t)(u < 0x8000u ? (int32_t)u : (int32_t)u - 65536);
 }
 
 /* LiteRT's 16x8 1x1 CONV_2D (reference_integer_ops::ConvPerChannel, int16 in / out, zero points 0): int64
@@ -407,6 +463,16 @@ static void og_conv16(const int32_t *r, const int32_t *prog, const int8_t *w8, i
         /* LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp */
         arena[o + n] = og_clamp(elstm_wrap32(og_wrap64(p) >> t), lo, hi);
     }
+}
+#endif
+
+#ifdef ELSTM_WITH_OP_ACT16
+/* Two's-complement truncation of an int64 to int16 (the Numba kernels store int64 values into the int16
+ * arena: truncation). */
+static int16_t og_wrap16(int64_t v)
+{
+    uint32_t u = (uint32_t)((uint64_t)v & 0xFFFFu);
+    return (int16_t)(u < 0x8000u ? (int32_t)u : (int32_t)u - 65536);
 }
 
 /* LiteRT's int16 LOGISTIC / TANH (reference_integer_ops::Logistic / Tanh, zero points 0, output scale 2^-15):
@@ -444,7 +510,9 @@ static void og_act16(const int32_t *r, const int32_t *prog, int16_t *arena)
         }
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_ADD
 static void og_add_sub(const int32_t *r, int16_t *arena, int subtract)
 {
     int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
@@ -456,7 +524,9 @@ static void og_add_sub(const int32_t *r, int16_t *arena, int subtract)
         arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(raw), r[12], r[13]) + r[14], r[15], r[16]);
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_MUL
 static void og_mul(const int32_t *r, int16_t *arena)
 {
     int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
@@ -465,7 +535,9 @@ static void og_mul(const int32_t *r, int16_t *arena)
         arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(p), r[7], r[8]) + r[9], r[10], r[11]);
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_REQUANT
 static void og_requantize(const int32_t *r, int16_t *arena)
 {
     int32_t n = r[1], a = r[2], o = r[4], i;
@@ -474,6 +546,7 @@ static void og_requantize(const int32_t *r, int16_t *arena)
         arena[o + i] = og_clamp(v + r[8], r[9], r[10]);
     }
 }
+#endif
 
 static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *blob, const int16_t *x,
                        int16_t *state, int16_t *y, int16_t *arena)
@@ -481,6 +554,7 @@ static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     const int32_t *cs = prog + prog[rec + OG_CONSTS], *ss = prog + prog[rec + OG_STATES];
     int16_t *base = state + prog[rec + OG_STATE];
     int32_t i, k;
+    (void)w8;   /* CONV16 weights (a build without CONV16 has none) */
     for (i = 0; i < prog[rec + OG_NCONST]; ++i) {   /* constants first: the arena is shared scratch */
         const int32_t *c = cs + i * OG_CONST_REC;
         for (k = 0; k < c[1]; ++k) arena[c[0] + k] = blob[c[2] + k];
@@ -493,23 +567,37 @@ static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     for (i = 0; i < prog[rec + OG_NOPS]; ++i) {
         const int32_t *r = prog + prog[rec + OG_OPS] + i * OPK_REC;
         int32_t op = r[0];
-        if (op == OPK_FC) {
+        if (op == OPK_COPY) {
+            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = arena[r[2] + k];
+#ifdef ELSTM_WITH_OP_FC
+        } else if (op == OPK_FC) {
             og_fully_connected(r, prog, blob, arena);
+#endif
+#ifdef ELSTM_WITH_OP_CONV16
         } else if (op == OPK_CONV16) {
             og_conv16(r, prog, w8, arena);
+#endif
+#ifdef ELSTM_WITH_OP_ACT16
         } else if (op == OPK_ACT16) {
             og_act16(r, prog, arena);
+#endif
+#ifdef ELSTM_WITH_OP_ADD
         } else if (op == OPK_ADD || op == OPK_SUB) {
             og_add_sub(r, arena, op == OPK_SUB);
+#endif
+#ifdef ELSTM_WITH_OP_MUL
         } else if (op == OPK_MUL) {
             og_mul(r, arena);
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
         } else if (op == OPK_REQUANT) {
             og_requantize(r, arena);
+#endif
+#ifdef ELSTM_WITH_OP_LUT
         } else if (op == OPK_LUT) {
             for (k = 0; k < r[1]; ++k) arena[r[4] + k] = blob[r[5] + og_lut_index(arena[r[2] + k])];
-        } else {   /* OPK_COPY (elstm_init admits no other code) */
-            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = arena[r[2] + k];
-        }
+#endif
+        }   /* elstm_init admits no other code, nor one this build left out */
     }
     for (k = 0; k < prog[rec + OG_NY]; ++k) y[k] = arena[prog[rec + OG_Y] + k];
     for (i = 0; i < prog[rec + OG_NSTATE]; ++i) {
@@ -519,67 +607,116 @@ static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
         }
     }
 }
+#endif   /* ELSTM_WITH_OPS */
 
 /* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
+#if defined(ELSTM_WITH_DOT) || defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
 static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 {
     return off >= 0 && rows >= 0 && cols > 0 && off <= len && rows <= (len - off) / cols;
 }
+#endif
 
+#ifdef ELSTM_WITH_LSTM
 /* an activation table in the blob, or none (-1: computed) */
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
-/* An LSTM or Dense layer: every weight matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them
- * out), every table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. Any other kind
- * but KIND_OPS (checked by opgraph_ok) is rejected. */
-static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+/* An LSTM layer: every weight matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out),
+ * every table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. */
+static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
-    int32_t kind = prog[lo + L_KIND], flags = prog[lo + L_FLAGS];
-    int32_t n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
-    int32_t W = cfg->w8_len, B = cfg->blob_len;
-    if (n_in > (1 << 24) || H > (1 << 24) || n_out > (1 << 24)) {   /* 4 * H below cannot overflow */
-        return 0;
-    }
-    if (kind == KIND_LSTM) {
-        int32_t cell_bits = 15 + r[LS_CELL_EXP];
-        return inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
-            && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
-            && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
-            && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
-            && cell_bits >= 0 && cell_bits <= 6;
-    }
-    /* KIND_GRU / KIND_RNN are rejected: prepare() lowers int8 GRU / RNN layers to op graphs (KIND_OPS) */
-    return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
+    int32_t flags = prog[lo + L_FLAGS], n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+    int32_t W = cfg->w8_len, B = cfg->blob_len, cell_bits = 15 + r[LS_CELL_EXP];
+    return inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
+        && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
+        && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
+        && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
+        && cell_bits >= 0 && cell_bits <= 6;
 }
+#endif
 
+#ifdef ELSTM_WITH_DENSE
+/* A Dense layer: its weight matrix inside w8, an activation this build holds. */
+static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    int32_t act = prog[lo + L_HDR + DN_ACT];
+    return inside(prog[lo + L_HDR + DN_W], prog[lo + L_OUT], prog[lo + L_IN], cfg->w8_len)
+        && (act == ACT_NONE || act == ACT_SIGMOID || act == ACT_TANH || act == ACT_RELU
+#ifdef ELSTM_WITH_SOFTMAX
+            || act == ACT_SOFTMAX
+#endif
+        );
+}
+#endif
+
+#ifdef ELSTM_WITH_OPS
 /* [off, off + n) inside [0, len) (n may be 0) */
 static int span(int32_t off, int32_t n, int32_t len)
 {
     return off >= 0 && n >= 0 && off <= len && n <= len - off;
 }
 
-static int zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
-
-static int range_ok(int32_t lo, int32_t hi) { return lo >= -128 && lo <= hi && hi <= 127; }
-
+#define ZP_OK(zp) ((zp) >= -128 && (zp) <= 127)
+#define RANGE_OK(lo, hi) ((lo) >= -128 && (lo) <= (hi) && (hi) <= 127)
 /* an output range inside int16: the int16 ops, and the int8 ops whose output the arena holds as int16 */
-static int range16_ok(int32_t lo, int32_t hi) { return lo >= -32768 && lo <= hi && hi <= 32767; }
+#define RANGE16_OK(lo, hi) ((lo) >= -32768 && (lo) <= (hi) && (hi) <= 32767)
+#define MULT_OK(shift) ((shift) >= -31 && (shift) <= 31)   /* elstm_mbqm's shifts */
 
-static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* elstm_mbqm's shifts */
+/* an op code whose kernel this build holds */
+static int op_compiled(int32_t op)
+{
+    switch (op) {
+    case OPK_COPY:
+#ifdef ELSTM_WITH_OP_FC
+    case OPK_FC:
+#endif
+#ifdef ELSTM_WITH_OP_CONV16
+    case OPK_CONV16:
+#endif
+#ifdef ELSTM_WITH_OP_ACT16
+    case OPK_ACT16:
+#endif
+#ifdef ELSTM_WITH_OP_ADD
+    case OPK_ADD:
+    case OPK_SUB:
+#endif
+#ifdef ELSTM_WITH_OP_MUL
+    case OPK_MUL:
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
+    case OPK_REQUANT:
+#endif
+#ifdef ELSTM_WITH_OP_LUT
+    case OPK_LUT:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
 
-/* One op record: every arena tensor inside the arena (A elements), every weight / table inside the blob,
- * every prog array inside prog, shifts and zero points where the arithmetic is defined. */
+/* One op record: an op this build holds, every arena tensor inside the arena (A elements), every weight /
+ * table inside the blob, every prog array inside prog, shifts and zero points where the arithmetic is
+ * defined. */
 static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B, int32_t W)
 {
     int32_t op = r[0], n = r[1];
+    (void)prog;
+    (void)P;
+    (void)B;
+    (void)W;
+    if (!op_compiled(op)) {
+        return 0;
+    }
+#if defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
     if (op == OPK_FC || op == OPK_CONV16) {
         /* FC: t = 31 - shift in 1..62; CONV16: t = 15 - shift in 8..46 (LiteRT's 16x8 conv takes shifts in
          * [-31, 7]): the rounding shift is defined. CONV16 has zero points 0 and an int16 output range. */
         int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], i;
         int32_t s_hi = op == OPK_FC ? 30 : 7;
-        int range = op == OPK_FC ? zp_ok(r[3]) && zp_ok(r[9]) && range_ok(r[10], r[11])
-                                 : r[3] == 0 && r[9] == 0 && range16_ok(r[10], r[11]);
+        int range = op == OPK_FC ? ZP_OK(r[3]) && ZP_OK(r[9]) && RANGE_OK(r[10], r[11])
+                                 : r[3] == 0 && r[9] == 0 && RANGE16_OK(r[10], r[11]);
         if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A)
             || !inside(r[4], N, K, op == OPK_FC ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
             || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !range) {
@@ -593,28 +730,39 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
         }
         return 1;
     }
+#endif
     if (!span(r[2], n, A) || !span(r[4], n, A)) {
         return 0;
     }
+#ifdef ELSTM_WITH_OP_ACT16
     if (op == OPK_ACT16) {   /* tanh flag 0 / 1, left shift 0..31, the 256-entry table inside prog */
         return (r[5] == 0 || r[5] == 1) && r[7] >= 0 && r[7] <= 31 && span(r[8], 256, P);
     }
+#endif
     /* ADD / SUB / MUL / REQUANT: int8 or (edgelstm's cell graphs) int16 operands; int16 tensors have zero
      * point 0, ADD / SUB left shift 15 (int16 input << 15 fits int32; 20 for int8) */
+#ifdef ELSTM_WITH_OP_ADD
     if (op == OPK_ADD || op == OPK_SUB) {
-        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[8]) && zp_ok(r[14]) && mult_ok(r[7]) && mult_ok(r[10])
-            && mult_ok(r[13]) && r[11] >= 0 && r[11] <= 31 && range16_ok(r[15], r[16]);
+        return span(r[3], n, A) && ZP_OK(r[5]) && ZP_OK(r[8]) && ZP_OK(r[14]) && MULT_OK(r[7]) && MULT_OK(r[10])
+            && MULT_OK(r[13]) && r[11] >= 0 && r[11] <= 31 && RANGE16_OK(r[15], r[16]);
     }
+#endif
+#ifdef ELSTM_WITH_OP_MUL
     if (op == OPK_MUL) {
-        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[6]) && zp_ok(r[9]) && mult_ok(r[8])
-            && range16_ok(r[10], r[11]);
+        return span(r[3], n, A) && ZP_OK(r[5]) && ZP_OK(r[6]) && ZP_OK(r[9]) && MULT_OK(r[8])
+            && RANGE16_OK(r[10], r[11]);
     }
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
     if (op == OPK_REQUANT) {
-        return zp_ok(r[5]) && zp_ok(r[8]) && mult_ok(r[7]) && range16_ok(r[9], r[10]);
+        return ZP_OK(r[5]) && ZP_OK(r[8]) && MULT_OK(r[7]) && RANGE16_OK(r[9], r[10]);
     }
+#endif
+#ifdef ELSTM_WITH_OP_LUT
     if (op == OPK_LUT) {
         return span(r[5], 256, B);
     }
+#endif
     return op == OPK_COPY;
 }
 
@@ -642,7 +790,7 @@ static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, 
     for (i = 0; i < n_st; ++i) {
         const int32_t *e = prog + prog[rec + OG_STATES] + i * OG_STATE_REC;
         if (!span(e[0], e[2], A) || !span(e[1], e[2], A) || !span(e[3], e[2], S - s0)
-            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && !zp_ok(prog[zps + i]))) {
+            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && !ZP_OK(prog[zps + i]))) {
             return 0;
         }
     }
@@ -653,6 +801,34 @@ static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, 
         }
     }
     return 1;
+}
+#endif   /* ELSTM_WITH_OPS */
+
+/* One layer of a kind this build holds, its record checked. KIND_GRU / KIND_RNN records are rejected:
+ * prepare() lowers int8 GRU / RNN layers to op graphs (KIND_OPS). */
+static int layer_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    int32_t kind = prog[lo + L_KIND];
+    if (prog[lo + L_IN] > (1 << 24) || prog[lo + L_HID] > (1 << 24) || prog[lo + L_OUT] > (1 << 24)) {
+        return 0;   /* 4 * H in lstm_ok cannot overflow */
+    }
+    (void)cfg;
+#ifdef ELSTM_WITH_OPS
+    if (kind == KIND_OPS) {
+        return opgraph_ok(cfg, prog, lo, lo + L_HDR, prog[lo + L_DIRLEN]);
+    }
+#endif
+#ifdef ELSTM_WITH_LSTM
+    if (kind == KIND_LSTM) {
+        return lstm_ok(cfg, prog, lo);
+    }
+#endif
+#ifdef ELSTM_WITH_DENSE
+    if (kind == KIND_DENSE) {
+        return dense_ok(cfg, prog, lo);
+    }
+#endif
+    return 0;
 }
 
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
@@ -673,8 +849,7 @@ int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
         int32_t lo = prog[G_LAYER0 + k];
         if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
             || prog[lo + L_DIRLEN] < 0 || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len
-            || (prog[lo + L_KIND] == KIND_OPS ? !opgraph_ok(cfg, prog, lo, lo + L_HDR, prog[lo + L_DIRLEN])
-                                              : !layer_data_ok(cfg, prog, lo))) {
+            || !layer_ok(cfg, prog, lo)) {
             return ELSTM_BAD_MODEL;
         }
     }
@@ -692,10 +867,18 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
     for (k = 0; k < prog[G_LAYERS]; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
         int32_t rec = lo + L_HDR;
-        int32_t kind = prog[lo + L_KIND], n_out = prog[lo + L_OUT];
+        int32_t kind = prog[lo + L_KIND];
+        (void)rec;
+        (void)kind;
+#ifdef ELSTM_WITH_LSTM
         if (kind == KIND_LSTM) {        /* h = zero point, c = 0 */
-            for (i = 0; i < n_out; ++i) st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
-        } else if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
+            for (i = 0; i < prog[lo + L_OUT]; ++i) {
+                st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
+            }
+        }
+#endif
+#ifdef ELSTM_WITH_OPS
+        if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
             int32_t e, n;
             for (e = 0; e < prog[rec + OG_NSTATE]; ++e) {
                 const int32_t *s = prog + prog[rec + OG_STATES] + e * OG_STATE_REC;
@@ -704,31 +887,41 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
                 }
             }
         }
+#endif
     }
 }
 
 void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const int8_t *x, int8_t *y)
 {
     const int32_t *prog = w->prog;
-    const int16_t *blob = w->blob;
     int16_t *src = st->frames, *dst = st->frames + cfg->width, *swap;
     int32_t k, i;
     for (i = 0; i < cfg->input_size; ++i) {
         src[i] = x[i];
     }
-    for (k = 0; k < prog[G_LAYERS]; ++k) {
+    for (k = 0; k < prog[G_LAYERS]; ++k) {   /* elstm_init admitted only kinds this build holds */
         int32_t lo = prog[G_LAYER0 + k];
         int32_t rec = lo + L_HDR;
-        int32_t kind = prog[lo + L_KIND], n_in = prog[lo + L_IN], hid = prog[lo + L_HID];
-        int32_t n_out = prog[lo + L_OUT], flags = prog[lo + L_FLAGS];
+        int32_t kind = prog[lo + L_KIND];
+        (void)rec;
+        (void)kind;
+#ifdef ELSTM_WITH_LSTM
         if (kind == KIND_LSTM) {
-            lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
-                      st->gates, st->acc, st->aux);
-        } else if (kind == KIND_OPS) {
-            graph_step(prog, rec, w->w8, blob, src, st->state, dst, st->gates);
-        } else {
-            dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
+            lstm_step(prog, rec, prog[lo + L_FLAGS], w->w8, w->blob, src, prog[lo + L_IN],
+                      st->state + prog[rec + LS_STATE], prog[lo + L_HID], prog[lo + L_OUT], dst, st->gates, st->acc,
+                      st->aux);
         }
+#endif
+#ifdef ELSTM_WITH_OPS
+        if (kind == KIND_OPS) {
+            graph_step(prog, rec, w->w8, w->blob, src, st->state, dst, st->gates);
+        }
+#endif
+#ifdef ELSTM_WITH_DENSE
+        if (kind == KIND_DENSE) {
+            dense_step(prog, rec, w->w8, src, prog[lo + L_IN], prog[lo + L_OUT], dst, st->acc);
+        }
+#endif
         swap = src;
         src = dst;
         dst = swap;
