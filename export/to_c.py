@@ -48,8 +48,10 @@ def records_header(features=None) -> str:
         lines.append(f"#define {c_name} {getattr(C, n)}")
     for n in ("G_LAYERS", "G_IN", "G_OUT", "G_WIDTH", "G_IN_ZP", "G_OUT_ZP", "G_LAYER0"):
         lines.append(f"#define {n} {getattr(P, n)}")
-    from edgelstm.c_model import L_ZPS
+    from edgelstm.c_model import C_OP_LEN, L_ZPS
     lines.append(f"#define L_ZPS {L_ZPS}")
+    lines.append("/* C op records: the used prefix of each op's fields (edgelstm/c_model.py C_OP_LEN) */")
+    lines += [f"#define OPK_LEN_{n} {v}" for n, v in C_OP_LEN.items()]
     if features:
         lines += ["", "/* What this bundle's model uses: edgelstm.c compiles only these layer kinds and ops (build with",
                   " * -DELSTM_ALL_KINDS for a runtime that runs any model); elstm_init rejects anything else. */",
@@ -137,9 +139,11 @@ def to_c(model, outdir, **options):
     src = _firmware_dir()
     for rel in RUNTIME_SOURCES + EXAMPLE_SOURCES:
         shutil.copyfile(src / rel, out / Path(rel).name)
-    from edgelstm.c_model import runtime_features
-    (out / "elstm_records.h").write_text(records_header(runtime_features(model._prep.prog)))
-    h, c = model_data(model, tables=bool(options.get("tables", True)))
+    from edgelstm.c_model import c_arrays, runtime_features
+    tables = bool(options.get("tables", True))
+    prog, _, _ = c_arrays(model._prep, tables=tables, spec=model.spec)
+    (out / "elstm_records.h").write_text(records_header(runtime_features(prog)))
+    h, c = model_data(model, tables=tables)
     (out / "model_data.h").write_text(h)
     (out / "model_data.c").write_text(c)
     return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm.c_model import runtime_features
+from edgelstm.c_model import c_arrays, runtime_features
 from edgelstm.errors import FirmwareError
 from edgelstm.export.to_c import records_header, to_c
 from edgelstm.firmware_host import STRICT_CFLAGS, build, check, run
@@ -42,17 +42,19 @@ def models():
         "gru_softmax": _quantized([{"kind": "gru", "hidden_size": 16}, {"kind": "dense", "output_size": 4,
                                                                         "activation": "softmax"}]),
         "converter_gru": from_tflite(os.path.join(CELLS, "gru_after_a_int8.tflite")),
+        "converter_rnn": from_tflite(os.path.join(CELLS, "rnn_a_int8.tflite")),
     }
 
 
 def test_runtime_features_name_what_the_model_uses(models):
-    f = {k: runtime_features(m._prep.prog) for k, m in models.items()}
+    f = {k: runtime_features(c_arrays(m._prep, spec=m.spec)[0]) for k, m in models.items()}
     assert f["lstm"] == ["ELSTM_WITH_LSTM", "ELSTM_WITH_DENSE"]
     assert f["gru"] == ["ELSTM_WITH_DENSE", "ELSTM_WITH_OPS", "ELSTM_WITH_OP_CONV16", "ELSTM_WITH_OP_ACT16",
                         "ELSTM_WITH_OP_ADD", "ELSTM_WITH_OP_MUL", "ELSTM_WITH_OP_REQUANT"]
     assert f["rnn_relu"] == ["ELSTM_WITH_OPS", "ELSTM_WITH_OP_CONV16", "ELSTM_WITH_OP_ADD", "ELSTM_WITH_OP_REQUANT"]
     assert "ELSTM_WITH_SOFTMAX" in f["gru_softmax"] and "ELSTM_WITH_SOFTMAX" not in f["gru"]
-    assert {"ELSTM_WITH_OP_FC", "ELSTM_WITH_OP_LUT"} <= set(f["converter_gru"])
+    assert {"ELSTM_WITH_OP_FC", "ELSTM_WITH_OP_LUT", "ELSTM_WITH_OP_CONSTS", "ELSTM_WITH_OP_STATE8"} <= \
+        set(f["converter_gru"])
     assert "ELSTM_WITH" not in records_header()          # the harness / native build: every kind
 
 
@@ -72,7 +74,7 @@ def _transplant(runtime_of, data_of, tmp_path):
 
 @pytest.mark.parametrize("runtime_of, data_of", [("gru", "lstm"), ("lstm", "gru"), ("gru", "gru_softmax"),
                                                  ("gru", "converter_gru"), ("rnn_relu", "gru"),
-                                                 ("converter_gru", "lstm")])
+                                                 ("converter_gru", "lstm"), ("converter_rnn", "converter_gru")])
 def test_init_rejects_a_kind_the_bundle_left_out(runtime_of, data_of, models, tmp_path):
     bundle = _transplant(models[runtime_of], models[data_of], tmp_path)
     exe = build(bundle, sanitize=True)
@@ -85,7 +87,7 @@ def test_init_rejects_a_kind_the_bundle_left_out(runtime_of, data_of, models, tm
     assert np.array_equal(got.view(np.int32), models[data_of].stream().step_many(X).view(np.int32))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu", "gru_softmax", "converter_gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu", "gru_softmax", "converter_gru", "converter_rnn"])
 def test_trimmed_bundles_stream_bit_exact_and_are_smaller(name, models, tmp_path):
     model = models[name]
     rng = np.random.default_rng(1)
@@ -103,7 +105,7 @@ def test_trimmed_bundles_stream_bit_exact_and_are_smaller(name, models, tmp_path
 
 KINDS = ["ELSTM_WITH_LSTM", "ELSTM_WITH_DENSE", "ELSTM_WITH_OPS"]
 OPS = ["ELSTM_WITH_OP_FC", "ELSTM_WITH_OP_CONV16", "ELSTM_WITH_OP_ACT16", "ELSTM_WITH_OP_ADD", "ELSTM_WITH_OP_MUL",
-       "ELSTM_WITH_OP_REQUANT", "ELSTM_WITH_OP_LUT"]
+       "ELSTM_WITH_OP_REQUANT", "ELSTM_WITH_OP_LUT", "ELSTM_WITH_OP_CONSTS", "ELSTM_WITH_OP_STATE8"]
 
 
 def _subsets():
@@ -132,3 +134,47 @@ def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
                                   "-o", str(tmp_path / "x.o"), str(tmp_path / "edgelstm.c")],
                                  capture_output=True, text=True)
             assert res.returncode == 0, (defs, simd, res.stderr)
+
+
+# ---- the C program's compact CONV16 rows (c_model.conv16_packed / conv16_groups)
+
+def test_conv16_rows_pack_and_unpack_exactly():
+    from edgelstm.c_model import conv16_groups, conv16_packed, conv16_rows
+    rng = np.random.default_rng(0)
+    m = rng.integers(1 << 30, 1 << 31, 301)
+    m[:3] = [1 << 30, 0x7FFF0000 - 1, (1 << 31) - 1]          # the rounding edges of m16
+    shift = rng.integers(-31, 8, 301)
+    pairs = np.stack([m, shift], 1).ravel()
+    m16, t = conv16_rows(pairs)
+    assert m16.min() >= 0x4000 and m16.max() <= 0x7FFF and t.min() >= 8 and t.max() <= 46
+    groups = conv16_groups(t)
+    assert groups[0][0] == 0 and groups[-1][1] == 301 and all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+    for a, b in groups:
+        assert int(t[a:b].max()) - int(t[a:b].min()) <= 3
+        t0 = min(int(t[a:b].min()), 43)                       # as c_program picks it
+        words = conv16_packed(m16[a:b], t[a:b], t0).view(np.uint32).astype(np.int64)
+        e = np.stack([words & 0xFFFF, words >> 16], 1).ravel()[:b - a]
+        assert np.array_equal(0x4000 + (e & 0x3FFF), m16[a:b]) and np.array_equal(t0 + (e >> 14), t[a:b])
+
+
+def test_conv16_with_widely_spread_shifts_splits_and_streams_bit_exact(tmp_path):
+    """A GRU whose weight rows span 2^-5 .. 2^5 in scale: its CONV16 row shifts spread over more than four
+    values, so the C copy splits those convs into records of row ranges; the bundle is bit-exact."""
+    from edgelstm.c_model import c_ops
+    from edgelstm.kernels import layout as L
+    spec = el.random_model([{"kind": "gru", "hidden_size": 24}], input_size=10, seed=4)
+    d = spec.layers[0].directions[0]
+    for name in ("w_x", "w_h"):
+        d[name] = (d[name] * (2.0 ** (np.arange(d[name].shape[0]) % 11 - 5))[:, None]).astype(np.float32)
+    rng = np.random.default_rng(4)
+    model = el.quantize(el.Model(spec), calibration=rng.standard_normal((2, 60, 10)).astype(np.float32),
+                        progress=False)
+    prep = model._prep
+    prog, _, _ = c_arrays(prep, spec=model.spec)
+    rec = int(prog[L.G_LAYER0]) + L.L_HDR
+    jit_rec = int(prep.prog[L.G_LAYER0]) + L.L_HDR
+    assert int(prog[rec + L.OG_NOPS]) > int(prep.prog[jit_rec + L.OG_NOPS])       # split
+    assert sum(c == L.OPK_CONV16 for _, c in c_ops(prog, rec)) > 6
+    X = (2.0 * rng.standard_normal((300, 10))).astype(np.float32)
+    report = check(model, X, workdir=tmp_path / "b", sanitize=True, tables=False)
+    assert report.equal, report

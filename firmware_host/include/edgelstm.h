@@ -38,7 +38,8 @@ typedef struct {
 
 /* Constant model data (may live in flash). */
 typedef struct {
-    const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h */
+    const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h (stored as
+                               edgelstm/c_model.py c_program writes them) */
     const int8_t *w8;       /* (w8_len,) int8 weight matrices, each (rows, cols) row-major, unpadded */
     const int16_t *blob;    /* (blob_len,) int16 peephole weights + gemmlowp activation tables */
 } elstm_weights;
