@@ -15,7 +15,9 @@ random calibration frames: the sizes do not depend on the values). The int8 GRU 
 (edgelstm/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
 requantization (edgelstm/c_model.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
 in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the graph's tensors by lifetime
-(opgraph.prepare_record); scratch sizes the gates, acc and aux buffers alike.
+(opgraph.prepare_record). RAM is what the bundle's example streamer allocates per stream: state, the two frame
+buffers, gates (MODEL_SCRATCH), acc (MODEL_ACC_LEN int32) and aux (MODEL_AUX_LEN), the exact elements the
+model's layers touch (c_model.c_buffers).
 """
 import json
 import shutil
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
-from edgelstm.c_model import TABLE_LEN, c_arrays
+from edgelstm.c_model import TABLE_LEN, c_arrays, c_work_buffers
 from edgelstm.kernels import layout as L
 from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import CORTEX_M_CFLAGS
@@ -35,8 +37,8 @@ from edgelstm.firmware_host import CORTEX_M_CFLAGS
 FLAGS = [f for f in CORTEX_M_CFLAGS if f != "-O2"] + ["-Os", "-ffunction-sections", "-fdata-sections", "-c"]
 ENTRY = """#include "edgelstm.h"
 #include "model_data.h"
-static int16_t state[MODEL_N_STATE], frames[2 * MODEL_WIDTH], gates[MODEL_SCRATCH], aux[MODEL_SCRATCH];
-static int32_t acc[MODEL_SCRATCH];
+static int16_t state[MODEL_N_STATE], frames[2 * MODEL_WIDTH], gates[MODEL_SCRATCH], aux[MODEL_AUX_LEN];
+static int32_t acc[MODEL_ACC_LEN];
 static int8_t x[MODEL_INPUT_SIZE], y[MODEL_OUTPUT_SIZE];
 void _start(void);
 void _start(void)
@@ -124,7 +126,8 @@ def footprint(kind, tables):
     prep = q._prep
     prog, _, _ = c_arrays(prep, tables=tables, spec=q.spec)    # the bundle's arrays: count its tables
     table_bytes = TABLE_LEN * 2 * _table_count(prog)
-    ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
+    buf = c_work_buffers(prep, tables=tables, spec=q.spec)      # as the bundle's model_data.h sizes them
+    ram = 2 * prep.n_state + 2 * 2 * prep.width + 2 * buf["scratch"] + 4 * buf["acc"] + 2 * buf["aux"]
     code = objs["portable"]["text"] + objs["portable"]["rodata"]
     code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]
     data = objs["data"]["rodata"] + objs["data"]["text"]

@@ -160,6 +160,46 @@ def runtime_features(prog: np.ndarray) -> list[str]:
     return [f"ELSTM_WITH_{n}" for n in order if n in out]
 
 
+def c_buffers(prog: np.ndarray) -> dict:
+    """Elements of the per-stream work buffers the C runtime touches for this C program (c_arrays): ``gates``
+    (LSTM gate rows 4H, op-graph arenas: the furthest element any record names), ``acc`` (int32: LSTM gate and
+    projection rows, Dense outputs) and ``aux`` (LSTM hidden before projection), each at least 1; ``scratch``,
+    the largest of the three, is the config's scratch (the caller may size all three buffers by it, as
+    edgelstm.h says; a bundle's MODEL_ACC_LEN / MODEL_AUX_LEN are the exact sizes). prepare()'s
+    ``Prepared.scratch`` also covers the Numba kernels' padded reads, so it is larger."""
+    from .kernels import layout as L
+    gates = acc = aux = 1
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        kind, H, n_out = int(prog[lo + L.L_KIND]), int(prog[lo + L.L_HID]), int(prog[lo + L.L_OUT])
+        for d in range(int(prog[lo + L.L_NDIR])):
+            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
+            if kind == L.KIND_LSTM:
+                gates, acc, aux = max(gates, 4 * H), max(acc, 4 * H, n_out), max(aux, H)
+            elif kind == L.KIND_DENSE:
+                acc = max(acc, n_out)
+            elif kind == L.KIND_OPS:
+                ends = [int(prog[rec + L.OG_X]) + int(prog[rec + L.OG_NX]),
+                        int(prog[rec + L.OG_Y]) + int(prog[rec + L.OG_NY])]
+                for r, code in c_ops(prog, rec):
+                    if code in (L.OPK_FC, L.OPK_CONV16):
+                        ends += [int(prog[r + 1]) + int(prog[r + 2]), int(prog[r + 12]) + int(prog[r + 5])]
+                    else:
+                        n = int(prog[r + 1])
+                        ends += [int(prog[r + 2]) + n, int(prog[r + 4]) + n]
+                        if code in (L.OPK_ADD, L.OPK_SUB, L.OPK_MUL):
+                            ends.append(int(prog[r + 3]) + n)
+                st, cs = int(prog[rec + L.OG_STATES]), int(prog[rec + L.OG_CONSTS])
+                for i in range(int(prog[rec + L.OG_NSTATE])):
+                    e = st + i * L.OG_STATE_REC
+                    ends += [int(prog[e]) + int(prog[e + 2]), int(prog[e + 1]) + int(prog[e + 2])]
+                for i in range(int(prog[rec + L.OG_NCONST])):
+                    c = cs + i * L.OG_CONST_REC
+                    ends.append(int(prog[c]) + int(prog[c + 1]))
+                gates = max(gates, *ends)
+    return {"gates": gates, "acc": acc, "aux": aux, "scratch": max(gates, acc, aux)}
+
+
 def c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray]:
     """(prog int32, w8 int8, blob int16) for the C runtime from an int8 ``Prepared``: prog's matrix fields
@@ -172,6 +212,18 @@ def c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> t
     ``spec`` (the model's ModelSpec): op-graph layers get their state zero points for elstm_reset
     (opgraph_state_zero_points; without it the C runtime resets op-graph state to zeros: the ctypes backend
     keeps the state in the runtime's own work buffer and never calls elstm_reset)."""
+    return _c_arrays(prep, tables=tables, compact=compact, spec=spec)
+
+
+def c_work_buffers(prep, *, tables: bool = True, spec=None) -> dict:
+    """c_buffers of the C program of ``prep`` (computed here, not through c_arrays: the work buffers a bundle of
+    this model allocates, whatever a caller does with the arrays c_arrays returns)."""
+    return c_buffers(_c_arrays(prep, tables=tables, spec=spec)[0])
+
+
+def _c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """c_arrays (tests replace c_arrays to feed the C runtime tampered arrays; c_work_buffers does not)."""
     from .kernels.layout import PAD
     prog = np.array(prep.prog, dtype=np.int32, copy=True)
     if spec is not None:

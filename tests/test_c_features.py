@@ -178,3 +178,18 @@ def test_conv16_with_widely_spread_shifts_splits_and_streams_bit_exact(tmp_path)
     X = (2.0 * rng.standard_normal((300, 10))).astype(np.float32)
     report = check(model, X, workdir=tmp_path / "b", sanitize=True, tables=False)
     assert report.equal, report
+
+
+def test_work_buffers_are_what_the_layers_touch():
+    """c_buffers: the GRU tagger's gates buffer is its op-graph arena (488 elements by lifetime), acc its Dense
+    outputs, aux unused; an LSTM tagger needs 4H gate rows and H hidden values. (The harness runners allocate
+    exactly these under ASan / UBSan, so an undersized buffer fails every bit-exact test.)"""
+    from edgelstm.c_model import c_work_buffers
+    from edgelstm.data import __path__ as data
+    gru = el.load(os.path.join(list(data)[0], "tagger_gru_int8.elstm"))
+    assert c_work_buffers(gru._prep, spec=gru.spec) == {"gates": 488, "acc": 4, "aux": 1, "scratch": 488}
+    lstm = el.load(os.path.join(list(data)[0], "tagger_lstm_int8.elstm"))
+    H = lstm.spec.layers[0].hidden_size
+    b = c_work_buffers(lstm._prep, spec=lstm.spec)
+    assert b["gates"] == b["acc"] == b["scratch"] == 4 * H and b["aux"] == H
+    assert b["scratch"] <= lstm._prep.scratch and 488 < gru._prep.scratch

@@ -671,14 +671,16 @@ static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 /* an activation table in the blob, or none (-1: computed) */
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
-/* An LSTM layer: every weight matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out),
- * every table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. */
+/* An LSTM layer: its 4H gate rows inside scratch, its input and output inside the frame buffers, every weight
+ * matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every table and peephole inside
+ * the blob, a computed cell tanh with 0..6 integer bits. */
 static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
     int32_t flags = prog[lo + L_FLAGS], n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
     int32_t W = cfg->w8_len, B = cfg->blob_len, cell_bits = 15 + r[LS_CELL_EXP];
-    return prog[lo + L_DIRLEN] >= LS_LEN && inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
+    return prog[lo + L_DIRLEN] >= LS_LEN && 4 * H <= cfg->scratch && n_in <= cfg->width && n_out <= cfg->width
+        && inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
         && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
         && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
         && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
@@ -695,13 +697,15 @@ static int span(int32_t off, int32_t n, int32_t len)
 #endif
 
 #ifdef ELSTM_WITH_DENSE
-/* A Dense layer: its weight matrix inside w8, its biases and multiplier pairs inside prog, an activation this
- * build holds, with its table (sigmoid / tanh: 256 int8 in w8; softmax: 256 float bits in prog). */
+/* A Dense layer: its outputs inside scratch and the frame buffers, its input inside the frame buffers, its
+ * weight matrix inside w8, its biases and multiplier pairs inside prog, an activation this build holds, with its
+ * table (sigmoid / tanh: 256 int8 in w8; softmax: 256 float bits in prog). */
 static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
     int32_t act = r[DN_ACT], n_out = prog[lo + L_OUT], P = cfg->prog_len;
-    return prog[lo + L_DIRLEN] >= DN_LEN && inside(r[DN_W], n_out, prog[lo + L_IN], cfg->w8_len)
+    return prog[lo + L_DIRLEN] >= DN_LEN && n_out <= cfg->scratch && n_out <= cfg->width
+        && prog[lo + L_IN] <= cfg->width && inside(r[DN_W], n_out, prog[lo + L_IN], cfg->w8_len)
         && span(r[DN_B], n_out, P) && span(r[DN_M], 2 * n_out, P)
         && (act == ACT_NONE || act == ACT_RELU
             || ((act == ACT_SIGMOID || act == ACT_TANH) && span(r[DN_LUT], 256, cfg->w8_len))
