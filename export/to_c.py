@@ -53,8 +53,9 @@ def records_header(features=None) -> str:
     lines.append("/* C op records: the used prefix of each op's fields (edgelstm/c_model.py C_OP_LEN) */")
     lines += [f"#define OPK_LEN_{n} {v}" for n, v in C_OP_LEN.items()]
     if features:
-        lines += ["", "/* What this bundle's model uses: edgelstm.c compiles only these layer kinds and ops (build with",
-                  " * -DELSTM_ALL_KINDS for a runtime that runs any model); elstm_init rejects anything else. */",
+        lines += ["", "/* What this bundle's model uses: edgelstm.c compiles only these layer kinds and ops",
+                  " * (build with -DELSTM_ALL_KINDS for a runtime that runs any model); elstm_init rejects anything",
+                  " * else. */",
                   "#ifndef ELSTM_ALL_KINDS"]
         lines += [f"#define {f} 1" for f in features]
         lines.append("#endif")

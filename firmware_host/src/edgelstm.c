@@ -13,9 +13,10 @@
  * (ELSTM_WITH_SOFTMAX: the runtime's one float epilogue) and, for op graphs, the op kernels its records use
  * (ELSTM_WITH_OP_FC, _CONV16, _ACT16, _ADD (ADD / SUB), _MUL, _REQUANT, _LUT; COPY comes with every op
  * graph) and whether its graphs have constant tensors (_OP_CONSTS) or int8 state tensors with zero points or
- * requantization tables (_OP_STATE8), both only in converter-made graphs, so the runtime holds only that code. With none of the kind macros (the native library, the test
- * harness, a bundle built with -DELSTM_ALL_KINDS) every kind, activation and op is compiled, and an op-graph
- * build without op macros has every op. elstm_init rejects a record of a kind, activation or op this build
+ * requantization tables (_OP_STATE8), both only in converter-made graphs, so the runtime holds only that
+ * code. With none of the kind macros (the native library, the test harness, a bundle built with
+ * -DELSTM_ALL_KINDS) every kind, activation and op is compiled, and an op-graph build without op macros has
+ * every op. elstm_init rejects a record of a kind, activation or op this build
  * left out: it never runs. */
 #if !defined(ELSTM_WITH_LSTM) && !defined(ELSTM_WITH_DENSE) && !defined(ELSTM_WITH_OPS)
 #define ELSTM_WITH_LSTM 1
