@@ -3,16 +3,21 @@
     python bench/firmware_footprint.py     # needs arm-none-eabi-gcc; writes bench/results/firmware_footprint.json
 
 Runtime code measured for the portable dot loop (-DELSTM_NO_SIMD) and the Cortex-M DSP one (SMLAD, the
-default for -mcpu=cortex-m4). Each model twice: exported with the gemmlowp activation tables (the default,
-fastest on a PC) and with ``tables=False`` (``edgelstm export --to c --no-tables``: the runtime computes
-the activations).
+default for -mcpu=cortex-m4), as the bundle builds it: only the layer kinds, Dense activations and op kernels
+its model uses (the ELSTM_WITH_* macros to_c writes into the bundle's elstm_records.h). Each model twice:
+exported with the gemmlowp activation tables (the default, fastest on a PC) and with ``tables=False``
+(``edgelstm export --to c --no-tables``: the runtime computes the activations). "linked" is a whole image:
+the runtime and model data objects linked with a minimal entry (elstm_init, then elstm_step in a loop),
+--gc-sections, and libgcc (so any soft-float or 64-bit helper a kernel calls is counted), entry excluded.
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
 random calibration frames: the sizes do not depend on the values). The int8 GRU runs as its int16 op graph
-(edgelstm/cellgraph.py): its CONV16 weights sit in the int16 blob (2 bytes per int8 weight, as the op-graph FC
-weights), its int16 LOGISTIC / TANH interpolate a 256-entry table in prog (no gemmlowp tables, so its two rows
-are the same), and its arena holds every tensor of the graph (scratch, sized per element for the gates, acc
-and aux buffers alike).
+(edgelstm/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
+requantization (edgelstm/c_model.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
+in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the graph's tensors by lifetime
+(opgraph.prepare_record). RAM is what the bundle's example streamer allocates per stream: state, the two frame
+buffers, gates (MODEL_SCRATCH), acc (MODEL_ACC_LEN int32) and aux (MODEL_AUX_LEN), the exact elements the
+model's layers touch (c_model.c_buffers).
 """
 import json
 import shutil
@@ -24,11 +29,39 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
-from edgelstm.c_model import TABLE_LEN, blob_fields, c_arrays
+from edgelstm.c_model import TABLE_LEN, c_arrays, c_work_buffers
+from edgelstm.kernels import layout as L
 from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import CORTEX_M_CFLAGS
 
 FLAGS = [f for f in CORTEX_M_CFLAGS if f != "-O2"] + ["-Os", "-ffunction-sections", "-fdata-sections", "-c"]
+ENTRY = """#include "edgelstm.h"
+#include "model_data.h"
+static int16_t state[MODEL_N_STATE], frames[2 * MODEL_WIDTH], gates[MODEL_SCRATCH], aux[MODEL_AUX_LEN];
+static int32_t acc[MODEL_ACC_LEN];
+static int8_t x[MODEL_INPUT_SIZE], y[MODEL_OUTPUT_SIZE];
+void _start(void);
+void _start(void)
+{
+    elstm_state st;
+    st.state = state; st.frames = frames; st.gates = gates; st.acc = acc; st.aux = aux;
+    if (elstm_init(&model_config, &model_weights, &st) == ELSTM_OK) {
+        for (;;) elstm_step(&model_config, &model_weights, &st, x, y);
+    }
+    for (;;) {}
+}
+"""
+
+
+def _table_count(prog):
+    """Distinct gemmlowp activation tables the C program's LSTM records name (-1: computed)."""
+    offs = set()
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        if int(prog[lo + L.L_KIND]) == L.KIND_LSTM:
+            rec = lo + L.L_HDR
+            offs |= {int(prog[rec + f]) for f in (L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL) if int(prog[rec + f]) >= 0}
+    return len(offs)
 
 
 def _sizes(obj):
@@ -43,6 +76,19 @@ def _sizes(obj):
             for k in acc:
                 if name.startswith("." + k):
                     acc[k] += size
+    return acc
+
+
+def _sizes_elf(elf):
+    """(text, rodata, data, bss) bytes of a linked image by output section name."""
+    out = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    acc = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            for k in acc:
+                if parts[0].startswith("." + k):
+                    acc[k] += int(parts[1])
     return acc
 
 
@@ -65,10 +111,23 @@ def footprint(kind, tables):
             subprocess.run(["arm-none-eabi-gcc", *FLAGS, *extra, "-I", str(b), "-o", str(obj), str(b / src)],
                            check=True)
             objs[key] = _sizes(obj)
+        (Path(tmp) / "entry.c").write_text(ENTRY)
+        entry = Path(tmp) / "entry.o"
+        subprocess.run(["arm-none-eabi-gcc", *FLAGS, "-I", str(b), "-o", str(entry), str(Path(tmp) / "entry.c")],
+                       check=True)
+        linked = {}
+        for key, extra in (("dsp", []), ("portable", ["-DELSTM_NO_SIMD"])):
+            elf = Path(tmp) / f"{key}.elf"
+            subprocess.run(["arm-none-eabi-gcc", *[f for f in FLAGS if f != "-c"], *extra, "-I", str(b), "-nostdlib",
+                            "-nostartfiles", "-Wl,--gc-sections", "-o", str(elf), str(Path(tmp) / "entry.c"),
+                            str(b / "edgelstm.c"), str(b / "model_data.c"), "-lgcc"], check=True)
+            e, o = _sizes_elf(elf), _sizes(entry)
+            linked[key] = e["text"] + e["rodata"] - o["text"] - o["rodata"]
     prep = q._prep
     prog, _, _ = c_arrays(prep, tables=tables, spec=q.spec)    # the bundle's arrays: count its tables
-    table_bytes = TABLE_LEN * 2 * len({int(prog[f]) for f, _ in blob_fields(prog)[0] if int(prog[f]) >= 0})
-    ram = 2 * prep.n_state + 2 * 2 * prep.width + prep.scratch * (2 + 4 + 2)
+    table_bytes = TABLE_LEN * 2 * _table_count(prog)
+    buf = c_work_buffers(prep, tables=tables, spec=q.spec)      # as the bundle's model_data.h sizes them
+    ram = 2 * prep.n_state + 2 * 2 * prep.width + 2 * buf["scratch"] + 4 * buf["acc"] + 2 * buf["aux"]
     code = objs["portable"]["text"] + objs["portable"]["rodata"]
     code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]
     data = objs["data"]["rodata"] + objs["data"]["text"]
@@ -78,6 +137,8 @@ def footprint(kind, tables):
             "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
             "flash_total_bytes": code + data, "flash_beyond_weights_bytes": code + data - int8_weights,
             "flash_beyond_weights_dsp_bytes": code_dsp + data - int8_weights,
+            "linked_beyond_weights_bytes": linked["portable"] - int8_weights,
+            "linked_beyond_weights_dsp_bytes": linked["dsp"] - int8_weights,
             "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram}
 
 
@@ -88,13 +149,14 @@ def main():
     rows = [footprint(k, t) for k in ("lstm", "gru") for t in (False, True)]
     print("| model | activations | int8 weights | runtime code (text+rodata): portable / SMLAD | model data in flash "
           "| of which gemmlowp tables | flash total (portable) | flash beyond the int8 weights: portable / SMLAD "
-          "| RAM state | RAM state+scratch |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| linked image beyond the int8 weights: portable / SMLAD | RAM state | RAM state+scratch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {'tables' if r['activation_tables'] else 'computed (--no-tables)'} | "
               f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} / {r['runtime_code_dsp_bytes']:,} B | "
               f"{r['model_data_flash_bytes']:,} B | {r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
               f"{r['flash_beyond_weights_bytes']:,} / {r['flash_beyond_weights_dsp_bytes']:,} B | "
+              f"{r['linked_beyond_weights_bytes']:,} / {r['linked_beyond_weights_dsp_bytes']:,} B | "
               f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
     out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
     out.write_text(json.dumps(rows, indent=1) + "\n")

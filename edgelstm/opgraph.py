@@ -251,6 +251,67 @@ def validate_constants(g: OpGraph, params: dict, where: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- prepare()
 
+def _arena_offsets(g: OpGraph) -> tuple[list[int], int]:
+    """Arena offsets of the graph's tensors by lifetime (prepare_record's layout), and the arena size.
+
+    Time runs -1 (step start: graph_io_in copies the constants, x and the state inputs in), 0 .. n_ops - 1 (the
+    ops, in order), n_ops (step end: graph_io_out reads y and the state outputs). A tensor is live over the
+    closed interval [first time it is written (-1 for the copied-in tensors), last time it is read or written]
+    and for the whole rest of the step if y or a state output reads it at the end; constants, x and the state
+    inputs are live the whole step. Two tensors share arena elements only if their intervals are disjoint, so an
+    op's output never overlaps its inputs (both are live at the op) nor any tensor still to be read. Each tensor
+    is one whole block, including those ops write in element ranges (COPY parts of a concatenation): the block
+    is live from the first partial write on. A tensor read before anything writes it (not possible in a
+    converter graph) is live from the step start. Placement: greedy first fit (each tensor at the lowest
+    offset clear of every placed tensor whose interval meets its own) in three orders, longest lifetime first,
+    largest first (TFLite's arena planner), largest lifetime x size first; the smallest arena wins (the first
+    of equals: deterministic). On edgelstm's GRU / RNN cell graphs it reaches the peak of live elements."""
+    T, n_ops = g.tensors, len(g.ops)
+    first_w, last = {}, {}
+    read_early = set()
+    for k, (_, a, b, out, *_rest) in enumerate(g.ops):
+        for t in (a, b):
+            if t >= 0:
+                if t not in first_w:
+                    read_early.add(t)
+                last[t] = k
+        first_w.setdefault(out, k)
+        last[out] = k
+    whole = {g.x} | {si for si, _ in g.state} | {i for i, t in enumerate(T) if t[3] is not None}
+    at_end = {g.y} | {so for _, so in g.state}
+    span = []
+    for i in range(len(T)):
+        if i in whole or i in read_early or i not in first_w:
+            lo = -1
+        else:
+            lo = first_w[i]
+        hi = n_ops if i in whole or i in at_end else last.get(i, lo)
+        span.append((lo, hi))
+
+    size = np.array([t[0] for t in T], np.int64)
+    los, his = np.array([s[0] for s in span], np.int64), np.array([s[1] for s in span], np.int64)
+
+    def first_fit(order):
+        offs = np.zeros(len(T), np.int64)
+        for p, i in enumerate(order):
+            done = order[:p]
+            meet = done[(los[done] <= his[i]) & (los[i] <= his[done])]
+            at = 0
+            for j in meet[np.argsort(offs[meet], kind="stable")]:
+                if at + size[i] <= offs[j]:
+                    break
+                at = max(at, int(offs[j] + size[j]))
+            offs[i] = at
+        return int((offs + size).max()), [int(v) for v in offs]
+
+    length = [hi - lo + 1 for lo, hi in span]
+    keys = (lambda i: (-length[i], -T[i][0], i), lambda i: (-T[i][0], span[i][0], i),
+            lambda i: (-length[i] * T[i][0], i))
+    best = min((first_fit(np.array(sorted(range(len(T)), key=key), np.int64)) for key in keys),
+               key=lambda r: r[0])
+    return best[1], best[0]
+
+
 def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[int], int]:
     """Lay out one op-graph layer for the program: op records and constants into ``b`` (runtime._Builder),
     all float math done here (LiteRT's Prepare). Returns (direction record, arena elements)."""
@@ -259,10 +320,7 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
     from .runtime import fc_multipliers
 
     T = g.tensors
-    offs, arena = [], 0
-    for t in T:
-        offs.append(arena)
-        arena += t[0]
+    offs, arena = _arena_offsets(g)      # by tensor lifetime: tensors that are never live together share elements
     q = g.quantized
     recs = []
     act16_table = None

@@ -104,12 +104,13 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
 
 
 def _case_bytes(model, X, tables: bool = True) -> bytes:
-    from edgelstm.c_model import c_arrays
+    from edgelstm import c_model
     prep = model._prep
-    prog, w8, blob = c_arrays(prep, tables=tables, spec=model.spec)
+    prog, w8, blob = c_model.c_arrays(prep, tables=tables, spec=model.spec)
+    buf = c_model.c_work_buffers(prep, tables=tables, spec=model.spec)   # the exact buffers a bundle sizes
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
-    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, prep.scratch, prog.size,
-                    w8.size, blob.size, zp_in, zp_out, X.shape[0]], np.int32)
+    hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, buf["scratch"], prog.size,
+                    w8.size, blob.size, zp_in, zp_out, X.shape[0], buf["gates"], buf["acc"], buf["aux"]], np.int32)
     return b"".join([hdr.tobytes(), np.array([s_in, s_out], np.float32).tobytes(), prog.tobytes(),
                      w8.tobytes(), blob.tobytes(), np.ascontiguousarray(X, np.float32).tobytes()])
 

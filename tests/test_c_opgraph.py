@@ -96,11 +96,10 @@ def _corrupt(monkeypatch, how):
 
 
 def _op(prog, code):
-    rec = int(prog[L.G_LAYER0]) + L.L_HDR
-    first = int(prog[rec + L.OG_OPS])
-    for i in range(int(prog[rec + L.OG_NOPS])):
-        if prog[first + i * L.OPK_REC] == code:
-            return first + i * L.OPK_REC
+    """The first op record of ``code`` in the C program (c_model.c_program: records of their C length)."""
+    for r, c in c_model.c_ops(prog, int(prog[L.G_LAYER0]) + L.L_HDR):
+        if c == code:
+            return r
     raise AssertionError(f"no op {code}")
 
 
@@ -297,8 +296,6 @@ def test_cell_graphs_native_equals_jit_from_any_int16_state(cell_cases, native_l
             assert np.array_equal(out["native"][1], out["jit"][1]), (name, i)
 
 
-def _cell_m_off(p):
-    return int(p[_op(p, L.OPK_CONV16) + 7])
 
 
 CELL_CORRUPTIONS = {
@@ -308,12 +305,17 @@ CELL_CORRUPTIONS = {
     "conv16 output past the arena": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 12, na - 1),
     "conv16 bias past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 6, p.size - 1),
     "conv16 multipliers past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 7, p.size - 1),
-    "conv16 shift above 7": lambda p, nb, na: p.__setitem__(_cell_m_off(p) + 1, 8),
-    "conv16 shift below -31": lambda p, nb, na: p.__setitem__(_cell_m_off(p) + 1, -32),
+    # the C copy's CONV16 rows are two bytes, (t - t0) << 14 | (m16 - 0x4000), t0 in the record's [8]: every row
+    # is valid once t0 is in 8..43 (t = 15 - shift in 8..46)
+    "conv16 shift above 7": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 8, 7),
+    "conv16 shift below -31": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 8, 44),
     "conv16 zero point": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 3, 1),
     "conv16 range past int16": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 11, 40000),
     "conv16 no rows": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_CONV16) + 5, 0),
-    "act16 table past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 8, p.size - 255),
+    "act16 table past prog": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 8, p.size - 127),
+    "act16 multiplier past 15 bits": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 6, 32768),
+    "act16 multiplier negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 6, -1),
+    "op record past prog": lambda p, nb, na: p.__setitem__(_rec(p) + L.OG_OPS, p.size - 3),
     "act16 table negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 8, -1),
     "act16 shift above 31": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 7, 32),
     "act16 shift negative": lambda p, nb, na: p.__setitem__(_op(p, L.OPK_ACT16) + 7, -1),

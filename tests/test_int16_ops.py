@@ -10,7 +10,7 @@ import pytest
 
 import naive
 from edgelstm.kernels import layout as L
-from edgelstm.opgraph import OpGraph, prepare_record, validate_opgraph
+from edgelstm.opgraph import OpGraph, _arena_offsets, prepare_record, validate_opgraph
 from edgelstm.runtime import _Builder
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -39,7 +39,7 @@ def _run_ours(g, params, inputs):
     rec, arena_n = prepare_record(b, g, params, 0)
     prog, blob = b.finish()
     wq = b.kernel_blob(blob)
-    offs = np.cumsum([0] + [t[0] for t in g.tensors])
+    offs, _ = _arena_offsets(g)          # prepare_record's lifetime layout
     arena = np.zeros(arena_n + 64, np.int16)
     for i, v in inputs.items():
         arena[offs[i + 1]:offs[i + 1] + len(v)] = v

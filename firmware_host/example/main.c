@@ -11,8 +11,8 @@
 
 int main(int argc, char **argv)
 {
-    int16_t state[MODEL_N_STATE], frames[2 * MODEL_WIDTH], gates[MODEL_SCRATCH], aux[MODEL_SCRATCH];
-    int32_t acc[MODEL_SCRATCH];
+    int16_t state[MODEL_N_STATE], frames[2 * MODEL_WIDTH], gates[MODEL_SCRATCH], aux[MODEL_AUX_LEN];
+    int32_t acc[MODEL_ACC_LEN];
     int8_t xq[MODEL_INPUT_SIZE], yq[MODEL_OUTPUT_SIZE];
     elstm_state st;
     int print_codes = 0, i, status;

@@ -2,11 +2,13 @@
  * Reads a stream of cases (native-endian) from the file argv[1] (or stdin) and writes outputs to argv[2]
  * (or stdout). One case:
  *   int32 input_size, output_size, width, n_state, scratch, prog_len, w8_len, blob_len, input_zp, output_zp,
- *         frames
+ *         frames, gates_len, acc_len, aux_len
  *   float32 input_scale, output_scale
  *   int32 prog[prog_len]; int8 w8[w8_len]; int16 blob[blob_len]; float32 x[frames * input_size]
  * Output per case: float32 y[frames * output_size]. The runtime itself allocates nothing; this driver
- * mallocs the per-case arrays because its model sizes vary at run time. */
+ * mallocs the per-case arrays because its model sizes vary at run time: gates, acc and aux of exactly the
+ * elements the model's layers touch (edgelstm/c_model.py c_buffers; each <= scratch), so a sanitizer build
+ * catches any access past them. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,7 +29,7 @@ int main(int argc, char **argv)
         return 2;
     }
     for (;;) {
-        int32_t hdr[11], t, i;
+        int32_t hdr[14], t, i;
         float scales[2];
         elstm_config cfg;
         elstm_weights w;
@@ -37,11 +39,11 @@ int main(int argc, char **argv)
         int16_t *blob;
         float *x, *y;
         int8_t *xq, *yq;
-        size_t got = fread(hdr, sizeof(int32_t), 11, in);
+        size_t got = fread(hdr, sizeof(int32_t), 14, in);
         if (got == 0) {
             break;
         }
-        if (got != 11 || !read_all(in, scales, sizeof(float), 2)) {
+        if (got != 14 || !read_all(in, scales, sizeof(float), 2)) {
             fprintf(stderr, "multi_runner: truncated case %ld\n", cases);
             return 2;
         }
@@ -67,9 +69,9 @@ int main(int argc, char **argv)
         yq = malloc((size_t)cfg.output_size);
         st.state = malloc(sizeof(int16_t) * (size_t)cfg.n_state);
         st.frames = malloc(sizeof(int16_t) * 2 * (size_t)cfg.width);
-        st.gates = malloc(sizeof(int16_t) * (size_t)cfg.scratch);
-        st.acc = malloc(sizeof(int32_t) * (size_t)cfg.scratch);
-        st.aux = malloc(sizeof(int16_t) * (size_t)cfg.scratch);
+        st.gates = malloc(sizeof(int16_t) * (size_t)hdr[11]);
+        st.acc = malloc(sizeof(int32_t) * (size_t)hdr[12]);
+        st.aux = malloc(sizeof(int16_t) * (size_t)hdr[13]);
         if (!prog || !w8 || !blob || !x || !y || !xq || !yq || !st.state || !st.frames || !st.gates || !st.acc || !st.aux) {
             fprintf(stderr, "multi_runner: out of memory in case %ld\n", cases);
             return 2;

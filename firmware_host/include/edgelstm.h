@@ -38,18 +38,20 @@ typedef struct {
 
 /* Constant model data (may live in flash). */
 typedef struct {
-    const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h */
+    const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h (stored as
+                               edgelstm/c_model.py c_program writes them) */
     const int8_t *w8;       /* (w8_len,) int8 weight matrices, each (rows, cols) row-major, unpadded */
     const int16_t *blob;    /* (blob_len,) int16 peephole weights + gemmlowp activation tables */
 } elstm_weights;
 
-/* Per-stream memory, owned by the caller; every array is sized from elstm_config. */
+/* Per-stream memory, owned by the caller; every array is sized from elstm_config (a bundle's model_data.h
+ * also gives the exact acc / aux sizes its layers touch: MODEL_ACC_LEN, MODEL_AUX_LEN <= scratch). */
 typedef struct {
     int16_t *state;         /* (n_state,) recurrent state: LSTM h (int8 values) + c, op-graph state tensors */
     int16_t *frames;        /* (2 * width,) ping-pong layer outputs of the current frame */
     int16_t *gates;         /* (scratch,) int16 gate pre-activations / activations; the op-graph arena */
-    int32_t *acc;           /* (scratch,) int32 matmul accumulators */
-    int16_t *aux;           /* (scratch,) hidden int8 values (LSTM projection input) */
+    int32_t *acc;           /* (scratch, or MODEL_ACC_LEN) int32 matmul accumulators: LSTM, Dense */
+    int16_t *aux;           /* (scratch, or MODEL_AUX_LEN) hidden int8 values (LSTM projection input) */
 } elstm_state;
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };

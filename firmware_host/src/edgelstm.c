@@ -7,8 +7,59 @@
 #include "edgelstm.h"
 #include "elstm_records.h"
 #include "fixedpoint.h"
-#include "gemmlowp16.h"
 
+/* What this build compiles. A bundle's generated elstm_records.h names the layer kinds of its model
+ * (ELSTM_WITH_LSTM, ELSTM_WITH_DENSE, ELSTM_WITH_OPS), whether a Dense layer ends in softmax
+ * (ELSTM_WITH_SOFTMAX: the runtime's one float epilogue) and, for op graphs, the op kernels its records use
+ * (ELSTM_WITH_OP_FC, _CONV16, _ACT16, _ADD (ADD / SUB), _MUL, _REQUANT, _LUT; COPY comes with every op
+ * graph) and whether its graphs have constant tensors (_OP_CONSTS) or int8 state tensors with zero points or
+ * requantization tables (_OP_STATE8), both only in converter-made graphs, so the runtime holds only that
+ * code. With none of the kind macros (the native library, the test harness, a bundle built with
+ * -DELSTM_ALL_KINDS) every kind, activation and op is compiled, and an op-graph build without op macros has
+ * every op. elstm_init rejects a record of a kind, activation or op this build
+ * left out: it never runs. */
+#if !defined(ELSTM_WITH_LSTM) && !defined(ELSTM_WITH_DENSE) && !defined(ELSTM_WITH_OPS)
+#define ELSTM_WITH_LSTM 1
+#define ELSTM_WITH_DENSE 1
+#define ELSTM_WITH_OPS 1
+#define ELSTM_WITH_SOFTMAX 1
+#endif
+#ifndef ELSTM_WITH_DENSE
+#undef ELSTM_WITH_SOFTMAX
+#endif
+#if defined(ELSTM_WITH_OPS) && !defined(ELSTM_WITH_OP_FC) && !defined(ELSTM_WITH_OP_CONV16) \
+    && !defined(ELSTM_WITH_OP_ACT16) && !defined(ELSTM_WITH_OP_ADD) && !defined(ELSTM_WITH_OP_MUL) \
+    && !defined(ELSTM_WITH_OP_REQUANT) && !defined(ELSTM_WITH_OP_LUT) && !defined(ELSTM_WITH_OP_CONSTS) \
+    && !defined(ELSTM_WITH_OP_STATE8)
+#define ELSTM_WITH_OP_CONSTS 1
+#define ELSTM_WITH_OP_STATE8 1
+#define ELSTM_WITH_OP_FC 1
+#define ELSTM_WITH_OP_CONV16 1
+#define ELSTM_WITH_OP_ACT16 1
+#define ELSTM_WITH_OP_ADD 1
+#define ELSTM_WITH_OP_MUL 1
+#define ELSTM_WITH_OP_REQUANT 1
+#define ELSTM_WITH_OP_LUT 1
+#endif
+#ifndef ELSTM_WITH_OPS   /* op kernels exist only inside op graphs */
+#undef ELSTM_WITH_OP_FC
+#undef ELSTM_WITH_OP_CONV16
+#undef ELSTM_WITH_OP_ACT16
+#undef ELSTM_WITH_OP_ADD
+#undef ELSTM_WITH_OP_MUL
+#undef ELSTM_WITH_OP_REQUANT
+#undef ELSTM_WITH_OP_LUT
+#undef ELSTM_WITH_OP_CONSTS
+#undef ELSTM_WITH_OP_STATE8
+#endif
+#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE)
+#define ELSTM_WITH_DOT 1   /* the int8 dot loop of LSTM and Dense layers */
+#endif
+#ifdef ELSTM_WITH_LSTM
+#include "gemmlowp16.h"
+#endif
+
+#ifdef ELSTM_WITH_DOT
 /* The dot loop: acc[r] = wrap32(sum_c W[r, c] * v[c]) over int8 weights W (rows, cols), row-major and
  * unpadded, and int16 vectors v holding int8 values (every dot input is an int8 activation: a layer input,
  * an LSTM's int8 hidden state, its int8 hidden before projection). Sums are taken modulo 2^32,
@@ -23,8 +74,12 @@ static int32_t dot_tail(const int8_t *row, const int16_t *v, int32_t c, int32_t 
     }
     return elstm_wrap32((int64_t)s);
 }
+#endif
 
-#if !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
+#ifndef ELSTM_WITH_DOT
+#define ELSTM_DOT_PATH "none"   /* no LSTM or Dense layer in this build: no dot loop */
+
+#elif !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
 #include <immintrin.h>
 #define ELSTM_DOT_PATH "avx2"
 
@@ -168,6 +223,7 @@ static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t 
 
 const char *elstm_dot_path(void) { return ELSTM_DOT_PATH; }
 
+#ifdef ELSTM_WITH_LSTM
 /* gate = sat16(mbqm(wrap32(bias + acc)) [+ gate]), one (mult, shift) pair per gate block */
 static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t *m, int32_t n_blocks,
                           int32_t block, int16_t *gate, int accumulate)
@@ -285,7 +341,9 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
         out[r] = h[r];
     }
 }
+#endif   /* ELSTM_WITH_LSTM */
 
+#ifdef ELSTM_WITH_DENSE
 /* LiteRT FULLY_CONNECTED (reference int8): per-channel requantization with TFLite's single-rounding
  * MultiplyByQuantizedMultiplier, (x * m + 2^(30 - shift)) >> (31 - shift); shift <= 30 (checked by prepare) */
 static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
@@ -294,6 +352,7 @@ static int64_t elstm_mbqm_single(int32_t x, int32_t multiplier, int32_t shift)
     return ((int64_t)x * (int64_t)multiplier + ((int64_t)1 << (t - 1))) >> t;
 }
 
+#ifdef ELSTM_WITH_SOFTMAX
 static float elstm_table_f32(const int32_t *table, int32_t i)
 {
     float v;
@@ -301,6 +360,7 @@ static float elstm_table_f32(const int32_t *table, int32_t i)
     memcpy(&v, &bits, sizeof v);
     return v;
 }
+#endif
 
 static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int32_t n_in,
                        int32_t n_out, int16_t *y, int32_t *logits)
@@ -309,7 +369,7 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     const int32_t *m = prog + prog[rec + DN_M];   /* per output channel (mult, shift) pairs */
     int32_t zp = prog[rec + DN_PRE_ZP];
     int32_t act = prog[rec + DN_ACT];
-    const int32_t *lut = prog + prog[rec + DN_LUT];
+    int32_t lut = prog[rec + DN_LUT];   /* sigmoid / tanh: an int8 table in w8; softmax: float bits in prog */
     int32_t r;
     dot_rows(w8 + prog[rec + DN_W], n_out, n_in, x, logits);
     for (r = 0; r < n_out; ++r) {
@@ -320,41 +380,95 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)logits[r];
     } else if (act == ACT_RELU) {
         for (r = 0; r < n_out; ++r) y[r] = (int16_t)(logits[r] > zp ? logits[r] : zp);
+#ifdef ELSTM_WITH_SOFTMAX
     } else if (act == ACT_SOFTMAX) {
         /* LiteRT's int8 SOFTMAX: a float32 exp table (stored as bits in prog) and float32 arithmetic in its
          * order; the one float epilogue of the int8 path (LiteRT computes int8 softmax so). */
         int32_t q_max = -128;
         float total = 0.0f, inv;
         for (r = 0; r < n_out; ++r) q_max = logits[r] > q_max ? logits[r] : q_max;
-        for (r = 0; r < n_out; ++r) total = total + elstm_table_f32(lut, q_max - logits[r]);
+        for (r = 0; r < n_out; ++r) total = total + elstm_table_f32(prog + lut, q_max - logits[r]);
         inv = 1.0f / (total * 0.00390625f);
         for (r = 0; r < n_out; ++r) {   /* round half away (p >= 0) - 128: output scale 1/256, zp -128 */
-            float p = elstm_table_f32(lut, q_max - logits[r]) * inv;
+            float p = elstm_table_f32(prog + lut, q_max - logits[r]) * inv;
             int64_t q = (int64_t)((double)p + 0.5) - 128;
             y[r] = (int16_t)(q > 127 ? 127 : (q < -128 ? -128 : q));
         }
+#endif
     } else {   /* sigmoid, tanh: 256-entry int8 table */
-        for (r = 0; r < n_out; ++r) y[r] = (int16_t)lut[logits[r] + 128];
+        for (r = 0; r < n_out; ++r) y[r] = w8[lut + logits[r] + 128];
+    }
+}
+#endif   /* ELSTM_WITH_DENSE */
+
+/* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same fields, the same integer
+ * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
+ * values (converter graphs, the int8 ends of edgelstm's GRU / RNN cell graphs) or full int16 values (the
+ * int16 intermediates and state of those cell graphs, edgelstm/cellgraph.py); the FC weights, the int8
+ * 256-entry tables and constant tensors are in the int16 blob, the CONV16 weights in w8, the ACT16 sigmoid
+ * table in prog. The C copy of the program (edgelstm/c_model.py c_program) stores each op record as the used
+ * prefix of its fields (OPK_LEN_*: records follow each other), the CONV16 multipliers as one packed int32
+ * per row and the ACT16 table as two uint16 entries per int32. Every offset was checked by elstm_init
+ * (opgraph_ok). */
+#ifdef ELSTM_WITH_OPS
+/* the length of an op record, 0 for a code this build has no kernel for */
+static int32_t op_len(int32_t op)
+{
+    switch (op) {
+    case OPK_COPY:
+        return OPK_LEN_COPY;
+#ifdef ELSTM_WITH_OP_FC
+    case OPK_FC:
+        return OPK_LEN_FC;
+#endif
+#ifdef ELSTM_WITH_OP_CONV16
+    case OPK_CONV16:
+        return OPK_LEN_CONV16;
+#endif
+#ifdef ELSTM_WITH_OP_ACT16
+    case OPK_ACT16:
+        return OPK_LEN_ACT16;
+#endif
+#ifdef ELSTM_WITH_OP_ADD
+    case OPK_ADD:
+        return OPK_LEN_ADD;
+    case OPK_SUB:
+        return OPK_LEN_SUB;
+#endif
+#ifdef ELSTM_WITH_OP_MUL
+    case OPK_MUL:
+        return OPK_LEN_MUL;
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
+    case OPK_REQUANT:
+        return OPK_LEN_REQUANT;
+#endif
+#ifdef ELSTM_WITH_OP_LUT
+    case OPK_LUT:
+        return OPK_LEN_LUT;
+#endif
+    default:
+        return 0;
     }
 }
 
-/* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same records, the same integer
- * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
- * values (converter graphs, the int8 ends of edgelstm's GRU / RNN cell graphs) or full int16 values (the
- * int16 intermediates and state of those cell graphs, edgelstm/cellgraph.py); the FC / CONV16 weights, the
- * int8 256-entry tables and constant tensors are in the int16 blob, the ACT16 sigmoid table in prog. Every
- * offset was checked by elstm_init (opgraph_ok). */
+#if defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16) || defined(ELSTM_WITH_OP_ADD) \
+    || defined(ELSTM_WITH_OP_MUL) || defined(ELSTM_WITH_OP_REQUANT)
 static int16_t og_clamp(int64_t v, int32_t lo, int32_t hi)
 {
     return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
 }
+#endif
 
+#if defined(ELSTM_WITH_OP_LUT) || defined(ELSTM_WITH_OP_STATE8)
 static int32_t og_lut_index(int32_t v)   /* clamped: a table read never leaves the table */
 {
     v += 128;
     return v < 0 ? 0 : (v > 255 ? 255 : v);
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_FC
 static void og_fully_connected(const int32_t *r, const int32_t *prog, const int16_t *blob, int16_t *arena)
 {
     int32_t x = r[1], K = r[2], zp_in = r[3], N = r[5], b_off = r[6], m_off = r[7];
@@ -370,81 +484,79 @@ static void og_fully_connected(const int32_t *r, const int32_t *prog, const int1
         arena[o + n] = og_clamp(acc + zp_out, lo, hi);
     }
 }
+#endif
 
-/* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion) and of an int64 to
- * int16 (the Numba kernels store int64 values into the int16 arena: truncation). */
+#ifdef ELSTM_WITH_OP_CONV16
+/* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion). */
 static int64_t og_wrap64(uint64_t u)
 {
     return u < ((uint64_t)1 << 63) ? (int64_t)u : -(int64_t)(~u) - 1;
 }
 
-static int16_t og_wrap16(int64_t v)
-{
-    uint32_t u = (uint32_t)((uint64_t)v & 0xFFFFu);
-    return (int16_t)(u < 0x8000u ? (int32_t)u : (int32_t)u - 65536);
-}
-
 /* LiteRT's 16x8 1x1 CONV_2D (reference_integer_ops::ConvPerChannel, int16 in / out, zero points 0): int64
- * accumulator over full int16 inputs and int8 weights (stored int16 in the blob), then its int64
- * MultiplyByQuantizedMultiplier: the multiplier rounded to 16 bits, one rounding, t = 15 - shift in 8..46
- * (elstm_init checks shift in [-31, 7]). The sum cannot overflow (K * N <= blob_len terms of at most 2^30);
- * the product with m16 is formed in uint64 (wrapping as the Numba kernel's int64 would; it cannot wrap for
- * int8 weights and layer sizes of a real model) and the right shift is arithmetic. */
+ * accumulator over full int16 inputs and int8 weights (in w8), then its int64 MultiplyByQuantizedMultiplier:
+ * the multiplier rounded to 16 bits (m16 0x4000..0x7FFF: a positive scale's), one rounding, t = 15 - shift in
+ * 8..46. The rows' (m16, t) as c_model.conv16_packed stores them (m16 rounded as the Numba kernel rounds it):
+ * two bytes a row, (t - t0) << 14 | (m16 - 0x4000), two rows per int32, t0 = r[8] (elstm_init checks it in
+ * 8..43; c_model splits a conv whose shifts spread wider into records of row ranges). The sum cannot overflow
+ * (K * N <= w8_len terms of at most 2^22); the product with m16 is formed in uint64 (wrapping as the Numba
+ * kernel's int64 would; it cannot wrap for int8 weights and layer sizes of a real model) and the right shift
+ * is arithmetic. */
 static void og_conv16(const int32_t *r, const int32_t *prog, const int8_t *w8, int16_t *arena)
 {
-    int32_t x = r[1], K = r[2], N = r[5], b_off = r[6], m_off = r[7], lo = r[10], hi = r[11], o = r[12], n, k;
+    int32_t x = r[1], K = r[2], N = r[5], b_off = r[6], m_off = r[7], t0 = r[8], lo = r[10], hi = r[11];
+    int32_t o = r[12], n, k;
     for (n = 0; n < N; ++n) {
         const int8_t *row = w8 + r[4] + (int64_t)n * K;
         int64_t acc = b_off < 0 ? 0 : prog[b_off + n];
-        int64_t m = prog[m_off + 2 * n];
-        int64_t m16 = m < 0x7FFF0000 ? (m + 32768) >> 16 : 0x7FFF;
-        int32_t t = 15 - prog[m_off + 2 * n + 1];
+        uint32_t e = ((uint32_t)prog[m_off + (n >> 1)] >> ((n & 1) * 16)) & 0xFFFFu;
+        int32_t t = t0 + (int32_t)(e >> 14);
         uint64_t p;
         for (k = 0; k < K; ++k) {
             acc += (int64_t)arena[x + k] * (int64_t)row[k];
         }
-        p = (uint64_t)acc * (uint64_t)m16 + ((uint64_t)1 << (t - 1));
+        p = (uint64_t)acc * (0x4000u + (e & 0x3FFFu)) + ((uint64_t)1 << (t - 1));
         /* LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp */
         arena[o + n] = og_clamp(elstm_wrap32(og_wrap64(p) >> t), lo, hi);
     }
 }
+#endif
+
+#ifdef ELSTM_WITH_OP_ACT16
+/* entry j of the 256-entry uint16 table stored two per int32 (c_model.act16_packed) */
+static int32_t og_tab16(const int32_t *tab, int32_t j)
+{
+    return (int32_t)(((uint32_t)tab[j >> 1] >> ((j & 1) * 16)) & 0xFFFFu);
+}
 
 /* LiteRT's int16 LOGISTIC / TANH (reference_integer_ops::Logistic / Tanh, zero points 0, output scale 2^-15):
  * v = (x * mult + round) >> left_shift, then linear interpolation in the 256-entry uint16 sigmoid table at |v|
- * (9 fraction bits for the logistic, 8 for tanh), mirrored for v < 0. All in int64 (table entries are int32
- * in prog: any value is arithmetic without overflow; for the real table every result fits int16). */
+ * (fb = 9 fraction bits for the logistic, 8 for tanh: tanh(x) = 2 sigmoid(2x) - 1), mirrored for v < 0. In
+ * int32: elstm_init checks mult in 0..32767 (what LiteRT's Prepare makes) and left_shift in 0..31, so
+ * |x * mult| + round < 2^31 and every interpolation term stays below 2^26. The result is truncated to int16
+ * as the Numba kernel stores it (for the real table it fits). */
 static void og_act16(const int32_t *r, const int32_t *prog, int16_t *arena)
 {
-    int32_t n = r[1], a = r[2], o = r[4], is_tanh = r[5], shift = r[7], i;
-    int64_t mult = r[6], rnd = shift > 0 ? (int64_t)1 << (shift - 1) : 0;
+    int32_t n = r[1], a = r[2], o = r[4], is_tanh = r[5], mult = r[6], shift = r[7], i;
+    int32_t rnd = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+    int32_t fb = 9 - is_tanh, out_shift = 10 - 2 * is_tanh, half = (int32_t)1 << (out_shift - 1);
+    int32_t sat = is_tanh ? 0xFFFF << 8 : 0x7FFF << 10;
+    int32_t pos = is_tanh ? -((int32_t)1 << 23) : 0, neg = is_tanh ? (int32_t)1 << 23 : (int32_t)1 << 25;
     const int32_t *tab = prog + r[8];
     for (i = 0; i < n; ++i) {
-        int64_t v = ((int64_t)arena[a + i] * mult + rnd) >> shift;
-        int64_t u = v < 0 ? -v : v, res;
-        if (is_tanh) {
-            int64_t uh = u >> 8;
-            if (uh >= 255) {
-                res = (int64_t)0xFFFF * 256;
-            } else {
-                int64_t ua = tab[uh];
-                res = ua * 256 + (u & 0xFF) * ((int64_t)tab[uh + 1] - ua);
-            }
-            res = v >= 0 ? res - (1 << 23) + (1 << 7) : -res + (1 << 23) + (1 << 7) - 1;
-            arena[o + i] = og_wrap16(res >> 8);
-        } else {
-            int64_t uh = u >> 9;
-            if (uh >= 255) {
-                res = (int64_t)0x7FFF * 1024;
-            } else {
-                int64_t ua = tab[uh];
-                res = ua * 512 + (u & 0x1FF) * ((int64_t)tab[uh + 1] - ua);
-            }
-            res = v >= 0 ? res + (1 << 9) : ((int64_t)1 << 25) - res + (1 << 9) - 1;
-            arena[o + i] = og_wrap16(res >> 10);
+        int32_t v = ((int32_t)arena[a + i] * mult + rnd) >> shift;
+        int32_t u = v < 0 ? -v : v, uh = u >> fb, res = sat;
+        if (uh < 255) {
+            int32_t ua = og_tab16(tab, uh);
+            res = ua * ((int32_t)1 << fb) + (u & (((int32_t)1 << fb) - 1)) * (og_tab16(tab, uh + 1) - ua);
         }
+        res = v >= 0 ? res + pos + half : neg - res + half - 1;
+        arena[o + i] = elstm_wrap16(res >> out_shift);
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_ADD
 static void og_add_sub(const int32_t *r, int16_t *arena, int subtract)
 {
     int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
@@ -456,7 +568,9 @@ static void og_add_sub(const int32_t *r, int16_t *arena, int subtract)
         arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(raw), r[12], r[13]) + r[14], r[15], r[16]);
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_MUL
 static void og_mul(const int32_t *r, int16_t *arena)
 {
     int32_t n = r[1], a = r[2], b = r[3], o = r[4], i;
@@ -465,7 +579,9 @@ static void og_mul(const int32_t *r, int16_t *arena)
         arena[o + i] = og_clamp((int64_t)elstm_mbqm(elstm_wrap32(p), r[7], r[8]) + r[9], r[10], r[11]);
     }
 }
+#endif
 
+#ifdef ELSTM_WITH_OP_REQUANT
 static void og_requantize(const int32_t *r, int16_t *arena)
 {
     int32_t n = r[1], a = r[2], o = r[4], i;
@@ -474,185 +590,299 @@ static void og_requantize(const int32_t *r, int16_t *arena)
         arena[o + i] = og_clamp(v + r[8], r[9], r[10]);
     }
 }
+#endif
 
 static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *blob, const int16_t *x,
                        int16_t *state, int16_t *y, int16_t *arena)
 {
-    const int32_t *cs = prog + prog[rec + OG_CONSTS], *ss = prog + prog[rec + OG_STATES];
+    const int32_t *ss = prog + prog[rec + OG_STATES];
+    const int32_t *r = prog + prog[rec + OG_OPS];
     int16_t *base = state + prog[rec + OG_STATE];
     int32_t i, k;
+    (void)w8;   /* CONV16 weights (a build without CONV16 has none) */
+    (void)blob;
+#ifdef ELSTM_WITH_OP_CONSTS
     for (i = 0; i < prog[rec + OG_NCONST]; ++i) {   /* constants first: the arena is shared scratch */
-        const int32_t *c = cs + i * OG_CONST_REC;
+        const int32_t *c = prog + prog[rec + OG_CONSTS] + i * OG_CONST_REC;
         for (k = 0; k < c[1]; ++k) arena[c[0] + k] = blob[c[2] + k];
     }
+#endif
     for (k = 0; k < prog[rec + OG_NX]; ++k) arena[prog[rec + OG_X] + k] = x[k];
     for (i = 0; i < prog[rec + OG_NSTATE]; ++i) {
         const int32_t *e = ss + i * OG_STATE_REC;
         for (k = 0; k < e[2]; ++k) arena[e[0] + k] = base[e[3] + k];
     }
-    for (i = 0; i < prog[rec + OG_NOPS]; ++i) {
-        const int32_t *r = prog + prog[rec + OG_OPS] + i * OPK_REC;
+    for (i = 0; i < prog[rec + OG_NOPS]; ++i, r += op_len(r[0])) {   /* elstm_init admitted every code */
         int32_t op = r[0];
-        if (op == OPK_FC) {
+        if (op == OPK_COPY) {
+            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = arena[r[2] + k];
+#ifdef ELSTM_WITH_OP_FC
+        } else if (op == OPK_FC) {
             og_fully_connected(r, prog, blob, arena);
+#endif
+#ifdef ELSTM_WITH_OP_CONV16
         } else if (op == OPK_CONV16) {
             og_conv16(r, prog, w8, arena);
+#endif
+#ifdef ELSTM_WITH_OP_ACT16
         } else if (op == OPK_ACT16) {
             og_act16(r, prog, arena);
+#endif
+#ifdef ELSTM_WITH_OP_ADD
         } else if (op == OPK_ADD || op == OPK_SUB) {
             og_add_sub(r, arena, op == OPK_SUB);
+#endif
+#ifdef ELSTM_WITH_OP_MUL
         } else if (op == OPK_MUL) {
             og_mul(r, arena);
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
         } else if (op == OPK_REQUANT) {
             og_requantize(r, arena);
+#endif
+#ifdef ELSTM_WITH_OP_LUT
         } else if (op == OPK_LUT) {
             for (k = 0; k < r[1]; ++k) arena[r[4] + k] = blob[r[5] + og_lut_index(arena[r[2] + k])];
-        } else {   /* OPK_COPY (elstm_init admits no other code) */
-            for (k = 0; k < r[1]; ++k) arena[r[4] + k] = arena[r[2] + k];
+#endif
         }
     }
     for (k = 0; k < prog[rec + OG_NY]; ++k) y[k] = arena[prog[rec + OG_Y] + k];
     for (i = 0; i < prog[rec + OG_NSTATE]; ++i) {
         const int32_t *e = ss + i * OG_STATE_REC;
         for (k = 0; k < e[2]; ++k) {
+#ifdef ELSTM_WITH_OP_STATE8
             base[e[3] + k] = e[4] < 0 ? arena[e[1] + k] : blob[e[4] + og_lut_index(arena[e[1] + k])];
+#else
+            base[e[3] + k] = arena[e[1] + k];
+#endif
         }
     }
 }
+#endif   /* ELSTM_WITH_OPS */
 
 /* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
+#if defined(ELSTM_WITH_DOT) || defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
 static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 {
     return off >= 0 && rows >= 0 && cols > 0 && off <= len && rows <= (len - off) / cols;
 }
+#endif
 
+#ifdef ELSTM_WITH_LSTM
 /* an activation table in the blob, or none (-1: computed) */
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
-/* An LSTM or Dense layer: every weight matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them
- * out), every table and peephole inside the blob, a computed cell tanh with 0..6 integer bits. Any other kind
- * but KIND_OPS (checked by opgraph_ok) is rejected. */
-static int layer_data_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+/* An LSTM layer: its 4H gate rows inside scratch, its input and output inside the frame buffers, every weight
+ * matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every table and peephole inside
+ * the blob, a computed cell tanh with 0..6 integer bits. */
+static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
-    int32_t kind = prog[lo + L_KIND], flags = prog[lo + L_FLAGS];
-    int32_t n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
-    int32_t W = cfg->w8_len, B = cfg->blob_len;
-    if (n_in > (1 << 24) || H > (1 << 24) || n_out > (1 << 24)) {   /* 4 * H below cannot overflow */
-        return 0;
-    }
-    if (kind == KIND_LSTM) {
-        int32_t cell_bits = 15 + r[LS_CELL_EXP];
-        return inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
-            && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
-            && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
-            && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
-            && cell_bits >= 0 && cell_bits <= 6;
-    }
-    /* KIND_GRU / KIND_RNN are rejected: prepare() lowers int8 GRU / RNN layers to op graphs (KIND_OPS) */
-    return kind == KIND_DENSE && inside(r[DN_W], n_out, n_in, W);
+    int32_t flags = prog[lo + L_FLAGS], n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
+    int32_t W = cfg->w8_len, B = cfg->blob_len, cell_bits = 15 + r[LS_CELL_EXP];
+    return prog[lo + L_DIRLEN] >= LS_LEN && 4 * H <= cfg->scratch && n_in <= cfg->width && n_out <= cfg->width
+        && inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
+        && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
+        && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
+        && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
+        && cell_bits >= 0 && cell_bits <= 6;
 }
+#endif
 
+#if defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_OPS)
 /* [off, off + n) inside [0, len) (n may be 0) */
 static int span(int32_t off, int32_t n, int32_t len)
 {
     return off >= 0 && n >= 0 && off <= len && n <= len - off;
 }
+#endif
 
-static int zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
+#ifdef ELSTM_WITH_DENSE
+/* A Dense layer: its outputs inside scratch and the frame buffers, its input inside the frame buffers, its
+ * weight matrix inside w8, its biases and multiplier pairs inside prog, an activation this build holds, with its
+ * table (sigmoid / tanh: 256 int8 in w8; softmax: 256 float bits in prog). */
+static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    const int32_t *r = prog + lo + L_HDR;
+    int32_t act = r[DN_ACT], n_out = prog[lo + L_OUT], P = cfg->prog_len;
+    return prog[lo + L_DIRLEN] >= DN_LEN && n_out <= cfg->scratch && n_out <= cfg->width
+        && prog[lo + L_IN] <= cfg->width && inside(r[DN_W], n_out, prog[lo + L_IN], cfg->w8_len)
+        && span(r[DN_B], n_out, P) && span(r[DN_M], 2 * n_out, P)
+        && (act == ACT_NONE || act == ACT_RELU
+            || ((act == ACT_SIGMOID || act == ACT_TANH) && span(r[DN_LUT], 256, cfg->w8_len))
+#ifdef ELSTM_WITH_SOFTMAX
+            || (act == ACT_SOFTMAX && span(r[DN_LUT], 256, P))
+#endif
+        );
+}
+#endif
 
-static int range_ok(int32_t lo, int32_t hi) { return lo >= -128 && lo <= hi && hi <= 127; }
+#ifdef ELSTM_WITH_OPS
+/* The element-wise ops' record checks, per op: its code, then one byte per check, kind << 4 | field, then 0.
+ * A kind bounds r[field]: a zero point (int8), an elstm_mbqm shift (-31..31), a left shift (0..31), a 0 / 1
+ * flag, a 15-bit multiplier (LiteRT's int16 LOGISTIC / TANH Prepare makes 0..32767), an output range
+ * r[field] <= r[field + 1] inside int16 (the int16 ops, and the int8 ops whose output the arena holds as
+ * int16), an arena tensor of n = r[1] elements, the packed ACT16 table (128 int32 in prog), a 256-entry int8
+ * table in the blob. int16 tensors have zero point 0; an ADD / SUB left shift of 15 (int16 input << 15 fits
+ * int32; 20 for int8). */
+enum { CK_ZP = 1, CK_SHIFT, CK_LSHIFT, CK_FLAG, CK_MULT15, CK_RANGE16, CK_ARENA, CK_TABLE16, CK_TABLE8 };
+#define CK(kind, field) ((kind) << 4 | (field))
+static const uint8_t op_checks[] = {
+    OPK_COPY, CK(CK_ARENA, 2), CK(CK_ARENA, 4), 0,
+#ifdef ELSTM_WITH_OP_ACT16
+    OPK_ACT16, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_FLAG, 5), CK(CK_MULT15, 6), CK(CK_LSHIFT, 7),
+    CK(CK_TABLE16, 8), 0,
+#endif
+#ifdef ELSTM_WITH_OP_ADD
+    OPK_ADD, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_SHIFT, 7), CK(CK_ZP, 8),
+    CK(CK_SHIFT, 10), CK(CK_LSHIFT, 11), CK(CK_SHIFT, 13), CK(CK_ZP, 14), CK(CK_RANGE16, 15), 0,
+#endif
+#ifdef ELSTM_WITH_OP_MUL
+    OPK_MUL, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_ZP, 6), CK(CK_SHIFT, 8),
+    CK(CK_ZP, 9), CK(CK_RANGE16, 10), 0,
+#endif
+#ifdef ELSTM_WITH_OP_REQUANT
+    OPK_REQUANT, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_SHIFT, 7), CK(CK_ZP, 8),
+    CK(CK_RANGE16, 9), 0,
+#endif
+#ifdef ELSTM_WITH_OP_LUT
+    OPK_LUT, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_TABLE8, 5), 0,
+#endif
+    0xFF
+};
+static const int32_t ck_lo[] = {0, -128, -31, 0, 0, 0}, ck_hi[] = {0, 127, 31, 31, 1, 32767};
 
-/* an output range inside int16: the int16 ops, and the int8 ops whose output the arena holds as int16 */
-static int range16_ok(int32_t lo, int32_t hi) { return lo >= -32768 && lo <= hi && hi <= 32767; }
-
-static int mult_ok(int32_t shift) { return shift >= -31 && shift <= 31; }   /* elstm_mbqm's shifts */
-
-/* One op record: every arena tensor inside the arena (A elements), every weight / table inside the blob,
- * every prog array inside prog, shifts and zero points where the arithmetic is defined. */
+/* One op record (its op_len fields inside prog, checked by the caller) of an op this build holds: every arena
+ * tensor inside the arena (A elements), every weight / table inside the blob or w8, every prog array inside
+ * prog, shifts, multipliers and zero points where the arithmetic is defined. */
 static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, int32_t B, int32_t W)
 {
-    int32_t op = r[0], n = r[1];
+    int32_t op = r[0] == OPK_SUB ? OPK_ADD : r[0], n = r[1];
+    const uint8_t *c = op_checks;
+    (void)prog;
+    (void)W;
+#if defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
     if (op == OPK_FC || op == OPK_CONV16) {
-        /* FC: t = 31 - shift in 1..62; CONV16: t = 15 - shift in 8..46 (LiteRT's 16x8 conv takes shifts in
-         * [-31, 7]): the rounding shift is defined. CONV16 has zero points 0 and an int16 output range. */
-        int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], i;
-        int32_t s_hi = op == OPK_FC ? 30 : 7;
-        int range = op == OPK_FC ? zp_ok(r[3]) && zp_ok(r[9]) && range_ok(r[10], r[11])
-                                 : r[3] == 0 && r[9] == 0 && range16_ok(r[10], r[11]);
+        /* FC: (mult, shift) pairs, t = 31 - shift in 1..62; CONV16: two-byte rows (see og_conv16), t0 = r[8] in
+         * 8..43 so every row's t is in 8..46 (LiteRT's 16x8 conv takes shifts in [-31, 7]): the rounding shift
+         * is defined. CONV16 has zero points 0 and an int16 output range. */
+        int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], t0 = r[8], i;
+#ifdef ELSTM_WITH_OP_FC
+        int fc = op == OPK_FC;
+#else
+        const int fc = 0;
+#endif
+        int range = fc ? r[3] >= -128 && r[3] <= 127 && r[9] >= -128 && r[9] <= 127 && r[10] >= -128
+                         && r[10] <= r[11] && r[11] <= 127
+                       : r[3] == 0 && r[9] == 0 && r[10] >= -32768 && r[10] <= r[11] && r[11] <= 32767
+                         && t0 >= 8 && t0 <= 43;
         if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A)
-            || !inside(r[4], N, K, op == OPK_FC ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
-            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, 2 * N, P) || !range) {
+            || !inside(r[4], N, K, fc ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
+            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, fc ? 2 * N : (N + 1) / 2, P)
+            || !range) {
             return 0;
         }
-        for (i = 0; i < N; ++i) {
-            int32_t shift = prog[m_off + 2 * i + 1];
-            if (shift < -31 || shift > s_hi) {
+        for (i = 0; i < N && fc; ++i) {   /* CONV16 rows are valid by construction */
+            if (prog[m_off + 2 * i + 1] < -31 || prog[m_off + 2 * i + 1] > 30) {
                 return 0;
             }
         }
         return 1;
     }
-    if (!span(r[2], n, A) || !span(r[4], n, A)) {
-        return 0;
+#endif
+    while (*c != op) {   /* op_len admitted op: its checks are in the table */
+        while (*c++ != 0) {
+        }
     }
-    if (op == OPK_ACT16) {   /* tanh flag 0 / 1, left shift 0..31, the 256-entry table inside prog */
-        return (r[5] == 0 || r[5] == 1) && r[7] >= 0 && r[7] <= 31 && span(r[8], 256, P);
+    for (++c; *c != 0; ++c) {
+        int32_t kind = *c >> 4, f = *c & 15, v = r[f];
+        if (kind <= CK_MULT15 ? v < ck_lo[kind] || v > ck_hi[kind]
+            : kind == CK_RANGE16 ? v < -32768 || v > r[f + 1] || r[f + 1] > 32767
+            : !span(v, kind == CK_ARENA ? n : kind == CK_TABLE16 ? 128 : 256,
+                    kind == CK_ARENA ? A : kind == CK_TABLE16 ? P : B)) {
+            return 0;
+        }
     }
-    /* ADD / SUB / MUL / REQUANT: int8 or (edgelstm's cell graphs) int16 operands; int16 tensors have zero
-     * point 0, ADD / SUB left shift 15 (int16 input << 15 fits int32; 20 for int8) */
-    if (op == OPK_ADD || op == OPK_SUB) {
-        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[8]) && zp_ok(r[14]) && mult_ok(r[7]) && mult_ok(r[10])
-            && mult_ok(r[13]) && r[11] >= 0 && r[11] <= 31 && range16_ok(r[15], r[16]);
-    }
-    if (op == OPK_MUL) {
-        return span(r[3], n, A) && zp_ok(r[5]) && zp_ok(r[6]) && zp_ok(r[9]) && mult_ok(r[8])
-            && range16_ok(r[10], r[11]);
-    }
-    if (op == OPK_REQUANT) {
-        return zp_ok(r[5]) && zp_ok(r[8]) && mult_ok(r[7]) && range16_ok(r[9], r[10]);
-    }
-    if (op == OPK_LUT) {
-        return span(r[5], 256, B);
-    }
-    return op == OPK_COPY;
+    return 1;
 }
 
 /* An op-graph layer record (one direction at rec, dir_len prog elements): the op, state and constant records
- * inside prog, and everything they name inside the arena, the blob, the state block and the frame buffers. */
+ * inside prog, and everything they name inside the arena, the blob, the state block and the frame buffers.
+ * The op records follow each other, each op_len(code) long: a code this build has no kernel for ends it. */
 static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, int32_t rec, int32_t dir_len)
 {
     int32_t P = cfg->prog_len, A = cfg->scratch, B = cfg->blob_len, W = cfg->w8_len, S = cfg->n_state, i;
     int32_t n_ops = prog[rec + OG_NOPS], n_st = prog[rec + OG_NSTATE], n_c = prog[rec + OG_NCONST];
-    int32_t s0 = prog[rec + OG_STATE], zps = prog[lo + L_ZPS];
+    int32_t s0 = prog[rec + OG_STATE], zps = prog[lo + L_ZPS], r = prog[rec + OG_OPS];
     if (dir_len < OG_LEN || prog[lo + L_IN] > cfg->width || prog[lo + L_OUT] > cfg->width
         || prog[rec + OG_NX] > prog[lo + L_IN] || prog[rec + OG_NY] > prog[lo + L_OUT]
         || !span(prog[rec + OG_X], prog[rec + OG_NX], A) || !span(prog[rec + OG_Y], prog[rec + OG_NY], A)
-        || n_ops < 0 || n_ops > P / OPK_REC || !span(prog[rec + OG_OPS], n_ops * OPK_REC, P)
-        || n_st < 0 || n_st > P / OG_STATE_REC || !span(prog[rec + OG_STATES], n_st * OG_STATE_REC, P)
+        || n_ops < 0 || n_st < 0 || n_st > P / OG_STATE_REC || !span(prog[rec + OG_STATES], n_st * OG_STATE_REC, P)
         || n_c < 0 || n_c > P / OG_CONST_REC || !span(prog[rec + OG_CONSTS], n_c * OG_CONST_REC, P)
         || !span(s0, 0, S) || !(zps == 0 || (zps >= G_LAYER0 && span(zps, n_st, P)))) {
         return 0;
     }
+#ifndef ELSTM_WITH_OP_CONSTS
+    if (n_c != 0) {
+        return 0;
+    }
+#endif
     for (i = 0; i < n_ops; ++i) {
-        if (!op_ok(prog, prog + prog[rec + OG_OPS] + i * OPK_REC, P, A, B, W)) {
+        int32_t len = span(r, 1, P) ? op_len(prog[r]) : 0;
+        if (len == 0 || !span(r, len, P) || !op_ok(prog, prog + r, P, A, B, W)) {
             return 0;
         }
+        r += len;
     }
     for (i = 0; i < n_st; ++i) {
         const int32_t *e = prog + prog[rec + OG_STATES] + i * OG_STATE_REC;
         if (!span(e[0], e[2], A) || !span(e[1], e[2], A) || !span(e[3], e[2], S - s0)
-            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && !zp_ok(prog[zps + i]))) {
+#ifdef ELSTM_WITH_OP_STATE8
+            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && (prog[zps + i] < -128 || prog[zps + i] > 127))
+#else
+            || e[4] != -1 || zps != 0
+#endif
+            ) {
             return 0;
         }
     }
+#ifdef ELSTM_WITH_OP_CONSTS
     for (i = 0; i < n_c; ++i) {
         const int32_t *c = prog + prog[rec + OG_CONSTS] + i * OG_CONST_REC;
         if (!span(c[0], c[1], A) || !span(c[2], c[1], B)) {
             return 0;
         }
     }
+#endif
     return 1;
+}
+#endif   /* ELSTM_WITH_OPS */
+
+/* One layer of a kind this build holds, its record checked. KIND_GRU / KIND_RNN records are rejected:
+ * prepare() lowers int8 GRU / RNN layers to op graphs (KIND_OPS). */
+static int layer_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    int32_t kind = prog[lo + L_KIND];
+    if (prog[lo + L_IN] > (1 << 24) || prog[lo + L_HID] > (1 << 24) || prog[lo + L_OUT] > (1 << 24)) {
+        return 0;   /* 4 * H in lstm_ok cannot overflow */
+    }
+    (void)cfg;
+#ifdef ELSTM_WITH_OPS
+    if (kind == KIND_OPS) {
+        return opgraph_ok(cfg, prog, lo, lo + L_HDR, prog[lo + L_DIRLEN]);
+    }
+#endif
+#ifdef ELSTM_WITH_LSTM
+    if (kind == KIND_LSTM) {
+        return lstm_ok(cfg, prog, lo);
+    }
+#endif
+#ifdef ELSTM_WITH_DENSE
+    if (kind == KIND_DENSE) {
+        return dense_ok(cfg, prog, lo);
+    }
+#endif
+    return 0;
 }
 
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
@@ -673,8 +903,7 @@ int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
         int32_t lo = prog[G_LAYER0 + k];
         if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
             || prog[lo + L_DIRLEN] < 0 || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len
-            || (prog[lo + L_KIND] == KIND_OPS ? !opgraph_ok(cfg, prog, lo, lo + L_HDR, prog[lo + L_DIRLEN])
-                                              : !layer_data_ok(cfg, prog, lo))) {
+            || !layer_ok(cfg, prog, lo)) {
             return ELSTM_BAD_MODEL;
         }
     }
@@ -692,10 +921,18 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
     for (k = 0; k < prog[G_LAYERS]; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
         int32_t rec = lo + L_HDR;
-        int32_t kind = prog[lo + L_KIND], n_out = prog[lo + L_OUT];
+        int32_t kind = prog[lo + L_KIND];
+        (void)rec;
+        (void)kind;
+#ifdef ELSTM_WITH_LSTM
         if (kind == KIND_LSTM) {        /* h = zero point, c = 0 */
-            for (i = 0; i < n_out; ++i) st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
-        } else if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
+            for (i = 0; i < prog[lo + L_OUT]; ++i) {
+                st->state[prog[rec + LS_STATE] + i] = (int16_t)prog[rec + LS_OUT_ZP];
+            }
+        }
+#endif
+#ifdef ELSTM_WITH_OP_STATE8
+        if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
             int32_t e, n;
             for (e = 0; e < prog[rec + OG_NSTATE]; ++e) {
                 const int32_t *s = prog + prog[rec + OG_STATES] + e * OG_STATE_REC;
@@ -704,31 +941,41 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
                 }
             }
         }
+#endif
     }
 }
 
 void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st, const int8_t *x, int8_t *y)
 {
     const int32_t *prog = w->prog;
-    const int16_t *blob = w->blob;
     int16_t *src = st->frames, *dst = st->frames + cfg->width, *swap;
     int32_t k, i;
     for (i = 0; i < cfg->input_size; ++i) {
         src[i] = x[i];
     }
-    for (k = 0; k < prog[G_LAYERS]; ++k) {
+    for (k = 0; k < prog[G_LAYERS]; ++k) {   /* elstm_init admitted only kinds this build holds */
         int32_t lo = prog[G_LAYER0 + k];
         int32_t rec = lo + L_HDR;
-        int32_t kind = prog[lo + L_KIND], n_in = prog[lo + L_IN], hid = prog[lo + L_HID];
-        int32_t n_out = prog[lo + L_OUT], flags = prog[lo + L_FLAGS];
+        int32_t kind = prog[lo + L_KIND];
+        (void)rec;
+        (void)kind;
+#ifdef ELSTM_WITH_LSTM
         if (kind == KIND_LSTM) {
-            lstm_step(prog, rec, flags, w->w8, blob, src, n_in, st->state + prog[rec + LS_STATE], hid, n_out, dst,
-                      st->gates, st->acc, st->aux);
-        } else if (kind == KIND_OPS) {
-            graph_step(prog, rec, w->w8, blob, src, st->state, dst, st->gates);
-        } else {
-            dense_step(prog, rec, w->w8, src, n_in, n_out, dst, st->acc);
+            lstm_step(prog, rec, prog[lo + L_FLAGS], w->w8, w->blob, src, prog[lo + L_IN],
+                      st->state + prog[rec + LS_STATE], prog[lo + L_HID], prog[lo + L_OUT], dst, st->gates, st->acc,
+                      st->aux);
         }
+#endif
+#ifdef ELSTM_WITH_OPS
+        if (kind == KIND_OPS) {
+            graph_step(prog, rec, w->w8, w->blob, src, st->state, dst, st->gates);
+        }
+#endif
+#ifdef ELSTM_WITH_DENSE
+        if (kind == KIND_DENSE) {
+            dense_step(prog, rec, w->w8, src, prog[lo + L_IN], prog[lo + L_OUT], dst, st->acc);
+        }
+#endif
         swap = src;
         src = dst;
         dst = swap;
