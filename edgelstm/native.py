@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
-FORMAT_VERSION = 3   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, c_model.py)
+FORMAT_VERSION = 4   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, c_model.py)
 _lib = None
 _searched = False
 

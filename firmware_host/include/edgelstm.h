@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 /* 3: int8 GRU / RNN as op graphs (CONV16, ACT16 op records), no GRU / RNN layer records (2: those records) */
-#define ELSTM_FORMAT_VERSION 3
+#define ELSTM_FORMAT_VERSION 4
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {
