@@ -54,15 +54,15 @@ def _assert_bits_equal(cases, outputs, what, names=NAMES):
     assert all(np.ptp(o, axis=0).max() > 0 for o in outputs)     # not vacuous: every output stream moves
 
 
-def test_opgraphs_host_gcc_asan_ubsan_bit_exact(cases, tmp_path):
-    exe = build_runner(tmp_path, cc="cc", sanitize=True)   # strict C99 flags; any finding aborts the run
-    _assert_bits_equal(cases, run_many(exe, cases), "gcc ASan/UBSan")
-
-
-@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
-def test_opgraphs_clang_avx2_bit_exact(cases, tmp_path):
-    exe = build_runner(tmp_path, cc="clang", cflags=STRICT_CFLAGS + ["-mavx2"])
-    _assert_bits_equal(cases, run_many(exe, cases), "clang -mavx2")
+@pytest.mark.parametrize("which", ["cases", "cell_cases"])   # converter graphs; int8 GRU / RNN cell graphs
+@pytest.mark.parametrize("build", ["gcc-asan-ubsan", "clang-avx2"])
+def test_op_graphs_host_builds_bit_exact(which, build, request, tmp_path):
+    if build == "clang-avx2" and shutil.which("clang") is None:
+        pytest.skip("no clang")
+    graphs = request.getfixturevalue(which)
+    exe = build_runner(tmp_path, cc="cc", sanitize=True) if build == "gcc-asan-ubsan" else \
+        build_runner(tmp_path, cc="clang", cflags=STRICT_CFLAGS + ["-mavx2"])   # strict C99; findings abort
+    _assert_bits_equal(graphs, run_many(exe, graphs), build, names=NAMES if which == "cases" else CELL_LAYERS)
 
 
 def test_opgraph_to_c_bundle_streams_bit_exact(cases, tmp_path):
@@ -233,19 +233,6 @@ def cell_cases():
     return out
 
 
-def _assert_cells_equal(cases, outputs, what):
-    _assert_bits_equal(cases, outputs, what, names=CELL_LAYERS)
-
-
-def test_cell_graphs_host_gcc_asan_ubsan_bit_exact(cell_cases, tmp_path):
-    exe = build_runner(tmp_path, cc="cc", sanitize=True)
-    _assert_cells_equal(cell_cases, run_many(exe, cell_cases), "gcc ASan/UBSan")
-
-
-@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
-def test_cell_graphs_clang_avx2_bit_exact(cell_cases, tmp_path):
-    exe = build_runner(tmp_path, cc="clang", cflags=STRICT_CFLAGS + ["-mavx2"])
-    _assert_cells_equal(cell_cases, run_many(exe, cell_cases), "clang -mavx2")
 
 
 def test_cell_graph_to_c_bundle_streams_bit_exact(cell_cases, tmp_path):
