@@ -142,15 +142,21 @@ def native_lib(tmp_path_factory):
         yield path
 
 
+def _streams_by_backend(model, monkeypatch, name):
+    """(JIT stream, native stream) of one model; the library is looked up once per process: search again."""
+    streams = {}
+    for backend in ("jit", "native"):
+        monkeypatch.setenv("EDGELSTM_BACKEND", backend)
+        native._searched, native._lib = False, None
+        streams[backend] = model.stream()
+    assert isinstance(streams["native"]._step_kernel, native.NativeStep), name
+    assert not isinstance(streams["jit"]._step_kernel, native.NativeStep), name
+    return streams["jit"], streams["native"]
+
+
 def test_opgraphs_native_backend_equals_jit(cases, native_lib, monkeypatch):
     for name, (model, X) in zip(NAMES, cases):
-        for backend in ("jit", "native"):       # the library is looked up once per process: search again
-            monkeypatch.setenv("EDGELSTM_BACKEND", backend)
-            native._searched, native._lib = False, None
-            s = model.stream()
-            s_jit, s_nat = (s, None) if backend == "jit" else (s_jit, s)
-        assert isinstance(s_nat._step_kernel, native.NativeStep), name
-        assert not isinstance(s_jit._step_kernel, native.NativeStep), name
+        s_jit, s_nat = _streams_by_backend(model, monkeypatch, name)
         a = np.array([s_nat.step(x).copy() for x in X])
         b = np.array([s_jit.step(x).copy() for x in X])
         assert np.array_equal(a.view(np.int32), b.view(np.int32)), name
@@ -245,13 +251,8 @@ def test_cell_graph_to_c_bundle_streams_bit_exact(cell_cases, tmp_path):
 
 def test_cell_graphs_native_backend_equals_jit(cell_cases, native_lib, monkeypatch):
     for name, (model, X) in zip(CELL_LAYERS, cell_cases):
-        streams = {}
-        for backend in ("jit", "native"):
-            monkeypatch.setenv("EDGELSTM_BACKEND", backend)
-            native._searched, native._lib = False, None
-            streams[backend] = model.stream()
-        assert isinstance(streams["native"]._step_kernel, native.NativeStep), name
-        assert not isinstance(streams["jit"]._step_kernel, native.NativeStep), name
+        jit, nat = _streams_by_backend(model, monkeypatch, name)
+        streams = {"jit": jit, "native": nat}
         a = np.array([streams["native"].step(x).copy() for x in X])
         b = np.array([streams["jit"].step(x).copy() for x in X])
         assert np.array_equal(a.view(np.int32), b.view(np.int32)), name
@@ -262,12 +263,8 @@ def test_cell_graphs_native_equals_jit_from_any_int16_state(cell_cases, native_l
     """One step from 400 random int16 states (with the ends -32768 and 32767 in every unit): the CONV16
     inputs span all of int16, the int16 ADD / SUB / MUL saturate and ACT16 reaches both ends of its table."""
     for k, (name, (model, X)) in enumerate(zip(CELL_LAYERS, cell_cases)):
-        streams = {}
-        for backend in ("jit", "native"):
-            monkeypatch.setenv("EDGELSTM_BACKEND", backend)
-            native._searched, native._lib = False, None
-            streams[backend] = model.stream()
-        assert isinstance(streams["native"]._step_kernel, native.NativeStep), name
+        jit, nat = _streams_by_backend(model, monkeypatch, name)
+        streams = {"jit": jit, "native": nat}
         rng = np.random.default_rng(k)
         H = model.spec.layers[0].hidden_size
         for i in range(400):
