@@ -76,17 +76,10 @@ class _Graph:
         return g, params
 
 
-def _folded(bias, W, zp) -> np.ndarray:
-    """wrap32(bias - zp * rowsum(W)): the CAST input keeps the raw int8 values, so the input zero point moves
-    into the bias (TFLite's zero-point folding). The quantizer keeps real biases clear of the wrap; a file that
-    wraps anyway computes with the wrapped bias here and in the exported graph alike."""
-    v = (bias.astype(np.int64) - int(zp) * W.astype(np.int64).sum(axis=1)) & 0xFFFFFFFF
-    return np.where(v >= 2**31, v - 2**32, v)
-
-
 def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, dict]:
     """The int16 op graph (edgelstm/opgraph.py IR) and its constants for one direction ``q`` of an int8 GRU / RNN
     ``layer`` whose input is quantized ``act_in`` and output ``act_out`` (scale, zero point)."""
+    from .runtime import fold_zero_point      # the CAST input keeps the raw int8 values: zp_in moves into the bias
     (s_in, zp_in), (s_out, zp_out) = act_in, act_out
     H, I = layer.hidden_size, layer.input_size
     sc = [float(v) for v in q["graph_scale"]]
@@ -97,7 +90,7 @@ def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, 
     h = g.tensor(H, s_h)
     wx, wh, wxs, whs = q["w_x"], q["w_h"], q["w_x_scale"], q["w_h_scale"]
     if layer.kind == "rnn":
-        fx = g.conv(x16, wx, wxs, _folded(q["b"], wx, zp_in), sc[0])
+        fx = g.conv(x16, wx, wxs, fold_zero_point(q["b"], wx, zp_in), sc[0])
         fh = g.conv(h, wh, whs, None, sc[1])
         if layer.nonlinearity == "relu":
             h2 = g.op("ADD", fx, fh, g.tensor(H, s_h), act=1)
@@ -105,7 +98,7 @@ def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, 
             h2 = g.op("TANH", g.op("ADD", fx, fh, g.tensor(H, sc[2])), -1, g.tensor(H, H_SCALE))
     else:
         rows = [slice(j * H, (j + 1) * H) for j in range(3)]
-        bx = _folded(q["b_x"], wx, zp_in)
+        bx = fold_zero_point(q["b_x"], wx, zp_in)
         fx = [g.conv(x16, wx[r], wxs[r], bx[r], sc[j]) for j, r in enumerate(rows)]
         fh = [g.conv(h, wh[r], whs[r], q["b_h"][r], sc[3 + j]) for j, r in enumerate(rows[:2])]
         gate = [g.op("LOGISTIC", g.op("ADD", fx[j], fh[j], g.tensor(H, sc[6 + j])), -1, g.tensor(H, H_SCALE))

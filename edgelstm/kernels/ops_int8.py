@@ -74,34 +74,30 @@ def _conv16(arena, x, K, wq, w_off, N, prog, b_off, m_off, lo, hi, o, blocks, ac
         while b < N // ROWS:
             _pmadd_block(wq, 2 * w_off + b * stride, stride, arena, x, npairs, acc32, b * ROWS)
             b += 1
-    else:
+    mults = prog[m_off:m_off + 2 * N]
+    O = arena[o:o + N]
+    if not blocks:
         for n in range(N):                 # row-major int64 sums (the exact form for any K)
             row = w_off + n * cp
-            acc = np.int64(0)
+            acc = np.int64(0) if b_off < 0 else np.int64(prog[b_off + n])
             for k in range(K):
                 acc += np.int64(arena[x + k]) * np.int64(wq[row + k])
-            _conv16_out(arena, o + n, acc, prog, b_off, m_off, n, lo, hi)
+            O[n] = min(max(_mbqm64(acc, mults[2 * n], mults[2 * n + 1]), lo), hi)
         return
-    # the epilogue in its own loop over slices (vectorizes)
-    mults = prog[m_off:m_off + 2 * N]
-    O, S = arena[o:o + N], acc32[:N]
-    for n in range(N):
+    S = acc32[:N]
+    for n in range(N):                     # the epilogue in its own loop over slices (vectorizes)
         acc = np.int64(S[n]) + (np.int64(0) if b_off < 0 else np.int64(prog[b_off + n]))
-        m = np.int64(mults[2 * n])
-        m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
-        t = np.int64(15) - mults[2 * n + 1]
-        # LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp
-        O[n] = min(max(np.int64(np.int32((acc * m16 + (np.int64(1) << (t - 1))) >> t)), lo), hi)
+        O[n] = min(max(_mbqm64(acc, mults[2 * n], mults[2 * n + 1]), lo), hi)
 
 
 @njit(**NJIT_OPTS)
-def _conv16_out(arena, i, acc_sum, prog, b_off, m_off, n, lo, hi):
-    """One output of _conv16 from its exact int64 weight sum (the row-major path)."""
-    acc = acc_sum + (np.int64(0) if b_off < 0 else np.int64(prog[b_off + n]))
-    m = np.int64(prog[m_off + 2 * n])
+def _mbqm64(acc, mult, shift):
+    """LiteRT's int64 MultiplyByQuantizedMultiplier: the multiplier rounded to 16 bits (0x7FFF if that would
+    overflow), one rounding shift by 15 - shift, the result returned as int32 (truncated)."""
+    m = np.int64(mult)
     m16 = (m + 32768) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
-    t = np.int64(15 - prog[m_off + 2 * n + 1])
-    arena[i] = min(max(wrap32((acc * m16 + (np.int64(1) << (t - 1))) >> t), lo), hi)
+    t = np.int64(15) - shift
+    return np.int64(np.int32((acc * m16 + (np.int64(1) << (t - 1))) >> t))
 
 
 @njit(**NJIT_OPTS)
