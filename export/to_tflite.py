@@ -315,11 +315,10 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
     g = _GraphBuilder()
     F = model.input_size
     act_dtype = np.int8 if quantized else np.float32
-    qkw = (lambda k: {"scale": q.act[k][0], "zp": q.act[k][1]}) if quantized else (lambda k: {})
     if frames:      # a fixed-length sequence file (GRU / RNN step graphs unrolled over the frames)
-        x = g.tensor("x", [1, frames, F], act_dtype, **qkw(0))
+        x = g.tensor("x", [1, frames, F], act_dtype, **_act_quant(q, 0))
     else:
-        x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **qkw(0))
+        x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **_act_quant(q, 0))
     model_in, cur, states, names = x, x, [], []
     for k, layer in enumerate(model.spec.layers):
         if layer.kind == "lstm" and (layer.bidirectional or layer.reverse):
@@ -405,7 +404,6 @@ def _unrolled_cells(g: _GraphBuilder, layer, k: int, x: int, q, frames: int):
         per_dir.append(out)
     if n_dir == 1:
         return per_dir[0], states
-    O = per_dir[0]
     yq = _act_quant(q, k + 1)
     out = g.tensor(f"l{k}.out2", [1, frames, 2 * layer.hidden_size], dt, **yq)
     g.op("CONCATENATION", per_dir, [out], _concat_options(2))
@@ -439,19 +437,18 @@ def _backward_lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
     output quantization (CONCATENATION then copies). Every invoke is one sequence: the op state persists
     between invokes, so an app calls reset_all_variables() before the next sequence."""
     dt, R = (np.int8 if q is not None else np.float32), layer.recurrent_size
-    quant = {"scale": q.act[k + 1][0], "zp": q.act[k + 1][1]} if q is not None else {}
+    quant = _act_quant(q, k + 1)
     axis = g.tensor(f"l{k}.time_axis", [1], np.int32, data=np.array([1], np.int32))
 
-    def reverse(src, name, width):
-        out = g.tensor(name, [1, 1, width], dt, signature=[1, -1, width], **(quant if width == R else
-                                                                              _act_quant(q, k)))
+    def reverse(src, name, width, tensor_quant):   # REVERSE_V2 moves the integers: the quantization stays
+        out = g.tensor(name, [1, 1, width], dt, signature=[1, -1, width], **tensor_quant)
         g.op("REVERSE_V2", [src, axis], [out], _act_options("NONE"))
         return out
 
-    width_in = layer.input_size
     parts = [] if layer.reverse else [_lstm(g, layer, k, x, q, model, d=0)]
-    backward = _lstm(g, layer, k, reverse(x, f"l{k}.x_reversed", width_in), q, model, d=1 if layer.bidirectional else 0)
-    parts.append(reverse(backward, f"l{k}.backward", R))
+    x_reversed = reverse(x, f"l{k}.x_reversed", layer.input_size, _act_quant(q, k))
+    backward = _lstm(g, layer, k, x_reversed, q, model, d=1 if layer.bidirectional else 0)
+    parts.append(reverse(backward, f"l{k}.backward", R, quant))
     if len(parts) == 1:
         return parts[0]
     out = g.tensor(f"l{k}.out2", [1, 1, 2 * R], dt, signature=[1, -1, 2 * R], **quant)

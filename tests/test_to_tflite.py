@@ -280,6 +280,8 @@ BACKWARD = {  # reverse / bidirectional LSTMs: the fused op on the time-reversed
                        {"kind": "dense", "output_size": 3, "activation": "sigmoid"}], 6),
     "reverse_clip_bidir_peephole": ([{"kind": "lstm", "hidden_size": 10, "reverse": True, "cell_clip": 0.5},
                                      {"kind": "lstm", "hidden_size": 8, "bidirectional": True, "peephole": True}], 5),
+    # input width equal to the hidden size: the reversed input keeps act[k], the reversed output act[k+1]
+    "reverse_square": ([{"kind": "lstm", "hidden_size": 7, "reverse": True}], 7),
 }
 
 
