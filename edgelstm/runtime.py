@@ -571,8 +571,8 @@ class Model:
             return np.dtype(np.float32)
         if layer.kind == "lstm":
             return np.dtype(np.int8 if name == "h" else np.int16)
-        if layer.kind == "ops":
-            return np.dtype(np.int8)
+        if layer.kind == "ops":          # each state tensor's own width (int16 in edgelstm's 16x8 graphs)
+            return np.dtype(np.int16 if layer.state_bits(list(layer.state_shapes()).index(name)) == 16 else np.int8)
         return np.dtype(np.int16)          # GRU / RNN: the int16 state of their cell graphs
 
     def _reset_state(self, work, batch, *, zero: bool = False):
@@ -672,7 +672,9 @@ class Model:
                 for i, name in enumerate(layer.state_shapes()):
                     s, zp = layer.state_quant(i)
                     v = np.asarray(st[k][0][name], dtype=np.float64)
-                    out[k][0][name] = np.clip(np.round(v / s) + zp, -128, 127).astype(np.int8)
+                    dt = self._state_dtype(layer, name)
+                    info = np.iinfo(dt)
+                    out[k][0][name] = np.clip(np.round(v / s) + zp, info.min, info.max).astype(dt)
                 continue
             s_out, zp = self.quant.act[k + 1]
             for d in range(len(self._prep.layout[k])):

@@ -187,3 +187,29 @@ def test_int16_to_int8_quantize():
             return [xt], yt
         for r in RESOLVERS:
             np.testing.assert_array_equal(_litert(build, [x], r), ours, err_msg=r)
+
+
+def test_op_graph_layer_with_int16_state_keeps_it_int16(tmp_path):
+    """An int16 cell graph as an explicit op-graph layer (what a saved or hand-built graph is): its state reads
+    and writes as int16 (not truncated to int8), equals the GRU layer's own state, survives state_to_float /
+    state_from_float and save / load, and streams identically to the GRU it came from."""
+    import edgelstm as el
+    from edgelstm.cellgraph import cell_graph
+    from edgelstm.model import ModelSpec
+    from edgelstm.quant.params import QuantParams
+    rng = np.random.default_rng(9)
+    X = np.cumsum(rng.standard_normal((1, 200, 3)), axis=1).astype(np.float32)
+    q = el.quantize(el.Model(el.random_model([{"kind": "gru", "hidden_size": 8}], input_size=3, seed=1)),
+                    calibration=X * 0.3, progress=False)
+    g, p = cell_graph(q.spec.layers[0], q.quant.layers[0][0], q.quant.act[0], q.quant.act[1])
+    m = el.Model(ModelSpec(layers=[g], has_weights=False), QuantParams(act=list(q.quant.act), layers=[[p]]))
+    s_gru, s_ops = q.stream(), m.stream()
+    np.testing.assert_array_equal(s_ops.step_many(X[0]), s_gru.step_many(X[0]))
+    st = s_ops.state
+    assert st[0][0]["s0"].dtype == np.int16 and np.abs(st[0][0]["s0"].astype(np.int64)).max() > 127
+    np.testing.assert_array_equal(st[0][0]["s0"], s_gru.state[0][0]["h"])
+    np.testing.assert_array_equal(m.state_from_float(m.state_to_float(st))[0][0]["s0"], st[0][0]["s0"])
+    el.save(m, tmp_path / "g.elstm")
+    s_back = el.load(tmp_path / "g.elstm").stream()
+    s_back.state = st
+    np.testing.assert_array_equal(s_back.step(X[0, 0]), s_ops.step(X[0, 0]))
