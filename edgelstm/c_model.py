@@ -27,31 +27,37 @@ def _padded(n: int, pad: int) -> int:
     return (n + pad - 1) // pad * pad
 
 
+def _directions(prog: np.ndarray):
+    """(layer index, layer offset, kind, direction record offset) of every layer direction of a program:
+    prepare()'s or its C copy (both lay out the header, the layer headers and the direction records alike)."""
+    from .kernels import layout as L
+    for k in range(int(prog[L.G_LAYERS])):
+        lo = int(prog[L.G_LAYER0 + k])
+        for d in range(int(prog[lo + L.L_NDIR])):
+            yield k, lo, int(prog[lo + L.L_KIND]), lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
+
+
 def matrix_fields(prog: np.ndarray):
     """(prog index holding a matrix offset, rows, cols) of every int8 weight matrix the program uses."""
     from .kernels import layout as L
     out = []
-    for k in range(int(prog[L.G_LAYERS])):
-        lo = int(prog[L.G_LAYER0 + k])
-        kind, n_in, H, n_out, flags = (int(prog[lo + i]) for i in (L.L_KIND, L.L_IN, L.L_HID, L.L_OUT,
-                                                                     L.L_FLAGS))
+    for _, lo, kind, rec in _directions(prog):
+        n_in, H, n_out, flags = (int(prog[lo + i]) for i in (L.L_IN, L.L_HID, L.L_OUT, L.L_FLAGS))
         if kind in (L.KIND_GRU, L.KIND_RNN):
             raise ModelError("a GRU / RNN layer record in an int8 program: prepare() lowers int8 GRU / RNN layers "
                              "to op graphs; the C runtime has no such records")
-        for d in range(int(prog[lo + L.L_NDIR])):
-            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
-            if kind == L.KIND_LSTM:
-                out += [(rec + L.LS_WX, 4 * H, n_in), (rec + L.LS_WH, 4 * H, n_out)]
-                if flags & L.FLAG_PROJ:
-                    out.append((rec + L.LS_PROJ, n_out, H))
-            elif kind == L.KIND_DENSE:
-                out.append((rec + L.DN_W, n_out, n_in))
-            elif kind == L.KIND_OPS:        # CONV16 weights (int8 GRU / RNN cell graphs) are dot-loop matrices
-                first = int(prog[rec + L.OG_OPS])
-                for i in range(int(prog[rec + L.OG_NOPS])):
-                    r = first + i * L.OPK_REC
-                    if int(prog[r]) == L.OPK_CONV16:
-                        out.append((r + 4, int(prog[r + 5]), int(prog[r + 2])))
+        if kind == L.KIND_LSTM:
+            out += [(rec + L.LS_WX, 4 * H, n_in), (rec + L.LS_WH, 4 * H, n_out)]
+            if flags & L.FLAG_PROJ:
+                out.append((rec + L.LS_PROJ, n_out, H))
+        elif kind == L.KIND_DENSE:
+            out.append((rec + L.DN_W, n_out, n_in))
+        elif kind == L.KIND_OPS:        # CONV16 weights (int8 GRU / RNN cell graphs) are dot-loop matrices
+            first = int(prog[rec + L.OG_OPS])
+            for i in range(int(prog[rec + L.OG_NOPS])):   # prepare()'s records: OPK_REC apart
+                r = first + i * L.OPK_REC
+                if int(prog[r]) == L.OPK_CONV16:
+                    out.append((r + 4, int(prog[r + 5]), int(prog[r + 2])))
     return out     # an op graph's FC weights stay in the int16 blob
 
 
@@ -64,17 +70,14 @@ def blob_fields(prog: np.ndarray):
     peepholes, op-graph pieces)."""
     from .kernels import layout as L
     tables, other = [], []
-    for k in range(int(prog[L.G_LAYERS])):
-        lo = int(prog[L.G_LAYER0 + k])
-        kind, flags, H = int(prog[lo + L.L_KIND]), int(prog[lo + L.L_FLAGS]), int(prog[lo + L.L_HID])
-        for d in range(int(prog[lo + L.L_NDIR])):
-            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
-            if kind == L.KIND_LSTM:
-                tables += [(rec + f, TABLE_LEN) for f in (L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL)]
-                if flags & L.FLAG_PEEP:
-                    other.append((rec + L.LS_PEEP, 3 * H))
-            elif kind == L.KIND_OPS:
-                other += opgraph_blob_fields(prog, rec)
+    for _, lo, kind, rec in _directions(prog):
+        flags, H = int(prog[lo + L.L_FLAGS]), int(prog[lo + L.L_HID])
+        if kind == L.KIND_LSTM:
+            tables += [(rec + f, TABLE_LEN) for f in (L.LS_SIG, L.LS_TANH3, L.LS_TANH_CELL)]
+            if flags & L.FLAG_PEEP:
+                other.append((rec + L.LS_PEEP, 3 * H))
+        elif kind == L.KIND_OPS:
+            other += opgraph_blob_fields(prog, rec)
     return tables, other
 
 
@@ -137,24 +140,20 @@ def runtime_features(prog: np.ndarray) -> list[str]:
     ops = {L.OPK_FC: "OP_FC", L.OPK_CONV16: "OP_CONV16", L.OPK_ACT16: "OP_ACT16", L.OPK_ADD: "OP_ADD",
            L.OPK_SUB: "OP_ADD", L.OPK_MUL: "OP_MUL", L.OPK_REQUANT: "OP_REQUANT", L.OPK_LUT: "OP_LUT"}
     out = set()
-    for k in range(int(prog[L.G_LAYERS])):
-        lo = int(prog[L.G_LAYER0 + k])
-        kind = int(prog[lo + L.L_KIND])
+    for k, lo, kind, rec in _directions(prog):
         if kind not in kinds:
             raise ModelError(f"layer {k}: kind {kind} has no C runtime (int8 GRU / RNN layers are op graphs)")
         out.add(kinds[kind])
-        for d in range(int(prog[lo + L.L_NDIR])):
-            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
-            if kind == L.KIND_DENSE and int(prog[rec + L.DN_ACT]) == L.ACT_SOFTMAX:
-                out.add("SOFTMAX")
-            elif kind == L.KIND_OPS:
-                out.update(ops[c] for _, c in c_ops(prog, rec) if c in ops)
-                if int(prog[rec + L.OG_NCONST]):
-                    out.add("OP_CONSTS")
-                st = int(prog[rec + L.OG_STATES])
-                luts = [int(prog[st + i * L.OG_STATE_REC + 4]) for i in range(int(prog[rec + L.OG_NSTATE]))]
-                if int(prog[lo + L_ZPS]) or any(v >= 0 for v in luts):
-                    out.add("OP_STATE8")
+        if kind == L.KIND_DENSE and int(prog[rec + L.DN_ACT]) == L.ACT_SOFTMAX:
+            out.add("SOFTMAX")
+        elif kind == L.KIND_OPS:
+            out.update(ops[c] for _, c in c_ops(prog, rec) if c in ops)
+            if int(prog[rec + L.OG_NCONST]):
+                out.add("OP_CONSTS")
+            st = int(prog[rec + L.OG_STATES])
+            luts = [int(prog[st + i * L.OG_STATE_REC + 4]) for i in range(int(prog[rec + L.OG_NSTATE]))]
+            if int(prog[lo + L_ZPS]) or any(v >= 0 for v in luts):
+                out.add("OP_STATE8")
     order = ["LSTM", "DENSE", "SOFTMAX", "OPS", "OP_FC", "OP_CONV16", "OP_ACT16", "OP_ADD", "OP_MUL", "OP_REQUANT",
              "OP_LUT", "OP_CONSTS", "OP_STATE8"]
     return [f"ELSTM_WITH_{n}" for n in order if n in out]
@@ -169,34 +168,31 @@ def c_buffers(prog: np.ndarray) -> dict:
     ``Prepared.scratch`` also covers the Numba kernels' padded reads, so it is larger."""
     from .kernels import layout as L
     gates = acc = aux = 1
-    for k in range(int(prog[L.G_LAYERS])):
-        lo = int(prog[L.G_LAYER0 + k])
-        kind, H, n_out = int(prog[lo + L.L_KIND]), int(prog[lo + L.L_HID]), int(prog[lo + L.L_OUT])
-        for d in range(int(prog[lo + L.L_NDIR])):
-            rec = lo + L.L_HDR + d * int(prog[lo + L.L_DIRLEN])
-            if kind == L.KIND_LSTM:
-                gates, acc, aux = max(gates, 4 * H), max(acc, 4 * H, n_out), max(aux, H)
-            elif kind == L.KIND_DENSE:
-                acc = max(acc, n_out)
-            elif kind == L.KIND_OPS:
-                ends = [int(prog[rec + L.OG_X]) + int(prog[rec + L.OG_NX]),
-                        int(prog[rec + L.OG_Y]) + int(prog[rec + L.OG_NY])]
-                for r, code in c_ops(prog, rec):
-                    if code in (L.OPK_FC, L.OPK_CONV16):
-                        ends += [int(prog[r + 1]) + int(prog[r + 2]), int(prog[r + 12]) + int(prog[r + 5])]
-                    else:
-                        n = int(prog[r + 1])
-                        ends += [int(prog[r + 2]) + n, int(prog[r + 4]) + n]
-                        if code in (L.OPK_ADD, L.OPK_SUB, L.OPK_MUL):
-                            ends.append(int(prog[r + 3]) + n)
-                st, cs = int(prog[rec + L.OG_STATES]), int(prog[rec + L.OG_CONSTS])
-                for i in range(int(prog[rec + L.OG_NSTATE])):
-                    e = st + i * L.OG_STATE_REC
-                    ends += [int(prog[e]) + int(prog[e + 2]), int(prog[e + 1]) + int(prog[e + 2])]
-                for i in range(int(prog[rec + L.OG_NCONST])):
-                    c = cs + i * L.OG_CONST_REC
-                    ends.append(int(prog[c]) + int(prog[c + 1]))
-                gates = max(gates, *ends)
+    for _, lo, kind, rec in _directions(prog):
+        H, n_out = int(prog[lo + L.L_HID]), int(prog[lo + L.L_OUT])
+        if kind == L.KIND_LSTM:
+            gates, acc, aux = max(gates, 4 * H), max(acc, 4 * H, n_out), max(aux, H)
+        elif kind == L.KIND_DENSE:
+            acc = max(acc, n_out)
+        elif kind == L.KIND_OPS:
+            ends = [int(prog[rec + L.OG_X]) + int(prog[rec + L.OG_NX]),
+                    int(prog[rec + L.OG_Y]) + int(prog[rec + L.OG_NY])]
+            for r, code in c_ops(prog, rec):
+                if code in (L.OPK_FC, L.OPK_CONV16):
+                    ends += [int(prog[r + 1]) + int(prog[r + 2]), int(prog[r + 12]) + int(prog[r + 5])]
+                else:
+                    n = int(prog[r + 1])
+                    ends += [int(prog[r + 2]) + n, int(prog[r + 4]) + n]
+                    if code in (L.OPK_ADD, L.OPK_SUB, L.OPK_MUL):
+                        ends.append(int(prog[r + 3]) + n)
+            st, cs = int(prog[rec + L.OG_STATES]), int(prog[rec + L.OG_CONSTS])
+            for i in range(int(prog[rec + L.OG_NSTATE])):
+                e = st + i * L.OG_STATE_REC
+                ends += [int(prog[e]) + int(prog[e + 2]), int(prog[e + 1]) + int(prog[e + 2])]
+            for i in range(int(prog[rec + L.OG_NCONST])):
+                c = cs + i * L.OG_CONST_REC
+                ends.append(int(prog[c]) + int(prog[c + 1]))
+            gates = max(gates, *ends)
     return {"gates": gates, "acc": acc, "aux": aux, "scratch": max(gates, acc, aux)}
 
 
