@@ -376,8 +376,13 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
                 if act16_table is None:
                     from .quant.tables import SIGMOID_TABLE_U16
                     act16_table = b.add_ints(SIGMOID_TABLE_U16)
-                mult, shift = P.prepare_act16(sa, tanh=name == "TANH")
-                r[:9] = [C.OPK_ACT16, n, src, 0, dst, 1 if name == "TANH" else 0, mult, shift, act16_table]
+                tanh = name == "TANH"
+                mult, shift = P.prepare_act16(sa, tanh=tanh)
+                table = b.kernel_table(("act16", tanh, mult, shift),
+                                       lambda: P.act16_table(mult, shift, tanh=tanh))
+                # [9]: the JIT's exhaustive table of this op (its kernel-blob offset, patched by _Builder.finish);
+                # [8]: the 256-entry interpolation table the C runtime uses
+                r[:10] = [C.OPK_ACT16, n, src, 0, dst, int(tanh), mult, shift, act16_table, table]
             else:
                 if name == "REQUANTIZE_FLOAT":
                     table = P.float_requantize_table(s_in=sa, zp_in=za, s_out=so, zp_out=zo)
@@ -402,6 +407,9 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
     rec = [0] * C.OG_LEN
     rec[C.OG_NOPS] = len(recs)
     rec[C.OG_OPS] = b.add_ints(np.asarray(recs, np.int64).ravel()) if recs else 0
+    for i, r in enumerate(recs):
+        if q and r[0] == C.OPK_ACT16:
+            b.refer_kernel_table(rec[C.OG_OPS] + i * C.OPK_REC + 9, r[9])
     rec[C.OG_X], rec[C.OG_NX], rec[C.OG_Y], rec[C.OG_NY] = offs[g.x], T[g.x][0], offs[g.y], T[g.y][0]
     rec[C.OG_NSTATE] = len(states)
     rec[C.OG_STATES] = b.add_ints(np.asarray(states, np.int64).ravel()) if states else 0

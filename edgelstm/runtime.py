@@ -51,6 +51,10 @@ class _Builder:
         self.blob_len = 0
         self.dtype = np.dtype(weight_dtype)
         self.dot_matrices: list[tuple[int, int, int, int]] = []   # (offset, rows, padded cols, unit)
+        # JIT-only int16 tables (the ACT16 ops' exhaustive 65,536-entry tables): appended after the blob in the
+        # kernel blob only, so the C runtime's blob (flash) does not carry them
+        self.kernel_tables: dict = {}          # key -> (table number, (65536,) int16)
+        self.kernel_table_refs: list[tuple[int, int]] = []    # (prog index, table number) patched by finish()
 
     def add_weights(self, a: np.ndarray, *, pad_columns: bool = False, unit: int | None = None) -> int:
         """Append to the weight blob; matrices feeding the int8 dot loop get zero-padded columns and are
@@ -75,17 +79,30 @@ class _Builder:
         self.prog.extend(int(v) for v in np.asarray(a, dtype=np.int64).ravel())
         return off
 
+    def kernel_table(self, key, make) -> int:
+        """The number of the JIT-only table ``key`` (``make()`` builds it on first use; equal keys share one)."""
+        if key not in self.kernel_tables:
+            self.kernel_tables[key] = (len(self.kernel_tables), np.asarray(make(), np.int16))
+        return self.kernel_tables[key][0]
+
+    def refer_kernel_table(self, prog_index: int, number: int) -> None:
+        """prog[prog_index] becomes table ``number``'s element offset in the kernel blob (set by finish())."""
+        self.kernel_table_refs.append((prog_index, number))
+
     def finish(self):
+        blob = np.concatenate(self.blob) if self.blob else np.zeros(1, self.dtype)
+        for i, k in self.kernel_table_refs:     # the tables follow the blob (its final length is known now)
+            self.prog[i] = blob.size + k * 65536
         prog = np.array(self.prog, dtype=np.int64)
         if prog.min(initial=0) < -2**31 or prog.max(initial=0) >= 2**31:
             raise ModelError("model too large for int32 offsets")
-        blob = np.concatenate(self.blob) if self.blob else np.zeros(1, self.dtype)
         return prog.astype(np.int32), blob
 
     def kernel_blob(self, blob: np.ndarray) -> np.ndarray:
         """The JIT's copy of an int16 blob: every dot-loop matrix whose sub-matrices are whole pairwise
-        blocks (layout.uses_blocks, the kernels' own rule) repacked in place into the block layout.  Same
-        size and offsets as ``blob``, which stays row-major for the C runtime (its format is unchanged)."""
+        blocks (layout.uses_blocks, the kernels' own rule) repacked in place into the block layout, then the
+        JIT-only tables.  Same offsets as ``blob``, which stays row-major for the C runtime (its format is
+        unchanged)."""
         from .kernels.layout import pack_blocks, uses_blocks
         if self.dtype != np.int16:
             return blob
@@ -93,6 +110,9 @@ class _Builder:
         for off, rows, cp, unit in self.dot_matrices:
             if uses_blocks(unit):
                 out[off:off + rows * cp] = pack_blocks(blob[off:off + rows * cp].reshape(rows, cp))
+        if self.kernel_tables:
+            tables = sorted(self.kernel_tables.values(), key=lambda t: t[0])
+            out = np.concatenate([out] + [t for _, t in tables])
         return out
 
 

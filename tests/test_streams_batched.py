@@ -110,7 +110,18 @@ def test_dot_rows_wraps_extremes_like_int32():
 def test_c_runtime_blob_stays_row_major(k, want_packed):
     _, q = _models(k)
     prep = q._prep
-    assert prep.weights.shape == prep.kernel_weights.shape
+    # same offsets; beyond the C runtime's blob the JIT copy holds only the ACT16 ops' 65,536-entry tables
+    tables = set()
+    for k, layer in enumerate(q.spec.layers):
+        rec = int(prep.prog[layout.G_LAYER0 + k]) + layout.L_HDR
+        if prep.prog[int(prep.prog[layout.G_LAYER0 + k]) + layout.L_KIND] == layout.KIND_OPS:
+            first = int(prep.prog[rec + layout.OG_OPS])
+            for i in range(int(prep.prog[rec + layout.OG_NOPS])):
+                r = first + i * layout.OPK_REC
+                if prep.prog[r] == layout.OPK_ACT16:
+                    tables.add(int(prep.prog[r + 9]))
+    assert sorted(tables) == [prep.weights.size + 65536 * i for i in range(len(tables))]
+    assert prep.kernel_weights.size == prep.weights.size + 65536 * len(tables)
     packed = 0
     for k, layer in enumerate(q.spec.layers):
         lo = int(prep.prog[layout.G_LAYER0 + k])

@@ -102,6 +102,31 @@ def conv16_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     return out
 
 
+def act16_table(mult: int, shift: int, *, tanh: bool) -> np.ndarray:
+    """LiteRT's int16 LOGISTIC / TANH reference kernel (reference_integer_ops::Logistic / Tanh, zero points 0,
+    output scale 2^-15) evaluated on every int16 input: the (65536,) int16 table the JIT kernels look up,
+    entry ``x + 32768`` for input x.  v = (x * mult + round) >> shift, then linear interpolation in the
+    256-entry uint16 sigmoid table at |v| (9 fraction bits for logistic, 8 for tanh: tanh(x) =
+    2 sigmoid(2x) - 1), mirrored for v < 0.  One lookup per element replaces the interpolation's two
+    gathers and selects (3.9x faster per op here); the C runtime, short of flash, interpolates (og_act16)."""
+    from .tables import SIGMOID_TABLE_U16
+    tab = SIGMOID_TABLE_U16.astype(np.int64)
+    x = np.arange(INT16_LO, INT16_HI + 1, dtype=np.int64)
+    rnd = (1 << (shift - 1)) if shift > 0 else 0
+    v = (x * int(mult) + rnd) >> shift
+    u = np.abs(v)
+    frac = 8 if tanh else 9
+    j = np.minimum(u >> frac, 254)
+    res = (tab[j] << frac) + (u & ((1 << frac) - 1)) * (tab[j + 1] - tab[j])
+    if tanh:
+        res = np.where((u >> 8) >= 255, 0xFFFF << 8, res)
+        out = np.where(v >= 0, res - (1 << 23) + (1 << 7), -res + (1 << 23) + (1 << 7) - 1) >> 8
+    else:
+        res = np.where((u >> 9) >= 255, 0x7FFF << 10, res)
+        out = np.where(v >= 0, res + (1 << 9), (1 << 25) - res + (1 << 9) - 1) >> 10
+    return out.astype(np.int16)
+
+
 def _checked_log2(x: float) -> tuple[bool, int]:
     """TFLite CheckedLog2 in float32: (is log2(x) within 1e-3 of an integer, that integer)."""
     xl = np.float32(np.float32(np.log(np.float32(x))) * (np.float32(1.0) / np.float32(np.log(np.float32(2.0)))))
