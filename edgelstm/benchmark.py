@@ -384,10 +384,11 @@ def _fed_back_step(it, x_index: int, y_index: int, state_pairs):
     return step
 
 
-def _litert_file(path: Path, frames: np.ndarray):
+def _litert_file(path: Path, frames: np.ndarray, hidden_size: int | None, n_states: int):
     """LiteRT's full streaming step on a user's own .tflite step model (e.g. converter-made), timed beside ours.
     Its first input is the frame; every other input is a state, fed back from the output of the same shape (in
-    order). Timing only: it is a different model, so nothing is compared."""
+    order). Timed only beside a case of the same shapes (frame size I, n_states states of hidden_size elements), so
+    its ratio to our step compares like with like; it is a different model, so no outputs are compared."""
     Interpreter = _litert_interpreter()
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
@@ -398,6 +399,11 @@ def _litert_file(path: Path, frames: np.ndarray):
         raise Skip(f"{path.name}: no single input of {F} features (inputs: {[list(d['shape']) for d in ins]})")
     x_in = frame_in[0]
     state_in = [d for d in ins if d is not x_in]
+    sizes = sorted({int(np.prod(d["shape"])) for d in state_in})
+    if hidden_size is None or sizes != [hidden_size]:
+        raise Skip(f"{path.name}: its state sizes {sizes} are not this model's hidden size {hidden_size}")
+    if len(state_in) != n_states:
+        raise Skip(f"{path.name}: {len(state_in)} state inputs, this model's cell has {n_states}")
     free = list(outs)
     pairs = []
     for d in state_in:
@@ -543,7 +549,8 @@ def _engines(case: Case, budget: Budget, tmp: Path, tflite_files=()):
         yield "onnxruntime", "onnxruntime f32", _onnxruntime(case.float_model, case.frames, budget, tmp)
     yield "torch", "PyTorch", _torch(case, budget)
     for path in tflite_files:
-        yield "file", f"LiteRT ({path.name})", _litert_file(path, case.frames)
+        n_states = 2 if case.kind.split("+")[0] == "lstm" else 1      # LSTM h, c; GRU / RNN h
+        yield "file", f"LiteRT ({path.name})", _litert_file(path, case.frames, case.hidden_size, n_states)
 
 
 def _measure(fn, inputs, per_call_steps: int, budget: Budget):

@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--peers", default="litert,onnxruntime,torch", help="peers to include (comma-separated)")
     b.add_argument("--tflite", action="append", metavar="FILE",
                    help="also time LiteRT's full step on your own .tflite step model (frame + state in, "
-                        "output + state out); repeatable")
+                        "output + state out) beside each swept model of its shapes; repeatable")
     b.add_argument("--peak-gmacs", type=float, help="this core's int8 peak in GMAC/s (default: derived)")
     b.add_argument("--out", default="edgelstm-bench", help="directory for bench.json, bench.md and plots")
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

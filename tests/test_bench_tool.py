@@ -115,6 +115,20 @@ def test_a_users_tflite_step_model_is_timed_beside_ours(tmp_path):
     assert len(mine) == 1 and mine[0]["median_us"] > 0 and mine[0]["agrees"] is None
     ours = next(r for r in rows if r["runtime"] == "edgelstm int8" and r["api"] == "step")
     assert mine[0]["x_vs_edgelstm"] == pytest.approx(mine[0]["median_us"] / ours["median_us"])
+    # beside a model of other shapes (H=32 against the file's 64-element states) it is skipped, not compared
+    out = tmp_path / "h32"
+    assert main(["bench", "--quick", "--peers", "", "--hidden-sizes", "32", "--tflite", str(fixture), "--no-plots",
+                 "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert not [r for r in result["rows"] if "lstm_tagger_step_int8" in r["runtime"]]
+    assert any("state sizes [64]" in s["reason"] and "hidden size 32" in s["reason"] for s in result["skipped"])
+    # and beside a GRU of the same sizes (one state, not the LSTM's h and c)
+    out = tmp_path / "gru"
+    assert main(["bench", "--quick", "--peers", "", "--kinds", "gru", "--tflite", str(fixture), "--no-plots",
+                 "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert not [r for r in result["rows"] if "lstm_tagger_step_int8" in r["runtime"]]
+    assert any("2 state inputs" in s["reason"] for s in result["skipped"])
 
 
 @pytest.mark.slow
