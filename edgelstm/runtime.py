@@ -807,6 +807,18 @@ class Model:
                                  "stream()")
 
 
+def _compiled_entry(kernel, args):
+    """The compiled entry point of Numba dispatcher ``kernel`` for the types of ``args`` (called directly it
+    unboxes the arguments as those types, without checking them); ``kernel`` itself when it is not a Numba
+    dispatcher (the C runtime's NativeStep) or has no such overload."""
+    overloads = getattr(kernel, "overloads", None)
+    if not overloads:
+        return kernel
+    from numba import typeof
+    cres = overloads.get(tuple(typeof(a) for a in args))
+    return getattr(cres, "entry_point", None) or kernel
+
+
 class _StreamBase:
     """What Stream and Streams share: a work buffer for ``batch`` sequences, the one-caller guard, state."""
 
@@ -826,6 +838,25 @@ class _StreamBase:
         self._release = self._busy.release
         self._alloc(1)
         self.reset()
+
+    @property
+    def _step_kernel(self):
+        """The step kernel (the Numba dispatcher, or the C runtime's NativeStep); settable to switch backend."""
+        return self._kernel_fn
+
+    @_step_kernel.setter
+    def _step_kernel(self, kernel) -> None:
+        self._kernel_fn = kernel
+        self._call = self._first_call        # the fast path's callable, resolved again on the next call
+
+    def _first_call(self, x, blob, work):
+        """The first fast-path call goes through the kernel (compiling or loading it); later ones call its
+        compiled entry point for exactly these argument types, skipping Numba's type dispatch (~0.2 us of a
+        2.5 us step). The fast path only ever passes arguments of those types (float32 C-contiguous aligned
+        writable x of the stream's shape, the stream's own blob and work buffer)."""
+        status = self._kernel_fn(x, blob, work)
+        self._call = _compiled_entry(self._kernel_fn, (x, blob, work))
+        return status
 
     def _enter(self) -> None:
         if not self._acquire(False):
@@ -860,12 +891,15 @@ class _StreamBase:
         (n, O)): a reused buffer, overwritten by the next call."""
         # fast path: one identity test on the dtype, a cached shape tuple and ``carray`` (C-contiguous, aligned
         # and writable: a read-only array would compile a new kernel variant) (~0.1 us); else validate
-        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._in_shape or not x.flags.carray:
+        if type(x) is np.ndarray and x.dtype is _F32 and x.shape == self._in_shape and x.flags.carray:
+            call = self._call
+        else:
             x = self._check_step_input(x)
+            call = self._kernel_fn                  # through Numba's dispatch: any other array type is safe
         if not self._acquire(False):
             self._refuse()
         try:
-            status = self._step_kernel(x, self._model_blob, self._work)
+            status = call(x, self._model_blob, self._work)
             if status:
                 self._raise_status(status, "x")
         finally:

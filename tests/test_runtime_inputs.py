@@ -197,3 +197,25 @@ def test_step_kernel_body_allocates_nothing():
     out = subprocess.run([sys.executable, "-c", _NRT_PROBE], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "3"], out.stdout
+
+
+def test_fast_step_path_and_every_other_input_form_give_the_same_outputs(model):
+    """After its first call the fast path calls the kernel's compiled entry point (no type dispatch); frames in
+    any other form (float64, strided, read-only, a list) still go through the dispatcher. Mixed in any order,
+    every output equals a stream fed plain float32 frames."""
+    from numba.core.registry import CPUDispatcher
+    X = np.random.default_rng(5).standard_normal((24, F)).astype(np.float32)
+    ref = model.stream()
+    want = np.stack([ref.step(x).copy() for x in X])
+    s = model.stream()
+    strided = np.zeros((24, 2 * F), np.float32)
+    strided[:, ::2] = X
+    forms = [lambda k: X[k], lambda k: X[k].astype(np.float64), lambda k: strided[k, ::2],
+             lambda k: np.frombuffer(X[k].tobytes(), np.float32), lambda k: X[k].tolist()]
+    got = np.stack([s.step(forms[k % len(forms)](k)).copy() for k in range(len(X))])
+    np.testing.assert_array_equal(got, want)
+    if isinstance(s._step_kernel, CPUDispatcher):       # the JIT backend: the entry point is in use
+        assert s._call is not s._step_kernel and s._call is not s._first_call
+    s._step_kernel = s._step_kernel                      # switching backend resets the fast path
+    assert s._call == s._first_call
+    s.step(X[0])
