@@ -154,8 +154,10 @@ def _streams_by_backend(model, monkeypatch, name):
     return streams["jit"], streams["native"]
 
 
-def test_opgraphs_native_backend_equals_jit(cases, native_lib, monkeypatch):
-    for name, (model, X) in zip(NAMES, cases):
+@pytest.mark.parametrize("which", ["cases", "cell_cases"])   # converter graphs; int8 GRU / RNN cell graphs
+def test_opgraphs_native_backend_equals_jit(which, request, native_lib, monkeypatch):
+    graphs = request.getfixturevalue(which)
+    for name, (model, X) in zip(NAMES if which == "cases" else CELL_LAYERS, graphs):
         s_jit, s_nat = _streams_by_backend(model, monkeypatch, name)
         a = np.array([s_nat.step(x).copy() for x in X])
         b = np.array([s_jit.step(x).copy() for x in X])
@@ -177,6 +179,16 @@ def test_opgraphs_aarch64_under_qemu_bit_exact(cases, tmp_path):
     bad = [NAMES[i] for i, (m, X), got in zip(pick, sub, outs)
            if not np.array_equal(got.view(np.int32), m.stream().step_many(X).view(np.int32))]
     assert not bad, f"aarch64/qemu: {bad} differ"
+
+
+@pytest.mark.slow
+@needs_a64
+def test_cell_graphs_aarch64_under_qemu_bit_exact(cell_cases, tmp_path):
+    """edgelstm's own int8 GRU / RNN graphs on aarch64: the NEON CONV16 dot (K = 11 and 24..39: the 8-wide
+    loop and the scalar tail)."""
+    exe = build_runner(tmp_path, cc="aarch64-linux-gnu-gcc", ldflags=["-static"])
+    _assert_bits_equal(cell_cases, run_many(exe, cell_cases, runner=["qemu-aarch64"]), "aarch64/qemu",
+                       names=CELL_LAYERS)
 
 
 needs_m4 = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,

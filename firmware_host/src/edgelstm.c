@@ -487,6 +487,69 @@ static void og_fully_connected(const int32_t *r, const int32_t *prog, const int1
 #endif
 
 #ifdef ELSTM_WITH_OP_CONV16
+/* The conv's dot product sum_k x[k] * w[k], int16 inputs times int8 weights, exact. Every term is at most 2^22
+ * in magnitude, so for K < 512 every partial sum fits int32 and the SIMD paths may sum in any order in int32
+ * lanes (the same integer as the scalar int64 loop, which takes the tail and any longer K). */
+#if !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
+#include <immintrin.h>
+static int64_t og_dot16(const int16_t *x, const int8_t *w, int32_t K)
+{
+    int32_t k = 0;
+    int64_t s = 0;
+    if (K < 512) {
+        __m256i a = _mm256_setzero_si256();
+        __m128i h;
+        for (; k + 16 <= K; k += 16) {
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(x + k)),
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w + k)))));
+        }
+        h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        if (k + 8 <= K) {
+            h = _mm_add_epi32(h, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(const void *)(x + k)),
+                _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(w + k)))));
+            k += 8;
+        }
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        s = _mm_cvtsi128_si32(h);
+    }
+    for (; k < K; ++k) {
+        s += (int64_t)x[k] * (int64_t)w[k];
+    }
+    return s;
+}
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+static int64_t og_dot16(const int16_t *x, const int8_t *w, int32_t K)
+{
+    int32_t k = 0;
+    int64_t s = 0;
+    if (K < 512) {
+        int32x4_t a = vdupq_n_s32(0), b = a;
+        for (; k + 8 <= K; k += 8) {      /* int16 x int16 (widened int8) -> int32 multiply-accumulate */
+            int16x8_t xv = vld1q_s16(x + k), wv = vmovl_s8(vld1_s8(w + k));
+            a = vmlal_s16(a, vget_low_s16(xv), vget_low_s16(wv));
+            b = vmlal_high_s16(b, xv, wv);
+        }
+        s = vaddvq_s32(vaddq_s32(a, b));
+    }
+    for (; k < K; ++k) {
+        s += (int64_t)x[k] * (int64_t)w[k];
+    }
+    return s;
+}
+#else
+static int64_t og_dot16(const int16_t *x, const int8_t *w, int32_t K)
+{
+    int64_t s = 0;
+    int32_t k;
+    for (k = 0; k < K; ++k) {
+        s += (int64_t)x[k] * (int64_t)w[k];
+    }
+    return s;
+}
+#endif
+
 /* Two's-complement truncation of a uint64 to int64 (no implementation-defined conversion). */
 static int64_t og_wrap64(uint64_t u)
 {
@@ -505,16 +568,13 @@ static int64_t og_wrap64(uint64_t u)
 static void og_conv16(const int32_t *r, const int32_t *prog, const int8_t *w8, int16_t *arena)
 {
     int32_t x = r[1], K = r[2], N = r[5], b_off = r[6], m_off = r[7], t0 = r[8], lo = r[10], hi = r[11];
-    int32_t o = r[12], n, k;
+    int32_t o = r[12], n;
     for (n = 0; n < N; ++n) {
         const int8_t *row = w8 + r[4] + (int64_t)n * K;
-        int64_t acc = b_off < 0 ? 0 : prog[b_off + n];
+        int64_t acc = (b_off < 0 ? 0 : prog[b_off + n]) + og_dot16(arena + x, row, K);
         uint32_t e = ((uint32_t)prog[m_off + (n >> 1)] >> ((n & 1) * 16)) & 0xFFFFu;
         int32_t t = t0 + (int32_t)(e >> 14);
         uint64_t p;
-        for (k = 0; k < K; ++k) {
-            acc += (int64_t)arena[x + k] * (int64_t)row[k];
-        }
         p = (uint64_t)acc * (0x4000u + (e & 0x3FFFu)) + ((uint64_t)1 << (t - 1));
         /* LiteRT's int64 MultiplyByQuantizedMultiplier returns int32: truncated before the clamp */
         arena[o + n] = og_clamp(elstm_wrap32(og_wrap64(p) >> t), lo, hi);
