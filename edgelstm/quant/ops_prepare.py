@@ -108,7 +108,8 @@ def act16_table(mult: int, shift: int, *, tanh: bool) -> np.ndarray:
     entry ``x + 32768`` for input x.  v = (x * mult + round) >> shift, then linear interpolation in the
     256-entry uint16 sigmoid table at |v| (9 fraction bits for logistic, 8 for tanh: tanh(x) =
     2 sigmoid(2x) - 1), mirrored for v < 0.  One lookup per element replaces the interpolation's two
-    gathers and selects (3.9x faster per op here); the C runtime, short of flash, interpolates (og_act16)."""
+    gathers and selects (0.27 -> 0.035 us for a 64-element op here); the C runtime, short of flash, interpolates
+    (og_act16)."""
     from .tables import SIGMOID_TABLE_U16
     tab = SIGMOID_TABLE_U16.astype(np.int64)
     x = np.arange(INT16_LO, INT16_HI + 1, dtype=np.int64)
