@@ -118,6 +118,8 @@ class NativeStep:
     step_many keep working on it. One pre-bound ``elstm_call`` struct: a step is one copy of x into the bound
     input buffer and a one-argument ctypes call."""
 
+    reads_kernel_blob = False     # the stream passes None for ``model``, and the JIT's blob is never built
+
     def __init__(self, lib, prep):
         import numpy as np
 

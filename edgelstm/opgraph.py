@@ -34,6 +34,7 @@ Constants: float graphs hold ``w``, ``b``, ``c`` float32 in ``directions[0]``; i
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -378,8 +379,8 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
                     act16_table = b.add_ints(SIGMOID_TABLE_U16)
                 tanh = name == "TANH"
                 mult, shift = P.prepare_act16(sa, tanh=tanh)
-                table = b.kernel_table(("act16", tanh, mult, shift),
-                                       lambda: P.act16_table(mult, shift, tanh=tanh))
+                table = b.kernel_table(("act16", tanh, mult, shift),     # built later: bind the values now
+                                       functools.partial(P.act16_table, mult, shift, tanh=tanh))
                 # [9]: the JIT's exhaustive table of this op (its kernel-blob offset, patched by _Builder.finish);
                 # [8]: the 256-entry interpolation table the C runtime uses
                 r[:10] = [C.OPK_ACT16, n, src, 0, dst, int(tanh), mult, shift, act16_table, table]

@@ -7,6 +7,7 @@ way TFLite's Prepare does it; the kernels in ``edgelstm.kernels`` are integer-on
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -53,7 +54,7 @@ class _Builder:
         self.dot_matrices: list[tuple[int, int, int, int]] = []   # (offset, rows, padded cols, unit)
         # JIT-only int16 tables (the ACT16 ops' exhaustive 65,536-entry tables): appended after the blob in the
         # kernel blob only, so the C runtime's blob (flash) does not carry them
-        self.kernel_tables: dict = {}          # key -> (table number, (65536,) int16)
+        self.kernel_tables: dict = {}          # key -> (table number, function making the (65536,) int16 table)
         self.kernel_table_refs: list[tuple[int, int]] = []    # (prog index, table number) patched by finish()
 
     def add_weights(self, a: np.ndarray, *, pad_columns: bool = False, unit: int | None = None) -> int:
@@ -80,9 +81,10 @@ class _Builder:
         return off
 
     def kernel_table(self, key, make) -> int:
-        """The number of the JIT-only table ``key`` (``make()`` builds it on first use; equal keys share one)."""
+        """The number of the JIT-only table ``key`` (equal keys share one); ``make()`` builds it when the kernel
+        blob is made, so a model the C runtime runs never computes it."""
         if key not in self.kernel_tables:
-            self.kernel_tables[key] = (len(self.kernel_tables), np.asarray(make(), np.int16))
+            self.kernel_tables[key] = (len(self.kernel_tables), make)
         return self.kernel_tables[key][0]
 
     def refer_kernel_table(self, prog_index: int, number: int) -> None:
@@ -103,17 +105,26 @@ class _Builder:
         blocks (layout.uses_blocks, the kernels' own rule) repacked in place into the block layout, then the
         JIT-only tables.  Same offsets as ``blob``, which stays row-major for the C runtime (its format is
         unchanged)."""
-        from .kernels.layout import pack_blocks, uses_blocks
-        if self.dtype != np.int16:
-            return blob
-        out = blob.copy()
-        for off, rows, cp, unit in self.dot_matrices:
-            if uses_blocks(unit):
-                out[off:off + rows * cp] = pack_blocks(blob[off:off + rows * cp].reshape(rows, cp))
-        if self.kernel_tables:
-            tables = sorted(self.kernel_tables.values(), key=lambda t: t[0])
-            out = np.concatenate([out] + [t for _, t in tables])
-        return out
+        return self.kernel_blob_maker(blob)()
+
+    def kernel_blob_maker(self, blob: np.ndarray):
+        """``kernel_blob(blob)`` as a function to call later: it holds the matrix layout and the table makers,
+        not the builder, and nothing is computed until it is called (the JIT-only tables tripled the
+        prepare() time of the int8 GRU tagger, 3.3 -> 11 ms, which a model run by the C runtime need not pay)."""
+        dtype, matrices = self.dtype, list(self.dot_matrices)
+        makers = [make for _, make in sorted(self.kernel_tables.values(), key=lambda t: t[0])]
+
+        def make():
+            from .kernels.layout import pack_blocks, uses_blocks
+            if dtype != np.int16:
+                return blob
+            out = blob.copy()
+            for off, rows, cp, unit in matrices:
+                if uses_blocks(unit):
+                    out[off:off + rows * cp] = pack_blocks(blob[off:off + rows * cp].reshape(rows, cp))
+            tables = [np.asarray(m(), np.int16) for m in makers]
+            return np.concatenate([out] + tables) if tables else out
+        return make
 
 
 MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
@@ -179,15 +190,12 @@ NON_FINITE_OUTPUT_MESSAGE = ("the float model produced NaN or inf (its weights o
 class Prepared:
     """Constant arrays and layout of a prepared model (one per Model, shared by all its streams)."""
 
-    def __init__(self, *, quantized, prog, weights, kernel_weights, n_state, width, scratch, layout,
+    def __init__(self, *, quantized, prog, weights, make_kernel_weights, n_state, width, scratch, layout,
                  whole_sequence):
         self.quantized = quantized
         self.prog = prog          # int32 records
         self.weights = weights    # int16 (int8 model) or float32 (float model); what the C runtime reads
-        # the Numba kernels' model blob: prog copy + their weights (int8: pairwise block layout), one array
-        self.kernel_blob = _kernel_blob(prog, kernel_weights)
-        off = int(self.kernel_blob[:64].view(np.int32)[8])
-        self.kernel_weights = self.kernel_blob[off:].view(kernel_weights.dtype)   # a view, for inspection
+        self._make_kernel_weights = make_kernel_weights   # _Builder.kernel_blob_maker: run on first JIT use
         self.whole_sequence = whole_sequence   # a backward direction: run() cannot split T into chunks
         self.n_state = n_state    # state elements per sequence
         self.width = width        # max feature width of any layer boundary
@@ -195,6 +203,18 @@ class Prepared:
         self.layout = layout      # per layer, per direction: {"h": (offset, size), "c": ...} in elements
         self.elem = 2 if quantized else 4
         self.out_size = int(prog[2])
+
+    @functools.cached_property
+    def kernel_blob(self) -> np.ndarray:
+        """The Numba kernels' model blob: prog copy + their weights (int8: pairwise block layout, then the
+        JIT-only tables), one array; made on first use, so the C runtime's streams never build it."""
+        return _kernel_blob(self.prog, self._make_kernel_weights())
+
+    @property
+    def kernel_weights(self) -> np.ndarray:
+        """The kernel blob's weights (a view, for inspection)."""
+        off = int(self.kernel_blob[:64].view(np.int32)[8])
+        return self.kernel_blob[off:].view(self.weights.dtype)
 
 
 def _kernel_blob(prog: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
@@ -286,13 +306,13 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         layer_offsets.append(off)
     scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
     prog, weights = b.finish()
-    kernel_weights = b.kernel_blob(weights)
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:
         (s_in, zp_in), (s_out, zp_out) = quant.act[0], quant.act[-1]
         prog[4:8] = [zp_in, zp_out, _f32_bits(s_in), _f32_bits(s_out)]
     prog[16:16 + len(layer_offsets)] = layer_offsets
-    return Prepared(quantized=quantized, prog=prog, weights=weights, kernel_weights=kernel_weights,
+    return Prepared(quantized=quantized, prog=prog, weights=weights,
+                    make_kernel_weights=b.kernel_blob_maker(weights),
                     n_state=max(n_state, 1), width=width, scratch=scratch, layout=layout,
                     whole_sequence=spec.needs_whole_sequence)
 
@@ -829,7 +849,6 @@ class _StreamBase:
         prep = model._prep
         self._batch = batch
         self._step_kernel = step_kernel
-        self._model_blob = prep.kernel_blob
         self._F = model.input_size
         # One caller at a time: the kernels run without the GIL on this stream's buffers, so a second thread
         # must not enter. A non-blocking acquire costs ~0.07 us and turns misuse into a clear error.
@@ -848,6 +867,8 @@ class _StreamBase:
     def _step_kernel(self, kernel) -> None:
         self._kernel_fn = kernel
         self._call = self._first_call        # the fast path's callable, resolved again on the next call
+        # the JIT's model blob (made on first use); the C runtime's NativeStep reads its own arrays instead
+        self._model_blob = self.model._prep.kernel_blob if getattr(kernel, "reads_kernel_blob", True) else None
 
     def _first_call(self, x, blob, work):
         """The first fast-path call goes through the kernel (compiling or loading it); later ones call its
@@ -973,7 +994,7 @@ class Stream(_StreamBase):
                 self._alloc(want)  # keeps the state
             self._lengths[0] = T
             Y = np.empty((1, T, self.model.output_size), np.float32)
-            status = self.model._kernel()(X[None], Y, self._model_blob, self._work)
+            status = self.model._kernel()(X[None], Y, self.model._prep.kernel_blob, self._work)
             if status:
                 self._raise_status(status, "X")
         finally:

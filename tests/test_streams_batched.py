@@ -112,12 +112,13 @@ def test_c_runtime_blob_stays_row_major(k, want_packed):
     prep = q._prep
     # same offsets; beyond the C runtime's blob the JIT copy holds only the ACT16 ops' 65,536-entry tables
     tables = set()
-    for k, layer in enumerate(q.spec.layers):
-        rec = int(prep.prog[layout.G_LAYER0 + k]) + layout.L_HDR
-        if prep.prog[int(prep.prog[layout.G_LAYER0 + k]) + layout.L_KIND] == layout.KIND_OPS:
+    for i in range(len(q.spec.layers)):
+        lo = int(prep.prog[layout.G_LAYER0 + i])
+        if prep.prog[lo + layout.L_KIND] == layout.KIND_OPS:
+            rec = lo + layout.L_HDR
             first = int(prep.prog[rec + layout.OG_OPS])
-            for i in range(int(prep.prog[rec + layout.OG_NOPS])):
-                r = first + i * layout.OPK_REC
+            for j in range(int(prep.prog[rec + layout.OG_NOPS])):
+                r = first + j * layout.OPK_REC
                 if prep.prog[r] == layout.OPK_ACT16:
                     tables.add(int(prep.prog[r + 9]))
     assert sorted(tables) == [prep.weights.size + 65536 * i for i in range(len(tables))]

@@ -105,7 +105,7 @@ def _mbqm64(acc, mult, shift):
 
 @njit(**NJIT_OPTS)
 def _act16(arena, n, a, o, wq, t_off):
-    """int16 LOGISTIC / TANH (LiteRT's reference kernels) through the op's exhaustive table, built in prepare()
+    """int16 LOGISTIC / TANH (LiteRT's reference kernels) through the op's exhaustive table, built with the JIT blob
     (quant.ops_prepare.act16_table): entry raw + 32768, always inside the table whatever the arena holds."""
     tab = wq[t_off:t_off + 65536]
     A, O = arena[a:a + n], arena[o:o + n]
