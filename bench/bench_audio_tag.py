@@ -32,7 +32,7 @@ PY = sys.executable
 
 def make_clip(path, minutes, seed=0):
     from edgelstm.audio import read_wav, write_wav
-    from edgelstm.cli import DATA
+    from edgelstm.data import DATA
     clips = [np.concatenate(list(read_wav(DATA / f"sample_{k}.wav", sr=16000))) for k in range(3)]
     rng = np.random.default_rng(seed)
     parts, n = [], 0
@@ -117,7 +117,7 @@ def main():
     ap.add_argument("--stream-minutes", type=int, default=60)
     ap.add_argument("--json")
     a = ap.parse_args()
-    from edgelstm.cli import AUDIO_MODEL
+    from edgelstm.data import AUDIO_MODEL
     res = {}
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, "clip.wav")

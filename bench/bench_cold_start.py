@@ -79,7 +79,7 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     import edgelstm as el
-    from edgelstm import native
+    from edgelstm.backends import native
     from edgelstm.export.to_c import to_c
     from edgelstm.firmware_host import build, build_native, frames_text
 

@@ -6,7 +6,7 @@
 Model: LSTM I=40, H in (64, 128, 256) + Dense 8 sigmoid, random weights, int8 (quantized on a random walk)
 and float32. Measured in one process, single thread, medians of individually timed calls:
   ours     Stream.step (one frame) on the Numba JIT and, for int8 when the C library is built
-           (edgelstm/native.py), on the C runtime through ctypes; Stream.step_many over T=1000 (per step);
+           (edgelstm/backends/native.py), on the C runtime through ctypes; Stream.step_many over T=1000 (per step);
            model.streams(16).step (one call steps 16 streams; per stream)
   LiteRT   full streaming step from Python: set the input frame, invoke, read the output (its LSTM state
            stays in the op's variable tensors between invokes, so no state is copied in or out); and the
@@ -99,7 +99,7 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
     s._step_kernel = model._kernel(frame=True)          # the Numba JIT, whatever the default backend is
     step_med, step_p99 = _median_us(s.step, frames, n_steps)
     native_med = native_p99 = None
-    from edgelstm import native
+    from edgelstm.backends import native
     if quantized and native.library() is not None:   # the C backend when found (EDGELSTM_NATIVE_LIB=...)
         s_nat = model.stream()
         s_nat._step_kernel = native.NativeStep(native.library(), model._prep)

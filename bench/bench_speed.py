@@ -128,7 +128,7 @@ def peak_fraction(H: int, reps: int, peak: dict) -> dict:
         from numba import njit
 
         from edgelstm.kernels import cells_int8 as C
-        from edgelstm.kernels.layout import IX_STATE, L_HDR, LS_WH
+        from edgelstm.program.layout import IX_STATE, L_HDR, LS_WH
 
         @njit(nogil=True)
         def loop(n, wq, w_off, rows, cols, v, ix, acc):

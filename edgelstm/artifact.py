@@ -33,13 +33,13 @@ import struct
 import numpy as np
 
 from .errors import ArtifactError, InputError, ModelError
-from .model import ModelSpec, layer_from_description
+from .ir.model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
 FORMAT = "edgelstm"
 FORMAT_VERSION = "3"
 # 2: Dense weights carry one scale per output channel (version 1 had one per tensor; read by broadcasting)
-# 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/cellgraph.py); their earlier int8 form is refused
+# 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/program/cellgraph.py); their earlier int8 form is refused
 SUPPORTED_VERSIONS = ("1", "2", "3")
 MAX_HEADER = 100 * 1024 * 1024  # the official reader's limit too
 ALIGN = 64
@@ -111,7 +111,7 @@ def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None, initial=None
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "model": json.dumps(model, separators=(",", ":"), allow_nan=False)}
     if audio is not None:
-        from .audio.tagger import AudioConfig
+        from .ir.audio import AudioConfig
         if not isinstance(audio, AudioConfig):
             raise ModelError(f"audio must be an edgelstm.audio.AudioConfig, got {type(audio).__name__}")
         if audio.frontend.n_mels != spec.layers[0].input_size or len(audio.labels) != spec.layers[-1].output_size:
@@ -420,7 +420,7 @@ def _parse_audio(meta: dict, where: str):
     """The optional 'audio' metadata (files without it still load: None)."""
     if "audio" not in meta:
         return None
-    from .audio.tagger import AudioConfig
+    from .ir.audio import AudioConfig
     try:
         return AudioConfig.from_dict(_json(meta["audio"]))
     except (ValueError, RecursionError, TypeError) as e:  # AudioError is a ValueError

@@ -25,14 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
+from .data import AUDIO_MODEL, DEMO_FEATURES, DEMO_LABELS, DEMO_MODEL, SAMPLE_CLIP
 from .errors import EdgeLSTMError, ModelError
 
-DATA = Path(__file__).resolve().parent / "data"
-DEMO_MODEL = DATA / "tagger_gru_int8.elstm"
-AUDIO_MODEL = DATA / "audio_tagger.elstm"
-SAMPLE_CLIP = DATA / "sample_0.wav"
-DEMO_FEATURES = DATA / "demo_features.npy"
-DEMO_LABELS = DATA / "demo_labels.npy"
 THRESHOLD = 0.5
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import InputError, ModelError
-from .model import ModelSpec
+from .ir.model import ModelSpec
 from .quant.params import QuantParams
 from .runtime import Model, State
 

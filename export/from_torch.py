@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgelstm.errors import ImportModelError, ModelError
-from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
+from edgelstm.ir.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
 from .gate_order import TORCH_GRU, TORCH_LSTM, direction_weights

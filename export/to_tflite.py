@@ -14,8 +14,8 @@ form apps use (set x and the state, invoke, read y and the new state). The state
 variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
 before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
 
-GRU / RNN and op-graph layers are written in mode="step" only, as step graphs of builtin ops (edgelstm/opgraph.py):
-int8 GRU / RNN as the int16 cell graphs prepare() runs (edgelstm/cellgraph.py: LiteRT's reference, builtin and
+GRU / RNN and op-graph layers are written in mode="step" only, as step graphs of builtin ops (edgelstm/ir/opgraph.py):
+int8 GRU / RNN as the int16 cell graphs prepare() runs (edgelstm/program/cellgraph.py: LiteRT's reference, builtin and
 default resolvers give identical integers), float32 ones via opgraph.float_cell_graph; imported int8 op graphs get
 their state write-back (DEQUANTIZE -> QUANTIZE) inside the graph so each state output has its state input's
 quantization.
@@ -30,7 +30,8 @@ import os
 import numpy as np
 
 from edgelstm.errors import ImportModelError
-from edgelstm.runtime import FIXED_OUTPUT_QUANT, Model
+from edgelstm.quant.params import FIXED_OUTPUT_QUANT
+from edgelstm.runtime import Model
 
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
 
@@ -352,11 +353,11 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
 
 def _cell_graph(layer, k: int, q, d: int):
     """(op graph, constants) of direction d of a GRU / RNN / op-graph layer, as the runtime runs it."""
-    from edgelstm.cellgraph import cell_graph
-    from edgelstm.opgraph import float_cell_graph
+    from edgelstm.program.cellgraph import cell_graph
+    from edgelstm.program.cellgraph import float_cell_graph
     if layer.kind == "ops":
         return layer, q.layers[k][0] if q is not None else layer.directions[0]
-    if q is not None:       # the int16 graph prepare() runs (edgelstm/cellgraph.py)
+    if q is not None:       # the int16 graph prepare() runs (edgelstm/program/cellgraph.py)
         return cell_graph(layer, q.layers[k][d], q.act[k], q.act[k + 1])
     return float_cell_graph(layer, d)
 
@@ -555,7 +556,7 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
 
 def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool, *, state_in=None,
              cache=None, tag: str = ""):
-    """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
+    """Write an op-graph layer (edgelstm/ir/opgraph.py IR) as builtin ops; returns (output tensor, state input
     tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size], or
     [1, 1, 1, size] in a graph with CONV_2D ops (edgelstm's int16 GRU/RNN graphs: a 1x1 conv over a 4-D tensor).
     Unrolled over frames (``_unrolled_cells``): ``state_in`` gives existing tensors for the state inputs,

@@ -73,7 +73,7 @@ def _zero_state64(layer, B):
 
 
 def ref_forward_f64(spec, X, *, lengths=None, initial_state=None):
-    """Float64 forward of a whole ``edgelstm.model.ModelSpec`` over ``X`` (B, T, F).
+    """Float64 forward of a whole ``edgelstm.ir.model.ModelSpec`` over ``X`` (B, T, F).
 
     Returns ``(Y, final_state)``: Y (B, T, output_size) with zeros past each sequence's length;
     ``final_state[layer][direction]`` = {"h", "c"} (LSTM), {"h"} (GRU/RNN), {} (Dense: one empty dict).
@@ -424,7 +424,7 @@ def ref_gemmlowp_tanh_int16(raw, integer_bits):
 
 # ---- int8 references (NUMERICS.md) ----
 # An independent, slow integer model of the int8 runtime, written line by line from NUMERICS.md (not from
-# edgelstm/runtime.py or edgelstm/kernels/*). All integer arithmetic runs in numpy int64 (no intermediate
+# edgelstm/program/ or edgelstm/kernels/*). All integer arithmetic runs in numpy int64 (no intermediate
 # can overflow: the largest product is INT32_MIN * INT32_MIN = 2^62), with every int32 wrap and int8/int16
 # saturation written out explicitly. Arrays carry a leading batch axis; recurrences loop over time in
 # Python and are vectorized over the batch (and over the rows of a matrix).
@@ -676,7 +676,7 @@ def ref_lstm_step(p, lp, x, h, c):
 
 
 # -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (README "GRU" / "Vanilla RNN"), vectorized over
-# the batch; independent of edgelstm/cellgraph.py and the op kernels
+# the batch; independent of edgelstm/program/cellgraph.py and the op kernels
 
 def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
     """Per direction: int64 weights, folded x biases, (m16, right shift) per conv row, ADD/MUL/QUANTIZE
@@ -1034,7 +1034,7 @@ def _ref_act_range(act, s, zp, bits=8):
 
 
 def ref_opgraph_stream(layer, params, Xq):
-    """Run an int8 op-graph layer (edgelstm.opgraph.OpGraph IR + its int8 constants) over int8 frames Xq (T, I),
+    """Run an int8 op-graph layer (edgelstm.ir.opgraph.OpGraph IR + its int8 constants) over int8 frames Xq (T, I),
     state fed back through DEQUANTIZE -> QUANTIZE when quantizations differ. Returns (Y int8 (T, O), state)."""
     T = layer.tensors
     val = {}

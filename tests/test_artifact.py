@@ -12,7 +12,7 @@ import pytest
 
 from edgelstm.artifact import load_parts, save_parts
 from edgelstm.errors import ArtifactError, ModelError
-from edgelstm.model import ModelSpec, layer_from_description, random_model
+from edgelstm.ir.model import ModelSpec, layer_from_description, random_model
 from edgelstm.quant.params import QuantParams, quant_shapes, validate_quant
 
 LAYERS = [

@@ -25,7 +25,7 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from .layout import KIND_OPS
+from ..program.layout import KIND_OPS
 from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
 from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KIND_DENSE, KIND_GRU, KIND_LSTM,
@@ -33,7 +33,7 @@ from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KI
                          lstm_step_int8)
 
 from .rawview import view_f32, view_i16, view_i32
-from .layout import (  # noqa: F401
+from ..program.layout import (  # noqa: F401
     G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
     G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
     W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, W_Y, WORK_HEADER_BYTES, G_KW_OFF,

@@ -8,17 +8,16 @@ clamp); a DEQUANTIZE -> QUANTIZE float island is a function of one int8 value, s
 """
 import numpy as np
 
+from ..errors import ModelError
+from .multiplier import quantize_multiplier_checked as _qm
+from .tables import SIGMOID_TABLE_U16
+
 INT8_LO, INT8_HI = -128, 127
 INT16_LO, INT16_HI = -32768, 32767
 
 
 def _f32(v) -> float:
     return float(np.float32(v))
-
-
-def _qm(real: float) -> tuple[int, int]:
-    from ..runtime import _qm_exact
-    return _qm_exact(real)
 
 
 def _round_away(v: np.ndarray) -> np.ndarray:
@@ -91,7 +90,6 @@ def conv16_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     """LiteRT's 16x8 CONV_2D Prepare, per output channel: QuantizeMultiplier(double(s_in) * double(w_scale[c]) /
     double(s_out)); (multiplier, shift) pairs. The kernel requantizes with the int64 MultiplyByQuantizedMultiplier
     (multiplier reduced to 16 bits, one rounding), defined for shifts in [-31, 7]."""
-    from ..errors import ModelError
     out = []
     for w in np.asarray(w_scales, np.float32):
         real = _f32(in_scale) * float(w) / _f32(out_scale)
@@ -110,7 +108,6 @@ def act16_table(mult: int, shift: int, *, tanh: bool) -> np.ndarray:
     2 sigmoid(2x) - 1), mirrored for v < 0.  One lookup per element replaces the interpolation's two
     gathers and selects (0.27 -> 0.035 us for a 64-element op here); the C runtime, short of flash, interpolates
     (og_act16)."""
-    from .tables import SIGMOID_TABLE_U16
     tab = SIGMOID_TABLE_U16.astype(np.int64)
     x = np.arange(INT16_LO, INT16_HI + 1, dtype=np.int64)
     rnd = (1 << (shift - 1)) if shift > 0 else 0
@@ -140,7 +137,6 @@ def prepare_act16(s_in: float, *, tanh: bool) -> tuple[int, int]:
     reference kernel, already in its kernel form (a power-of-two scale gives multiplier 3 << shift, shift 0).
     The optimized resolvers run a different algorithm for power-of-two input scales; edgelstm's own int16
     graphs keep those scales off powers of two (cellgraph.py), where all resolvers run the reference."""
-    from ..errors import ModelError
     pot, log2 = _checked_log2(s_in)
     shift = 12 + log2
     if pot and (shift in (0, 1) if tanh else shift == 0):

@@ -1,5 +1,6 @@
-"""Post-training quantization: observe a float model on calibration data, choose int8 parameters, and
-measure how far the int8 model lands from the float one (the fidelity report)."""
+"""Post-training quantization math: observe a float model (its own float64 forward, not the runtime) on
+calibration data, choose int8 parameters, and the fidelity report's type.  ``quantize()`` and ``fidelity()``,
+which run Models, live one level up in ``edgelstm.quantization``."""
 from __future__ import annotations
 
 import math
@@ -8,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._progress import Progress
-from ..errors import InputError, ModelError
-from ..model import ModelSpec
-from ..cellgraph import GRU_SCALES, H_SCALE, RNN_SCALES
+from ..errors import ModelError
+from ..ir.model import ModelSpec
+from .cell_scales import GRU_SCALES, H_SCALE, RNN_SCALES
 from .params import CELL_EXP_RANGE, SCALE_RANGE, QuantParams
 
 # Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
@@ -51,7 +52,7 @@ class _Observer:
         return max(abs(self.lo), abs(self.hi), 0.0) if self.hi >= self.lo else 0.0
 
 
-def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
+def observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     """Float64 numpy forward of the whole stack over X (B, T, F), from the float state ``initial`` (a model's
     ``initial_state``; None: zeros), recording the ranges that quantization needs. Returns per-layer dicts of
     observers."""
@@ -193,7 +194,7 @@ def _bias_blocks(b, s_in, w_scales):
 
 
 def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
-    """One direction of an int8 GRU / RNN (edgelstm/cellgraph.py): int8 weights per output row, int32 biases
+    """One direction of an int8 GRU / RNN (edgelstm/program/cellgraph.py): int8 weights per output row, int32 biases
     at s_input * w_scale[row] (x biases kept small enough for the input zero point to fold into int32),
     int16 intermediate scales from the calibrated ranges."""
     q = {}
@@ -309,7 +310,7 @@ class FidelityReport:
         return "\n".join(lines)
 
 
-def _cosine(a, b) -> float:
+def cosine(a, b) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
@@ -327,59 +328,10 @@ def decisions(Y: np.ndarray, activation: str):
     return Y >= 0, "sign"
 
 
-def fidelity(float_model, int8_model, X: np.ndarray, *, lengths=None) -> FidelityReport:
-    from ..runtime import Model
-    spec, quant = int8_model.spec, int8_model.quant
-    rep = FidelityReport(frames=int(np.prod(X.shape[:-1])))
-    init = float_model.initial_state
-    for k, layer in enumerate(spec.layers):
-        sub = ModelSpec(layers=spec.layers[:k + 1])
-        fq = QuantParams(act=quant.act[:k + 2], layers=quant.layers[:k + 1])
-        sub_init = None if init is None else init[:k + 1]
-        yf = Model(sub, initial_state=sub_init).run(X, lengths=lengths)
-        yq = Model(sub, fq, initial_state=sub_init).run(X, lengths=lengths)
-        rep.layers.append({"kind": layer.kind, "max_abs_error": float(np.abs(yf - yq).max()),
-                           "cosine": _cosine(yf, yq)})
-        if k == len(spec.layers) - 1:
-            rep.cosine = rep.layers[-1]["cosine"]
-            rep.max_abs_error = rep.layers[-1]["max_abs_error"]
-            act = layer.activation if layer.kind == "dense" else "none"
-            df, rule = decisions(yf, act)
-            dq, _ = decisions(yq, act)
-            rep.decision_agreement = float(np.mean(df == dq))
-            rep.decision_rule = rule
-    return rep
-
-
-def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
-    """Post-training int8 quantization of a float Model.
-
-    calibration: (T, F) or (B, T, F) float frames representative of deployment (clips of different
-    lengths: concatenate them into one (T, F) array). ``lengths`` is refused: padding would distort the
-    observed ranges. Returns a new int8 Model whose ``fidelity`` attribute holds a FidelityReport measured
-    on the calibration data."""
-    from ..runtime import Model
-    if model.is_quantized:
-        raise ModelError("model is already quantized")
-    if any(layer.kind == "ops" for layer in model.spec.layers):
-        raise ModelError("a float op graph (an imported TFLite step graph) cannot be quantized by edgelstm: convert "
-                         "the Keras model to an int8 .tflite with the TF converter and import that")
-    expect = (f"(T, {model.input_size}) or (B, T, {model.input_size}) float frames; clips of different "
-              f"lengths: np.concatenate them into one (T, {model.input_size}) array")
-    X = model._check_frames(calibration, "calibration", expect=expect)
-    if X.ndim == 2:
-        X = X[None]
-    if X.ndim != 3:
-        raise InputError(f"calibration must be (T, F) or (B, T, F), got shape {X.shape}")
-    if lengths is not None:
-        raise InputError("quantize takes no lengths=: pass equal-length clips as (B, T, F), or clips of "
-                         "different lengths concatenated into one (T, F) array")
-    spec = model.spec
-    work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
-    # a diverging float model overflows here; choose_params turns that into a clear ModelError
-    with Progress(total=work, desc="calibrating", enabled=progress) as bar, np.errstate(all="ignore"):
-        inp, obs = _observe(spec, X, bar, model.initial_state)
-    q = choose_params(spec, inp, obs)
-    qmodel = Model(spec, q, initial_state=model.initial_state)
-    qmodel.fidelity = fidelity(model, qmodel, X)
-    return qmodel
+def __getattr__(name):
+    # ``edgelstm.quant.ptq.quantize`` / ``.fidelity`` were documented here before they moved above the runtime
+    # (edgelstm.quantization); resolved on first use so this module imports nothing above it
+    if name in ("quantize", "fidelity"):
+        import importlib
+        return getattr(importlib.import_module("edgelstm.quantization"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

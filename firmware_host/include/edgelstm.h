@@ -3,7 +3,7 @@
  *
  * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
  * biases, multipliers, op records), the int8 LSTM / Dense weight matrices (row-major, unpadded) and an int16
- * blob (peepholes, gemmlowp activation tables, op-graph weights and tables); edgelstm/c_model.py derives this compact form and edgelstm.export.to_c() writes it as
+ * blob (peepholes, gemmlowp activation tables, op-graph weights and tables); edgelstm/program/c_program.py derives this compact form and edgelstm.export.to_c() writes it as
  * const arrays in model_data.c. All float math happened there, once; elstm_step() uses integers only.
  * Memory is owned by the caller: no malloc, no globals.
  *
@@ -39,7 +39,7 @@ typedef struct {
 /* Constant model data (may live in flash). */
 typedef struct {
     const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h (stored as
-                               edgelstm/c_model.py c_program writes them) */
+                               edgelstm/program/c_program.py c_program writes them) */
     const int8_t *w8;       /* (w8_len,) int8 weight matrices, each (rows, cols) row-major, unpadded */
     const int16_t *blob;    /* (blob_len,) int16 peephole weights + gemmlowp activation tables */
 } elstm_weights;

@@ -1,6 +1,6 @@
 /* Integer-only interpreter over edgelstm's prepared program: a port of kernels/cells_int8.py (LSTM, Dense),
  * kernels/ops_int8.py (op graphs: converter-made cell graphs and edgelstm's own int8 GRU / RNN, which
- * prepare() lowers to int16 op graphs, edgelstm/cellgraph.py) and the one-frame path of kernels/program.py
+ * prepare() lowers to int16 op graphs, edgelstm/program/cellgraph.py) and the one-frame path of kernels/program.py
  * (same records, same arithmetic, same order). */
 #include <string.h>
 
@@ -404,9 +404,9 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
 /* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same fields, the same integer
  * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
  * values (converter graphs, the int8 ends of edgelstm's GRU / RNN cell graphs) or full int16 values (the
- * int16 intermediates and state of those cell graphs, edgelstm/cellgraph.py); the FC weights, the int8
+ * int16 intermediates and state of those cell graphs, edgelstm/program/cellgraph.py); the FC weights, the int8
  * 256-entry tables and constant tensors are in the int16 blob, the CONV16 weights in w8, the ACT16 sigmoid
- * table in prog. The C copy of the program (edgelstm/c_model.py c_program) stores each op record as the used
+ * table in prog. The C copy of the program (edgelstm/program/c_program.py c_program) stores each op record as the used
  * prefix of its fields (OPK_LEN_*: records follow each other), the CONV16 multipliers as one packed int32
  * per row and the ACT16 table as two uint16 entries per int32. Every offset was checked by elstm_init
  * (opgraph_ok). */
@@ -559,9 +559,9 @@ static int64_t og_wrap64(uint64_t u)
 /* LiteRT's 16x8 1x1 CONV_2D (reference_integer_ops::ConvPerChannel, int16 in / out, zero points 0): int64
  * accumulator over full int16 inputs and int8 weights (in w8), then its int64 MultiplyByQuantizedMultiplier:
  * the multiplier rounded to 16 bits (m16 0x4000..0x7FFF: a positive scale's), one rounding, t = 15 - shift in
- * 8..46. The rows' (m16, t) as c_model.conv16_packed stores them (m16 rounded as the Numba kernel rounds it):
+ * 8..46. The rows' (m16, t) as c_program.conv16_packed stores them (m16 rounded as the Numba kernel rounds it):
  * two bytes a row, (t - t0) << 14 | (m16 - 0x4000), two rows per int32, t0 = r[8] (elstm_init checks it in
- * 8..43; c_model splits a conv whose shifts spread wider into records of row ranges). The sum cannot overflow
+ * 8..43; c_program splits a conv whose shifts spread wider into records of row ranges). The sum cannot overflow
  * (K * N <= w8_len terms of at most 2^22); the product with m16 is formed in uint64 (wrapping as the Numba
  * kernel's int64 would; it cannot wrap for int8 weights and layer sizes of a real model) and the right shift
  * is arithmetic. */
@@ -583,7 +583,7 @@ static void og_conv16(const int32_t *r, const int32_t *prog, const int8_t *w8, i
 #endif
 
 #ifdef ELSTM_WITH_OP_ACT16
-/* entry j of the 256-entry uint16 table stored two per int32 (c_model.act16_packed) */
+/* entry j of the 256-entry uint16 table stored two per int32 (c_program.act16_packed) */
 static int32_t og_tab16(const int32_t *tab, int32_t j)
 {
     return (int32_t)(((uint32_t)tab[j >> 1] >> ((j & 1) * 16)) & 0xFFFFu);
@@ -733,7 +733,7 @@ static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
 /* An LSTM layer: its 4H gate rows inside scratch, its input and output inside the frame buffers, every weight
- * matrix inside w8 (rows x cols int8, as edgelstm/c_model.py lays them out), every table and peephole inside
+ * matrix inside w8 (rows x cols int8, as edgelstm/program/c_program.py lays them out), every table and peephole inside
  * the blob, a computed cell tanh with 0..6 integer bits. */
 static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 from .opgraph import OpGraph, validate_opgraph
 
 LSTM_GATES = ("i", "f", "g", "o")

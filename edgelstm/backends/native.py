@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
-FORMAT_VERSION = 4   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, c_model.py)
+FORMAT_VERSION = 4   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, program/c_program.py)
 _lib = None
 _searched = False
 
@@ -113,7 +113,7 @@ def prefer_native(lib) -> bool:
 
 class NativeStep:
     """Callable with the signature of ``kernels.program.step_int8`` (x, model, work) -> status, running the C
-    runtime on its own copy of the program (``c_model.c_arrays``; ``model``, the JIT's blob, is not used); the
+    runtime on its own copy of the program (``c_program.c_arrays``; ``model``, the JIT's blob, is not used); the
     recurrent state and the output live in the same work buffer as the JIT's, so state get/set, reset and
     step_many keep working on it. One pre-bound ``elstm_call`` struct: a step is one copy of x into the bound
     input buffer and a one-argument ctypes call."""
@@ -123,11 +123,11 @@ class NativeStep:
     def __init__(self, lib, prep):
         import numpy as np
 
-        from .c_model import c_arrays
-        from .kernels.layout import PAD, W_Y
-        from .runtime import _work_views
+        from ..program.c_program import c_arrays
+        from ..program.layout import PAD, W_Y
+        from ..program.work import work_views
         self._prep = prep
-        self._work_views = _work_views
+        self._work_views = work_views
         self._w_y = W_Y
         prog = prep.prog
         in_scale, out_scale = prog[6:8].view("float32")

@@ -42,7 +42,7 @@ DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6   # DN_M: offset 
 DN_LEN = 7
 
 
-# Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/opgraph.py; kernels in
+# Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/ir/opgraph.py; kernels in
 # ops_int8.py / ops_f32.py). Tensors live in an arena (the program's gates scratch) at the offsets below.
 OG_NOPS, OG_OPS = 0, 1            # number of op records, prog offset of the first (OPK_REC int32 each)
 OG_X, OG_NX, OG_Y, OG_NY = 2, 3, 4, 5   # arena offsets and sizes of the graph input and output tensors
@@ -104,3 +104,10 @@ def pack_blocks(a):
     out = np.zeros(rows * cp, np.int16)
     out.view(np.int8)[:rows * cp] = blocks.astype(np.int8).ravel()
     return out
+
+# float32 direction records (kernels/cells_f32.py)
+FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
+FL_CELL_CLIP, FL_PROJ_CLIP = 8, 9   # LSTM clip bounds as float32 bits (0.0 = none)
+FL_LEN = 10
+FD_W, FD_B, FD_ACT = 0, 1, 2
+FD_LEN = 3
