@@ -140,9 +140,10 @@ def litert_rows(model, frames, dtype: str, tmp: Path):
     yield rt, "sequence", lr_seq, None, T, agrees(model, reference, lr_seq()[0, :200])
 
 
-def litert_file_step(path: Path, frames: np.ndarray, hidden_size: int | None, n_states: int):
+def litert_file_step(path: Path, frames: np.ndarray, hidden_size: int | None, n_states: int, *,
+                     n_inputs: int = 256):
     """LiteRT's full streaming step on a user's own .tflite step model (e.g. converter-made) -> (step, its
-    inputs made from ``frames``, "int8" or "f32").  Its first input of the frame's size is the frame; every
+    inputs made from the first ``n_inputs`` frames, "int8" or "f32").  Its first input of the frame's size is the frame; every
     other input is a state, fed back from the output of the same shape (in order). Refused (Skip) unless its
     shapes are a case's (frame size F, n_states states of hidden_size elements)."""
     Interpreter = litert_interpreter()
@@ -173,7 +174,7 @@ def litert_file_step(path: Path, frames: np.ndarray, hidden_size: int | None, n_
         xs = np.clip(np.round(frames / scale) + zp, -128, 127).astype(np.int8)
     else:
         xs = frames.astype(x_in["dtype"])
-    inputs = [np.ascontiguousarray(x.reshape(x_in["shape"])) for x in xs[:256]]
+    inputs = [np.ascontiguousarray(x.reshape(x_in["shape"])) for x in xs[:n_inputs]]
     step = litert_step(it, x_in["index"], free[0]["index"] if free else outs[0]["index"], pairs)
     dtype = "int8" if any(d["dtype"] == np.int8 for d in it.get_tensor_details()) else "f32"
     return step, inputs, dtype
@@ -227,10 +228,7 @@ def ort_step(sess):
             feed[n] = v
         return res[0]
 
-    def reset():
-        for n in state_in:
-            feed[n] = np.zeros_like(feed[n])
-    step.reset = reset
+    step.reset = lambda: feed.update(ort_zero_state(sess))
     return step
 
 

@@ -17,17 +17,23 @@ from .peers import AGREE_ATOL, Skip
 REPORT_FILES = ("bench.json", "bench.md", "latency_per_model.png", "latency_vs_hidden.png",
                 "latency_distribution.png")
 
-LEGEND = f"""\
-| column | meaning |
-|---|---|
-| runtime | who computed the row: edgelstm int8 / f32, or a peer running the same model (LiteRT, onnxruntime, PyTorch; a `--tflite` file by its name) |
-| API | what was called: `step` one frame; `step_many` T frames in one call; `streams(N)` N streams stepped by one call; `run` a (T, F) sequence; `run_batch(B)` a (B, T, F) batch; `full step` a peer's step as an app calls it (set frame and state, run, read output, feed state back); `cell step` / `module step` PyTorch's per-frame calls; `sequence` a peer's whole-sequence call |
-| median, p99 µs/step | per step (per stream-step for `streams` and `run_batch`): individually timed calls for one-frame rows, repeated calls / T for sequence rows; the ~50 ns timer read is included |
-| GMAC/s | weight-matrix multiply-accumulates per step / median time |
-| % int8 peak | GMAC/s over the int8 peak above (int8 rows) |
-| × edgelstm | this row's median over edgelstm's of the same model and dtype (one-frame rows and `streams` against `step`, sequence rows against `step_many`): above 1, edgelstm is faster |
-| agrees | the peer's outputs equalled ours on the same frames before timing (int8: identical integers; float: within {AGREE_ATOL:g}); blank: not compared |
-"""
+_COLUMNS = (
+    ("runtime", "who computed the row: edgelstm int8 / f32, or a peer running the same model (LiteRT, "
+                "onnxruntime, PyTorch; a `--tflite` file by its name)"),
+    ("API", "what was called: `step` one frame; `step_many` T frames in one call; `streams(N)` N streams "
+            "stepped by one call; `run` a (T, F) sequence; `run_batch(B)` a (B, T, F) batch; `full step` a peer's "
+            "step as an app calls it (set frame and state, run, read output, feed state back); `cell step` / "
+            "`module step` PyTorch's per-frame calls; `sequence` a peer's whole-sequence call"),
+    ("median, p99 µs/step", "per step (per stream-step for `streams` and `run_batch`): individually timed calls "
+                            "for one-frame rows, repeated calls / T for the others; the ~50 ns timer read included"),
+    ("GMAC/s", "weight-matrix multiply-accumulates per step / median time"),
+    ("% int8 peak", "GMAC/s over the int8 peak above (int8 rows)"),
+    ("× edgelstm", "this row's median over edgelstm's of the same model and dtype (one-frame rows and `streams` "
+                   "against `step`, the others against `step_many`): above 1, edgelstm is faster"),
+    ("agrees", f"the peer's outputs equalled ours on the same frames before timing (int8: identical integers; "
+               f"float: within {AGREE_ATOL:g}); blank: not compared"),
+)
+LEGEND = "\n".join(["| column | meaning |", "|---|---|"] + [f"| {c} | {m} |" for c, m in _COLUMNS]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -42,9 +48,17 @@ def write_json(path, obj) -> None:
 
 
 def save_figure(fig, path, *, dpi: int = 110) -> Path:
-    """A matplotlib figure as a PNG, written atomically."""
+    """A matplotlib figure as a PNG, written atomically; as a 256-colour palette image (a third of the bytes of
+    the RGBA one, the same picture) when Pillow, which matplotlib itself needs, is there."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
+    try:
+        from PIL import Image
+        small = io.BytesIO()
+        Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(256).save(small, format="png", optimize=True)
+        buf = small
+    except ImportError:
+        pass
     write_bytes(path, buf.getvalue())
     return Path(path)
 
