@@ -5,7 +5,7 @@ Layout (the safetensors spec, https://github.com/huggingface/safetensors):
     u64 little-endian N | N bytes UTF-8 JSON header (space padded) | data buffer
 
 The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
-the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "1"`` and ``model``, a
+the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "3"`` and ``model``, a
 JSON string ``{"layers": spec.describe(), "act_quant": [[scale, zp], ...] | null, "has_weights": bool}``.
 Tensors: float weights ``f.{k}.{d}.{name}``, quantized parameters ``q.{k}.{d}.{name}``.  A model with its own
 initial state (``Model.initial_state``, e.g. from ONNX ``initial_h``/``initial_c``) adds ``"initial_state": true``

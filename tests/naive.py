@@ -682,8 +682,8 @@ def ref_lstm_step(p, lp, x, h, c):
     return h, c
 
 
-# -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (README "GRU" / "Vanilla RNN"), vectorized over
-# the batch; independent of edgelstm/program/cellgraph.py and the op kernels
+# -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (docs/contract.md, "GRU and vanilla RNN"), vectorized
+# over the batch; independent of edgelstm/program/cellgraph.py and the op kernels
 
 def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
     """Per direction: int64 weights, folded x biases, (m16, right shift) per conv row, ADD/MUL/QUANTIZE
