@@ -12,14 +12,12 @@ from numba import njit
 
 from ..config import NJIT_OPTS
 from ..program.layout import (ACT_RELU, ACT_RELU6, ACT_SIGMOID, ACT_TANH, CV_ACT, CV_B, CV_CIN, CV_COUT, CV_DIL, CV_HI,
-                              CV_K, CV_LEN_IN, CV_LO, CV_LOUT, CV_LUT, CV_M, CV_MULT, CV_PADL, CV_REFLECT, CV_STRIDE,
+                              CV_K, CV_LEN_IN, CV_LO, CV_LOUT, CV_LUT, CV_M, CV_MULT, CV_PADL, CV_REFLECT, CV_ROWS, CV_STRIDE,
                               CV_W, CV_ZP_IN, CV_ZP_OUT, IX_OUT, IX_SRC, IX_STATE, IXW, MAP_ACTIVATION,
-                              MAP_MAGNITUDE, MAP_PAD, MP_N_IN, MP_N_OUT, MP_OP)
+                              MAP_MAGNITUDE, MAP_PAD, MP_N_IN, MP_N_OUT, MP_OP, MP_TABLE)
 from .cells_f32 import _sigmoid, _tanh
-from .cells_int8 import _dot_row_major, _mbqm_split, _shift_parts, padded
-from .fixedpoint import sat8
+from .cells_int8 import _mbqm_split, _shift_parts, padded
 from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
-from .rawview import f32_from_bits
 
 
 @njit(**NJIT_OPTS)
@@ -35,8 +33,19 @@ def _source_position(p, length, reflect):
 
 @njit(**NJIT_OPTS)
 def _gather_window(x, x_off, C, length, first, K, dil, reflect, pad_value, win, w_off):
-    """win[w_off + k * C + c] = x_pad[first + k * dil, c] for k < K, c < C."""
+    """win[w_off + k * C + c] = x_pad[first + k * dil, c] for k < K, c < C: the taps inside the frame as one
+    contiguous copy when dil = 1 (a window of 256 one-channel taps was 1,024 tiny copies), the rest tap by tap."""
+    k_lo, k_hi = 0, 0
+    if dil == 1:
+        k_lo = min(max(-first, 0), K)
+        k_hi = max(min(length - first, K), k_lo)
+        src = x[x_off + (first + k_lo) * C:x_off + (first + k_hi) * C]
+        dst = win[w_off + k_lo * C:w_off + k_hi * C]
+        for i in range(src.size):
+            dst[i] = src[i]
     for k in range(K):
+        if k_lo <= k < k_hi:
+            continue
         p = _source_position(first + k * dil, length, reflect)
         dst = win[w_off + k * C:w_off + (k + 1) * C]
         if p < 0:
@@ -92,11 +101,9 @@ def conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr):
                 w0 = a0 + l * cp
                 _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, zp_in, aux, w0)
                 aux[w0 + KC:w0 + cp] = 0
-            if O % ROWS == 0:
-                _dot_blocks_strided(wq, 2 * w_off, O, cp, KC, aux, a0, cp, Lo, acc, a0, O)
-            else:
-                for l in range(Lo):
-                    _dot_row_major(wq, w_off, O, KC, aux, a0 + l * cp, acc, a0 + l * O)
+            rows = prog[rec + CV_ROWS]       # O rounded up to whole blocks (zero rows)
+            _dot_blocks_strided(wq, 2 * w_off, rows, cp, KC, aux, a0, cp, Lo, acc, a0, rows)
+            _conv_epilogue_int8(prog, rec, acc, a0, rows, Lo, O, seq, ix[n * IXW + IX_OUT])
         else:   # depthwise: output channel o reads input channel o // mult
             for l in range(Lo):
                 first = l * stride - pl
@@ -109,26 +116,29 @@ def conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr):
                         v = zp_in if p < 0 else np.int32(seq[xo + p * C + c])
                         s += np.int32(w[k]) * v
                     acc[a0 + l * O + o] = s
-        _conv_epilogue_int8(prog, rec, acc, a0, Lo * O, O, seq, ix[n * IXW + IX_OUT])
+            _conv_epilogue_int8(prog, rec, acc, a0, O, Lo, O, seq, ix[n * IXW + IX_OUT])
 
 
 @njit(**NJIT_OPTS)
-def _conv_epilogue_int8(prog, rec, acc, a0, n, O, out, o_off):
+def _conv_epilogue_int8(prog, rec, acc, a0, a_stride, Lo, O, out, o_off):
     """Per output channel: requantize (bias with the input zero point folded in, LiteRT's per-channel
     multiplier), add the output zero point, clamp to the fused activation's range; a fused sigmoid / tanh then
-    maps through its 256-entry table."""
+    maps through its 256-entry table. Position l's accumulators start at a0 + l * a_stride."""
     bias = prog[prog[rec + CV_B]:prog[rec + CV_B] + O]
     m = prog[prog[rec + CV_M]:prog[rec + CV_M] + 2 * O]
     zp = prog[rec + CV_ZP_OUT]
     lo = prog[rec + CV_LO]
     hi = prog[rec + CV_HI]
     lut_off = prog[rec + CV_LUT]
+    n = Lo * O
     y = out[o_off:o_off + n]
-    for i in range(n):
-        o = i % O
-        left, right = _shift_parts(m[2 * o + 1])
-        v = _mbqm_split(np.int64(acc[a0 + i]) + bias[o], np.int64(m[2 * o]), left, right) + zp
-        y[i] = min(max(v, lo), hi)
+    for l in range(Lo):
+        a = acc[a0 + l * a_stride:a0 + l * a_stride + O]
+        yl = y[l * O:(l + 1) * O]
+        for o in range(O):
+            left, right = _shift_parts(m[2 * o + 1])
+            v = _mbqm_split(np.int64(a[o]) + bias[o], np.int64(m[2 * o]), left, right) + zp
+            yl[o] = min(max(v, lo), hi)
     if lut_off >= 0:
         lut = prog[lut_off:lut_off + 256]
         for i in range(n):
@@ -136,18 +146,7 @@ def _conv_epilogue_int8(prog, rec, acc, a0, n, O, out, o_off):
 
 
 @njit(**NJIT_OPTS)
-def _quantize_f32(v, scale, zp):
-    """LiteRT's QUANTIZE float32 -> int8: round half away from zero of the float32 v / scale, plus zp,
-    saturated (the float stays float until clamped: no int64 overflow for any v)."""
-    q = np.float64(v / scale)              # the float32 quotient, rounded in double (exact: no double rounding)
-    r = np.floor(abs(q) + 0.5)
-    if q < 0:
-        r = -r
-    return sat8(np.int64(min(max(r, -1e6), 1e6)) + zp)
-
-
-@njit(**NJIT_OPTS)
-def map_step_int8(prog, rec, seq, ix, nb, state):
+def map_step_int8(prog, rec, wq, seq, ix, nb, state):
     """Pad / magnitude / activation / context on int8 frames (stored as int16 elements) for nb sequences."""
     op = prog[rec + MP_OP]
     n_in = prog[rec + MP_N_IN]
@@ -157,18 +156,16 @@ def map_step_int8(prog, rec, seq, ix, nb, state):
         oo = ix[n * IXW + IX_OUT]
         if op == MAP_PAD:
             _pad(prog, rec, seq, xo, seq, oo)
-        elif op == MAP_MAGNITUDE:
+        elif op == MAP_MAGNITUDE:      # LiteRT's float32 island, as the exhaustive pair table prepare() built
             L = prog[rec + 3]
             C = prog[rec + 4]
-            zp_in = prog[rec + 5]
-            s_in = f32_from_bits(prog[rec + 6])
-            zp_out = prog[rec + 7]
-            s_out = f32_from_bits(prog[rec + 8])
+            table = wq[prog[rec + MP_TABLE]:prog[rec + MP_TABLE] + 65536]
             for l in range(L):
-                for c in range(C):      # DEQUANTIZE, MUL, MUL, ADD, SQRT, QUANTIZE in float32
-                    a = np.float32(np.int32(seq[xo + l * 2 * C + c]) - zp_in) * s_in
-                    b = np.float32(np.int32(seq[xo + l * 2 * C + C + c]) - zp_in) * s_in
-                    seq[oo + l * C + c] = _quantize_f32(np.sqrt(a * a + b * b), s_out, zp_out)
+                a = seq[xo + l * 2 * C:xo + l * 2 * C + C]
+                b = seq[xo + l * 2 * C + C:xo + (l + 1) * 2 * C]
+                y = seq[oo + l * C:oo + (l + 1) * C]
+                for c in range(C):
+                    y[c] = table[(np.int32(a[c]) + 128) * 256 + np.int32(b[c]) + 128]
         elif op == MAP_ACTIVATION:
             lut = prog[prog[rec + 3]:prog[rec + 3] + 256]
             for i in range(n_in):

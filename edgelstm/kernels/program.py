@@ -79,7 +79,7 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
     elif kind == KIND_CONV:
         conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
     elif kind == KIND_MAP:
-        map_step_int8(prog, rec, seq, ix, nb, state)
+        map_step_int8(prog, rec, wq, seq, ix, nb, state)
     else:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other in the gates scratch
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],

@@ -145,7 +145,9 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         off = b.add_ints([C.KIND_OPS if lowered else C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0,
                           dir_len])
         for r in records:
-            b.add_ints(r)
+            r_off = b.add_ints(r)
+            if kind == "magnitude" and quantized:     # field 9: the JIT's pair table (its number until finish())
+                b.refer_kernel_table(r_off + C.MP_TABLE, r[C.MP_TABLE])
         layer_offsets.append(off)
     scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
     prog, weights = b.finish()

@@ -125,6 +125,21 @@ def act16_table(mult: int, shift: int, *, tanh: bool) -> np.ndarray:
     return out.astype(np.int16)
 
 
+def magnitude_table(*, s_in, zp_in, s_out, zp_out) -> np.ndarray:
+    """The int8 magnitude sqrt(a^2 + b^2) of every int8 pair, as LiteRT computes it between DEQUANTIZE and QUANTIZE
+    in float32: a' = float32(s_in) * float32(a - zp_in) (exact: DEQUANTIZE's double product rounds to the same
+    float32), sqrt(a' * a' + b' * b') in float32 (correctly rounded MUL, ADD, SQRT), then QUANTIZE: round half away
+    from zero of the float32 quotient by s_out, + zp_out, saturated. (65536,) int16, entry (a + 128) * 256 + b + 128:
+    the JIT looks it up; the C runtime computes it."""
+    q = np.arange(-128, 128, dtype=np.int32)
+    deq = np.float32(s_in) * (q - np.int32(zp_in)).astype(np.float32)
+    sq = deq * deq
+    m = np.sqrt(sq[:, None] + sq[None, :])                       # float32 throughout
+    v = (m / np.float32(s_out)).astype(np.float64)
+    out = _round_away(v).astype(np.int64) + int(zp_out)
+    return np.clip(out, INT8_LO, INT8_HI).astype(np.int16).ravel()
+
+
 def _checked_log2(x: float) -> tuple[bool, int]:
     """TFLite CheckedLog2 in float32: (is log2(x) within 1e-3 of an integer, that integer)."""
     xl = np.float32(np.float32(np.log(np.float32(x))) * (np.float32(1.0) / np.float32(np.log(np.float32(2.0)))))
