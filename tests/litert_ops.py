@@ -148,7 +148,8 @@ def quantize_multipliers(real):
 def tie_cases(rng, *, s_in, s_out, zp_out, n, differ, ws_range=(1e-3, 2e-2)):
     """n per-channel (weight scale, accumulator) pairs whose outputs differ between two of naive's conv
     requantizations: differ is a pair of resolver names ("ref", "opt", "xnn"; "opt" = ref_mbqm_up on every
-    channel) or "single" (TFLITE_SINGLE_ROUNDING, ruy's C++ reference). Accumulators are searched next to the
+    channel), "single" (TFLITE_SINGLE_ROUNDING, ruy's C++ reference) or "fc_ref" (FULLY_CONNECTED's reference:
+    rounding in double). Accumulators are searched next to the
     points (k + 1/2) / eff where output k and k + 1 meet."""
     import naive
 
@@ -159,6 +160,9 @@ def tie_cases(rng, *, s_in, s_out, zp_out, n, differ, ws_range=(1e-3, 2e-2)):
             return naive.ref_mbqm_up(acc, m, s)
         if kind == "xnn":
             return naive.ref_requant_xnn(acc, scale)
+        if kind == "fc_ref":                    # naive.ref_fc_requant_ref, vectorized over the candidates
+            v = acc * eff
+            return np.where(v >= 0, np.floor(v + 0.5), -np.floor(-v + 0.5)).astype(np.int64)
         return (acc * m + (np.int64(1) << (30 - s))) >> (31 - s)      # single rounding, |acc * m| < 2^62
 
     out_ws, out_acc = [], []
@@ -175,3 +179,17 @@ def tie_cases(rng, *, s_in, s_out, zp_out, n, differ, ws_range=(1e-3, 2e-2)):
                 out_ws.append(ws[i])
                 out_acc.append(acc[i])
     return np.array(out_ws, np.float32), np.array(out_acc, np.int64)
+
+
+def fc_model(*, w, b, s_in, zp_in, w_scale, s_out, zp_out, batch):
+    """FULLY_CONNECTED int8 per-channel (w (O, I), int32 bias) over a (batch, I) input."""
+    g = tt._GraphBuilder()
+    O, I = np.shape(w)
+    zeros = np.zeros(O, np.int64)
+    w_scale = np.asarray(w_scale, np.float32)
+    x = _q(g, "x", [batch, I], s_in, zp_in)
+    wt = g.tensor("w", [O, I], np.int8, data=np.asarray(w, np.int8), scale=w_scale, zp=zeros, qdim=0)
+    bt = g.tensor("b", [O], np.int32, data=np.asarray(b, np.int32), scale=np.float32(s_in) * w_scale, zp=zeros)
+    y = _q(g, "y", [batch, O], s_out, zp_out)
+    g.op("FULLY_CONNECTED", [x, wt, bt], [y], tt._fc_act_options(0))
+    return g.finish([x], [y], True)

@@ -1231,7 +1231,8 @@ def ref_quantize_f32(v, *, s, zp, resolver="ref"):
         r = np.rint((v * inv).astype(f32))
     elif resolver == "opt":
         n8 = v.size // 8 * 8
-        r = np.concatenate([np.rint((v[:n8] * inv).astype(f32)), _round_half_away64(v[n8:].astype(np.float64) / float(f32(s)))])
+        r = np.concatenate([np.rint((v[:n8] * inv).astype(f32)),
+                            _round_half_away64(v[n8:].astype(np.float64) / float(f32(s)))])
     else:
         raise ValueError(resolver)
     return vsat8(np.clip(r, -1e9, 1e9).astype(np.int64) + int(zp))
@@ -1248,3 +1249,13 @@ def ref_magnitude_int8(qa, qb, *, s_in, zp_in, s_out, zp_out, resolver="ref"):
     b = ref_dequantize_int8(qb, s=s_in, zp=zp_in, resolver=resolver)
     r = np.sqrt((a * a).astype(f32) + (b * b).astype(f32)).astype(f32)
     return ref_quantize_f32(r, s=s_out, zp=zp_out, resolver=resolver)
+
+
+def ref_fc_requant_ref(acc, s_in, w_scale, s_out):
+    """FULLY_CONNECTED int8 per-channel on LiteRT's REFERENCE resolver (reference_integer_ops::FullyConnectedPerChannel,
+    float-scale form): round_half_away(double(acc) * (double(s_in) * double(w_scale[c]) / double(s_out))). Measured
+    alongside the conv ops (tests/test_litert_conv_ops.py); the opt resolver is ruy (ref_mbqm_up), XNNPACK
+    ref_requant_xnn, and none is the single rounding README's Dense contract states."""
+    f = lambda v: float(np.float32(v))                                       # noqa: E731
+    eff = np.array([f(s_in) * f(w) / f(s_out) for w in np.ravel(w_scale)])
+    return _round_half_away64(_i64(acc).astype(np.float64) * eff).astype(np.int64)
