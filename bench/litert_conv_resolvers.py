@@ -73,6 +73,29 @@ def conv_counts(rng, n_layers):
     return out
 
 
+def crafted_counts(rng):
+    """128 channels, each with one accumulator crafted where two requantizations disagree (tests/litert_ops.py
+    tie_cases), swept over 256 neighbouring accumulators; plus dyadic scales (exact half-integer outputs)."""
+    out = {}
+    x = np.arange(-128, 128).reshape(256, 1)
+    sets = [(f"near ties {a} vs {b}", lo.tie_cases(rng, s_in=0.037, s_out=0.11, zp_out=-3, n=128, differ=(a, b)))
+            for a, b in (("ref", "opt"), ("ref", "single"), ("ref", "xnn"), ("single", "xnn"))]
+    ws = (np.tile(np.arange(1, 16, 2), 8) * 2.0 ** -np.repeat(np.arange(3, 11), 8)).astype(np.float32)
+    sets.append(("exact ties (dyadic scales)", (ws, rng.integers(-3000, 3000, ws.size))))
+    for name, (ws, b) in sets:
+        exact = name.startswith("exact")
+        q = dict(s_in=0.5, zp_in=0, s_out=0.5, zp_out=0) if exact else dict(s_in=0.037, zp_in=5, s_out=0.11, zp_out=-3)
+        for dm in (None, ws.size):
+            kw = dict(w=np.ones((ws.size, 1) if dm else (ws.size, 1, 1)), b=b, w_scale=ws, depth_multiplier=dm, **q)
+            model = lo.conv_model(length=256, **kw)
+            ys = {r: lo.run(model, [x], r)[0].reshape(256, -1) for r in RES}
+            t = {"outputs": int(ys["ref"].size),
+                 "formula_mismatches": {r: int(np.sum(ys[r] != naive.ref_conv1d_int8(x, resolver=r, **kw))) for r in RES}}
+            t.update({f"{a}!={b}": int(np.sum(ys[a] != ys[b])) for a, b in PAIRS})
+            out[f"{'DEPTHWISE_CONV_2D' if dm else 'CONV_2D'} crafted, {name}"] = t
+    return out
+
+
 def quantize_counts(rng):
     """QUANTIZE float32 -> int8 of values a float layer produces (normal, random scale), 8 tensors of 100,003."""
     t = {"outputs": 0, **{f"{a}!={b}": 0 for a, b in PAIRS}}
@@ -111,6 +134,7 @@ def main() -> int:
     args = ap.parse_args()
     rng = np.random.default_rng(2026)
     res = conv_counts(rng, args.layers)
+    res.update(crafted_counts(rng))
     res["QUANTIZE float->int8"] = quantize_counts(rng)
     res["magnitude (DEQUANTIZE, MUL, ADD, SQRT, QUANTIZE)"] = magnitude_counts(rng, 30)
     for op, t in res.items():
