@@ -54,14 +54,13 @@ def test_conv_random_layers_equal_each_resolvers_formula(case):
 def test_conv_on_crafted_ties(differ, dm):
     """128 output channels, each with a weight scale and bias that put one accumulator where two candidate
     requantizations disagree, swept over 256 neighbouring accumulators (w = 1, x = every int8 value)."""
-    rng = np.random.default_rng(hash(differ) % 1000)
+    rng = np.random.default_rng([ord(c) for c in "".join(differ)])
     s_in, zp_in, s_out, zp_out = 0.037, 5, 0.11, -3
     ws, acc = lo.tie_cases(rng, s_in=s_in, s_out=s_out, zp_out=zp_out, n=128, differ=differ)
     w = np.ones((128, 1) if dm else (128, 1, 1), np.int64)
     ys = _conv_all(dict(w=w, b=acc, s_in=s_in, zp_in=zp_in, w_scale=ws, s_out=s_out, zp_out=zp_out,
                         depth_multiplier=dm), X256)
-    pairs = {("ref", "opt"): ("ref", "opt"), ("ref", "xnn"): ("ref", "xnn")}
-    if differ in pairs:                                  # the crafted points do separate those two resolvers
+    if "single" not in differ:                          # the crafted points do separate those two resolvers
         assert np.sum(ys[differ[0]] != ys[differ[1]]) >= 128
 
 
