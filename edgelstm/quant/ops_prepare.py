@@ -52,8 +52,14 @@ def prepare_mul(*, s_a, s_b, s_out):
 
 
 def prepare_requantize(*, s_in, s_out):
-    """QUANTIZE int8->int8 and RELU int8: s_in / s_out in double."""
+    """QUANTIZE int8->int8: s_in / s_out in double."""
     return _qm(_f32(s_in) / _f32(s_out))
+
+
+def prepare_relu(*, s_in, s_out):
+    """RELU / RELU6 int8: LiteRT's ReluPrepare divides the two float32 scales in FLOAT32 (then widens to double),
+    unlike QUANTIZE (measured on all three resolvers: docs/litert_conv_measurements.md)."""
+    return _qm(float(np.float32(np.float32(s_in) / np.float32(s_out))))
 
 
 def lookup_table(fn: str, *, s_in, zp_in, s_out, zp_out) -> np.ndarray:
