@@ -25,14 +25,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--cc", default="cc")
+    ap.add_argument("--runtime", default=None, help="a firmware_host directory to fuzz instead of this one's (an "
+                                                    "older runtime: git archive COMMIT firmware_host | tar -x)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgelstm-cfuzz-build-") as d:
-        exe = c_fuzzing.build_fuzz_runner(d, args.cc)
+        exe = c_fuzzing.build_fuzz_runner(d, args.cc, src=args.runtime)
         res = c_fuzzing.run(args.cases, seed=args.seed, exe=exe, first=args.first)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["cc"] = args.cc
+    res["runtime"] = args.runtime or "this checkout"
     res["bases"] = [b["name"] for b in c_fuzzing.base_programs()]
     print(json.dumps(res, indent=1))
     if args.json:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .cellgraph import rnn_h_scale
 from .errors import InputError, ModelError, StreamingError
+from .limits import FC_SHIFT_RANGE, MAX_ELEMENTS, MBQM_SHIFT_RANGE, MULTIPLIER_RANGE
 from .model import ModelSpec
 from .quant.params import QuantParams, validate_quant
 
@@ -127,9 +128,6 @@ class _Builder:
         return make
 
 
-MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
-
-
 def _qm(real) -> tuple[int, int]:
     """QuantizeMultiplier of a float32 effective scale, refused when MBQM cannot apply it.  Every model (loaded,
     quantized or imported) goes through prepare() and so through this one check."""
@@ -144,7 +142,7 @@ def _qm_exact(r: float) -> tuple[int, int]:
     except ValueError as e:
         raise ModelError(f"effective scale {r!r} cannot be quantized: {e}") from None
     lo, hi = MBQM_SHIFT_RANGE
-    if not lo <= shift <= hi:
+    if not MULTIPLIER_RANGE[0] <= m <= MULTIPLIER_RANGE[1] or not lo <= shift <= hi:
         raise ModelError(f"effective scale {r:.6g} needs a multiplier shift of {shift}, outside the supported "
                          f"range [{lo}, {hi}] (scale ratio must lie below 2^{hi}); the model's quantization "
                          f"scales are inconsistent")
@@ -168,9 +166,9 @@ def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     for w in np.asarray(w_scales, np.float32):
         real = float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))
         m, shift = _qm_exact(real)
-        if shift > 30:
+        if not FC_SHIFT_RANGE[0] <= shift <= FC_SHIFT_RANGE[1]:
             raise ModelError(f"Dense effective scale {real:.6g} needs a multiplier shift of {shift}; LiteRT's "
-                             f"FULLY_CONNECTED supports shifts up to 30")
+                             f"FULLY_CONNECTED supports shifts up to {FC_SHIFT_RANGE[1]}")
         out.extend((m, shift))
     return out
 
@@ -305,6 +303,9 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
             b.add_ints(r)
         layer_offsets.append(off)
     scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
+    if max(width, n_state, scratch) > MAX_ELEMENTS:   # the C runtime's limit too (limits.py)
+        raise ModelError(f"model too large: frame width {width}, state {n_state}, scratch {scratch} elements; the "
+                         f"limit is {MAX_ELEMENTS}")
     prog, weights = b.finish()
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:

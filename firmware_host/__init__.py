@@ -116,15 +116,18 @@ def _case_bytes(model, X, tables: bool = True) -> bytes:
 
 
 def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False,
-                 driver: str = "multi_runner.c") -> Path:
+                 driver: str = "multi_runner.c", src=None) -> Path:
     """Compile the many-models test driver (harness/multi_runner.c, or another ``driver`` in harness/: the fuzz
-    driver fuzz_runner.c) with the runtime; returns its path."""
+    driver fuzz_runner.c) with the runtime (from ``src``, another copy of this directory, if given: an older
+    runtime); returns its path."""
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
-    src = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
+    src = Path(src) if src else here
     builddir = Path(builddir)
     builddir.mkdir(parents=True, exist_ok=True)
-    for rel in RUNTIME_SOURCES + ("harness/" + driver,):
+    for rel in RUNTIME_SOURCES:
         shutil.copyfile(src / rel, builddir / Path(rel).name)
+    shutil.copyfile(here / "harness" / driver, builddir / driver)
     (builddir / "elstm_records.h").write_text(records_header())
     if shutil.which(cc) is None:
         raise FirmwareError(f"C compiler {cc!r} not found on PATH")

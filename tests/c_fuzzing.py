@@ -38,6 +38,9 @@ FRAMES = 3
 CFG_FIELDS = ("input_size", "output_size", "width", "n_state", "scratch", "prog_len", "w8_len", "blob_len",
               "input_zp", "output_zp")
 PROG, W8, BLOB = 0, 1, 2
+SCALE_FIELDS = (11, 12)   # fuzz_runner.c: the bits of input_scale / output_scale
+SCALE_EDGES = np.array([0.0, -0.0, -1.0, np.nan, np.inf, -np.inf, 1e-45, 1e-13, 1e-12, 1e6, 1.1e6, 3.4e38, 0.5],
+                       np.float32)
 
 # (name, layer descriptions, activation tables) of the random models; tables=True only once (128 KiB tables)
 MODELS = [
@@ -169,9 +172,12 @@ def mutate(base: dict, rng: np.random.Generator) -> tuple[list, list]:
             else:
                 v = _value(rng, int(prog[i]), lengths)
             edits.append((PROG, i, v))
-        elif k < 0.72:               # a config field (a shorter array length truncates it)
+        elif k < 0.68:               # a config field (a shorter array length truncates it)
             f = int(rng.integers(len(CFG_FIELDS)))
             cfg_edits.append((f, _value(rng, int(cfg[f]), lengths)))
+        elif k < 0.72:               # a quantization scale of the float edges (as float32 bits)
+            cfg_edits.append((SCALE_FIELDS[rng.integers(2)], int(SCALE_EDGES.view(np.int32)[rng.integers(
+                len(SCALE_EDGES))])))
         elif k < 0.87:               # any prog element
             i = int(rng.integers(prog.size))
             edits.append((PROG, i, _value(rng, int(prog[i]), lengths)))
@@ -200,12 +206,12 @@ def write_cases(path, seed: int, first: int, count: int) -> None:
     Path(path).write_bytes(b"".join(parts))
 
 
-@functools.lru_cache(maxsize=4)
-def build_fuzz_runner(builddir: str, cc: str = "cc") -> Path:
-    """fuzz_runner.c with the runtime (every kind), -O1 under ASan + UBSan without recovery."""
+def build_fuzz_runner(builddir, cc: str = "cc", src=None) -> Path:
+    """fuzz_runner.c with the runtime (every kind; from ``src``, a firmware_host copy, if given), -O1 under
+    ASan + UBSan without recovery."""
     from edgelstm.firmware_host import SANITIZE_FLAGS, build_runner
     return build_runner(builddir, cc=cc, cflags=["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic",
-                                                 *SANITIZE_FLAGS], driver="fuzz_runner.c")
+                                                 *SANITIZE_FLAGS], driver="fuzz_runner.c", src=src)
 
 
 _FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S+?):(\d+)")
@@ -229,9 +235,10 @@ def signature(stderr: str) -> str:
 
 def run(count: int, *, seed: int, exe, first: int = 0, timeout: float = 600.0, workdir=None) -> dict:
     """``count`` cases from ``first``: {"cases", "seed", "accepted", "rejected", "reports": {signature: n},
-    "examples": {signature: first case}}. The driver restarts after each report."""
+    "examples": {signature: first case}}. The driver restarts after each report. "skipped": cases whose arrays
+    would be longer than the driver allocates (CAP)."""
     reports, examples = Counter(), {}
-    accepted = rejected = 0
+    accepted = rejected = skipped = 0
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:allocator_may_return_null=1",
            "UBSAN_OPTIONS": "print_stacktrace=1"}
     with tempfile.TemporaryDirectory(prefix="edgelstm-cfuzz-", dir=workdir) as tmp:
@@ -250,16 +257,17 @@ def run(count: int, *, seed: int, exe, first: int = 0, timeout: float = 600.0, w
                 start = at + 1
                 continue
             if res.returncode == 0:
-                m = re.search(r"accepted (\d+) rejected (\d+)", res.stdout)
-                accepted, rejected = accepted + int(m.group(1)), rejected + int(m.group(2))
+                m = re.search(r"accepted (\d+) rejected (\d+) skipped (\d+)", res.stdout)
+                accepted, rejected, skipped = (a + int(v) for a, v in zip((accepted, rejected, skipped), m.groups()))
                 break
-            at, acc, rej = (int(v) for v in (prog.read_text().split() or [start, 0, 0]))
+            at, acc, rej, skip = (int(v) for v in (prog.read_text().split() or [start, 0, 0, 0]))
             sig = signature(res.stderr)
             reports[sig] += 1
             examples.setdefault(sig, at)
-            accepted, rejected = accepted + acc, rejected + rej    # the cases before it in this process
+            # the cases before it in this process
+            accepted, rejected, skipped = accepted + acc, rejected + rej, skipped + skip
             start = at + 1
-    return {"cases": count, "seed": seed, "accepted": accepted, "rejected": rejected,
+    return {"cases": count, "seed": seed, "accepted": accepted, "rejected": rejected, "skipped": skipped,
             "reports": dict(reports.most_common()), "examples": examples}
 
 

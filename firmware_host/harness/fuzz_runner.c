@@ -4,12 +4,15 @@
  * argv: cases file, first case, progress file. The file (native-endian int32 unless said otherwise):
  *   n_bases, then per base: int32 input_size, output_size, width, n_state, scratch, prog_len, w8_len, blob_len,
  *     input_zp, output_zp, frames; float32 input_scale, output_scale; int32 prog[]; int8 w8[]; int16 blob[]
- *   then cases until the end: int32 case, base, n_cfg, n_edit; n_cfg (config field 0..10, value) pairs in the
- *   order above; n_edit (array 0 prog / 1 w8 / 2 blob, index, value) triples.
+ *   then cases until the end: int32 case, base, n_cfg, n_edit; n_cfg (config field, value) pairs (fields 0..9
+ *   in the order above, 11 / 12 the bits of input_scale / output_scale); n_edit (array 0 prog / 1 w8 / 2 blob,
+ *   index, value) triples.
  * A case allocates every array at exactly the length its (mutated) config states, so a sanitizer sees any access
  * past it: prog, w8, blob, state (n_state), frames (2 * width), gates / acc / aux (scratch, the size edgelstm.h
- * asks for), x (input_size), y (output_size). A length below 0 or above 2^26 elements gets a one-element
- * allocation instead (the runtime must reject such a config: anything else is reported by the sanitizers).
+ * asks for), x (input_size), y (output_size). A buffer size below 0 or above 2^26 elements gets a one-element
+ * allocation instead (the runtime must reject such a config: anything else is reported by the sanitizers); a
+ * case whose prog / w8 / blob would exceed 2^26 elements is skipped (the runtime cannot know how long the
+ * caller's arrays really are, and their lengths have no limit). The last frame goes through elstm_step_f32.
  * Before each case its number (and the accepted / rejected counts so far) is written to the progress file,
  * so a sanitizer abort names its case; the parent restarts after it. Prints "accepted A rejected R" on stdout at the end. */
 #include <stdio.h>
@@ -50,7 +53,7 @@ int main(int argc, char **argv)
     FILE *in, *progress;
     int32_t n_bases, k, head[4];
     base_t *bases;
-    long first, accepted = 0, rejected = 0;
+    long first, accepted = 0, rejected = 0, skipped = 0;
     if (argc != 4 || (in = fopen(argv[1], "rb")) == NULL || (progress = fopen(argv[3], "w")) == NULL) {
         fprintf(stderr, "usage: fuzz_runner CASES FIRST PROGRESS\n");
         return 2;
@@ -81,6 +84,7 @@ int main(int argc, char **argv)
         elstm_state st;
         int32_t *prog;
         int8_t *w8, *x, *y;
+        float *xf, *yf;
         int16_t *blob;
         uint32_t rng = 2463534242u ^ (uint32_t)c;
         if (head[2] < 0 || head[2] > 64 || head[3] < 0 || head[3] > 64 || !read_all(in, pairs, 4, 2L * head[2])
@@ -92,13 +96,21 @@ int main(int argc, char **argv)
             continue;
         }
         fseek(progress, 0, SEEK_SET);
-        fprintf(progress, "%12d %12ld %12ld\n", c, accepted, rejected);
+        fprintf(progress, "%12d %12ld %12ld %12ld\n", c, accepted, rejected, skipped);
         fflush(progress);
         memcpy(cfgv, b->cfg, sizeof cfgv);
+        memcpy(&cfg.input_scale, &b->scales[0], 4);
+        memcpy(&cfg.output_scale, &b->scales[1], 4);
         for (i = 0; i < head[2]; ++i) {
-            if (pairs[2 * i] >= 0 && pairs[2 * i] < N_CFG) {
+            if (pairs[2 * i] >= 0 && pairs[2 * i] < N_CFG - 1) {
                 cfgv[pairs[2 * i]] = pairs[2 * i + 1];
+            } else if (pairs[2 * i] == N_CFG || pairs[2 * i] == N_CFG + 1) {
+                memcpy(pairs[2 * i] == N_CFG ? &cfg.input_scale : &cfg.output_scale, &pairs[2 * i + 1], 4);
             }
+        }
+        if (cfgv[5] > CAP || cfgv[6] > CAP || cfgv[7] > CAP) {
+            ++skipped;
+            continue;
         }
         cfg.format_version = ELSTM_FORMAT_VERSION;
         cfg.input_size = cfgv[0];
@@ -111,8 +123,6 @@ int main(int argc, char **argv)
         cfg.blob_len = cfgv[7];
         cfg.input_zp = cfgv[8];
         cfg.output_zp = cfgv[9];
-        cfg.input_scale = b->scales[0];
-        cfg.output_scale = b->scales[1];
         prog = alloc(cfg.prog_len, 4);
         w8 = alloc(cfg.w8_len, 1);
         blob = alloc(cfg.blob_len, 2);
@@ -142,6 +152,8 @@ int main(int argc, char **argv)
         st.aux = alloc(cfg.scratch, 2);
         x = alloc(cfg.input_size, 1);
         y = alloc(cfg.output_size, 1);
+        xf = alloc(cfg.input_size, 4);
+        yf = alloc(cfg.output_size, 4);
         if (elstm_init(&cfg, &w, &st) == ELSTM_OK) {
             ++accepted;
             for (t = 0; t < cfgv[10]; ++t) {
@@ -150,15 +162,20 @@ int main(int argc, char **argv)
                     rng ^= rng >> 17;
                     rng ^= rng << 5;
                     x[i] = (int8_t)(rng >> 24);
+                    xf[i] = (float)(int32_t)rng * 1e-9f;
                 }
-                elstm_step(&cfg, &w, &st, x, y);
+                if (t + 1 < cfgv[10]) {
+                    elstm_step(&cfg, &w, &st, x, y);
+                } else {
+                    elstm_step_f32(&cfg, &w, &st, xf, yf, x, y);
+                }
             }
         } else {
             ++rejected;
         }
-        free(prog); free(w8); free(blob); free(x); free(y);
+        free(prog); free(w8); free(blob); free(x); free(y); free(xf); free(yf);
         free(st.state); free(st.frames); free(st.gates); free(st.acc); free(st.aux);
     }
-    printf("accepted %ld rejected %ld\n", accepted, rejected);
+    printf("accepted %ld rejected %ld skipped %ld\n", accepted, rejected, skipped);
     return 0;
 }
