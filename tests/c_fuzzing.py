@@ -189,21 +189,43 @@ def mutate(base: dict, rng: np.random.Generator) -> tuple[list, list]:
     return cfg_edits, edits
 
 
-def write_cases(path, seed: int, first: int, count: int) -> None:
-    """The driver's input: every base program, then cases first .. first + count - 1."""
+def random_cases(seed: int, first: int, count: int):
+    """(case, base index, config edits, array edits) of cases first .. first + count - 1 of a seed."""
+    bases = base_programs()
+    for case in range(first, first + count):
+        rng = np.random.default_rng([seed, case])
+        k = int(rng.integers(len(bases)))
+        yield (case, k, *mutate(bases[k], rng))
+
+
+def write_cases(path, cases) -> None:
+    """The driver's input: every base program, then the cases (case, base index, config edits, array edits)."""
     bases = base_programs()
     parts = [np.array([len(bases)], np.int32).tobytes()]
     for b in bases:
         parts += [b["cfg"].tobytes(), b["scales"].tobytes(), b["prog"].tobytes(), b["w8"].tobytes(),
                   b["blob"].tobytes()]
-    for case in range(first, first + count):
-        rng = np.random.default_rng([seed, case])
-        k = int(rng.integers(len(bases)))
-        cfg_edits, edits = mutate(bases[k], rng)
+    for case, k, cfg_edits, edits in cases:
         parts.append(np.array([case, k, len(cfg_edits), len(edits)], np.int32).tobytes())
         parts.append(np.array(cfg_edits, np.int64).reshape(-1, 2).astype(np.int32).tobytes())
         parts.append(np.array(edits, np.int64).reshape(-1, 3).astype(np.int32).tobytes())
     Path(path).write_bytes(b"".join(parts))
+
+
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+
+
+def outcome(exe, base: str, cfg_edits=(), edits=()) -> str:
+    """One hand-made case on the base program named ``base``: "rejected", "accepted" (ran clean) or the
+    signature of the sanitizer report it ends in."""
+    k = [b["name"] for b in base_programs()].index(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cases(Path(tmp) / "c.bin", [(0, k, list(cfg_edits), list(edits))])
+        res = subprocess.run([str(exe), str(Path(tmp) / "c.bin"), "0", str(Path(tmp) / "p")], capture_output=True,
+                             text=True, env={**os.environ, **SANITIZER_ENV}, timeout=600)
+    if res.returncode != 0:
+        return signature(res.stderr)
+    return "accepted" if "accepted 1 " in res.stdout else "rejected"
 
 
 def build_fuzz_runner(builddir, cc: str = "cc", src=None) -> Path:
@@ -239,11 +261,10 @@ def run(count: int, *, seed: int, exe, first: int = 0, timeout: float = 600.0, w
     would be longer than the driver allocates (CAP)."""
     reports, examples = Counter(), {}
     accepted = rejected = skipped = 0
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:allocator_may_return_null=1",
-           "UBSAN_OPTIONS": "print_stacktrace=1"}
+    env = {**os.environ, **SANITIZER_ENV}
     with tempfile.TemporaryDirectory(prefix="edgelstm-cfuzz-", dir=workdir) as tmp:
         cases, prog = Path(tmp) / "cases.bin", Path(tmp) / "progress"
-        write_cases(cases, seed, first, count)
+        write_cases(cases, random_cases(seed, first, count))
         start = first
         while start < first + count:
             prog.write_text("")
@@ -274,10 +295,9 @@ def run(count: int, *, seed: int, exe, first: int = 0, timeout: float = 600.0, w
 def replay(seed: int, case: int, exe) -> str:
     """The driver's stderr (the sanitizer report) and stdout for one case."""
     with tempfile.TemporaryDirectory() as tmp:
-        write_cases(Path(tmp) / "c.bin", seed, case, 1)
+        write_cases(Path(tmp) / "c.bin", random_cases(seed, case, 1))
         res = subprocess.run([str(exe), str(Path(tmp) / "c.bin"), str(case), str(Path(tmp) / "p")],
-                             capture_output=True, text=True,
-                             env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"})
+                             capture_output=True, text=True, env={**os.environ, **SANITIZER_ENV})
     return res.stderr + res.stdout
 
 
