@@ -119,8 +119,7 @@ DEFECTS = {
 
 @pytest.mark.parametrize("what", sorted(DEFECTS))
 def test_defect_is_rejected_without_a_sanitizer_report(what, exe):
-    base, make = DEFECTS[what]
-    assert c_fuzzing.outcome(exe, base) == "accepted"            # the intact program runs clean
+    base, make = DEFECTS[what]     # the intact program runs clean: test_every_base_program_is_accepted...
     assert c_fuzzing.outcome(exe, base, *make(_base(base))) == "rejected"
 
 
@@ -171,3 +170,205 @@ def test_prepare_refuses_a_model_the_c_runtime_refuses_for_its_size(monkeypatch)
     monkeypatch.setattr(runtime, "MAX_ELEMENTS", 16)
     with pytest.raises(el.ModelError, match="model too large"):
         el.Model(spec)
+
+
+def _lstm_model():
+    import edgelstm as el
+    spec = el.random_model([{"kind": "lstm", "hidden_size": 8, "proj_size": 5, "peephole": True},
+                            {"kind": "dense", "output_size": 3, "activation": "tanh"}], input_size=4, seed=5)
+    rng = np.random.default_rng(5)
+    return el.quantize(el.Model(spec), calibration=rng.standard_normal((2, 40, 4)).astype(np.float32),
+                       progress=False)
+
+
+def test_lstm_at_the_edge_of_its_ranges_runs_clean_and_equals_the_jit(tmp_path):
+    """Shifts of 31 with the largest multiplier (QuantizeMultiplier's range, which the loader accepts) on the
+    LSTM's gate, peephole and hidden requantizations and the extreme hidden zero points: the int32 results plus a
+    gate or a zero point leave int32, which the C runtime summed in int32 (c4d712d: UBSan signed integer
+    overflow in requant_acc16 / lstm_step); now in int64 and saturated, as the Numba kernels do: bit for bit."""
+    import edgelstm as el
+    from edgelstm.firmware_host import build_runner, run_many
+    q = _lstm_model()
+    outs = []
+    for zp in (127, -128):
+        model = el.Model(q.spec, q.quant)               # a fresh prepare(): the JIT blob is made from prog below
+        prog = model._prep.prog
+        rec = int(prog[L.G_LAYER0]) + L.L_HDR
+        for pair in (L.LS_MX, L.LS_MH + 2, L.LS_MP, L.LS_MHID):
+            prog[rec + pair:rec + pair + 2] = [INT32_MAX, 31]
+        prog[rec + L.LS_HID_ZP] = zp
+        X = (3.0 * np.random.default_rng(zp + 128).standard_normal((300, 4))).astype(np.float32)
+        exe = build_runner(tmp_path / str(zp), cc="cc", sanitize=True, src=os.environ.get("EDGELSTM_TEST_RUNTIME"))
+        got = run_many(exe, [(model, X)])[0]
+        want = model.stream().step_many(X)
+        assert np.array_equal(got.view(np.int32), want.view(np.int32)), zp
+        outs.append(got)
+    assert np.ptp(np.concatenate(outs), axis=0).max() > 0       # not vacuous: the outputs move
+
+
+def test_conv16_scale_flushed_to_zero_is_refused_by_every_backend():
+    """Item 8 of issue 16: an int16 conv (int8 GRU / RNN cell graph) whose effective scale is so small that
+    QuantizeMultiplier flushes it to (0, 0) (it would need a shift below -31: outside LiteRT's 16x8 conv range)
+    ran on the JIT while the native backend and to_c refused it (c_model.conv16_rows). One validator now:
+    prepare() refuses it, so no backend sees it."""
+    import edgelstm as el
+    from edgelstm.c_model import c_arrays
+    rng = np.random.default_rng(3)
+    spec = el.random_model([{"kind": "gru", "hidden_size": 4}], input_size=3, seed=3)
+    q = el.quantize(el.Model(spec), calibration=rng.standard_normal((2, 30, 3)).astype(np.float32), progress=False)
+    c_arrays(q._prep, spec=q.spec)                      # the intact model: every backend takes it
+    d = q.quant.layers[0][0]
+    d["w_x_scale"] = d["w_x_scale"].copy()
+    d["w_x_scale"][0] = np.nextafter(np.float32(1e-12), np.float32(1))   # the loader's smallest scale
+    real = q.quant.act[0][0] * 1e-12 / float(d["graph_scale"][0])
+    assert real < 2.0 ** -32                            # QuantizeMultiplier flushes it (shift < -31)
+    with pytest.raises(el.ModelError, match="int16 conv effective scale"):
+        el.Model(q.spec, q.quant)
+
+
+# ---- the bindings: a model the runtime refuses is an edgelstm error, never a crash or a foreign exception
+
+_STREAM = """
+import sys
+{prelude}
+try:
+    {make}
+    ys = [list(s.step([0.5] * F)) for _ in range(300)]
+    print("ran", ys[-1][:2])
+except EdgeLSTMError as e:
+    print("refused", type(e).__name__)
+except Exception as e:
+    print("foreign", type(e).__name__, e)
+"""
+
+
+def _outcome(code, *args, env=None):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **(env or {})})
+    return f"crash (exit {res.returncode})" if res.returncode else res.stdout.strip().splitlines()[-1]
+
+
+def _tampered(field, value):
+    """c_model.c_arrays with one field of the first layer's direction record changed (the bundle's or the native
+    backend's program)."""
+    def c_arrays(prep, *, _real=__import__("edgelstm.c_model", fromlist=["c_arrays"]).c_arrays, **kw):
+        prog, w8, blob = _real(prep, **kw)
+        prog = prog.copy()
+        prog[int(prog[L.G_LAYER0]) + L.L_HDR + field] = value(prog)
+        return prog, w8, blob
+    return c_arrays
+
+
+DEPLOY_CASES = {   # name: (model_data.h #define edit, c_arrays tamper); c4d712d's outcome in the comment
+    "MODEL_SCRATCH -1": (("MODEL_SCRATCH", -1), None),                     # foreign ValueError (ctypes array)
+    "MODEL_N_STATE 2^28": (("MODEL_N_STATE", 1 << 28), None),              # crash (SIGSEGV)
+    "lstm state offset out of range": (None, (L.LS_STATE, lambda p: 50_000)),   # wrong outputs, then SIGSEGV
+    "lstm bias outside prog": (None, (L.LS_BX, lambda p: p.size + 64)),         # ran, silently wrong
+}
+
+
+@pytest.fixture(scope="module")
+def lstm_model():
+    return _lstm_model()
+
+
+@pytest.mark.parametrize("what", sorted(DEPLOY_CASES))
+def test_deploy_refuses_a_bad_bundle_with_an_edgelstm_error(what, lstm_model, tmp_path, monkeypatch):
+    import subprocess
+    import edgelstm.c_model as cm
+    from edgelstm.export.to_c import to_c
+    from edgelstm.firmware_host import STRICT_CFLAGS
+    define, tamper = DEPLOY_CASES[what]
+    if tamper:
+        monkeypatch.setattr(cm, "c_arrays", _tampered(tamper[0], tamper[1]))
+    b = to_c(lstm_model, tmp_path / "b")
+    if define:
+        h = (b / "model_data.h").read_text()
+        (b / "model_data.h").write_text(re.sub(rf"#define {define[0]} \S+", f"#define {define[0]} ({define[1]})", h))
+    lib = b / "libmodel.so"
+    subprocess.run(["cc", *STRICT_CFLAGS, "-fPIC", "-shared", "-I", str(b), "-o", str(lib),
+                    *[str(b / f) for f in ("model_data.c", "edgelstm.c", "elstm_io.c")], "-lm"], check=True)
+    code = _STREAM.format(prelude="from edgelstm.deploy import CompiledModel\nfrom edgelstm.errors import "
+                                  "EdgeLSTMError", make="s = CompiledModel(sys.argv[1]).stream(); F = s._F")
+    assert _outcome(code, str(lib)) == "refused ArtifactError"
+
+
+@pytest.fixture(scope="module")
+def native_lib(tmp_path_factory):
+    from edgelstm import native
+    from edgelstm.firmware_host import build_native
+    return build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
+
+
+NATIVE_CASES = {"intact": None, **{k: v[1] for k, v in DEPLOY_CASES.items() if v[1]}}
+
+
+@pytest.mark.parametrize("what", sorted(NATIVE_CASES))
+def test_native_backend_refuses_a_bad_program_with_an_edgelstm_error(what, lstm_model, native_lib, tmp_path):
+    """The ctypes backend's own copy of the program goes through elstm_init's checks before its first step
+    (c4d712d never called it: a bad program ran silently wrong or crashed)."""
+    import edgelstm as el
+    path = tmp_path / "m.elstm"
+    el.save(lstm_model, path)
+    tamper = NATIVE_CASES[what]
+    prelude = "import numpy as np\nimport edgelstm as el\nfrom edgelstm.errors import EdgeLSTMError"
+    if tamper:
+        prelude += ("\nimport edgelstm.c_model as cm\nfrom test_c_validation import _tampered\n"
+                    f"cm.c_arrays = _tampered({tamper[0]}, {_lambda_source(what)})")
+    code = _STREAM.format(prelude=prelude, make="m = el.load(sys.argv[1]); s = m.stream(); F = m.input_size; "
+                                                "assert type(s._step_kernel).__name__ == 'NativeStep'")
+    env = {"EDGELSTM_BACKEND": "native", "EDGELSTM_NATIVE_LIB": str(native_lib),
+           "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    got = _outcome(code, str(path), env=env)
+    assert got.startswith("ran") if tamper is None else got == "refused ModelError", got
+
+
+def _lambda_source(what):
+    return {"lstm state offset out of range": "lambda p: 50_000", "lstm bias outside prog": "lambda p: p.size + 64"}[what]
+
+
+def _c_config(model, prog, w8, blob, *, scratch):
+    from edgelstm import native
+    (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
+    cfg = native._Config(native.FORMAT_VERSION, model.input_size, model.output_size, model._prep.width,
+                         model._prep.n_state, scratch, prog.size, w8.size, blob.size, s_in, zp_in, s_out, zp_out)
+    return cfg, native._Weights(prog.ctypes.data, w8.ctypes.data, blob.ctypes.data)
+
+
+@pytest.mark.slow
+def test_every_mutated_file_the_jit_runs_the_c_runtime_accepts(native_lib):
+    """One validator for all backends (item 8 of issue 16): 3,000 mutated .elstm files (tests/fuzzing.py); every
+    int8 streamable model that loads and runs on the JIT is accepted by the C runtime's checks, in the native
+    backend's copy of its program and in the compact copy a to_c bundle holds (c4d712d: case 2788, a CONV16
+    multiplier flushed to zero, ran on the JIT and was refused by both)."""
+    import tempfile
+    import edgelstm as el
+    from edgelstm import native
+    from edgelstm.c_model import c_arrays, c_work_buffers
+    from fuzzing import base_files, mutate
+    lib = native._load(native_lib)
+    bases = base_files()
+    X = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    checked = 0
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "case.elstm")
+        for case in range(3000):
+            rng = np.random.default_rng([2026, case])
+            _, data = bases[rng.integers(len(bases))]
+            with open(path, "wb") as f:
+                f.write(mutate(data, rng))
+            try:
+                m = el.load(path)
+                if not m.is_quantized or m.spec.needs_whole_sequence:
+                    continue
+                m.run(X)
+            except el.EdgeLSTMError:
+                continue
+            native.NativeStep(lib, m._prep)                             # raises ModelError if refused
+            arrays = c_arrays(m._prep, spec=m.spec)
+            cfg, w = _c_config(m, *arrays, scratch=c_work_buffers(m._prep, spec=m.spec)["scratch"])
+            native.check_program(lib, cfg, w, f"case {case} (to_c's arrays)")
+            checked += 1
+    assert checked > 200
