@@ -250,22 +250,22 @@ def _outcome(code, *args, env=None):
     return f"crash (exit {res.returncode})" if res.returncode else res.stdout.strip().splitlines()[-1]
 
 
-def _tampered(field, value):
-    """c_model.c_arrays with one field of the first layer's direction record changed (the bundle's or the native
-    backend's program)."""
+def _tampered(field, value, past_prog=False):
+    """c_model.c_arrays with one field of the first layer's direction record set to ``value`` (+ the program's
+    length if ``past_prog``): the bundle's or the native backend's program."""
     def c_arrays(prep, *, _real=__import__("edgelstm.c_model", fromlist=["c_arrays"]).c_arrays, **kw):
         prog, w8, blob = _real(prep, **kw)
         prog = prog.copy()
-        prog[int(prog[L.G_LAYER0]) + L.L_HDR + field] = value(prog)
+        prog[int(prog[L.G_LAYER0]) + L.L_HDR + field] = value + (prog.size if past_prog else 0)
         return prog, w8, blob
     return c_arrays
 
 
-DEPLOY_CASES = {   # name: (model_data.h #define edit, c_arrays tamper); c4d712d's outcome in the comment
-    "MODEL_SCRATCH -1": (("MODEL_SCRATCH", -1), None),                     # foreign ValueError (ctypes array)
-    "MODEL_N_STATE 2^28": (("MODEL_N_STATE", 1 << 28), None),              # crash (SIGSEGV)
-    "lstm state offset out of range": (None, (L.LS_STATE, lambda p: 50_000)),   # wrong outputs, then SIGSEGV
-    "lstm bias outside prog": (None, (L.LS_BX, lambda p: p.size + 64)),         # ran, silently wrong
+DEPLOY_CASES = {   # name: (model_data.h #define edit, _tampered arguments); c4d712d's outcome in the comment
+    "MODEL_SCRATCH -1": (("MODEL_SCRATCH", -1), None),               # foreign ValueError (the ctypes array)
+    "MODEL_N_STATE 2^28": (("MODEL_N_STATE", 1 << 28), None),        # ran (512 MiB of state), not refused
+    "lstm state offset out of range": (None, (L.LS_STATE, 50_000)),  # crash (SIGSEGV)
+    "lstm bias outside prog": (None, (L.LS_BX, 64, True)),           # ran, silently wrong
 }
 
 
@@ -282,7 +282,7 @@ def test_deploy_refuses_a_bad_bundle_with_an_edgelstm_error(what, lstm_model, tm
     from edgelstm.firmware_host import STRICT_CFLAGS
     define, tamper = DEPLOY_CASES[what]
     if tamper:
-        monkeypatch.setattr(cm, "c_arrays", _tampered(tamper[0], tamper[1]))
+        monkeypatch.setattr(cm, "c_arrays", _tampered(*tamper))
     b = to_c(lstm_model, tmp_path / "b")
     if define:
         h = (b / "model_data.h").read_text()
@@ -308,7 +308,7 @@ NATIVE_CASES = {"intact": None, **{k: v[1] for k, v in DEPLOY_CASES.items() if v
 @pytest.mark.parametrize("what", sorted(NATIVE_CASES))
 def test_native_backend_refuses_a_bad_program_with_an_edgelstm_error(what, lstm_model, native_lib, tmp_path):
     """The ctypes backend's own copy of the program goes through elstm_init's checks before its first step
-    (c4d712d never called it: a bad program ran silently wrong or crashed)."""
+    (c4d712d never called it: both bad programs ran, silently wrong)."""
     import edgelstm as el
     path = tmp_path / "m.elstm"
     el.save(lstm_model, path)
@@ -316,7 +316,7 @@ def test_native_backend_refuses_a_bad_program_with_an_edgelstm_error(what, lstm_
     prelude = "import numpy as np\nimport edgelstm as el\nfrom edgelstm.errors import EdgeLSTMError"
     if tamper:
         prelude += ("\nimport edgelstm.c_model as cm\nfrom test_c_validation import _tampered\n"
-                    f"cm.c_arrays = _tampered({tamper[0]}, {_lambda_source(what)})")
+                    f"cm.c_arrays = _tampered{tamper!r}")
     code = _STREAM.format(prelude=prelude, make="m = el.load(sys.argv[1]); s = m.stream(); F = m.input_size; "
                                                 "assert type(s._step_kernel).__name__ == 'NativeStep'")
     env = {"EDGELSTM_BACKEND": "native", "EDGELSTM_NATIVE_LIB": str(native_lib),
@@ -324,9 +324,6 @@ def test_native_backend_refuses_a_bad_program_with_an_edgelstm_error(what, lstm_
     got = _outcome(code, str(path), env=env)
     assert got.startswith("ran") if tamper is None else got == "refused ModelError", got
 
-
-def _lambda_source(what):
-    return {"lstm state offset out of range": "lambda p: 50_000", "lstm bias outside prog": "lambda p: p.size + 64"}[what]
 
 
 def _c_config(model, prog, w8, blob, *, scratch):

@@ -14,7 +14,8 @@
  * case whose prog / w8 / blob would exceed 2^26 elements is skipped (the runtime cannot know how long the
  * caller's arrays really are, and their lengths have no limit). The last frame goes through elstm_step_f32.
  * Before each case its number (and the accepted / rejected counts so far) is written to the progress file,
- * so a sanitizer abort names its case; the parent restarts after it. Prints "accepted A rejected R" on stdout at the end. */
+ * so a sanitizer abort names its case; the parent restarts after it. Prints "accepted A rejected R skipped S" on
+ * stdout at the end. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

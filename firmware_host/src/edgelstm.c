@@ -790,7 +790,7 @@ static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
         && (!(flags & FLAG_PROJ) || (inside(r[LS_PROJ], n_out, H, W) && span(r[LS_BPROJ], n_out, P)))
         && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
         && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
-        && pairs_ok(r + LS_MX, 8, 0) && pairs_ok(r + LS_MP, 3, 0) && pairs_ok(r + LS_MPROJ, 2, 0)   /* + LS_MH, LS_MHID */
+        && pairs_ok(r + LS_MX, 8, 0) && pairs_ok(r + LS_MP, 3, 0) && pairs_ok(r + LS_MPROJ, 2, 0)   /* + MH, MHID */
         && LIM(r[LS_CELL_EXP], CELL_EXP) && LIM(r[LS_HID_ZP], ZP) && LIM(r[LS_OUT_ZP], ZP)
         && LIM(r[LS_CELL_CLIP], CELL_CLIP) && LIM(r[LS_PROJ_CLIP], PROJ_CLIP);
 }
@@ -871,9 +871,11 @@ static const uint8_t op_checks[] = {
 #endif
     0xFF
 };
-static const int32_t ck_lo[] = {0, ELSTM_LIM_ZP_MIN, ELSTM_LIM_MULT_MIN, ELSTM_LIM_SHIFT_MIN, ELSTM_LIM_LSHIFT_MIN, 0,
+/* the ranges of the bounded kinds, as int16 (flash): CK_MULT's upper end is INT32_MAX, which every int32 meets
+ * (-1 here: no upper check) */
+static const int16_t ck_lo[] = {0, ELSTM_LIM_ZP_MIN, ELSTM_LIM_MULT_MIN, ELSTM_LIM_SHIFT_MIN, ELSTM_LIM_LSHIFT_MIN, 0,
                                 ELSTM_LIM_ACT16_MULT_MIN, ELSTM_LIM_ACT16_SHIFT_MIN};
-static const int32_t ck_hi[] = {0, ELSTM_LIM_ZP_MAX, ELSTM_LIM_MULT_MAX, ELSTM_LIM_SHIFT_MAX, ELSTM_LIM_LSHIFT_MAX, 1,
+static const int16_t ck_hi[] = {0, ELSTM_LIM_ZP_MAX, -1, ELSTM_LIM_SHIFT_MAX, ELSTM_LIM_LSHIFT_MAX, 1,
                                 ELSTM_LIM_ACT16_MULT_MAX, ELSTM_LIM_ACT16_SHIFT_MAX};
 
 /* One op record (its op_len fields inside prog, checked by the caller) of an op this build holds: every arena
@@ -916,7 +918,7 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
     }
     for (++c; *c != 0; ++c) {
         int32_t kind = *c >> 4, f = *c & 15, v = r[f];
-        if (kind < CK_RANGE16 ? !in_range(v, ck_lo[kind], ck_hi[kind])
+        if (kind < CK_RANGE16 ? v < ck_lo[kind] || (ck_hi[kind] >= 0 && v > ck_hi[kind])
             : kind == CK_RANGE16 ? v < ELSTM_LIM_INT16_MIN || v > r[f + 1] || r[f + 1] > ELSTM_LIM_INT16_MAX
             : !span(v, kind == CK_ARENA ? n : kind == CK_TABLE16 ? 128 : 256,
                     kind == CK_ARENA ? A : kind == CK_TABLE16 ? P : B)) {
@@ -1022,12 +1024,11 @@ int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
         return ELSTM_BAD_VERSION;
     }
     /* the config: sizes bounded (so no sum or product below overflows), the input inside the frame buffers (the
-     * output is the last layer's, checked below), the float edges' quantization as the loader accepts it; then
-     * the program's header */
+     * output is the last layer's, checked below), the float edges' quantization as the loader accepts it, a
+     * program holding its header (whose input / output sizes nothing reads: the layers' are checked) */
     if (!size_ok(cfg->width) || !size_ok(cfg->scratch) || !in_range(cfg->n_state, 0, ELSTM_LIM_MAX_ELEMENTS)
         || !in_range(cfg->input_size, 1, cfg->width) || !scale_ok(&cfg->input_scale)
-        || !scale_ok(&cfg->output_scale) || !LIM(cfg->input_zp, ZP) || !LIM(cfg->output_zp, ZP)
-        || P < G_LAYER0 || prog[G_IN] != cfg->input_size || prog[G_OUT] != cfg->output_size) {
+        || !scale_ok(&cfg->output_scale) || !LIM(cfg->input_zp, ZP) || !LIM(cfg->output_zp, ZP) || P < G_LAYER0) {
         return ELSTM_BAD_MODEL;
     }
     n_layers = prog[G_LAYERS];
