@@ -721,7 +721,7 @@ static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
 }
 #endif   /* ELSTM_WITH_OPS */
 
-/* ---- validation: elstm_validate checks every record field before any kernel uses it, against the limits of
+/* ---- validation: elstm_init checks every record field before any kernel uses it, against the limits of
  * edgelstm/limits.py (ELSTM_LIM_* in the generated elstm_records.h: the Python loader's, one list). Every
  * length is checked before the fields it covers are read, and no check forms a sum or product that could
  * overflow: offsets go through span / inside, sizes are bounded by ELSTM_LIM_MAX_ELEMENTS (2^24) first. */
