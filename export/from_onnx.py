@@ -286,6 +286,7 @@ def _import(model, where, bind, state, shapes):
             trace, syms = _trace(model, where, bind, data, states, lengths, shapes, keep_fixed=True)
         except ImportModelError:
             raise first from None
+    trace.data_name = data.name
     rewrite_unrolled_cells(trace)
     tw = _time_world(trace, syms, data.name)
     low = Lowering(trace, data=data.name, states=states, lengths=lengths, t_world=tw, where=where)

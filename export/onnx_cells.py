@@ -1,7 +1,268 @@
-"""Unrolled recurrent cells (Gemm/MatMul + Split + Sigmoid/Tanh + Mul/Add, as torch's dynamo exporter writes an
-LSTMCell) recognized in the residual graph and replaced by the equivalent one-step ONNX LSTM node."""
+"""Unrolled recurrent cells recognized as cells.
+
+Exporters that trace an ``LSTMCell`` (torch's dynamo exporter, silero-vad's ``op18_ifless`` file) write it as
+element-wise ops: ``gates = x W_ih^T + b_ih + h W_hh^T + b_hh`` (Gemm / MatMul + Add), ``Split`` (or Slices) into
+four chunks, Sigmoid / Tanh on them, and ``c' = f * c + i * g``, ``h' = o * tanh(c')``.  The matcher starts from
+every ``h' = Mul(Sigmoid(.), Tanh(c'))``, follows the pattern back (Add and Mul in either operand order), tells
+the gates apart by their role in the equations (not by their position in the Split), tells x from h by which
+graph input each one comes from, and replaces the cell by the one-step ONNX LSTM node it computes (X, W, R, B in
+ONNX's i, o, f, c gate order; initial_h / initial_c = h, c; Y_h / Y_c = h', c').  The rest of the importer then
+treats it as any LSTM node: its state is paired with the state inputs and outputs as usual.
+"""
 from __future__ import annotations
+
+import numpy as np
+
+from .onnx_graph import Const, Dyn
+
+
+class _Synth:
+    """A residual node made by the importer."""
+
+    def __init__(self, op, inputs, outputs, attrs=None, name=""):
+        self.op_type, self.inputs, self.outputs = op, list(inputs), list(outputs)
+        self.attrs, self.name, self.domain, self.proto = dict(attrs or {}), name, "", None
+
+    def __repr__(self):
+        return f"{self.op_type}({', '.join(self.inputs)}) -> {self.outputs}"
+
+
+class _Graph:
+    def __init__(self, trace):
+        self.t = trace
+        self.prod = {o: n for n in trace.residual for o in n.outputs if o}
+
+    def node(self, name, op=None):
+        n = self.prod.get(name)
+        if n is None or (op is not None and n.op_type not in ((op,) if isinstance(op, str) else op)):
+            return None
+        return n
+
+    def const(self, name):
+        v = self.t.vals.get(name)
+        return v.vals[0] if isinstance(v, Const) else None
+
+
+def _origins(trace) -> dict:
+    """value -> set of graph inputs it depends on (run-time values only)."""
+    out = {n: {n} for n, v in trace.vals.items() if isinstance(v, Dyn) and n not in
+           {o for r in trace.residual for o in r.outputs}}
+    for node in trace.residual:
+        src = set()
+        for i in node.inputs:
+            src |= out.get(i, set())
+        for o in node.outputs:
+            if o:
+                out[o] = src
+    return out
+
+
+def _lin(g: _Graph, name):
+    """A value computed as v @ W (+ b): (v, W (O, I) float64, b (O,)) or None."""
+    n = g.node(name, ("Gemm", "MatMul", "Add"))
+    if n is None:
+        return None
+    if n.op_type == "Add":
+        for k in (0, 1):
+            inner, c = n.inputs[k], g.const(n.inputs[1 - k])
+            if c is not None:
+                lin = _lin(g, inner)
+                if lin is not None and c.size in (1, lin[1].shape[0]):
+                    return lin[0], lin[1], lin[2] + np.broadcast_to(c.astype(np.float64).ravel(), lin[2].shape)
+        return None
+    w = g.const(n.inputs[1])
+    if w is None or w.ndim != 2 or g.const(n.inputs[0]) is not None:
+        return None
+    if n.op_type == "MatMul":
+        return n.inputs[0], w.T.astype(np.float64), np.zeros(w.shape[1])
+    a = n.attrs
+    if a.get("transA", 0):
+        return None
+    w = (w if a.get("transB", 0) else w.T).astype(np.float64) * a.get("alpha", 1.0)
+    b = np.zeros(w.shape[0])
+    if len(n.inputs) > 2 and n.inputs[2]:
+        c = g.const(n.inputs[2])
+        if c is None or c.size not in (1, w.shape[0]):
+            return None
+        b = np.broadcast_to(c.astype(np.float64).ravel() * a.get("beta", 1.0), (w.shape[0],)).copy()
+    return n.inputs[0], w, b
+
+
+def _act_of(g, name, op):
+    n = g.node(name, op)
+    return n.inputs[0] if n is not None else None
+
+
+def _pairs(g, name, op):
+    """The two operands of ``name = op(a, b)`` in both orders."""
+    n = g.node(name, op)
+    if n is None or len(n.inputs) != 2:
+        return []
+    return [(n.inputs[0], n.inputs[1]), (n.inputs[1], n.inputs[0])]
+
+
+def _chunk(g, name):
+    """name is chunk k of a gates value (Split output k, or a Slice on the last axis): (gates, start, stop)."""
+    n = g.node(name, ("Split", "Slice"))
+    if n is None:
+        return None
+    src = g.t.vals.get(n.inputs[0])
+    if not isinstance(src, Dyn):
+        return None
+    shape = src.shape
+    if n.op_type == "Split":
+        out_shapes = [g.t.vals[o].shape for o in n.outputs]
+        axis = n.attrs.get("axis", 0) % len(shape)
+        if axis != len(shape) - 1:
+            return None
+        k = n.outputs.index(name)
+        start = sum(s[axis] for s in out_shapes[:k])
+        return n.inputs[0], start, start + out_shapes[k][axis]
+    out = g.t.vals[name].shape
+    diff = [a for a, (p, q) in enumerate(zip(shape, out)) if p != q]
+    if diff != [len(shape) - 1]:
+        return None
+    from .onnx_fold import slice_index
+    idx = slice_index(n, [None] + [g.const(i) if i else None for i in n.inputs[1:]], g.t.ctx, shape, "")
+    sl = idx[-1]
+    if sl.step != 1:
+        return None
+    return n.inputs[0], sl.start, sl.stop
+
+
+def _match_lstm(g: _Graph, h_new, origins, data_inputs):
+    """The LSTM cell computing ``h_new``, or None: dict of x, h, c, c_new, W (4H, I), R (4H, H), b (4H,) in
+    the IR gate order i, f, g, o."""
+    for o_sig, tanh_c in _pairs(g, h_new, "Mul"):
+        c_new = _act_of(g, tanh_c, "Tanh")
+        o_pre = _act_of(g, o_sig, "Sigmoid")
+        if c_new is None or o_pre is None:
+            continue
+        for fc, ig in _pairs(g, c_new, "Add"):
+            for f_sig, c_prev in _pairs(g, fc, "Mul"):
+                f_pre = _act_of(g, f_sig, "Sigmoid")
+                if f_pre is None:
+                    continue
+                for i_sig, g_tanh in _pairs(g, ig, "Mul"):
+                    i_pre, g_pre = _act_of(g, i_sig, "Sigmoid"), _act_of(g, g_tanh, "Tanh")
+                    if i_pre is None or g_pre is None:
+                        continue
+                    chunks = [_chunk(g, v) for v in (i_pre, f_pre, g_pre, o_pre)]
+                    if None in chunks or len({c[0] for c in chunks}) != 1:
+                        continue
+                    cell = _gates(g, chunks, c_prev, c_new, origins, data_inputs)
+                    if cell is not None:
+                        return cell
+    return None
+
+
+def _gates(g, chunks, c_prev, c_new, origins, data_inputs):
+    gates = chunks[0][0]
+    H = chunks[0][2] - chunks[0][1]
+    if any(c[2] - c[1] != H for c in chunks) or sorted(c[1] for c in chunks) != [0, H, 2 * H, 3 * H]:
+        return None
+    terms = []
+    for a, b in _pairs(g, gates, "Add")[:1]:
+        la, lb = _lin(g, a), _lin(g, b)
+        if la is None or lb is None:
+            continue
+        terms = [la, lb]
+    if not terms:
+        return None
+    # x comes from the data input, h from a state input
+    src = [origins.get(t[0], set()) for t in terms]
+    if src[0] & data_inputs and not src[1] & data_inputs:
+        (x, wx, bx), (h, wh, bh) = terms
+    elif src[1] & data_inputs and not src[0] & data_inputs:
+        (h, wh, bh), (x, wx, bx) = terms
+    else:
+        return None
+    if wh.shape != (4 * H, H) or wx.shape[0] != 4 * H:
+        return None
+    rows = [np.arange(c[1], c[2]) for c in chunks]                  # i, f, g, o rows of the gates vector
+    order = np.concatenate(rows)
+    return {"x": x, "h": h, "c": c_prev, "c_new": c_new, "H": H, "W": wx[order], "R": wh[order],
+            "b": (bx + bh)[order]}
 
 
 def rewrite_unrolled_cells(trace) -> int:
-    return 0
+    """Replace every unrolled LSTM cell of the residual graph by a one-step LSTM node; returns how many."""
+    g = _Graph(trace)
+    origins = _origins(trace)
+    data_inputs = {n for n, v in trace.vals.items() if isinstance(v, Dyn) and n == trace.data_name}
+    found = 0
+    for node in list(trace.residual):
+        if node.op_type != "Mul" or not node.outputs[0]:
+            continue
+        cell = _match_lstm(g, node.outputs[0], origins, data_inputs)
+        if cell is None:
+            continue
+        _replace(trace, cell, node.outputs[0], found)
+        found += 1
+        g = _Graph(trace)
+    if found:
+        _prune_and_sort(trace)
+    return found
+
+
+def _replace(trace, cell, h_new, k):
+    H = cell["H"]
+    p = f"__lstm_cell{k}_"
+    x_shape = trace.vals[cell["x"]].shape
+    if len(x_shape) != 2 or len(trace.vals[cell["h"]].shape) != 2 or len(trace.vals[cell["c"]].shape) != 2:
+        return
+    from .gate_order import ONNX_LSTM
+    del ONNX_LSTM
+    # IR order i, f, g, o -> ONNX order i, o, f, c
+    to_onnx = np.concatenate([np.arange(0, H), np.arange(3 * H, 4 * H), np.arange(H, 2 * H), np.arange(2 * H, 3 * H)])
+    W = cell["W"][to_onnx][None].astype(np.float32)
+    R = cell["R"][to_onnx][None].astype(np.float32)
+    B = np.concatenate([cell["b"][to_onnx], np.zeros(4 * H)])[None].astype(np.float32)
+    I = W.shape[2]
+    consts = {p + "W": W, p + "R": R, p + "B": B, p + "sx": np.array([1, -1, I], np.int64),
+              p + "sh": np.array([1, -1, H], np.int64), p + "so": np.array([-1, H], np.int64)}
+    for n, v in consts.items():
+        trace.vals[n] = Const([v] * trace.W)
+    nodes = [_Synth("Reshape", [cell["x"], p + "sx"], [p + "X"]),
+             _Synth("Reshape", [cell["h"], p + "sh"], [p + "h0"]),
+             _Synth("Reshape", [cell["c"], p + "sh"], [p + "c0"]),
+             _Synth("LSTM", [p + "X", p + "W", p + "R", p + "B", "", p + "h0", p + "c0"], ["", p + "Yh", p + "Yc"],
+                    {"hidden_size": H}, name=f"unrolled LSTM cell {k}"),
+             _Synth("Reshape", [p + "Yh", p + "so"], [h_new]),
+             _Synth("Reshape", [p + "Yc", p + "so"], [cell["c_new"]])]
+    replaced = {h_new, cell["c_new"]}
+    trace.residual = [n for n in trace.residual if not (set(n.outputs) & replaced)]
+    for n in nodes:
+        vals = [trace.vals[i] if i else None for i in n.inputs]
+        outs = trace._dyn(n, vals, n.op_type)
+        for o, v in zip(n.outputs, outs):
+            if o:
+                trace.vals[o] = v
+        trace.residual.append(n)
+
+
+def _prune_and_sort(trace):
+    """Drop residual nodes the outputs no longer need; order the rest topologically."""
+    prod = {o: n for n in trace.residual for o in n.outputs if o}
+    need, todo = set(), list(trace.outputs)
+    while todo:
+        v = todo.pop()
+        if v in need:
+            continue
+        need.add(v)
+        if v in prod:
+            todo.extend(i for i in prod[v].inputs if i)
+    live = [n for n in trace.residual if any(o in need for o in n.outputs)]
+    done, order, pending = set(n for n in trace.vals if n not in prod), [], list(live)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(not i or i in done for i in n.inputs):
+                order.append(n)
+                done.update(o for o in n.outputs if o)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ValueError("cycle in the rewritten graph")
+        pending = rest
+    trace.residual = order

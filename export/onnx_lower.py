@@ -211,6 +211,9 @@ class Lowering:
             if self.t.vals[node.outputs[0]].dtype.kind != "f":
                 raise ImportModelError(f"{where}: casts the data to {self.t.vals[node.outputs[0]].dtype}")
             return self._set(node.outputs[0], ins[0], node.inputs[0])
+        noop = self._noop(op, ins)
+        if noop is not None:      # x + 0, x * 1, ... (an exporter's leftovers): the value itself
+            return self._set(node.outputs[0], noop, node.inputs[next(k for k, v in enumerate(ins) if v is noop)])
         data = [v for v in ins if isinstance(v, (Frame, StateOut, _Square, _SumSq, StateIn))]
         if any(isinstance(v, StateIn) for v in ins):
             raise ImportModelError(f"{where}: uses the state input {next(v.name for v in ins if isinstance(v, StateIn))!r} "
@@ -225,6 +228,21 @@ class Lowering:
                                    f"{', '.join(kinds)})")
         del data
         handler(node, ins, where)
+
+    @staticmethod
+    def _noop(op, ins):
+        if op not in ("Add", "Sub", "Mul", "Div") or len(ins) != 2:
+            return None
+        for k in (0, 1):
+            x, c = ins[k], ins[1 - k]
+            if isinstance(c, np.ndarray) and isinstance(x, (Frame, StateOut, StateIn)) and c.size and \
+                    c.ndim <= np.ndim(x.ids if isinstance(x, StateOut) else x.idx) and \
+                    all(d == 1 for d in c.shape) and c.dtype.kind == "f":
+                v = float(c.ravel()[0])
+                if (op in ("Add", "Sub") and v == 0 and (k == 0 or op == "Add")) or \
+                        (op in ("Mul", "Div") and v == 1 and (k == 0 or op == "Mul")):
+                    return x
+        return None
 
     def _val(self, name):
         if not name:
