@@ -282,6 +282,8 @@ def _import(model, where, bind, state, shapes):
     try:
         trace, syms = _trace(model, where, bind, data, states, lengths, shapes, keep_fixed=False)
     except ImportModelError as first:
+        if getattr(first, "final", False):
+            raise
         try:       # a graph that hard-codes its declared sizes: keep the declared fixed axes fixed
             trace, syms = _trace(model, where, bind, data, states, lengths, shapes, keep_fixed=True)
         except ImportModelError:

@@ -300,6 +300,7 @@ class Trace:
         self.residual: list[Residual] = []
         self.nodes_walked = 0
         self._taken = set()
+        self._counts = {}
         g = model.graph
         scope = {}
         for t in g.initializer:
@@ -318,10 +319,12 @@ class Trace:
 
     def _new(self, local: str, value) -> str:
         name = local or "_"
-        k = 0
+        k = self._counts.get(name, 0)
+        base = name
         while name in self._taken:
             k += 1
-            name = f"{local}__{k}"
+            name = f"{base}__{k}"
+        self._counts[base] = k
         self._taken.add(name)
         self.vals[name] = value
         return name
@@ -488,7 +491,24 @@ class Trace:
         for w in range(self.W):
             ins = [None if v is None else (v.shapes[w] if isinstance(v, Dyn) else v.vals[w]) for v in vals]
             dyn = [isinstance(v, Dyn) for v in vals]
-            shapes.append(self._shape_rule(node, ins, dyn, where))
+            try:
+                shapes.append(self._shape_rule(node, ins, dyn, where))
+            except ImportModelError:
+                if w == 0 and self.W > 1 and op in ("Slice", "Gather", "Split") and isinstance(vals[0], Dyn) and \
+                        vals[0].shapes[0] != vals[0].shapes[1]:
+                    e = ImportModelError(f"{where}: the data is sliced per time step: an unrolled recurrence over "
+                                         f"time (e.g. torch's dynamo exporter on nn.RNN) is not supported; export "
+                                         f"with the TorchScript-based exporter (dynamo=False) to get an ONNX RNN node")
+                    e.final = True
+                    raise e from None
+                raise
+            if op in ("Slice", "Split", "Gather") and w == 0 and self.W > 1 and isinstance(vals[0], Dyn) and \
+                    any(0 in s for s in shapes[0] if s is not None):
+                e = ImportModelError(f"{where}: the data is sliced per time step: an unrolled recurrence over time "
+                                     f"(e.g. torch's dynamo exporter on nn.RNN) is not supported; export with the "
+                                     f"TorchScript-based exporter (dynamo=False) to get an ONNX RNN node")
+                e.final = True
+                raise e
         dtypes = self._dtypes(node, vals, dt)
         return [None if not node.outputs[k] or shapes[0][k] is None else
                 Dyn([s[k] for s in shapes], dtypes[k]) for k in range(n_out)]

@@ -302,6 +302,12 @@ class Lowering:
         if len(tensors) > 1:
             for v in tensors:
                 self._chain_end(v, where)
+        if self.tw is not None and any(isinstance(self._val(n), Frame) and self.t_axis(n) is not None
+                                       for n in node.inputs if n) and \
+                any(o and self.t_axis(o) is None for o in node.outputs):
+            raise ImportModelError(f"{where}: the data is sliced per time step: an unrolled recurrence over time "
+                                   f"(e.g. torch's dynamo exporter on nn.RNN) is not supported; export with the "
+                                   f"TorchScript-based exporter (dynamo=False) to get an ONNX RNN node")
         out = fold(node, [v.idx if isinstance(v, Frame) else v for v in ins], self.ctx)
         return self._put(node, out, tensors[0], where)
 
@@ -761,7 +767,9 @@ class Lowering:
         if isinstance(v, np.ndarray):
             a = np.asarray(v, np.float32)
             if a.ndim != 3 or a.shape[2] != H or (a.shape[0] if layout == 0 else a.shape[1]) != n_dir:
-                raise ImportModelError(f"{where}: {what} has shape {a.shape}")
+                raise ImportModelError(f"{where}: {what} has shape {a.shape}, the node needs ({n_dir}, batch, {H}) "
+                                       f"(an inconsistent graph; torch's dynamo exporter writes such graphs for LSTMs "
+                                       f"with proj_size, which ONNX cannot express)")
             a = a if layout == 0 else a.transpose(1, 0, 2)
             if not np.all(a == a[:, :1]):
                 raise ImportModelError(f"{where}: {what} differs between batch rows; a model has one initial state "
