@@ -146,11 +146,59 @@ def _classify(model, bind, state, shapes):
     if ints:
         raise ImportModelError(f"inputs {ints} are not float data: fix them with bind= (e.g. bind={{{ints[0]!r}: "
                                f"16000}} for a sample rate)")
+    if len(rest) > 1:
+        states += _states_after_folding(model, bind, rest, states, lengths, shapes)
+        rest = [i for i in rest if i.name not in states]
     if len(rest) != 1:
         raise ImportModelError(f"expected exactly one data input, found {[i.name for i in rest]}; state inputs "
                                f"found: {states}; pass bind= for inputs that are fixed and state=[(input, output)] "
                                f"for recurrent state fed back by the caller")
     return rest[0], states, lengths
+
+
+def _states_after_folding(model, bind, candidates, states, lengths, shapes) -> list:
+    """Which of several float inputs are recurrent state, seen on the folded graph with unrolled cells
+    recognized: those that reach nothing but recurrent initial-state slots through layout ops."""
+    from .onnx_cells import rewrite_unrolled_cells
+    vis = {i.name: i for i in model.graph.input}
+    inputs = {}
+    for name in [c.name for c in candidates] + states:
+        try:
+            dims = _input_shapes(vis[name], shapes.get(name), data=False, where="")
+        except ImportModelError:
+            return []
+        inputs[name] = Dyn([dims], _elem_dtype(vis[name]))
+    if lengths:
+        inputs[lengths] = Dyn([[1]], np.int32)
+    try:
+        trace = Trace(model, where="", worlds=1, inputs=inputs, bound=_bound(model, bind), opset=opset_of(model),
+                      sym_names=[])
+        rewrite_unrolled_cells(trace)
+    except ImportModelError:
+        return []
+    readers = {}
+    for n in trace.residual:
+        for s, x in enumerate(n.inputs):
+            if x:
+                readers.setdefault(x, []).append((n, s))
+    found = []
+    for c in candidates:
+        todo, seen, ok, hit = [c.name], set(), True, False
+        while todo and ok:
+            v = todo.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            for n, s in readers.get(v, []):
+                if n.op_type in _RNN_OPS and s >= 5:
+                    hit = True
+                elif n.op_type in _INDEX_OPS and s == 0 or n.op_type == "Concat":
+                    todo.extend(o for o in n.outputs if o)
+                else:
+                    ok = False
+        if ok and hit:
+            found.append(c.name)
+    return found if len(found) < len(candidates) else []
 
 
 def _input_shapes(vi, fixed, *, data: bool, where):
@@ -202,6 +250,12 @@ def _trace(model, where, bind, data, states, lengths, shapes, *, keep_fixed):
         inputs[s] = Dyn([sd] * W, _elem_dtype(vis[s]))
     if lengths:
         inputs[lengths] = Dyn([[1]] * W, np.int32)
+    bound = _bound(model, bind)
+    return Trace(model, where=where, worlds=W, inputs=inputs, bound=bound, opset=opset, sym_names=syms), syms
+
+
+def _bound(model, bind) -> dict:
+    vis = {i.name: i for i in model.graph.input}
     bound = {}
     for k, v in bind.items():
         vi = vis[k]
@@ -216,7 +270,7 @@ def _trace(model, where, bind, data, states, lengths, shapes, *, keep_fixed):
             else:
                 raise ImportModelError(f"bind[{k!r}]: shape {arr.shape} for an input of rank {len(decl)}")
         bound[k] = arr
-    return Trace(model, where=where, worlds=W, inputs=inputs, bound=bound, opset=opset, sym_names=syms), syms
+    return bound
 
 
 def _time_world(trace, syms, data_name):

@@ -57,6 +57,19 @@ def _origins(trace) -> dict:
     return out
 
 
+_LAYOUT = ("Squeeze", "Unsqueeze", "Reshape", "Slice", "Gather", "Transpose", "Identity", "Split", "Flatten")
+
+
+def _root(g: _Graph, name):
+    """The value ``name`` is read from through layout ops only."""
+    for _ in range(64):
+        n = g.node(name, _LAYOUT)
+        if n is None:
+            return name
+        name = n.inputs[0]
+    return name
+
+
 def _lin(g: _Graph, name):
     """A value computed as v @ W (+ b): (v, W (O, I) float64, b (O,)) or None."""
     n = g.node(name, ("Gemm", "MatMul", "Add"))
@@ -130,7 +143,7 @@ def _chunk(g, name):
     return n.inputs[0], sl.start, sl.stop
 
 
-def _match_lstm(g: _Graph, h_new, origins, data_inputs):
+def _match_lstm(g: _Graph, h_new, origins):
     """The LSTM cell computing ``h_new``, or None: dict of x, h, c, c_new, W (4H, I), R (4H, H), b (4H,) in
     the IR gate order i, f, g, o."""
     for o_sig, tanh_c in _pairs(g, h_new, "Mul"):
@@ -150,30 +163,41 @@ def _match_lstm(g: _Graph, h_new, origins, data_inputs):
                     chunks = [_chunk(g, v) for v in (i_pre, f_pre, g_pre, o_pre)]
                     if None in chunks or len({c[0] for c in chunks}) != 1:
                         continue
-                    cell = _gates(g, chunks, c_prev, c_new, origins, data_inputs)
+                    cell = _gates(g, chunks, c_prev, c_new, origins)
                     if cell is not None:
                         return cell
     return None
 
 
-def _gates(g, chunks, c_prev, c_new, origins, data_inputs):
+def _gates(g, chunks, c_prev, c_new, origins):
     gates = chunks[0][0]
     H = chunks[0][2] - chunks[0][1]
     if any(c[2] - c[1] != H for c in chunks) or sorted(c[1] for c in chunks) != [0, H, 2 * H, 3 * H]:
         return None
-    terms = []
-    for a, b in _pairs(g, gates, "Add")[:1]:
-        la, lb = _lin(g, a), _lin(g, b)
-        if la is None or lb is None:
-            continue
-        terms = [la, lb]
-    if not terms:
+    # gates = a sum of v @ W (+ b) terms and constants, in any nesting (torch: Gemm + Gemm; Keras: MatMul +
+    # MatMul + bias)
+    terms, bias, todo = [], 0.0, [gates]
+    while todo:
+        v = todo.pop()
+        c = g.const(v)
+        lin = _lin(g, v) if c is None else None
+        if c is not None:
+            bias = bias + c.astype(np.float64).ravel()
+        elif lin is not None:
+            terms.append(lin)
+        elif g.node(v, "Add") is not None and len(terms) + len(todo) < 8:
+            todo.extend(g.node(v).inputs)
+        else:
+            return None
+    if len(terms) != 2:
         return None
-    # x comes from the data input, h from a state input
-    src = [origins.get(t[0], set()) for t in terms]
-    if src[0] & data_inputs and not src[1] & data_inputs:
+    terms[0] = (terms[0][0], terms[0][1], terms[0][2] + np.broadcast_to(bias, terms[0][2].shape))
+    # h is read from where c is read (the same state tensor, through layout ops), x from elsewhere
+    roots = [_root(g, t[0]) for t in terms]
+    state = _root(g, c_prev)
+    if roots[1] == state and roots[0] != state:
         (x, wx, bx), (h, wh, bh) = terms
-    elif src[1] & data_inputs and not src[0] & data_inputs:
+    elif roots[0] == state and roots[1] != state:
         (h, wh, bh), (x, wx, bx) = terms
     else:
         return None
@@ -189,12 +213,11 @@ def rewrite_unrolled_cells(trace) -> int:
     """Replace every unrolled LSTM cell of the residual graph by a one-step LSTM node; returns how many."""
     g = _Graph(trace)
     origins = _origins(trace)
-    data_inputs = {n for n, v in trace.vals.items() if isinstance(v, Dyn) and n == trace.data_name}
     found = 0
     for node in list(trace.residual):
         if node.op_type != "Mul" or not node.outputs[0]:
             continue
-        cell = _match_lstm(g, node.outputs[0], origins, data_inputs)
+        cell = _match_lstm(g, node.outputs[0], origins)
         if cell is None:
             continue
         _replace(trace, cell, node.outputs[0], found)

@@ -509,6 +509,10 @@ class Trace:
                                      f"TorchScript-based exporter (dynamo=False) to get an ONNX RNN node")
                 e.final = True
                 raise e
+        for k, o in enumerate(node.outputs):
+            if o and shapes[0][k] is None:
+                raise ImportModelError(f"{where}: {op} on run-time values is not supported (no edgelstm layer kind "
+                                       f"computes it)")
         dtypes = self._dtypes(node, vals, dt)
         return [None if not node.outputs[k] or shapes[0][k] is None else
                 Dyn([s[k] for s in shapes], dtypes[k]) for k in range(n_out)]

@@ -33,6 +33,14 @@ _ACT_RANGE = {"none": (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6
 MAX_GATHER = 4096            # largest frame a 0/1 gather Dense is built for
 
 
+class _NodeView:
+    """The same node with other inputs / outputs (a node lowered as several layers)."""
+
+    def __init__(self, node, inputs, outputs):
+        self.op_type, self.name, self.attrs = node.op_type, node.name, node.attrs
+        self.inputs, self.outputs = list(inputs), list(outputs)
+
+
 class Frame:
     """One step of a data-path tensor: IR positions of its elements in the chain's output after layer ``end``."""
     __slots__ = ("idx", "end", "linear", "range")
@@ -384,9 +392,34 @@ class Lowering:
             return self._activation(node, x, "relu6", where)
         if lo == 0 and hi == np.inf:
             return self._activation(node, x, "relu", where)
-        raise ImportModelError(f"{where}: Clip to [{lo:g}, {hi:g}] on values in [{x.range[0]:g}, {x.range[1]:g}]: "
-                               f"edgelstm has relu ([0, inf)) and relu6 ([0, 6]) layers; other bounds are not "
-                               f"supported")
+        if not (np.isfinite(lo) or np.isfinite(hi)) or lo > hi or (not np.isfinite(lo) and np.isfinite(hi)) and \
+                x.range[1] <= hi:
+            raise ImportModelError(f"{where}: Clip to [{lo:g}, {hi:g}]")
+        # clip(x, lo, hi) = lo + s * relu6((x - lo) / s) with s = (hi - lo) / 6, or lo + relu(x - lo) without hi:
+        # affine maps around a relu / relu6 layer (exact in float up to one rounding of the shift)
+        if not np.isfinite(lo):
+            # min(x, hi) = hi - relu(hi - x)
+            self._clip_chain(node, x, -1.0, hi, "relu", -1.0, hi, where)
+        elif np.isfinite(hi):
+            sc = (hi - lo) / 6.0
+            self._clip_chain(node, x, 1.0 / sc, -lo / sc, "relu6", sc, lo, where)
+        else:
+            self._clip_chain(node, x, 1.0, -lo, "relu", 1.0, lo, where)
+
+    def _clip_chain(self, node, x, a1, b1, act, a2, b2, where):
+        """y = a2 * act(a1 * x + b1) + b2 as [affine, activation, affine] layers."""
+        out = node.outputs[0]
+        tmp = [f"{out}__clip{k}" for k in range(2)]
+        saved = self.t.vals.get(out)
+        self.t.vals[tmp[0]] = self.t.vals[tmp[1]] = saved
+        self.consumers[tmp[0]] = self.consumers[tmp[1]] = 1
+        step = _NodeView(node, [node.inputs[0]], [tmp[0]])
+        self._affine(step, x, a1, b1, where)
+        self._activation(_NodeView(node, [tmp[0]], [tmp[1]]), self.env[tmp[0]], act, where)
+        y = self.env[tmp[1]]
+        self._affine(_NodeView(node, [tmp[1]], [out]), y, a2, b2, where)
+        lo, hi = (b2, a2 * 6 + b2) if act == "relu6" else ((b2, np.inf) if a2 > 0 else (-np.inf, b2))
+        self.env[out].range = (lo, hi)
 
     def _op_Softmax(self, node, ins, where):
         x = ins[0]
