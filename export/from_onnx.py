@@ -391,6 +391,7 @@ def _import(model, where, bind, state, shapes):
         if not finals or tw is None:
             raise ImportModelError(f"no graph output carries the data through the model (outputs: "
                                    f"{trace.output_names})")
+    low.finish()
     initial = None
     if any(s is not None for s in low.initial):
         initial = State([[{n: np.zeros(shape, np.float32) for n, shape in layer.state_shapes().items()}

@@ -203,6 +203,31 @@ class Lowering:
         for node in self.t.residual:
             self._node(node)
 
+    def finish(self):
+        """A Conv1D with one output position is a Dense over its input (the kernel's taps that reach the input,
+        reflected or dropped at the padding): exact, and the cheaper layer."""
+        for k, layer in enumerate(self.layers):
+            if layer.kind != "conv1d" or layer.out_length != 1 or layer.activation not in ("none", "relu", "sigmoid",
+                                                                                           "tanh"):
+                continue
+            p = layer.directions[0]
+            w = np.asarray(p["w"], np.float64)
+            O, K, Ig = w.shape
+            C, L = layer.in_channels, layer.length
+            dense = np.zeros((O, L * C))
+            per_group = O // layer.groups
+            for t in range(K):
+                pos = t * layer.dilation - layer.pad_left
+                if pos < 0 or pos >= L:
+                    if layer.pad_mode != "reflect":
+                        continue
+                    pos = -pos if pos < 0 else 2 * (L - 1) - pos
+                for o in range(O):
+                    g = o // per_group
+                    dense[o, pos * C + g * Ig:pos * C + (g + 1) * Ig] += w[o, t]
+            self.layers[k] = Dense(input_size=L * C, output_size=O, activation=layer.activation,
+                                   directions=[{"w": dense.astype(np.float32), "b": np.asarray(p["b"], np.float32)}])
+
     def _node(self, node):
         op = node.op_type
         where = f"{self.where}: node {node.name or '?'} ({op})"
