@@ -1,4 +1,4 @@
-"""Unrolled recurrent cells recognized as cells.
+"""Unrolled recurrent cells (LSTM, GRU) recognized as cells.
 
 Exporters that trace an ``LSTMCell`` (torch's dynamo exporter, silero-vad's ``op18_ifless`` file) write it as
 element-wise ops: ``gates = x W_ih^T + b_ih + h W_hh^T + b_hh`` (Gemm / MatMul + Add), ``Split`` (or Slices) into
@@ -209,18 +209,97 @@ def _gates(g, chunks, c_prev, c_new, origins):
             "b": (bx + bh)[order]}
 
 
+def _is_one(g, name):
+    c = g.const(name)
+    return c is not None and c.size == 1 and float(c.ravel()[0]) == 1.0
+
+
+def _gru_update(g, h_new):
+    """h' = (1 - z) * n + z * h  or  n + z * (h - n): (z_pre, n, h) or None."""
+    for a, b in _pairs(g, h_new, "Add"):
+        # (1 - z) * n + z * h
+        for p, n in _pairs(g, a, "Mul"):
+            sub = g.node(p, "Sub")
+            if sub is None or not _is_one(g, sub.inputs[0]):
+                continue
+            z_sig = sub.inputs[1]
+            for z2, h in _pairs(g, b, "Mul"):
+                if z2 == z_sig and g.node(z_sig, "Sigmoid") is not None:
+                    return g.node(z_sig).inputs[0], n, h
+        # n + z * (h - n)
+        n = a
+        for z_sig, d in _pairs(g, b, "Mul"):
+            sub = g.node(d, "Sub")
+            if sub is not None and sub.inputs[1] == n and g.node(z_sig, "Sigmoid") is not None:
+                return g.node(z_sig).inputs[0], n, sub.inputs[0]
+    return None
+
+
+def _split_sum(g, name):
+    """name = chunk_a + chunk_b: [(gates, start, stop), (gates, start, stop)] or None."""
+    for a, b in _pairs(g, name, "Add")[:1]:
+        ca, cb = _chunk(g, a), _chunk(g, b)
+        if ca is not None and cb is not None:
+            return [ca, cb]
+    return None
+
+
+def _match_gru(g: _Graph, h_new):
+    """The GRU cell (linear_before_reset, as torch's GRUCell and Keras reset_after=True) computing ``h_new``."""
+    upd = _gru_update(g, h_new)
+    if upd is None:
+        return None
+    z_pre, n, h = upd
+    n_pre = _act_of(g, n, "Tanh")
+    zs = _split_sum(g, z_pre)
+    if n_pre is None or zs is None:
+        return None
+    for xn, rhn in _pairs(g, n_pre, "Add"):
+        cxn = _chunk(g, xn)
+        for r_sig, hn in _pairs(g, rhn, "Mul"):
+            r_pre = _act_of(g, r_sig, "Sigmoid")
+            chn = _chunk(g, hn)
+            rs = _split_sum(g, r_pre) if r_pre is not None else None
+            if cxn is None or chn is None or rs is None:
+                continue
+            lx, lh = _lin(g, cxn[0]), _lin(g, chn[0])
+            if lx is None or lh is None or _root(g, lh[0]) != _root(g, h) or lx[0] == lh[0]:
+                continue
+            by = {c[0]: c for c in zs + rs}
+            if set(by) != {cxn[0], chn[0]}:
+                continue
+            zx, zh = ([c for c in zs if c[0] == cxn[0]] + [None])[0], ([c for c in zs if c[0] == chn[0]] + [None])[0]
+            rx, rh = ([c for c in rs if c[0] == cxn[0]] + [None])[0], ([c for c in rs if c[0] == chn[0]] + [None])[0]
+            if None in (zx, zh, rx, rh) or zx[1:] != zh[1:] or rx[1:] != rh[1:] or cxn[1:] != chn[1:]:
+                continue
+            H = cxn[2] - cxn[1]
+            rows = [np.arange(*c[1:]) for c in (rx, zx, cxn)]             # IR order r, z, n
+            if any(len(r) != H for r in rows) or lh[1].shape != (3 * H, H):
+                continue
+            order = np.concatenate(rows)
+            return {"x": lx[0], "h": h, "H": H, "W": lx[1][order], "R": lh[1][order], "bx": lx[2][order],
+                    "bh": lh[2][order]}
+    return None
+
+
 def rewrite_unrolled_cells(trace) -> int:
-    """Replace every unrolled LSTM cell of the residual graph by a one-step LSTM node; returns how many."""
+    """Replace every unrolled LSTM / GRU cell of the residual graph by a one-step node; returns how many."""
     g = _Graph(trace)
     origins = _origins(trace)
     found = 0
     for node in list(trace.residual):
-        if node.op_type != "Mul" or not node.outputs[0]:
+        if node.op_type not in ("Mul", "Add") or not node.outputs[0]:
             continue
-        cell = _match_lstm(g, node.outputs[0], origins)
-        if cell is None:
-            continue
-        _replace(trace, cell, node.outputs[0], found)
+        if node.op_type == "Mul":
+            cell = _match_lstm(g, node.outputs[0], origins)
+            if cell is None:
+                continue
+            _replace(trace, cell, node.outputs[0], found)
+        else:
+            cell = _match_gru(g, node.outputs[0])
+            if cell is None:
+                continue
+            _replace_gru(trace, cell, node.outputs[0], found)
         found += 1
         g = _Graph(trace)
     if found:
@@ -234,8 +313,6 @@ def _replace(trace, cell, h_new, k):
     x_shape = trace.vals[cell["x"]].shape
     if len(x_shape) != 2 or len(trace.vals[cell["h"]].shape) != 2 or len(trace.vals[cell["c"]].shape) != 2:
         return
-    from .gate_order import ONNX_LSTM
-    del ONNX_LSTM
     # IR order i, f, g, o -> ONNX order i, o, f, c
     to_onnx = np.concatenate([np.arange(0, H), np.arange(3 * H, 4 * H), np.arange(H, 2 * H), np.arange(2 * H, 3 * H)])
     W = cell["W"][to_onnx][None].astype(np.float32)
@@ -253,7 +330,31 @@ def _replace(trace, cell, h_new, k):
                     {"hidden_size": H}, name=f"unrolled LSTM cell {k}"),
              _Synth("Reshape", [p + "Yh", p + "so"], [h_new]),
              _Synth("Reshape", [p + "Yc", p + "so"], [cell["c_new"]])]
-    replaced = {h_new, cell["c_new"]}
+    _splice(trace, nodes, {h_new, cell["c_new"]})
+
+
+def _replace_gru(trace, cell, h_new, k):
+    H = cell["H"]
+    p = f"__gru_cell{k}_"
+    if len(trace.vals[cell["x"]].shape) != 2 or len(trace.vals[cell["h"]].shape) != 2:
+        return
+    to_onnx = np.concatenate([np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)])   # r,z,n -> z,r,h
+    W = cell["W"][to_onnx][None].astype(np.float32)
+    consts = {p + "W": W, p + "R": cell["R"][to_onnx][None].astype(np.float32),
+              p + "B": np.concatenate([cell["bx"][to_onnx], cell["bh"][to_onnx]])[None].astype(np.float32),
+              p + "sx": np.array([1, -1, W.shape[2]], np.int64), p + "sh": np.array([1, -1, H], np.int64),
+              p + "so": np.array([-1, H], np.int64)}
+    for n, v in consts.items():
+        trace.vals[n] = Const([v] * trace.W)
+    nodes = [_Synth("Reshape", [cell["x"], p + "sx"], [p + "X"]),
+             _Synth("Reshape", [cell["h"], p + "sh"], [p + "h0"]),
+             _Synth("GRU", [p + "X", p + "W", p + "R", p + "B", "", p + "h0"], ["", p + "Yh"],
+                    {"hidden_size": H, "linear_before_reset": 1}, name=f"unrolled GRU cell {k}"),
+             _Synth("Reshape", [p + "Yh", p + "so"], [h_new])]
+    _splice(trace, nodes, {h_new})
+
+
+def _splice(trace, nodes, replaced):
     trace.residual = [n for n in trace.residual if not (set(n.outputs) & replaced)]
     for n in nodes:
         vals = [trace.vals[i] if i else None for i in n.inputs]

@@ -262,3 +262,34 @@ def test_what_has_no_layer_kind_is_refused_by_name(what, match):
     m = _model(nodes, [("x", TensorProto.FLOAT, ["T", 1, F])], [("out", ["T", H])], inits)
     with pytest.raises(el.ImportModelError, match=match):
         from_onnx(m)
+
+
+@pytest.mark.parametrize("form", ["one_minus_z", "n_plus_z_diff"])
+def test_unrolled_gru_cell_is_a_cell(form):
+    """A GRUCell written out (torch's decomposition n + z * (h - n), or (1 - z) * n + z * h): gates from two
+    Gemms split in three, r applied to the recurrent part of n (linear_before_reset)."""
+    F, H = 5, 4
+    inits = {"Wih": _w(3 * H, F), "bih": _w(3 * H), "Whh": _w(3 * H, H), "bhh": _w(3 * H), "one": np.float32(1.0)}
+    nodes = [helper.make_node("Gemm", ["x", "Wih", "bih"], ["gi"], transB=1),
+             helper.make_node("Gemm", ["h", "Whh", "bhh"], ["gh"], transB=1),
+             helper.make_node("Split", ["gi"], ["ir", "iz", "in"], axis=1, num_outputs=3),
+             helper.make_node("Split", ["gh"], ["hr", "hz", "hn"], axis=1, num_outputs=3),
+             helper.make_node("Add", ["ir", "hr"], ["rp"]), helper.make_node("Sigmoid", ["rp"], ["r"]),
+             helper.make_node("Add", ["hz", "iz"], ["zp"]), helper.make_node("Sigmoid", ["zp"], ["z"]),
+             helper.make_node("Mul", ["r", "hn"], ["rhn"]), helper.make_node("Add", ["in", "rhn"], ["np"]),
+             helper.make_node("Tanh", ["np"], ["n"])]
+    if form == "one_minus_z":
+        nodes += [helper.make_node("Sub", ["one", "z"], ["omz"]), helper.make_node("Mul", ["omz", "n"], ["a"]),
+                  helper.make_node("Mul", ["z", "h"], ["b"]), helper.make_node("Add", ["a", "b"], ["hn_out"])]
+    else:
+        nodes += [helper.make_node("Sub", ["h", "n"], ["d"]), helper.make_node("Mul", ["z", "d"], ["zd"]),
+                  helper.make_node("Add", ["n", "zd"], ["hn_out"])]
+    nodes.append(helper.make_node("Identity", ["hn_out"], ["y"]))
+    m = _model(nodes, [("x", TensorProto.FLOAT, [1, F]), ("h", TensorProto.FLOAT, [1, H])],
+               [("y", [1, H]), ("hn_out", [1, H])], inits, opset=18)
+    model = from_onnx(m, state=[("h", "hn_out")])
+    assert [layer.kind for layer in model.spec.layers] == ["gru"]
+    sess, s, h = _sess(m), model.stream(), np.zeros((1, H), np.float32)
+    for x in _w(30, F, s=2.0):
+        y, h = sess.run(None, {"x": x[None], "h": h})
+        np.testing.assert_allclose(s.step(x), y.ravel(), rtol=0, atol=TOL)
