@@ -299,7 +299,14 @@ def from_onnx(src, *, bind: dict | None = None, state=None, shapes: dict | None 
     input, one-step or sequence graph, frame size, state pairs).  Unsupported ops and attributes raise
     ``ImportModelError`` naming them; so does anything unreadable."""
     spec, initial, io = read_onnx(src, bind=bind, state=state, shapes=shapes)
-    m = Model(spec, initial_state=initial)
+    try:
+        m = Model(spec, initial_state=initial)
+    except EdgeLSTMError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a layer kind this runtime cannot prepare yet must not leak out raw
+        kinds = sorted({layer.kind for layer in spec.layers})
+        raise ImportModelError(f"the imported model (layers {kinds}) cannot be prepared by this runtime "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
     m.onnx_io = io
     return m
 
@@ -379,13 +386,11 @@ def _import(model, where, bind, state, shapes):
     if data_outs:
         name, v = data_outs[0]
         fr = v.frame if isinstance(v, StateOut) else v
-        ta = low.t_axis(name) if name in trace.vals and isinstance(trace.vals[name], Dyn) else None
         n = fr.idx.size
         want = np.arange(n).reshape(fr.idx.shape)
         if fr.end != low.epoch:
             raise ImportModelError(f"graph output {name!r} is not the output of the last layer")
         low._gather(fr, want, f"graph output {name!r}")
-        del ta
     else:
         finals = [v for v in out_vals if isinstance(v, StateOut)]
         if not finals or tw is None:

@@ -43,20 +43,6 @@ class _Graph:
         return v.vals[0] if isinstance(v, Const) else None
 
 
-def _origins(trace) -> dict:
-    """value -> set of graph inputs it depends on (run-time values only)."""
-    out = {n: {n} for n, v in trace.vals.items() if isinstance(v, Dyn) and n not in
-           {o for r in trace.residual for o in r.outputs}}
-    for node in trace.residual:
-        src = set()
-        for i in node.inputs:
-            src |= out.get(i, set())
-        for o in node.outputs:
-            if o:
-                out[o] = src
-    return out
-
-
 _LAYOUT = ("Squeeze", "Unsqueeze", "Reshape", "Slice", "Gather", "Transpose", "Identity", "Split", "Flatten")
 
 
@@ -143,7 +129,7 @@ def _chunk(g, name):
     return n.inputs[0], sl.start, sl.stop
 
 
-def _match_lstm(g: _Graph, h_new, origins):
+def _match_lstm(g: _Graph, h_new):
     """The LSTM cell computing ``h_new``, or None: dict of x, h, c, c_new, W (4H, I), R (4H, H), b (4H,) in
     the IR gate order i, f, g, o."""
     for o_sig, tanh_c in _pairs(g, h_new, "Mul"):
@@ -163,13 +149,13 @@ def _match_lstm(g: _Graph, h_new, origins):
                     chunks = [_chunk(g, v) for v in (i_pre, f_pre, g_pre, o_pre)]
                     if None in chunks or len({c[0] for c in chunks}) != 1:
                         continue
-                    cell = _gates(g, chunks, c_prev, c_new, origins)
+                    cell = _gates(g, chunks, c_prev, c_new)
                     if cell is not None:
                         return cell
     return None
 
 
-def _gates(g, chunks, c_prev, c_new, origins):
+def _gates(g, chunks, c_prev, c_new):
     gates = chunks[0][0]
     H = chunks[0][2] - chunks[0][1]
     if any(c[2] - c[1] != H for c in chunks) or sorted(c[1] for c in chunks) != [0, H, 2 * H, 3 * H]:
@@ -285,13 +271,12 @@ def _match_gru(g: _Graph, h_new):
 def rewrite_unrolled_cells(trace) -> int:
     """Replace every unrolled LSTM / GRU cell of the residual graph by a one-step node; returns how many."""
     g = _Graph(trace)
-    origins = _origins(trace)
     found = 0
     for node in list(trace.residual):
         if node.op_type not in ("Mul", "Add") or not node.outputs[0]:
             continue
         if node.op_type == "Mul":
-            cell = _match_lstm(g, node.outputs[0], origins)
+            cell = _match_lstm(g, node.outputs[0])
             if cell is None:
                 continue
             _replace(trace, cell, node.outputs[0], found)

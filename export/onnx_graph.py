@@ -601,7 +601,7 @@ class Trace:
             reps = [int(v) for v in np.asarray(ins[1]).ravel()]
             return [tuple(d * r for d, r in zip(s0, reps))]
         if op == "Pad":
-            begin, end, mode, _ = pad_params(node, ins, ctx, len(s0), where)
+            begin, end, _, _ = pad_params(node, ins, ctx, len(s0), where)
             return [tuple(d + b + e for d, b, e in zip(s0, begin, end))]
         if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"):
             return [self._conv_shape(node, ins, dyn, s0, where)]

@@ -232,7 +232,6 @@ class Lowering:
         op = node.op_type
         where = f"{self.where}: node {node.name or '?'} ({op})"
         ins = [self._val(n) for n in node.inputs]
-        kinds = [type(v).__name__ for v in ins]
         if any(isinstance(v, tuple) for v in ins) and op not in ("LSTM", "GRU", "RNN"):
             raise ImportModelError(f"{where}: sequence_lens may only feed the recurrent node")
         if op in ("LSTM", "GRU", "RNN"):
@@ -247,7 +246,6 @@ class Lowering:
         noop = self._noop(op, ins)
         if noop is not None:      # x + 0, x * 1, ... (an exporter's leftovers): the value itself
             return self._set(node.outputs[0], noop, node.inputs[next(k for k, v in enumerate(ins) if v is noop)])
-        data = [v for v in ins if isinstance(v, (Frame, StateOut, _Square, _SumSq, StateIn))]
         if any(isinstance(v, StateIn) for v in ins):
             raise ImportModelError(f"{where}: uses the state input {next(v.name for v in ins if isinstance(v, StateIn))!r} "
                                    f"as data (a state input may only feed a recurrent layer's initial state)")
@@ -257,9 +255,7 @@ class Lowering:
         ins = [v.frame if isinstance(v, StateOut) else v for v in ins]
         handler = getattr(self, f"_op_{op}", None)
         if handler is None:
-            raise ImportModelError(f"{where}: {op} on the data path has no edgelstm layer kind (inputs: "
-                                   f"{', '.join(kinds)})")
-        del data
+            raise ImportModelError(f"{where}: {op} on the data path has no edgelstm layer kind")
         handler(node, ins, where)
 
     @staticmethod
@@ -676,8 +672,7 @@ class Lowering:
         if len(lead) != 1:
             raise ImportModelError(f"{where}: a matrix product over data of shape {shape}")
         L, C = lead[0], shape[-1]
-        fr = self._gather(x, (np.arange(L)[:, None] * C + np.arange(C)[None, :]).reshape(shape), where)
-        del fr
+        self._gather(x, (np.arange(L)[:, None] * C + np.arange(C)[None, :]).reshape(shape), where)
         from edgelstm.ir.frontend import Conv1D
         O = w.shape[0]
         self._add(Conv1D(length=L, in_channels=C, out_channels=O, kernel_size=1,

@@ -21,7 +21,7 @@ def _helpers():
 def gru_model(extra_nodes=(), extra_inits=(), bias_from=None, opset=17):
     """X (T, 1, F) -> GRU(H) -> Y.  ``bias_from``: the name of a constant whose ReduceSum (times 0) is added to
     the GRU's bias, so folding must compute it."""
-    onnx, TensorProto, helper, numpy_helper = _helpers()
+    _, TensorProto, helper, numpy_helper = _helpers()
     rng = np.random.default_rng(1)
     W = rng.standard_normal((1, 3 * H, F)).astype(np.float32) * 0.5
     R = rng.standard_normal((1, 3 * H, H)).astype(np.float32) * 0.5
@@ -49,7 +49,7 @@ def _i64(name, v):
 
 def crafted() -> dict:
     """name -> ModelProto of every crafted file."""
-    onnx, TensorProto, helper, numpy_helper = _helpers()
+    _, TensorProto, helper, numpy_helper = _helpers()
     big = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.1])
     out = {}
     # an 8 KB file whose ConstantOfShape would be 1.1e9 floats: unused, then used

@@ -211,7 +211,7 @@ def test_conv_front_end_with_dilation_depthwise_and_pads_maps_exactly():
              helper.make_node("Sigmoid", ["c2"], ["s2"]), helper.make_node("Flatten", ["s2"], ["fl"]),
              helper.make_node("Gemm", ["fl", "wd", "bd"], ["out"], transB=1)]
     m = _model(nodes, [("x", TensorProto.FLOAT, [1, 1, L])], [("out", [1, 3])], inits)
-    spec, _, io = read_onnx(m)
+    spec, _, _ = read_onnx(m)
     assert [layer.kind for layer in spec.layers][:2] == ["conv1d", "conv1d"]
     assert spec.layers[1].groups == 4 and spec.layers[0].dilation == 2
     sess, st = _sess(m), zero_state(spec)

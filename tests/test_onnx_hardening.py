@@ -12,7 +12,6 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import numpy_helper  # noqa: E402
 
 import edgelstm as el  # noqa: E402
 from edgelstm.export import from_onnx  # noqa: E402

@@ -55,7 +55,7 @@ def _runtime_runs_front_ends() -> bool:
 @pytest.mark.parametrize("fname, opts, n, sr", STEP_FILES)
 def test_silero_step_files_stream_like_onnxruntime(fname, opts, n, sr):
     path = str(DATA / fname)
-    spec, initial, io = read_onnx(path, **opts)
+    spec, _, io = read_onnx(path, **opts)
     assert [layer.kind for layer in spec.layers] == WANT
     assert io["one_step"] and io["frame"] == n and io["state_pairs"] == [("state", "stateN")]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -81,7 +81,7 @@ def test_silero_step_files_stream_like_onnxruntime(fname, opts, n, sr):
 
 def test_silero_sequence_file_runs_whole_sequences():
     path = str(DATA / "silero_vad_16k_sequence.onnx")
-    spec, initial, io = read_onnx(path)
+    spec, _, io = read_onnx(path)
     assert [layer.kind for layer in spec.layers] == WANT
     assert not io["one_step"] and io["state_pairs"] == [("c", "cn"), ("h", "hn")]
     X = _audio(120, 576, seed=7)
