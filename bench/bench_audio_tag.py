@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from edgelstm.benchmark import write_json
+
 PY = sys.executable
 
 
@@ -143,8 +145,7 @@ def main():
     print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
           f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(a.json, res)
     return 0
 
 

@@ -5,7 +5,7 @@ Layout (the safetensors spec, https://github.com/huggingface/safetensors):
     u64 little-endian N | N bytes UTF-8 JSON header (space padded) | data buffer
 
 The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
-the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "1"`` and ``model``, a
+the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "3"`` and ``model``, a
 JSON string ``{"layers": spec.describe(), "act_quant": [[scale, zp], ...] | null, "has_weights": bool}``.
 Tensors: float weights ``f.{k}.{d}.{name}``, quantized parameters ``q.{k}.{d}.{name}``.  A model with its own
 initial state (``Model.initial_state``, e.g. from ONNX ``initial_h``/``initial_c``) adds ``"initial_state": true``
@@ -37,10 +37,11 @@ from .ir.model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
 FORMAT = "edgelstm"
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 # 2: Dense weights carry one scale per output channel (version 1 had one per tensor; read by broadcasting)
 # 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/program/cellgraph.py); their earlier int8 form is refused
-SUPPORTED_VERSIONS = ("1", "2", "3")
+# 4: front-end layer kinds (conv1d, pad, magnitude, activation, context: edgelstm/ir/frontend.py)
+SUPPORTED_VERSIONS = ("1", "2", "3", "4")
 MAX_HEADER = 100 * 1024 * 1024  # the official reader's limit too
 ALIGN = 64
 

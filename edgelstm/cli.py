@@ -316,14 +316,16 @@ def _int_list(text: str) -> tuple:
 
 
 def cmd_bench(args) -> int:
-    from edgelstm.benchmark import run_bench, write_report
-    result = run_bench(model_path=args.model, sweep=args.model is None, quick=args.quick,
-                       kinds=tuple(args.kinds.split(",")) if args.kinds else None,
-                       input_sizes=_int_list(args.input_sizes) if args.input_sizes else None,
-                       hidden_sizes=_int_list(args.hidden_sizes) if args.hidden_sizes else None,
-                       peers=tuple(p for p in args.peers.split(",") if p), tflite=args.tflite or (),
-                       peak_gmacs=args.peak_gmacs,
-                       progress=False if args.no_progress else None)
+    from edgelstm.benchmark import check_arguments, prepare_outdir, run_bench, write_report
+    options = dict(model_path=args.model, sweep=args.model is None,
+                   kinds=tuple(args.kinds.split(",")) if args.kinds else None,
+                   input_sizes=_int_list(args.input_sizes) if args.input_sizes else None,
+                   hidden_sizes=_int_list(args.hidden_sizes) if args.hidden_sizes else None,
+                   peers=tuple(p for p in args.peers.split(",") if p), tflite=args.tflite or (),
+                   peak_gmacs=args.peak_gmacs)
+    check_arguments(**options)      # every argument and the output folder before minutes of measuring
+    prepare_outdir(args.out)
+    result = run_bench(quick=args.quick, progress=False if args.no_progress else None, **options)
     written = write_report(result, args.out, with_plots=not args.no_plots)
     if args.json:
         _print_json({k: v for k, v in result.items() if not k.startswith("_")} | {"written": written})

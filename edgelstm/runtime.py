@@ -145,6 +145,8 @@ class Model:
             return np.dtype(np.float32)
         if layer.kind == "lstm":
             return np.dtype(np.int8 if name == "h" else np.int16)
+        if layer.kind == "context":      # the last input values, at the input's quantization
+            return np.dtype(np.int8)
         if layer.kind == "ops":          # each state tensor's own width (int16 in edgelstm's 16x8 graphs)
             return np.dtype(np.int16 if layer.state_bits(list(layer.state_shapes()).index(name)) == 16 else np.int8)
         return np.dtype(np.int16)          # GRU / RNN: the int16 state of their cell graphs
@@ -168,6 +170,9 @@ class Model:
                     elif layer.kind == "lstm":
                         off, size = st["h"]
                         state[:, off:off + size] = zp
+                    elif layer.kind == "context":   # real zeros in the input's quantization
+                        off, size = st["ctx"]
+                        state[:, off:off + size] = self.quant.act[k][1]
 
     def _read_state(self, work, batch, *, batched: bool) -> State:
         _, state = work_views(self._prep, work, batch)
@@ -214,7 +219,11 @@ class Model:
             return st.copy()
         out = st.copy()
         for k, layer in enumerate(self.spec.layers):
-            if layer.kind == "dense":
+            if layer.kind == "context":
+                s_in, zp = self.quant.act[k]
+                out[k][0]["ctx"] = ((out[k][0]["ctx"].astype(np.float32) - zp) * np.float32(s_in)).astype(np.float32)
+                continue
+            if not layer.state_shapes():
                 continue
             if layer.kind == "ops":
                 for i, name in enumerate(layer.state_shapes()):
@@ -240,7 +249,12 @@ class Model:
                           for layer in st])
         out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
         for k, layer in enumerate(self.spec.layers):
-            if layer.kind == "dense":
+            if layer.kind == "context":
+                s_in, zp = self.quant.act[k]
+                v = np.asarray(st[k][0]["ctx"], dtype=np.float64)
+                out[k][0]["ctx"] = np.clip(np.round(v / s_in) + zp, -128, 127).astype(np.int8)
+                continue
+            if not layer.state_shapes():
                 continue
             if layer.kind == "ops":
                 for i, name in enumerate(layer.state_shapes()):

@@ -98,6 +98,11 @@ def ref_forward_f64(spec, X, *, lengths=None, initial_state=None):
             seq = out
             final_state.append([{}])
             continue
+        if layer.kind in FRONT_END_KINDS:
+            seq, fin = _front_end_seq(layer, seq, lengths, initial_state[k][0] if initial_state else None,
+                                      lambda x, ctx: ref_front_end_f64(layer, params[0], x, ctx), np.float64)
+            final_state.append([fin])
+            continue
         n_dir = 2 if layer.bidirectional else 1
         width = layer.recurrent_size
         out = np.zeros((B, T, n_dir * width))
@@ -578,6 +583,8 @@ def ref_prepare(spec, quant):
                 p["proj_clip_q"] = ref_quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
             elif layer.kind in ("gru", "rnn"):
                 p.update(ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out))
+            elif layer.kind in FRONT_END_KINDS:
+                p.update(ref_front_end_prepare(layer, q, s_in, zp_in, s_out, zp_out))
             elif layer.kind == "dense":
                 pre_scale, pre_zp = float(f32(q["pre_scale"][0])), int(q["pre_zp"][0])
                 p.update(w=_i64(q["w"]), activation=layer.activation, pre_scale=pre_scale, pre_zp=pre_zp)
@@ -675,8 +682,8 @@ def ref_lstm_step(p, lp, x, h, c):
     return h, c
 
 
-# -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (README "GRU" / "Vanilla RNN"), vectorized over
-# the batch; independent of edgelstm/program/cellgraph.py and the op kernels
+# -- int8 GRU / RNN: int16 graphs of TFLite 16x8 builtin ops (docs/contract.md, "GRU and vanilla RNN"), vectorized
+# over the batch; independent of edgelstm/program/cellgraph.py and the op kernels
 
 def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
     """Per direction: int64 weights, folded x biases, (m16, right shift) per conv row, ADD/MUL/QUANTIZE
@@ -871,6 +878,11 @@ def ref_forward_int8(spec, quant, X, *, lengths=None, initial_state=None, prep=N
         if layer.kind == "dense":
             seq = ref_dense(lp["dirs"][0], seq)
             final.append([{}])
+            continue
+        if layer.kind in FRONT_END_KINDS:
+            seq, fin = _front_end_seq(layer, seq, lengths, initial_state[k][0] if initial_state else None,
+                                      lambda x, ctx: ref_front_end_int8(lp, x, ctx), np.int64, lp["zp_in"])
+            final.append([{n: a.astype(np.int8) for n, a in fin.items()}])
             continue
         W = layer.recurrent_size
         out = np.zeros((B, T, len(lp["dirs"]) * W), np.int64)
@@ -1090,3 +1102,162 @@ def ref_opgraph_stream(layer, params, Xq):
                 new.append(ref_op_float_requantize(val[so_], T[so_][2], T[so_][1], T[si][1], T[si][2]))
         state = new
     return np.asarray(Y, np.int8), state
+
+
+# ---- front-end layers (edgelstm/ir/frontend.py), one frame at a time, plain loops: independent of
+# edgelstm/kernels/frontend.py, edgelstm/program/frontend.py and the calibration forward in edgelstm/quant/ptq.py
+FRONT_END_KINDS = ("conv1d", "pad", "magnitude", "activation", "context")
+
+
+def _front_end_seq(layer, seq, lengths, initial, step, dtype, zero=0):
+    """Run a per-frame front-end function over (B, T, F) frames (zeros past each length); a context layer carries
+    its last ``context`` values per sequence, starting from ``initial`` or ``zero`` (int8: the zero point).
+    Returns (out, final state dict)."""
+    B, T, _ = seq.shape
+    out = np.zeros((B, T, layer.output_size), dtype)
+    fin = {}
+    if layer.kind == "context":
+        fin["ctx"] = (np.full((B, layer.context), zero, dtype) if initial is None
+                      else np.array(initial["ctx"], dtype).reshape(B, -1))
+    for b in range(B):
+        c = fin["ctx"][b].copy() if layer.kind == "context" else None
+        for t in range(lengths[b]):
+            out[b, t], c = step(seq[b, t], c)
+        if layer.kind == "context":
+            fin["ctx"][b] = c
+    return out, fin
+
+
+def _ref_padded_rows(x, length, channels, left, right, reflect, pad_value):
+    """(length, channels) frame -> (length + left + right, channels): zeros (pad_value) or a reflection that does
+    not repeat the edge."""
+    rows = np.asarray(x).reshape(length, channels)
+    out = []
+    for p in range(-left, length + right):
+        if 0 <= p < length:
+            out.append(rows[p])
+        elif reflect:
+            out.append(rows[-p] if p < 0 else rows[2 * (length - 1) - p])
+        else:
+            out.append(np.full(channels, pad_value, rows.dtype))
+    return np.array(out)
+
+
+def _ref_act64(v, act):
+    return {"none": lambda a: a, "relu": lambda a: np.maximum(a, 0), "relu6": lambda a: np.clip(a, 0, 6),
+            "sigmoid": _sigmoid64, "tanh": np.tanh}[act](v)
+
+
+def _ref_conv_acc(layer, xp, w, zp):
+    """acc[l, o] = sum_k sum_i w[o, k, i] * (xp[l*stride + k*dilation, g(o)*Ig + i] - zp) over the padded rows."""
+    O, K, Ig = w.shape
+    per_group = O // layer.groups
+    acc = np.zeros((layer.out_length, O), xp.dtype)
+    for l in range(layer.out_length):
+        for o in range(O):
+            g = o // per_group
+            for k in range(K):
+                row = xp[l * layer.stride + k * layer.dilation]
+                acc[l, o] += np.sum(w[o, k] * (row[g * Ig:(g + 1) * Ig] - zp))
+    return acc
+
+
+def ref_front_end_f64(layer, p, x, ctx):
+    """One frame through a front-end layer in float64; returns (output frame, new context or None)."""
+    x = np.asarray(x, np.float64)
+    kind = layer.kind
+    if kind == "context":
+        full = np.concatenate([ctx, x])
+        return full, full[len(full) - layer.context:].copy()
+    if kind == "activation":
+        return _ref_act64(x, layer.activation), None
+    if kind == "magnitude":
+        v = x.reshape(layer.length, 2, layer.channels)
+        return np.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2).ravel(), None
+    if kind == "pad":
+        return _ref_padded_rows(x, layer.length, layer.channels, layer.left, layer.right, layer.mode == "reflect",
+                                0.0).ravel(), None
+    xp = _ref_padded_rows(x, layer.length, layer.in_channels, layer.pad_left, layer.pad_right,
+                          layer.pad_mode == "reflect", 0.0)
+    acc = _ref_conv_acc(layer, xp, np.asarray(p["w"], np.float64), 0.0) + np.asarray(p["b"], np.float64)
+    return _ref_act64(acc, layer.activation).ravel(), None
+
+
+def ref_lut_int8(fn, s_in, zp_in, s_out, zp_out):
+    """LiteRT's int8 LOGISTIC / TANH (LUTPopulate): dequantize in float32, the function (expf / tanhf, correctly
+    rounded), times the float32 inverse output scale, rounded half away from zero, + zp_out, clamped."""
+    f32 = np.float32
+    inv = f32(1.0) / f32(s_out)
+    out = []
+    for q in range(-128, 128):
+        v = float(f32(f32(s_in) * f32(q - zp_in)))
+        if fn == "logistic":
+            e = f32(math.exp(-v)) if -v < 709 else f32(np.inf)
+            y = f32(1.0) / (f32(1.0) + e)
+        else:
+            y = f32(math.tanh(v))
+        out.append(_ref_clamp(_ref_round_away(float(f32(y * inv))) + zp_out, -128, 127))
+    return np.array(out, np.int64)
+
+
+def ref_front_end_prepare(layer, q, s_in, zp_in, s_out, zp_out):
+    """The integers an int8 front-end layer needs (LiteRT's Prepare, independent of edgelstm's)."""
+    p = {"s_in": s_in, "zp_in": zp_in, "s_out": s_out, "zp_out": zp_out}
+    act = getattr(layer, "activation", "none")
+    lut = {"sigmoid": "logistic", "tanh": "tanh"}.get(act)
+    if layer.kind == "conv1d":
+        pre = (float(np.float32(q["pre_scale"][0])), int(q["pre_zp"][0])) if lut else (s_out, zp_out)
+        p.update(w=_i64(q["w"]), b=_i64(q["b"]), pre=pre,
+                 m=[ref_quantize_multiplier(float(np.float32(s_in)) * float(np.float32(ws)) / float(np.float32(pre[0])))
+                    for ws in q["w_scale"]])
+        if lut:
+            p["table"] = ref_lut_int8(lut, pre[0], pre[1], s_out, zp_out)
+    elif layer.kind == "activation" and lut:
+        p["table"] = ref_lut_int8(lut, s_in, zp_in, s_out, zp_out)
+    return p
+
+
+def _ref_act_range(act, s, zp):
+    """CalculateActivationRangeQuantized (int8) for none / relu / relu6."""
+    def q(v):
+        return zp + _ref_round_away(float(np.float32(np.float32(v) / np.float32(s))))
+    lo, hi = {"none": (-128, 127), "relu": (q(0.0), 127), "relu6": (q(0.0), q(6.0))}[act]
+    return max(-128, lo), min(127, hi)
+
+
+def ref_front_end_int8(lp, x, ctx):
+    """One int8 frame (int64 values) through a front-end layer as LiteRT computes it; returns (frame, ctx)."""
+    layer, p = lp["layer"], lp["dirs"][0]
+    kind = layer.kind
+    x = _i64(x)
+    if kind == "context":
+        full = np.concatenate([ctx, x])
+        return full, full[len(full) - layer.context:].copy()
+    if kind == "pad":
+        return _ref_padded_rows(x, layer.length, layer.channels, layer.left, layer.right, layer.mode == "reflect",
+                                p["zp_in"]).ravel(), None
+    if kind == "activation":
+        if layer.activation in ("sigmoid", "tanh"):
+            return p["table"][x + 128], None
+        lo, hi = _ref_act_range(layer.activation, p["s_in"], p["zp_in"])
+        return np.clip(x, lo, hi), None
+    if kind == "magnitude":      # DEQUANTIZE, MUL, ADD, SQRT, QUANTIZE, all float32
+        f32 = np.float32
+        v = x.reshape(layer.length, 2, layer.channels)
+        out = []
+        for a, b in zip(v[:, 0].ravel(), v[:, 1].ravel()):
+            fa, fb = f32(f32(p["s_in"]) * f32(int(a) - p["zp_in"])), f32(f32(p["s_in"]) * f32(int(b) - p["zp_in"]))
+            m = f32(np.sqrt(f32(f32(fa * fa) + f32(fb * fb))))
+            out.append(_ref_clamp(_ref_round_away(float(f32(m / f32(p["s_out"])))) + p["zp_out"], -128, 127))
+        return np.array(out, np.int64), None
+    # conv1d: exact integer accumulator of (x - zp_in) * w + bias, per-channel MultiplyByQuantizedMultiplier
+    xp = _ref_padded_rows(x, layer.length, layer.in_channels, layer.pad_left, layer.pad_right,
+                          layer.pad_mode == "reflect", p["zp_in"])
+    acc = vwrap32(_ref_conv_acc(layer, xp, p["w"], p["zp_in"]) + p["b"])
+    y = np.zeros(acc.shape, np.int64)
+    for o, (m, sh) in enumerate(p["m"]):
+        y[:, o] = vmbqm(acc[:, o], m, sh)
+    if layer.activation in ("sigmoid", "tanh"):
+        return p["table"][np.clip(y + p["pre"][1], -128, 127) + 128].ravel(), None
+    lo, hi = _ref_act_range(layer.activation, p["s_out"], p["zp_out"])
+    return np.clip(y + p["zp_out"], lo, hi).ravel(), None

@@ -162,7 +162,7 @@ def test_int8_step_export_streams_identically_in_litert(name, resolver, tmp_path
         Xd = ((Xq.astype(np.float32) - np.float32(zp_in)) * np.float32(s_in)).astype(np.float32)
         got = np.round(np.array([s.step(x).copy() for x in Xd]) / np.float32(s_out)).astype(np.int64) + zp_out
         if resolver == "reference" and getattr(q.spec.layers[-1], "activation", "") == "softmax":
-            # LiteRT's reference SOFTMAX differs from its default one by 1 on ~1 output in 10^4 (README: Dense);
+            # LiteRT's reference SOFTMAX differs from its default one by 1 on ~1 output in 10^4 (docs/contract.md: Dense);
             # we equal the default. The LSTM state below is still compared exactly.
             d = np.abs(got - want)
             assert d.max() <= 1 and np.mean(d > 0) < 1e-3

@@ -105,7 +105,7 @@ def numba_importable() -> bool:
 
 
 def prefer_native(lib) -> bool:
-    """The automatic choice (README, "No-JIT deployment"): the native library when EDGELSTM_BACKEND=native or
+    """The automatic choice (docs/firmware.md, "No-JIT deployment"): the native library when EDGELSTM_BACKEND=native or
     when Numba is not importable; otherwise the JIT, whose pairwise kernels were measured faster per step than
     the C library through ctypes, SIMD build included (bench/bench_speed.py)."""
     return backend() == "native" or not numba_importable()

@@ -70,7 +70,7 @@ class LSTM(_Recurrent):
 
     cell_clip / proj_clip: TFLite's LSTM clipping (0 = none): c is clipped to [-cell_clip, cell_clip] after
     every update, and the projection output to [-proj_clip, proj_clip] (projection only).  In int8 the
-    bounds are quantized as LiteRT's Prepare does (see the README's numerics contract).
+    bounds are quantized as LiteRT's Prepare does (see docs/contract.md).
     """
 
     input_size: int

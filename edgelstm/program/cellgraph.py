@@ -7,7 +7,7 @@ cells), and ``to_tflite`` writes the same graph, so LiteRT computes the same int
 measured to give identical results on LiteRT's reference, builtin and default (XNNPACK) resolvers (int16 ops
 are not delegated, and the optimized int16 kernels agree with the reference ones for these operand kinds);
 the int16 FULLY_CONNECTED is NOT used because it rescales in double precision, so the matmuls are 1x1
-CONV_2D ops (integer requantization). See the README's numerics contract.
+CONV_2D ops (integer requantization). See docs/contract.md.
 
 Per direction, with x8 the int8 layer input (act[k]) and the state h16 (int16):
   x16 = CAST(x8)                                   the raw int8 values, scale s_in, zero point 0 (the input

@@ -19,7 +19,9 @@ from ..quant.params import FIXED_OUTPUT_QUANT, QuantParams
 from ..quant.tables import sigmoid_table, tanh_table
 from . import layout as C
 from .builder import Builder, align
+from ..ir.frontend import FRONT_END_CLASSES as FRONT_END_KINDS
 from .cellgraph import cell_graph
+from .frontend import frontend_record
 from .opgraph import prepare_record
 
 Q3_12 = 2.0 ** -12
@@ -113,7 +115,7 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
                 st = {"h": (n_state, n_out), "c": (n_state + n_out, hid)}
             elif kind in ("gru", "rnn"):
                 st = {"h": (n_state, hid)}
-            elif kind == "ops":
+            elif kind in ("ops", "context"):
                 st, rel = {}, 0
                 for name, (size,) in layer.state_shapes().items():
                     st[name] = (n_state + rel, size)
@@ -122,7 +124,11 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
             state_off = n_state
             n_state += align(used, 32)
             dir_layout.append(st)
-            if kind == "ops" or lowered:       # a graph of TFLite builtin ops (edgelstm/ir/opgraph.py)
+            if kind in FRONT_END_KINDS:         # conv and map records (program/frontend.py)
+                rec, need = frontend_record(b, layer, quant, k, state_off)
+                records.append(rec)
+                scratch = max(scratch, need)
+            elif kind == "ops" or lowered:       # a graph of TFLite builtin ops (edgelstm/ir/opgraph.py)
                 if lowered:
                     graph, params = cell_graph(layer, quant.layers[k][d], quant.act[k], quant.act[k + 1])
                 else:

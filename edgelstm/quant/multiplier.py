@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ModelError
 
 __all__ = ["quantize_multiplier", "quantize_multiplier_checked", "quantize_multiplier_f32", "MBQM_SHIFT_RANGE",
-           "scale_f32", "fc_multipliers", "quantized_clip", "fold_zero_point", "wrap32"]
+           "scale_f32", "conv_multipliers", "fc_multipliers", "quantized_clip", "fold_zero_point", "wrap32"]
 
 MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
 
@@ -77,18 +77,24 @@ def scale_f32(w_scale, in_scale, out_scale):
     return np.float32(np.float32(w_scale) * np.float32(in_scale)) / np.float32(out_scale)
 
 
-def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
-    """LiteRT's int8 FULLY_CONNECTED Prepare, per output channel: the effective scale in double,
-    input_scale * filter_scale[c] / output_scale (each a float32 widened to double), QuantizeMultiplier:
-    (multiplier, shift) pairs with shift <= 30 (the single-rounding form shifts right by 31 - shift)."""
+def conv_multipliers(w_scales, in_scale, out_scale) -> list[int]:
+    """LiteRT's per-channel Prepare (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED): per output channel the
+    effective scale in double, input_scale * filter_scale[c] / output_scale (each a float32 widened to double),
+    QuantizeMultiplier: flat (multiplier, shift) pairs."""
     out = []
     for w in np.asarray(w_scales, np.float32):
-        real = float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))
-        m, shift = quantize_multiplier_checked(real)
+        out.extend(quantize_multiplier_checked(float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))))
+    return out
+
+
+def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
+    """``conv_multipliers`` for int8 FULLY_CONNECTED, whose single-rounding form shifts right by 31 - shift:
+    shifts up to 30."""
+    out = conv_multipliers(w_scales, in_scale, out_scale)
+    for shift in out[1::2]:
         if shift > 30:
-            raise ModelError(f"Dense effective scale {real:.6g} needs a multiplier shift of {shift}; LiteRT's "
+            raise ModelError(f"Dense effective scale needs a multiplier shift of {shift}; LiteRT's "
                              f"FULLY_CONNECTED supports shifts up to 30")
-        out.extend((m, shift))
     return out
 
 

@@ -67,6 +67,13 @@ def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
                 "graph_scale": ((3,), np.float32)}
     if k == "ops":
         return layer.quant_shapes()
+    if k == "conv1d":
+        O = layer.out_channels
+        return {"w": ((O, layer.kernel_size, layer.in_channels // layer.groups), np.int8),
+                "w_scale": ((O,), np.float32), "b": ((O,), np.int32),
+                "pre_scale": ((1,), np.float32), "pre_zp": ((1,), np.int32)}   # pre_*: a fused sigmoid / tanh's input
+    if k in ("pad", "magnitude", "activation", "context"):
+        return {}
     if k == "dense":
         O, I = layer.output_size, layer.input_size
         return {"w": ((O, I), np.int8), "w_scale": ((O,), np.float32), "b": ((O,), np.int32),

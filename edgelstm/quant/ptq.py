@@ -12,7 +12,8 @@ from .._progress import Progress
 from ..errors import ModelError
 from ..ir.model import ModelSpec
 from .cell_scales import GRU_SCALES, H_SCALE, RNN_SCALES
-from .params import CELL_EXP_RANGE, SCALE_RANGE, QuantParams
+from ..ir.frontend import FRONT_END_FIELDS
+from .params import CELL_EXP_RANGE, FIXED_OUTPUT_QUANT, SCALE_RANGE, QuantParams
 
 # Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
 # integrator, so streams longer than the calibration clips reach further.
@@ -63,6 +64,11 @@ def observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     B, T, _ = X.shape
     for k, layer in enumerate(spec.layers):
         o = obs[k]
+        if layer.kind in FRONT_END_FIELDS:
+            h_seq = _front_end_forward(layer, h_seq, o, None if initial is None else initial[k][0])
+            o["out"].update(h_seq)
+            progress.advance(T)
+            continue
         if layer.kind == "dense":
             w = layer.directions[0]
             pre = h_seq @ w["w"].T.astype(np.float64) + w["b"]
@@ -150,6 +156,59 @@ def observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     return inp, obs
 
 
+def _front_end_forward(layer, h_seq: np.ndarray, o: dict, initial) -> np.ndarray:
+    """Float64 forward of one front-end layer over (B, T, F) frames; a conv with a fused sigmoid / tanh records its
+    pre-activation range in o["pre"]."""
+    B, T, _ = h_seq.shape
+    if layer.kind == "context":
+        K, F = layer.context, layer.size
+        start = np.zeros((B, K)) if initial is None else np.broadcast_to(np.asarray(initial["ctx"], np.float64), (B, K))
+        stream = np.concatenate([start, h_seq.reshape(B, T * F)], axis=1)
+        idx = np.arange(T)[:, None] * F + np.arange(K + F)[None, :]
+        return stream[:, idx]
+    if layer.kind == "activation":
+        return _activate(h_seq, layer.activation)
+    if layer.kind == "magnitude":
+        v = h_seq.reshape(B, T, layer.length, 2, layer.channels)
+        return np.sqrt(v[..., 0, :] ** 2 + v[..., 1, :] ** 2).reshape(B, T, -1)
+    if layer.kind == "pad":
+        return _pad_frames(h_seq.reshape(B, T, layer.length, layer.channels), layer.left, layer.right,
+                           layer.mode).reshape(B, T, -1)
+    w = layer.directions[0]
+    x = _pad_frames(h_seq.reshape(B, T, layer.length, layer.in_channels), layer.pad_left, layer.pad_right,
+                    layer.pad_mode)
+    pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(layer.kernel_size)[None, :] * layer.dilation
+    win = x[:, :, pos]                                  # (B, T, Lo, K, C)
+    W = w["w"].astype(np.float64)
+    if layer.depthwise:
+        mult = layer.out_channels // layer.in_channels
+        pre = np.einsum("btlko,ok->btlo", np.repeat(win, mult, axis=-1), W[:, :, 0])
+    else:
+        pre = np.einsum("btlkc,okc->btlo", win, W)
+    pre = pre + w["b"]
+    o["pre"] = o.get("pre") or _Observer()
+    o["pre"].update(pre)
+    return _activate(pre, layer.activation).reshape(B, T, -1)
+
+
+def _pad_frames(x: np.ndarray, left: int, right: int, mode: str) -> np.ndarray:
+    """(..., L, C) padded along L with zeros or a reflection (edge not repeated)."""
+    width = [(0, 0)] * (x.ndim - 2) + [(left, right), (0, 0)]
+    return np.pad(x, width, mode="reflect" if mode == "reflect" else "constant")
+
+
+def _activate(v: np.ndarray, act: str) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(v, 0)
+    if act == "relu6":
+        return np.clip(v, 0, 6)
+    if act == "sigmoid":
+        return _sigmoid(v)
+    if act == "tanh":
+        return np.tanh(v)
+    return v
+
+
 def choose_act_quant(lo: float, hi: float, *, what: str = "activation") -> tuple[float, int]:
     """Asymmetric int8 (TFLite ChooseQuantizationParams): the range always contains 0."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or (hi - lo) / 255.0 > SCALE_RANGE[1]:
@@ -228,12 +287,33 @@ def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
     return q
 
 
+def _conv_params(layer, w: dict, o: dict, s_in: float) -> dict:
+    """int8 conv: weights symmetric per output channel (CONV_2D / DEPTHWISE_CONV_2D per-channel as the converter
+    writes them), int32 bias at s_input * w_scale[c], the pre-activation quantization (used by a fused sigmoid /
+    tanh)."""
+    O = layer.out_channels
+    q = {}
+    wq, ws = _blocks(w["w"].reshape(O, -1), O)
+    zero = ~np.any(wq != 0, axis=1)     # an all-zero channel: any scale works; keep its multiplier tame
+    ws[zero] = ws[~zero].min() if np.any(~zero) else np.float32(1e-3)
+    q["w"], q["w_scale"] = wq.reshape(w["w"].shape), ws
+    q["b"] = np.concatenate([quantize_bias(w["b"][c:c + 1], np.float32(s_in) * ws[c]) for c in range(O)])
+    ps, pz = choose_act_quant(o["pre"].lo, o["pre"].hi, what="conv pre-activation")
+    q["pre_scale"] = np.array([ps], np.float32)
+    q["pre_zp"] = np.array([pz], np.int32)
+    return q
+
+
 def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
     act = [choose_act_quant(inp.lo, inp.hi, what="model input")]
     layers = []
     for k, layer in enumerate(spec.layers):
         o = obs[k]
-        if layer.kind == "dense" and layer.activation in ("sigmoid", "softmax"):
+        if layer.kind in ("pad", "context") or (layer.kind == "activation" and layer.activation in ("relu", "relu6")):
+            out_q = act[k]                    # a copy of its input (relu: a clamp at the input's own scale)
+        elif layer.kind in ("activation", "conv1d") and layer.activation in ("sigmoid", "tanh"):
+            out_q = FIXED_OUTPUT_QUANT[layer.activation]
+        elif layer.kind == "dense" and layer.activation in ("sigmoid", "softmax"):
             out_q = (1.0 / 256.0, -128)
         elif layer.kind == "dense" and layer.activation == "tanh":
             out_q = (1.0 / 128.0, 0)
@@ -245,6 +325,9 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         dirs = []
         for d, w in enumerate(layer.directions):
             q = {}
+            if layer.kind in FRONT_END_FIELDS:
+                dirs.append(_conv_params(layer, w, o, s_in) if layer.kind == "conv1d" else {})
+                continue
             if layer.kind == "dense":
                 # per output channel (LiteRT's FULLY_CONNECTED as the converter writes it)
                 q["w"], q["w_scale"] = _blocks(w["w"], w["w"].shape[0])
@@ -302,9 +385,9 @@ class FidelityReport:
 
     def __str__(self) -> str:
         lines = [f"int8 vs float32 over {self.frames} frames",
-                 f"{'layer':>5}  {'kind':<6} {'max |err|':>10} {'cosine':>9}"]
+                 f"{'layer':>5}  {'kind':<10} {'max |err|':>10} {'cosine':>9}"]
         for k, l in enumerate(self.layers):
-            lines.append(f"{k:>5}  {l['kind']:<6} {l['max_abs_error']:>10.5f} {l['cosine']:>9.5f}")
+            lines.append(f"{k:>5}  {l['kind']:<10} {l['max_abs_error']:>10.5f} {l['cosine']:>9.5f}")
         lines.append(f"output cosine {self.cosine:.5f}, max |err| {self.max_abs_error:.5f}, "
                      f"{self.decision_rule} agreement {100 * self.decision_agreement:.2f}%")
         return "\n".join(lines)

@@ -1,4 +1,4 @@
-/* gemmlowp / TFLite fixed-point primitives with exact C semantics (the README's numerics contract).
+/* gemmlowp / TFLite fixed-point primitives with exact C semantics (docs/contract.md).
  * Assumes two's-complement int32 with arithmetic right shift of negative values (every compiler we build
  * with); wrapping conversions are written with unsigned arithmetic so no step has undefined behaviour. */
 #ifndef ELSTM_FIXEDPOINT_H
