@@ -38,13 +38,10 @@ def front_end_step(layer, x):
         w, b = np.asarray(p["w"], np.float64), np.asarray(p["b"], np.float64)
         xp = _pad(x.reshape(layer.length, layer.in_channels), layer.pad_left, layer.pad_right, layer.pad_mode)
         O, K, Ig = w.shape
-        per_group = O // layer.groups
-        y = np.zeros((layer.out_length, O))
-        for l in range(layer.out_length):
-            taps = xp[l * layer.stride + np.arange(K) * layer.dilation]          # (K, in_channels)
-            for o in range(O):
-                g = o // per_group
-                y[l, o] = b[o] + np.sum(w[o] * taps[:, g * Ig:(g + 1) * Ig])
+        G = layer.groups
+        pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(K)[None, :] * layer.dilation
+        win = xp[pos].reshape(layer.out_length, K, G, Ig)                  # (L_out, K, groups, Ig)
+        y = np.einsum("lkgi,gpki->lgp", win, w.reshape(G, O // G, K, Ig)).reshape(layer.out_length, O) + b
         return _act(y, layer.activation).ravel()
     raise ValueError(layer.kind)
 

@@ -215,9 +215,11 @@ def test_conv_front_end_with_dilation_depthwise_and_pads_maps_exactly():
     assert [layer.kind for layer in spec.layers][:2] == ["conv1d", "conv1d"]
     assert spec.layers[1].groups == 4 and spec.layers[0].dilation == 2
     sess, st = _sess(m), zero_state(spec)
-    for x in _w(5, L, s=1.0):
-        (y,) = sess.run(None, {"x": x[None, None]})
-        np.testing.assert_allclose(step64(spec, x, st), y.ravel(), rtol=0, atol=TOL)
+    X = _w(5, L, s=1.0)
+    Y = np.array([sess.run(None, {"x": x[None, None]})[0].ravel() for x in X])
+    np.testing.assert_allclose(np.array([step64(spec, x, st) for x in X]), Y, rtol=0, atol=TOL)
+    if _front_ends():
+        np.testing.assert_allclose(from_onnx(m).run(X), Y, rtol=0, atol=TOL)
 
 
 def test_state_pairs_given_by_hand_are_checked():
