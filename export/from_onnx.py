@@ -406,5 +406,6 @@ def _import(model, where, bind, state, shapes):
                 initial[k][d].update({n: np.asarray(v, np.float32) for n, v in entry.items()})
     io = {"data_input": data.name, "one_step": tw is None, "frame": low.in_size,
                  "output": data_outs[0][0] if data_outs else None, "state_pairs": sorted(pairs.items()),
-                 "bound": sorted(bind), "lengths_input": lengths}
+                 "bound": sorted(bind), "lengths_input": lengths,
+                 "other_outputs": [n for n, _ in data_outs[1:]]}
     return ModelSpec(layers=low.layers), initial, io
