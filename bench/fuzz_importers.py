@@ -15,6 +15,7 @@ and ran occurred.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -46,6 +47,8 @@ def batch(args):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     for f in res["failures"]:
         f["file"] = path
+    # the largest resident set of any worker so far (a batch of one file's mutations runs in one worker)
+    res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return res
 
 
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     counts = {"refused": 0, "ran": 0, "crash": 0, "hang": 0}
     per_format = {}
     per_file = {}
+    peak = 0.0
     failures = []
     with ThreadPoolExecutor(args.jobs) as pool:
         for k, (job, res) in enumerate(zip(jobs, pool.map(batch, jobs)), 1):
@@ -88,6 +92,7 @@ def main(argv=None) -> int:
                 counts[key] = counts.get(key, 0) + v
                 per_format.setdefault(fmt, {}).setdefault(key, 0)
                 per_format[fmt][key] += v
+            peak = max(peak, res.get("peak_rss_mib", 0))
             pf = per_file.setdefault(os.path.basename(job[0]), {})
             for key, v in res["counts"].items():
                 pf[key] = pf.get(key, 0) + v
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
             sys.stderr.flush()
     sys.stderr.write("\n")
     result = {"cases": args.cases, "formats": formats, "fixtures": [os.path.relpath(f, ROOT) for f in files],
-              "per_file": per_file,
+              "per_file": per_file, "peak_rss_mib": peak,
               "seed": args.seed, "batch": args.batch, "counts": counts, "per_format": per_format,
               "failures": len(failures), "failure_examples": failures[:10],
               "seconds": round(time.perf_counter() - t0, 1)}
