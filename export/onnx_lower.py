@@ -325,6 +325,9 @@ class Lowering:
             return self._put_state(node, out, frames)
         if any(isinstance(v, StateIn) for v in tensors):
             if len({getattr(v, "name", None) for v in tensors}) != 1:
+                if op == "Concat" and any(isinstance(v, Frame) for v in tensors):
+                    raise ImportModelError(f"{where}: concatenates a state input with the data (a streaming cache "
+                                           f"of past frames, e.g. for a convolution along time): not supported")
                 raise ImportModelError(f"{where}: combines different state inputs or a state input and the data")
             out = fold(node, [v.idx if isinstance(v, StateIn) else v for v in ins], self.ctx)
             return self._put(node, out, tensors[0], where)
