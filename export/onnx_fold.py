@@ -20,6 +20,13 @@ MAX_TOTAL_BYTES = 512 << 20       # all folded tensors together
 MAX_WORK = 2_000_000_000          # elements read + written over the whole fold (MatMul: M*N*K)
 
 
+def final_error(msg: str) -> ImportModelError:
+    """An error about the graph's own size or work: no other reading of its input shapes changes it."""
+    e = ImportModelError(msg)
+    e.final = True
+    return e
+
+
 class FoldContext:
     """The opset of the model and the running budget of one import."""
 
@@ -41,14 +48,14 @@ class FoldContext:
             n *= s
         nbytes = n * np.dtype(dtype).itemsize
         if nbytes > self.tensor_bytes:
-            raise ImportModelError(f"{where}: folding would make a tensor of shape {shape} ({nbytes / 2**20:.0f} "
+            raise final_error(f"{where}: folding would make a tensor of shape {shape} ({nbytes / 2**20:.0f} "
                                    f"MiB), over the {self.tensor_bytes >> 20} MiB bound of the importer")
         if self.bytes_used + nbytes > self.total_bytes:
-            raise ImportModelError(f"{where}: constant folding would use more than {self.total_bytes >> 20} MiB "
+            raise final_error(f"{where}: constant folding would use more than {self.total_bytes >> 20} MiB "
                                    f"in all")
         work = max(int(work), n)
         if work > self.work_left:
-            raise ImportModelError(f"{where}: constant folding exceeds the importer's work bound (a graph "
+            raise final_error(f"{where}: constant folding exceeds the importer's work bound (a graph "
                                    f"that computes too much at import)")
         self.work_left -= work
         self.bytes_used += nbytes

@@ -20,16 +20,17 @@ onnx_lower.py maps onto layer kinds.
 from __future__ import annotations
 
 import os
+from collections import ChainMap
 
 import numpy as np
 
 from edgelstm.errors import ImportModelError
 
 from ._files import read_model_file
-from .onnx_fold import FoldContext, broadcast_shape, conv_out_len, fold, pad_params, reshape_shape, slice_index, \
-    split_sizes, squeeze_shape, unsqueeze_shape
+from .onnx_fold import FoldContext, broadcast_shape, conv_out_len, final_error, fold, pad_params, reshape_shape, \
+    slice_index, split_sizes, squeeze_shape, unsqueeze_shape
 
-MAX_LOOP_TRIPS = 10_000
+MAX_LOOP_TRIPS = 1_000       # constant loops in exports are short (index arithmetic); each trip is a walk
 MAX_NODES = 200_000          # nodes walked in all (inlined branches and loop bodies included)
 MAX_DEPTH = 32               # nesting of subgraphs
 
@@ -301,6 +302,8 @@ class Trace:
         self.nodes_walked = 0
         self._taken = set()
         self._counts = {}
+        self._live = {}
+        self._inits = {}
         g = model.graph
         scope = {}
         for t in g.initializer:
@@ -333,13 +336,17 @@ class Trace:
         if depth > MAX_DEPTH:
             raise ImportModelError("subgraphs nested too deep")
         for t in (g.initializer if depth else []):
-            scope[t.name] = self._new(t.name, Const([to_array(t, self.where)] * self.W))
-        for proto in live_nodes(g, needed):
+            if id(t) not in self._inits:
+                self._inits[id(t)] = Const([to_array(t, self.where)] * self.W)
+            scope[t.name] = self._new(t.name, self._inits[id(t)])
+        key = (id(g), frozenset(needed))
+        if key not in self._live:           # a loop body is walked once per trip: decode it once
+            self._live[key] = [Node(proto, self.where) for proto in live_nodes(g, needed)]
+        for node in self._live[key]:
             self.nodes_walked += 1
             if self.nodes_walked > MAX_NODES:
                 raise ImportModelError(f"the graph walks more than {MAX_NODES} nodes (inlined branches and loop "
                                        f"bodies included)")
-            node = Node(proto, self.where)
             self._node(node, scope, depth)
 
     def _lookup(self, scope, name, node):
@@ -403,7 +410,7 @@ class Trace:
             raise ImportModelError(f"{where}: the branch taken depends on a dynamic size of the input "
                                    f"({self._syms_hint()}); fix that size with shapes=")
         branch = node.attrs["then_branch" if picks.pop() else "else_branch"]
-        inner = dict(scope)
+        inner = ChainMap({}, scope)      # the enclosing names, not copied
         outs = [o.name for o in branch.output]
         self._walk(branch, inner, set(outs), depth + 1)
         if len(outs) != len(node.outputs):
@@ -430,8 +437,7 @@ class Trace:
                     raise ImportModelError(f"{where}: trip count must be one value")
                 trips = int(arr.ravel()[0])
         if trips is not None and trips > MAX_LOOP_TRIPS:
-            raise ImportModelError(f"{where}: Loop trip count {trips} exceeds the importer's bound "
-                                   f"({MAX_LOOP_TRIPS})")
+            raise final_error(f"{where}: Loop trip count {trips} exceeds the importer's bound ({MAX_LOOP_TRIPS})")
         if any(v is not None and not v.same for v in vals):
             raise ImportModelError(f"{where}: a Loop whose inputs depend on a dynamic size is not supported")
         keep = bool(np.asarray(cond.vals[0]).ravel()[0]) if cond is not None else True
@@ -445,8 +451,8 @@ class Trace:
         it = 0
         while keep and (trips is None or it < trips):
             if it >= MAX_LOOP_TRIPS:
-                raise ImportModelError(f"{where}: Loop runs more than {MAX_LOOP_TRIPS} iterations")
-            inner = dict(scope)
+                raise final_error(f"{where}: Loop runs more than {MAX_LOOP_TRIPS} iterations")
+            inner = ChainMap({}, scope)      # the enclosing names, not copied
             inner[b_in[0]] = self._new(b_in[0], Const([np.array(it, np.int64)] * self.W))
             inner[b_in[1]] = self._new(b_in[1], Const([np.array(keep)] * self.W))
             for nm, v in zip(b_in[2:], carried):
