@@ -107,3 +107,24 @@ def test_silero_needs_its_sample_rate_and_frame_named():
         read_onnx(path, shapes={"input": (1, 576)})
     with pytest.raises(el.ImportModelError, match="shapes="):
         read_onnx(path, bind={"sr": 16000})
+
+
+@pytest.mark.parametrize("sr", [16000, 8000])
+def test_vad_default_model_is_silero_through_the_importer(sr, tmp_path, monkeypatch):
+    """edgelstm.audio.vad's default model (silero_vad.onnx through from_onnx, a Context layer in front): plain
+    windows in, the probabilities silero's own wrapper gets from onnxruntime out."""
+    if not _runtime_runs_front_ends():
+        pytest.skip("the runtime's front-end kernels are not merged yet")
+    from edgelstm.audio import vad as vad_mod
+    monkeypatch.setattr(vad_mod, "_cache_dir", lambda: tmp_path)
+    m = vad_mod.silero_model(sr=sr)
+    window, context = (512, 64) if sr == 16000 else (256, 32)
+    sess = ort.InferenceSession(str(DATA / "silero_vad.onnx"), providers=["CPUExecutionProvider"])
+    state, ctx = np.zeros((2, 1, 128), np.float32), np.zeros(context, np.float32)
+    s, worst = m.stream(), 0.0
+    for w in _audio(200, window, seed=sr):
+        x = np.concatenate([ctx, w])
+        out, state = sess.run(None, {"input": x[None], "state": state, "sr": np.array(sr, np.int64)})
+        ctx = x[-context:]
+        worst = max(worst, float(np.abs(s.step(w) - out.ravel()).max()))
+    assert worst < 1e-4            # float32 vs float32 over 200 fed-back windows: rounding only
