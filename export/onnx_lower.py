@@ -573,26 +573,27 @@ class Lowering:
         self._chain_end(b, where)
         name = node.outputs[0]
         shape = self.t.vals[name].shape
-        ta = self.t_axis(name)
-        # view both halves as (channels, length) after dropping unit / time axes
-        dims = [(k, d) for k, d in enumerate(shape) if k != ta and d != 1]
-        if a.idx.shape != b.idx.shape or len(dims) > 2:
-            raise ImportModelError(f"{where}: the magnitude's two halves differ in shape")
-        if len(dims) == 2:
-            C, L = dims[0][1], dims[1][1]
-        else:
-            C, L = (dims[0][1] if dims else 1), 1
+        bad = ImportModelError(f"{where}: sqrt(a^2 + b^2) where a and b are not the two channel halves of the "
+                               f"previous layer's output")
+        if a.idx.shape != b.idx.shape or not a.idx.size:
+            raise bad
+        # element p pairs a[p] = (l, c) with b[p] = (l, C + c) of the (length, 2C) chain output, whatever the
+        # ONNX layout (channel-major as torch exports, or channels-last)
+        C = int(b.idx.ravel()[0] - a.idx.ravel()[0])
+        if C < 0:
+            a, b, C = b, a, -C
+        if C < 1 or not np.all(b.idx - a.idx == C):
+            raise bad
         self._crop_conv([a, b], 2 * C, where)
-        ia, ib = a.idx.reshape(C, L), b.idx.reshape(C, L)
-        base = np.arange(L)[None, :] * 2 * C + np.arange(C)[:, None]
-        if np.array_equal(ib, base) and np.array_equal(ia, base + C):
-            ia, ib = ib, ia
-        if not (np.array_equal(ia, base) and np.array_equal(ib, base + C)) or self._n_chain() != 2 * C * L:
-            raise ImportModelError(f"{where}: sqrt(a^2 + b^2) where a and b are not the two channel halves of the "
-                                   f"previous layer's output")
+        n = self._n_chain()
+        L = n // (2 * C)
+        l_pos, c_pos = a.idx // (2 * C), a.idx % (2 * C)
+        out = l_pos * C + c_pos
+        if n != 2 * C * L or np.any(c_pos >= C) or a.idx.size != C * L or len(np.unique(out)) != C * L:
+            raise bad
         from edgelstm.ir.frontend import Magnitude
         self._add(Magnitude(length=L, channels=C))
-        self._set(name, Frame(_pos_layout(L, C).reshape(shape), self.epoch, rng=(0.0, np.inf)))
+        self._set(name, Frame(out.reshape(shape), self.epoch, rng=(0.0, np.inf)))
 
     def _crop_conv(self, frames, C, where):
         """Frames that read only positions [d, L - e) of the previous Conv1D's (L, C) output: drop the unread
