@@ -1151,15 +1151,10 @@ def _ref_act64(v, act):
 def _ref_conv_acc(layer, xp, w, zp):
     """acc[l, o] = sum_k sum_i w[o, k, i] * (xp[l*stride + k*dilation, g(o)*Ig + i] - zp) over the padded rows."""
     O, K, Ig = w.shape
-    per_group = O // layer.groups
-    acc = np.zeros((layer.out_length, O), xp.dtype)
-    for l in range(layer.out_length):
-        for o in range(O):
-            g = o // per_group
-            for k in range(K):
-                row = xp[l * layer.stride + k * layer.dilation]
-                acc[l, o] += np.sum(w[o, k] * (row[g * Ig:(g + 1) * Ig] - zp))
-    return acc
+    G = layer.groups
+    pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(K)[None, :] * layer.dilation
+    win = (xp[pos] - zp).reshape(layer.out_length, K, G, Ig)                    # (L_out, K, groups, Ig)
+    return np.einsum("lkgi,gpki->lgp", win, w.reshape(G, O // G, K, Ig)).reshape(layer.out_length, O)
 
 
 def ref_front_end_f64(layer, p, x, ctx):
