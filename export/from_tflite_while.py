@@ -48,10 +48,22 @@ _MAX_INDEX_VALUES = 64          # integer (index) tensors of a loop are a handfu
 _BODY_OPS = ("FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "RELU", "SPLIT", "SPLIT_V", "RESHAPE",
              "GATHER", "SLICE", "CONCATENATION")
 _MAIN_OPS = ("WHILE", "RESHAPE", "TRANSPOSE", "REVERSE_V2", "STRIDED_SLICE", "FULLY_CONNECTED")
+_CONTROL = ("IF", "CALL", "CALL_ONCE", "STABLEHLO_WHILE", "STABLEHLO_CASE")
 
 
 def _size(shape) -> int:
     return int(np.prod(shape)) if len(shape) else 1
+
+
+def _reshapes_to(want, n: int, out_shape) -> bool:
+    """Does RESHAPE with the shape operand ``want`` (one -1 allowed) turn n values into ``out_shape``?"""
+    want = [int(d) for d in want]
+    if want.count(-1) == 1:
+        rest = _size([d for d in want if d != -1])
+        if rest <= 0 or n % rest:
+            return False
+        want[want.index(-1)] = n // rest
+    return tuple(want) == tuple(out_shape) and _size(out_shape) == n
 
 
 @dataclass
@@ -94,21 +106,22 @@ class _Main:
             self.fail(f"model input type {x['type']}: WHILE loop files are imported in float32 only")
         if len(x["shape"]) != 3 or x["shape"][0] != 1 or x["data"] is not None:
             self.fail(f"model input shape {x['shape']}: expected frames [1, T, F]")
-        self.vals[ins[0]] = _Data(0, x["shape"][1], x["shape"][2], last=False, flipped=False)
+        for k, op in enumerate(g.ops):        # other control flow first, named whatever else is there
+            if op["name"] in _CONTROL:
+                self.fail(f"unsupported operator {op['name']} (operator {k}): control flow other than the WHILE "
+                          f"loops of Keras GRU / SimpleRNN layers is not supported")
         if not any(op["name"] == "WHILE" for op in g.ops):
             self.fail(f"{g.model.SubgraphsLength()} subgraphs but no WHILE loop: edgelstm imports one "
                       f"subgraph, or the WHILE loops of Keras GRU / SimpleRNN layers")
+        self.vals[ins[0]] = _Data(0, x["shape"][1], x["shape"][2], last=False, flipped=False)
         skip = set()
         for k, op in enumerate(g.ops):
             if k in skip:
                 continue
             name, where = op["name"], f"operator {k} ({op['name']})"
             if name not in _MAIN_OPS:
-                what = "control flow other than a Keras GRU / SimpleRNN WHILE loop is not supported" \
-                    if name in ("IF", "WHILE", "CALL", "CALL_ONCE") else \
-                    f"around WHILE loops edgelstm imports {', '.join(_MAIN_OPS)} and {', '.join(self.activations)} " \
-                    f"after a FULLY_CONNECTED"
-                self.fail(f"unsupported operator {name} (operator {k}); {what}")
+                self.fail(f"unsupported operator {name} (operator {k}); around WHILE loops edgelstm imports "
+                          f"{', '.join(_MAIN_OPS)}, and {', '.join(self.activations)} after a FULLY_CONNECTED")
             if not op["inputs"] or not op["outputs"]:
                 self.fail(f"{where}: missing inputs or outputs")
             if name == "WHILE":
@@ -161,12 +174,8 @@ class _Main:
         shape = self.g.tensor(ins[0], f"{where} input")["shape"]
         if name == "RESHAPE":
             new = self.g.tensor(out, f"{where} output")["shape"]
-            if len(ins) > 1 and ins[1] >= 0:
-                want = self.const_ints(ins[1], f"{where} shape")
-                if np.count_nonzero(want == -1) == 1 and _size(new):
-                    want[want == -1] = _size(shape) // max(1, _size([d for d in want if d != -1]))
-                if tuple(int(d) for d in want) != tuple(new):
-                    self.fail(f"{where}: shape operand {list(want)} differs from the output shape {new}")
+            if len(ins) != 2 or not _reshapes_to(self.const_ints(ins[1], f"{where} shape"), _size(shape), new):
+                self.fail(f"{where}: the shape operand does not give the output shape {new}")
             self.put(out, v, where)     # a reshape keeping the last axis: put() checks it
         elif name == "TRANSPOSE":
             perm = self.const_ints(ins[1], f"{where} perm") if len(ins) > 1 else np.zeros(0)
@@ -203,8 +212,8 @@ class _Main:
         picked = []
         for ax, n in enumerate(shape):
             bit = 1 << ax
-            if strides[ax] == 0:
-                self.fail(f"{where}: stride 0")
+            if strides[ax] != 1:        # (LiteRT slices nothing for a shrunk axis with stride -1)
+                self.fail(f"{where}: stride {strides[ax]}; only stride 1 is supported")
             if o.ShrinkAxisMask() & bit:
                 i = int(begin[ax]) + (n if begin[ax] < 0 else 0)
                 if not 0 <= i < n:
@@ -325,6 +334,9 @@ class _Loop:
         carried = [j for j in self.floats if j != self.frames_pos]
         rank3 = [j for j in carried if len(self.body.tensor(self.b_in[j], "body input")["shape"]) == 3]
         states = [j for j in carried if j not in rank3]
+        if len(states) == 2 and len(rank3) == 1:
+            self.fail("it carries two states (an LSTM cell?): the converter fuses keras.layers.LSTM into "
+                      "UNIDIRECTIONAL_SEQUENCE_LSTM, which from_tflite reads; RNN(LSTMCell) loops are not supported")
         if len(states) != 1 or len(rank3) != 1:
             self.fail(f"carries {len(states)} state tensor(s) and {len(rank3)} output array(s); edgelstm "
                       f"recognizes Keras GRU / SimpleRNN loops (one state, one output array)")
@@ -427,6 +439,7 @@ class _IntEval:
                 self.fail(f"{where}: a fused activation on an index")
             res = _Int(a.a + s * b.a, a.c + s * b.c, t_out["shape"])
         elif name == "RESHAPE":
+            self.check_reshape(op, vals[0].a.size, where)
             res = _Int(vals[0].a, vals[0].c, t_out["shape"])
         else:
             if len(set(len(v.shape) for v in vals)) != 1 or len(vals[0].shape) != 1:
@@ -436,6 +449,12 @@ class _IntEval:
             self.fail(f"{where}: computes {res.a.size} values for shape {t_out['shape']}")
         self.vals[outs[0]] = res
         return True
+
+    def check_reshape(self, op, n: int, where) -> None:
+        want = self.get(op["inputs"][1], where) if len(op["inputs"]) == 2 else None
+        out_shape = self.sub.tensor(op["outputs"][0], f"{where} output")["shape"]
+        if not isinstance(want, _Int) or np.any(want.a) or not _reshapes_to(want.c, n, out_shape):
+            self.fail(f"{where}: the shape operand does not give the output shape {out_shape}")
 
     def fused(self, op, name) -> int:
         table = op["op"].BuiltinOptions()
@@ -671,8 +690,9 @@ class _Body(_IntEval):
 
     def op_reshape(self, op, where):           # float reshapes (integer ones are _IntEval's)
         a = self.get_float(op["inputs"][0], where)
-        if not isinstance(a, _Lin) or a.n != self.out_size(op, where):
-            self.fail(f"{where}: expected a computed tensor of the output's size")
+        if not isinstance(a, _Lin):
+            self.fail(f"{where}: expected a computed tensor")
+        self.check_reshape(op, a.n, where)
         self.vals[op["outputs"][0]] = a
 
     def split_parts(self, op, where, a: _Lin, axis_i: int, sizes) -> None:
