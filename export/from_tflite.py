@@ -4,6 +4,8 @@ Supported graphs (what the TF converter writes for a Keras LSTM stack with a Den
 int8 (8x8_16 LSTM):
     UNIDIRECTIONAL_SEQUENCE_LSTM [-> UNIDIRECTIONAL_SEQUENCE_LSTM ...] [-> FULLY_CONNECTED [-> LOGISTIC | TANH
     | SOFTMAX]]
+Files with WHILE loops (the converter's float32 sequence files of Keras GRU / SimpleRNN layers) are read by
+export/from_tflite_while.py into GRU / RNN layers; other control flow is refused by name.
 Any other graph is read as a step graph of plain builtin ops (export/from_tflite_graph.py: Keras cells with
 explicit state, int8 or float32) and becomes one op-graph layer; an unsupported op raises ``ImportModelError``
 naming it.  The file is parsed with the ``tflite`` schema package

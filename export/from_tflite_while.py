@@ -95,6 +95,13 @@ class _Main:
 
     def run(self) -> Model:
         g = self.g
+        for k, op in enumerate(g.ops):        # other control flow first, named whatever else is there
+            if op["name"] in _CONTROL:
+                self.fail(f"unsupported operator {op['name']} (operator {k}): control flow other than the WHILE "
+                          f"loops of Keras GRU / SimpleRNN layers is not supported")
+        if not any(op["name"] == "WHILE" for op in g.ops):
+            self.fail(f"{g.model.SubgraphsLength()} subgraphs but no WHILE loop: edgelstm imports one "
+                      f"subgraph, or the WHILE loops of Keras GRU / SimpleRNN layers")
         sg = g.g
         ins = [int(v) for v in sg.InputsAsNumpy()] if sg.InputsLength() else []
         outs = [int(v) for v in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
@@ -104,15 +111,8 @@ class _Main:
         x = g.tensor(ins[0], "model input")
         if x["type"] != _F32:
             self.fail(f"model input type {x['type']}: WHILE loop files are imported in float32 only")
-        if len(x["shape"]) != 3 or x["shape"][0] != 1 or x["data"] is not None:
+        if len(x["shape"]) != 3 or x["shape"][0] != 1 or min(x["shape"]) < 1 or x["data"] is not None:
             self.fail(f"model input shape {x['shape']}: expected frames [1, T, F]")
-        for k, op in enumerate(g.ops):        # other control flow first, named whatever else is there
-            if op["name"] in _CONTROL:
-                self.fail(f"unsupported operator {op['name']} (operator {k}): control flow other than the WHILE "
-                          f"loops of Keras GRU / SimpleRNN layers is not supported")
-        if not any(op["name"] == "WHILE" for op in g.ops):
-            self.fail(f"{g.model.SubgraphsLength()} subgraphs but no WHILE loop: edgelstm imports one "
-                      f"subgraph, or the WHILE loops of Keras GRU / SimpleRNN layers")
         self.vals[ins[0]] = _Data(0, x["shape"][1], x["shape"][2], last=False, flipped=False)
         skip = set()
         for k, op in enumerate(g.ops):
@@ -191,9 +191,7 @@ class _Main:
             ax = int(axes[0]) % len(shape)
             if ax == len(shape) - 1:
                 self.fail(f"{where}: reverses the feature axis")
-            flip = shape[ax] != 1
-            if flip and v.last:
-                self.fail(f"{where}: reverses a single step")
+            flip = shape[ax] != 1      # (a single step has only size-1 axes besides the features)
             self.put(out, _Data(v.layer, v.T, v.F, v.last, v.flipped != flip), where)
         else:
             self.put(out, self.strided_slice(op, v, shape, where), where)
@@ -237,7 +235,7 @@ class _Main:
         w = self.g.tensor(op["inputs"][1], f"{where} weights") if len(op["inputs"]) > 1 else {"shape": ()}
         if len(w["shape"]) != 2 or w["shape"][1] != v.F:
             self.fail(f"{where}: weights {w['shape']} do not apply to each step's {v.F} features")
-        layer, _, final = self.dense(self.g, op, k, False, act)
+        layer, _, _ = self.dense(self.g, op, k, False, act)
         out = act["outputs"][0] if act is not None else op["outputs"][0]
         self.layers.append(layer)
         self.put(out, _Data(len(self.layers), v.T, layer.output_size, v.last, v.flipped), where)
@@ -442,7 +440,7 @@ class _IntEval:
             self.check_reshape(op, vals[0].a.size, where)
             res = _Int(vals[0].a, vals[0].c, t_out["shape"])
         else:
-            if len(set(len(v.shape) for v in vals)) != 1 or len(vals[0].shape) != 1:
+            if len({len(v.shape) for v in vals}) != 1 or len(vals[0].shape) != 1:
                 self.fail(f"{where}: only 1-D index vectors are concatenated")
             res = _Int(np.concatenate([v.a for v in vals]), np.concatenate([v.c for v in vals]), t_out["shape"])
         if res.a.size != _size(t_out["shape"]) or res.a.size > _MAX_INDEX_VALUES:
@@ -482,7 +480,9 @@ class _Body(_IntEval):
         self.frames = loop.b_in[loop.frames_pos]
         self.x = None
         st = body.tensor(loop.b_in[loop.state_pos], "state")
-        self.h = self.new_sym("h", _size(st["shape"]), [])
+        if len(st["shape"]) != 2 or st["shape"][0] != 1:
+            self.fail(f"state of shape {st['shape']}, expected (1, H)")
+        self.h = self.new_sym("h", st["shape"][1], [])
         self.vals[loop.b_in[loop.state_pos]] = self.ident(self.h)
         arr = body.tensor(loop.b_in[loop.seq_pos], "output array")
         N, one, W = arr["shape"]
@@ -499,8 +499,8 @@ class _Body(_IntEval):
     def sym_size(self, s) -> int:
         return self.sym[s][1]
 
-    def budget(self, *arrays):
-        self.n_coefs += sum(a.size for a in arrays)
+    def budget(self, *arrays, n: int = 0):
+        self.n_coefs += n + sum(a.size for a in arrays)
         if self.n_coefs > _MAX_COEFS:
             self.fail(f"the loop body is too large to analyze (over {_MAX_COEFS} coefficients)")
 
@@ -636,7 +636,7 @@ class _Body(_IntEval):
             b = bt["data"].ravel().astype(np.float64)
         terms = {}
         for s, m in a.terms.items():
-            self.budget(np.empty((N, m.shape[1]), np.uint8))
+            self.budget(n=N * m.shape[1])
             eye = m.shape[0] == m.shape[1] and np.array_equal(m, np.eye(m.shape[0]))
             terms[s] = W.copy() if eye else W @ m
         res = _Lin(N, terms, W @ a.const + b)
