@@ -222,6 +222,13 @@ def test_relu_relu6_multiplier_is_a_float32_ratio():
                 y, delegated = lo.run(m, [q], r)
                 np.testing.assert_array_equal(y.ravel(), want, err_msg=f"{op} {r}")
                 assert not delegated
+    # edgelstm's op-graph RELU (converter graphs) takes the float32 ratio too: its kernel equals LiteRT's here
+    from test_int16_ops import _graph, _run_ours
+    for s_i, zp_in, s_o, zp_out in cases:
+        g, p = _graph([[256, float(s_i), zp_in, None, 8], [256, float(s_o), zp_out, None, 8]],
+                      [["RELU", 0, -1, 1, 0, 0, 0, 0]])
+        np.testing.assert_array_equal(_run_ours(g, p, {0: q}), naive.ref_op_relu_int8(
+            q, zp_in=zp_in, s_in=s_i, zp_out=zp_out, s_out=s_o, act="relu"))
     # the double ratio would have been wrong on these (RELU: no upper clamp hides it)
     for i in hit:
         dbl = np.clip(v64[:, i] - 128, -128, 127)

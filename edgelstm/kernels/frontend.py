@@ -17,6 +17,7 @@ from ..program.layout import (ACT_RELU, ACT_RELU6, ACT_SIGMOID, ACT_TANH, CV_ACT
                               MAP_MAGNITUDE, MAP_PAD, MP_N_IN, MP_N_OUT, MP_OP, MP_TABLE)
 from .cells_f32 import _sigmoid, _tanh
 from .cells_int8 import _mbqm_split, _shift_parts, padded
+from .fblocks import LANES, _fblock1, _fblock2, _fblock3, _fblock4
 from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
 
 
@@ -214,9 +215,10 @@ def _activate_f32(v, act):
 
 
 @njit(**NJIT_OPTS)
-def conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr):
-    """float32 Conv1D for nb sequences: weights stored transposed, (K * Ig, out_channels) for a full conv (axpy
-    over the output channels), (out_channels, K) for a depthwise one."""
+def conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr):
+    """float32 Conv1D for nb sequences. A full conv gathers every output position's window into aux, then runs
+    blocks of 16 output channels over up to 4 positions at a time with the accumulators in registers
+    (fblocks.py), into gates (bias first, then the terms in order); a depthwise conv sums its K taps directly."""
     L = prog[rec + CV_LEN_IN]
     C = prog[rec + CV_CIN]
     O = prog[rec + CV_COUT]
@@ -227,39 +229,52 @@ def conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr):
     reflect = prog[rec + CV_REFLECT] != 0
     mult = prog[rec + CV_MULT]
     Lo = prog[rec + CV_LOUT]
+    rows = prog[rec + CV_ROWS]
     w_off = prog[rec + CV_W]
-    bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + O]
     act = prog[rec + CV_ACT]
     KC = K * C
     for n in range(nb):
         xo = ix[n * IXW + IX_SRC]
         oo = ix[n * IXW + IX_OUT]
         a0 = n * scr
+        if mult == 0:
+            bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + rows]
+            for l in range(Lo):
+                _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, np.float32(0.0), aux, a0 + l * KC)
+                g = gates[a0 + l * rows:a0 + (l + 1) * rows]
+                for o in range(rows):
+                    g[o] = bias[o]
+            for blk in range(rows // LANES):
+                wb = w_off + blk * KC * LANES
+                l = 0
+                while l + 4 <= Lo:
+                    _fblock4(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                    l += 4
+                if Lo - l == 3:
+                    _fblock3(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                elif Lo - l == 2:
+                    _fblock2(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                elif Lo - l == 1:
+                    _fblock1(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+            for l in range(Lo):
+                g = gates[a0 + l * rows:a0 + l * rows + O]
+                y = seq[oo + l * O:oo + (l + 1) * O]
+                for o in range(O):
+                    y[o] = _activate_f32(g[o], act)
+            continue
+        bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + O]
         for l in range(Lo):
             y = seq[oo + l * O:oo + (l + 1) * O]
-            if mult == 0:
-                _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, np.float32(0.0), aux, a0)
-                y[:] = bias
-                win = aux[a0:a0 + KC]
-                for j in range(KC):
-                    v = win[j]
-                    w = wf[w_off + j * O:w_off + (j + 1) * O]
-                    for o in range(O):
-                        y[o] += w[o] * v
-            else:
-                first = l * stride - pl
-                for o in range(O):
-                    c = o // mult
-                    w = wf[w_off + o * K:w_off + (o + 1) * K]
-                    s = bias[o]
-                    for k in range(K):
-                        p = _source_position(first + k * dil, L, reflect)
-                        if p >= 0:
-                            s += w[k] * seq[xo + p * C + c]
-                    y[o] = s
-            if act != 0:
-                for o in range(O):
-                    y[o] = _activate_f32(y[o], act)
+            first = l * stride - pl
+            for o in range(O):
+                c = o // mult
+                w = wf[w_off + o * K:w_off + (o + 1) * K]
+                s = bias[o]
+                for k in range(K):
+                    p = _source_position(first + k * dil, L, reflect)
+                    if p >= 0:
+                        s += w[k] * seq[xo + p * C + c]
+                y[o] = _activate_f32(s, act)
 
 
 @njit(**NJIT_OPTS)

@@ -91,7 +91,7 @@ def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, 
     """Float32 twin of _cell_int8 (same signature; aux: a conv's window): one sequence after the other, each with the
     same scratch, so every sequence's arithmetic is exactly that of a lone stream."""
     if kind == KIND_CONV:
-        conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr)
+        conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr)
         return
     if kind == KIND_MAP:
         map_step_f32(prog, rec, seq, ix, nb, state)

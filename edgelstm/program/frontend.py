@@ -92,22 +92,27 @@ def _conv_record(b, layer, quant, k: int) -> tuple[list[int], int]:
     rec[C.CV_MULT] = O // layer.in_channels if layer.depthwise else 0
     rec[C.CV_LOUT] = Lo
     rec[C.CV_LUT] = -1
+    rows = O + (-O) % C.BLOCK_ROWS
+    rec[C.CV_ROWS] = rows
     if quant is None:
         w = layer.directions[0]
         w2 = w["w"].reshape(O, K * Ig)
-        rec[C.CV_W] = b.add_weights(w2 if layer.depthwise else w2.T)   # full conv: (K*Ig, O) for the axpy
-        rec[C.CV_B] = b.add_weights(w["b"])
+        if layer.depthwise:
+            rec[C.CV_W] = b.add_weights(w2)
+            rec[C.CV_B] = b.add_weights(w["b"])
+        else:    # blocks of 16 output channels, (rows / 16, K * Ig, 16): kernels/fblocks.py; zero rows pad the last
+            wp = np.pad(w2, ((0, rows - O), (0, 0)))
+            rec[C.CV_W] = b.add_weights(wp.reshape(rows // 16, 16, K * Ig).transpose(0, 2, 1))
+            rec[C.CV_B] = b.add_weights(np.pad(w["b"], (0, rows - O)))
         rec[C.CV_ACT] = _F32_ACT[layer.activation]
-        return rec, K * Ig
+        return rec, max(Lo * K * Ig, Lo * rows)
     q = quant.layers[k][0]
     (s_in, zp_in), (s_out, zp_out) = quant.act[k], quant.act[k + 1]
     w2 = q["w"].reshape(O, K * Ig)
-    rows = O + (-O) % C.BLOCK_ROWS
     if layer.depthwise:
         rec[C.CV_W] = b.add_weights(w2)
     else:     # a dot-loop matrix in whole pairwise blocks: zero rows up to a multiple of BLOCK_ROWS
         rec[C.CV_W] = b.add_weights(np.pad(w2, ((0, rows - O), (0, 0))), pad_columns=True)
-    rec[C.CV_ROWS] = rows
     rec[C.CV_B] = b.add_ints(fold_zero_point(q["b"], w2, zp_in))  # zero padding holds zp_in: adds 0 as in LiteRT
     act = layer.activation
     if act in _LUT_FN:                   # CONV_2D to the calibrated pre-activation quantization, then the LUT

@@ -9,6 +9,7 @@ clamp); a DEQUANTIZE -> QUANTIZE float island is a function of one int8 value, s
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import ACT16_MULT_RANGE, ACT16_SHIFT_RANGE, CONV16_SHIFT_RANGE
 from .multiplier import quantize_multiplier_checked as _qm
 from .tables import SIGMOID_TABLE_U16
 
@@ -52,8 +53,14 @@ def prepare_mul(*, s_a, s_b, s_out):
 
 
 def prepare_requantize(*, s_in, s_out):
-    """QUANTIZE int8->int8 and RELU int8: s_in / s_out in double."""
+    """QUANTIZE int8->int8: s_in / s_out in double."""
     return _qm(_f32(s_in) / _f32(s_out))
+
+
+def prepare_relu(*, s_in, s_out):
+    """RELU / RELU6 int8: LiteRT's ReluPrepare divides the two float32 scales in FLOAT32 (then widens to double),
+    unlike QUANTIZE (measured on all three resolvers: docs/litert_conv_measurements.md)."""
+    return _qm(float(np.float32(np.float32(s_in) / np.float32(s_out))))
 
 
 def lookup_table(fn: str, *, s_in, zp_in, s_out, zp_out) -> np.ndarray:
@@ -90,12 +97,13 @@ def conv16_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     """LiteRT's 16x8 CONV_2D Prepare, per output channel: QuantizeMultiplier(double(s_in) * double(w_scale[c]) /
     double(s_out)); (multiplier, shift) pairs. The kernel requantizes with the int64 MultiplyByQuantizedMultiplier
     (multiplier reduced to 16 bits, one rounding), defined for shifts in [-31, 7]."""
+    lo, hi = CONV16_SHIFT_RANGE
     out = []
     for w in np.asarray(w_scales, np.float32):
         real = _f32(in_scale) * float(w) / _f32(out_scale)
         m, shift = _qm(real)
-        if not -31 <= shift <= 7:
-            raise ModelError(f"int16 conv effective scale {real:.6g} needs shift {shift}, outside [-31, 7]")
+        if m == 0 or not lo <= shift <= hi:   # m == 0: QuantizeMultiplier flushed a shift below -31 to (0, 0)
+            raise ModelError(f"int16 conv effective scale {real:.6g} needs a shift outside [{lo}, {hi}]")
         out.extend((m, shift))
     return out
 
@@ -158,10 +166,10 @@ def prepare_act16(s_in: float, *, tanh: bool) -> tuple[int, int]:
         return 3 << shift, 0
     m = _f32(s_in) * 4096.0 * 3.0
     shift = 0
-    while m <= 32767.0 / 2.0 and shift <= 30:
+    while m <= ACT16_MULT_RANGE[1] / 2.0 and shift <= ACT16_SHIFT_RANGE[1]:
         shift += 1
         m *= 2.0
-    if int(m) > 32767 or shift > 30:
+    if int(m) > ACT16_MULT_RANGE[1] or shift > ACT16_SHIFT_RANGE[1]:
         # 32768 * mult + 2^(shift-1) must stay below 2^31 (the kernel's int32 arithmetic)
         raise ModelError(f"int16 {'TANH' if tanh else 'LOGISTIC'} input scale {s_in:.6g} is outside the range "
                          f"LiteRT's int16 kernel handles")
