@@ -39,9 +39,9 @@ def _clips(split: str, label: str, limit: int) -> list[np.ndarray]:
         rows = [r for r in json.loads(meta.read_text()) if r["split"] == split and r["label"] == label]
         if not rows:
             continue
-        audio = np.load(meta.with_suffix(".npz"))["audio"]
+        audio = np.load(meta.with_suffix(".npz"))["audio"]          # int16 PCM
         for r in rows[:max(1, limit // 4)]:
-            out.append(np.asarray(audio[r["offset"]:r["offset"] + r["samples"]], np.float32))
+            out.append(audio[r["offset"]:r["offset"] + r["samples"]].astype(np.float32) / 32768.0)
             if len(out) >= limit:
                 return out
     return out
