@@ -116,21 +116,26 @@ def wav_bytes(*, rate: int, channels: int = 1, bits: int = 16, tag: int = 1, dat
     return b"RIFF" + struct.pack("<I", min(len(body), 0xFFFFFFFF)) + body
 
 
-def wav_crafted(folder) -> list[tuple[str, Path]]:
-    """The issue's WAV files and their relatives: (label, path)."""
+def wav_crafted(folder, *, big: bool = False) -> list[tuple[str, Path]]:
+    """The issue's WAV files and their relatives: (label, path). ``big``: also the 256 MiB 65,535-channel file."""
     folder = Path(folder)
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(16000) * 3000).astype("<i2").tobytes()   # 32 KB
     cases = {
         "rate-1hz": wav_bytes(rate=1, data=noise),                   # 32 KB declared as 4.4 hours at 1 Hz
         "rate-4g": wav_bytes(rate=0xFFFFFFFF, data=noise),
-        "channels-65535": wav_bytes(rate=16000, channels=65535, data=bytes(65535 * 2 * 2048)),  # 256 MiB
-        "channels-65535-short": wav_bytes(rate=16000, channels=65535, data=noise),
+        "channels-65535": wav_bytes(rate=16000, channels=65535, bits=8, data=noise),
         "data-size-4g": wav_bytes(rate=16000, data=noise, data_size=0xFFFFFFF0),
         "truncated-mid-data": wav_bytes(rate=16000, data=noise, data_size=len(noise) * 4),
         "float64-8ch-8khz": wav_bytes(rate=8000, channels=8, bits=64, tag=3,
                                       data=np.zeros(8 * 4000, "<f8").tobytes()),
+        "list-chunk-4g": (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"LIST"
+                          + struct.pack("<I", 0xFFFFFFF0) + bytes(1 << 20)),
+        "fmt-chunk-4g": (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt "
+                         + struct.pack("<I", 0xFFFFFFF0) + bytes(1 << 20)),
     }
+    if big:     # the issue's 2.4 GiB case: 256 MiB of data in 65,535 channels
+        cases["channels-65535-256mib"] = wav_bytes(rate=16000, channels=65535, bits=8, data=bytes(65535 * 4096))
     out = []
     for label, data in cases.items():
         p = folder / f"{label}.wav"
@@ -152,5 +157,7 @@ def peak_rss_of(code: str, *args: str, cwd=None, timeout: float = 600.0) -> tupl
                "p.returncode))\n")
     p = subprocess.run([sys.executable, "-c", wrapper, code, *args], capture_output=True, text=True,
                        timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
-    last = p.stdout.strip().splitlines()[-1].split()
-    return int(last[1]) * 1024, p.stdout, p.stderr + (f"\n(exit {last[2]})" if last[2] != "0" else "")
+    lines = p.stdout.rstrip("\n").splitlines()
+    rss_line = lines[-1].split()
+    return (int(rss_line[1]) * 1024, "\n".join(lines[:-1]),
+            (f"(exit {rss_line[2]})\n" if rss_line[2] != "0" else "") + p.stderr)
