@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
+from ._files import write_atomic
 from .data import AUDIO_MODEL, DEMO_FEATURES, DEMO_LABELS, DEMO_MODEL, SAMPLE_CLIP
 from .errors import EdgeLSTMError, ModelError
 
@@ -77,13 +78,13 @@ def _check_features(model, X: np.ndarray, what: str) -> None:
 
 
 def _save_npy(path, a: np.ndarray) -> None:
+    import io
     p = os.fspath(path)
     if not p.endswith(".npy"):
         raise CLIError(f"output {p}: must end in .npy (numpy would append it)")
-    try:
-        np.save(p, a)
-    except OSError as e:
-        raise CLIError(f"output {p}: cannot write ({e.strerror or e})") from None
+    buf = io.BytesIO()
+    np.save(buf, a)
+    write_atomic(p, buf.getvalue(), error=CLIError)
 
 
 def _file_size(path) -> int:

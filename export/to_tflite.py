@@ -25,10 +25,9 @@ write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence".
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from edgelstm._files import write_atomic
 from edgelstm.errors import ImportModelError
 from edgelstm.quant.params import FIXED_OUTPUT_QUANT
 from edgelstm.runtime import Model
@@ -301,13 +300,7 @@ def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None 
     if frames is not None and not (mode == "sequence" and cells):
         raise ImportModelError("to_tflite: frames= is only for mode='sequence' files of GRU / RNN / op-graph models "
                                "(LSTM-only sequence files take any length)")
-    data = _build(model, step=mode == "step", frames=frames)
-    p = os.fspath(path)
-    try:
-        with open(p, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+    write_atomic(path, _build(model, step=mode == "step", frames=frames), error=ImportModelError)
 
 
 def _build(model: Model, *, step: bool = False, frames: int | None = None) -> bytes:

@@ -98,3 +98,122 @@ def test_reader_errors_come_when_the_reader_is_made(tmp_path):
         read_wav(p, sr=16000)
     with pytest.raises(el.AudioError, match="channels"):
         read_raw(p, sr=16000, channels=1000)
+
+
+# ---- 6. every writer is atomic: a full disk leaves the old file, a symlink is replaced, not written through ----
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs, then filled up: every write into it fails with ENOSPC."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if p.returncode:
+        pytest.skip(f"SKIPPED LOUDLY: cannot mount a small tmpfs to fill up ({p.stderr.strip()}); the full-disk "
+                    f"tests need root (or CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb", buffering=0) as f:
+        for size in (4096, 1):      # whole pages, then the last bytes
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
+
+
+def _writers():
+    """(name, write(path)) for every writer; each raises an EdgeLSTMError or returns a CLI status."""
+    from edgelstm.audio.io import write_wav
+    from edgelstm.benchmark.report import write_json
+    from edgelstm.cli import main
+    from edgelstm.export import to_c, to_onnx, to_tflite
+    int8 = el.load(DATA / "tagger_gru_int8.elstm")
+    f32 = el.load(DATA / "tagger_gru.elstm")
+    frames = REPO / "edgelstm" / "data" / "demo_features.npy"
+    return [
+        ("el.save", lambda p: el.save(int8, p)),
+        ("to_tflite", lambda p: to_tflite(int8, p, mode="step")),
+        ("to_onnx", lambda p: to_onnx(f32, p)),
+        ("to_c", lambda p: to_c(int8, p)),                      # p: the bundle's directory
+        ("write_wav", lambda p: write_wav(p, np.zeros(1600), sr=16000)),
+        ("bench write_json", lambda p: write_json(p, {"x": 1})),
+        ("cli run --output", lambda p: main(["run", str(DATA / "tagger_gru_int8.elstm"), "--input", str(frames),
+                                             "--output", str(p)])),
+        ("cli export", lambda p: main(["export", str(DATA / "tagger_gru_int8.elstm"), "--to", "tflite", "--mode",
+                                       "step", "-o", str(p)])),
+    ]
+
+
+def _target(folder: Path, name: str) -> Path:
+    return folder / ("bundle" if name == "to_c" else "out.npy" if "run" in name else "out.bin")
+
+
+def _old_files(target: Path, name: str) -> dict:
+    """Write the 'old' file(s) at ``target``; returns {path: bytes}."""
+    if name == "to_c":
+        target.mkdir()
+        files = {target / n: f"old {n}\n".encode() for n in ("model_data.c", "model_data.h", "edgelstm.c")}
+    else:
+        files = {target: b"OLD CONTENT " * 100}
+    for p, b in files.items():
+        p.write_bytes(b)
+    return files
+
+
+def test_full_disk_leaves_every_old_file_whole(full_disk, capsys):
+    report = {}
+    for name, write in _writers():
+        target = _target(full_disk, name)
+        old = _old_files(target, name)
+        _fill(full_disk)
+        try:
+            rc = write(target)
+            outcome = f"returned {rc}"
+        except el.EdgeLSTMError as e:
+            outcome = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - recorded: a foreign exception is a failure too
+            outcome = f"FOREIGN {type(e).__name__}: {e}"
+        err = capsys.readouterr().err
+        kept = all(p.read_bytes() == b for p, b in old.items())
+        leftovers = [p.name for p in full_disk.rglob(".elstm-tmp-*")]
+        report[name] = (kept, outcome, err.strip(), leftovers)
+        for p in sorted(full_disk.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+    for name, r in report.items():
+        print(f"{name:<18} old file kept: {r[0]}  {r[1][:110]}  {r[2][:110]}")
+    for name, (kept, outcome, err, leftovers) in report.items():
+        assert kept and not leftovers, (name, outcome)
+        assert outcome.startswith(("returned 2", "ImportModelError", "ArtifactError", "ModelError", "AudioError",
+                                   "EdgeLSTMError")), (name, outcome)
+        assert "cannot write" in outcome + err and "No space left" in outcome + err, (name, outcome, err)
+
+
+def test_writers_replace_a_symlink_instead_of_writing_through_it(tmp_path, capsys):
+    bad = []
+    for name, write in _writers():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        victim = folder / "victim"
+        victim.write_bytes(b"precious")
+        target = _target(folder, name)
+        if name == "to_c":
+            target.mkdir()
+            links = [target / "model_data.c"]
+        else:
+            links = [target]
+        for link in links:
+            link.symlink_to(victim)
+        rc = write(target)
+        capsys.readouterr()
+        print(f"{name:<18} victim {'kept' if victim.read_bytes() == b'precious' else 'OVERWRITTEN'}  rc {rc}")
+        if victim.read_bytes() != b"precious" or any(p.is_symlink() or not p.is_file() for p in links) \
+                or rc not in (None, 0) and not isinstance(rc, Path):
+            bad.append(name)
+    assert not bad

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from .._files import write_atomic
 from ..errors import AudioError, AudioWarning
 
 CHUNK_FRAMES = 16000  # output samples per chunk at most (about): bounded memory for any stream length
@@ -279,9 +280,8 @@ def read_microphone(*, sr: int, seconds: float | None = None, device=None, block
 
 
 def write_wav(path, y: np.ndarray, *, sr: int) -> None:
-    """16-bit PCM mono WAV (for sample clips and tests)."""
+    """16-bit PCM mono WAV (for sample clips and tests), written atomically."""
     v = np.clip(np.round(np.asarray(y, np.float64) * 32767.0), -32768, 32767).astype("<i2").tobytes()
     head = (b"RIFF" + struct.pack("<I", 36 + len(v)) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr,
             sr * 2, 2, 16) + b"data" + struct.pack("<I", len(v)))
-    with open(path, "wb") as f:
-        f.write(head + v)
+    write_atomic(path, head + v, error=AudioError)
