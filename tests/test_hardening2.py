@@ -217,3 +217,28 @@ def test_writers_replace_a_symlink_instead_of_writing_through_it(tmp_path, capsy
                 or rc not in (None, 0) and not isinstance(rc, Path):
             bad.append(name)
     assert not bad
+
+
+# ---- 7a. an int8 stream's own state is a valid initial_state ----
+
+@pytest.mark.parametrize("model_file", ["tagger_gru_int8.elstm", "tagger_lstm_int8.elstm"])
+def test_int8_initial_state_accepts_the_state_a_stream_returns(model_file):
+    q = el.load(DATA / model_file)
+    X = np.load(DATA / "demo_features.npy")[:120].astype(np.float32)
+    s = q.stream()
+    s.step_many(X[:60])
+    st = s.state                                   # exact integers
+    want = s.step_many(X[60:])                     # the stream continued from there
+    q.initial_state = st
+    np.testing.assert_array_equal(q.stream().step_many(X[60:]), want)
+    np.testing.assert_array_equal(q.run(X[60:]), want)
+    np.testing.assert_array_equal(q.run(X[60:], initial_state=st), want)
+    back = q.initial_state                         # reads back in real terms, as documented
+    assert all(a.dtype == np.float32 for layer in back for d in layer for a in d.values())
+    q.initial_state = back                         # and that float state is the same start
+    np.testing.assert_array_equal(q.stream().step_many(X[60:]), want)
+    wrong = s.state
+    name = next(iter(wrong[0][0]))
+    wrong[0][0][name] = wrong[0][0][name].astype(np.int64)   # integers of another width: ambiguous
+    with pytest.raises(el.InputError, match="integer"):
+        q.initial_state = wrong
