@@ -192,8 +192,27 @@ def _read(path) -> bytes:
         raise ArtifactError(f"{path}: cannot read: {e}") from e
 
 
+# files users pass where a model belongs: (test on the first bytes, what it is, what to do instead)
+_IMPORT_HINT = "import it with edgelstm convert (API: edgelstm.export.import_model)"
+_OTHER_FILES = (
+    (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE", "a WAV audio file",
+     "audio is tagged with edgelstm tag (API: edgelstm.audio.Tagger)"),
+    (lambda b: b[:6] == b"\x93NUMPY", "a .npy array", "arrays are model inputs (edgelstm run --input; API: Model.run)"),
+    (lambda b: b[:4] == b"PK\x03\x04", "a zip archive (a .keras model? an .npz?)", "a .keras model: " + _IMPORT_HINT),
+    (lambda b: b[:8] == b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras .h5 model?)", _IMPORT_HINT),
+    (lambda b: b[4:8] == b"TFL3", "a TFLite model", _IMPORT_HINT),
+)
+
+
+def _not_a_model(data: bytes, where: str) -> None:
+    for test, what, hint in _OTHER_FILES:
+        if test(data[:16]):
+            raise ArtifactError(f"{where}: this is {what}, not an .elstm model; {hint}")
+
+
 def _parse_container(data: bytes, where: str) -> tuple[dict, dict, memoryview]:
     """Split the file into (metadata, tensor table, data buffer), checking the safetensors rules."""
+    _not_a_model(data, where)
     if len(data) < 8:
         raise ArtifactError(f"{where}: file too short ({len(data)} bytes): truncated or empty, "
                             "need an 8-byte header length")

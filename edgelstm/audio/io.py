@@ -37,12 +37,9 @@ _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
 
 def _to_float(raw: bytes, kind: str, width: int) -> np.ndarray:
     """Interleaved sample bytes -> float64 in [-1, 1) (PCM) or as stored (float)."""
-    if kind == "float":
-        x = np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float64)
-        if not np.isfinite(x).all():   # PCM read as float shows up here: reported, not computed with
-            raise AudioError(f"float audio contains NaN or inf (first bad sample {int(np.flatnonzero(~np.isfinite(x))[0])} "
-                             "of this chunk)")
-        return x
+    if kind == "float":    # NaN payloads (PCM read as float) would warn in the cast: _chunks reports them
+        with np.errstate(invalid="ignore"):
+            return np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float64)
     if width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
     if width == 3:
@@ -201,8 +198,13 @@ def _chunks(f, where, *, kind, width, channels, sr_in, sr, limit=None, chunk_fra
             usable = len(raw) - len(raw) % frame_bytes
             carry = raw[usable:]
             if usable:
+                x = _to_float(raw[:usable], kind, width)
+                if kind == "float" and not np.isfinite(x).all():
+                    first = total // width + int(np.flatnonzero(~np.isfinite(x))[0])
+                    raise AudioError(f"{where}: float audio contains NaN or inf (sample {first // channels}, "
+                                     f"channel {first % channels}); integer PCM read as float? check the format")
                 total += usable
-                yield resample(_mono(_to_float(raw[:usable], kind, width), channels))
+                yield resample(_mono(x, channels))
         if carry:
             raise AudioError(f"{where}: stream ends with {len(carry)} stray byte(s), not a whole sample frame of "
                              f"{frame_bytes} bytes ({channels} channel(s) x {width} bytes): wrong raw-format flags "
