@@ -58,14 +58,15 @@ def _read_spec(data: bytes, where: str) -> ModelSpec:
         if data[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 config = json.loads(_zip_member(z, "config.json", _MAX_CONFIG_BYTES, where))
-                weights = _KerasV3Weights(_open_h5(_zip_member(z, "model.weights.h5", _MAX_H5_BYTES, where), where))
+                h5 = _open_h5(_zip_member(z, "model.weights.h5", _MAX_H5_BYTES, where), where)
+                weights = _KerasV3Weights(h5, where)
         else:
             f = _open_h5(data, where)
             if "model_config" not in f.attrs or "model_weights" not in f:
                 raise ImportModelError(f"{where}: not a Keras model file (no model_config / model_weights)")
             mc = f.attrs["model_config"]
             config = json.loads(mc.decode() if isinstance(mc, bytes) else mc)
-            weights = _LegacyWeights(f["model_weights"])
+            weights = _LegacyWeights(f["model_weights"], where)
         return _build(config, weights, where)
     except EdgeLSTMError:
         raise
@@ -125,12 +126,13 @@ def _check_self_contained(f, where: str) -> None:
 class _Budget:
     """Weight elements read so far, bounded by ``_MAX_WEIGHT_ELEMENTS`` before each read."""
 
-    def __init__(self):
+    def __init__(self, where: str):
         self.left = _MAX_WEIGHT_ELEMENTS
+        self.where = where
 
     def array(self, ds) -> np.ndarray:
         if ds.size > self.left:
-            raise ImportModelError(f"weight {ds.name!r} claims {ds.size} elements, beyond the {_MAX_WEIGHT_ELEMENTS} "
+            raise ImportModelError(f"{self.where}: weight {ds.name!r} claims {ds.size} elements, beyond the {_MAX_WEIGHT_ELEMENTS} "
                                    f"an importable model may hold in all: a corrupt file")
         self.left -= ds.size
         return np.asarray(ds, dtype=np.float32)
@@ -139,9 +141,9 @@ class _Budget:
 class _LegacyWeights:
     """Legacy .h5: model_weights/<layer>/ with an ordered 'weight_names' attribute."""
 
-    def __init__(self, group):
+    def __init__(self, group, where: str):
         self.g = group
-        self.budget = _Budget()
+        self.budget = _Budget(where)
 
     def get(self, name: str, sub: str | None = None) -> list:
         grp = self.g[name]
@@ -156,10 +158,10 @@ class _KerasV3Weights:
     not the layers' config names but the class name in snake case, numbered per class in model order
     (dense, dense_1, ...); ``key_of`` maps config names to them."""
 
-    def __init__(self, f):
+    def __init__(self, f, where: str):
         self.f = f
         self.key_of: dict[str, str] = {}
-        self.budget = _Budget()
+        self.budget = _Budget(where)
 
     def index(self, layers_cfg: list) -> None:
         seen: dict[str, int] = {}

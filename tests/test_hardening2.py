@@ -475,3 +475,20 @@ def test_cli_export_int8_to_onnx_says_it_writes_the_float_model(tmp_path, capsys
     pytest.importorskip("onnx")
     rc, out, err = _cli(capsys, "export", INT8, "--to", "onnx", "-o", tmp_path / "m.onnx")
     assert rc == 0 and "float32 model" in out, out
+
+
+# ---- fuzz, short (bench/fuzz_importers.py runs the long one) ----
+
+@pytest.mark.parametrize("what", [("--wav", "2", "3000"),
+                                  ("--file", str(REPO / "tests/fixtures/keras/gru_before_stack.h5"), "3", "60"),
+                                  ("--file", str(REPO / "tests/fixtures/keras/simplernn_relu.keras"), "4", "60")])
+def test_short_fuzz_of_wav_and_hdf5_edits(what):
+    import json
+    p = subprocess.run([sys.executable, "-X", "faulthandler", str(REPO / "tests" / "fuzzing.py"), *what],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    print(what[0], Path(what[1]).name, res["counts"], f"peak RSS {res['peak_rss_kib'] / 1024:.0f} MiB")
+    assert not res["failures"], res["failures"][:5]
+    assert res["counts"]["refused"] > 0 and sum(res["counts"].values()) == int(what[-1])
+    assert res["peak_rss_kib"] < 2 << 20       # KiB: 2 GiB
