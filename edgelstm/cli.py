@@ -67,7 +67,7 @@ def _not_npy(p: str, what: str) -> None:
     text = head and all(32 <= c < 127 or c in b"\t\r\n" for c in head)
     hint = (": it looks like text (a CSV?); convert it once with np.save('x.npy', np.loadtxt('x.csv', "
             "delimiter=',', dtype=np.float32))" if text else " (numpy's .npy files start with \\x93NUMPY)")
-    raise CLIError(f"{what} {p}: not a .npy array{hint}")
+    raise CLIError(f"{what} {p}: not a readable .npy array{hint}")
 
 
 def _load_npy(path, what: str) -> np.ndarray:
