@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -121,7 +122,6 @@ def _check_elstm_output(path) -> None:
 
 
 def _save_npy(path, a: np.ndarray) -> None:
-    import io
     p = os.fspath(path)
     if not p.endswith(".npy"):
         raise CLIError(f"output {p}: must end in .npy (numpy would append it)")
