@@ -25,10 +25,9 @@ write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence".
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from edgelstm._files import write_atomic
 from edgelstm.errors import ImportModelError
 from edgelstm.quant.params import FIXED_OUTPUT_QUANT
 from edgelstm.runtime import Model
@@ -267,7 +266,7 @@ def _check_supported(model: Model, step: bool) -> None:
         backward = layer.bidirectional or getattr(layer, "reverse", False)
         if backward and step:
             raise ImportModelError(f"to_tflite: {where}: a {'bidirectional' if layer.bidirectional else 'reverse'} "
-                                   f"layer needs whole sequences: export it with mode='sequence'")
+                                   f"layer needs whole sequences: export it with mode='sequence' (--mode sequence)")
         if layer.kind == "dense" and k != len(layers) - 1:
             raise ImportModelError(f"to_tflite: {where}: only a final Dense head is exported")
         if layer.kind == "lstm" and layer.peephole and layer.proj_size:
@@ -279,11 +278,15 @@ def _check_supported(model: Model, step: bool) -> None:
 def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None = None) -> None:
     """Write ``model`` as a .tflite file (see the module docstring for what is supported). ``frames``: the
     sequence length of a mode="sequence" file of a model with GRU / RNN / op-graph layers (their step graph is
-    unrolled over that many frames; required there, refused elsewhere)."""
+    unrolled over that many frames; required there, refused elsewhere).
+
+    A mode="step" file takes the state as inputs: start each state input at its own zero point
+    (``get_input_details()[name]["quantization"][1]``), not at zeros; for an int8 LSTM's ``h{k}`` that is the
+    LSTM output's zero point, generally not 0 (docs/formats.md, "Step files")."""
     if not isinstance(model, Model):
         raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
     if mode not in ("sequence", "step"):
-        raise ImportModelError(f"to_tflite: mode must be 'sequence' or 'step', got {mode!r}")
+        raise ImportModelError(f"to_tflite: mode (--mode) must be 'sequence' or 'step', got {mode!r}")
     try:
         import flatbuffers  # noqa: F401
         import tflite  # noqa: F401
@@ -298,18 +301,12 @@ def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None 
     if mode == "sequence" and cells and not (isinstance(frames, int) and not isinstance(frames, bool)
                                               and 1 <= frames <= 100_000):
         raise ImportModelError(f"to_tflite: a mode='sequence' file of a GRU / RNN / op-graph model is its step "
-                               f"graph unrolled over a fixed number of frames: pass frames=T (1..100000), got "
-                               f"{frames!r}")
+                               f"graph unrolled over a fixed number of frames T (1..100000): pass frames=T (edgelstm export: "
+                               f"--frames T), or write a step file (mode='step', --mode step); got {frames!r}")
     if frames is not None and not (mode == "sequence" and cells):
-        raise ImportModelError("to_tflite: frames= is only for mode='sequence' files of GRU / RNN / op-graph models "
-                               "(LSTM-only sequence files take any length)")
-    data = _build(model, step=mode == "step", frames=frames)
-    p = os.fspath(path)
-    try:
-        with open(p, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+        raise ImportModelError("to_tflite: frames (--frames) is only for mode='sequence' files of GRU / RNN / "
+                               "op-graph models (LSTM-only sequence files take any length)")
+    write_atomic(path, _build(model, step=mode == "step", frames=frames), error=ImportModelError)
 
 
 def _build(model: Model, *, step: bool = False, frames: int | None = None) -> bytes:
