@@ -16,7 +16,8 @@ _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5,
         "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
         "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3),
         "DEPTHWISE_CONV_2D": (4, 3, 1, 5), "PAD": (34, 2, 1, 3), "MIRROR_PAD": (100, 2, 1, 3),
-        "RELU6": (21, 2, 1, 3), "SQRT": (75, 2, 1, 2)}
+        "RELU6": (21, 2, 1, 3), "SQRT": (75, 2, 1, 2), "SPLIT": (49, 2, 1, 3), "STRIDED_SLICE": (45, 2, 1, 4)}
+
 
 class _Tensor:
     def __init__(self, name, shape, dtype, *, data=None, scale=None, zp=None, qdim=0, variable=False,
@@ -36,11 +37,12 @@ class _GraphBuilder:
         self.tensors.append(_Tensor(*args, **kw))
         return len(self.tensors) - 1
 
-    def op(self, name, inputs, outputs, options, intermediates=()):
+    def op(self, name, inputs, outputs, options, intermediates=(), *, version: int | None = None):
         # the op's version follows its activation types: int16 if its data input or output is int16
         io = [self.tensors[i].dtype for i in (inputs[0], outputs[0])]
         kind = 3 if np.dtype(np.int16) in io else 1 if np.dtype(np.int8) in io else 2
-        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options, _OPS[name][kind]))
+        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options,
+                         version or _OPS[name][kind]))
 
     def finish(self, inputs: list[int], outputs: list[int], quantized: bool, *, in_names=None,
                out_names=None) -> bytes:
@@ -248,4 +250,42 @@ def _fc_act_options(act: int):
         T.FullyConnectedOptionsStart(b)
         T.FullyConnectedOptionsAddFusedActivationFunction(b, act)
         return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
+    return build
+
+
+def _pad_options(mode: str | None):
+    """PAD options (mode None: constant fill), or MIRROR_PAD's ("reflect": edge not repeated, or "symmetric")."""
+    def build(b, T):
+        if mode is None:
+            T.PadOptionsStart(b)
+            return T.BuiltinOptions.PadOptions, T.PadOptionsEnd(b)
+        T.MirrorPadOptionsStart(b)
+        T.MirrorPadOptionsAddMode(b, {"reflect": T.MirrorPadMode.REFLECT, "symmetric": T.MirrorPadMode.SYMMETRIC}[mode])
+        return T.BuiltinOptions.MirrorPadOptions, T.MirrorPadOptionsEnd(b)
+    return build
+
+
+def _split_options(n: int):
+    def build(b, T):
+        T.SplitOptionsStart(b)
+        T.SplitOptionsAddNumSplits(b, n)
+        return T.BuiltinOptions.SplitOptions, T.SplitOptionsEnd(b)
+    return build
+
+
+def _strided_slice_options(*, begin_mask: int = 0, end_mask: int = 0):
+    def build(b, T):
+        T.StridedSliceOptionsStart(b)
+        T.StridedSliceOptionsAddBeginMask(b, begin_mask)
+        T.StridedSliceOptionsAddEndMask(b, end_mask)
+        return T.BuiltinOptions.StridedSliceOptions, T.StridedSliceOptionsEnd(b)
+    return build
+
+
+def _binary_options(name: str):
+    """ADD / MUL / SUB options without a fused activation (name "Add", "Mul", "Sub")."""
+    def build(b, T):
+        getattr(T, f"{name}OptionsStart")(b)
+        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, 0)
+        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
     return build

@@ -34,6 +34,7 @@ from edgelstm.quant.params import FIXED_OUTPUT_QUANT
 from edgelstm.runtime import Model
 
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
+from .to_tflite_frontend import FRONT_END_KINDS, Frames, frame_view, front_end_layer
 from .tflite_builder import (_INT8, _INT16, _GraphBuilder, _act_options, _cast_options,
                              _concat_options, _conv_options, _fc_act_options)
 
@@ -124,7 +125,14 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
     else:
         x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **_act_quant(q, 0))
     model_in, cur, states, names = x, x, [], []
+    fr = Frames(T=frames or 1, dynamic=not (step or frames))
     for k, layer in enumerate(model.spec.layers):
+        if layer.kind in FRONT_END_KINDS:
+            cur, st = front_end_layer(g, fr, layer, k, cur, q)
+            states += st
+            names += [f"ctx{k}"] * len(st)
+            continue
+        cur = frame_view(g, fr, cur, [layer.input_size], f"l{k}.in")     # after a conv's [1, T, L, C]
         if layer.kind == "lstm" and (layer.bidirectional or layer.reverse):
             cur = _backward_lstm(g, layer, k, cur, q, model)
         elif layer.kind == "lstm":
@@ -142,13 +150,15 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
             names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st))]
         else:
             cur = _dense(g, layer, k, cur, q, model)
-    if not step and not frames:
+    cur = frame_view(g, fr, cur, [model.output_size], "y")
+    if not (step or frames or any(layer.kind == "context" for layer in model.spec.layers)):
         return g.finish([model_in], [cur], quantized)
     # mode="step": one frame [1, 1, F]; every LSTM's h and c are graph inputs AND outputs. They stay the fused
     # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
     # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
     # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py).
     # An unrolled sequence file: the GRU / RNN / op-graph states in (start) and out (after the last frame).
+    # A sequence file of a model with a context layer: every state in (start) and out (after the last frame).
     ins = [t if isinstance(t, int) else t[0] for t in states]
     outs = [t if isinstance(t, int) else t[1] for t in states]
     return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
