@@ -37,6 +37,7 @@ from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
 from .to_tflite_frontend import FRONT_END_KINDS, Frames, frame_view, front_end_layer
 from .tflite_builder import (_INT8, _INT16, _GraphBuilder, _act_options, _cast_options,
                              _concat_options, _conv_options, _fc_act_options)
+from .tflite_builder import _OPS  # noqa: F401 - the op table tests extend through this module
 
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
