@@ -233,3 +233,101 @@ def test_conv_scale_xnnpack_cannot_load_is_refused(tmp_path, monkeypatch):
     ref.allocate_tensors()
     with pytest.raises(RuntimeError):
         litert.Interpreter(model_path=str(path)).allocate_tensors()
+
+
+# ------------------------------------------------------------------------------------------------ from_tflite
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+@pytest.mark.parametrize("name", list(EVERY_OPTION) + ["random1", "random2"])
+def test_our_exports_read_back_identically(name, mode, tmp_path):
+    """from_tflite reads a hybrid's file back onto the layer kinds: whole runs and 300-step streams (the context
+    carried) give the same outputs and states, float32 and int8. A Pad right before an unpadded conv reads back as
+    the conv's padding, a conv followed by LOGISTIC / TANH as its fused activation: the same arithmetic."""
+    from edgelstm.export import from_tflite
+    frame, spec = _every_option(name, "lstm") if name in EVERY_OPTION else _random(int(name[-1]), "lstm")
+    q, _ = _quantized(frame, spec, 3)
+    X = lh.walk(np.random.default_rng(6), 300, frame) * 2.0
+    for m in (el.Model(spec), q):
+        to_tflite(m, tmp_path / "m.tflite", **({"mode": "step"} if mode == "step" else {}))
+        back = from_tflite(tmp_path / "m.tflite")
+        assert back.is_quantized == m.is_quantized
+        if name == "long_context":          # nothing to merge: the same layers
+            assert back.spec.describe() == m.spec.describe()
+        np.testing.assert_array_equal(back.run(X), m.run(X))
+        s, s_back = m.stream(), back.stream()
+        np.testing.assert_array_equal(s_back.step_many(X), s.step_many(X))
+        ctx = [k for k, layer in enumerate(m.spec.layers) if layer.kind == "context"]
+        ctx_back = [k for k, layer in enumerate(back.spec.layers) if layer.kind == "context"]
+        for k, kb in zip(ctx, ctx_back):
+            np.testing.assert_array_equal(s_back.state[kb][0]["ctx"], s.state[k][0]["ctx"])
+
+
+def test_gru_hybrid_files_are_refused_by_name(tmp_path):
+    from edgelstm.export import from_tflite
+    frame, spec = _every_option("long_context", "gru")
+    q, _ = _quantized(frame, spec, 3)
+    for kw, op in (({"mode": "step"}, "CAST"), ({"frames": 7}, "UNPACK")):
+        to_tflite(q, tmp_path / "g.tflite", **kw)
+        with pytest.raises(el.ImportModelError, match=f"unsupported operator {op}.*GRU / RNN cell graphs"):
+            from_tflite(tmp_path / "g.tflite")
+
+
+def _hand_built(kind):
+    """Small float32 files the importer must refuse, each naming what it does not read."""
+    import importlib
+    tb = importlib.import_module("edgelstm.export.tflite_builder")
+    g = tb._GraphBuilder()
+    f32, i32 = np.float32, np.int32
+    if kind == "wrong_context_state":          # the state output holds the FIRST K values, not the last
+        x = g.tensor("x", [1, 1, 4], f32)
+        ctx = g.tensor("ctx", [1, 1, 2], f32)
+        out = g.tensor("out", [1, 1, 6], f32)
+        nxt = g.tensor("ctx_next", [1, 1, 2], f32)
+        g.op("CONCATENATION", [ctx, x], [out], tb._concat_options(2))
+        consts = [g.tensor(n, [3], i32, data=np.array(v, i32)) for n, v in (("b", [0, 0, 0]), ("e", [1, 1, 2]),
+                                                                            ("s", [1, 1, 1]))]
+        g.op("STRIDED_SLICE", [out] + consts, [nxt], tb._strided_slice_options())
+        w = g.tensor("w", [2, 1, 3, 1], f32, data=np.ones((2, 1, 3, 1), f32))     # a conv makes it a front end
+        b = g.tensor("b", [2], f32, data=np.zeros(2, f32))
+        v = g.tensor("v", [1, 1, 6, 1], f32)
+        y = g.tensor("y", [1, 1, 4, 2], f32)
+        g.op("RESHAPE", [out, g.tensor("shape", [4], i32, data=np.array([1, 1, 6, 1], i32))], [v], tb._act_options(""))
+        g.op("CONV_2D", [v, w, b], [y], tb._conv_options(0))
+        return g.finish([x, ctx], [y, nxt], False, in_names=["x", "ctx"], out_names=["y", "ctx"])
+    x = g.tensor("x", [1, 1, 8, 2], f32)
+    src = x
+    if kind == "channel_padding":
+        src = g.tensor("p", [1, 1, 8, 4], f32)
+        g.op("PAD", [x, g.tensor("pads", [4, 2], i32, data=np.array([[0, 0], [0, 0], [0, 0], [1, 1]], i32))], [src],
+             tb._pad_options(None))
+    O = 3
+    w = g.tensor("w", [O, 1, 3, g.tensors[src].shape[3]], f32, data=np.ones((O, 1, 3, g.tensors[src].shape[3]), f32))
+    b = g.tensor("b", [O], f32, data=np.zeros(O, f32))
+    y = g.tensor("y", [1, 1, 8 if kind == "same_padding" else 6, O], f32)
+    if kind == "no_bias":                     # a depthwise conv without its bias (LiteRT's optimized kernels crash)
+        y = g.tensor("y", [1, 1, 6, 2], f32)
+        w = g.tensor("w", [1, 1, 3, 2], f32, data=np.ones((1, 1, 3, 2), f32))
+        g.op("DEPTHWISE_CONV_2D", [x, w, -1], [y], tb._conv_options(0, depth_multiplier=1))
+        return g.finish([x], [y], False)
+
+    def same(bb, T):                                      # CONV_2D with SAME padding
+        T.Conv2DOptionsStart(bb)
+        T.Conv2DOptionsAddPadding(bb, T.Padding.SAME)
+        T.Conv2DOptionsAddStrideW(bb, 1)
+        T.Conv2DOptionsAddStrideH(bb, 1)
+        return T.BuiltinOptions.Conv2DOptions, T.Conv2DOptionsEnd(bb)
+    g.op("CONV_2D", [src, w, b], [y], same if kind == "same_padding" else tb._conv_options(0))
+    return g.finish([x], [y], False)
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("same_padding", "only VALID padding"), ("channel_padding", "only padding along the length"),
+    ("no_bias", "without a bias"), ("wrong_context_state", "do not compute a context of 2 values")])
+def test_hand_built_variants_are_refused_by_name(kind, match, tmp_path):
+    from edgelstm.export import from_tflite
+    path = tmp_path / f"{kind}.tflite"
+    path.write_bytes(_hand_built(kind))
+    if kind != "no_bias":           # files LiteRT loads (float convs without a bias it refuses itself)
+        litert.Interpreter(model_path=str(path)).allocate_tensors()
+    with pytest.raises(el.ImportModelError, match=match):
+        from_tflite(path)
