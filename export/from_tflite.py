@@ -4,9 +4,11 @@ Supported graphs (what the TF converter writes for a Keras LSTM stack with a Den
 int8 (8x8_16 LSTM):
     UNIDIRECTIONAL_SEQUENCE_LSTM [-> UNIDIRECTIONAL_SEQUENCE_LSTM ...] [-> FULLY_CONNECTED [-> LOGISTIC | TANH
     | SOFTMAX]]
-Any other graph is read as a step graph of plain builtin ops (export/from_tflite_graph.py: Keras cells with
-explicit state, int8 or float32) and becomes one op-graph layer; an unsupported op raises ``ImportModelError``
-naming it.  The file is parsed with the ``tflite`` schema package
+A graph with conv front-end ops (CONV_2D on int8 / float32 frames, DEPTHWISE_CONV_2D, PAD, MIRROR_PAD, SQRT,
+RELU6, STRIDED_SLICE) is read as a chain of layers (``_import_layers``: the front-end kinds of
+export/from_tflite_frontend.py, fused LSTMs, a FULLY_CONNECTED head). Any other graph is read as a step graph of
+plain builtin ops (export/from_tflite_graph.py: Keras cells with explicit state, int8 or float32) and becomes one
+op-graph layer; an unsupported op raises ``ImportModelError`` naming it.  The file is parsed with the ``tflite`` schema package
 (pure Python: a malformed file raises, it cannot crash) and every value this importer takes from it is checked
 (identifier, tensor indices, dtypes, shapes, buffer sizes, quantization) before a Model is built; the Model
 then runs its own validation (``validate_quant`` and prepare()'s multiplier checks) before any kernel runs.

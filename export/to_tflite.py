@@ -20,8 +20,14 @@ default resolvers give identical integers), float32 ones via opgraph.float_cell_
 their state write-back (DEQUANTIZE -> QUANTIZE) inside the graph so each state output has its state input's
 quantization.
 
-Not written yet (a clear ImportModelError): bidirectional layers, Dense layers before the last, op graphs that
-write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence".
+Conv front-end layers (conv1d, pad, magnitude, activation, context; edgelstm/ir/frontend.py) are written in every
+mode as builtin ops over [1, T, length, channels] views of the frames (export/to_tflite_frontend.py says which);
+a context layer's state is an input ``ctx{k}`` and an output ``ctx{k}``, and a mode="sequence" file of a model with
+a context takes and returns every state (the LSTMs' too), the first frame's context coming from the input.
+
+Not written (a clear ImportModelError): bidirectional / reverse layers in mode="step", Dense layers before the
+last, op graphs that write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence" without frames=, an
+int8 conv whose requantization scale reaches 256 (LiteRT's default interpreter cannot load it).
 """
 from __future__ import annotations
 
