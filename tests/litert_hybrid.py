@@ -133,7 +133,8 @@ def layer_by_layer(q, Xq, resolvers=("ref", "opt", "xnn")):
             one = sub_model(q, k, k + 1)
             want = edgelstm_ints(sub_model(q, 0, k + 1), Xq)
             kind = "depthwise" if getattr(layer, "depthwise", False) else layer.kind
-            row = {"kind": kind, "op": OPS.get(kind, kind), "outputs": int(want.size), "input": x_in, "edgelstm": want}
+            row = {"kind": kind, "op": OPS.get(kind, kind), "activation": getattr(layer, "activation", None),
+                   "outputs": int(want.size), "input": x_in, "edgelstm": want}
             to_tflite(one, path, mode="step")
             for r in resolvers:
                 got, _ = litert_stream(path, x_in.astype(np.int8), r)
