@@ -236,21 +236,22 @@ def _conv_options(act: int, *, stride: int = 1, dilation: int = 1, depth_multipl
     return build
 
 
-def _cast_options(in_type: int, out_type: int):
+def _options(name: str, **fields):
+    """The ``{name}Options`` table with the given fields set (``{name}OptionsAdd{field}``), as an op's options."""
     def build(b, T):
-        T.CastOptionsStart(b)
-        T.CastOptionsAddInDataType(b, in_type)
-        T.CastOptionsAddOutDataType(b, out_type)
-        return T.BuiltinOptions.CastOptions, T.CastOptionsEnd(b)
+        getattr(T, f"{name}OptionsStart")(b)
+        for field, value in fields.items():
+            getattr(T, f"{name}OptionsAdd{field}")(b, value)
+        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
     return build
+
+
+def _cast_options(in_type: int, out_type: int):
+    return _options("Cast", InDataType=in_type, OutDataType=out_type)
 
 
 def _fc_act_options(act: int):
-    def build(b, T):
-        T.FullyConnectedOptionsStart(b)
-        T.FullyConnectedOptionsAddFusedActivationFunction(b, act)
-        return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
-    return build
+    return _options("FullyConnected", FusedActivationFunction=act)
 
 
 def _pad_options(mode: str | None):
@@ -266,26 +267,13 @@ def _pad_options(mode: str | None):
 
 
 def _split_options(n: int):
-    def build(b, T):
-        T.SplitOptionsStart(b)
-        T.SplitOptionsAddNumSplits(b, n)
-        return T.BuiltinOptions.SplitOptions, T.SplitOptionsEnd(b)
-    return build
+    return _options("Split", NumSplits=n)
 
 
 def _strided_slice_options(*, begin_mask: int = 0, end_mask: int = 0):
-    def build(b, T):
-        T.StridedSliceOptionsStart(b)
-        T.StridedSliceOptionsAddBeginMask(b, begin_mask)
-        T.StridedSliceOptionsAddEndMask(b, end_mask)
-        return T.BuiltinOptions.StridedSliceOptions, T.StridedSliceOptionsEnd(b)
-    return build
+    return _options("StridedSlice", BeginMask=begin_mask, EndMask=end_mask)
 
 
 def _binary_options(name: str):
     """ADD / MUL / SUB options without a fused activation (name "Add", "Mul", "Sub")."""
-    def build(b, T):
-        getattr(T, f"{name}OptionsStart")(b)
-        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, 0)
-        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
-    return build
+    return _options(name, FusedActivationFunction=0)
