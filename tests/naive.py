@@ -706,8 +706,8 @@ def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
         return (ref_quantize_multiplier(f(sa) / tw), ref_quantize_multiplier(f(sb) / tw),
                 ref_quantize_multiplier(tw / (2 ** 15 * f(so))))
 
-    def mul(sa, sb, so):
-        return ref_quantize_multiplier(f(sa) * f(sb) / f(so))
+    def mul(sa, sb, so):                    # MUL: the scales multiplied and divided in float32
+        return ref_quantize_multiplier(_ref_mul_ratio(sa, sb, so))
 
     p = {"H": H, "kind": layer.kind, "relu": relu, "s_h": s_h,
          "out": ref_quantize_multiplier(f(s_h if relu else _Q15) / f(s_out))}
@@ -1006,8 +1006,15 @@ def ref_op_add(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, *, subtract=False, lo=
     return out
 
 
+def _ref_mul_ratio(s_a, s_b, s_out):
+    """MUL's Prepare: input1->params.scale * input2->params.scale / output->params.scale, float operands, so the
+    product and the quotient each round to float32 before QuantizeMultiplier widens the result to double."""
+    f32 = np.float32
+    return float(f32(f32(s_a) * f32(s_b)) / f32(s_out))
+
+
 def ref_op_mul(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, lo=-128, hi=127):
-    m, s = ref_quantize_multiplier(float(np.float32(s_a)) * float(np.float32(s_b)) / float(np.float32(s_out)))
+    m, s = ref_quantize_multiplier(_ref_mul_ratio(s_a, s_b, s_out))
     return [_ref_clamp(ref_mbqm((int(x) - zp_a) * (int(y) - zp_b), m, s) + zp_out, lo, hi) for x, y in zip(a, b)]
 
 
