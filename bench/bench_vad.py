@@ -9,7 +9,8 @@ calibration uses TRAIN packages only. Without that cache: alsa-utils' voice clip
 over generated noise. Measured:
   accuracy   per 512-sample chunk: edgelstm float32 vs onnxruntime on silero_vad.onnx (state fed back, as
              silero's OnnxWrapper calls it), both vs a float64 forward of the imported model (tests/naive.py);
-             int8 vs float32 probabilities and decisions at 0.5
+             int8 vs float32 probabilities and decisions at 0.5: `edgelstm vad --int8`'s model (float front end,
+             int8 LSTM + head, calibrated on the bundled clips) and the whole model in int8 (TRAIN packages)
   segments   edgelstm.audio.VAD (float and int8) vs silero's get_speech_timestamps(OnnxWrapper) on the stream
   speed      per chunk (CPU time, best of repeats): onnxruntime's session.run on silero's streaming interface
              (1 thread), silero's OnnxWrapper.__call__, edgelstm Stream.step (float, int8); whole stream:
@@ -129,16 +130,21 @@ def main() -> int:
     win = np.stack([full[i * WINDOW:i * WINDOW + WINDOW + CONTEXT] for i in range(frames.shape[0])])
     inner = el.ModelSpec(layers=f32.spec.layers[1:])
     p_f64 = naive.ref_forward_f64(inner, win[None])[0][0, :, 0]
+    # int8: what `edgelstm vad --int8` runs (float front end, int8 LSTM + head, calibrated on the bundled clips),
+    # and for comparison the whole model in int8 calibrated on the TRAIN packages' audio
     t0 = time.perf_counter()
-    q = el.quantize(f32, calibration=calib.reshape(-1, WINDOW), progress=False)
+    q = silero_model(sr=SR, int8=True)
     quant_s = time.perf_counter() - t0
-    p_q = q.stream().step_many(frames)[:, 0]
+    q_whole = el.quantize(f32, calibration=calib.reshape(-1, WINDOW), progress=False)
     acc = {"chunks": int(frames.shape[0]), "f32_vs_ort_max": float(np.abs(p_f32 - p_ort).max()),
            "f32_vs_f64_max": float(np.abs(p_f32 - p_f64).max()), "ort_vs_f64_max": float(np.abs(p_ort - p_f64).max()),
-           "int8_vs_f32_max": float(np.abs(p_q - p_f32).max()), "int8_vs_f32_mean": float(np.abs(p_q - p_f32).mean()),
-           "int8_decisions_equal": float(np.mean((p_q >= 0.5) == (p_f32 >= 0.5))),
            "f32_decisions_equal_ort": float(np.mean((p_f32 >= 0.5) == (p_ort >= 0.5))),
-           "speech_fraction_ort": float(np.mean(p_ort >= 0.5)), "quantize_seconds": quant_s}
+           "speech_fraction_ort": float(np.mean(p_ort >= 0.5)), "int8_tail_build_seconds": quant_s}
+    for name, model in (("int8", q), ("int8_whole", q_whole)):
+        p_q = model.stream().step_many(frames)[:, 0]
+        acc |= {f"{name}_vs_f32_max": float(np.abs(p_q - p_f32).max()),
+                f"{name}_vs_f32_mean": float(np.abs(p_q - p_f32).mean()),
+                f"{name}_decisions_equal": float(np.mean((p_q >= 0.5) == (p_f32 >= 0.5)))}
     print(json.dumps(acc, indent=1))
 
     wrapper = OnnxWrapper(path, force_onnx_cpu=True)
@@ -146,7 +152,7 @@ def main() -> int:
     theirs = get_speech_timestamps(torch.from_numpy(audio), wrapper, sampling_rate=SR)
     silero_whole = time.process_time() - t0
     seg = {}
-    for name, model in (("f32", f32), ("int8", q)):
+    for name, model in (("f32", f32), ("int8", q), ("int8_whole", q_whole)):
         vad = VAD(model, sr=SR)
         t0 = time.process_time()
         ours = [s for s in vad.stream([audio])]
@@ -155,8 +161,9 @@ def main() -> int:
         b = [(d["start"], d["end"]) for d in theirs]
         worst = max((max(abs(x[0] - y[0]), abs(x[1] - y[1])) for x, y in zip(a, b)), default=0) \
             if len(a) == len(b) else None
+        near = sum(any(abs(x[0] - y[0]) <= WINDOW and abs(x[1] - y[1]) <= WINDOW for x in a) for y in b)
         seg[name] = {"segments": len(a), "silero_segments": len(b), "max_boundary_diff_samples": worst,
-                     "equal": a == b}
+                     "equal": a == b, "silero_segments_matched_within_one_chunk": near}
     seg["silero_get_speech_timestamps_seconds"] = silero_whole
     print(json.dumps(seg, indent=1))
 
@@ -174,11 +181,11 @@ def main() -> int:
     xt = [torch.from_numpy(x) for x in xs]
     speed = {"onnxruntime_session_run_us": best_cpu_per_call(ort_call, xs),
              "silero_onnxwrapper_us": best_cpu_per_call(lambda x: wrapper(x, SR), xt)}
-    for name, model in (("f32", f32), ("int8", q)):
+    for name, model in (("f32", f32), ("int8", q), ("int8_whole", q_whole)):
         s = model.stream()
         s.step(xs[0])
         speed[f"edgelstm_{name}_step_us"] = best_cpu_per_call(s.step, xs)
-    for name in ("f32", "int8"):
+    for name in ("f32", "int8", "int8_whole"):
         speed[f"ratio_ort_over_{name}"] = speed["onnxruntime_session_run_us"] / speed[f"edgelstm_{name}_step_us"]
         speed[f"whole_stream_silero_over_{name}"] = silero_whole / seg[name + "_seconds"]
     print(json.dumps(speed, indent=1))

@@ -628,11 +628,12 @@ def cmd_vad(args) -> int:
     t_start = time.perf_counter()
     vad = VAD(args.model, sr=args.sr, threshold=args.threshold, min_speech_duration_ms=args.min_speech_ms,
               max_speech_duration_s=args.max_speech_s, min_silence_duration_ms=args.min_silence_ms,
-              speech_pad_ms=args.speech_pad_ms)
+              speech_pad_ms=args.speech_pad_ms, int8=args.int8)
     where, chunks = _audio_chunks(args, vad.sr, SAMPLE_CLIP)
     summary = VADSummary()
     if not args.json:
-        print(f"speech in {where} ({'silero-vad' if args.model is None else args.model}, {vad.sr} Hz, "
+        print(f"speech in {where} ({'silero-vad' if args.model is None else args.model}"
+              f"{', int8 tail' if args.int8 else ''}, {vad.sr} Hz, "
               f"{vad.window}-sample windows)")
         print(f"  {'start s':>8} {'end s':>8}")
     try:
@@ -691,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help="VAD .elstm taking one window (512 samples at 16 kHz, 256 at 8 kHz) -> speech "
                                    "probability (default: silero-vad's model, converted once and cached)")
     v.add_argument("--sr", type=int, default=16000, choices=(8000, 16000), help="the model's sample rate")
+    v.add_argument("--int8", action="store_true", help="the LSTM and head in int8 behind the float front end "
+                                                       "(quantized once on the bundled clips, then cached)")
     v.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (silero's default)")
     v.add_argument("--min-speech-ms", type=float, default=250, help="drop shorter segments")
     v.add_argument("--min-silence-ms", type=float, default=100, help="silence that ends a segment")

@@ -128,3 +128,23 @@ def test_vad_default_model_is_silero_through_the_importer(sr, tmp_path, monkeypa
         ctx = x[-context:]
         worst = max(worst, float(np.abs(s.step(w) - out.ravel()).max()))
     assert worst < 1e-4            # float32 vs float32 over 200 fed-back windows: rounding only
+
+
+def test_vad_int8_tail_follows_the_float_model(tmp_path, monkeypatch):
+    """`edgelstm vad --int8`'s model: silero's float front end, its LSTM + head quantized on the bundled clips.
+    Bound from bench/bench_vad.py on recorded speech and ambience (max error 0.2, 99.5% equal decisions), loosened
+    for this short synthetic signal. The cached tail gives the same probabilities as a fresh quantization."""
+    if not _runtime_runs_front_ends():
+        pytest.skip("the runtime's front-end kernels are not merged yet")
+    from edgelstm.audio import vad as vad_mod
+    monkeypatch.setattr(vad_mod, "_cache_dir", lambda: tmp_path)
+    f32 = vad_mod.silero_model(sr=16000)
+    q = vad_mod.silero_model(sr=16000, int8=True)
+    front, tail = q.models
+    assert not front.is_quantized and tail.is_quantized and tail.spec.layers[0].kind == "lstm"
+    X = _audio(300, 512, seed=7)
+    pf, pq = f32.stream().step_many(X)[:, 0], q.stream().step_many(X)[:, 0]
+    assert np.abs(pf - pq).max() < 0.3
+    assert np.mean((pf >= 0.5) == (pq >= 0.5)) >= 0.97
+    again = vad_mod.silero_model(sr=16000, int8=True)           # from the cache
+    np.testing.assert_array_equal(again.stream().step_many(X)[:, 0], pq)
