@@ -109,9 +109,9 @@ def main(argv=None) -> int:
     files = fixtures(formats) + [os.path.abspath(f) for f in args.files]
     if args.write_crafted:
         sys.path.insert(0, str(TESTS))
-        from onnx_crafted import crafted
+        from onnx_crafted import crafted as onnx_crafted
         os.makedirs(args.write_crafted, exist_ok=True)
-        for name, m in crafted().items():
+        for name, m in onnx_crafted().items():
             path = os.path.join(args.write_crafted, name + ".onnx")
             Path(path).write_bytes(m.SerializeToString())
             files.append(os.path.abspath(path))
