@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(a model file, or a sweep of LSTM/GRU/RNN sizes)")
     b.add_argument("model", nargs="?", help="model file to measure (default: the sweep)")
     b.add_argument("--quick", action="store_true", help="few calls; the sweep shrinks to LSTM I=40 H=64 (CI)")
-    b.add_argument("--kinds", help="sweep kinds, e.g. lstm,gru,rnn")
+    b.add_argument("--kinds", help="sweep kinds, e.g. lstm,gru,rnn; frontend: a silero-size conv front end + LSTM")
     b.add_argument("--input-sizes", help="sweep input sizes, e.g. 40,64")
     b.add_argument("--hidden-sizes", help="sweep hidden sizes, e.g. 32,64,128,256")
     b.add_argument("--peers", default="litert,onnxruntime,torch", help="peers to include (comma-separated)")
