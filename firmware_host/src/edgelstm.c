@@ -497,14 +497,16 @@ static void conv_step(const int32_t *prog, int32_t rec, const int8_t *w8, const 
 /* The int8 magnitude sqrt(a^2 + b^2), as LiteRT computes it between DEQUANTIZE and QUANTIZE in float32 (and
  * prepare()'s table for the JIT, quant/ops_prepare.magnitude_table): a' = float32(s_in) * float32(a - zp_in),
  * a'^2 and b'^2 rounded to float32, their float32 sum, sqrtf, the float32 quotient by s_out rounded half away
- * from zero, + zp_out, saturated. Each square is formed as the exact double product rounded once to float32
- * (the same float32 product), so no compiler can fuse it into the sum (an FMA rounds once, not twice) whatever
- * its contraction setting. The scales were checked by elstm_init (finite, positive), so the quotient is a
- * finite non-negative float; it is capped before the conversion to an integer. */
+ * from zero, + zp_out, saturated. The squares are volatile: each is rounded to float32 before the sum whatever
+ * the compiler's contraction setting (with -ffp-contract=fast, gcc's default outside ISO C modes, a * a + b * b
+ * became one FMA, rounding once: 2 of 65,536 pairs differed in a measured case; an exact double product rounded
+ * to float did not help, gcc narrows it back to a float multiply and fuses that). The scales were checked by
+ * elstm_init (finite, positive), so the quotient is a finite non-negative float; it is capped before the
+ * conversion to an integer. */
 static int16_t magnitude8(int32_t a, int32_t b, float s_in, int32_t zp_in, float s_out, int32_t zp_out)
 {
     float fa = s_in * (float)(a - zp_in), fb = s_in * (float)(b - zp_in);
-    float sq_a = (float)((double)fa * (double)fa), sq_b = (float)((double)fb * (double)fb);
+    volatile float sq_a = fa * fa, sq_b = fb * fb;
     float v = sqrtf(sq_a + sq_b) / s_out;
     if (v > 1024.0f) {   /* saturates to 127 whatever the zero point */
         v = 1024.0f;
