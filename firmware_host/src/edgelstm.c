@@ -508,7 +508,7 @@ static int16_t magnitude8(int32_t a, int32_t b, float s_in, int32_t zp_in, float
     float fa = s_in * (float)(a - zp_in), fb = s_in * (float)(b - zp_in);
     volatile float sq_a = fa * fa, sq_b = fb * fb;
     float v = sqrtf(sq_a + sq_b) / s_out;
-    if (v > 1024.0f) {   /* saturates to 127 whatever the zero point */
+    if (!(v <= 1024.0f)) {   /* saturates to 127 whatever the zero point (and a NaN never reaches the cast) */
         v = 1024.0f;
     }
     return (int16_t)elstm_sat8((int64_t)((double)v + 0.5) + zp_out);
