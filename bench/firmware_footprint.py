@@ -15,8 +15,8 @@ random calibration frames: the sizes do not depend on the values), and two conv 
 microcontroller (edgelstm.benchmark.cases.MCU_CONV_CASES): a silero-like front end (256 new samples + 32 of
 context, reflect pad, an STFT of 128 taps as a conv, its float32 magnitude, three convs, LSTM 32, Dense 1) and a
 CRNN tagger (4 frames of 40 log-mel bands as context, a conv over time, a depthwise conv, GRU 64, Dense 8). The
-magnitude is the runtime's one float32 kernel: its image links newlib's sqrtf (-lm, and -lc for the errno it may
-set). The int8 GRU runs as its int16 op graph
+magnitude is the runtime's one float32 kernel: soft-float arithmetic from libgcc, and its square root from
+src/softsqrt.h (no FPU: libm's sqrtf would bring its errno wrapper and newlib's 1 KiB reentrancy struct). The int8 GRU runs as its int16 op graph
 (edgelstm/program/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
 requantization (edgelstm/program/c_program.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
 in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the graph's tensors by lifetime
@@ -137,10 +137,9 @@ def footprint(name, q, tables):
         linked, linked_ram = {}, {}
         for key, extra in (("dsp", []), ("portable", ["-DELSTM_NO_SIMD"])):
             elf = Path(tmp) / f"{key}.elf"
-            libs = ["-lm", "-lc"] if "ELSTM_WITH_MAGNITUDE" in (b / "elstm_records.h").read_text() else []
             subprocess.run(["arm-none-eabi-gcc", *[f for f in FLAGS if f != "-c"], *extra, "-I", str(b), "-nostdlib",
                             "-nostartfiles", "-Wl,--gc-sections", "-o", str(elf), str(Path(tmp) / "entry.c"),
-                            str(b / "edgelstm.c"), str(b / "model_data.c"), *libs, "-lgcc"], check=True)
+                            str(b / "edgelstm.c"), str(b / "model_data.c"), "-lgcc"], check=True)
             e = _sizes_elf(elf)
             linked_ram[key] = e["data"] + e["bss"]
             o = _sizes(entry)
@@ -162,8 +161,8 @@ def footprint(name, q, tables):
             "linked_beyond_weights_bytes": linked["portable"] - int8_weights,
             "linked_beyond_weights_dsp_bytes": linked["dsp"] - int8_weights,
             "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram,
-            # the linked image's .data + .bss: the entry's static buffers (ram_total_bytes + the two frames x / y)
-            # plus what the libraries bring (newlib's reentrancy struct with sqrtf's errno)
+            # the linked image's .data + .bss: the entry's static buffers (ram_total_bytes + the frames x / y) and
+            # whatever a library would add (nothing: no libc)
             "linked_ram_bytes": linked_ram["portable"]}
 
 

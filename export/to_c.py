@@ -17,8 +17,8 @@ import numpy as np
 from edgelstm.errors import ModelError
 from edgelstm.backends.native import FORMAT_VERSION
 
-RUNTIME_SOURCES = ("include/edgelstm.h", "src/fixedpoint.h", "src/gemmlowp16.h", "src/edgelstm.c",
-                   "src/elstm_io.c")
+RUNTIME_SOURCES = ("include/edgelstm.h", "src/fixedpoint.h", "src/gemmlowp16.h", "src/softsqrt.h",
+                   "src/edgelstm.c", "src/elstm_io.c")
 EXAMPLE_SOURCES = ("example/main.c", "example/Makefile")
 
 

@@ -5,6 +5,7 @@ ASan + UBSan), the native backend (the library ``python -m edgelstm.firmware_hos
 to_c bundles of two microcontroller-size hybrids, and (slow) aarch64 and Cortex-M4 under qemu. The float32
 magnitude is compared with the JIT's exhaustive pair table on all 65,536 int8 pairs, also when the compiler may
 contract a * b + c into an FMA."""
+import os
 import shutil
 import subprocess
 import sys
@@ -204,13 +205,41 @@ def test_magnitude_check_catches_a_fused_square(magnitude_cases, tmp_path):
     exe = build_runner(tmp_path / "b")
     src = tmp_path / "b" / "edgelstm.c"
     text = src.read_text()
-    good = "float v = sqrtf(sq_a + sq_b) / s_out;"
+    good = "float v = ELSTM_SQRTF(sq_a + sq_b) / s_out;"
     assert good in text
-    src.write_text(text.replace(good, "float v = sqrtf(fmaf(fa, fa, sq_b)) / s_out;"))
+    src.write_text(text.replace(good, "float v = ELSTM_SQRTF(fmaf(fa, fa, sq_b)) / s_out;"))
     subprocess.run(["cc", "-std=c99", "-O2", "-I", str(tmp_path / "b"), "-o", str(exe),   # sq_a is unused now
                     *[str(tmp_path / "b" / f) for f in ("multi_runner.c", "edgelstm.c", "elstm_io.c")], "-lm"],
                    check=True)
     assert sum(_magnitude_mismatches(exe, magnitude_cases)) > 0
+
+
+def test_soft_sqrt_equals_sqrtf(tmp_path):
+    """src/softsqrt.h (builds without an FPU) == the host's sqrtf on +0 and every 97th positive normal float (the
+    slow test: all of them)."""
+    _sqrt_check(tmp_path, 97)
+
+
+@pytest.mark.slow
+def test_soft_sqrt_equals_sqrtf_on_every_float(tmp_path):
+    _sqrt_check(tmp_path, 1)
+
+
+def _sqrt_check(tmp_path, step):
+    fw = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware_host")
+    exe = tmp_path / "sqrt_check"
+    subprocess.run(["cc", *STRICT_CFLAGS, "-I", os.path.join(fw, "src"), "-o", str(exe),
+                    os.path.join(fw, "harness", "sqrt_check.c"), "-lm"], check=True)
+    res = subprocess.run([str(exe), str(step)], capture_output=True, text=True, timeout=3600)
+    assert res.returncode == 0 and res.stdout.split()[-1] == "0", res.stdout
+    assert int(res.stdout.split()[-3]) > (0x7F800000 - 0x00800000) // step
+
+
+def test_soft_sqrt_build_bit_exact(cases, want, magnitude_cases, tmp_path):
+    """The host build with -DELSTM_SOFT_SQRT (what a soft-float Cortex-M gets): hybrids and every magnitude pair."""
+    exe = build_runner(tmp_path, cflags=STRICT_CFLAGS + ["-DELSTM_SOFT_SQRT"])
+    _assert_equal(cases, want, run_many(exe, cases), "soft sqrt")
+    assert _magnitude_mismatches(exe, magnitude_cases) == [0] * len(MAGNITUDE_SCALES)
 
 
 # ---- the comparison can fail

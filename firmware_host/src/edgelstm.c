@@ -64,8 +64,14 @@
 #if defined(ELSTM_WITH_MAP) || defined(ELSTM_WITH_MAGNITUDE)
 #define ELSTM_WITH_MAP_KIND 1   /* map records (KIND_MAP): pad, activation, context; magnitude */
 #endif
-#ifdef ELSTM_WITH_MAGNITUDE
+#ifdef ELSTM_WITH_MAGNITUDE   /* the float32 magnitude's square root: libm's where an FPU computes it */
+#if defined(ELSTM_SOFT_SQRT) || defined(__SOFTFP__) || (defined(__riscv) && !defined(__riscv_flen))
+#include "softsqrt.h"
+#define ELSTM_SQRTF elstm_sqrt_f32
+#else
 #include <math.h>
+#define ELSTM_SQRTF sqrtf
+#endif
 #endif
 #ifdef ELSTM_WITH_LSTM
 #include "gemmlowp16.h"
@@ -475,12 +481,11 @@ static void conv_step(const int32_t *prog, int32_t rec, const int8_t *w8, const 
             }
             dot_rows(w, O, K * C, win, acc);
         } else {
-            for (o = 0; o < O; ++o) acc[o] = 0;
-            for (k = 0; k < K; ++k) {
+            for (k = 0; k < K; ++k) {   /* tap 0 starts the sums (no zeroing loop: gcc makes that a memset) */
                 int32_t p = source_position(first + k * dil, L, reflect);
                 for (o = 0; o < O; ++o) {
                     int32_t v = p < 0 ? zp_in : x[p * C + o / mult];
-                    acc[o] = elstm_wrap32((int64_t)acc[o] + (int32_t)w[o * K + k] * v);
+                    acc[o] = elstm_wrap32((k > 0 ? (int64_t)acc[o] : 0) + (int32_t)w[o * K + k] * v);
                 }
             }
         }
@@ -496,22 +501,26 @@ static void conv_step(const int32_t *prog, int32_t rec, const int8_t *w8, const 
 #ifdef ELSTM_WITH_MAGNITUDE
 /* The int8 magnitude sqrt(a^2 + b^2), as LiteRT computes it between DEQUANTIZE and QUANTIZE in float32 (and
  * prepare()'s table for the JIT, quant/ops_prepare.magnitude_table): a' = float32(s_in) * float32(a - zp_in),
- * a'^2 and b'^2 rounded to float32, their float32 sum, sqrtf, the float32 quotient by s_out rounded half away
- * from zero, + zp_out, saturated. The squares are volatile: each is rounded to float32 before the sum whatever
- * the compiler's contraction setting (with -ffp-contract=fast, gcc's default outside ISO C modes, a * a + b * b
- * became one FMA, rounding once: 2 of 65,536 pairs differed in a measured case; an exact double product rounded
- * to float did not help, gcc narrows it back to a float multiply and fuses that). The scales were checked by
- * elstm_init (finite, positive), so the quotient is a finite non-negative float; it is capped before the
- * conversion to an integer. */
+ * a'^2 and b'^2 rounded to float32, their float32 sum, its square root (correctly rounded: sqrtf, or
+ * softsqrt.h without an FPU), the float32 quotient by s_out rounded half away from zero, + zp_out, saturated.
+ * The squares are volatile: each is rounded to float32 before the sum whatever the compiler's contraction
+ * setting (with -ffp-contract=fast, gcc's default outside ISO C modes, a * a + b * b became one FMA, rounding
+ * once: 2 of 65,536 pairs differed in a measured case; an exact double product rounded to float did not help,
+ * gcc narrows it back to a float multiply and fuses that). The scales were checked by elstm_init (finite,
+ * positive), so the quotient is a finite non-negative float; it is capped (a NaN would be too) and rounded in
+ * float32 alone: v - floor(v) is exact, and a soft-float build links no double arithmetic for it. */
 static int16_t magnitude8(int32_t a, int32_t b, float s_in, int32_t zp_in, float s_out, int32_t zp_out)
 {
     float fa = s_in * (float)(a - zp_in), fb = s_in * (float)(b - zp_in);
     volatile float sq_a = fa * fa, sq_b = fb * fb;
-    float v = sqrtf(sq_a + sq_b) / s_out;
-    if (!(v <= 1024.0f)) {   /* saturates to 127 whatever the zero point (and a NaN never reaches the cast) */
+    float v = ELSTM_SQRTF(sq_a + sq_b) / s_out;
+    int32_t q;
+    if (!(v <= 1024.0f)) {   /* saturates to 127 whatever the zero point */
         v = 1024.0f;
     }
-    return (int16_t)elstm_sat8((int64_t)((double)v + 0.5) + zp_out);
+    q = (int32_t)v;
+    q += v - (float)q >= 0.5f;
+    return (int16_t)elstm_sat8((int64_t)q + zp_out);
 }
 
 static float bits_f32(int32_t bits)
@@ -1020,8 +1029,7 @@ static int pads_ok(int32_t left, int32_t right, int32_t reflect, int32_t length)
 static int conv_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
-    int32_t L, C, O, K, mult;
-    int64_t padded, span_k;
+    int32_t L, C, O, K, mult, padded, span_k;
     if (prog[lo + L_DIRLEN] < CV_LEN) {
         return 0;
     }
@@ -1030,9 +1038,12 @@ static int conv_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
         || !pads_ok(r[CV_PADL], r[CV_PADR], r[CV_REFLECT], L) || !size_ok(r[CV_LOUT])) {
         return 0;
     }
-    padded = (int64_t)L + r[CV_PADL] + r[CV_PADR];
-    span_k = (int64_t)r[CV_DIL] * (K - 1) + 1;
-    if (padded < span_k || r[CV_LOUT] != (padded - span_k) / r[CV_STRIDE] + 1
+    padded = L + r[CV_PADL] + r[CV_PADR];             /* < 2^26 */
+    if (K > 1 && r[CV_DIL] > (padded - 1) / (K - 1)) {   /* the kernel's span dil * (K - 1) + 1 > padded */
+        return 0;
+    }
+    span_k = r[CV_DIL] * (K - 1) + 1;               /* int32 division below: a Cortex-M's SDIV, no libgcc */
+    if (r[CV_LOUT] != (padded - span_k) / r[CV_STRIDE] + 1
         || (int64_t)L * C != prog[lo + L_IN] || (int64_t)r[CV_LOUT] * O != prog[lo + L_OUT] || O > cfg->scratch) {
         return 0;
     }
