@@ -9,8 +9,8 @@
 The public names below are imported on first use, so ``import edgelstm`` (and the numpy-free deployment
 module ``edgelstm.deploy``) stay cheap: a no-JIT process starts without numpy or Numba.
 """
-from .errors import (ArtifactError, AudioError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
-                     StreamingError)
+from .errors import (ArtifactError, AudioError, AudioWarning, EdgeLSTMError, EdgeLSTMWarning, FirmwareError,
+                     ImportModelError, InputError, ModelError, StreamingError)
 
 __version__ = "0.1.0"
 _LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "ir.model", "LSTM": "ir.model", "GRU": "ir.model",
@@ -18,7 +18,7 @@ _LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "ir.model", "LSTM
          "load": "artifact", "save": "artifact", "quantize": "quantization"}
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
            "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
-           "ImportModelError", "StreamingError", "FirmwareError", "AudioError"]
+           "ImportModelError", "StreamingError", "FirmwareError", "AudioError", "EdgeLSTMWarning", "AudioWarning"]
 
 
 def __getattr__(name):

@@ -46,7 +46,7 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
     calibration: (T, F) or (B, T, F) float frames representative of deployment (clips of different
     lengths: concatenate them into one (T, F) array). ``lengths`` is refused: padding would distort the
     observed ranges. Returns a new int8 Model whose ``fidelity`` attribute holds a FidelityReport measured
-    on the calibration data."""
+    on the calibration data; it keeps the float model's ``initial_state`` and ``audio`` metadata."""
     if model.is_quantized:
         raise ModelError("model is already quantized")
     if any(layer.kind == "ops" for layer in model.spec.layers):
@@ -69,5 +69,6 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
         inp, obs = observe(spec, X, bar, model.initial_state)
     q = choose_params(spec, inp, obs)
     qmodel = Model(spec, q, initial_state=model.initial_state)
+    qmodel.audio = model.audio      # an audio tagger stays one: its front end, labels and thresholds
     qmodel.fidelity = fidelity(model, qmodel, X)
     return qmodel

@@ -229,8 +229,11 @@ def silero_model(*, sr: int = 16000):
         except el.EdgeLSTMError:
             pass                       # a stale or damaged cache entry: convert again
     from ..export import from_onnx
-    window = 512 if sr == 16000 else 256
-    model = prepend_context(from_onnx(src, bind={"sr": sr}), context=(64 if sr == 16000 else 32), size=window)
+    window, context = (512, 64) if sr == 16000 else (256, 32)
+    # one call of the file = one window with the previous call's last samples in front; the file leaves that
+    # length dynamic, so it is given here
+    model = prepend_context(from_onnx(src, bind={"sr": sr}, shapes={"input": (1, context + window)}),
+                            context=context, size=window)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         el.save(model, cached)
