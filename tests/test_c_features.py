@@ -152,19 +152,31 @@ def _subsets():
     return out
 
 
-@pytest.mark.parametrize("cc", ["cc", "clang"])
-def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
+def _compile_subsets(cc, tmp_path, subsets, simds):
     if shutil.which(cc) is None:
         pytest.skip(f"no {cc}")
     for rel in ("include/edgelstm.h", "src/edgelstm.c", "src/fixedpoint.h", "src/gemmlowp16.h", "src/softsqrt.h"):
         shutil.copyfile(os.path.join(FW, rel), tmp_path / os.path.basename(rel))
     (tmp_path / "elstm_records.h").write_text(records_header())
-    for defs in _subsets():
-        for simd in ([], ["-DELSTM_NO_SIMD"]):
+    for defs in subsets:
+        for simd in simds:
             res = subprocess.run([cc, *STRICT_CFLAGS, *simd, *[f"-D{d}" for d in defs], "-I", str(tmp_path), "-c",
                                   "-o", str(tmp_path / "x.o"), str(tmp_path / "edgelstm.c")],
                                  capture_output=True, text=True)
             assert res.returncode == 0, (defs, simd, res.stderr)
+
+
+def test_front_end_feature_subsets_compile_warning_free(tmp_path):
+    """The quick part (one compiler, the default dot loop): none, and each subset naming a front-end kind."""
+    front = [[]] + [d for d in _subsets() if set(d) & set(FRONT)]
+    _compile_subsets("cc", tmp_path, front, [[]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cc", ["cc", "clang"])
+def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
+    """All of _subsets() (43), each with the SIMD and the portable dot loop (~1 min a compiler)."""
+    _compile_subsets(cc, tmp_path, _subsets(), [[], ["-DELSTM_NO_SIMD"]])
 
 
 # ---- the C program's compact CONV16 rows (c_program.conv16_packed / conv16_groups)
