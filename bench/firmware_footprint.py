@@ -11,7 +11,12 @@ the runtime and model data objects linked with a minimal entry (elstm_init, then
 --gc-sections, and libgcc (so any soft-float or 64-bit helper a kernel calls is counted), entry excluded.
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
-random calibration frames: the sizes do not depend on the values). The int8 GRU runs as its int16 op graph
+random calibration frames: the sizes do not depend on the values), and two conv hybrids scaled to a
+microcontroller (edgelstm.benchmark.cases.MCU_CONV_CASES): a silero-like front end (256 new samples + 32 of
+context, reflect pad, an STFT of 128 taps as a conv, its float32 magnitude, three convs, LSTM 32, Dense 1) and a
+CRNN tagger (4 frames of 40 log-mel bands as context, a conv over time, a depthwise conv, GRU 64, Dense 8). The
+magnitude is the runtime's one float32 kernel: soft-float arithmetic from libgcc, and its square root from
+src/softsqrt.h (no FPU: libm's sqrtf would bring its errno wrapper and newlib's 1 KiB reentrancy struct). The int8 GRU runs as its int16 op graph
 (edgelstm/program/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
 requantization (edgelstm/program/c_program.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
 in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the graph's tensors by lifetime
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
+from edgelstm.benchmark.cases import mcu_conv_case
 from edgelstm.program.c_program import TABLE_LEN, c_arrays, c_work_buffers
 from edgelstm.program import layout as L
 from edgelstm.export.to_c import to_c
@@ -92,12 +98,25 @@ def _sizes_elf(elf):
     return acc
 
 
-def footprint(kind, tables):
+def tagger(kind):
     spec = el.random_model([{"kind": kind, "hidden_size": 64}, {"kind": "dense", "output_size": 8,
                                                                 "activation": "sigmoid"}], input_size=40, seed=3)
     rng = np.random.default_rng(0)
     q = el.quantize(el.Model(spec), calibration=rng.standard_normal((2, 50, 40)).astype(np.float32),
                     progress=False)
+    return f"{kind.upper()} I=40 H=64 + Dense 8", q
+
+
+CONV_NAMES = {"mcu-front-end": "silero-like front end (288 samples, STFT 128 taps, magnitude, 3 convs) + LSTM 32 "
+                               "+ Dense 1",
+              "crnn-tagger": "CRNN tagger: context 4 x 40 log-mel, conv + depthwise conv, GRU 64, Dense 8"}
+
+
+def conv_hybrid(name):
+    return CONV_NAMES[name], mcu_conv_case(name, T=200).int8_model
+
+
+def footprint(name, q, tables):
     int8_weights = sum(int(a.size) for layer in q.quant.layers for d in layer for n, a in d.items()
                        if n in ("w_x", "w_h", "w", "w_proj"))
     bias_bytes = sum(4 * int(a.size) for layer in q.quant.layers for d in layer for n, a in d.items()
@@ -115,13 +134,15 @@ def footprint(kind, tables):
         entry = Path(tmp) / "entry.o"
         subprocess.run(["arm-none-eabi-gcc", *FLAGS, "-I", str(b), "-o", str(entry), str(Path(tmp) / "entry.c")],
                        check=True)
-        linked = {}
+        linked, linked_ram = {}, {}
         for key, extra in (("dsp", []), ("portable", ["-DELSTM_NO_SIMD"])):
             elf = Path(tmp) / f"{key}.elf"
             subprocess.run(["arm-none-eabi-gcc", *[f for f in FLAGS if f != "-c"], *extra, "-I", str(b), "-nostdlib",
                             "-nostartfiles", "-Wl,--gc-sections", "-o", str(elf), str(Path(tmp) / "entry.c"),
                             str(b / "edgelstm.c"), str(b / "model_data.c"), "-lgcc"], check=True)
-            e, o = _sizes_elf(elf), _sizes(entry)
+            e = _sizes_elf(elf)
+            linked_ram[key] = e["data"] + e["bss"]
+            o = _sizes(entry)
             linked[key] = e["text"] + e["rodata"] - o["text"] - o["rodata"]
     prep = q._prep
     prog, _, _ = c_arrays(prep, tables=tables, spec=q.spec)    # the bundle's arrays: count its tables
@@ -131,7 +152,7 @@ def footprint(kind, tables):
     code = objs["portable"]["text"] + objs["portable"]["rodata"]
     code_dsp = objs["dsp"]["text"] + objs["dsp"]["rodata"]
     data = objs["data"]["rodata"] + objs["data"]["text"]
-    return {"model": f"{kind.upper()} I=40 H=64 + Dense 8", "activation_tables": tables,
+    return {"model": name, "activation_tables": tables,
             "int8_weight_bytes": int8_weights, "int32_bias_bytes": bias_bytes,
             "runtime_code_bytes": code, "runtime_code_dsp_bytes": code_dsp,
             "model_data_flash_bytes": data, "activation_table_bytes": table_bytes,
@@ -139,25 +160,30 @@ def footprint(kind, tables):
             "flash_beyond_weights_dsp_bytes": code_dsp + data - int8_weights,
             "linked_beyond_weights_bytes": linked["portable"] - int8_weights,
             "linked_beyond_weights_dsp_bytes": linked["dsp"] - int8_weights,
-            "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram}
+            "ram_state_bytes": 2 * prep.n_state, "ram_total_bytes": ram,
+            # the linked image's .data + .bss: the entry's static buffers (ram_total_bytes + the frames x / y) and
+            # whatever a library would add (nothing: no libc)
+            "linked_ram_bytes": linked_ram["portable"]}
 
 
 def main():
     if shutil.which("arm-none-eabi-gcc") is None:
         print("SKIPPED: arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi)", file=sys.stderr)
         return 0
-    rows = [footprint(k, t) for k in ("lstm", "gru") for t in (False, True)]
+    models = [tagger("lstm"), tagger("gru"), conv_hybrid("mcu-front-end"), conv_hybrid("crnn-tagger")]
+    rows = [footprint(name, q, t) for name, q in models for t in (False, True)]
     print("| model | activations | int8 weights | runtime code (text+rodata): portable / SMLAD | model data in flash "
           "| of which gemmlowp tables | flash total (portable) | flash beyond the int8 weights: portable / SMLAD "
-          "| linked image beyond the int8 weights: portable / SMLAD | RAM state | RAM state+scratch |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| linked image beyond the int8 weights: portable / SMLAD | RAM state | RAM state+scratch "
+          "| linked .data+.bss |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {'tables' if r['activation_tables'] else 'computed (--no-tables)'} | "
               f"{r['int8_weight_bytes']:,} B | {r['runtime_code_bytes']:,} / {r['runtime_code_dsp_bytes']:,} B | "
               f"{r['model_data_flash_bytes']:,} B | {r['activation_table_bytes']:,} B | {r['flash_total_bytes']:,} B | "
               f"{r['flash_beyond_weights_bytes']:,} / {r['flash_beyond_weights_dsp_bytes']:,} B | "
               f"{r['linked_beyond_weights_bytes']:,} / {r['linked_beyond_weights_dsp_bytes']:,} B | "
-              f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
+              f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B | {r['linked_ram_bytes']:,} B |")
     out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
     write_json(out, rows)
     print(f"wrote {out}")

@@ -59,3 +59,54 @@ def gru_tagger():
     import edgelstm as el
     return el.quantize(el.load(DATA / "tagger_gru.elstm"), calibration=np.load(DATA / "calibration.npy"),
                        progress=False)
+
+
+def frontend_cases(n, *, T, seed_base=5151):
+    """n (model, frames (T, F)) int8 conv hybrids: tests/test_frontend.py's random_front_end (context, pad,
+    1-3 convs full or depthwise with random stride, dilation, zero / reflect padding and fused activation,
+    activation layers, magnitude) + LSTM or GRU (alternating) + Dense, quantized on frames of the scale they
+    then stream."""
+    import edgelstm as el
+    from test_frontend import random_front_end
+    out = []
+    for case in range(n):
+        rng = np.random.default_rng([seed_base, case])
+        frame = int(rng.integers(8, 40))
+        layers = random_front_end(rng, frame=frame, recurrent=("lstm", "gru")[case % 2])
+        spec = el.random_model(layers, input_size=frame, seed=case)
+        calib = (2.0 * rng.standard_normal((2, 40, frame))).astype(np.float32)
+        model = el.quantize(el.Model(spec), calibration=calib, progress=False)
+        out.append((model, (2.0 * rng.standard_normal((T, frame))).astype(np.float32)))
+    return out
+
+
+def frontend_variants(cases) -> set:
+    """The front-end options a list of cases covers: ("conv", "depthwise" / "multiplier" / "full" / "reflect" /
+    "zeros" / "dilation" / "stride"), ("conv_act", a), ("activation", a), ("pad", mode), ("magnitude", None),
+    ("context", None), and the recurrent kinds."""
+    out = set()
+    for m, _ in cases:
+        for layer in m.spec.layers:
+            k = layer.kind
+            if k == "conv1d":
+                padded = layer.pad_left or layer.pad_right
+                out.add(("conv", "depthwise" if layer.depthwise else "full"))
+                out |= {("conv", v) for v, on in (("multiplier", layer.out_channels > layer.groups > 1),
+                                                  ("reflect", padded and layer.pad_mode == "reflect"),
+                                                  ("zeros", padded and layer.pad_mode == "zeros"),
+                                                  ("dilation", layer.dilation > 1 and layer.kernel_size > 1),
+                                                  ("stride", layer.stride > 1)) if on}
+                out.add(("conv_act", layer.activation))
+            elif k in ("activation", "pad"):
+                out.add((k, layer.activation if k == "activation" else layer.mode))
+            else:
+                out.add((k, None))
+    return out
+
+
+ALL_FRONTEND_VARIANTS = ({("conv", v) for v in ("depthwise", "multiplier", "full", "reflect", "zeros", "dilation",
+                                                "stride")}
+                         | {("conv_act", a) for a in ("none", "relu", "relu6", "sigmoid", "tanh")}
+                         | {("activation", a) for a in ("relu", "relu6", "sigmoid", "tanh")}
+                         | {("pad", "zeros"), ("pad", "reflect"), ("magnitude", None), ("context", None),
+                            ("lstm", None), ("gru", None)})

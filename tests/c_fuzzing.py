@@ -4,10 +4,11 @@ bench/fuzz_c_program.py (the long run).
 The programs are the C copies of small valid int8 models (``c_program.c_arrays`` and the config a bundle would
 write): LSTM (peephole, projection, clips), int8 GRU / RNN layers (their int16 cell graphs: CONV16, ACT16 and
 int16 ADD / SUB / MUL / QUANTIZE records), Dense with every activation, converter-made op graphs
-(tests/fixtures/tflite_cells: FC, LUT, int8 state, constants) and a stack of several kinds. A case takes one
-and changes 1..4 things, mostly where the runtime looks: a record field (layer headers, LSTM / Dense / op-graph
-direction records, op, state and constant records, the multiplier / shift arrays) set to an edge value
-(0, -1, INT32_MAX, 2^28, a length +- 1, shift-like 31 / 32 / 40 / 70 ...), nudged, copied from another field or
+(tests/fixtures/tflite_cells: FC, LUT, int8 state, constants), a stack of several kinds and conv front ends
+(conv records full / depthwise with zero / reflect padding, stride, dilation, fused clamp or table; pad,
+magnitude, activation and context map records). A case takes one and changes 1..4 things, mostly where the
+runtime looks: a record field (layer headers, LSTM / Dense / op-graph / conv / map direction records, op, state
+and constant records, the multiplier / shift arrays) set to an edge value (0, -1, INT32_MAX, 2^28, a length +- 1, shift-like 31 / 32 / 40 / 70 ...), nudged, copied from another field or
 random; a config field (sizes, array lengths: a shorter prog / w8 / blob is a truncated array); any prog
 element; w8 / blob values.
 
@@ -42,6 +43,10 @@ SCALE_FIELDS = (11, 12)   # fuzz_runner.c: the bits of input_scale / output_scal
 SCALE_EDGES = np.array([0.0, -0.0, -1.0, np.nan, np.inf, -np.inf, 1e-45, 1e-13, 1e-12, 1e6, 1.1e6, 3.4e38, 0.5],
                        np.float32)
 
+# conv front ends: every conv / map record kind and option (named for the validation tests)
+CONV_A = "context+pad+conv-sigmoid+depthwise+magnitude+lstm"
+CONV_B = "conv-tanh+pad+relu+conv+gru"
+CONV_WINDOW = "context+conv-window+dense"     # the conv's 8 x 3 window is the largest work buffer
 # (name, layer descriptions, activation tables) of the random models; tables=True only once (128 KiB tables)
 MODELS = [
     ("lstm-peep-proj-clip+dense-sigmoid", [{"kind": "lstm", "hidden_size": 6, "proj_size": 4, "peephole": True,
@@ -63,6 +68,30 @@ MODELS = [
     ("lstm+gru+dense", [{"kind": "lstm", "hidden_size": 4, "proj_size": 3},
                         {"kind": "gru", "hidden_size": 3},
                         {"kind": "dense", "output_size": 2, "activation": "tanh"}], False),
+    (CONV_A, [
+        {"kind": "context", "context": 6},
+        {"kind": "pad", "length": 9, "channels": 1, "left": 1, "right": 2, "mode": "reflect"},
+        {"kind": "conv1d", "length": 12, "in_channels": 1, "out_channels": 4, "kernel_size": 3, "stride": 2,
+         "dilation": 2, "pad_left": 1, "pad_right": 1, "activation": "sigmoid"},
+        {"kind": "conv1d", "length": 5, "in_channels": 4, "out_channels": 8, "kernel_size": 2, "groups": 4,
+         "pad_left": 1, "pad_mode": "reflect", "activation": "relu6"},
+        {"kind": "magnitude", "length": 5, "channels": 4},
+        {"kind": "activation", "activation": "tanh"},
+        {"kind": "lstm", "hidden_size": 4},
+        {"kind": "dense", "output_size": 2, "activation": "none"}], False),
+    (CONV_B, [
+        {"kind": "conv1d", "length": 3, "in_channels": 1, "out_channels": 5, "kernel_size": 2, "pad_left": 1,
+         "pad_right": 1, "pad_mode": "reflect", "activation": "tanh"},
+        {"kind": "pad", "length": 4, "channels": 5, "left": 1, "right": 0},
+        {"kind": "activation", "activation": "relu"},
+        {"kind": "conv1d", "length": 5, "in_channels": 5, "out_channels": 3, "kernel_size": 3, "stride": 2,
+         "activation": "relu"},
+        {"kind": "gru", "hidden_size": 4},
+        {"kind": "dense", "output_size": 2, "activation": "sigmoid"}], False),
+    (CONV_WINDOW, [
+        {"kind": "context", "context": 21},
+        {"kind": "conv1d", "length": 8, "in_channels": 3, "out_channels": 2, "kernel_size": 8},
+        {"kind": "dense", "output_size": 2, "activation": "softmax"}], False),
 ]
 # converter-made int8 op graphs (FC, LUT, int8 state with requantization tables, constants)
 TFLITE_CELLS = ("gru_after_a", "lstm_a_bias", "rnn_relu_b")
@@ -121,6 +150,9 @@ def record_fields(prog: np.ndarray) -> list[int]:
             out += [int(prog[rec + L.DN_B]), int(prog[rec + L.DN_LUT])]
         elif kind == L.KIND_LSTM:
             out += [int(prog[rec + L.LS_BX]), int(prog[rec + L.LS_BH])]
+        elif kind == L.KIND_CONV:
+            m, n = int(prog[rec + L.CV_M]), int(prog[rec + L.CV_COUT])
+            out += list(range(m, m + 2 * n)) + [int(prog[rec + L.CV_B])]
         elif kind == L.KIND_OPS:
             r = int(prog[rec + L.OG_OPS])
             for _ in range(int(prog[rec + L.OG_NOPS])):

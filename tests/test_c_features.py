@@ -1,5 +1,6 @@
 """C bundles compile only what their model uses (ELSTM_WITH_* macros in the bundle's generated elstm_records.h):
-the layer kinds (LSTM, Dense, op graphs), Dense softmax, and the op kernels of op graphs. A build without the
+the layer kinds (LSTM, Dense, op graphs, conv, map records, the float magnitude), Dense softmax, and the op kernels
+of op graphs. A build without the
 macros (the native library, the harness runners) holds every kind. elstm_init rejects a record of a kind,
 activation or op its build left out (cleanly: under ASan/UBSan, before anything runs), every subset compiles
 warning-free under the strict flags with gcc and clang, and the trimmed bundles stream bit for bit."""
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
+from edgelstm.benchmark.cases import mcu_conv_case
 from edgelstm.program.c_program import c_arrays, runtime_features
 from edgelstm.errors import FirmwareError
 from edgelstm.export.to_c import records_header, to_c
@@ -43,6 +45,8 @@ def models():
                                                                         "activation": "softmax"}]),
         "converter_gru": from_tflite(os.path.join(CELLS, "gru_after_a_int8.tflite")),
         "converter_rnn": from_tflite(os.path.join(CELLS, "rnn_a_int8.tflite")),
+        "crnn": mcu_conv_case("crnn-tagger", T=100).int8_model,          # conv, context, depthwise, GRU
+        "mcu_front_end": mcu_conv_case("mcu-front-end", T=100).int8_model,   # + pad, magnitude, LSTM
     }
 
 
@@ -55,7 +59,27 @@ def test_runtime_features_name_what_the_model_uses(models):
     assert "ELSTM_WITH_SOFTMAX" in f["gru_softmax"] and "ELSTM_WITH_SOFTMAX" not in f["gru"]
     assert {"ELSTM_WITH_OP_FC", "ELSTM_WITH_OP_LUT", "ELSTM_WITH_OP_CONSTS", "ELSTM_WITH_OP_STATE8"} <= \
         set(f["converter_gru"])
+    assert f["crnn"] == ["ELSTM_WITH_CONV", "ELSTM_WITH_MAP", "ELSTM_WITH_DENSE", "ELSTM_WITH_OPS",
+                         "ELSTM_WITH_OP_CONV16", "ELSTM_WITH_OP_ACT16", "ELSTM_WITH_OP_ADD", "ELSTM_WITH_OP_MUL",
+                         "ELSTM_WITH_OP_REQUANT"]
+    assert f["mcu_front_end"] == ["ELSTM_WITH_CONV", "ELSTM_WITH_MAP", "ELSTM_WITH_MAGNITUDE", "ELSTM_WITH_LSTM",
+                                  "ELSTM_WITH_DENSE"]
     assert "ELSTM_WITH" not in records_header()          # the harness / native build: every kind
+
+
+def test_a_bundle_without_conv_holds_no_front_end_code(models, tmp_path):
+    """The LSTM / GRU bundles compile no conv, map or magnitude kernel (their footprint stays what it was: the
+    feature macros); the conv hybrids do, and only the CRNN tagger's leaves the float magnitude out."""
+    def symbols(model, name):
+        b = _bundle(model, tmp_path / name)
+        obj = tmp_path / f"{name}.o"
+        subprocess.run(["cc", *STRICT_CFLAGS, "-O0", "-I", str(b), "-c", "-o", str(obj), str(b / "edgelstm.c")],
+                       check=True)                       # -O0: every static function keeps its symbol
+        out = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
+        return {n for n in ("conv_step", "map_step", "magnitude8", "sqrtf", "conv_ok", "map_ok") if n in out}
+    assert symbols(models["lstm"], "lstm") == set() and symbols(models["gru"], "gru") == set()
+    assert symbols(models["crnn"], "crnn") == {"conv_step", "map_step", "conv_ok", "map_ok"}
+    assert symbols(models["mcu_front_end"], "mcu") >= {"conv_step", "map_step", "sqrtf", "conv_ok", "map_ok"}
 
 
 def _bundle(model, path):
@@ -74,7 +98,9 @@ def _transplant(runtime_of, data_of, tmp_path):
 
 @pytest.mark.parametrize("runtime_of, data_of", [("gru", "lstm"), ("lstm", "gru"), ("gru", "gru_softmax"),
                                                  ("gru", "converter_gru"), ("rnn_relu", "gru"),
-                                                 ("converter_gru", "lstm"), ("converter_rnn", "converter_gru")])
+                                                 ("converter_gru", "lstm"), ("converter_rnn", "converter_gru"),
+                                                 ("gru", "crnn"), ("crnn", "mcu_front_end"),
+                                                 ("mcu_front_end", "crnn")])
 def test_init_rejects_a_kind_the_bundle_left_out(runtime_of, data_of, models, tmp_path):
     bundle = _transplant(models[runtime_of], models[data_of], tmp_path)
     exe = build(bundle, sanitize=True)
@@ -87,7 +113,8 @@ def test_init_rejects_a_kind_the_bundle_left_out(runtime_of, data_of, models, tm
     assert np.array_equal(got.view(np.int32), models[data_of].stream().step_many(X).view(np.int32))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu", "gru_softmax", "converter_gru", "converter_rnn"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu", "gru_softmax", "converter_gru", "converter_rnn", "crnn",
+                                  "mcu_front_end"])
 def test_trimmed_bundles_stream_bit_exact_and_are_smaller(name, models, tmp_path):
     model = models[name]
     rng = np.random.default_rng(1)
@@ -104,6 +131,7 @@ def test_trimmed_bundles_stream_bit_exact_and_are_smaller(name, models, tmp_path
 
 
 KINDS = ["ELSTM_WITH_LSTM", "ELSTM_WITH_DENSE", "ELSTM_WITH_OPS"]
+FRONT = ["ELSTM_WITH_CONV", "ELSTM_WITH_MAP", "ELSTM_WITH_MAGNITUDE"]
 OPS = ["ELSTM_WITH_OP_FC", "ELSTM_WITH_OP_CONV16", "ELSTM_WITH_OP_ACT16", "ELSTM_WITH_OP_ADD", "ELSTM_WITH_OP_MUL",
        "ELSTM_WITH_OP_REQUANT", "ELSTM_WITH_OP_LUT", "ELSTM_WITH_OP_CONSTS", "ELSTM_WITH_OP_STATE8"]
 
@@ -118,22 +146,37 @@ def _subsets():
     for op in OPS:                                           # each op alone, and all but it
         out.append(["ELSTM_WITH_OPS", op])
         out.append(["ELSTM_WITH_OPS", "ELSTM_WITH_DENSE"] + [o for o in OPS if o != op])
+    for r in (1, 2, 3):                                      # the front-end kinds: alone, together, with the rest
+        out += [list(f) for f in itertools.combinations(FRONT, r)]
+    out += [[f] + KINDS for f in FRONT] + [[f for f in FRONT if f != g] + KINDS for g in FRONT]
     return out
 
 
-@pytest.mark.parametrize("cc", ["cc", "clang"])
-def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
+def _compile_subsets(cc, tmp_path, subsets, simds):
     if shutil.which(cc) is None:
         pytest.skip(f"no {cc}")
-    for rel in ("include/edgelstm.h", "src/edgelstm.c", "src/fixedpoint.h", "src/gemmlowp16.h"):
+    for rel in ("include/edgelstm.h", "src/edgelstm.c", "src/fixedpoint.h", "src/gemmlowp16.h", "src/softsqrt.h"):
         shutil.copyfile(os.path.join(FW, rel), tmp_path / os.path.basename(rel))
     (tmp_path / "elstm_records.h").write_text(records_header())
-    for defs in _subsets():
-        for simd in ([], ["-DELSTM_NO_SIMD"]):
+    for defs in subsets:
+        for simd in simds:
             res = subprocess.run([cc, *STRICT_CFLAGS, *simd, *[f"-D{d}" for d in defs], "-I", str(tmp_path), "-c",
                                   "-o", str(tmp_path / "x.o"), str(tmp_path / "edgelstm.c")],
                                  capture_output=True, text=True)
             assert res.returncode == 0, (defs, simd, res.stderr)
+
+
+def test_front_end_feature_subsets_compile_warning_free(tmp_path):
+    """The quick part (one compiler, the default dot loop): none, and each subset naming a front-end kind."""
+    front = [[]] + [d for d in _subsets() if set(d) & set(FRONT)]
+    _compile_subsets("cc", tmp_path, front, [[]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cc", ["cc", "clang"])
+def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
+    """All of _subsets() (43), each with the SIMD and the portable dot loop (~1 min a compiler)."""
+    _compile_subsets(cc, tmp_path, _subsets(), [[], ["-DELSTM_NO_SIMD"]])
 
 
 # ---- the C program's compact CONV16 rows (c_program.conv16_packed / conv16_groups)

@@ -117,6 +117,122 @@ DEFECTS = {
 }
 
 
+
+
+# ---- the conv front-end records (conv, and pad / magnitude / activation / context map records): each bad field
+CONV_A, CONV_B, CONV_WINDOW = c_fuzzing.CONV_A, c_fuzzing.CONV_B, c_fuzzing.CONV_WINDOW
+# CONV_A's layers: 0 context, 1 pad (reflect), 2 conv (zero pads, stride 2, dilation 2, sigmoid table),
+# 3 depthwise conv (multiplier 2, reflect), 4 magnitude, 5 activation (tanh table), 6 LSTM, 7 Dense;
+# CONV_B's: 0 conv (reflect, tanh table), 1 pad (zeros), 2 activation (relu), 3 conv (stride 2, relu), 4 GRU ...;
+# CONV_WINDOW's: 0 context, 1 conv (an 8 x 3 window: the largest buffer), 2 Dense softmax
+
+
+def _field(k, field, value):
+    """field of layer k's direction record set to value (or to value(base program, record offset))"""
+    def edit(b):
+        rec = _rec(b, k)[1]
+        return [], [(PROG, rec + field, value(b, rec) if callable(value) else value)]
+    return edit
+
+
+def _fields(k, **values):
+    """several fields of layer k's record at once (a consistent-looking geometry with one bad value)"""
+    def edit(b):
+        rec = _rec(b, k)[1]
+        return [], [(PROG, rec + getattr(L, f), v) for f, v in values.items()]
+    return edit
+
+
+def _pair(k, i, value):
+    """element i of layer k's conv (multiplier, shift) array"""
+    return lambda b: ([], [(PROG, int(b["prog"][_rec(b, k)[1] + L.CV_M]) + i, value)])
+
+
+def _w8_len(b, rec):
+    return int(b["cfg"][6])
+
+
+def _prog_len(b, rec):
+    return b["prog"].size
+
+
+def _plus(field, d):
+    return lambda b, rec: int(b["prog"][rec + field]) + d
+
+
+FRONT_END_DEFECTS = {
+    "conv record past prog": (CONV_A, _truncated_record(2)),
+    "conv length 0": (CONV_A, _field(2, L.CV_LEN_IN, 0)),
+    "conv length + 1 (not the layer's input)": (CONV_A, _field(2, L.CV_LEN_IN, _plus(L.CV_LEN_IN, 1))),
+    "conv in channels 2^24 + 1": (CONV_A, _field(3, L.CV_CIN, (1 << 24) + 1)),
+    "conv in channels doubled (reads past the frame)": (CONV_B, _field(3, L.CV_CIN, 10)),
+    "conv out channels + 1 (writes past the output)": (CONV_B, _field(3, L.CV_COUT, 4)),
+    "conv kernel longer than the padded input": (CONV_A, _field(2, L.CV_K, 1 << 20)),
+    "conv kernel INT32_MAX": (CONV_A, _field(2, L.CV_K, INT32_MAX)),
+    "conv stride 0": (CONV_A, _field(2, L.CV_STRIDE, 0)),
+    "conv dilation -1": (CONV_A, _field(2, L.CV_DIL, -1)),
+    "conv dilation 2^24 (span overflows int32)": (CONV_A, _field(2, L.CV_DIL, 1 << 24)),
+    "conv left pad -1": (CONV_A, _field(2, L.CV_PADL, -1)),
+    "conv right pad INT32_MAX": (CONV_A, _field(2, L.CV_PADR, INT32_MAX)),
+    "conv right pad + 8 (output length)": (CONV_A, _field(2, L.CV_PADR, _plus(L.CV_PADR, 8))),
+    # pads 3 / 0 and K 3 keep the output length 4 of the length-3 input: only the reflect check refuses it
+    "conv reflect pad as long as the input": (CONV_B, _fields(0, CV_PADL=3, CV_PADR=0, CV_K=3)),
+    "conv reflect flag 2": (CONV_B, _field(0, L.CV_REFLECT, 2)),
+    "conv depthwise multiplier 3": (CONV_A, _field(3, L.CV_MULT, 3)),
+    "conv depthwise multiplier -1": (CONV_A, _field(3, L.CV_MULT, -1)),
+    "conv full read as depthwise": (CONV_A, _field(2, L.CV_MULT, 1)),
+    "conv output length + 1": (CONV_A, _field(2, L.CV_LOUT, _plus(L.CV_LOUT, 1))),
+    "conv output length INT32_MAX": (CONV_A, _field(2, L.CV_LOUT, INT32_MAX)),
+    "conv weights past w8": (CONV_B, _field(3, L.CV_W, lambda b, rec: _w8_len(b, rec) - 20)),
+    "depthwise weights past w8": (CONV_A, _field(3, L.CV_W, lambda b, rec: _w8_len(b, rec) - 3)),
+    "conv weights negative": (CONV_A, _field(2, L.CV_W, -(1 << 28))),
+    "conv bias past prog": (CONV_A, _field(2, L.CV_B, lambda b, rec: _prog_len(b, rec) - 1)),
+    "conv multipliers past prog": (CONV_A, _field(2, L.CV_M, lambda b, rec: _prog_len(b, rec) - 3)),
+    "conv shift 40": (CONV_A, _pair(2, 1, 40)),
+    "conv shift -70": (CONV_B, _pair(3, 5, -70)),
+    "conv multiplier negative": (CONV_A, _pair(3, 2, -1)),
+    "conv input zero point 128": (CONV_A, _field(2, L.CV_ZP_IN, 128)),
+    "conv output zero point INT32_MIN": (CONV_B, _field(3, L.CV_ZP_OUT, INT32_MIN)),
+    "conv clamp low above high": (CONV_B, _fields(3, CV_LO=10, CV_HI=-10)),
+    "conv clamp high 200": (CONV_B, _field(3, L.CV_HI, 200)),
+    "conv clamp low -200": (CONV_B, _field(0, L.CV_LO, -200)),
+    "conv table past w8": (CONV_A, _field(2, L.CV_LUT, lambda b, rec: _w8_len(b, rec) - 100)),
+    "conv table -2": (CONV_B, _field(0, L.CV_LUT, -2)),
+    "scratch smaller than the conv window": (CONV_WINDOW, lambda b: ([(CFG["scratch"], 23)], [])),
+    "scratch smaller than the conv's out channels": (CONV_WINDOW, lambda b: ([(CFG["scratch"], 1)], [])),
+    "pad record past prog": (CONV_A, _truncated_record(1)),
+    "pad length + 1": (CONV_A, _field(1, 3, 10)),
+    "pad channels 0": (CONV_B, _field(1, 4, 0)),
+    "pad left -1": (CONV_B, _field(1, 5, -1)),
+    "pad right 2^24 + 1": (CONV_B, _field(1, 6, (1 << 24) + 1)),
+    "pad left 9 (reflect: as long as the input)": (CONV_A, _field(1, 5, 9)),
+    "pad reflect flag -1": (CONV_A, _field(1, 7, -1)),
+    "pad value 200": (CONV_B, _field(1, 8, 200)),
+    "map op 0": (CONV_A, _field(5, L.MP_OP, 0)),
+    "map op 7": (CONV_A, _field(5, L.MP_OP, 7)),
+    "map input size not the layer's": (CONV_A, _field(5, L.MP_N_IN, 21)),
+    "map output size not the layer's": (CONV_A, _field(1, L.MP_N_OUT, 13)),
+    "activation table past w8": (CONV_A, _field(5, 3, lambda b, rec: _w8_len(b, rec) - 255)),
+    "activation table -1": (CONV_B, _field(2, 3, -1)),
+    "context record past prog": (CONV_A, _truncated_record(0)),
+    "context values 0": (CONV_A, _field(0, 3, 0)),
+    "context values + 1": (CONV_A, _field(0, 3, 7)),
+    "context state past n_state": (CONV_A, _field(0, 4, lambda b, rec: int(b["cfg"][3]) - 3)),
+    "context state negative": (CONV_WINDOW, _field(0, 4, -1)),
+    "context zero point 300": (CONV_A, _field(0, 5, 300)),
+    "magnitude input scale NaN": (CONV_A, _field(4, 6, 0x7FC00000)),
+    "magnitude output scale 0": (CONV_A, _field(4, 8, 0)),
+    "magnitude output scale inf": (CONV_A, _field(4, 8, 0x7F800000)),
+    "magnitude input scale -1": (CONV_A, _field(4, 6, int(np.float32(-1.0).view(np.int32)))),
+    "magnitude output scale 1e-30": (CONV_A, _field(4, 8, int(np.float32(1e-30).view(np.int32)))),
+    "magnitude zero point 128": (CONV_A, _field(4, 5, 128)),
+    "magnitude output zero point -129": (CONV_A, _field(4, 7, -129)),
+    "magnitude channels + 1": (CONV_A, _field(4, 4, 5)),
+    "magnitude length INT32_MAX": (CONV_A, _field(4, 3, INT32_MAX)),
+}
+DEFECTS.update(FRONT_END_DEFECTS)
+
+
 @pytest.mark.parametrize("what", sorted(DEFECTS))
 def test_defect_is_rejected_without_a_sanitizer_report(what, exe):
     base, make = DEFECTS[what]     # the intact program runs clean: test_every_base_program_is_accepted...

@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
-FORMAT_VERSION = 5   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, program/c_program.py;
-                     # 5: elstm_init validates with ELSTM_LIM_* and checks only when st is NULL)
+FORMAT_VERSION = 6   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, program/c_program.py;
+                     # 5: elstm_init validates with ELSTM_LIM_* and checks only when st is NULL; 6: conv and map
+                     # records)
 _lib = None
 _searched = False
 

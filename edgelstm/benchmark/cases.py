@@ -27,6 +27,34 @@ FRONT_END_LAYERS = [
     {"kind": "lstm", "hidden_size": 128}, {"kind": "activation", "activation": "relu"},
     {"kind": "dense", "output_size": 1, "activation": "sigmoid"}]
 FRONT_END_INPUT = 576
+# Conv hybrids scaled to a microcontroller (bench/firmware_footprint.py, the C runtime's tests):
+# MCU_FRONT_END: silero-vad's structure at half its window (16 kHz, 256 new samples per step, 32 of context as
+# silero keeps 64), an STFT of 128 taps as a conv (65 real + 65 imaginary channels) at 4 positions, its magnitude,
+# three small convs, LSTM 32, Dense 1 sigmoid: ~37 KB of int8 weights.
+MCU_FRONT_END_LAYERS = [
+    {"kind": "context", "context": 32},
+    {"kind": "pad", "length": 288, "channels": 1, "left": 0, "right": 32, "mode": "reflect"},
+    {"kind": "conv1d", "out_channels": 130, "kernel_size": 128, "stride": 64},
+    {"kind": "magnitude", "length": 4},
+    {"kind": "conv1d", "in_channels": 65, "out_channels": 32, "kernel_size": 3, "pad_left": 1, "pad_right": 1,
+     "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 32, "out_channels": 32, "kernel_size": 3, "stride": 2, "pad_left": 1,
+     "pad_right": 1, "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 32, "out_channels": 32, "kernel_size": 3, "stride": 2, "pad_left": 1,
+     "pad_right": 1, "activation": "relu"},
+    {"kind": "lstm", "hidden_size": 32}, {"kind": "activation", "activation": "relu"},
+    {"kind": "dense", "output_size": 1, "activation": "sigmoid"}]
+MCU_FRONT_END_INPUT = 256
+# CRNN_TAGGER: a small CRNN tagger on 40 log-mel bands per step: the last 4 frames as context, a conv over time
+# (40 -> 32 channels, 3 taps) and a depthwise one, GRU 64, Dense 8 sigmoid (the GRU tagger's recurrent part).
+CRNN_TAGGER_LAYERS = [
+    {"kind": "context", "context": 160},
+    {"kind": "conv1d", "length": 5, "in_channels": 40, "out_channels": 32, "kernel_size": 3, "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 32, "out_channels": 32, "kernel_size": 3, "groups": 32,
+     "activation": "relu6"},
+    {"kind": "gru", "hidden_size": 64},
+    {"kind": "dense", "output_size": 8, "activation": "sigmoid"}]
+CRNN_TAGGER_INPUT = 40
 SWEEP_INPUT_SIZES = (40, 64)
 SWEEP_HIDDEN_SIZES = (32, 64, 128, 256)
 HEAD_SIZE = 8              # sweep models end in Dense(8, sigmoid), like a small tagger
@@ -146,11 +174,30 @@ def file_case(path, *, T: int = 1000, seed: int = 0) -> Case:
 def front_end_case(*, T: int = 1000, seed: int = 0) -> Case:
     """The silero-size conv front end + LSTM(128) (FRONT_END_LAYERS) on audio-like frames: noise bursts of random
     level, 576 samples per step."""
+    return _conv_case("silero-size front end + LSTM 128", "frontend", FRONT_END_LAYERS, FRONT_END_INPUT, 128, T=T,
+                      seed=seed)
+
+
+MCU_CONV_CASES = {"mcu-front-end": (MCU_FRONT_END_LAYERS, MCU_FRONT_END_INPUT, 32),
+                  "crnn-tagger": (CRNN_TAGGER_LAYERS, CRNN_TAGGER_INPUT, 64)}
+
+
+def mcu_conv_case(name: str, *, T: int = 1000, seed: int = 0) -> Case:
+    """A conv hybrid scaled to a microcontroller (MCU_CONV_CASES: "mcu-front-end" on audio-like noise bursts,
+    "crnn-tagger" on a log-mel-like random walk), float and int8."""
+    layers, size, hidden = MCU_CONV_CASES[name]
+    return _conv_case(name, name, layers, size, hidden, T=T, seed=seed, audio=name == "mcu-front-end")
+
+
+def _conv_case(name, kind, layers, size, hidden, *, T, seed, audio=True) -> Case:
     import edgelstm as el
     rng = np.random.default_rng(seed)
-    spec = el.random_model(FRONT_END_LAYERS, input_size=FRONT_END_INPUT, seed=seed)
-    level = np.repeat(rng.uniform(0.001, 0.3, T // 20 + 1), 20)[:T, None]
-    frames = (rng.standard_normal((T, FRONT_END_INPUT)) * level).astype(np.float32)
+    spec = el.random_model(layers, input_size=size, seed=seed)
+    if audio:
+        level = np.repeat(rng.uniform(0.001, 0.3, T // 20 + 1), 20)[:T, None]
+        frames = (rng.standard_normal((T, size)) * level).astype(np.float32)
+    else:
+        frames = walk(T, size, seed)
     fm = el.Model(spec)
     qm = el.quantize(fm, calibration=frames[None], progress=False)
-    return Case("silero-size front end + LSTM 128", "frontend", FRONT_END_INPUT, 128, fm, qm, frames)
+    return Case(name, kind, size, hidden, fm, qm, frames)

@@ -38,7 +38,10 @@ def _directions(prog: np.ndarray):
 
 
 def matrix_fields(prog: np.ndarray):
-    """(prog index holding a matrix offset, rows, cols) of every int8 weight matrix the program uses."""
+    """(prog index holding a matrix offset, rows, cols, row stride in prepare()'s blob) of every int8 weight
+    matrix the program uses. The C copy keeps rows x cols, row-major: prepare()'s dot-loop matrices have their
+    columns zero-padded to layout.PAD, and a full conv's also zero rows up to CV_ROWS (whole pairwise blocks
+    for the JIT), which the C copy leaves out; a depthwise conv's (out_channels, K) taps are unpadded."""
     out = []
     for _, lo, kind, rec in _directions(prog):
         n_in, H, n_out, flags = (int(prog[lo + i]) for i in (L.L_IN, L.L_HID, L.L_OUT, L.L_FLAGS))
@@ -51,13 +54,20 @@ def matrix_fields(prog: np.ndarray):
                 out.append((rec + L.LS_PROJ, n_out, H))
         elif kind == L.KIND_DENSE:
             out.append((rec + L.DN_W, n_out, n_in))
+        elif kind == L.KIND_CONV:
+            O, K, C = (int(prog[rec + f]) for f in (L.CV_COUT, L.CV_K, L.CV_CIN))
+            if int(prog[rec + L.CV_MULT]):          # depthwise: (O, K), stored as they are
+                out.append((rec + L.CV_W, O, K, K))
+            else:
+                out.append((rec + L.CV_W, O, K * C))
         elif kind == L.KIND_OPS:        # CONV16 weights (int8 GRU / RNN cell graphs) are dot-loop matrices
             first = int(prog[rec + L.OG_OPS])
             for i in range(int(prog[rec + L.OG_NOPS])):   # prepare()'s records: OPK_REC apart
                 r = first + i * L.OPK_REC
                 if int(prog[r]) == L.OPK_CONV16:
                     out.append((r + 4, int(prog[r + 5]), int(prog[r + 2])))
-    return out     # an op graph's FC weights stay in the int16 blob
+    # an op graph's FC weights stay in the int16 blob
+    return [f if len(f) == 4 else (*f, _padded(f[2], L.PAD)) for f in out]
 
 
 TABLE_LEN = 65536   # one gemmlowp activation table (quant/tables.py)
@@ -126,19 +136,23 @@ L_ZPS = 6   # the reserved layer header slot: the C copy's op-graph state zero p
 
 def runtime_features(prog: np.ndarray) -> list[str]:
     """The ELSTM_WITH_* macros a C bundle compiles its runtime with, from the bundle's C program (c_arrays):
-    the layer kinds it has (LSTM, DENSE, OPS), SOFTMAX when a Dense layer ends in softmax, and for op graphs the
+    the layer kinds it has (CONV; MAP for pad / activation / context records, MAGNITUDE for magnitude ones, the
+    runtime's float32 kernel; LSTM, DENSE, OPS), SOFTMAX when a Dense layer ends in softmax, and for op graphs the
     op kernels their records use (OP_FC, OP_CONV16, OP_ACT16, OP_ADD for ADD / SUB, OP_MUL, OP_REQUANT, OP_LUT;
     COPY comes with every op graph), OP_CONSTS when a graph has constant tensors and OP_STATE8 when a state
     tensor has a zero point to reset to or a requantization table (both: converter-made graphs only).
     firmware_host/src/edgelstm.c compiles only those (no macros: everything)."""
-    kinds = {L.KIND_LSTM: "LSTM", L.KIND_DENSE: "DENSE", L.KIND_OPS: "OPS"}
+    kinds = {L.KIND_LSTM: "LSTM", L.KIND_DENSE: "DENSE", L.KIND_OPS: "OPS", L.KIND_CONV: "CONV", L.KIND_MAP: "MAP"}
     ops = {L.OPK_FC: "OP_FC", L.OPK_CONV16: "OP_CONV16", L.OPK_ACT16: "OP_ACT16", L.OPK_ADD: "OP_ADD",
            L.OPK_SUB: "OP_ADD", L.OPK_MUL: "OP_MUL", L.OPK_REQUANT: "OP_REQUANT", L.OPK_LUT: "OP_LUT"}
     out = set()
     for k, lo, kind, rec in _directions(prog):
         if kind not in kinds:
             raise ModelError(f"layer {k}: kind {kind} has no C runtime (int8 GRU / RNN layers are op graphs)")
-        out.add(kinds[kind])
+        if kind == L.KIND_MAP and int(prog[rec + L.MP_OP]) == L.MAP_MAGNITUDE:
+            out.add("MAGNITUDE")          # the one float32 kernel (sqrtf): only in the bundles that use it
+        else:
+            out.add(kinds[kind])
         if kind == L.KIND_DENSE and int(prog[rec + L.DN_ACT]) == L.ACT_SOFTMAX:
             out.add("SOFTMAX")
         elif kind == L.KIND_OPS:
@@ -149,7 +163,7 @@ def runtime_features(prog: np.ndarray) -> list[str]:
             luts = [int(prog[st + i * L.OG_STATE_REC + 4]) for i in range(int(prog[rec + L.OG_NSTATE]))]
             if int(prog[lo + L_ZPS]) or any(v >= 0 for v in luts):
                 out.add("OP_STATE8")
-    order = ["LSTM", "DENSE", "SOFTMAX", "OPS", "OP_FC", "OP_CONV16", "OP_ACT16", "OP_ADD", "OP_MUL", "OP_REQUANT",
+    order = ["CONV", "MAP", "MAGNITUDE", "LSTM", "DENSE", "SOFTMAX", "OPS", "OP_FC", "OP_CONV16", "OP_ACT16", "OP_ADD", "OP_MUL", "OP_REQUANT",
              "OP_LUT", "OP_CONSTS", "OP_STATE8"]
     return [f"ELSTM_WITH_{n}" for n in order if n in out]
 
@@ -157,7 +171,8 @@ def runtime_features(prog: np.ndarray) -> list[str]:
 def c_buffers(prog: np.ndarray) -> dict:
     """Elements of the per-stream work buffers the C runtime touches for this C program (c_arrays): ``gates``
     (LSTM gate rows 4H, op-graph arenas: the furthest element any record names), ``acc`` (int32: LSTM gate and
-    projection rows, Dense outputs) and ``aux`` (LSTM hidden before projection), each at least 1; ``scratch``,
+    projection rows, Dense outputs, a conv's output channels at one position) and ``aux`` (LSTM hidden before
+    projection, a full conv's gathered window of K x in_channels), each at least 1; ``scratch``,
     the largest of the three, is the config's scratch (the caller may size all three buffers by it, as
     edgelstm.h says; a bundle's MODEL_ACC_LEN / MODEL_AUX_LEN are the exact sizes). prepare()'s
     ``Prepared.scratch`` also covers the Numba kernels' padded reads, so it is larger."""
@@ -168,6 +183,10 @@ def c_buffers(prog: np.ndarray) -> dict:
             gates, acc, aux = max(gates, 4 * H), max(acc, 4 * H, n_out), max(aux, H)
         elif kind == L.KIND_DENSE:
             acc = max(acc, n_out)
+        elif kind == L.KIND_CONV:       # one output position at a time: O accumulators, one K x C window
+            acc = max(acc, int(prog[rec + L.CV_COUT]))
+            if not int(prog[rec + L.CV_MULT]):
+                aux = max(aux, int(prog[rec + L.CV_K]) * int(prog[rec + L.CV_CIN]))
         elif kind == L.KIND_OPS:
             ends = [int(prog[rec + L.OG_X]) + int(prog[rec + L.OG_NX]),
                     int(prog[rec + L.OG_Y]) + int(prog[rec + L.OG_NY])]
@@ -219,8 +238,8 @@ def _c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> 
         prog = opgraph_state_zero_points(prog, spec)
     blob = np.asarray(prep.weights)
     mats, w8_len = [], 0
-    for field, rows, cols in matrix_fields(prog):
-        off, cp = int(prog[field]), _padded(cols, L.PAD)
+    for field, rows, cols, cp in matrix_fields(prog):
+        off = int(prog[field])
         m = blob[off:off + rows * cp].reshape(rows, cp)[:, :cols]
         if m.size and (m.min() < -128 or m.max() > 127):
             raise ModelError("a weight matrix holds values outside int8: not an int8 model")
@@ -358,13 +377,13 @@ def c_program(prog: np.ndarray, w8: np.ndarray) -> tuple[np.ndarray, np.ndarray]
             done[key] = emit(make(vals) if make else vals)
         return done[key]
 
-    def w8_table(off):
+    def w8_table(off, what="a Dense activation"):
         nonlocal w8_len
         key = ("w8", off, 256)
         if key not in done:
-            t = prog[off:off + 256].astype(np.int64)
+            t = prog[off:off + 256].astype(np.int64) if off >= 0 else prog[:0]
             if t.size != 256 or t.min() < -128 or t.max() > 127:
-                raise ModelError("a Dense activation table must hold 256 int8 entries")
+                raise ModelError(f"{what} table must hold 256 int8 entries")
             w8_parts.append(t.astype(np.int8))
             done[key] = w8_len
             w8_len += 256
@@ -394,6 +413,18 @@ def c_program(prog: np.ndarray, w8: np.ndarray) -> tuple[np.ndarray, np.ndarray]
                     out[nrec + L.DN_LUT] = w8_table(int(prog[rec + L.DN_LUT]))
                 else:
                     out[nrec + L.DN_LUT] = 0
+            elif kind == L.KIND_CONV:
+                O = int(prog[rec + L.CV_COUT])
+                out[nrec + L.CV_B] = piece("ints", int(prog[rec + L.CV_B]), O)
+                out[nrec + L.CV_M] = piece("ints", int(prog[rec + L.CV_M]), 2 * O)
+                lut = int(prog[rec + L.CV_LUT])
+                out[nrec + L.CV_LUT] = w8_table(lut, "a conv's fused sigmoid / tanh") if lut >= 0 else -1
+            elif kind == L.KIND_MAP:
+                op = int(prog[rec + L.MP_OP])
+                if op == L.MAP_ACTIVATION:
+                    out[nrec + 3] = w8_table(int(prog[rec + 3]), "an activation layer's")
+                elif op == L.MAP_MAGNITUDE:
+                    out[nrec + L.MP_TABLE] = -1     # the JIT's pair table: the C runtime computes the magnitude
             elif kind == L.KIND_OPS:
                 first, n_ops = int(prog[rec + L.OG_OPS]), int(prog[rec + L.OG_NOPS])
                 recs = [prog[first + i * L.OPK_REC:first + (i + 1) * L.OPK_REC] for i in range(n_ops)]

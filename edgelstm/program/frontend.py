@@ -54,7 +54,7 @@ def frontend_record(b, layer, quant, k: int, state_off: int) -> tuple[list[int],
         if quant is not None:
             _require(k, layer, act_out, act_in, "the context is a concatenation of its input stream")
         rec[C.MP_OP] = C.MAP_CONTEXT
-        rec[3:5] = [layer.context, state_off]
+        rec[3:6] = [layer.context, state_off, act_in[1] if quant is not None else 0]
     elif layer.kind == "magnitude":
         rec[C.MP_OP] = C.MAP_MAGNITUDE
         rec[3:5] = [layer.length, layer.channels]

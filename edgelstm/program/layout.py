@@ -59,8 +59,10 @@ MAP_PAD, MAP_MAGNITUDE, MAP_ACTIVATION, MAP_CONTEXT = 1, 2, 3, 4
 #   pad         [3] length [4] channels [5] left [6] right [7] reflect [8] pad value (int8: the zero point)
 #   magnitude   [3] length [4] channels; int8: [5] zp_in [6] s_in (float32 bits) [7] zp_out [8] s_out (bits)
 #               [9] the JIT's (65536,) table of every int8 pair (kernel blob offset; the C runtime computes)
-#   activation  float: [3] ACT_* code (ACT_RELU6 extra); int8: [3] prog offset of the 256-entry table
+#   activation  float: [3] ACT_* code (ACT_RELU6 extra); int8: [3] prog offset of the 256-entry table (the C
+#               copy: a w8 offset, the table as int8; likewise a conv's CV_LUT)
 #   context     [3] context values K [4] state offset of the K values in the per-sequence state block
+#               [5] int8: their zero point (the start state, real zeros: what the C runtime's elstm_reset writes)
 MP_TABLE = 9     # magnitude (int8): the JIT table's kernel-blob offset
 MP_LEN = 10
 ACT_RELU6 = 5     # float map activation only (int8 activations are tables)

@@ -16,10 +16,11 @@
 
 #include <stdint.h>
 
-/* 5: elstm_init checks every field against the loader's limits (ELSTM_LIM_*) and takes st == NULL to check only
+/* 6: conv and map layer records (the front-end kinds: Conv1D, pad, magnitude, activation, context);
+ * 5: elstm_init checks every field against the loader's limits (ELSTM_LIM_*) and takes st == NULL to check only
  * (the data layout is version 4's: op records stored compactly; 3: int8 GRU / RNN as op graphs, no GRU / RNN
  * layer records) */
-#define ELSTM_FORMAT_VERSION 5
+#define ELSTM_FORMAT_VERSION 6
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {

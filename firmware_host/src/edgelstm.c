@@ -1,7 +1,8 @@
 /* Integer-only interpreter over edgelstm's prepared program: a port of kernels/cells_int8.py (LSTM, Dense),
  * kernels/ops_int8.py (op graphs: converter-made cell graphs and edgelstm's own int8 GRU / RNN, which
- * prepare() lowers to int16 op graphs, edgelstm/program/cellgraph.py) and the one-frame path of kernels/program.py
- * (same records, same arithmetic, same order). */
+ * prepare() lowers to int16 op graphs, edgelstm/program/cellgraph.py), kernels/frontend.py (the conv front-end
+ * kinds: Conv1D, and pad / magnitude / activation / context as map records) and the one-frame path of
+ * kernels/program.py (same records, same arithmetic, same order). */
 #include <string.h>
 
 #include "edgelstm.h"
@@ -9,7 +10,8 @@
 #include "fixedpoint.h"
 
 /* What this build compiles. A bundle's generated elstm_records.h names the layer kinds of its model
- * (ELSTM_WITH_LSTM, ELSTM_WITH_DENSE, ELSTM_WITH_OPS), whether a Dense layer ends in softmax
+ * (ELSTM_WITH_LSTM, ELSTM_WITH_DENSE, ELSTM_WITH_OPS, ELSTM_WITH_CONV; ELSTM_WITH_MAP for pad / activation /
+ * context records, ELSTM_WITH_MAGNITUDE for magnitude records, the one float32 kernel), whether a Dense layer ends in softmax
  * (ELSTM_WITH_SOFTMAX: the runtime's one float epilogue) and, for op graphs, the op kernels its records use
  * (ELSTM_WITH_OP_FC, _CONV16, _ACT16, _ADD (ADD / SUB), _MUL, _REQUANT, _LUT; COPY comes with every op
  * graph) and whether its graphs have constant tensors (_OP_CONSTS) or int8 state tensors with zero points or
@@ -18,11 +20,15 @@
  * -DELSTM_ALL_KINDS) every kind, activation and op is compiled, and an op-graph build without op macros has
  * every op. elstm_init rejects a record of a kind, activation or op this build
  * left out: it never runs. */
-#if !defined(ELSTM_WITH_LSTM) && !defined(ELSTM_WITH_DENSE) && !defined(ELSTM_WITH_OPS)
+#if !defined(ELSTM_WITH_LSTM) && !defined(ELSTM_WITH_DENSE) && !defined(ELSTM_WITH_OPS) && !defined(ELSTM_WITH_CONV) \
+    && !defined(ELSTM_WITH_MAP) && !defined(ELSTM_WITH_MAGNITUDE)
 #define ELSTM_WITH_LSTM 1
 #define ELSTM_WITH_DENSE 1
 #define ELSTM_WITH_OPS 1
 #define ELSTM_WITH_SOFTMAX 1
+#define ELSTM_WITH_CONV 1
+#define ELSTM_WITH_MAP 1
+#define ELSTM_WITH_MAGNITUDE 1
 #endif
 #ifndef ELSTM_WITH_DENSE
 #undef ELSTM_WITH_SOFTMAX
@@ -52,8 +58,20 @@
 #undef ELSTM_WITH_OP_CONSTS
 #undef ELSTM_WITH_OP_STATE8
 #endif
-#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE)
-#define ELSTM_WITH_DOT 1   /* the int8 dot loop of LSTM and Dense layers */
+#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_CONV)
+#define ELSTM_WITH_DOT 1   /* the int8 dot loop of LSTM, Dense and conv layers */
+#endif
+#if defined(ELSTM_WITH_MAP) || defined(ELSTM_WITH_MAGNITUDE)
+#define ELSTM_WITH_MAP_KIND 1   /* map records (KIND_MAP): pad, activation, context; magnitude */
+#endif
+#ifdef ELSTM_WITH_MAGNITUDE   /* the float32 magnitude's square root: libm's where an FPU computes it */
+#if defined(ELSTM_SOFT_SQRT) || defined(__SOFTFP__) || (defined(__riscv) && !defined(__riscv_flen))
+#include "softsqrt.h"
+#define ELSTM_SQRTF elstm_sqrt_f32
+#else
+#include <math.h>
+#define ELSTM_SQRTF sqrtf
+#endif
 #endif
 #ifdef ELSTM_WITH_LSTM
 #include "gemmlowp16.h"
@@ -77,7 +95,7 @@ static int32_t dot_tail(const int8_t *row, const int16_t *v, int32_t c, int32_t 
 #endif
 
 #ifndef ELSTM_WITH_DOT
-#define ELSTM_DOT_PATH "none"   /* no LSTM or Dense layer in this build: no dot loop */
+#define ELSTM_DOT_PATH "none"   /* no LSTM, Dense or conv layer in this build: no dot loop */
 
 #elif !defined(ELSTM_NO_SIMD) && defined(__AVX2__)
 #include <immintrin.h>
@@ -401,6 +419,158 @@ static void dense_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
     }
 }
 #endif   /* ELSTM_WITH_DENSE */
+
+/* ---- front-end layers (kinds "conv1d", and "pad" / "magnitude" / "activation" / "context" as map records): a
+ * port of kernels/frontend.py. A frame is (length, channels), channels last: element l * channels + c. Every
+ * field was checked by elstm_init (conv_ok, map_ok). */
+#if defined(ELSTM_WITH_CONV) || defined(ELSTM_WITH_MAP)
+/* The input position that padded position p (relative to the unpadded start) reads, or -1 for a pad (the zero
+ * point). Reflection does not repeat the edge (torch's / ONNX's "reflect"); elstm_init keeps pads < length. */
+static int32_t source_position(int32_t p, int32_t length, int32_t reflect)
+{
+    if (p >= 0 && p < length) {
+        return p;
+    }
+    if (!reflect) {
+        return -1;
+    }
+    return p < 0 ? -p : 2 * (length - 1) - p;
+}
+#endif
+
+#if defined(ELSTM_WITH_MAP) || defined(ELSTM_WITH_CONV)
+/* a 256-entry int8 table at index v + 128, clamped: a read never leaves the table */
+static int16_t lut8(const int8_t *table, int32_t v)
+{
+    v += 128;
+    return table[v < 0 ? 0 : (v > 255 ? 255 : v)];
+}
+#endif
+
+#ifdef ELSTM_WITH_CONV
+/* LiteRT's int8 CONV_2D / DEPTHWISE_CONV_2D, one output position at a time (acc: O int32; win: the K x C
+ * window of a full conv), so RAM is one window and one row of accumulators whatever the output length. A full
+ * conv gathers the window (pads hold the input zero point: with the zero point folded into the bias they add
+ * 0, as in LiteRT) and takes the dot loop over its (O, K * C) int8 matrix (the JIT's matrix has zero rows up to
+ * whole pairwise blocks; the C copy holds the O real rows); a depthwise conv sums its K taps per output
+ * channel o, reading input channel o / mult, modulo 2^32 as the dot loop (the Numba kernel sums in int64 and
+ * truncates: same bits). Then per channel: mbqm(wrap32(acc + bias)) with the channel's (multiplier, shift)
+ * (double rounding), + the output zero point, clamped to the fused relu / relu6 range; a fused sigmoid / tanh
+ * then maps through its 256-entry int8 table (in w8). */
+static void conv_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int16_t *y,
+                      int32_t *acc, int16_t *win)
+{
+    const int32_t *r = prog + rec;
+    const int32_t *bias = prog + r[CV_B], *m = prog + r[CV_M];
+    const int8_t *w = w8 + r[CV_W];
+    int32_t L = r[CV_LEN_IN], C = r[CV_CIN], O = r[CV_COUT], K = r[CV_K], stride = r[CV_STRIDE];
+    int32_t dil = r[CV_DIL], reflect = r[CV_REFLECT], mult = r[CV_MULT], zp_in = r[CV_ZP_IN];
+    int32_t zp_out = r[CV_ZP_OUT], lo = r[CV_LO], hi = r[CV_HI], lut = r[CV_LUT], l, k, c, o;
+    for (l = 0; l < r[CV_LOUT]; ++l) {
+        int32_t first = l * stride - r[CV_PADL];
+        int16_t *yl = y + l * O;
+        if (mult == 0) {
+            for (k = 0; k < K; ++k) {
+                int32_t p = source_position(first + k * dil, L, reflect);
+                int16_t *dst = win + k * C;
+                if (p < 0) {
+                    for (c = 0; c < C; ++c) dst[c] = (int16_t)zp_in;
+                } else {
+                    for (c = 0; c < C; ++c) dst[c] = x[p * C + c];
+                }
+            }
+            dot_rows(w, O, K * C, win, acc);
+        } else {
+            for (k = 0; k < K; ++k) {   /* tap 0 starts the sums (no zeroing loop: gcc makes that a memset) */
+                int32_t p = source_position(first + k * dil, L, reflect);
+                for (o = 0; o < O; ++o) {
+                    int32_t v = p < 0 ? zp_in : x[p * C + o / mult];
+                    acc[o] = elstm_wrap32((k > 0 ? (int64_t)acc[o] : 0) + (int32_t)w[o * K + k] * v);
+                }
+            }
+        }
+        for (o = 0; o < O; ++o) {
+            int64_t v = (int64_t)elstm_mbqm(elstm_wrap32((int64_t)acc[o] + bias[o]), m[2 * o], m[2 * o + 1]) + zp_out;
+            int32_t q = (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+            yl[o] = lut >= 0 ? lut8(w8 + lut, q) : (int16_t)q;
+        }
+    }
+}
+#endif
+
+#ifdef ELSTM_WITH_MAGNITUDE
+/* The int8 magnitude sqrt(a^2 + b^2), as LiteRT computes it between DEQUANTIZE and QUANTIZE in float32 (and
+ * prepare()'s table for the JIT, quant/ops_prepare.magnitude_table): a' = float32(s_in) * float32(a - zp_in),
+ * a'^2 and b'^2 rounded to float32, their float32 sum, its square root (correctly rounded: sqrtf, or
+ * softsqrt.h without an FPU), the float32 quotient by s_out rounded half away from zero, + zp_out, saturated.
+ * The squares are volatile: each is rounded to float32 before the sum whatever the compiler's contraction
+ * setting (with -ffp-contract=fast, gcc's default outside ISO C modes, a * a + b * b became one FMA, rounding
+ * once: 2 of 65,536 pairs differed in a measured case; an exact double product rounded to float did not help,
+ * gcc narrows it back to a float multiply and fuses that). The scales were checked by elstm_init (finite,
+ * positive), so the quotient is a finite non-negative float; it is capped (a NaN would be too) and rounded in
+ * float32 alone: v - floor(v) is exact, and a soft-float build links no double arithmetic for it. */
+static int16_t magnitude8(int32_t a, int32_t b, float s_in, int32_t zp_in, float s_out, int32_t zp_out)
+{
+    float fa = s_in * (float)(a - zp_in), fb = s_in * (float)(b - zp_in);
+    volatile float sq_a = fa * fa, sq_b = fb * fb;
+    float v = ELSTM_SQRTF(sq_a + sq_b) / s_out;
+    int32_t q;
+    if (!(v <= 1024.0f)) {   /* saturates to 127 whatever the zero point */
+        v = 1024.0f;
+    }
+    q = (int32_t)v;
+    q += v - (float)q >= 0.5f;
+    return (int16_t)elstm_sat8((int64_t)q + zp_out);
+}
+
+static float bits_f32(int32_t bits)
+{
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+#endif
+
+#ifdef ELSTM_WITH_MAP_KIND
+/* A map record: pad (zero point or reflection), magnitude, an int8 activation table (in w8), or the context
+ * (y = [the last K input values of the stream, x]; the K values live in the state block). */
+static void map_step(const int32_t *prog, int32_t rec, const int8_t *w8, const int16_t *x, int32_t n_in,
+                     int16_t *y, int16_t *state)
+{
+    const int32_t *r = prog + rec;
+    int32_t op = r[MP_OP], i, c;
+    (void)w8;
+    (void)state;
+    (void)n_in;
+#ifdef ELSTM_WITH_MAP
+    if (op == MAP_PAD) {
+        int32_t C = r[4], n = r[3] + r[5] + r[6];
+        for (i = 0; i < n; ++i) {
+            int32_t p = source_position(i - r[5], r[3], r[7]);
+            for (c = 0; c < C; ++c) y[i * C + c] = (int16_t)(p < 0 ? r[8] : x[p * C + c]);
+        }
+    } else if (op == MAP_ACTIVATION) {
+        for (i = 0; i < n_in; ++i) y[i] = lut8(w8 + r[3], x[i]);
+    } else if (op == MAP_CONTEXT) {
+        int32_t K = r[3];
+        int16_t *ctx = state + r[4];
+        for (i = 0; i < K; ++i) y[i] = ctx[i];
+        for (i = 0; i < n_in; ++i) y[K + i] = x[i];
+        for (i = 0; i < K; ++i) ctx[i] = y[n_in + i];
+    }
+#endif
+#ifdef ELSTM_WITH_MAGNITUDE
+    if (op == MAP_MAGNITUDE) {
+        int32_t C = r[4];
+        float s_in = bits_f32(r[6]), s_out = bits_f32(r[8]);
+        for (i = 0; i < r[3]; ++i) {
+            const int16_t *a = x + i * 2 * C;
+            for (c = 0; c < C; ++c) y[i * C + c] = magnitude8(a[c], a[C + c], s_in, r[5], s_out, r[7]);
+        }
+    }
+#endif
+}
+#endif
 
 /* ---- op-graph layers (kind "ops"): a port of kernels/ops_int8.py, the same fields, the same integer
  * arithmetic. Tensors live in an arena (st->gates, cfg->scratch elements) of int16 elements holding int8
@@ -753,7 +923,7 @@ static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 }
 #endif
 
-#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_OP_FC)
+#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_CONV)
 /* n (multiplier, shift) pairs at m (inside prog, checked by the caller): non-negative multipliers, as
  * QuantizeMultiplier makes them, and shifts the requantization is defined for (mbqm: ELSTM_LIM_SHIFT; LiteRT's
  * single-rounding FULLY_CONNECTED: ELSTM_LIM_FC_SHIFT) */
@@ -834,6 +1004,97 @@ static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
             || (act == ACT_SOFTMAX && span(r[DN_LUT], 256, P) && softmax_table_ok(prog + r[DN_LUT]))
 #endif
         );
+}
+#endif
+
+#if defined(ELSTM_WITH_CONV) || defined(ELSTM_WITH_MAP)
+/* padding: left / right in 0..ELSTM_LIM_MAX_ELEMENTS, a 0 / 1 reflect flag, and reflected pads shorter than the
+ * length (so a reflected position stays inside the frame) */
+static int pads_ok(int32_t left, int32_t right, int32_t reflect, int32_t length)
+{
+    return in_range(left, 0, ELSTM_LIM_MAX_ELEMENTS) && in_range(right, 0, ELSTM_LIM_MAX_ELEMENTS)
+        && in_range(reflect, 0, 1) && (!reflect || (left < length && right < length));
+}
+#endif
+
+#ifdef ELSTM_WITH_CONV
+/* A conv layer: dir_len covers the record; sizes in 1..ELSTM_LIM_MAX_ELEMENTS (products formed in int64, at most
+ * 2^48), the padding as pads_ok; the geometry consistent: input length x channels the layer's input, the
+ * kernel's span dilation * (K - 1) + 1 inside the padded length, the output length (padded - span) / stride + 1
+ * and output length x out channels the layer's output (so every window position lies inside the padded input);
+ * a full conv's window (K * C) inside aux and its (O, K * C) matrix inside w8, a depthwise conv's out channels
+ * in_channels x its multiplier and its (O, K) taps inside w8; O accumulators inside acc (scratch); biases and O
+ * (multiplier, shift) pairs inside prog (mbqm's ranges); int8 zero points; a clamp range lo <= hi inside int8;
+ * the fused sigmoid / tanh table (256 int8 in w8) or -1. */
+static int conv_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    const int32_t *r = prog + lo + L_HDR;
+    int32_t L, C, O, K, mult, padded, span_k;
+    if (prog[lo + L_DIRLEN] < CV_LEN) {
+        return 0;
+    }
+    L = r[CV_LEN_IN], C = r[CV_CIN], O = r[CV_COUT], K = r[CV_K], mult = r[CV_MULT];
+    if (!size_ok(L) || !size_ok(C) || !size_ok(O) || !size_ok(K) || !size_ok(r[CV_STRIDE]) || !size_ok(r[CV_DIL])
+        || !pads_ok(r[CV_PADL], r[CV_PADR], r[CV_REFLECT], L) || !size_ok(r[CV_LOUT])) {
+        return 0;
+    }
+    padded = L + r[CV_PADL] + r[CV_PADR];             /* < 2^26 */
+    if (K > 1 && r[CV_DIL] > (padded - 1) / (K - 1)) {   /* the kernel's span dil * (K - 1) + 1 > padded */
+        return 0;
+    }
+    span_k = r[CV_DIL] * (K - 1) + 1;               /* int32 division below: a Cortex-M's SDIV, no libgcc */
+    if (r[CV_LOUT] != (padded - span_k) / r[CV_STRIDE] + 1
+        || (int64_t)L * C != prog[lo + L_IN] || (int64_t)r[CV_LOUT] * O != prog[lo + L_OUT] || O > cfg->scratch) {
+        return 0;
+    }
+    if (mult == 0) {
+        if ((int64_t)K * C > cfg->scratch || !inside(r[CV_W], O, K * C, cfg->w8_len)) {
+            return 0;
+        }
+    } else if (mult < 1 || (int64_t)C * mult != O || !inside(r[CV_W], O, K, cfg->w8_len)) {
+        return 0;
+    }
+    return span(r[CV_B], O, cfg->prog_len) && span(r[CV_M], 2 * O, cfg->prog_len)
+        && pairs_ok(prog + r[CV_M], O, 0) && LIM(r[CV_ZP_IN], ZP) && LIM(r[CV_ZP_OUT], ZP)
+        && LIM(r[CV_LO], ZP) && LIM(r[CV_HI], ZP) && r[CV_LO] <= r[CV_HI]
+        && (r[CV_LUT] == -1 || span(r[CV_LUT], 256, cfg->w8_len));
+}
+#endif
+
+#ifdef ELSTM_WITH_MAP_KIND
+/* A map record: dir_len covers it; its sizes the layer's input and output; an op this build holds with its
+ * fields: pad (length and channels 1..ELSTM_LIM_MAX_ELEMENTS, pads_ok, (length + pads) x channels the output, an
+ * int8 pad value), activation (its 256-entry int8 table inside w8), context (K values in
+ * 1..ELSTM_LIM_MAX_ELEMENTS, K + input the output, inside the state block, an int8 start value), magnitude
+ * (2 x length x channels in, length x channels out, int8 zero points, scales in the loader's range: finite and
+ * positive). */
+static int map_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
+{
+    const int32_t *r = prog + lo + L_HDR;
+    int32_t n_in = prog[lo + L_IN], n_out = prog[lo + L_OUT];
+    (void)cfg;
+    if (prog[lo + L_DIRLEN] < MP_LEN || r[MP_N_IN] != n_in || r[MP_N_OUT] != n_out) {
+        return 0;
+    }
+#ifdef ELSTM_WITH_MAP
+    if (r[MP_OP] == MAP_PAD) {
+        return size_ok(r[3]) && size_ok(r[4]) && pads_ok(r[5], r[6], r[7], r[3]) && (int64_t)r[3] * r[4] == n_in
+            && ((int64_t)r[3] + r[5] + r[6]) * r[4] == n_out && LIM(r[8], ZP);
+    }
+    if (r[MP_OP] == MAP_ACTIVATION) {
+        return n_out == n_in && span(r[3], 256, cfg->w8_len);
+    }
+    if (r[MP_OP] == MAP_CONTEXT) {
+        return size_ok(r[3]) && (int64_t)r[3] + n_in == n_out && span(r[4], r[3], cfg->n_state) && LIM(r[5], ZP);
+    }
+#endif
+#ifdef ELSTM_WITH_MAGNITUDE
+    if (r[MP_OP] == MAP_MAGNITUDE) {
+        return size_ok(r[3]) && size_ok(r[4]) && 2 * (int64_t)r[3] * r[4] == n_in && (int64_t)r[3] * r[4] == n_out
+            && LIM(r[5], ZP) && LIM(r[6], SCALE_BITS) && LIM(r[7], ZP) && LIM(r[8], SCALE_BITS);
+    }
+#endif
+    return 0;
 }
 #endif
 
@@ -1005,6 +1266,16 @@ static int layer_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
         return dense_ok(cfg, prog, lo);
     }
 #endif
+#ifdef ELSTM_WITH_CONV
+    if (kind == KIND_CONV) {
+        return conv_ok(cfg, prog, lo);
+    }
+#endif
+#ifdef ELSTM_WITH_MAP_KIND
+    if (kind == KIND_MAP) {
+        return map_ok(cfg, prog, lo);
+    }
+#endif
     return 0;
 }
 
@@ -1078,6 +1349,13 @@ void elstm_reset(const elstm_config *cfg, const elstm_weights *w, elstm_state *s
             }
         }
 #endif
+#ifdef ELSTM_WITH_MAP
+        if (kind == KIND_MAP && prog[rec + MP_OP] == MAP_CONTEXT) {   /* the context: real zeros */
+            for (i = 0; i < prog[rec + 3]; ++i) {
+                st->state[prog[rec + 4] + i] = (int16_t)prog[rec + 5];
+            }
+        }
+#endif
 #ifdef ELSTM_WITH_OP_STATE8
         if (kind == KIND_OPS && prog[lo + L_ZPS] != 0) {   /* each state tensor at its zero point */
             int32_t e, n;
@@ -1121,6 +1399,16 @@ void elstm_step(const elstm_config *cfg, const elstm_weights *w, elstm_state *st
 #ifdef ELSTM_WITH_DENSE
         if (kind == KIND_DENSE) {
             dense_step(prog, rec, w->w8, src, prog[lo + L_IN], prog[lo + L_OUT], dst, st->acc);
+        }
+#endif
+#ifdef ELSTM_WITH_CONV
+        if (kind == KIND_CONV) {
+            conv_step(prog, rec, w->w8, src, dst, st->acc, st->aux);
+        }
+#endif
+#ifdef ELSTM_WITH_MAP_KIND
+        if (kind == KIND_MAP) {
+            map_step(prog, rec, w->w8, src, prog[lo + L_IN], dst, st->state);
         }
 #endif
         swap = src;
