@@ -44,7 +44,7 @@ MAX_CLIPS_PER_FILE = 4
 MIN_CLIP_SECONDS = 0.15
 LABELS = ("speech", "alarm", "knock", "glass", "music", "background")
 AUDIO_EXT = re.compile(r"\.(wav|ogg|oga|flac|mp3|gsm)$", re.I)
-CONTAINER_EXT = re.compile(r"\.(pk3|wz)$", re.I)
+CONTAINER_EXT = re.compile(r"\.(pk3|wz|zip)$", re.I)
 
 # Issue 19: never train on these (the README's real-recording check) ...
 NEVER_TRAIN = ("alsa-utils", "sound-theme-freedesktop")
@@ -111,21 +111,31 @@ PACKAGES = [
          r"Im-Nudge|Im-Internal-Error)\.", "alarm")]),
     Package("yaru-theme-sound", "train", [(r"/(bell|dialog-warning|battery-low|dialog-error)\.", "alarm")]),
     Package("tuxmath-data", "train", [(r"/(alarm|buzz|towerclock)\.", "alarm"), (r"/\d\d_\w+\.", "music")]),
-    Package("openarena-data", "train", [
+    Package("ufoai-sound", "train", [
+        (r"sound/ambience/", "background"),
+        (r"sound/misc/breakglass", "glass"),
+        (r"sound/doors/|sound/impact/(bullet|knife|nail)-impact|sound/misc/break(wood|metal)", "knock"),
+        (r"sound/geoscape/basealert|sound/ui/beep", "alarm")]),
+    Package("0ad-data", "train", [
+        (r"audio/ambient/", "background"), (r"audio/interface/alarm/", "alarm"),
+        (r"audio/attack/impact/(arrow|shield|sling)_|audio/resource/(construction|mining|lumbering)/|"
+         r"audio/actor/gate/", "knock"),
+        (r"audio/voice/", "speech"), (r"audio/music/", "music")], max_clips_per_file=2,
+        note="nature/town ambiences, alarm cues, impacts and tools, voices in reconstructed ancient languages"),
+    Package("nexuiz-data", "train", [
+        (r"sound/ambient/", "background"),
+        (r"sound/announcer/male/|sound/tutorial/|sound/player/[^/]+/coms/", "speech"),
+        (r"sound/misc/(footstep|metalfootstep|hitground|metalhitground|bodyimpact|armorimpact)", "knock")]),
+    # ------------------------------------------------------------------ validation
+    Package("openarena-data", "validation", [
         (r"sound/world/ambient/|sound/world/new/", "background"),
         (r"sound/movers/doors/|sound/player/footsteps/(boot|clank|flesh|mech)", "knock"),
         (r"sound/voices/", "speech")]),
-    # ------------------------------------------------------------------ validation
     Package("asterisk-core-sounds-it-wav", "validation", ASTERISK, note="Italian voice prompts (8 kHz)"),
     Package("gcin-voice", "validation", [(r"\.(ogg|wav)$", "speech")], note="Mandarin syllables"),
     Package("warzone2100-music", "validation", [(r"\.ogg$", "music")]),
     Package("singularity-music", "validation", [(r"/music/[^/]+\.ogg$", "music")]),
     Package("hyperrogue-music", "validation", [(r"/music/", "music")]),
-    Package("ufoai-sound", "validation", [
-        (r"sound/ambience/", "background"),
-        (r"sound/misc/breakglass", "glass"),
-        (r"sound/doors/|sound/impact/(bullet|knife|nail)-impact|sound/misc/break(wood|metal)", "knock"),
-        (r"sound/geoscape/basealert|sound/ui/beep", "alarm")]),
     Package("lincity-ng-data", "validation", [
         (r"/sounds/(WindowOpen|WindowClose|Raze\d|Build\d|School\d|SportsCroud\d)\.", None),
         (r"/sounds/", "background")]),
@@ -134,6 +144,10 @@ PACKAGES = [
     Package("tuxtype-data", "validation", [(r"/sounds/(alarm|buzz)\.", "alarm"),
                                             (r"/sounds/(amidst_the_raindrops|chiptune2)\.", "music")]),
     Package("psi-plus-sounds", "validation", [(r"/(attention|reminder|chess_error)\.", "alarm")]),
+    Package("freedroidrpg-data", "validation", [
+        (r"/Glass_Break", "glass"), (r"/sound/music/", "music"),
+        (r"/tux_ingame_comments/|/voice_samples/", "speech")]),
+    Package("kolf", "validation", [(r"/(hit|wall|bumper)\.", "knock")]),
     # ------------------------------------------------------------------ test
     Package("asterisk-prompt-fr-armelle", "test", ASTERISK, note="French voice prompts (GSM, 8 kHz)"),
     Package("asterisk-prompt-es-co", "test", ASTERISK, note="Colombian Spanish voice prompts (GSM, 8 kHz)"),
@@ -157,6 +171,8 @@ PACKAGES = [
     Package("pidgin-data", "test", [(r"/alert\.", "alarm")]),
     Package("heroes-sound-effects", "test", [(r"/(claxon|clock0\d)\.", "alarm")]),
     Package("freeciv-data", "test", [(r"/stdsounds/(woodbrk|metbrk|wall01|foot3)\.", "knock")]),
+    Package("gajim", "test", [(r"/(attention|call_incoming|call_outgoing)\.", "alarm")]),
+    Package("naev-data", "test", [(r"/music/", "music")], max_clips_per_file=2),
     Package("sound-icons", "test", [(r"/glass-water-1\.", "glass")]),
 ]
 
@@ -234,15 +250,8 @@ def label_for(path: str, rules) -> str | None:
     return None
 
 
-def decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
-    """Bytes of one audio file -> (mono float64, rate)."""
+def _sox_decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
     import soundfile
-    if not name.lower().endswith(".gsm"):
-        try:
-            y, rate = soundfile.read(io.BytesIO(data), dtype="float64", always_2d=True)
-            return y.mean(axis=1), int(rate)
-        except Exception:   # noqa: BLE001 - some WAV codecs soundfile lacks: sox below reads them
-            pass
     suffix = Path(name).suffix.lower()
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / f"in{suffix}", Path(d) / "out.wav"
@@ -253,23 +262,42 @@ def decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
     return y.mean(axis=1), int(rate)
 
 
+def decode_clips(data: bytes, name: str, max_clips: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Bytes of one audio file -> ([(start sample at 16 kHz, mono 16 kHz clip)], source rate).  Files longer
+    than CLIP_SECONDS give up to max_clips clips evenly spaced through the file (intro, middle, end of a
+    track); only those windows are decoded (soundfile seeks), so long soundtracks cost little."""
+    import soundfile
+    if not name.lower().endswith(".gsm"):
+        try:
+            with soundfile.SoundFile(io.BytesIO(data)) as f:
+                rate, frames = int(f.samplerate), f.frames
+                n = int(CLIP_SECONDS * rate)
+                out = []
+                for start in _starts(frames, n, max_clips):
+                    f.seek(start)
+                    y = f.read(min(n, frames - start), dtype="float64", always_2d=True).mean(axis=1)
+                    out.append((int(round(start * SR / rate)), to_16k(y, rate)))
+                return out, rate
+        except Exception:   # noqa: BLE001 - formats soundfile lacks (raw GSM, some WAV codecs): sox below
+            pass
+    y, rate = _sox_decode(data, name)
+    n = int(CLIP_SECONDS * rate)
+    return [(int(round(s * SR / rate)), to_16k(y[s:s + n], rate)) for s in _starts(y.size, n, max_clips)], rate
+
+
+def _starts(frames: int, n: int, max_clips: int) -> list[int]:
+    if frames <= n:
+        return [0]
+    k = frames // n
+    return [int(i * n) for i in np.unique(np.linspace(0, k - 1, min(k, max_clips)).round().astype(int))]
+
+
 def to_16k(y: np.ndarray, rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
     if rate == SR:
         return y
     g = math.gcd(rate, SR)
     return resample_poly(y, SR // g, rate // g)
-
-
-def cut(y: np.ndarray, max_clips: int) -> list[tuple[int, np.ndarray]]:
-    """Split into clips of at most CLIP_SECONDS: (start sample, clip); long files give up to max_clips clips,
-    evenly spaced through the file (so a track contributes its intro, middle and end)."""
-    n = int(CLIP_SECONDS * SR)
-    if y.size <= n:
-        return [(0, y)]
-    k = y.size // n
-    picks = np.unique(np.linspace(0, k - 1, min(k, max_clips)).round().astype(int))
-    return [(int(i * n), y[i * n:(i + 1) * n]) for i in picks]
 
 
 # ------------------------------------------------------------------------------------ licenses
@@ -321,16 +349,13 @@ def process(pkg: Package, cache: Path, force: bool) -> list[dict]:
         if label is None:
             continue
         try:
-            y, rate = decode(read(), rel)
+            clips, rate = decode_clips(read(), rel, pkg.max_clips_per_file)
         except Exception as e:  # noqa: BLE001 - a broken file is skipped and said so, not fatal
             print(f"  skip {pkg.name}:{rel}: {e}", file=sys.stderr)
             continue
-        if y.size == 0 or not np.isfinite(y).all():
-            continue
-        y = to_16k(y, rate)
-        for start, clip in cut(y, pkg.max_clips_per_file):
-            if clip.size < MIN_CLIP_SECONDS * SR or np.max(np.abs(clip)) < 1e-4:
-                continue            # too short, or digital silence
+        for start, clip in clips:
+            if clip.size < MIN_CLIP_SECONDS * SR or not np.isfinite(clip).all() or np.max(np.abs(clip)) < 1e-4:
+                continue            # too short, broken, or digital silence
             q = np.clip(np.round(clip * 32767), -32768, 32767).astype(np.int16)
             rows.append({"package": pkg.name, "version": version, "path": rel, "source_rate": rate,
                          "start_s": round(start / SR, 3), "duration_s": round(q.size / SR, 3), "label": label,
@@ -383,7 +408,8 @@ def main() -> int:
         fetch(p.name, cache)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         results = list(ex.map(process, plan, [cache] * len(plan), [args.force] * len(plan)))
-    rows = [r for rs in results for r in rs]
+    split_of = {p.name: p.split for p in PACKAGES}
+    rows = [dict(r, split=split_of[r["package"]]) for rs in results for r in rs]   # the plan decides
     if args.only:   # merge with the rows of the packages not redone
         keep = [r for r in (read_manifest(cache) if (cache / "manifest.csv").is_file() else [])
                 if r["package"] not in set(args.only)]
