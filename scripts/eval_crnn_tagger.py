@@ -263,6 +263,32 @@ def tracker_agrees(P, cfg) -> bool:
     return mine == theirs
 
 
+def readme_check(W, meta, cfg, log) -> list[dict]:
+    """The README's existing real-recording check (never trained on): alsa-utils' voice clips and Noise.wav,
+    the freedesktop theme's ringing/alarm sounds; fetched into the cache with apt-get download + dpkg -x."""
+    import eval_real_recordings as E
+    import fetch_real_audio as real
+    cache = real.default_cache()
+    roots = {p: real.fetch(p, cache)[0] for p in real.NEVER_TRAIN}
+    items = [(roots["alsa-utils"] / "usr/share/sounds/alsa" / n, "speech") for n in E.SPEECH]
+    items += [(roots["alsa-utils"] / "usr/share/sounds/alsa/Noise.wav", None)]
+    items += [(roots["sound-theme-freedesktop"] / "usr/share/sounds/freedesktop/stereo" / n, "alarm") for n in E.ALARMS]
+    rows = []
+    for path, expected in items:
+        if not path.is_file():
+            continue
+        pad = np.zeros(int(E.PAD_SECONDS * SR))
+        P = probabilities(W, meta, np.concatenate([pad, E.read(path, SR), pad]))
+        labels = sorted({FG[c] for c in range(len(FG))
+                         if events_for(P[:, c], cfg["onset"][c], cfg["offset"][c], cfg["min_duration"][c])})
+        rows.append({"clip": path.name, "expected": expected or "background", "events": labels,
+                     "detected": expected in labels if expected else not labels,
+                     "false_alarms": [x for x in labels if x != expected]})
+    log("\nREADME real-recording check (alsa-utils, sound-theme-freedesktop; never trained on):")
+    log(E.table(rows))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=T.OUT)
@@ -319,6 +345,7 @@ def main() -> int:
     report["beep_tone_check"] = beep_checks(W, meta, cfg, test, rng)
     for k, v in report["beep_tone_check"].items():
         log(f"  {k}: alarm event {'yes' if v['alarm_event'] else 'NO'} ({v['alarm_seconds']} s) other {v['other_events']}")
+    report["readme_check"] = readme_check(W, meta, cfg, log)
     report["eval_seconds"] = round(time.time() - t0, 1)
     (args.out / "eval_test.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "eval_log.txt").write_text("\n".join(lines) + "\n")

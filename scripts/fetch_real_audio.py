@@ -392,6 +392,26 @@ def read_manifest(cache: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def package_table(rows: list[dict]) -> str:
+    """Markdown: one line per package (split, version, license(s), clips and minutes per label)."""
+    by = {}
+    for r in rows:
+        d = by.setdefault(r["package"], {"split": r["split"], "version": r["version"], "lic": {}, "lab": {}})
+        d["lic"][r["license"]] = d["lic"].get(r["license"], 0) + 1
+        n, s = d["lab"].get(r["label"], (0, 0.0))
+        d["lab"][r["label"]] = (n + 1, s + float(r["duration_s"]))
+    notes = {p.name: p.note for p in PACKAGES}
+    lines = ["| split | package (version) | clips: label (count, minutes) | license(s) as the copyright file says |",
+             "|---|---|---|---|"]
+    order = {"train": 0, "validation": 1, "test": 2}
+    for name, d in sorted(by.items(), key=lambda kv: (order[kv[1]["split"]], kv[0])):
+        labs = ", ".join(f"{k} ({n}, {s / 60:.1f})" for k, (n, s) in sorted(d["lab"].items()))
+        lic = "; ".join(sorted(d["lic"], key=lambda k: -d["lic"][k])[:3])
+        note = f" - {notes[name]}" if notes.get(name) else ""
+        lines.append(f"| {d['split']} | `{name}` ({d['version']}){note} | {labs} | {lic} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=default_cache())
@@ -432,7 +452,8 @@ def main() -> int:
     print(f"{'class':<11}" + "".join(f"{s:>22}" for s in hours))
     for c in LABELS:
         print(f"{c:<11}" + "".join(f"{hours[s][c]:>12.2f} h {clips[s][c]:>6}" for s in hours))
-    print(f"manifest: {cache / 'manifest.csv'} ({len(rows)} clips)")
+    (cache / "packages.md").write_text(package_table(rows) + "\n")
+    print(f"manifest: {cache / 'manifest.csv'} ({len(rows)} clips); per-package table: {cache / 'packages.md'}")
     return 0
 
 

@@ -385,7 +385,7 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += loss.item() * len(idx)
         vl = evaluate_loss(model, Xv, Yv, pos_weight)
         log(f"  epoch {ep + 1}/{epochs} train loss {tot / len(X):.4f} val loss {vl:.4f} ({time.time() - t0:.0f} s)")
         if vl < best[0]:
@@ -508,7 +508,7 @@ def main() -> int:
     ap.add_argument("--val-scenes", type=int, default=400)
     ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core box: 4x slower
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
