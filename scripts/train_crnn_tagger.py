@@ -348,7 +348,7 @@ def build_model(arch: str, n_mels: int, hidden: int):
     return CRNN()
 
 
-def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print):
+def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None):
     import torch
     torch.manual_seed(seed)
     flat = X.reshape(-1, X.shape[-1]).astype(np.float32)
@@ -390,6 +390,8 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print):
         log(f"  epoch {ep + 1}/{epochs} train loss {tot / len(X):.4f} val loss {vl:.4f} ({time.time() - t0:.0f} s)")
         if vl < best[0]:
             best = (vl, {k: v.clone() for k, v in model.state_dict().items()})
+            if checkpoint is not None:      # a stopped run keeps its best epoch
+                torch.save(best[1], checkpoint)
     model.load_state_dict(best[1])
     return best[0]
 
@@ -537,7 +539,8 @@ def main() -> int:
     model = build_model(args.arch, FE.n_mels, args.hidden)
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
     t1 = time.time()
-    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log)
+    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log,
+               checkpoint=real.default_cache() / f"crnn_{args.arch}_best.pt")
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
