@@ -100,8 +100,8 @@ def probabilities(W, meta, y) -> np.ndarray:
 # ------------------------------------------------------------------------------------ events
 
 @njit(cache=True)
-def _hysteresis(p, onset, offset, min_frames):
-    """EventTracker's logic for one class: [(start_frame, end_frame)] of kept events."""
+def _hysteresis(p, onset, offset):
+    """EventTracker's open/close logic for one class: [(start_frame, end_frame)] of all events."""
     out = []
     active = False
     start = 0
@@ -109,21 +109,27 @@ def _hysteresis(p, onset, offset, min_frames):
         if active:
             if p[t] < offset:
                 active = False
-                if t - start >= min_frames:
-                    out.append((start, t))
+                out.append((start, t))
         elif p[t] >= onset:
             active = True
             start = t
-    if active and p.shape[0] - start >= min_frames:
+    if active:
         out.append((start, p.shape[0]))
     return out
 
 
 def events_for(p, onset, offset, min_dur):
-    """(start_s, end_s) with EventTracker's time convention (end + the frame's tail; min_duration on that)."""
-    min_frames = max(0, int(np.ceil((min_dur - TAIL_S) / HOP_S - 1e-9)))
-    ev = _hysteresis(p.astype(np.float64), float(onset), float(offset), min_frames)
-    return [(a * HOP_S, b * HOP_S + TAIL_S) for a, b in ev]
+    """(start_s, end_s) exactly as EventTracker: float32 probabilities and thresholds, the same time and
+    min_duration arithmetic (end = end frame's time + the frame's tail)."""
+    p32 = np.asarray(p, np.float32).astype(np.float64)
+    on, off = float(np.float32(onset)), float(np.float32(offset))
+    out = []
+    for a, b in _hysteresis(p32, on, off):
+        start_s = a * HOP_S
+        end_s = b * HOP_S + TAIL_S
+        if end_s - start_s >= min_dur:
+            out.append((float(start_s), float(end_s)))
+    return out
 
 
 def event_f1(est, ref):

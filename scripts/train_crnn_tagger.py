@@ -348,11 +348,14 @@ def build_model(arch: str, n_mels: int, hidden: int):
     return CRNN()
 
 
-def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None):
+def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None,
+          pos_weight_max=8.0, fit_norm=True):
     import torch
     torch.manual_seed(seed)
     flat = X.reshape(-1, X.shape[-1]).astype(np.float32)
-    if model.arch == "time":
+    if not fit_norm:        # fine-tuning: keep the loaded normalization
+        pass
+    elif model.arch == "time":
         model.mean.copy_(torch.tensor(flat.mean(0)))
         model.std.copy_(torch.tensor(flat.std(0) + 1e-3))
     else:   # one scalar: folds exactly into a convolution over frequency
@@ -365,7 +368,7 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, ch
     g = torch.Generator().manual_seed(seed)
     # class balance: positives of rare classes count more; background positives are common
     pos = Y.reshape(-1, Y.shape[-1]).mean(0)
-    pos_weight = torch.tensor(np.clip(0.5 / np.maximum(pos, 1e-3), 1.0, 8.0), dtype=torch.float32)
+    pos_weight = torch.tensor(np.clip(0.5 / np.maximum(pos, 1e-3), 1.0, pos_weight_max), dtype=torch.float32)
     pos_weight[BG] = 1.0
     log(f"  positive frame share {np.round(pos, 3).tolist()} -> pos_weight {np.round(pos_weight.numpy(), 2).tolist()}")
     best = (1e9, None)
@@ -512,6 +515,10 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core box: 4x slower
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--pos-weight-max", type=float, default=8.0,
+                    help="cap of the positive-class loss weight (rare classes); lower = fewer false events")
+    ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
                     help="cache the generated features here (npz); reused when present")
@@ -537,10 +544,13 @@ def main() -> int:
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
     model = build_model(args.arch, FE.n_mels, args.hidden)
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
     t1 = time.time()
-    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log,
-               checkpoint=real.default_cache() / f"crnn_{args.arch}_best.pt")
+    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr,
+               checkpoint=real.default_cache() / f"crnn_{args.arch}_best.pt", pos_weight_max=args.pos_weight_max,
+               fit_norm=args.init is None)
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
@@ -561,7 +571,7 @@ def main() -> int:
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
-    torch.save(model.state_dict(), real.default_cache() / f"crnn_{args.arch}.pt")
+    torch.save(model.state_dict(), args.out / "state_dict.pt")
     return 0
 
 
