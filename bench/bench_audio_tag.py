@@ -27,12 +27,14 @@ import time
 
 import numpy as np
 
+from edgelstm.benchmark import write_json
+
 PY = sys.executable
 
 
 def make_clip(path, minutes, seed=0):
     from edgelstm.audio import read_wav, write_wav
-    from edgelstm.cli import DATA
+    from edgelstm.data import DATA
     clips = [np.concatenate(list(read_wav(DATA / f"sample_{k}.wav", sr=16000))) for k in range(3)]
     rng = np.random.default_rng(seed)
     parts, n = [], 0
@@ -117,7 +119,7 @@ def main():
     ap.add_argument("--stream-minutes", type=int, default=60)
     ap.add_argument("--json")
     a = ap.parse_args()
-    from edgelstm.cli import AUDIO_MODEL
+    from edgelstm.data import AUDIO_MODEL
     res = {}
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, "clip.wav")
@@ -143,8 +145,7 @@ def main():
     print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
           f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(a.json, res)
     return 0
 
 

@@ -8,7 +8,6 @@ variants interleaved) with: the portable C dot loop (-O3 -DELSTM_NO_SIMD), the A
 tables (computed gemmlowp logistic/tanh, the microcontroller layout). x86 only for the SIMD rows.
 """
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from edgelstm.benchmark import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "edgelstm" / "data"
@@ -60,7 +61,7 @@ def main():
         print(f"| {mname} | " + " | ".join(f"{best[(mname, v)]:.2f}" for v in VARIANTS) + " |")
     res = {f"{m} / {v}": us for (m, v), us in best.items()}
     out = ROOT / "bench" / "results" / "c_step.json"
-    out.write_text(json.dumps({"step_us_best_of": args.reps, "step_us": res}, indent=1) + "\n")
+    write_json(out, {"step_us_best_of": args.reps, "step_us": res})
     print(f"wrote {out}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -10,17 +10,17 @@ bench/fixtures/lstm_tagger_step_int8.tflite (same shapes, converter-made int8 st
 example streamer of the LSTM tagger bundle as a native process; `python -c "import numpy"` as the floor.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from edgelstm.benchmark import best_of, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "edgelstm" / "data"
@@ -54,13 +54,10 @@ LAUNCHER = None
 
 def _best_step_us(stream, X, reps: int = 5) -> float:
     """Best of ``reps`` passes over X, in microseconds per step."""
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+    def one_pass():
         for x in X:
             stream.step(x)
-        best = min(best, (time.perf_counter() - t0) / len(X) * 1e6)
-    return best
+    return best_of(one_pass, reps) / len(X) * 1e6
 
 
 def spawn(cmd, env, stdin_text=None):
@@ -79,7 +76,7 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     import edgelstm as el
-    from edgelstm import native
+    from edgelstm.backends import native
     from edgelstm.export.to_c import to_c
     from edgelstm.firmware_host import build, build_native, frames_text
 
@@ -157,7 +154,7 @@ def main():
     for k, v in lat.items():
         print(f"  {k:40s} {v:7.2f}")
     out = ROOT / "bench" / "results" / "cold_start.json"
-    out.write_text(json.dumps({"cold_start": cold, "step_us": lat, "runs": args.runs}, indent=1))
+    write_json(out, {"cold_start": cold, "step_us": lat, "runs": args.runs})
     print(f"wrote {out}")
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,17 +7,17 @@ One run measures, for LSTM and GRU (I=40, H in 64/128/256, one recurrent layer, 
 per-step latency of ``Stream.step`` (int8, f32), per-step cost inside ``Stream.step_many`` over T=1000,
 PyTorch (step and one call over T=1000) and ONNX Runtime (step with state fed back), the ratios between
 them, a few diagnostics that explain the int8 step time, and a cold start in a fresh subprocess.
-See bench/README.md for what every column means.  Results are machine-specific.
+See bench/README.md for what every column means.  Results are machine-specific.  The machine record, timers,
+peer step wrappers and file writing are edgelstm.benchmark's (shared with ``edgelstm bench``); what is here is
+this script's own: its engines' set-up, the kernel diagnostics, the cold start and its report.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from edgelstm import benchmark
+from edgelstm.benchmark import (cpu_info, gc_paused, macs_per_step, ort_session, ort_step, save_figure, stats_us,
+                                time_calls, time_repeats, timer_overhead_ns, torch_cell, torch_step,
+                                torch_zero_state, write_json)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,33 +44,12 @@ TARGET_SPEEDUP = 1.5
 
 
 # ----------------------------------------------------------------------------------------------- machine
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                fl = line.split(":", 1)[1].split()
-                return [f for f in fl if f.startswith(("avx", "sse4", "fma", "f16c")) or "vnni" in f]
-    except OSError:
-        pass
-    return []
-
-
 def _git(*args) -> str:
     """Read-only git queries (no index refresh, no lock)."""
     try:
         out = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True,
                              timeout=10)
-        return out.stdout.strip()
+        return out.stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column
     except Exception:  # noqa: BLE001 - informative only
         return ""
 
@@ -80,22 +64,11 @@ def _source_hash() -> str:
 
 
 def machine_info() -> dict:
-    import numba
-    import numpy
-    info = {"cpu_model": _cpu_model(), "cpu_flags": _cpu_flags(), "n_cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "numba": numba.__version__,
-            "load_average_start": list(os.getloadavg())}
-    for mod in ("torch", "onnxruntime", "onnx"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            info[mod] = None
-    try:
-        import edgelstm
-        info["edgelstm"] = edgelstm.__version__
-    except Exception:  # noqa: BLE001
-        info["edgelstm"] = None
+    """edgelstm.benchmark's machine record under this script's JSON names, + the exact code measured."""
+    m = benchmark.machine_info(modules=("numba", "torch", "onnxruntime", "onnx"))
+    vector = [f for f in cpu_info()["flags"] if f.startswith(("avx", "sse4", "fma", "f16c")) or "vnni" in f]
+    info = {"cpu_model": m["cpu"], "cpu_flags": vector, "n_cpus": m["cores"], "load_average_start": m["load_average"],
+            **{k: m[k] for k in ("platform", "python", "numpy", "numba", "torch", "onnxruntime", "onnx", "edgelstm")}}
     info["git_head"] = _git("rev-parse", "--short", "HEAD")
     info["git_dirty_files"] = [ln[3:] for ln in _git("status", "--porcelain", "--", "edgelstm", "export")
                                .splitlines() if ln.strip()]
@@ -103,85 +76,15 @@ def machine_info() -> dict:
     return info
 
 
-# ----------------------------------------------------------------------------------------------- timing
-def timer_overhead_ns(n: int = 200_000) -> float:
-    pc = time.perf_counter_ns
-    d = np.empty(n, np.int64)
-    for i in range(n):
-        t0 = pc()
-        t1 = pc()
-        d[i] = t1 - t0
-    return float(np.median(d))
-
-
-def time_calls(fn, inputs, n: int) -> np.ndarray:
-    """n individually timed calls fn(inputs[i % len]) -> ns per call (timer overhead included)."""
-    out = np.empty(n, np.int64)
-    k = len(inputs)
-    pc = time.perf_counter_ns
-    for i in range(n):
-        x = inputs[i % k]
-        t0 = pc()
-        fn(x)
-        t1 = pc()
-        out[i] = t1 - t0
-    return out
-
-
-def stats_us(ns: np.ndarray) -> dict:
-    p10, p50, p90 = np.percentile(ns, [10, 50, 90])
-    return {"median_us": p50 / 1e3, "p10_us": p10 / 1e3, "p90_us": p90 / 1e3, "n": int(ns.size)}
-
-
 # ----------------------------------------------------------------------------------------------- engines
-class TorchStep:
-    """nn.LSTM / nn.GRU, batch 1, seq 1, hidden state passed between calls."""
-
-    def __init__(self, mod, kind, H):
-        import torch
-        z = torch.zeros(1, 1, H)
-        self.mod = mod
-        self.state = (z, z.clone()) if kind == "lstm" else z
-
-    def __call__(self, x):
-        y, self.state = self.mod(x, self.state)
-        return y
-
-
-class TorchCellStep:
+def torch_cell_step(mod, kind, H):
     """nn.LSTMCell / nn.GRUCell with the same weights (informative: the lighter PyTorch per-step API)."""
+    cell, state = torch_cell(mod, kind), [torch_zero_state(kind, H)]
 
-    def __init__(self, mod, kind, H):
-        import torch
-        cell = (torch.nn.LSTMCell if kind == "lstm" else torch.nn.GRUCell)(I, H).eval()
-        with torch.no_grad():
-            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(cell, n).copy_(getattr(mod, n + "_l0"))
-        z = torch.zeros(1, H)
-        self.cell = cell
-        self.lstm = kind == "lstm"
-        self.state = (z, z.clone()) if self.lstm else z
-
-    def __call__(self, x):
-        self.state = self.cell(x, self.state)
-        return self.state
-
-
-class OrtStep:
-    """ONNX Runtime session (1 intra-op thread) with state inputs/outputs fed back."""
-
-    def __init__(self, sess, kind, H):
-        self.sess = sess
-        self.lstm = kind == "lstm"
-        self.h = np.zeros((1, 1, H), np.float32)
-        self.c = np.zeros((1, 1, H), np.float32)
-
-    def __call__(self, x):
-        if self.lstm:
-            y, self.h, self.c = self.sess.run(None, {"x": x, "h0": self.h, "c0": self.c})
-        else:
-            y, self.h = self.sess.run(None, {"x": x, "h0": self.h})
-        return y
+    def step(x):
+        state[0] = cell(x, state[0])
+        return state[0]
+    return step
 
 
 def export_onnx(mod, kind, H) -> tuple[bytes, str]:
@@ -222,7 +125,6 @@ def export_onnx(mod, kind, H) -> tuple[bytes, str]:
 
 def build_config(kind: str, H: int) -> dict:
     """Torch module (seed 0 default init) -> edgelstm f32 + int8, ONNX Runtime session, sanity checks."""
-    import onnxruntime as ort
     import torch
 
     import edgelstm as el
@@ -234,12 +136,7 @@ def build_config(kind: str, H: int) -> dict:
     calib = np.random.default_rng(0).standard_normal((4, 200, I)).astype(np.float32)
     q = el.quantize(f32, calibration=calib, progress=False)
     onnx_bytes, exporter = export_onnx(mod, kind, H)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_bytes)      # 1 thread; sequential, all graph optimizations (the defaults)
 
     # sanity: the four engines compute the same function
     X = np.random.default_rng(7).standard_normal((200, I)).astype(np.float32)
@@ -247,7 +144,7 @@ def build_config(kind: str, H: int) -> dict:
         yt = mod(torch.from_numpy(X[:, None, :]))[0][:, 0].numpy()
     yf = f32.stream().step_many(X)
     yq = q.stream().step_many(X)
-    o = OrtStep(sess, kind, H)
+    o = ort_step(sess)
     yo = np.stack([np.asarray(o(X[t][None, None]))[0, 0] for t in range(X.shape[0])])
     checks = {"f32_vs_torch_max_abs": float(np.abs(yf - yt).max()),
               "ort_vs_torch_max_abs": float(np.abs(yo - yt).max()),
@@ -403,11 +300,7 @@ def matvec_floor(kind: str, H: int) -> dict:
     for name, k, *a in cases:
         loop(k, 1, *a)
         n = max(20, 2_000_000 // (R * (I + H)))
-        ts = []
-        for _ in range(11):
-            t0 = time.perf_counter_ns()
-            loop(k, n, *a)
-            ts.append((time.perf_counter_ns() - t0) / n)
+        ts = time_repeats(lambda: loop(k, n, *a), 11) / n  # noqa: B023 - called right here
         res[name + "_us"] = float(np.median(ts)) / 1e3
     return res
 
@@ -536,8 +429,9 @@ def bench_config(kind: str, H: int, *, rounds: int, per_round: int, warmup: int,
 
     s_q, s_f = q.stream(), f32.stream()
     engines = {"int8_step": (s_q.step, frames), "f32_step": (s_f.step, frames),
-               "torch_step": (TorchStep(mod, kind, H), t_frames), "ort_step": (OrtStep(sess, kind, H), o_frames),
-               "torch_cell_step": (TorchCellStep(mod, kind, H), c_frames)}
+               # nn.LSTM / nn.GRU, batch 1, seq 1, state fed back (timed inside torch.inference_mode())
+               "torch_step": (torch_step(mod, torch_zero_state(kind, H, (1, 1)), no_grad=False), t_frames),
+               "ort_step": (ort_step(sess), o_frames), "torch_cell_step": (torch_cell_step(mod, kind, H), c_frames)}
     k_q = direct_kernel(q.stream())
     k_f = direct_kernel(f32.stream())
     if k_q is not None:
@@ -558,11 +452,8 @@ def bench_config(kind: str, H: int, *, rounds: int, per_round: int, warmup: int,
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 fn, inp = engines[name]
-                gc.disable()
-                try:
+                with gc_paused():
                     ns = time_calls(fn, inp, per_round)
-                finally:
-                    gc.enable()
                 samples[name].append(ns)
                 round_medians[name].append(float(np.median(ns)) / 1e3)
 
@@ -580,27 +471,19 @@ def bench_config(kind: str, H: int, *, rounds: int, per_round: int, warmup: int,
                 fn()
         for r in range(many_reps):
             for name, fn in many.items():
-                gc.disable()
-                try:
-                    t0 = time.perf_counter_ns()
-                    fn()
-                    t1 = time.perf_counter_ns()
-                finally:
-                    gc.enable()
-                many_ns[name].append((t1 - t0) / T_SEQ)
+                with gc_paused():
+                    many_ns[name].append(time_repeats(fn, 1)[0] / T_SEQ)
 
     cpu_share = (time.process_time_ns() - cpu0) / max(1, time.perf_counter_ns() - wall0)
     res = {"kind": kind, "I": I, "H": H, "load_avg_1min": [load_before, os.getloadavg()[0]],
-           "cpu_share_while_timing": cpu_share, "macs_per_step": GATES[kind] * H * (I + H), "checks": cfg["checks"],
+           "cpu_share_while_timing": cpu_share, "macs_per_step": macs_per_step(f32.spec), "checks": cfg["checks"],
            "per_call": {}, "per_step_in_sequence": {}, "round_medians_us": round_medians}
     for name, chunks in samples.items():
         res["per_call"][name] = stats_us(np.concatenate(chunks))
     for name, v in many_ns.items():
-        v = np.asarray(v)
-        res["per_step_in_sequence"][name] = {"median_us": float(np.median(v)) / 1e3,
-                                             "p10_us": float(np.percentile(v, 10)) / 1e3,
-                                             "p90_us": float(np.percentile(v, 90)) / 1e3, "reps": int(v.size),
-                                             "T": T_SEQ}
+        st = stats_us(np.asarray(v))
+        st["reps"] = st.pop("n")
+        res["per_step_in_sequence"][name] = {**st, "T": T_SEQ}
     pc, ps = res["per_call"], res["per_step_in_sequence"]
     macs = res["macs_per_step"]
     i8, f = pc["int8_step"]["median_us"], pc["f32_step"]["median_us"]
@@ -764,7 +647,8 @@ def plot(doc: dict, path: str) -> str | None:
     ax.set_title(f"edgelstm per-step latency, I={I} — {doc['machine']['cpu_model']}")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
     return path
 
 
@@ -817,7 +701,7 @@ def main(argv=None) -> int:
     print_report(doc)
     out = Path(args.json or HERE / "results" / ("latency-quick.json" if args.quick else "latency.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    write_json(out, doc)
     print(f"JSON: {out}")
     if args.plot:
         p = plot(doc, args.plot)

@@ -6,59 +6,43 @@
 Model: LSTM I=40, H in (64, 128, 256) + Dense 8 sigmoid, random weights, int8 (quantized on a random walk)
 and float32. Measured in one process, single thread, medians of individually timed calls:
   ours     Stream.step (one frame) on the Numba JIT and, for int8 when the C library is built
-           (edgelstm/native.py), on the C runtime through ctypes; Stream.step_many over T=1000 (per step);
+           (edgelstm/backends/native.py), on the C runtime through ctypes; Stream.step_many over T=1000 (per step);
            model.streams(16).step (one call steps 16 streams; per stream)
   LiteRT   full streaming step from Python: set the input frame, invoke, read the output (its LSTM state
            stays in the op's variable tensors between invokes, so no state is copied in or out); and the
            fused sequence op over T=1000 in one invoke (per step). Default op resolver, 1 thread.
 Before timing, the int8 outputs of both are checked to be identical over the timed frames.
+Models, timers, LiteRT's step wrapper and the agreement check are edgelstm.benchmark's (``edgelstm bench``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from edgelstm.benchmark import (agrees, best_of, head_spec, litert_interpreter, litert_step, median_p99_us,
+                                quantize_frames, time_calls, walk, write_json)
 
 I, O, T_SEQ = 40, 8, 1000
 
 
 def _median_us(fn, xs, n):
-    clock = time.perf_counter_ns
-    ns = np.empty(n, np.int64)
-    for k in range(n):
-        x = xs[k % len(xs)]
-        a = clock()
-        fn(x)
-        ns[k] = clock() - a
-    return float(np.median(ns)) / 1000.0, float(np.percentile(ns, 99)) / 1000.0
-
-
-def _best_of(fn, reps):
-    best = float("inf")
-    for _ in range(reps):
-        a = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - a)
-    return best
+    """(median, p99) µs of n individually timed calls."""
+    return median_p99_us(time_calls(fn, xs, n))
 
 
 def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
     import edgelstm as el
-    from ai_edge_litert.interpreter import Interpreter
     from edgelstm.export import to_tflite
+    Interpreter = litert_interpreter()
 
-    spec = el.random_model([{"kind": "lstm", "hidden_size": H},
-                            {"kind": "dense", "output_size": O, "activation": "sigmoid"}], input_size=I, seed=H)
-    rng = np.random.default_rng(H)
-    walk = np.cumsum(rng.standard_normal((T_SEQ, I)) * 0.3, axis=0).clip(-3, 3).astype(np.float32)
-    model = el.Model(spec)
+    frames = walk(T_SEQ, I, H)
+    model = el.Model(head_spec("lstm", I, H, seed=H))
     if quantized:
-        model = el.quantize(model, calibration=walk[None], progress=False)
+        model = el.quantize(model, calibration=frames[None], progress=False)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.tflite"
         to_tflite(model, path)
@@ -72,34 +56,20 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
     i_idx, o_idx = step_it.get_input_details()[0]["index"], step_it.get_output_details()[0]["index"]
     si_idx, so_idx = seq_it.get_input_details()[0]["index"], seq_it.get_output_details()[0]["index"]
 
-    if quantized:
-        s_in, zp_in = model.quant.act[0]
-        s_out, zp_out = model.quant.act[-1]
-        frames_lr = np.clip(np.round(walk / np.float32(s_in)) + zp_in, -128, 127).astype(np.int8)
-        frames = ((frames_lr.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32)
-    else:
-        frames_lr = frames = walk
+    frames_lr, frames = quantize_frames(model, frames)
     frames_lr3 = frames_lr[:, None, None, :].copy()  # (T, 1, 1, I): one invoke's input each
+    lr_step = litert_step(step_it, i_idx, o_idx)      # its LSTM state stays in the op's variable tensors
 
     # identical outputs first (int8), so the speed comparison is between equal computations
     ours = model.stream().step_many(frames)
-    lr = []
-    for x in frames_lr3[:200]:
-        step_it.set_tensor(i_idx, x)
-        step_it.invoke()
-        lr.append(step_it.get_tensor(o_idx)[0, 0].copy())
-    lr = np.array(lr)
-    if quantized:
-        got = np.round(ours[:200] / np.float32(s_out)).astype(np.int64) + zp_out
-        assert np.array_equal(got, lr.astype(np.int64)), "int8 outputs differ from LiteRT"
-    else:
-        assert np.abs(ours[:200] - lr).max() <= 1e-5
+    lr = np.array([lr_step(x)[0, 0].copy() for x in frames_lr3[:200]])
+    assert agrees(model, ours[:200], lr, atol=1e-5), "outputs differ from LiteRT"
 
     s = model.stream()
     s._step_kernel = model._kernel(frame=True)          # the Numba JIT, whatever the default backend is
     step_med, step_p99 = _median_us(s.step, frames, n_steps)
     native_med = native_p99 = None
-    from edgelstm import native
+    from edgelstm.backends import native
     if quantized and native.library() is not None:   # the C backend when found (EDGELSTM_NATIVE_LIB=...)
         s_nat = model.stream()
         s_nat._step_kernel = native.NativeStep(native.library(), model._prep)
@@ -108,15 +78,9 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
     ss = model.streams(n_streams)
     frames_n = [np.ascontiguousarray(frames[k:k + n_streams]) for k in range(0, T_SEQ - n_streams, n_streams)]
     ss_med, ss_p99 = _median_us(ss.step, frames_n, max(200, n_steps // n_streams))
-
-    def lr_step(x):
-        step_it.set_tensor(i_idx, x)
-        step_it.invoke()
-        return step_it.get_tensor(o_idx)
-
     lr_med, lr_p99 = _median_us(lr_step, frames_lr3, n_steps)
     s2 = model.stream()
-    many = _best_of(lambda: s2.step_many(frames), reps) / T_SEQ * 1e6
+    many = best_of(lambda: s2.step_many(frames), reps) / T_SEQ * 1e6
     seq_in = frames_lr[None]
 
     def lr_seq():
@@ -124,7 +88,7 @@ def measure(H: int, quantized: bool, n_steps: int, reps: int) -> dict:
         seq_it.invoke()
         seq_it.get_tensor(so_idx)
 
-    lr_seq_us = _best_of(lr_seq, reps) / T_SEQ * 1e6
+    lr_seq_us = best_of(lr_seq, reps) / T_SEQ * 1e6
     return {"H": H, "dtype": "int8" if quantized else "float32", "step_us": step_med, "step_p99_us": step_p99,
             "native_step_us": native_med, "native_step_p99_us": native_p99,
             "streams16_per_stream_us": ss_med / n_streams, "streams16_call_us": ss_med,
@@ -153,8 +117,7 @@ def main() -> int:
                   f"{r['litert_sequence_over_step_many']:.2f}x", flush=True)
     if args.json:
         import ai_edge_litert
-        Path(args.json).write_text(json.dumps({"litert": getattr(ai_edge_litert, "__version__", "?"),
-                                               "rows": rows}, indent=1) + "\n")
+        write_json(args.json, {"litert": getattr(ai_edge_litert, "__version__", "?"), "rows": rows})
     return 0
 
 

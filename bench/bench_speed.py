@@ -15,11 +15,12 @@
 4. Threads: 1 vs 2 threads, each with its own stream (and its own ``streams(16)``) on one shared model,
    ``step``, ``step_many`` (100 frames per call) and ``streams(16).step``; results checked equal to a
    sequential run; best of 5 trials (frames per second of all threads together).
+The machine record, the int8 peak, models, timers and LiteRT's fed-back step are edgelstm.benchmark's
+(shared with ``edgelstm bench``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -31,50 +32,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_litert  # noqa: E402
 
+from edgelstm.benchmark import (best_of, cpu_info, head_spec, int8_peak, litert_file_step, macs_per_step,  # noqa: E402
+                                median_p99_us, time_calls, write_json)
+from edgelstm.benchmark import walk as feature_walk  # noqa: E402
+
 I, O = 40, 8
-
-
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set()
-    mhz = None
-    name = "?"
-    for line in text.splitlines():
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-        elif line.startswith("cpu MHz") and mhz is None:
-            mhz = float(line.split(":", 1)[1])
-        elif line.startswith("model name") and name == "?":
-            name = line.split(":", 1)[1].strip()
-    return {"name": name, "mhz": mhz, "flags": flags}
-
-
-def int8_peak(info: dict) -> dict:
-    """The machine's int8 multiply-accumulate peak for this kernel's instruction mix, per core:
-    AVX-512 VNNI (vpdpwssd zmm, 32 int16 MACs; Zen 4 issues one per cycle, its 512-bit units being
-    double-pumped 256-bit ones) or AVX2 (two vpmaddwd ymm per cycle, 16 MACs each) give 32 MACs per cycle;
-    times the clock from /proc/cpuinfo."""
-    flags, ghz = info["flags"], (info["mhz"] or 0) / 1000.0
-    if "avx512_vnni" in flags:
-        how, per_cycle = "vpdpwssd zmm: 1/cycle x 32 int16 MACs", 32
-    elif "avx2" in flags:
-        how, per_cycle = "vpmaddwd ymm: 2/cycle x 16 int16 MACs", 32
-    else:
-        how, per_cycle = "unknown ISA: assumed 16 MACs/cycle", 16
-    return {"gmacs": per_cycle * ghz, "macs_per_cycle": per_cycle, "ghz": ghz, "derivation": how}
 
 
 def _model(H: int, quantized: bool = True, kind: str = "lstm"):
     import edgelstm as el
-    spec = el.random_model([{"kind": kind, "hidden_size": H},
-                            {"kind": "dense", "output_size": O, "activation": "sigmoid"}], input_size=I, seed=H)
-    rng = np.random.default_rng(H)
-    walk = np.cumsum(rng.standard_normal((1000, I)) * 0.3, axis=0).clip(-3, 3).astype(np.float32)
-    m = el.Model(spec)
-    return (el.quantize(m, calibration=walk[None], progress=False) if quantized else m), walk
-
-
-_best = bench_litert._best_of
+    frames = feature_walk(1000, I, H)
+    m = el.Model(head_spec(kind, I, H, seed=H))
+    return (el.quantize(m, calibration=frames[None], progress=False) if quantized else m), frames
 
 
 def converter_step(n_steps: int) -> dict | None:
@@ -86,31 +55,11 @@ def converter_step(n_steps: int) -> dict | None:
     if not path.exists():
         return None
     import edgelstm as el
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    ins = it.get_input_details()
-    outs = it.get_output_details()
-    x_in = next(d for d in ins if d["shape"][-1] == I)["index"]
-    st_in = [d["index"] for d in ins if d["shape"][-1] != I]
-    y_out = next(d for d in outs if d["shape"][-1] != 64)["index"]
-    st_out = [d["index"] for d in outs if d["shape"][-1] == 64]
     X = np.load(root / "edgelstm" / "data" / "demo_features.npy")[:1000].astype(np.float32)
-    frames = [x[None].copy() for x in X]
-    for i in st_in:
-        it.set_tensor(i, np.zeros((1, 64), np.float32))
-
-    def lr_step(x):
-        it.set_tensor(x_in, x)
-        it.invoke()
-        state = [it.get_tensor(o) for o in st_out]
-        for i, v in zip(st_in, state):
-            it.set_tensor(i, v)
-        return it.get_tensor(y_out)
-
-    lr_med, lr_p99 = bench_litert._median_us(lr_step, frames, n_steps)
+    lr_step, frames, _ = litert_file_step(path, X, 64, 2, n_inputs=len(X))      # x in, (h, c) fed back
+    lr_med, lr_p99 = median_p99_us(time_calls(lr_step, frames, n_steps))
     s = el.load(root / "edgelstm" / "data" / "tagger_lstm_int8.elstm").stream()
-    ours, ours_p99 = bench_litert._median_us(s.step, list(X), n_steps)
+    ours, ours_p99 = median_p99_us(time_calls(s.step, list(X), n_steps))
     return {"litert_converter_step_us": lr_med, "litert_converter_step_p99_us": lr_p99,
             "our_tagger_step_us": ours, "our_tagger_step_p99_us": ours_p99, "ratio": lr_med / ours}
 
@@ -119,8 +68,8 @@ def peak_fraction(H: int, reps: int, peak: dict) -> dict:
     q, walk = _model(H)
     s = q.stream()
     s.step_many(walk)
-    per_step = _best(lambda: s.step_many(walk), reps) / len(walk)
-    macs = 4 * H * (I + H) + O * H
+    per_step = best_of(lambda: s.step_many(walk), reps) / len(walk)
+    macs = macs_per_step(q.spec)                  # 4H(I+H) + 8H
     gmacs = macs / per_step / 1e9
     out = {"H": H, "step_many_us": per_step * 1e6, "macs_per_step": macs, "gmacs": gmacs,
            "fraction_of_peak": gmacs / peak["gmacs"]}
@@ -128,7 +77,7 @@ def peak_fraction(H: int, reps: int, peak: dict) -> dict:
         from numba import njit
 
         from edgelstm.kernels import cells_int8 as C
-        from edgelstm.kernels.layout import IX_STATE, L_HDR, LS_WH
+        from edgelstm.program.layout import IX_STATE, L_HDR, LS_WH
 
         @njit(nogil=True)
         def loop(n, wq, w_off, rows, cols, v, ix, acc):
@@ -142,7 +91,7 @@ def peak_fraction(H: int, reps: int, peak: dict) -> dict:
         acc = np.zeros(4 * H, np.int32)
         loop(1, prep.kernel_weights, w_off, 4 * H, H, v, ix, acc)
         n = 200
-        t = _best(lambda: loop(n, prep.kernel_weights, w_off, 4 * H, H, v, ix, acc), reps * 20) / n
+        t = best_of(lambda: loop(n, prep.kernel_weights, w_off, 4 * H, H, v, ix, acc), reps * 20) / n
         out["dot_recurrent_ns"] = t * 1e9
         out["dot_recurrent_gmacs"] = 4 * H * H / t / 1e9
         out["dot_fraction_of_peak"] = out["dot_recurrent_gmacs"] / peak["gmacs"]
@@ -156,7 +105,7 @@ def batched_run(reps: int) -> list:
     for B in (1, 4, 16):
         X = np.ascontiguousarray(np.stack([np.roll(walk, 37 * b, axis=0) for b in range(B)]))
         q.run(X[:, :10])
-        t = _best(lambda: q.run(X), reps) / B
+        t = best_of(lambda: q.run(X), reps) / B  # noqa: B023 - called right here
         base = base or t
         rows.append({"B": B, "per_sequence_ms": t * 1e3, "speedup_per_sequence_vs_B1": base / t})
     return rows
@@ -213,9 +162,9 @@ def main() -> int:
     info = cpu_info()
     peak = int8_peak(info)
     load0 = os.getloadavg()
-    print(f"{info['name']} {info['mhz']} MHz; int8 peak {peak['gmacs']:.1f} GMAC/s ({peak['derivation']}); "
+    print(f"{info['model']} {info['mhz']} MHz; int8 peak {peak['gmacs']:.1f} GMAC/s ({peak['derivation']}); "
           f"load average {load0[0]:.2f}", flush=True)
-    result = {"cpu": info["name"], "mhz": info["mhz"], "int8_peak": peak, "load_average_start": load0}
+    result = {"cpu": info["model"], "mhz": info["mhz"], "int8_peak": peak, "load_average_start": load0}
 
     lr = [bench_litert.measure(64, True, n_steps, reps), bench_litert.measure(64, False, n_steps, reps)]
     for r in lr:
@@ -252,7 +201,7 @@ def main() -> int:
     result["load_average_end"] = os.getloadavg()
     print(f"load average at the end {result['load_average_end'][0]:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -12,12 +12,12 @@ the runtime and model data objects linked with a minimal entry (elstm_init, then
 
 Models: LSTM I=40 H=64 + Dense 8 sigmoid, GRU I=40 H=64 + Dense 8 sigmoid (random weights, quantized with
 random calibration frames: the sizes do not depend on the values). The int8 GRU runs as its int16 op graph
-(edgelstm/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
-requantization (edgelstm/c_model.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
+(edgelstm/program/cellgraph.py): its CONV16 weights are int8 in w8, its records, biases and two-byte per-row
+requantization (edgelstm/program/c_program.py c_program) and its int16 LOGISTIC / TANH table (256 uint16, two per int32)
 in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the graph's tensors by lifetime
-(opgraph.prepare_record). RAM is what the bundle's example streamer allocates per stream: state, the two frame
+(program.opgraph.prepare_record). RAM is what the bundle's example streamer allocates per stream: state, the two frame
 buffers, gates (MODEL_SCRATCH), acc (MODEL_ACC_LEN int32) and aux (MODEL_AUX_LEN), the exact elements the
-model's layers touch (c_model.c_buffers).
+model's layers touch (c_program.c_buffers).
 """
 import json
 import shutil
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 import edgelstm as el
-from edgelstm.c_model import TABLE_LEN, c_arrays, c_work_buffers
-from edgelstm.kernels import layout as L
+from edgelstm.program.c_program import TABLE_LEN, c_arrays, c_work_buffers
+from edgelstm.program import layout as L
 from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import CORTEX_M_CFLAGS
 

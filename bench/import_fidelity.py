@@ -39,7 +39,7 @@ def main() -> int:
     warnings.simplefilter("ignore")
     import edgelstm as el
     from edgelstm.export import from_onnx, import_model
-    from edgelstm.quant.ptq import fidelity
+    from edgelstm.quantization import fidelity
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     a = ap.parse_args()

@@ -12,12 +12,12 @@ Models: LSTM and GRU (I=40, H in 64/128) + Dense 8 sigmoid, random weights; edge
             frame.
 ONNX Runtime: CPUExecutionProvider, 1 intra-op thread.  Before timing, ONNX Runtime's outputs are checked
 against edgelstm float32 (whole sequence, and 200 steps with the state fed back): max abs error reported.
-Timing helpers and the machine record come from bench_latency.py.
+Timers, the onnxruntime session and its fed-back step are edgelstm.benchmark's (shared with ``edgelstm
+bench``); the machine record is bench_latency.py's.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,50 +27,32 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_latency import machine_info, stats_us, time_calls  # noqa: E402
+from bench_latency import machine_info  # noqa: E402
 
-I, T_SEQ, OUT = 40, 1000, 8
+from edgelstm.benchmark import best_of, head_spec, ort_session, ort_step, stats_us, time_calls, write_json  # noqa: E402
+
+I, T_SEQ = 40, 1000
 
 
 class OrtPeer:
     """ONNX Runtime on to_onnx(model) (whole sequences) and to_onnx(model, streaming=True) (one step, state fed
-    back)."""
+    back: hN_k / cN_k become the next h0_k / c0_k)."""
 
     def __init__(self, model):
-        import onnxruntime as ort
         from edgelstm.export import to_onnx
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
         with tempfile.TemporaryDirectory() as d:
             to_onnx(model, os.path.join(d, "seq.onnx"))
             to_onnx(model, os.path.join(d, "step.onnx"), streaming=True)
-            self.seq = ort.InferenceSession(os.path.join(d, "seq.onnx"), opts, providers=["CPUExecutionProvider"])
-            self.stp = ort.InferenceSession(os.path.join(d, "step.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.state_in = [i.name for i in self.stp.get_inputs() if i.name != "x"]
-        self.outs = [o.name for o in self.stp.get_outputs()]
-        self.sizes = {i.name: i.shape[2] for i in self.stp.get_inputs() if i.name != "x"}
-        self.reset()
-
-    def reset(self):
-        self.state = {n: np.zeros((1, 1, h), np.float32) for n, h in self.sizes.items()}
+            self.seq = ort_session(os.path.join(d, "seq.onnx"))
+            self.step = ort_step(ort_session(os.path.join(d, "step.onnx")))
+        self.reset = self.step.reset
 
     def run(self, X):
         return self.seq.run(["y"], {"x": X})[0]
 
-    def step(self, x):
-        out = self.stp.run(self.outs, {"x": x, **self.state})
-        self.state = dict(zip(self.state_in, out[1:]))   # hN_k / cN_k become the next h0_k / c0_k
-        return out[0]
-
 
 def best_per_frame_us(fn, X, reps=5):
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(X)
-        best = min(best, time.perf_counter() - t0)
-    return best / X.shape[-2] * 1e6
+    return best_of(lambda: fn(X), reps) / X.shape[-2] * 1e6
 
 
 def main() -> int:
@@ -86,10 +68,7 @@ def main() -> int:
     rows, checks = [], []
     for kind in ("lstm", "gru"):
         for H in [int(h) for h in a.hidden.split(",")]:
-            spec = el.random_model([{"kind": kind, "hidden_size": H},
-                                    {"kind": "dense", "output_size": OUT, "activation": "sigmoid"}],
-                                   input_size=I, seed=H)
-            fm = el.Model(spec)
+            fm = el.Model(head_spec(kind, I, H, seed=H))
             qm = el.quantize(fm, calibration=X, progress=False)
             peer = OrtPeer(fm)
             # correctness first: ONNX Runtime on the export vs our float32 runtime
@@ -133,7 +112,7 @@ def main() -> int:
               f"{r['edgelstm int8 sequence /frame']:.2f} | {r['edgelstm f32 sequence /frame']:.2f} | "
               f"{r['ORT sequence /frame']:.2f} |")
     if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(a.json, result)
     return 0 if ok else 1
 
 

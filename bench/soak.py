@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelstm.benchmark import time_calls, write_json
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -46,16 +48,6 @@ class Frames:
         return out
 
 
-def timed_steps(stream, X: np.ndarray) -> np.ndarray:
-    ns = np.empty(len(X), np.int64)
-    clock = time.perf_counter_ns
-    for t in range(len(X)):
-        a = clock()
-        stream.step(X[t])
-        ns[t] = clock() - a
-    return ns
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -79,7 +71,7 @@ def main(argv=None) -> int:
         if elapsed >= next_mark:
             row = {"minute": round(elapsed / 60.0, 2), "rss_mib": round(rss_mib(), 2), "steps": steps}
             for name, s in streams.items():
-                us = timed_steps(s, block) / 1000.0
+                us = time_calls(s.step, block, len(block)) / 1000.0
                 row[f"{name}_median_us"] = round(float(np.median(us)), 3)
                 row[f"{name}_p99_us"] = round(float(np.percentile(us, 99)), 3)
             steps += 2 * len(block)
@@ -109,7 +101,7 @@ def main(argv=None) -> int:
     summary = {"minutes": args.minutes, "steps": steps, "replay_identical": ok, "curve": rows,
                "rss_start_mib": rows[0]["rss_mib"], "rss_end_mib": rows[-1]["rss_mib"]}
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(args.json, summary)
     print(f"steps {steps:,}; RSS start {rows[0]['rss_mib']} MiB, end {rows[-1]['rss_mib']} MiB")
     return 0 if ok else 1
 

@@ -13,9 +13,9 @@ from .errors import (ArtifactError, AudioError, EdgeLSTMError, FirmwareError, Im
                      StreamingError)
 
 __version__ = "0.1.0"
-_LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "model", "LSTM": "model", "GRU": "model",
-         "RNN": "model", "Dense": "model", "random_model": "model", "QuantParams": "quant.params",
-         "load": "artifact", "save": "artifact", "quantize": "quant.ptq"}
+_LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "ir.model", "LSTM": "ir.model", "GRU": "ir.model",
+         "RNN": "ir.model", "Dense": "ir.model", "random_model": "ir.model", "QuantParams": "quant.params",
+         "load": "artifact", "save": "artifact", "quantize": "quantization"}
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
            "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
            "ImportModelError", "StreamingError", "FirmwareError", "AudioError"]

@@ -5,7 +5,7 @@ Layout (the safetensors spec, https://github.com/huggingface/safetensors):
     u64 little-endian N | N bytes UTF-8 JSON header (space padded) | data buffer
 
 The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
-the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "1"`` and ``model``, a
+the data buffer) plus ``"__metadata__"``: ``format = "edgelstm"``, ``format_version = "3"`` and ``model``, a
 JSON string ``{"layers": spec.describe(), "act_quant": [[scale, zp], ...] | null, "has_weights": bool}``.
 Tensors: float weights ``f.{k}.{d}.{name}``, quantized parameters ``q.{k}.{d}.{name}``.  A model with its own
 initial state (``Model.initial_state``, e.g. from ONNX ``initial_h``/``initial_c``) adds ``"initial_state": true``
@@ -33,14 +33,15 @@ import struct
 import numpy as np
 
 from .errors import ArtifactError, InputError, ModelError
-from .model import ModelSpec, layer_from_description
+from .ir.model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
 
 FORMAT = "edgelstm"
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 # 2: Dense weights carry one scale per output channel (version 1 had one per tensor; read by broadcasting)
-# 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/cellgraph.py); their earlier int8 form is refused
-SUPPORTED_VERSIONS = ("1", "2", "3")
+# 3: int8 GRU / RNN layers are int16 cell graphs (edgelstm/program/cellgraph.py); their earlier int8 form is refused
+# 4: front-end layer kinds (conv1d, pad, magnitude, activation, context: edgelstm/ir/frontend.py)
+SUPPORTED_VERSIONS = ("1", "2", "3", "4")
 MAX_HEADER = 100 * 1024 * 1024  # the official reader's limit too
 ALIGN = 64
 
@@ -111,7 +112,7 @@ def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None, initial=None
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "model": json.dumps(model, separators=(",", ":"), allow_nan=False)}
     if audio is not None:
-        from .audio.tagger import AudioConfig
+        from .ir.audio import AudioConfig
         if not isinstance(audio, AudioConfig):
             raise ModelError(f"audio must be an edgelstm.audio.AudioConfig, got {type(audio).__name__}")
         if audio.frontend.n_mels != spec.layers[0].input_size or len(audio.labels) != spec.layers[-1].output_size:
@@ -420,7 +421,7 @@ def _parse_audio(meta: dict, where: str):
     """The optional 'audio' metadata (files without it still load: None)."""
     if "audio" not in meta:
         return None
-    from .audio.tagger import AudioConfig
+    from .ir.audio import AudioConfig
     try:
         return AudioConfig.from_dict(_json(meta["audio"]))
     except (ValueError, RecursionError, TypeError) as e:  # AudioError is a ValueError

@@ -1,492 +1,26 @@
-"""prepare() once, then run()/stream(): the user-facing runtime.
+"""The user-facing runtime: Model, Stream, Streams, State, and the choice of backend.
 
-``prepare`` turns a validated model into the three constant arrays a kernel needs (``prog`` int32 records,
-``weights`` int16 for int8 models / float32 for float models, and layout sizes).  ALL float math of the
-int8 path (effective scales, QuantizeMultiplier, zero-point folding, activation tables) happens here, the
-way TFLite's Prepare does it; the kernels in ``edgelstm.kernels`` are integer-only.
+A Model prepares its program once (``edgelstm.program.prepare``: all float math) and runs it with the Numba
+kernels (``edgelstm.kernels``) or the C runtime (``edgelstm.backends.native``); streams share the model's
+constant program and keep their own work buffer and state.
 """
 from __future__ import annotations
 
-import functools
 import threading
 
 import numpy as np
 
-from .cellgraph import rnn_h_scale
 from .errors import InputError, ModelError, StreamingError
-from .model import ModelSpec
+from .ir.model import ModelSpec
+from .program import chunk_frames, make_work, prepare, work_views
+from .quant.cell_scales import rnn_h_scale
 from .quant.params import QuantParams, validate_quant
 
-_ALIGN = 64
 _F32 = np.dtype(np.float32)
-# Output quantization fixed by an int8 output activation (TFLite's conventions for LOGISTIC / SOFTMAX / TANH).
-FIXED_OUTPUT_QUANT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
-
-
-def _align(n: int, a: int = _ALIGN) -> int:
-    return (n + a - 1) // a * a
-
-
-def _f32_bits(v: float) -> int:
-    return int(np.array([v], dtype=np.float32).view(np.int32)[0])
-
-
-def _wrap32(a: np.ndarray) -> np.ndarray:
-    """int64 -> int32 with two's-complement wrap (C semantics of TFLite's int32 accumulations)."""
-    return ((np.asarray(a, dtype=np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
-
-
-def fold_zero_point(bias: np.ndarray | None, weights: np.ndarray, zero_point: int) -> np.ndarray:
-    """TFLite PrecomputeZeroPointTimesWeightWithBias: bias - zp * rowsum(weights), int32."""
-    rows = weights.shape[0]
-    b = np.zeros(rows, np.int64) if bias is None else bias.astype(np.int64)
-    return _wrap32(b - int(zero_point) * weights.astype(np.int64).sum(axis=1))
-
-
-class _Builder:
-    """Appends records to prog and arrays to the weight blob, returning their offsets."""
-
-    def __init__(self, weight_dtype, n_layers: int):
-        self.prog: list[int] = [0] * (16 + n_layers)  # global header + layer table, filled at the end
-        self.blob: list[np.ndarray] = []
-        self.blob_len = 0
-        self.dtype = np.dtype(weight_dtype)
-        self.dot_matrices: list[tuple[int, int, int, int]] = []   # (offset, rows, padded cols, unit)
-        # JIT-only int16 tables (the ACT16 ops' exhaustive 65,536-entry tables): appended after the blob in the
-        # kernel blob only, so the C runtime's blob (flash) does not carry them
-        self.kernel_tables: dict = {}          # key -> (table number, function making the (65536,) int16 table)
-        self.kernel_table_refs: list[tuple[int, int]] = []    # (prog index, table number) patched by finish()
-
-    def add_weights(self, a: np.ndarray, *, pad_columns: bool = False, unit: int | None = None) -> int:
-        """Append to the weight blob; matrices feeding the int8 dot loop get zero-padded columns and are
-        remembered (with ``unit``, the row count of the sub-matrices the kernels read, default all rows) so
-        ``finish`` can lay them out for the pairwise kernel in the JIT's copy of the blob."""
-        off = self.blob_len
-        a = np.asarray(a)
-        if pad_columns:
-            from .kernels.layout import PAD
-            a = np.pad(a, ((0, 0), (0, (-a.shape[1]) % PAD)))
-            self.dot_matrices.append((off, a.shape[0], a.shape[1], a.shape[0] if unit is None else unit))
-        flat = np.ascontiguousarray(a, dtype=self.dtype).ravel()
-        pad = (-flat.size) % 32  # keep every matrix 64-byte aligned for the dot loops
-        self.blob.append(flat)
-        if pad:
-            self.blob.append(np.zeros(pad, self.dtype))
-        self.blob_len += flat.size + pad
-        return off
-
-    def add_ints(self, a) -> int:
-        off = len(self.prog)
-        self.prog.extend(int(v) for v in np.asarray(a, dtype=np.int64).ravel())
-        return off
-
-    def kernel_table(self, key, make) -> int:
-        """The number of the JIT-only table ``key`` (equal keys share one); ``make()`` builds it when the kernel
-        blob is made, so a model the C runtime runs never computes it."""
-        if key not in self.kernel_tables:
-            self.kernel_tables[key] = (len(self.kernel_tables), make)
-        return self.kernel_tables[key][0]
-
-    def refer_kernel_table(self, prog_index: int, number: int) -> None:
-        """prog[prog_index] becomes table ``number``'s element offset in the kernel blob (set by finish())."""
-        self.kernel_table_refs.append((prog_index, number))
-
-    def finish(self):
-        blob = np.concatenate(self.blob) if self.blob else np.zeros(1, self.dtype)
-        for i, k in self.kernel_table_refs:     # the tables follow the blob (its final length is known now)
-            self.prog[i] = blob.size + k * 65536
-        prog = np.array(self.prog, dtype=np.int64)
-        if prog.min(initial=0) < -2**31 or prog.max(initial=0) >= 2**31:
-            raise ModelError("model too large for int32 offsets")
-        return prog.astype(np.int32), blob
-
-    def kernel_blob(self, blob: np.ndarray) -> np.ndarray:
-        """The JIT's copy of an int16 blob: every dot-loop matrix whose sub-matrices are whole pairwise
-        blocks (layout.uses_blocks, the kernels' own rule) repacked in place into the block layout, then the
-        JIT-only tables.  Same offsets as ``blob``, which stays row-major for the C runtime (its format is
-        unchanged)."""
-        return self.kernel_blob_maker(blob)()
-
-    def kernel_blob_maker(self, blob: np.ndarray):
-        """``kernel_blob(blob)`` as a function to call later: it holds the matrix layout and the table makers,
-        not the builder, and nothing is computed until it is called (the JIT-only tables tripled the
-        prepare() time of the int8 GRU tagger, 3.3 -> 11 ms, which a model run by the C runtime need not pay)."""
-        dtype, matrices = self.dtype, list(self.dot_matrices)
-        makers = [make for _, make in sorted(self.kernel_tables.values(), key=lambda t: t[0])]
-
-        def make():
-            from .kernels.layout import pack_blocks, uses_blocks
-            if dtype != np.int16:
-                return blob
-            out = blob.copy()
-            for off, rows, cp, unit in matrices:
-                if uses_blocks(unit):
-                    out[off:off + rows * cp] = pack_blocks(blob[off:off + rows * cp].reshape(rows, cp))
-            tables = [np.asarray(m(), np.int16) for m in makers]
-            return np.concatenate([out] + tables) if tables else out
-        return make
-
-
-MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
-
-
-def _qm(real) -> tuple[int, int]:
-    """QuantizeMultiplier of a float32 effective scale, refused when MBQM cannot apply it.  Every model (loaded,
-    quantized or imported) goes through prepare() and so through this one check."""
-    return _qm_exact(float(np.float32(real)))
-
-
-def _qm_exact(r: float) -> tuple[int, int]:
-    """QuantizeMultiplier of a double, with the shift-range check."""
-    from .quant.multiplier import quantize_multiplier
-    try:
-        m, shift = quantize_multiplier(r)
-    except ValueError as e:
-        raise ModelError(f"effective scale {r!r} cannot be quantized: {e}") from None
-    lo, hi = MBQM_SHIFT_RANGE
-    if not lo <= shift <= hi:
-        raise ModelError(f"effective scale {r:.6g} needs a multiplier shift of {shift}, outside the supported "
-                         f"range [{lo}, {hi}] (scale ratio must lie below 2^{hi}); the model's quantization "
-                         f"scales are inconsistent")
-    return m, shift
-
-
-def quantized_clip(clip: float, scale: float, limit: int) -> int:
-    """LiteRT's Prepare: static_cast<intN>(min(max(float32(clip) / float32(scale), -limit-1), limit)),
-    a float32 division truncated toward zero; 0 (no clipping) when clip is 0 or rounds to 0."""
-    if clip <= 0:
-        return 0
-    q = np.float32(np.float32(clip) / np.float32(scale))
-    return int(min(max(q, np.float32(-limit - 1)), np.float32(limit)))
-
-
-def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
-    """LiteRT's int8 FULLY_CONNECTED Prepare, per output channel: the effective scale in double,
-    input_scale * filter_scale[c] / output_scale (each a float32 widened to double), QuantizeMultiplier:
-    (multiplier, shift) pairs with shift <= 30 (the single-rounding form shifts right by 31 - shift)."""
-    out = []
-    for w in np.asarray(w_scales, np.float32):
-        real = float(np.float32(in_scale)) * float(w) / float(np.float32(out_scale))
-        m, shift = _qm_exact(real)
-        if shift > 30:
-            raise ModelError(f"Dense effective scale {real:.6g} needs a multiplier shift of {shift}; LiteRT's "
-                             f"FULLY_CONNECTED supports shifts up to 30")
-        out.extend((m, shift))
-    return out
-
-
-def _scale_f32(w_scale, in_scale, out_scale):
-    """TFLite Prepare's float32 effective scale: w_scale * in_scale / out_scale, evaluated left to right."""
-    return np.float32(np.float32(w_scale) * np.float32(in_scale)) / np.float32(out_scale)
-
-
-Q3_12 = 2.0 ** -12
 # kernel return codes (see kernels/program.py)
 STATUS_NON_FINITE_INPUT, STATUS_NON_FINITE_OUTPUT = 1, 2
 NON_FINITE_OUTPUT_MESSAGE = ("the float model produced NaN or inf (its weights or activations overflow "
                              "float32)")
-
-
-class Prepared:
-    """Constant arrays and layout of a prepared model (one per Model, shared by all its streams)."""
-
-    def __init__(self, *, quantized, prog, weights, make_kernel_weights, n_state, width, scratch, layout,
-                 whole_sequence):
-        self.quantized = quantized
-        self.prog = prog          # int32 records
-        self.weights = weights    # int16 (int8 model) or float32 (float model); what the C runtime reads
-        self._make_kernel_weights = make_kernel_weights   # _Builder.kernel_blob_maker: run on first JIT use
-        self.whole_sequence = whole_sequence   # a backward direction: run() cannot split T into chunks
-        self.n_state = n_state    # state elements per sequence
-        self.width = width        # max feature width of any layer boundary
-        self.scratch = scratch    # max gate rows
-        self.layout = layout      # per layer, per direction: {"h": (offset, size), "c": ...} in elements
-        self.elem = 2 if quantized else 4
-        self.out_size = int(prog[2])
-
-    @functools.cached_property
-    def kernel_blob(self) -> np.ndarray:
-        """The Numba kernels' model blob: prog copy + their weights (int8: pairwise block layout, then the
-        JIT-only tables), one array; made on first use, so the C runtime's streams never build it."""
-        return _kernel_blob(self.prog, self._make_kernel_weights())
-
-    @property
-    def kernel_weights(self) -> np.ndarray:
-        """The kernel blob's weights (a view, for inspection)."""
-        off = int(self.kernel_blob[:64].view(np.int32)[8])
-        return self.kernel_blob[off:].view(self.weights.dtype)
-
-
-def _kernel_blob(prog: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
-    """uint8 [prog copy | kernel weights at a 64-byte aligned offset, stored in the copy's slot G_KW_OFF]."""
-    from .kernels.layout import G_KW_OFF
-    p = prog.copy()
-    off = _align(p.nbytes)
-    p[G_KW_OFF] = off
-    blob = np.zeros(off + kernel_weights.nbytes, np.uint8)
-    blob[:p.nbytes] = p.view(np.uint8)
-    blob[off:] = kernel_weights.view(np.uint8)
-    return blob
-
-
-def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
-    """Build kernel-ready arrays. float model: quant is None."""
-    from .kernels import layout as C
-    from .quant.tables import sigmoid_table, tanh_table
-
-    quantized = quant is not None
-    b = _Builder(np.int16 if quantized else np.float32, len(spec.layers))
-    layer_offsets, layout = [], []
-    n_state, scratch, width = 0, 1, spec.input_size
-    sig_off, tanh_offs = -1, {}
-    if quantized and any(layer.kind == "lstm" for layer in spec.layers):   # the gemmlowp tables, 128 KiB each
-        sig_off = b.add_weights(sigmoid_table())
-        tanh_offs = {3: b.add_weights(tanh_table(3))}
-    for k, layer in enumerate(spec.layers):
-        n_dir = 2 if layer.bidirectional else 1
-        kind = layer.kind
-        # int8 GRU / RNN directions run as their int16 cell graphs (edgelstm/cellgraph.py) on the op kernels
-        lowered = quantized and kind in ("gru", "rnn")
-        flags = C.FLAG_REVERSE if getattr(layer, "reverse", False) else 0
-        if kind == "lstm":
-            flags |= C.FLAG_PEEP if layer.peephole else 0
-            flags |= C.FLAG_PROJ if layer.proj_size else 0
-            hid, n_out = layer.hidden_size, layer.recurrent_size
-        elif kind == "gru":
-            flags |= C.FLAG_RESET_AFTER if layer.reset_after else 0
-            hid, n_out = layer.hidden_size, layer.hidden_size
-        elif kind == "rnn":
-            flags |= C.FLAG_RELU if layer.nonlinearity == "relu" else 0
-            hid, n_out = layer.hidden_size, layer.hidden_size
-        elif kind == "ops":
-            if bool(layer.quantized) != quantized:
-                raise ModelError(f"layer {k} (ops): an {'int8' if layer.quantized else 'float32'} op graph in a "
-                                 f"{'int8' if quantized else 'float32'} model")
-            hid, n_out = 0, layer.output_size
-        else:
-            hid, n_out = 0, layer.output_size
-        scratch = max(scratch, 4 * hid, n_out)
-        width = max(width, n_out * n_dir)
-        records, dir_layout = [], []
-        for d in range(n_dir):
-            st = {}
-            if kind == "lstm":
-                st = {"h": (n_state, n_out), "c": (n_state + n_out, hid)}
-            elif kind in ("gru", "rnn"):
-                st = {"h": (n_state, hid)}
-            elif kind == "ops":
-                st, rel = {}, 0
-                for name, (size,) in layer.state_shapes().items():
-                    st[name] = (n_state + rel, size)
-                    rel += size
-            used = sum(size for _, size in st.values())
-            state_off = n_state
-            n_state += _align(used, 32)
-            dir_layout.append(st)
-            if kind == "ops" or lowered:       # a graph of TFLite builtin ops (edgelstm/opgraph.py)
-                from .opgraph import prepare_record
-                if lowered:
-                    from .cellgraph import cell_graph
-                    graph, params = cell_graph(layer, quant.layers[k][d], quant.act[k], quant.act[k + 1])
-                else:
-                    graph, params = layer, quant.layers[k][d] if quantized else layer.directions[d]
-                rec, arena = prepare_record(b, graph, params, state_off)
-                records.append(rec)
-                scratch = max(scratch, arena)
-            elif quantized:
-                records.append(_int8_record(b, layer, quant, k, d, state_off, sig_off, tanh_offs))
-            else:
-                records.append(_f32_record(b, layer, layer.directions[d], state_off))
-        layout.append(dir_layout)
-        dir_len = len(records[0])
-        off = b.add_ints([C.KIND_OPS if lowered else C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0,
-                          dir_len])
-        for r in records:
-            b.add_ints(r)
-        layer_offsets.append(off)
-    scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
-    prog, weights = b.finish()
-    prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
-    if quantized:
-        (s_in, zp_in), (s_out, zp_out) = quant.act[0], quant.act[-1]
-        prog[4:8] = [zp_in, zp_out, _f32_bits(s_in), _f32_bits(s_out)]
-    prog[16:16 + len(layer_offsets)] = layer_offsets
-    return Prepared(quantized=quantized, prog=prog, weights=weights,
-                    make_kernel_weights=b.kernel_blob_maker(weights),
-                    n_state=max(n_state, 1), width=width, scratch=scratch, layout=layout,
-                    whole_sequence=spec.needs_whole_sequence)
-
-
-def _int8_record(b: _Builder, layer, quant: QuantParams, k: int, d: int, state_off: int, sig_off: int,
-                 tanh_offs: dict) -> list[int]:
-    from .kernels import layout as C
-    from .quant.tables import tanh_table
-
-    q = quant.layers[k][d]
-    s_in, zp_in = quant.act[k]
-    s_out, zp_out = quant.act[k + 1]
-    kind = layer.kind
-
-    def pairs(*reals):
-        out = []
-        for r in reals:
-            out.extend(_qm(r))
-        return out
-
-    if kind == "lstm":
-        rec = [0] * C.LS_LEN
-        rec[C.LS_WX] = b.add_weights(q["w_x"], pad_columns=True)
-        rec[C.LS_WH] = b.add_weights(q["w_h"], pad_columns=True)
-        rec[C.LS_BX] = b.add_ints(fold_zero_point(q["b"], q["w_x"], zp_in))
-        rec[C.LS_BH] = b.add_ints(fold_zero_point(None, q["w_h"], zp_out))
-        rec[C.LS_MX:C.LS_MX + 8] = pairs(*[_scale_f32(q["w_x_scale"][g], s_in, Q3_12) for g in range(4)])
-        rec[C.LS_MH:C.LS_MH + 8] = pairs(*[_scale_f32(q["w_h_scale"][g], s_out, Q3_12) for g in range(4)])
-        cell_exp = int(q["cell_exp"][0])
-        if layer.peephole:
-            rec[C.LS_PEEP] = b.add_weights(q["w_peep"])
-            rec[C.LS_MP:C.LS_MP + 6] = pairs(
-                *[_scale_f32(np.float32(2.0 ** cell_exp), q["w_peep_scale"][j], Q3_12) for j in range(3)])
-        if layer.proj_size:
-            s_hid, zp_hid = float(q["hidden_scale"][0]), int(q["hidden_zp"][0])
-            rec[C.LS_PROJ] = b.add_weights(q["w_proj"], pad_columns=True)
-            rec[C.LS_BPROJ] = b.add_ints(fold_zero_point(q["b_proj"], q["w_proj"], zp_hid))
-            rec[C.LS_MPROJ:C.LS_MPROJ + 2] = pairs(_scale_f32(q["w_proj_scale"][0], s_hid, s_out))
-        else:
-            s_hid, zp_hid = s_out, zp_out
-        # effective_hidden_scale = 2^-15 / s_hid * 2^-15 (float32, as lstm.cc)
-        eff_hidden = np.float32(np.float32(2.0 ** -15) / np.float32(s_hid)) * np.float32(2.0 ** -15)
-        rec[C.LS_MHID:C.LS_MHID + 2] = pairs(eff_hidden)
-        rec[C.LS_HID_ZP] = zp_hid
-        rec[C.LS_OUT_ZP] = zp_out
-        rec[C.LS_CELL_EXP] = cell_exp
-        bits = 15 + cell_exp
-        if bits not in tanh_offs:
-            tanh_offs[bits] = b.add_weights(tanh_table(bits))
-        rec[C.LS_TANH_CELL] = tanh_offs[bits]
-        rec[C.LS_STATE] = state_off
-        rec[C.LS_SIG] = sig_off
-        rec[C.LS_TANH3] = tanh_offs[3]
-        rec[C.LS_CELL_CLIP] = quantized_clip(layer.cell_clip, 2.0 ** cell_exp, 32767)
-        rec[C.LS_PROJ_CLIP] = quantized_clip(layer.proj_clip, s_out, 127) if layer.proj_size else 0
-    else:
-        rec = [0] * C.DN_LEN
-        s_pre, zp_pre = float(q["pre_scale"][0]), int(q["pre_zp"][0])
-        act = layer.activation
-        if act in FIXED_OUTPUT_QUANT:
-            want = FIXED_OUTPUT_QUANT[act]
-        else:
-            want = (s_pre, zp_pre)
-        if not (np.float32(want[0]) == np.float32(s_out) and want[1] == zp_out):
-            raise ModelError(f"layer {k} (dense, {act}): output quantization {(s_out, zp_out)} must be {want}")
-        rec[C.DN_W] = b.add_weights(q["w"], pad_columns=True)
-        rec[C.DN_B] = b.add_ints(fold_zero_point(q["b"], q["w"], zp_in))
-        # per-channel (multiplier, total right shift) pairs for LiteRT's single-rounding requantization
-        rec[C.DN_M] = b.add_ints(fc_multipliers(q["w_scale"], s_in, s_pre))
-        rec[C.DN_PRE_ZP] = zp_pre
-        rec[C.DN_ACT] = C.ACTIVATIONS[act]
-        real = s_pre * (np.arange(-128, 128) - zp_pre)
-        if act == "softmax":
-            # LiteRT's int8 SOFTMAX table (beta 1): expf(float32(-s_pre) * d) as float32 bits
-            arg = np.float32(-np.float32(s_pre)) * np.arange(256, dtype=np.float32)
-            table = np.exp(arg.astype(np.float64)).astype(np.float32)   # correctly rounded expf
-            rec[C.DN_LUT] = b.add_ints(table.view(np.int32))
-        elif act in ("sigmoid", "tanh"):
-            f = 1.0 / (1.0 + np.exp(-real)) if act == "sigmoid" else np.tanh(real)
-            lut = np.clip(np.floor(f / s_out + 0.5) + zp_out, -128, 127)
-            rec[C.DN_LUT] = b.add_ints(lut)
-    return rec
-
-
-def _f32_record(b: _Builder, layer, w: dict, state_off: int) -> list[int]:
-    from .kernels import cells_f32 as F
-    from .kernels.layout import ACTIVATIONS
-
-    if layer.kind == "dense":
-        rec = [0] * F.FD_LEN
-        rec[F.FD_W] = b.add_weights(w["w"].T)
-        rec[F.FD_B] = b.add_weights(w["b"])
-        rec[F.FD_ACT] = ACTIVATIONS[layer.activation]
-        return rec
-    rec = [-1] * F.FL_LEN
-    # matrices are stored transposed for the axpy-ordered float matvec (see cells_f32._matvec_f32)
-    rec[F.FL_WX] = b.add_weights(w["w_x"].T)
-    if layer.kind == "gru":
-        H = layer.hidden_size
-        rec[F.FL_WH] = b.add_weights(np.concatenate([w["w_h"][:2 * H].T.ravel(), w["w_h"][2 * H:].T.ravel()]))
-        rec[F.FL_B] = b.add_weights(w["b_x"])
-        rec[F.FL_B2] = b.add_weights(w["b_h"])
-    else:
-        rec[F.FL_WH] = b.add_weights(w["w_h"].T)
-        rec[F.FL_B] = b.add_weights(w["b"])
-    if layer.kind == "lstm" and layer.peephole:
-        rec[F.FL_PEEP] = b.add_weights(w["w_peep"])
-    if layer.kind == "lstm" and layer.proj_size:
-        rec[F.FL_PROJ] = b.add_weights(w["w_proj"].T)
-        rec[F.FL_BPROJ] = b.add_weights(w["b_proj"])
-    if layer.kind == "lstm":
-        rec[F.FL_CELL_CLIP] = _f32_bits(layer.cell_clip)
-        rec[F.FL_PROJ_CLIP] = _f32_bits(layer.proj_clip)
-    rec[F.FL_STATE] = state_off
-    return rec
-
-
-# ---------------------------------------------------------------- work buffers and state
-
-WORK_LIMIT_BYTES = 2**31 - 2**20
-
-
-# Frames per chunk: run/step_many work through T in chunks whose two ping-pong sequence buffers together take
-# at most CHUNK_BYTES, so working memory does not grow with T (bit-identical: the state carries across chunks).
-CHUNK_BYTES = 256 * 1024
-
-
-def chunk_frames(prep: Prepared, batch: int, frames: int) -> int:
-    """Frames per chunk for ``batch`` sequences of ``frames`` frames (all of them for a backward direction)."""
-    if prep.whole_sequence:
-        return frames
-    return max(1, min(frames, CHUNK_BYTES // (2 * prep.elem * batch * prep.width)))
-
-
-def _make_work(prep: Prepared, batch: int, frames: int) -> np.ndarray:
-    """uint8 work buffer with its int32 header (see kernels/program.py), for ``batch`` sequences and chunks
-    of ``frames`` frames."""
-    from .kernels.layout import IXW, PAD, WORK_HEADER_BYTES
-    e = prep.elem
-    off = WORK_HEADER_BYTES
-    lengths_off = off
-    off = _align(off + 4 * batch)
-    ix_off = off
-    off = _align(off + 4 * IXW * batch)
-    state_off = off
-    off = _align(off + e * (prep.n_state * batch + PAD))  # PAD slack: dot loops read padded vectors
-    seq_n = batch * frames * prep.width + PAD
-    seq_off = off
-    off = _align(off + 2 * e * seq_n)
-    scr = prep.scratch * batch              # per sequence: gates, acc, aux of one cell call
-    gates_off = off
-    off = _align(off + 4 * scr)
-    acc_off = off
-    off = _align(off + 4 * scr)
-    aux_off = off
-    off = _align(off + 4 * scr)
-    y_off = off
-    off = _align(off + 4 * batch * prep.out_size)
-    if off >= WORK_LIMIT_BYTES:  # the kernels address the work buffer with int32 offsets
-        raise InputError(f"this call needs a {off / 2**20:.0f} MiB work buffer ({batch} sequence(s) x {frames} "
-                         f"frames), over the {WORK_LIMIT_BYTES // 2**20} MiB limit of one call: split the "
-                         f"batch or the sequence into smaller calls (a stream keeps its state between them)")
-    work = np.zeros(off, dtype=np.uint8)
-    work[:52].view(np.int32)[:] = [lengths_off, state_off, prep.n_state, seq_off, seq_n, gates_off, acc_off,
-                                   aux_off, prep.scratch, ix_off, frames, batch, y_off]
-    return work
-
-
-def _work_views(prep: Prepared, work: np.ndarray, batch: int):
-    hdr = work[:36].view(np.int32)
-    lengths = work[hdr[0]:hdr[0] + 4 * batch].view(np.int32)
-    dt = np.int16 if prep.quantized else np.float32
-    state = work[hdr[1]:hdr[1] + prep.elem * prep.n_state * batch].view(dt).reshape(batch, prep.n_state)
-    return lengths, state
 
 
 def _describe(v) -> str:
@@ -560,7 +94,7 @@ class Model:
                 raise InputError(f"initial_state[{k}][{d}][{name!r}]: expected {shape} finite floats, got "
                                  f"{_describe(a)}")
         native = self.state_from_float(as_float)
-        self._write_state(_make_work(self._prep, 1, 1), 1, native, batched=False)  # validates the structure
+        self._write_state(make_work(self._prep, 1, 1), 1, native, batched=False)  # validates the structure
         self._initial, self._initial_native = as_float, native
 
     # -------------------------------------------------------------- descriptions
@@ -593,7 +127,7 @@ class Model:
     def zero_state(self, *, batch: int | None = None) -> State:
         """The state that means 'all zeros' in real terms (int8 h equals its zero point)."""
         n = batch or 1
-        work = _make_work(self._prep, n, 1)
+        work = make_work(self._prep, n, 1)
         self._reset_state(work, n, zero=True)
         return self._read_state(work, n, batched=batch is not None)
 
@@ -611,6 +145,8 @@ class Model:
             return np.dtype(np.float32)
         if layer.kind == "lstm":
             return np.dtype(np.int8 if name == "h" else np.int16)
+        if layer.kind == "context":      # the last input values, at the input's quantization
+            return np.dtype(np.int8)
         if layer.kind == "ops":          # each state tensor's own width (int16 in edgelstm's 16x8 graphs)
             return np.dtype(np.int16 if layer.state_bits(list(layer.state_shapes()).index(name)) == 16 else np.int8)
         return np.dtype(np.int16)          # GRU / RNN: the int16 state of their cell graphs
@@ -622,7 +158,7 @@ class Model:
                            for layer in self._initial_native])
             self._write_state(work, batch, tiled, batched=True)
             return
-        _, state = _work_views(self._prep, work, batch)
+        _, state = work_views(self._prep, work, batch)
         state[:] = 0
         if self.is_quantized:
             for k, layer in enumerate(self.spec.layers):
@@ -634,9 +170,12 @@ class Model:
                     elif layer.kind == "lstm":
                         off, size = st["h"]
                         state[:, off:off + size] = zp
+                    elif layer.kind == "context":   # real zeros in the input's quantization
+                        off, size = st["ctx"]
+                        state[:, off:off + size] = self.quant.act[k][1]
 
     def _read_state(self, work, batch, *, batched: bool) -> State:
-        _, state = _work_views(self._prep, work, batch)
+        _, state = work_views(self._prep, work, batch)
         out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
         for k, d, name, dt, shape, off in self._state_fields():
             a = state[:, off:off + shape[0]].astype(dt)
@@ -670,7 +209,7 @@ class Model:
             if dt.kind == "f" and not np.all(np.isfinite(a)):
                 raise InputError(f"state[{k}][{d}][{name!r}] contains NaN or inf")
             staged.append((off, shape[0], a.reshape(batch, shape[0])))
-        _, state = _work_views(self._prep, work, batch)
+        _, state = work_views(self._prep, work, batch)
         for off, n, a in staged:
             state[:, off:off + n] = a
 
@@ -680,7 +219,11 @@ class Model:
             return st.copy()
         out = st.copy()
         for k, layer in enumerate(self.spec.layers):
-            if layer.kind == "dense":
+            if layer.kind == "context":
+                s_in, zp = self.quant.act[k]
+                out[k][0]["ctx"] = ((out[k][0]["ctx"].astype(np.float32) - zp) * np.float32(s_in)).astype(np.float32)
+                continue
+            if not layer.state_shapes():
                 continue
             if layer.kind == "ops":
                 for i, name in enumerate(layer.state_shapes()):
@@ -706,7 +249,12 @@ class Model:
                           for layer in st])
         out = State([[{} for _ in self._prep.layout[k]] for k in range(len(self.spec.layers))])
         for k, layer in enumerate(self.spec.layers):
-            if layer.kind == "dense":
+            if layer.kind == "context":
+                s_in, zp = self.quant.act[k]
+                v = np.asarray(st[k][0]["ctx"], dtype=np.float64)
+                out[k][0]["ctx"] = np.clip(np.round(v / s_in) + zp, -128, 127).astype(np.int8)
+                continue
+            if not layer.state_shapes():
                 continue
             if layer.kind == "ops":
                 for i, name in enumerate(layer.state_shapes()):
@@ -780,8 +328,8 @@ class Model:
             if np.any(lens < 1) or np.any(lens > T):
                 raise InputError(f"lengths must lie in [1, {T}], got min {lens.min()} max {lens.max()}")
             lens = lens.astype(np.int32)
-        work = _make_work(self._prep, B, chunk_frames(self._prep, B, T))
-        lens_view, _ = _work_views(self._prep, work, B)
+        work = make_work(self._prep, B, chunk_frames(self._prep, B, T))
+        lens_view, _ = work_views(self._prep, work, B)
         lens_view[:] = lens
         if initial_state is None:
             self._reset_state(work, B)
@@ -846,7 +394,6 @@ class _StreamBase:
 
     def __init__(self, model: Model, batch: int, step_kernel):
         self.model = model
-        prep = model._prep
         self._batch = batch
         self._step_kernel = step_kernel
         self._F = model.input_size
@@ -893,12 +440,12 @@ class _StreamBase:
         model = self.model
         prep = model._prep
         old = getattr(self, "_work", None)
-        work = _make_work(prep, self._batch, frames)
+        work = make_work(prep, self._batch, frames)
         if old is not None:
-            _, s_new = _work_views(prep, work, self._batch)
-            _, s_old = _work_views(prep, old, self._batch)
+            _, s_new = work_views(prep, work, self._batch)
+            _, s_old = work_views(prep, old, self._batch)
             s_new[:] = s_old
-        lens, _ = _work_views(prep, work, self._batch)
+        lens, _ = work_views(prep, work, self._batch)
         self._lengths = lens
         self._work = work
         self._frames = frames
@@ -974,8 +521,8 @@ class Stream(_StreamBase):
     call (copy it to keep it)."""
 
     def __init__(self, model: Model):
-        # no-JIT hook: the C runtime when its library is built (edgelstm/native.py), else the Numba kernel
-        from .native import step_kernel
+        # no-JIT hook: the C runtime when its library is built (edgelstm/backends/native.py), else the Numba kernel
+        from .backends.native import step_kernel
         self._in_shape = (model.input_size,)
         super().__init__(model, 1, step_kernel(model._prep) or model._kernel(frame=True))
 

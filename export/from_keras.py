@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, ImportModelError, ModelError
-from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
+from edgelstm.ir.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model
 
 from ._files import read_model_file, run_isolated

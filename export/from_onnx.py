@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, ImportModelError
-from edgelstm.model import GRU, LSTM, RNN, Dense, ModelSpec
+from edgelstm.ir.model import GRU, LSTM, RNN, Dense, ModelSpec
 from edgelstm.runtime import Model, State
 
 from ._files import read_model_file

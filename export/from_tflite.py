@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, ImportModelError, ModelError
-from edgelstm.model import LSTM, Dense, ModelSpec
+from edgelstm.ir.model import LSTM, Dense, ModelSpec
 from edgelstm.quant.params import QuantParams
 from edgelstm.runtime import Model
 

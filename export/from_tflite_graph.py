@@ -1,6 +1,6 @@
 """from_tflite for step graphs: a .tflite subgraph of builtin ops (what the TF converter makes of a Keras
 ``LSTMCell`` / ``GRUCell`` / ``SimpleRNNCell`` with explicit state, int8 or float32) -> an ``edgelstm.Model``
-with one op-graph layer (edgelstm/opgraph.py) whose ``stream()`` keeps the state the graph takes as inputs.
+with one op-graph layer (edgelstm/ir/opgraph.py) whose ``stream()`` keeps the state the graph takes as inputs.
 
 Inputs and outputs, in the order of the file's SignatureDef when it has one (the converter names inputs after
 the Keras inputs, sorted by name, and outputs in the model's output order), else the subgraph's: x is the
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgelstm.errors import ImportModelError, ModelError
-from edgelstm.model import ModelSpec
-from edgelstm.opgraph import OpGraph
+from edgelstm.ir.model import ModelSpec
+from edgelstm.ir.opgraph import OpGraph
 from edgelstm.quant.params import QuantParams
 from edgelstm.runtime import Model
 

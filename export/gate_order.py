@@ -1,7 +1,7 @@
 """The single gate-order adapter: every importer and exporter converts framework gate orders here.
 
 A gate order is a string of gate letters, one per gate block stacked along an axis (rows by default).
-Canonical orders (``edgelstm.model``): LSTM ``"ifgo"``, GRU ``"rzn"``, LSTM peephole ``"ifo"``.
+Canonical orders (``edgelstm.ir.model``): LSTM ``"ifgo"``, GRU ``"rzn"``, LSTM peephole ``"ifo"``.
 Frameworks name the same gates differently, so aliases are folded first: LSTM ``c`` == ``g`` (cell
 candidate, ONNX/Keras), GRU ``h`` == ``n`` (new/candidate state, ONNX/Keras).
 """

@@ -14,8 +14,8 @@ form apps use (set x and the state, invoke, read y and the new state). The state
 variable tensors, which LiteRT requires and which it reads and updates in place; LiteRT honours the values set
 before each invoke (both resolvers; tests/test_to_tflite.py interleaves two streams in one interpreter).
 
-GRU / RNN and op-graph layers are written in mode="step" only, as step graphs of builtin ops (edgelstm/opgraph.py):
-int8 GRU / RNN as the int16 cell graphs prepare() runs (edgelstm/cellgraph.py: LiteRT's reference, builtin and
+GRU / RNN and op-graph layers are written in mode="step" only, as step graphs of builtin ops (edgelstm/ir/opgraph.py):
+int8 GRU / RNN as the int16 cell graphs prepare() runs (edgelstm/program/cellgraph.py: LiteRT's reference, builtin and
 default resolvers give identical integers), float32 ones via opgraph.float_cell_graph; imported int8 op graphs get
 their state write-back (DEQUANTIZE -> QUANTIZE) inside the graph so each state output has its state input's
 quantization.
@@ -30,7 +30,8 @@ import os
 import numpy as np
 
 from edgelstm.errors import ImportModelError
-from edgelstm.runtime import FIXED_OUTPUT_QUANT, Model
+from edgelstm.quant.params import FIXED_OUTPUT_QUANT
+from edgelstm.runtime import Model
 
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
 
@@ -43,7 +44,9 @@ _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5,
         "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
         "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
         "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
-        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3)}
+        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3),
+        "DEPTHWISE_CONV_2D": (4, 3, 1, 5), "PAD": (34, 2, 1, 3), "MIRROR_PAD": (100, 2, 1, 3),
+        "RELU6": (21, 2, 1, 3), "SQRT": (75, 2, 1, 2)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -352,11 +355,11 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
 
 def _cell_graph(layer, k: int, q, d: int):
     """(op graph, constants) of direction d of a GRU / RNN / op-graph layer, as the runtime runs it."""
-    from edgelstm.cellgraph import cell_graph
-    from edgelstm.opgraph import float_cell_graph
+    from edgelstm.program.cellgraph import cell_graph
+    from edgelstm.program.cellgraph import float_cell_graph
     if layer.kind == "ops":
         return layer, q.layers[k][0] if q is not None else layer.directions[0]
-    if q is not None:       # the int16 graph prepare() runs (edgelstm/cellgraph.py)
+    if q is not None:       # the int16 graph prepare() runs (edgelstm/program/cellgraph.py)
         return cell_graph(layer, q.layers[k][d], q.act[k], q.act[k + 1])
     return float_cell_graph(layer, d)
 
@@ -555,7 +558,7 @@ def _dense(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
 
 def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: bool, *, state_in=None,
              cache=None, tag: str = ""):
-    """Write an op-graph layer (edgelstm/opgraph.py IR) as builtin ops; returns (output tensor, state input
+    """Write an op-graph layer (edgelstm/ir/opgraph.py IR) as builtin ops; returns (output tensor, state input
     tensors, state output tensors). Its x is the previous tensor; every other tensor is [1, size], or
     [1, 1, 1, size] in a graph with CONV_2D ops (edgelstm's int16 GRU/RNN graphs: a 1x1 conv over a 4-D tensor).
     Unrolled over frames (``_unrolled_cells``): ``state_in`` gives existing tensors for the state inputs,
@@ -677,16 +680,21 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
     return y, [ids[si] for si, _ in graph.state], st_out
 
 
-def _conv_options(act: int):
+def _conv_options(act: int, *, stride: int = 1, dilation: int = 1, depth_multiplier: int | None = None):
+    """CONV_2D options (VALID padding; stride / dilation along W, the length axis of a (1, 1, L, C) frame), or
+    DEPTHWISE_CONV_2D options when depth_multiplier is given."""
     def build(b, T):
-        T.Conv2DOptionsStart(b)
-        T.Conv2DOptionsAddPadding(b, T.Padding.VALID)
-        T.Conv2DOptionsAddStrideW(b, 1)
-        T.Conv2DOptionsAddStrideH(b, 1)
-        T.Conv2DOptionsAddDilationWFactor(b, 1)
-        T.Conv2DOptionsAddDilationHFactor(b, 1)
-        T.Conv2DOptionsAddFusedActivationFunction(b, act)
-        return T.BuiltinOptions.Conv2DOptions, T.Conv2DOptionsEnd(b)
+        name = "Conv2D" if depth_multiplier is None else "DepthwiseConv2D"
+        getattr(T, f"{name}OptionsStart")(b)
+        getattr(T, f"{name}OptionsAddPadding")(b, T.Padding.VALID)
+        getattr(T, f"{name}OptionsAddStrideW")(b, stride)
+        getattr(T, f"{name}OptionsAddStrideH")(b, 1)
+        getattr(T, f"{name}OptionsAddDilationWFactor")(b, dilation)
+        getattr(T, f"{name}OptionsAddDilationHFactor")(b, 1)
+        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, act)
+        if depth_multiplier is not None:
+            T.DepthwiseConv2DOptionsAddDepthMultiplier(b, depth_multiplier)
+        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
     return build
 
 

@@ -104,10 +104,10 @@ def check(model, frames, *, cc: str = "cc", cflags=None, ldflags=(), runner=(), 
 
 
 def _case_bytes(model, X, tables: bool = True) -> bytes:
-    from edgelstm import c_model
+    from edgelstm.program import c_program
     prep = model._prep
-    prog, w8, blob = c_model.c_arrays(prep, tables=tables, spec=model.spec)
-    buf = c_model.c_work_buffers(prep, tables=tables, spec=model.spec)   # the exact buffers a bundle sizes
+    prog, w8, blob = c_program.c_arrays(prep, tables=tables, spec=model.spec)
+    buf = c_program.c_work_buffers(prep, tables=tables, spec=model.spec)   # the exact buffers a bundle sizes
     (s_in, zp_in), (s_out, zp_out) = model.quant.act[0], model.quant.act[-1]
     hdr = np.array([model.input_size, model.output_size, prep.width, prep.n_state, buf["scratch"], prog.size,
                     w8.size, blob.size, zp_in, zp_out, X.shape[0], buf["gates"], buf["acc"], buf["aux"]], np.int32)
@@ -115,21 +115,26 @@ def _case_bytes(model, X, tables: bool = True) -> bytes:
                      w8.tobytes(), blob.tobytes(), np.ascontiguousarray(X, np.float32).tobytes()])
 
 
-def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False) -> Path:
-    """Compile the many-models test driver (harness/multi_runner.c) with the runtime; returns its path."""
+def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False,
+                 driver: str = "multi_runner.c", src=None) -> Path:
+    """Compile the many-models test driver (harness/multi_runner.c, or another ``driver`` in harness/: the fuzz
+    driver fuzz_runner.c) with the runtime (from ``src``, another copy of this directory, if given: an older
+    runtime); returns its path."""
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
-    src = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
+    src = Path(src) if src else here
     builddir = Path(builddir)
     builddir.mkdir(parents=True, exist_ok=True)
-    for rel in RUNTIME_SOURCES + ("harness/multi_runner.c",):
+    for rel in RUNTIME_SOURCES:
         shutil.copyfile(src / rel, builddir / Path(rel).name)
+    shutil.copyfile(here / "harness" / driver, builddir / driver)
     (builddir / "elstm_records.h").write_text(records_header())
     if shutil.which(cc) is None:
         raise FirmwareError(f"C compiler {cc!r} not found on PATH")
     flags = list(STRICT_CFLAGS if cflags is None else cflags) + (SANITIZE_FLAGS if sanitize else [])
-    exe = builddir / "multi_runner"
+    exe = builddir / Path(driver).stem
     cmd = [cc, *flags, "-I", str(builddir), "-o", str(exe),
-           *[str(builddir / n) for n in ("multi_runner.c", "edgelstm.c", "elstm_io.c")], *ldflags, "-lm"]
+           *[str(builddir / n) for n in (driver, "edgelstm.c", "elstm_io.c")], *ldflags, "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise FirmwareError(f"{cc} failed ({res.returncode}):\n{res.stderr.strip()}")
@@ -200,11 +205,11 @@ def build_cortex_m_runner(builddir, *, cc: str = "arm-none-eabi-gcc", extra_cfla
 
 
 def build_native(*, cc: str = "cc", out=None, portable: bool = False, cflags=()) -> Path:
-    """Compile the C runtime as the shared library of the no-JIT backend (``edgelstm.native``); returns its
+    """Compile the C runtime as the shared library of the no-JIT backend (``edgelstm.backends.native``); returns its
     path. Written next to this package when writable, else into the user cache directory. Built for this
     CPU (-march=native: the AVX2 / NEON dot loop) unless ``portable`` (e.g. a cross compiler; an aarch64
     build still gets NEON); ``cflags`` are added (e.g. ``-march=armv8.2-a+dotprod`` for sdot on a Pi 5)."""
-    from edgelstm import native
+    from edgelstm.backends import native
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
     src = Path(__file__).resolve().parent
     if out is None:

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     except EdgeLSTMError as e:
         print(f"edgelstm: error: {e}", file=sys.stderr)
         return 2
-    from edgelstm.native import _load
+    from edgelstm.backends.native import _load
     lib = _load(path) if args.cc == "cc" else None     # a cross build cannot be loaded here
     print(f"built {path}" + (f" (dot loop: {lib.elstm_dot_path().decode()})" if lib is not None else ""))
     return 0

@@ -12,7 +12,7 @@ DATA = Path(__file__).resolve().parents[1] / "edgelstm" / "data"
 def stream_cases(n, *, T, seed_base=7007):
     """n (model, frames (T, F)) pairs: unidirectional random stacks (LSTM with peephole / projection,
     GRU both variants, RNN tanh / relu, Dense with every activation), 35% with perturbed quantization.
-    int8 GRU / RNN layers run as their int16 op graphs (edgelstm/cellgraph.py: CONV16, ACT16 and the int16
+    int8 GRU / RNN layers run as their int16 op graphs (edgelstm/program/cellgraph.py: CONV16, ACT16 and the int16
     ADD / SUB / MUL / QUANTIZE records). A perturbed quantization that prepare() refuses (ModelError: e.g. an
     int16 conv scale needing a shift outside LiteRT's [-31, 7]) is no model to run anywhere: that case number
     is passed over and the next one taken."""

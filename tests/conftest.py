@@ -26,9 +26,9 @@ def bytes_allocated_by(fn, calls: int, warm: int = 200) -> int:
 
 @contextlib.contextmanager
 def native_library_env(path, *, backend=None):
-    """Point ``edgelstm.native`` at the library ``path`` (and force ``EDGELSTM_BACKEND`` if given) while a test
+    """Point ``edgelstm.backends.native`` at the library ``path`` (and force ``EDGELSTM_BACKEND`` if given) while a test
     module runs; restores the environment and forgets the cached library afterwards."""
-    from edgelstm import native
+    from edgelstm.backends import native
     old = {k: os.environ.get(k) for k in ("EDGELSTM_NATIVE_LIB", "EDGELSTM_BACKEND")}
     os.environ["EDGELSTM_NATIVE_LIB"] = str(path)
     if backend:

@@ -1,4 +1,4 @@
-"""The op-graph arena layout (opgraph.prepare_record): tensors share arena elements by lifetime.
+"""The op-graph arena layout (program.opgraph.prepare_record): tensors share arena elements by lifetime.
 
 Every layout is checked from the op records themselves (the offsets the Numba and C kernels read), by a
 symbolic run of the graph over the arena: each element remembers which (tensor, element) last wrote it; every
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-import edgelstm.opgraph as og
-from edgelstm.cellgraph import cell_graph
-from edgelstm.kernels import layout as L
-from edgelstm.opgraph import BINARY, OpGraph, prepare_record, validate_opgraph
-from edgelstm.runtime import _Builder
+import edgelstm.program.opgraph as og
+from edgelstm.program.cellgraph import cell_graph
+from edgelstm.program import layout as L
+from edgelstm.ir.opgraph import BINARY, OpGraph, validate_opgraph
+from edgelstm.program.builder import Builder
+from edgelstm.program.opgraph import prepare_record
 
 CELLS = os.path.join(os.path.dirname(__file__), "fixtures", "tflite_cells")
 CELL_NAMES = sorted(f[:-len("_int8.tflite")] for f in os.listdir(CELLS) if f.endswith("_int8.tflite"))
@@ -254,7 +255,7 @@ def _random_graph(rng, quantized):
 
 
 def _prepare(g, params, quantized):
-    b = _Builder(np.int16 if quantized else np.float32, 0)
+    b = Builder(np.int16 if quantized else np.float32, 0)
     rec, arena = prepare_record(b, g, params, 0)
     off = b.add_ints(rec)
     prog, blob = b.finish()

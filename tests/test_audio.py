@@ -9,7 +9,8 @@ import pytest
 
 import edgelstm as el
 from edgelstm.audio import AudioConfig, EventTracker, FrontEnd, LogMel, Tagger, logmel, read_raw, read_wav
-from edgelstm.cli import AUDIO_MODEL, DATA, main
+from edgelstm.cli import main
+from edgelstm.data import AUDIO_MODEL, DATA
 from edgelstm.errors import ArtifactError, AudioError
 
 FE = FrontEnd()

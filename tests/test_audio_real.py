@@ -1,6 +1,6 @@
 """The bundled tagger on real recordings (Debian's alsa-utils voice clips and freedesktop alert sounds).
 
-A regression guard at today's measured level (README "Audio tagging results": 6 of 8 speech clips, 2 of 5
+A regression guard at today's measured level (docs/audio.md "Real recordings": 6 of 8 speech clips, 2 of 5
 ringing/alarm sounds); it fails if a retrained or re-quantized model generalizes worse to real audio.
 CI installs the two Debian packages; elsewhere the test is skipped loudly.
 """

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm.c_model import c_arrays, runtime_features
+from edgelstm.program.c_program import c_arrays, runtime_features
 from edgelstm.errors import FirmwareError
 from edgelstm.export.to_c import records_header, to_c
 from edgelstm.firmware_host import STRICT_CFLAGS, build, check, run
@@ -136,10 +136,10 @@ def test_every_feature_subset_compiles_warning_free(cc, tmp_path):
             assert res.returncode == 0, (defs, simd, res.stderr)
 
 
-# ---- the C program's compact CONV16 rows (c_model.conv16_packed / conv16_groups)
+# ---- the C program's compact CONV16 rows (c_program.conv16_packed / conv16_groups)
 
 def test_conv16_rows_pack_and_unpack_exactly():
-    from edgelstm.c_model import conv16_groups, conv16_packed, conv16_rows
+    from edgelstm.program.c_program import conv16_groups, conv16_packed, conv16_rows
     rng = np.random.default_rng(0)
     m = rng.integers(1 << 30, 1 << 31, 301)
     m[:3] = [1 << 30, 0x7FFF0000 - 1, (1 << 31) - 1]          # the rounding edges of m16
@@ -160,8 +160,8 @@ def test_conv16_rows_pack_and_unpack_exactly():
 def test_conv16_with_widely_spread_shifts_splits_and_streams_bit_exact(tmp_path):
     """A GRU whose weight rows span 2^-5 .. 2^5 in scale: its CONV16 row shifts spread over more than four
     values, so the C copy splits those convs into records of row ranges; the bundle is bit-exact."""
-    from edgelstm.c_model import c_ops
-    from edgelstm.kernels import layout as L
+    from edgelstm.program.c_program import c_ops
+    from edgelstm.program import layout as L
     spec = el.random_model([{"kind": "gru", "hidden_size": 24}], input_size=10, seed=4)
     d = spec.layers[0].directions[0]
     for name in ("w_x", "w_h"):
@@ -184,7 +184,7 @@ def test_work_buffers_are_what_the_layers_touch():
     """c_buffers: the GRU tagger's gates buffer is its op-graph arena (488 elements by lifetime), acc its Dense
     outputs, aux unused; an LSTM tagger needs 4H gate rows and H hidden values. (The harness runners allocate
     exactly these under ASan / UBSan, so an undersized buffer fails every bit-exact test.)"""
-    from edgelstm.c_model import c_work_buffers
+    from edgelstm.program.c_program import c_work_buffers
     from edgelstm.data import __path__ as data
     gru = el.load(os.path.join(list(data)[0], "tagger_gru_int8.elstm"))
     assert c_work_buffers(gru._prep, spec=gru.spec) == {"gates": 488, "acc": 4, "aux": 1, "scratch": 488}

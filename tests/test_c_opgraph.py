@@ -11,12 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
-import edgelstm.c_model as c_model
-from edgelstm import native
+import edgelstm.program.c_program as c_program
+from edgelstm.backends import native
 from edgelstm.errors import FirmwareError
 from edgelstm.export import from_tflite
 from edgelstm.firmware_host import STRICT_CFLAGS, build_native, build_runner, check, run_many
-from edgelstm.kernels import layout as L
+from edgelstm.program import layout as L
 
 from conftest import native_library_env
 
@@ -77,27 +77,27 @@ def test_opgraph_to_c_bundle_streams_bit_exact(cases, tmp_path):
 def test_opgraph_state_starts_at_its_zero_points(cases):
     """The C copy of the program carries every op-graph state tensor's zero point for elstm_reset."""
     model, _ = cases[NAMES.index("gru_after_a")]
-    prog, _, _ = c_model.c_arrays(model._prep, spec=model.spec)
+    prog, _, _ = c_program.c_arrays(model._prep, spec=model.spec)
     lo = int(prog[L.G_LAYER0])
     zps = [int(model.spec.layers[0].state_quant(i)[1]) for i in range(len(model.spec.layers[0].state_shapes()))]
-    assert list(prog[int(prog[lo + c_model.L_ZPS]):][:len(zps)]) == zps
+    assert list(prog[int(prog[lo + c_program.L_ZPS]):][:len(zps)]) == zps
     assert any(z != 0 for z in zps)
 
 
 def _corrupt(monkeypatch, how):
-    real = c_model.c_arrays
+    real = c_program.c_arrays
 
     def corrupted(prep, **kw):
         prog, w8, blob = real(prep, **kw)
         prog = prog.copy()
         how(prog, blob.size, prep.scratch)
         return prog, w8, blob
-    monkeypatch.setattr(c_model, "c_arrays", corrupted)
+    monkeypatch.setattr(c_program, "c_arrays", corrupted)
 
 
 def _op(prog, code):
-    """The first op record of ``code`` in the C program (c_model.c_program: records of their C length)."""
-    for r, c in c_model.c_ops(prog, int(prog[L.G_LAYER0]) + L.L_HDR):
+    """The first op record of ``code`` in the C program (c_program.c_program: records of their C length)."""
+    for r, c in c_program.c_ops(prog, int(prog[L.G_LAYER0]) + L.L_HDR):
         if c == code:
             return r
     raise AssertionError(f"no op {code}")

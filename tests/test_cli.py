@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm.cli import DEMO_FEATURES, DEMO_MODEL, main
+from edgelstm.cli import main
+from edgelstm.data import DEMO_FEATURES, DEMO_MODEL
 
 F, O = 5, 3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm.model import ModelSpec
+from edgelstm.ir.model import ModelSpec
 from edgelstm.quant.params import QuantParams
 
 DATA = Path(el.__file__).resolve().parent / "data"

@@ -303,7 +303,7 @@ def test_init_rejects_weights_that_do_not_fit(cut, cases, lstm_tagger, tmp_path,
     """elstm_init checks every matrix against w8_len and every table against blob_len: one element short
     is a rejected model, not an out-of-bounds read (the GRU tagger's w8 ends with the Dense head; its blob is
     empty, its CONV16 weights live in w8: the blob case cuts the LSTM tagger's tables)."""
-    import edgelstm.c_model as cm
+    import edgelstm.program.c_program as cm
     real = cm.c_arrays
 
     def short(prep, **kw):
@@ -324,8 +324,8 @@ def test_init_rejects_weights_that_do_not_fit(cut, cases, lstm_tagger, tmp_path,
 def test_init_rejects_gru_and_rnn_layer_records(kind, tmp_path, monkeypatch):
     """prepare() lowers int8 GRU / RNN layers to op graphs; the C runtime has no GRU / RNN step any more and
     elstm_init rejects a record of either kind (here the tagger's GRU op-graph record relabelled)."""
-    import edgelstm.c_model as cm
-    from edgelstm.kernels import layout as L
+    import edgelstm.program.c_program as cm
+    from edgelstm.program import layout as L
     real = cm.c_arrays
     gru = gru_tagger()
     assert [int(gru._prep.prog[int(gru._prep.prog[L.G_LAYER0 + k]) + L.L_KIND]) for k in range(2)] == \

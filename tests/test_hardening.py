@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-import edgelstm.runtime as runtime
+import edgelstm.program.work as program_work
 from edgelstm.cli import main
 from naive import ref_forward_int8
 
@@ -230,7 +230,7 @@ def test_malformed_states_and_ragged_inputs_raise_input_error(models):
 
 
 def test_work_buffer_over_the_limit_is_refused_before_allocating(models, monkeypatch):
-    monkeypatch.setattr(runtime, "WORK_LIMIT_BYTES", 2**20)  # the real limit (2 GiB) would need 2 GiB to test
+    monkeypatch.setattr(program_work, "WORK_LIMIT_BYTES", 2**20)  # the real limit (2 GiB) would need 2 GiB to test
     for m in models.values():
         s = m.stream()
         y0 = s.step(np.ones(F, np.float32)).copy()

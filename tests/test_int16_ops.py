@@ -1,4 +1,4 @@
-"""The int16 ops of edgelstm's GRU / RNN cell graphs (edgelstm/cellgraph.py), each on its own: the op-graph
+"""The int16 ops of edgelstm's GRU / RNN cell graphs (edgelstm/program/cellgraph.py), each on its own: the op-graph
 kernels (kernels/ops_int8.py, through prepare()'s records) against the independent references in
 tests/naive.py and against LiteRT itself, single-op .tflite files run by its reference, builtin (no delegates)
 and default (XNNPACK) resolvers. The inputs reach every corner the ops have: all 65,536 int16 values for
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import naive
-from edgelstm.kernels import layout as L
-from edgelstm.opgraph import OpGraph, _arena_offsets, prepare_record, validate_opgraph
-from edgelstm.runtime import _Builder
+from edgelstm.program import layout as L
+from edgelstm.ir.opgraph import OpGraph, validate_opgraph
+from edgelstm.program.builder import Builder
+from edgelstm.program.opgraph import _arena_offsets, prepare_record
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 pytest.importorskip("tflite")
@@ -35,7 +36,7 @@ def _graph(tensors, ops, params=None):
 def _run_ours(g, params, inputs):
     """Run the graph's op records once with the kernels; inputs: {tensor (0-based, excl. dummy): values}."""
     from edgelstm.kernels.ops_int8 import _run_ops_int8
-    b = _Builder(np.int16, 0)
+    b = Builder(np.int16, 0)
     rec, arena_n = prepare_record(b, g, params, 0)
     prog, blob = b.finish()
     wq = b.kernel_blob(blob)
@@ -88,7 +89,7 @@ def test_int16_logistic_tanh_on_every_input(fn, s_in):
 def _tie_cases(rng, s_in, s_out, n):
     """Per-channel weight scales and accumulators where single rounding with the 31-bit multiplier, the
     16-bit reduced multiplier and double-precision rounding give different integers."""
-    from edgelstm.runtime import _qm_exact
+    from edgelstm.quant.multiplier import quantize_multiplier_checked as _qm_exact
     ws, acc = [], []
     while len(acc) < n:
         w = np.float32(rng.uniform(5e-4, 2e-2))
@@ -194,8 +195,8 @@ def test_op_graph_layer_with_int16_state_keeps_it_int16(tmp_path):
     and writes as int16 (not truncated to int8), equals the GRU layer's own state, survives state_to_float /
     state_from_float and save / load, and streams identically to the GRU it came from."""
     import edgelstm as el
-    from edgelstm.cellgraph import cell_graph
-    from edgelstm.model import ModelSpec
+    from edgelstm.program.cellgraph import cell_graph
+    from edgelstm.ir.model import ModelSpec
     from edgelstm.quant.params import QuantParams
     rng = np.random.default_rng(9)
     X = np.cumsum(rng.standard_normal((1, 200, 3)), axis=1).astype(np.float32)

@@ -16,7 +16,7 @@ import pytest
 import edgelstm as el
 import naive
 from edgelstm.kernels import cells_int8, fixedpoint
-from edgelstm.model import ACTIVATIONS
+from edgelstm.ir.model import ACTIVATIONS
 from edgelstm.quant.params import QuantParams
 
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1

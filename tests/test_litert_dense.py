@@ -85,7 +85,7 @@ def test_dense_equals_litert_fully_connected(name, resolver):
     Y = model.run(X)
     got = np.round(Y / np.float32(s_out)).astype(np.int64) + zp_out
     if name == "fc_softmax" and resolver == "reference":
-        # Known difference (README): LiteRT's two resolvers disagree with each other on int8 SOFTMAX; edgelstm
+        # Known difference (docs/contract.md): LiteRT's two resolvers disagree with each other on int8 SOFTMAX; edgelstm
         # follows the default resolver exactly (its float32 exp table), and the reference resolver differs from
         # it on 1 of ~27,000 outputs, by one.
         assert np.mean(got != want) <= 1e-4 and np.abs(got - want).max() <= 1

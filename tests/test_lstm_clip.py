@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm.runtime import quantized_clip
+from edgelstm.quant.multiplier import quantized_clip
 from naive import ref_forward_f64, ref_forward_int8, ref_quantized_clip
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgelstm as el
-from edgelstm import native
+from edgelstm.backends import native
 from edgelstm.errors import InputError
 from edgelstm.firmware_host import build_native
 from c_cases import ALL_RECURRENT_VARIANTS, gru_tagger, layer_variants, stream_cases

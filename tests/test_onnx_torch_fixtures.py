@@ -12,7 +12,7 @@ from edgelstm.export import from_onnx  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "onnx")
 FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(HERE, "*.onnx")))
-# exports edgelstm does not read (recorded in the README with the reason)
+# exports edgelstm does not read (recorded in docs/formats.md with the reason)
 UNSUPPORTED = {
     # torch's dynamo exporter drops the projection: an invalid graph (onnxruntime refuses it too)
     "lstm_proj.dynamo.onnx": "proj_size",

@@ -9,8 +9,9 @@ import pytest
 import edgelstm as el
 import naive
 from conftest import bytes_allocated_by
-from edgelstm import runtime
-from edgelstm.kernels import cells_int8, layout
+from edgelstm.program import work as program_work
+from edgelstm.kernels import cells_int8
+from edgelstm.program import layout
 
 DATA = Path(__file__).resolve().parents[1] / "edgelstm" / "data"
 I = 24
@@ -250,9 +251,9 @@ def test_chunked_equals_unchunked(pair, monkeypatch):
     X = _frames((3, 300, I), seed=6)
     lengths = np.array([300, 123, 7])
     want = {id(m): (m.run(X, lengths=lengths), m.stream().step_many(X[0])) for m in (q, f32)}
-    monkeypatch.setattr(runtime, "CHUNK_BYTES", 4 * 64 * 9)     # a few frames per chunk
+    monkeypatch.setattr(program_work, "CHUNK_BYTES", 4 * 64 * 9)     # a few frames per chunk
     for m in (q, f32):
-        assert runtime.chunk_frames(m._prep, 3, 300) < 20
+        assert program_work.chunk_frames(m._prep, 3, 300) < 20
         Y = m.run(X, lengths=lengths)
         s = m.stream()
         Ys = np.concatenate([s.step_many(X[0, :150]), s.step_many(X[0, 150:])])
@@ -266,8 +267,8 @@ def test_bidirectional_is_not_chunked(monkeypatch):
     spec = el.random_model([{"kind": "gru", "hidden_size": 16, "bidirectional": True}], input_size=I, seed=1)
     X = _frames((2, 90, I), seed=2)
     q = el.quantize(el.Model(spec), calibration=X, progress=False)
-    monkeypatch.setattr(runtime, "CHUNK_BYTES", 512)
-    assert runtime.chunk_frames(q._prep, 2, 90) == 90
+    monkeypatch.setattr(program_work, "CHUNK_BYTES", 512)
+    assert program_work.chunk_frames(q._prep, 2, 90) == 90
     np.testing.assert_array_equal(q.run(X, lengths=[90, 40]),
                                   naive.ref_forward_int8(q.spec, q.quant, X, lengths=np.array([90, 40]))[0])
 

@@ -76,7 +76,7 @@ def test_int8_cell_stream_identical_to_litert(name, resolver):
     want, want_state = _litert_stream(path, X, resolver)
     if resolver == "default" and name in DEFAULT_RESOLVER_DIFFERS:
         # measured: LiteRT's default resolver disagrees with its own reference kernels on int8 MUL (and, rarely,
-        # ADD); edgelstm equals the reference. Bound what the default resolver does instead (README, op graphs).
+        # ADD); edgelstm equals the reference. Bound what the default resolver does instead (docs/contract.md, op graphs).
         lsb = model.quant.act[-1][0]
         assert np.mean(ours != want) < 0.2 and np.abs(ours - want).max() <= 4.5 * lsb
         return

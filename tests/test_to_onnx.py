@@ -84,7 +84,7 @@ def test_checker_accepts_and_limits_are_refused(tmp_path):
 
 
 def test_int8_model_exports_its_float_weights_and_cli(tmp_path, capsys):
-    from edgelstm.cli import DATA
+    from edgelstm.data import DATA
     out = tmp_path / "tagger.onnx"
     assert main(["export", str(DATA / "tagger_gru_int8.elstm"), "--to", "onnx", "-o", str(out)]) == 0
     f = el.load(DATA / "tagger_gru.elstm")

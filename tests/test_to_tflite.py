@@ -162,7 +162,7 @@ def test_int8_step_export_streams_identically_in_litert(name, resolver, tmp_path
         Xd = ((Xq.astype(np.float32) - np.float32(zp_in)) * np.float32(s_in)).astype(np.float32)
         got = np.round(np.array([s.step(x).copy() for x in Xd]) / np.float32(s_out)).astype(np.int64) + zp_out
         if resolver == "reference" and getattr(q.spec.layers[-1], "activation", "") == "softmax":
-            # LiteRT's reference SOFTMAX differs from its default one by 1 on ~1 output in 10^4 (README: Dense);
+            # LiteRT's reference SOFTMAX differs from its default one by 1 on ~1 output in 10^4 (docs/contract.md: Dense);
             # we equal the default. The LSTM state below is still compared exactly.
             d = np.abs(got - want)
             assert d.max() <= 1 and np.mean(d > 0) < 1e-3
@@ -194,7 +194,7 @@ def test_float_step_export_streams_within_tolerance(name, tmp_path):
 def test_cli_export_tflite_step(kind, resolver, tmp_path, capsys):
     """The trained bundled taggers (int8 LSTM; int8 GRU as its int16 cell graph) through the CLI's step export,
     the whole 1,000-frame demo clip streamed with the state fed back."""
-    from edgelstm.cli import DATA
+    from edgelstm.data import DATA
     out = tmp_path / "tagger_step.tflite"
     assert main(["export", str(DATA / f"tagger_{kind}_int8.elstm"), "--to", "tflite", "--mode", "step", "-o",
                  str(out)]) == 0
@@ -208,7 +208,7 @@ def test_cli_export_tflite_step(kind, resolver, tmp_path, capsys):
 
 
 def test_cli_export_tflite(tmp_path, capsys):
-    from edgelstm.cli import DATA
+    from edgelstm.data import DATA
     out = tmp_path / "tagger.tflite"
     assert main(["export", str(DATA / "tagger_lstm_int8.elstm"), "--to", "tflite", "-o", str(out)]) == 0
     assert "tflite" in capsys.readouterr().out
@@ -249,7 +249,7 @@ def test_float_gru_rnn_step_export_streams_within_tolerance(name, tmp_path):
 @pytest.mark.parametrize("resolver", list(RESOLVER_TYPES))
 @pytest.mark.parametrize("name", list(GRU_RNN))
 def test_int8_gru_rnn_step_export_streams_identically_in_litert(name, resolver, tmp_path):
-    """edgelstm's int8 GRU / RNN are int16 graphs of builtin ops (edgelstm/cellgraph.py): LiteRT's reference,
+    """edgelstm's int8 GRU / RNN are int16 graphs of builtin ops (edgelstm/program/cellgraph.py): LiteRT's reference,
     builtin (no delegates) and default (XNNPACK) resolvers all give our integers, outputs and int16 state, over
     1,000-step streams driven past the calibrated range (the outputs saturate)."""
     layers, F = GRU_RNN[name]

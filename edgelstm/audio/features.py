@@ -8,50 +8,13 @@ from its own samples by the same kernel, so the features do not depend on how th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
 from ..errors import AudioError
-
-
-@dataclass(frozen=True)
-class FrontEnd:
-    """The feature settings a model was trained with (stored in the .elstm file)."""
-    sr: int = 16000
-    n_fft: int = 512          # power of two (radix-2 FFT)
-    hop_length: int = 256
-    n_mels: int = 32
-    fmin: float = 50.0
-    fmax: float = 8000.0
-    amin: float = 1e-10       # power_to_db floor
-
-    def __post_init__(self):
-        ok = (isinstance(self.sr, int) and 1000 <= self.sr <= 192000
-              and isinstance(self.n_fft, int) and 16 <= self.n_fft <= 8192 and self.n_fft & (self.n_fft - 1) == 0
-              and isinstance(self.hop_length, int) and 1 <= self.hop_length <= self.n_fft
-              and isinstance(self.n_mels, int) and 1 <= self.n_mels <= self.n_fft // 2
-              and 0.0 <= float(self.fmin) < float(self.fmax) <= self.sr / 2.0 and float(self.amin) > 0)
-        if not ok:
-            raise AudioError(f"invalid front end {asdict(self)}: need 1000 <= sr <= 192000, n_fft a power of "
-                             "two in [16, 8192], 1 <= hop_length <= n_fft, 1 <= n_mels <= n_fft/2, "
-                             "0 <= fmin < fmax <= sr/2, amin > 0")
-
-    def to_dict(self) -> dict:
-        return {k: (float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d) -> "FrontEnd":
-        if not isinstance(d, dict) or set(d) != set(cls.__dataclass_fields__):
-            raise AudioError(f"front end must be an object with keys {sorted(cls.__dataclass_fields__)}")
-        ints = ("sr", "n_fft", "hop_length", "n_mels")
-        for k, v in d.items():
-            good = (type(v) is int) if k in ints else (type(v) in (int, float) and math.isfinite(v))
-            if not good:
-                raise AudioError(f"front end field {k!r} has a bad value {v!r}")
-        return cls(**{k: (int(v) if k in ints else float(v)) for k, v in d.items()})
+from ..ir.audio import FrontEnd  # noqa: F401  (edgelstm.audio.features.FrontEnd, as before)
 
 
 # ------------------------------------------------------------------------------------ setup (float64, once)

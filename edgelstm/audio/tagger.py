@@ -5,61 +5,16 @@ Events close with hysteresis per class (on at ``onset``, off below ``offset``, k
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import AudioError
-from .features import FrontEnd, LogMel
+from ..ir.audio import AudioConfig
+from .features import LogMel
 
 DEFAULT_LABELS = ("speech", "alarm", "knock", "glass", "music")
-
-
-@dataclass
-class AudioConfig:
-    """What an audio model needs besides its weights; stored in the .elstm metadata under 'audio'."""
-    frontend: FrontEnd
-    labels: list                      # one plain name per model output
-    onset: list = None                # per class, probability that opens an event
-    offset: list = None               # per class, probability below which it closes
-    min_duration: list = None         # per class, seconds; shorter events are dropped
-
-    def __post_init__(self):
-        n = len(self.labels)
-        self.onset = [0.5] * n if self.onset is None else list(self.onset)
-        self.offset = [0.3] * n if self.offset is None else list(self.offset)
-        self.min_duration = [0.1] * n if self.min_duration is None else list(self.min_duration)
-        if not isinstance(self.frontend, FrontEnd):
-            raise AudioError("AudioConfig.frontend must be a FrontEnd")
-        if n == 0 or not all(isinstance(s, str) and s and s.isprintable() for s in self.labels) \
-                or len(set(self.labels)) != n:
-            raise AudioError("audio labels must be distinct non-empty names")
-        for name in ("onset", "offset", "min_duration"):
-            v = getattr(self, name)
-            if len(v) != n or not all(type(x) in (int, float) and math.isfinite(x) for x in v):
-                raise AudioError(f"audio {name} must be {n} finite numbers")
-        for c in range(n):
-            if not 0.0 <= self.offset[c] <= self.onset[c] <= 1.0 or self.min_duration[c] < 0:
-                raise AudioError(f"class {self.labels[c]!r}: need 0 <= offset <= onset <= 1, min_duration >= 0")
-
-    def to_dict(self) -> dict:
-        return {"frontend": self.frontend.to_dict(), "labels": list(self.labels), "onset": self.onset,
-                "offset": self.offset, "min_duration": self.min_duration}
-
-    @classmethod
-    def from_dict(cls, d) -> "AudioConfig":
-        keys = {"frontend", "labels", "onset", "offset", "min_duration"}
-        if not isinstance(d, dict) or set(d) != keys:
-            raise AudioError(f"audio metadata must be an object with keys {sorted(keys)}")
-        if not isinstance(d["labels"], list):
-            raise AudioError("audio labels must be a list")
-        for k in ("onset", "offset", "min_duration"):
-            if not isinstance(d[k], list):
-                raise AudioError(f"audio {k} must be a list")
-        return cls(frontend=FrontEnd.from_dict(d["frontend"]), labels=d["labels"], onset=d["onset"],
-                   offset=d["offset"], min_duration=d["min_duration"])
 
 
 @dataclass
@@ -142,9 +97,9 @@ class Tagger:
 
     def __init__(self, model=None):
         import edgelstm as el
-        from ..cli import DATA
+        from ..data import AUDIO_MODEL
         if model is None:
-            model = DATA / "audio_tagger.elstm"
+            model = AUDIO_MODEL
         if not hasattr(model, "stream"):
             model = el.load(model)
         if getattr(model, "audio", None) is None:
@@ -156,7 +111,7 @@ class Tagger:
                              f"{len(model.audio.labels)} labels")
         self.model = model
         self.config: AudioConfig = model.audio
-        self.frontend: FrontEnd = model.audio.frontend
+        self.frontend = model.audio.frontend
 
     def stream(self, chunks, *, summary: TagSummary | None = None, probabilities: list | None = None):
         """Tag an iterable of mono float chunks at ``frontend.sr``; yields Events as they close.  Fills

@@ -1,7 +1,7 @@
 """@njit kernels: fixed-point primitives, int8 and float32 cells, the one-call program driver.
 
 Numba's on-disk cache checks only the source file of each cached function, not the files of the functions
-it calls, so editing ``cells_int8.py`` would leave a cached ``program.py`` kernel running the old cells.
+it calls (or of the modules whose globals it reads), so editing ``cells_int8.py`` would leave a cached ``program.py`` kernel running the old cells.
 On import we stamp a hash of all kernel sources and drop this package's cache files when it changes.
 """
 import hashlib
@@ -11,7 +11,8 @@ from pathlib import Path
 def _drop_stale_cache() -> None:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for src in sorted(here.glob("*.py")) + [here.parent / "config.py"]:
+    # the record layout's constants are compiled into the kernels as globals, so its file counts too
+    for src in sorted(here.glob("*.py")) + [here.parent / "config.py", here.parent / "program" / "layout.py"]:
         digest.update(src.read_bytes())
     cache = here / "__pycache__"
     stamp = cache / "edgelstm-kernels.stamp"

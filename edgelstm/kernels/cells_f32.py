@@ -10,15 +10,9 @@ from numba import njit
 
 from ..config import NJIT_OPTS
 from .rawview import f32_from_bits
-from .cells_int8 import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FLAG_PEEP, FLAG_PROJ, \
-    FLAG_RELU, FLAG_RESET_AFTER
-
-# direction records (float)
-FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
-FL_CELL_CLIP, FL_PROJ_CLIP = 8, 9   # LSTM clip bounds as float32 bits (0.0 = none)
-FL_LEN = 10
-FD_W, FD_B, FD_ACT = 0, 1, 2
-FD_LEN = 3
+from ..program.layout import (ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, FD_ACT, FD_B, FD_LEN, FD_W,  # noqa: F401
+                               FL_B, FL_B2, FL_BPROJ, FL_CELL_CLIP, FL_LEN, FL_PEEP, FL_PROJ, FL_PROJ_CLIP, FL_STATE,
+                               FL_WH, FL_WX, FLAG_PEEP, FLAG_PROJ, FLAG_RELU, FLAG_RESET_AFTER)
 
 
 @njit(**NJIT_OPTS)

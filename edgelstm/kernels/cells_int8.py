@@ -10,7 +10,7 @@ layers (see ``program.py``).  Storage conventions:
                requantization epilogue runs in a second loop.
 
 Arithmetic is TFLite's 8x8_16 LSTM (lstm_eval.cc, portable_tensor_utils.cc) for LSTM and LiteRT's int8
-FULLY_CONNECTED for Dense. int8 GRU and RNN layers run as int16 op graphs (edgelstm/cellgraph.py,
+FULLY_CONNECTED for Dense. int8 GRU and RNN layers run as int16 op graphs (edgelstm/program/cellgraph.py,
 kernels/ops_int8.py).
 """
 import numpy as np
@@ -20,7 +20,7 @@ from ..config import NJIT_OPTS
 from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
 from .pairwise import _dot_blocks
 
-from .layout import (  # noqa: F401  (the record layout lives in layout.py, free of Numba)
+from ..program.layout import (  # noqa: F401  (the record layout lives in program/layout.py, free of Numba)
     KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KINDS, ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU,
     ACTIVATIONS, L_KIND, L_IN, L_HID, L_OUT, L_NDIR, L_FLAGS, L_DIRLEN, L_HDR, FLAG_PEEP, FLAG_PROJ,
     FLAG_RESET_AFTER, FLAG_RELU, FLAG_REVERSE, LS_WX, LS_WH, LS_BX, LS_BH, LS_MX, LS_MH, LS_PEEP, LS_MP, LS_PROJ,

@@ -1,4 +1,4 @@
-"""TFLite builtin float32 ops and the float32 op-graph layer step (layer kind "ops", see edgelstm/opgraph.py).
+"""TFLite builtin float32 ops and the float32 op-graph layer step (layer kind "ops", see edgelstm/ir/opgraph.py).
 
 The float twin of ops_int8.py, over the float program's arrays (float32 weight blob, state, seq and arena).
 Op records (OPK_REC int32 each; act: TFLite fused activation 0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6):
@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ..config import NJIT_OPTS
-from .layout import (OG_NOPS, OG_OPS, OPK_ADD, OPK_CLAMP, OPK_COPY, OPK_FC, OPK_LOGISTIC, OPK_MUL, OPK_REC, OPK_SUB,
+from ..program.layout import (OG_NOPS, OG_OPS, OPK_ADD, OPK_CLAMP, OPK_COPY, OPK_FC, OPK_LOGISTIC, OPK_MUL, OPK_REC, OPK_SUB,
                      OPK_TANH)
 from .ops_int8 import graph_io_in, graph_io_out
 

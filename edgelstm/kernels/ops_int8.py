@@ -1,11 +1,11 @@
-"""TFLite builtin int8 ops and the int8 op-graph layer step (layer kind "ops", see edgelstm/opgraph.py).
+"""TFLite builtin int8 ops and the int8 op-graph layer step (layer kind "ops", see edgelstm/ir/opgraph.py).
 
 Every op is bit-exact with LiteRT's reference kernels (tests/test_opgraph.py runs converter-made graphs and
 single-op files in LiteRT itself). ``graph_step_int8`` is called by the program interpreter
 (program._cell_int8) for a KIND_OPS layer: it runs the layer's op records over an int16 arena holding int8
 values (the program's gates scratch), reading the layer input from ``seq`` and the recurrent state from
 ``state``, and writing the output and the new state back. Private kernels take arrays and scalars only; every
-offset was validated and laid out by opgraph.prepare_record (no bounds checks here, no allocation).
+offset was validated and laid out by program.opgraph.prepare_record (no bounds checks here, no allocation).
 
 Op records (OPK_REC int32 each; a = input arena offset, o = output arena offset, n = elements):
   FC      [OPK_FC, x, K, zp_in, w_off (weight blob), N, b_off (prog, -1 none), m_off (prog: N (mult, shift)
@@ -29,7 +29,7 @@ from ..config import NJIT_OPTS
 from .cells_int8 import _mbqm_split, _shift_parts, padded
 from .fixedpoint import wrap32
 from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
-from .layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
+from ..program.layout import (OG_CONST_REC, OG_CONSTS, OG_NCONST, OG_NOPS, OG_NSTATE, OG_NX, OG_NY, OG_OPS, OG_STATE,
                      OG_STATE_REC, OG_STATES, OG_X, OG_Y, OPK_ACT16, OPK_ADD, OPK_CONV16, OPK_COPY, OPK_FC, OPK_LUT,
                      OPK_MUL, OPK_REC, OPK_REQUANT, OPK_SUB)
 

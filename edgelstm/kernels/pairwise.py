@@ -22,8 +22,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..config import NJIT_OPTS
-from .layout import BLOCK_ROWS as ROWS   # rows per block: one AVX-512 / two AVX2 vpmaddwd / four smlal pairs
-from .layout import IXW
+from ..program.layout import BLOCK_ROWS as ROWS   # rows per block: one AVX-512 / two AVX2 vpmaddwd / four smlal pairs
+from ..program.layout import IXW
 
 
 FORCE_ISA = None   # bench/pairwise_asm.py sets "generic"/"avx2" to list other targets' code from this host

@@ -25,7 +25,8 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from .layout import KIND_OPS
+from ..program.layout import KIND_CONV, KIND_MAP, KIND_OPS
+from .frontend import conv_step_f32, conv_step_int8, map_step_f32, map_step_int8
 from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
 from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KIND_DENSE, KIND_GRU, KIND_LSTM,
@@ -33,7 +34,7 @@ from .cells_int8 import (FLAG_REVERSE, IX_OUT, IX_SCR, IX_SRC, IX_STATE, IXW, KI
                          lstm_step_int8)
 
 from .rawview import view_f32, view_i16, view_i32
-from .layout import (  # noqa: F401
+from ..program.layout import (  # noqa: F401
     G_LAYERS, G_IN, G_OUT, G_WIDTH, G_IN_ZP, G_OUT_ZP, G_IN_SCALE, G_OUT_SCALE,
     G_LAYER0, W_LENGTHS, W_STATE, W_STATE_N, W_SEQ, W_SEQ_N, W_GATES, W_ACC,
     W_AUX, W_SCRATCH_N, W_IX, W_CHUNK, W_BATCH, W_Y, WORK_HEADER_BYTES, G_KW_OFF,
@@ -75,6 +76,10 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
         lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
     elif kind == KIND_DENSE:
         dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
+    elif kind == KIND_CONV:
+        conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
+    elif kind == KIND_MAP:
+        map_step_int8(prog, rec, wq, seq, ix, nb, state)
     else:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other in the gates scratch
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
@@ -83,8 +88,14 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
 
 @njit(**NJIT_OPTS)
 def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, gates, tmp, aux, scr):
-    """Float32 twin of _cell_int8 (same signature; aux unused): one sequence after the other, each with the
+    """Float32 twin of _cell_int8 (same signature; aux: a conv's window): one sequence after the other, each with the
     same scratch, so every sequence's arithmetic is exactly that of a lone stream."""
+    if kind == KIND_CONV:
+        conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr)
+        return
+    if kind == KIND_MAP:
+        map_step_f32(prog, rec, seq, ix, nb, state)
+        return
     for n in range(nb):
         xo = ix[n * IXW + IX_SRC]
         oo = ix[n * IXW + IX_OUT]

@@ -2,7 +2,7 @@
 
 Like a TFLite flatbuffer, the file holds integer tensors plus float32 scales and int zero points; all
 derived numbers (effective multipliers, zero-point-folded biases, activation tables) are computed once in
-``runtime.prepare``.  Nothing here is trusted until ``validate_quant`` passed: the Numba kernels do no
+``program.prepare``.  Nothing here is trusted until ``validate_quant`` passed: the Numba kernels do no
 bounds checks.
 
 ``act[k] = (scale, zero_point)`` quantizes the int8 activations entering layer k (``act[0]`` is the model
@@ -18,7 +18,7 @@ LSTM  w_x int8 (4H, I)      w_x_scale f32 (4,)    per-tensor scale of each gate 
       hidden_scale f32 (1,) hidden_zp int32 (1,)           (projection only: int8 o*tanh(c) before projection)
 GRU   w_x int8 (3H, I) w_x_scale (3H,)  w_h int8 (3H, H) w_h_scale (3H,)   per output row (gates r, z, n)
       b_x int32 (3H,) at act_in.scale * w_x_scale[row];  b_h int32 (3H,) at 2^-15 * w_h_scale[row]
-      graph_scale f32 (10,) int16 intermediates of the cell graph (edgelstm/cellgraph.py GRU_SCALES)
+      graph_scale f32 (10,) int16 intermediates of the cell graph (edgelstm/program/cellgraph.py GRU_SCALES)
 RNN   w_x int8 (H, I) w_x_scale (H,)  w_h int8 (H, H) w_h_scale (H,)  b int32 (H,) at act_in.scale * w_x_scale[row]
       graph_scale f32 (3,)  int16 intermediates (cellgraph.RNN_SCALES; relu: graph_scale[2] is also the scale of h)
 Dense w int8 (O, I) w_scale (O,)  per output channel, as the TF converter writes FULLY_CONNECTED
@@ -32,11 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-
-CELL_EXP_RANGE = (-15, -9)  # tanh on the cell runs with 15 + cell_exp integer bits: 0..6
-# Scales outside this range cannot be represented by QuantizeMultiplier without flushing to zero or
-# overflowing; a file carrying one is corrupt or was made by a broken tool.
-SCALE_RANGE = (1e-12, 1e6)
+from ..limits import CELL_EXP_RANGE, SCALE_RANGE, ZERO_POINT_RANGE   # the one list (limits.py)
+# Output quantization fixed by an int8 output activation (TFLite's conventions for LOGISTIC / SOFTMAX / TANH).
+FIXED_OUTPUT_QUANT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
 
 
 def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
@@ -65,6 +63,13 @@ def quant_shapes(layer) -> dict[str, tuple[tuple[int, ...], type]]:
                 "graph_scale": ((3,), np.float32)}
     if k == "ops":
         return layer.quant_shapes()
+    if k == "conv1d":
+        O = layer.out_channels
+        return {"w": ((O, layer.kernel_size, layer.in_channels // layer.groups), np.int8),
+                "w_scale": ((O,), np.float32), "b": ((O,), np.int32),
+                "pre_scale": ((1,), np.float32), "pre_zp": ((1,), np.int32)}   # pre_*: a fused sigmoid / tanh's input
+    if k in ("pad", "magnitude", "activation", "context"):
+        return {}
     if k == "dense":
         O, I = layer.output_size, layer.input_size
         return {"w": ((O, I), np.int8), "w_scale": ((O,), np.float32), "b": ((O,), np.int32),
@@ -87,7 +92,7 @@ def _check_scale(where: str, arr) -> None:
         raise ModelError(f"{where}: scale {a.tolist()} outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
 
 
-def _check_zp(where: str, arr, lo=-128, hi=127) -> None:
+def _check_zp(where: str, arr, lo=ZERO_POINT_RANGE[0], hi=ZERO_POINT_RANGE[1]) -> None:
     a = np.asarray(arr)
     if np.any(a < lo) or np.any(a > hi):
         raise ModelError(f"{where}: zero point {a.tolist()} outside [{lo}, {hi}]")
@@ -152,7 +157,7 @@ def validate_quant(spec, q: QuantParams) -> QuantParams:
 
 def _check_opgraph_quant(layer, params, act_in, act_out, where: str) -> None:
     """An int8 op graph carries its own tensor quantization: the layer's act entries must equal it."""
-    from ..opgraph import validate_constants
+    from ..ir.opgraph import validate_constants
     validate_constants(layer, params, where)
     for what, t, (s, z) in (("input", layer.x, act_in), ("output", layer.y, act_out)):
         ts, tz = layer.tensors[t][1], layer.tensors[t][2]

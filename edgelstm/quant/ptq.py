@@ -1,5 +1,6 @@
-"""Post-training quantization: observe a float model on calibration data, choose int8 parameters, and
-measure how far the int8 model lands from the float one (the fidelity report)."""
+"""Post-training quantization math: observe a float model (its own float64 forward, not the runtime) on
+calibration data, choose int8 parameters, and the fidelity report's type.  ``quantize()`` and ``fidelity()``,
+which run Models, live one level up in ``edgelstm.quantization``."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._progress import Progress
-from ..errors import InputError, ModelError
-from ..model import ModelSpec
-from ..cellgraph import GRU_SCALES, H_SCALE, RNN_SCALES
-from .params import CELL_EXP_RANGE, SCALE_RANGE, QuantParams
+from ..errors import ModelError
+from ..ir.model import ModelSpec
+from .cell_scales import GRU_SCALES, H_SCALE, RNN_SCALES
+from ..ir.frontend import FRONT_END_FIELDS
+from .params import CELL_EXP_RANGE, FIXED_OUTPUT_QUANT, SCALE_RANGE, QuantParams
 
 # Headroom over the calibrated |c| before choosing the cell state's power-of-two scale: the cell is an
 # integrator, so streams longer than the calibration clips reach further.
@@ -51,7 +53,7 @@ class _Observer:
         return max(abs(self.lo), abs(self.hi), 0.0) if self.hi >= self.lo else 0.0
 
 
-def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
+def observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     """Float64 numpy forward of the whole stack over X (B, T, F), from the float state ``initial`` (a model's
     ``initial_state``; None: zeros), recording the ranges that quantization needs. Returns per-layer dicts of
     observers."""
@@ -62,6 +64,11 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     B, T, _ = X.shape
     for k, layer in enumerate(spec.layers):
         o = obs[k]
+        if layer.kind in FRONT_END_FIELDS:
+            h_seq = _front_end_forward(layer, h_seq, o, None if initial is None else initial[k][0])
+            o["out"].update(h_seq)
+            progress.advance(T)
+            continue
         if layer.kind == "dense":
             w = layer.directions[0]
             pre = h_seq @ w["w"].T.astype(np.float64) + w["b"]
@@ -149,6 +156,59 @@ def _observe(spec: ModelSpec, X: np.ndarray, progress: Progress, initial=None):
     return inp, obs
 
 
+def _front_end_forward(layer, h_seq: np.ndarray, o: dict, initial) -> np.ndarray:
+    """Float64 forward of one front-end layer over (B, T, F) frames; a conv with a fused sigmoid / tanh records its
+    pre-activation range in o["pre"]."""
+    B, T, _ = h_seq.shape
+    if layer.kind == "context":
+        K, F = layer.context, layer.size
+        start = np.zeros((B, K)) if initial is None else np.broadcast_to(np.asarray(initial["ctx"], np.float64), (B, K))
+        stream = np.concatenate([start, h_seq.reshape(B, T * F)], axis=1)
+        idx = np.arange(T)[:, None] * F + np.arange(K + F)[None, :]
+        return stream[:, idx]
+    if layer.kind == "activation":
+        return _activate(h_seq, layer.activation)
+    if layer.kind == "magnitude":
+        v = h_seq.reshape(B, T, layer.length, 2, layer.channels)
+        return np.sqrt(v[..., 0, :] ** 2 + v[..., 1, :] ** 2).reshape(B, T, -1)
+    if layer.kind == "pad":
+        return _pad_frames(h_seq.reshape(B, T, layer.length, layer.channels), layer.left, layer.right,
+                           layer.mode).reshape(B, T, -1)
+    w = layer.directions[0]
+    x = _pad_frames(h_seq.reshape(B, T, layer.length, layer.in_channels), layer.pad_left, layer.pad_right,
+                    layer.pad_mode)
+    pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(layer.kernel_size)[None, :] * layer.dilation
+    win = x[:, :, pos]                                  # (B, T, Lo, K, C)
+    W = w["w"].astype(np.float64)
+    if layer.depthwise:
+        mult = layer.out_channels // layer.in_channels
+        pre = np.einsum("btlko,ok->btlo", np.repeat(win, mult, axis=-1), W[:, :, 0])
+    else:
+        pre = np.einsum("btlkc,okc->btlo", win, W)
+    pre = pre + w["b"]
+    o["pre"] = o.get("pre") or _Observer()
+    o["pre"].update(pre)
+    return _activate(pre, layer.activation).reshape(B, T, -1)
+
+
+def _pad_frames(x: np.ndarray, left: int, right: int, mode: str) -> np.ndarray:
+    """(..., L, C) padded along L with zeros or a reflection (edge not repeated)."""
+    width = [(0, 0)] * (x.ndim - 2) + [(left, right), (0, 0)]
+    return np.pad(x, width, mode="reflect" if mode == "reflect" else "constant")
+
+
+def _activate(v: np.ndarray, act: str) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(v, 0)
+    if act == "relu6":
+        return np.clip(v, 0, 6)
+    if act == "sigmoid":
+        return _sigmoid(v)
+    if act == "tanh":
+        return np.tanh(v)
+    return v
+
+
 def choose_act_quant(lo: float, hi: float, *, what: str = "activation") -> tuple[float, int]:
     """Asymmetric int8 (TFLite ChooseQuantizationParams): the range always contains 0."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or (hi - lo) / 255.0 > SCALE_RANGE[1]:
@@ -193,7 +253,7 @@ def _bias_blocks(b, s_in, w_scales):
 
 
 def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
-    """One direction of an int8 GRU / RNN (edgelstm/cellgraph.py): int8 weights per output row, int32 biases
+    """One direction of an int8 GRU / RNN (edgelstm/program/cellgraph.py): int8 weights per output row, int32 biases
     at s_input * w_scale[row] (x biases kept small enough for the input zero point to fold into int32),
     int16 intermediate scales from the calibrated ranges."""
     q = {}
@@ -227,12 +287,33 @@ def _cell_graph_params(layer, w: dict, seen: dict, s_in: float) -> dict:
     return q
 
 
+def _conv_params(layer, w: dict, o: dict, s_in: float) -> dict:
+    """int8 conv: weights symmetric per output channel (CONV_2D / DEPTHWISE_CONV_2D per-channel as the converter
+    writes them), int32 bias at s_input * w_scale[c], the pre-activation quantization (used by a fused sigmoid /
+    tanh)."""
+    O = layer.out_channels
+    q = {}
+    wq, ws = _blocks(w["w"].reshape(O, -1), O)
+    zero = ~np.any(wq != 0, axis=1)     # an all-zero channel: any scale works; keep its multiplier tame
+    ws[zero] = ws[~zero].min() if np.any(~zero) else np.float32(1e-3)
+    q["w"], q["w_scale"] = wq.reshape(w["w"].shape), ws
+    q["b"] = np.concatenate([quantize_bias(w["b"][c:c + 1], np.float32(s_in) * ws[c]) for c in range(O)])
+    ps, pz = choose_act_quant(o["pre"].lo, o["pre"].hi, what="conv pre-activation")
+    q["pre_scale"] = np.array([ps], np.float32)
+    q["pre_zp"] = np.array([pz], np.int32)
+    return q
+
+
 def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
     act = [choose_act_quant(inp.lo, inp.hi, what="model input")]
     layers = []
     for k, layer in enumerate(spec.layers):
         o = obs[k]
-        if layer.kind == "dense" and layer.activation in ("sigmoid", "softmax"):
+        if layer.kind in ("pad", "context") or (layer.kind == "activation" and layer.activation in ("relu", "relu6")):
+            out_q = act[k]                    # a copy of its input (relu: a clamp at the input's own scale)
+        elif layer.kind in ("activation", "conv1d") and layer.activation in ("sigmoid", "tanh"):
+            out_q = FIXED_OUTPUT_QUANT[layer.activation]
+        elif layer.kind == "dense" and layer.activation in ("sigmoid", "softmax"):
             out_q = (1.0 / 256.0, -128)
         elif layer.kind == "dense" and layer.activation == "tanh":
             out_q = (1.0 / 128.0, 0)
@@ -244,6 +325,9 @@ def choose_params(spec: ModelSpec, inp: _Observer, obs: list) -> QuantParams:
         dirs = []
         for d, w in enumerate(layer.directions):
             q = {}
+            if layer.kind in FRONT_END_FIELDS:
+                dirs.append(_conv_params(layer, w, o, s_in) if layer.kind == "conv1d" else {})
+                continue
             if layer.kind == "dense":
                 # per output channel (LiteRT's FULLY_CONNECTED as the converter writes it)
                 q["w"], q["w_scale"] = _blocks(w["w"], w["w"].shape[0])
@@ -301,15 +385,15 @@ class FidelityReport:
 
     def __str__(self) -> str:
         lines = [f"int8 vs float32 over {self.frames} frames",
-                 f"{'layer':>5}  {'kind':<6} {'max |err|':>10} {'cosine':>9}"]
+                 f"{'layer':>5}  {'kind':<10} {'max |err|':>10} {'cosine':>9}"]
         for k, l in enumerate(self.layers):
-            lines.append(f"{k:>5}  {l['kind']:<6} {l['max_abs_error']:>10.5f} {l['cosine']:>9.5f}")
+            lines.append(f"{k:>5}  {l['kind']:<10} {l['max_abs_error']:>10.5f} {l['cosine']:>9.5f}")
         lines.append(f"output cosine {self.cosine:.5f}, max |err| {self.max_abs_error:.5f}, "
                      f"{self.decision_rule} agreement {100 * self.decision_agreement:.2f}%")
         return "\n".join(lines)
 
 
-def _cosine(a, b) -> float:
+def cosine(a, b) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
@@ -327,59 +411,10 @@ def decisions(Y: np.ndarray, activation: str):
     return Y >= 0, "sign"
 
 
-def fidelity(float_model, int8_model, X: np.ndarray, *, lengths=None) -> FidelityReport:
-    from ..runtime import Model
-    spec, quant = int8_model.spec, int8_model.quant
-    rep = FidelityReport(frames=int(np.prod(X.shape[:-1])))
-    init = float_model.initial_state
-    for k, layer in enumerate(spec.layers):
-        sub = ModelSpec(layers=spec.layers[:k + 1])
-        fq = QuantParams(act=quant.act[:k + 2], layers=quant.layers[:k + 1])
-        sub_init = None if init is None else init[:k + 1]
-        yf = Model(sub, initial_state=sub_init).run(X, lengths=lengths)
-        yq = Model(sub, fq, initial_state=sub_init).run(X, lengths=lengths)
-        rep.layers.append({"kind": layer.kind, "max_abs_error": float(np.abs(yf - yq).max()),
-                           "cosine": _cosine(yf, yq)})
-        if k == len(spec.layers) - 1:
-            rep.cosine = rep.layers[-1]["cosine"]
-            rep.max_abs_error = rep.layers[-1]["max_abs_error"]
-            act = layer.activation if layer.kind == "dense" else "none"
-            df, rule = decisions(yf, act)
-            dq, _ = decisions(yq, act)
-            rep.decision_agreement = float(np.mean(df == dq))
-            rep.decision_rule = rule
-    return rep
-
-
-def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
-    """Post-training int8 quantization of a float Model.
-
-    calibration: (T, F) or (B, T, F) float frames representative of deployment (clips of different
-    lengths: concatenate them into one (T, F) array). ``lengths`` is refused: padding would distort the
-    observed ranges. Returns a new int8 Model whose ``fidelity`` attribute holds a FidelityReport measured
-    on the calibration data."""
-    from ..runtime import Model
-    if model.is_quantized:
-        raise ModelError("model is already quantized")
-    if any(layer.kind == "ops" for layer in model.spec.layers):
-        raise ModelError("a float op graph (an imported TFLite step graph) cannot be quantized by edgelstm: convert "
-                         "the Keras model to an int8 .tflite with the TF converter and import that")
-    expect = (f"(T, {model.input_size}) or (B, T, {model.input_size}) float frames; clips of different "
-              f"lengths: np.concatenate them into one (T, {model.input_size}) array")
-    X = model._check_frames(calibration, "calibration", expect=expect)
-    if X.ndim == 2:
-        X = X[None]
-    if X.ndim != 3:
-        raise InputError(f"calibration must be (T, F) or (B, T, F), got shape {X.shape}")
-    if lengths is not None:
-        raise InputError("quantize takes no lengths=: pass equal-length clips as (B, T, F), or clips of "
-                         "different lengths concatenated into one (T, F) array")
-    spec = model.spec
-    work = X.shape[1] * sum(2 if l.bidirectional else 1 for l in spec.layers)
-    # a diverging float model overflows here; choose_params turns that into a clear ModelError
-    with Progress(total=work, desc="calibrating", enabled=progress) as bar, np.errstate(all="ignore"):
-        inp, obs = _observe(spec, X, bar, model.initial_state)
-    q = choose_params(spec, inp, obs)
-    qmodel = Model(spec, q, initial_state=model.initial_state)
-    qmodel.fidelity = fidelity(model, qmodel, X)
-    return qmodel
+def __getattr__(name):
+    # ``edgelstm.quant.ptq.quantize`` / ``.fidelity`` were documented here before they moved above the runtime
+    # (edgelstm.quantization); resolved on first use so this module imports nothing above it
+    if name in ("quantize", "fidelity"):
+        import importlib
+        return getattr(importlib.import_module("edgelstm.quantization"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@
  *   int32 prog[prog_len]; int8 w8[w8_len]; int16 blob[blob_len]; float32 x[frames * input_size]
  * Output per case: float32 y[frames * output_size]. The runtime itself allocates nothing; this driver
  * mallocs the per-case arrays because its model sizes vary at run time: gates, acc and aux of exactly the
- * elements the model's layers touch (edgelstm/c_model.py c_buffers; each <= scratch), so a sanitizer build
+ * elements the model's layers touch (edgelstm/program/c_program.py c_buffers; each <= scratch), so a sanitizer build
  * catches any access past them. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  *
  * The model is the program edgelstm's prepare() builds: int32 records (sizes, offsets, zero-point-folded
  * biases, multipliers, op records), the int8 LSTM / Dense weight matrices (row-major, unpadded) and an int16
- * blob (peepholes, gemmlowp activation tables, op-graph weights and tables); edgelstm/c_model.py derives this compact form and edgelstm.export.to_c() writes it as
+ * blob (peepholes, gemmlowp activation tables, op-graph weights and tables); edgelstm/program/c_program.py derives this compact form and edgelstm.export.to_c() writes it as
  * const arrays in model_data.c. All float math happened there, once; elstm_step() uses integers only.
  * Memory is owned by the caller: no malloc, no globals.
  *
@@ -16,8 +16,10 @@
 
 #include <stdint.h>
 
-/* 3: int8 GRU / RNN as op graphs (CONV16, ACT16 op records), no GRU / RNN layer records (2: those records) */
-#define ELSTM_FORMAT_VERSION 4
+/* 5: elstm_init checks every field against the loader's limits (ELSTM_LIM_*) and takes st == NULL to check only
+ * (the data layout is version 4's: op records stored compactly; 3: int8 GRU / RNN as op graphs, no GRU / RNN
+ * layer records) */
+#define ELSTM_FORMAT_VERSION 5
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {
@@ -39,7 +41,7 @@ typedef struct {
 /* Constant model data (may live in flash). */
 typedef struct {
     const int32_t *prog;    /* (prog_len,) program records, layout in elstm_records.h (stored as
-                               edgelstm/c_model.py c_program writes them) */
+                               edgelstm/program/c_program.py c_program writes them) */
     const int8_t *w8;       /* (w8_len,) int8 weight matrices, each (rows, cols) row-major, unpadded */
     const int16_t *blob;    /* (blob_len,) int16 peephole weights + gemmlowp activation tables */
 } elstm_weights;
@@ -56,8 +58,14 @@ typedef struct {
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };
 
-/* Checks the format version, that every layer record lies inside prog and every weight matrix, table and
- * peephole inside w8 / blob; then resets the state. */
+/* Checks the model before anything runs it, then (ELSTM_OK, st not NULL) resets the state; with st NULL it only
+ * checks (a binding may do so before it allocates the buffers the config asks for). Checked: the format
+ * version; the config (sizes 1 .. 2^24, the input and output within the width, the float edges' scales and
+ * zero points); every record field: record lengths before their fields, every offset inside its array (prog,
+ * w8, blob, state, scratch, frames) with checked arithmetic, layer sizes and wiring, multipliers, shifts, zero
+ * points, clips, the cell exponent and tables in the ranges the Python loader accepts (edgelstm/limits.py,
+ * ELSTM_LIM_* in elstm_records.h; firmware_host/README.md lists them). Returns ELSTM_OK, ELSTM_BAD_VERSION or
+ * ELSTM_BAD_MODEL. elstm_reset and elstm_step trust a model elstm_init accepted. */
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
 
 /* Back to the zero state (h at its zero point, c = 0). */

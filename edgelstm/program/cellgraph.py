@@ -1,13 +1,13 @@
 """edgelstm's int8 GRU and RNN: one direction of a quantized layer as an int16 graph of TFLite builtin ops.
 
 TFLite has no fused GRU / RNN op, so the contract for them IS a graph of builtin ops (LiteRT's 16x8 kernels:
-int16 activations, int8 weights), and this module is its one definition: ``runtime.prepare`` lowers every int8
+int16 activations, int8 weights), and this module is its one definition: ``program.prepare`` lowers every int8
 GRU / RNN direction to it and runs it with the op-graph kernels (the same ones that run converter-made Keras
 cells), and ``to_tflite`` writes the same graph, so LiteRT computes the same integers. Every op here was
 measured to give identical results on LiteRT's reference, builtin and default (XNNPACK) resolvers (int16 ops
 are not delegated, and the optimized int16 kernels agree with the reference ones for these operand kinds);
 the int16 FULLY_CONNECTED is NOT used because it rescales in double precision, so the matmuls are 1x1
-CONV_2D ops (integer requantization). See the README's numerics contract.
+CONV_2D ops (integer requantization). See docs/contract.md.
 
 Per direction, with x8 the int8 layer input (act[k]) and the state h16 (int16):
   x16 = CAST(x8)                                   the raw int8 values, scale s_in, zero point 0 (the input
@@ -29,19 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .opgraph import OpGraph, validate_opgraph
-
-H_SCALE = 2.0 ** -15        # h, r, z, n and h'
-D_SCALE = 2.0 ** -14        # h - n and z * (h - n)
-GRU_SCALES = ("fx_r", "fx_z", "fx_n", "fh_r", "fh_z", "fh_n", "pre_r", "pre_z", "pre_n", "r_fh_n")
-RNN_SCALES = ("fx", "fh", "pre")          # relu: "pre" is also the scale of h
-
-
-def rnn_h_scale(layer, q: dict) -> float:
-    """The int16 state's scale of one direction of an int8 GRU / RNN layer."""
-    if layer.kind == "rnn" and layer.nonlinearity == "relu":
-        return float(q["graph_scale"][2])
-    return H_SCALE
+from ..errors import ModelError
+from ..ir.opgraph import OpGraph, validate_opgraph
+from ..quant.cell_scales import D_SCALE, H_SCALE, rnn_h_scale
+from ..quant.multiplier import fold_zero_point
 
 
 class _Graph:
@@ -77,15 +68,14 @@ class _Graph:
 
 
 def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, dict]:
-    """The int16 op graph (edgelstm/opgraph.py IR) and its constants for one direction ``q`` of an int8 GRU / RNN
+    """The int16 op graph (edgelstm/ir/opgraph.py) and its constants for one direction ``q`` of an int8 GRU / RNN
     ``layer`` whose input is quantized ``act_in`` and output ``act_out`` (scale, zero point)."""
-    from .runtime import fold_zero_point      # the CAST input keeps the raw int8 values: zp_in moves into the bias
     (s_in, zp_in), (s_out, zp_out) = act_in, act_out
     H, I = layer.hidden_size, layer.input_size
     sc = [float(v) for v in q["graph_scale"]]
     g = _Graph()
     x8 = g.tensor(I, s_in, zp_in, bits=8)
-    x16 = g.op("COPY", x8, -1, g.tensor(I, s_in))
+    x16 = g.op("COPY", x8, -1, g.tensor(I, s_in))   # CAST keeps the raw int8 values: zp_in moves into the bias
     s_h = rnn_h_scale(layer, q)
     h = g.tensor(H, s_h)
     wx, wh, wxs, whs = q["w_x"], q["w_h"], q["w_x_scale"], q["w_h_scale"]
@@ -115,3 +105,55 @@ def cell_graph(layer, q: dict, act_in: tuple, act_out: tuple) -> tuple[OpGraph, 
         h2 = g.op("ADD", n, g.op("MUL", z, d, g.tensor(H, D_SCALE)), g.tensor(H, H_SCALE))
     y8 = g.op("QUANTIZE", h2, -1, g.tensor(H, s_out, zp_out, bits=8))
     return g.finish(layer, x8, y8, h, h2)
+
+
+def float_cell_graph(layer, direction: int = 0) -> tuple[OpGraph, dict]:
+    """A float32 GRU (both variants) or RNN (tanh / relu) layer as an op graph of builtin ops (one step, state h),
+    the form ``to_tflite(mode="step")`` writes for them (TFLite has no fused GRU/RNN op):
+      GRU  r = LOGISTIC(FC_x,r(x) + FC_h,r(h)), z likewise, n = TANH(FC_x,n(x) + r * FC_h,n(h)) (reset after) or
+           TANH(FC_x,n(x) + FC_h,n(r * h)) (reset before), h' = z * h + (1 - z) * n
+      RNN  h' = TANH|RELU(FC_x(x) + FC_h(h))   (biases inside the FCs; one FC per gate block)"""
+    if layer.kind not in ("gru", "rnn"):
+        raise ModelError(f"no op graph for a {layer.kind} layer")
+    w = layer.directions[direction]
+    I, H = layer.input_size, layer.hidden_size
+    tensors, ops, wblob, bblob = [], [], [], []
+
+    def tensor(size, const=None):
+        tensors.append([size, 1.0, 0, const])
+        return len(tensors) - 1
+
+    def fc(src, W, b):
+        out = tensor(W.shape[0])
+        ops.append(["FULLY_CONNECTED", src, -1, out, 0, sum(a.size for a in wblob), sum(a.size for a in bblob), 0])
+        wblob.append(np.ascontiguousarray(W, np.float32).ravel())
+        bblob.append(np.asarray(b, np.float32))
+        return out
+
+    def op(name, a, b=-1):
+        out = tensor(H)
+        ops.append([name, a, b, out, 0, 0, 0, 0])
+        return out
+
+    x, h = tensor(I), tensor(H)
+    if layer.kind == "rnn":
+        pre = op("ADD", fc(x, w["w_x"], w["b"]), fc(h, w["w_h"], np.zeros(H, np.float32)))
+        y = op("TANH" if layer.nonlinearity == "tanh" else "RELU", pre)
+        consts = np.zeros(0, np.float32)
+    else:
+        wx, wh, bx, bh = (np.split(w[n], 3) for n in ("w_x", "w_h", "b_x", "b_h"))
+        r = op("LOGISTIC", op("ADD", fc(x, wx[0], bx[0]), fc(h, wh[0], bh[0])))
+        z = op("LOGISTIC", op("ADD", fc(x, wx[1], bx[1]), fc(h, wh[1], bh[1])))
+        if layer.reset_after:
+            hn = op("MUL", r, fc(h, wh[2], bh[2]))
+        else:
+            hn = fc(op("MUL", r, h), wh[2], bh[2])
+        n = op("TANH", op("ADD", fc(x, wx[2], bx[2]), hn))
+        one = tensor(H, const=0)
+        y = op("ADD", op("MUL", z, h), op("MUL", op("SUB", one, z), n))
+        consts = np.ones(H, np.float32)
+    wb, bb = np.concatenate(wblob), np.concatenate(bblob)
+    g = OpGraph(input_size=I, output_size=H, quantized=False, tensors=tensors, ops=ops, x=x, y=y, state=[[h, y]],
+                n_w=wb.size, n_b=bb.size, n_c=consts.size)
+    validate_opgraph(g, f"{layer.kind} op graph")
+    return g, {"w": wb, "b": bb, "c": consts}

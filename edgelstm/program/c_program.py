@@ -1,8 +1,8 @@
 """The C runtime's copy of a prepared int8 program: weight matrices stored compactly as int8.
 
 ``prepare()`` builds one program for the Numba kernels: int32 records ``prog`` and an int16 blob holding the
-weight matrices widened to int16 with columns zero-padded to ``PAD``, plus peepholes, activation tables and the
-op-graph weights / tables / constants. The C runtime (firmware_host/, ELSTM_FORMAT_VERSION 4) reads the same
+weight matrices widened to int16 with columns zero-padded to ``layout.PAD``, plus peepholes, activation tables and the
+op-graph weights / tables / constants. The C runtime (firmware_host/, layout of ELSTM_FORMAT_VERSION 4) reads the same
 records with the LSTM / Dense matrices and the CONV16 weights of the int16 cell graphs (int8 GRU / RNN layers)
 moved to an int8 array, rows unpadded (flash = the int8 weight bytes); converter-made op graphs keep their FC
 weights in the int16 blob, as the Numba kernels read them. The C
@@ -13,14 +13,15 @@ the ACT16 table two entries per int32, a Dense sigmoid / tanh table as int8 in w
 weights is little more than the biases. ``runtime_features`` names what a bundle's runtime must compile.
 ``c_arrays`` derives that copy; it is the one place that knows the difference, used by the C export
 (export/to_c.py), the test harness (firmware_host) and the ctypes backend (native.py) at bind time. The
-shared ``Prepared`` blob and the layout constants in kernels/layout.py are left as they are.
+shared ``Prepared`` blob and the layout constants in program/layout.py are left as they are.
 Pure numpy: no Numba import.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from . import layout as L
 
 
 def _padded(n: int, pad: int) -> int:
@@ -30,7 +31,6 @@ def _padded(n: int, pad: int) -> int:
 def _directions(prog: np.ndarray):
     """(layer index, layer offset, kind, direction record offset) of every layer direction of a program:
     prepare()'s or its C copy (both lay out the header, the layer headers and the direction records alike)."""
-    from .kernels import layout as L
     for k in range(int(prog[L.G_LAYERS])):
         lo = int(prog[L.G_LAYER0 + k])
         for d in range(int(prog[lo + L.L_NDIR])):
@@ -39,7 +39,6 @@ def _directions(prog: np.ndarray):
 
 def matrix_fields(prog: np.ndarray):
     """(prog index holding a matrix offset, rows, cols) of every int8 weight matrix the program uses."""
-    from .kernels import layout as L
     out = []
     for _, lo, kind, rec in _directions(prog):
         n_in, H, n_out, flags = (int(prog[lo + i]) for i in (L.L_IN, L.L_HID, L.L_OUT, L.L_FLAGS))
@@ -68,7 +67,6 @@ def blob_fields(prog: np.ndarray):
     """(table fields, other fields): (prog index holding a blob offset, elements there) of every int16 piece
     the C runtime reads from the blob: the 65,536-entry activation tables of LSTM layers, and the rest (LSTM
     peepholes, op-graph pieces)."""
-    from .kernels import layout as L
     tables, other = [], []
     for _, lo, kind, rec in _directions(prog):
         flags, H = int(prog[lo + L.L_FLAGS]), int(prog[lo + L.L_HID])
@@ -86,7 +84,6 @@ def opgraph_blob_fields(prog: np.ndarray, rec: int) -> list:
     int8 LUT tables (256), state requantize tables (256, when present; -1: none) and constant tensors. The op
     graph keeps them in the int16 blob (the C runtime reads them there, as the Numba kernels do); the ACT16
     sigmoid table lives in prog."""
-    from .kernels import layout as L
     out = []
     first, n_ops = int(prog[rec + L.OG_OPS]), int(prog[rec + L.OG_NOPS])
     for i in range(n_ops):
@@ -111,7 +108,6 @@ def opgraph_state_zero_points(prog: np.ndarray, spec) -> np.ndarray:
     """The C program's copy gains, per op-graph layer, the zero points of its state tensors (the initial state,
     real 0, that elstm_reset writes): appended to prog, their offset in the layer header's reserved slot
     L_HDR - 2 (index 6; 0 = none, all zeros). Returns the new prog."""
-    from .kernels import layout as L
     extra, prog = [], np.array(prog, dtype=np.int32, copy=True)
     n = prog.size
     for k, layer in enumerate(spec.layers):
@@ -135,7 +131,6 @@ def runtime_features(prog: np.ndarray) -> list[str]:
     COPY comes with every op graph), OP_CONSTS when a graph has constant tensors and OP_STATE8 when a state
     tensor has a zero point to reset to or a requantization table (both: converter-made graphs only).
     firmware_host/src/edgelstm.c compiles only those (no macros: everything)."""
-    from .kernels import layout as L
     kinds = {L.KIND_LSTM: "LSTM", L.KIND_DENSE: "DENSE", L.KIND_OPS: "OPS"}
     ops = {L.OPK_FC: "OP_FC", L.OPK_CONV16: "OP_CONV16", L.OPK_ACT16: "OP_ACT16", L.OPK_ADD: "OP_ADD",
            L.OPK_SUB: "OP_ADD", L.OPK_MUL: "OP_MUL", L.OPK_REQUANT: "OP_REQUANT", L.OPK_LUT: "OP_LUT"}
@@ -166,7 +161,6 @@ def c_buffers(prog: np.ndarray) -> dict:
     the largest of the three, is the config's scratch (the caller may size all three buffers by it, as
     edgelstm.h says; a bundle's MODEL_ACC_LEN / MODEL_AUX_LEN are the exact sizes). prepare()'s
     ``Prepared.scratch`` also covers the Numba kernels' padded reads, so it is larger."""
-    from .kernels import layout as L
     gates = acc = aux = 1
     for _, lo, kind, rec in _directions(prog):
         H, n_out = int(prog[lo + L.L_HID]), int(prog[lo + L.L_OUT])
@@ -220,14 +214,13 @@ def c_work_buffers(prep, *, tables: bool = True, spec=None) -> dict:
 def _c_arrays(prep, *, tables: bool = True, compact: bool = True, spec=None) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray]:
     """c_arrays (tests replace c_arrays to feed the C runtime tampered arrays; c_work_buffers does not)."""
-    from .kernels.layout import PAD
     prog = np.array(prep.prog, dtype=np.int32, copy=True)
     if spec is not None:
         prog = opgraph_state_zero_points(prog, spec)
     blob = np.asarray(prep.weights)
     mats, w8_len = [], 0
     for field, rows, cols in matrix_fields(prog):
-        off, cp = int(prog[field]), _padded(cols, PAD)
+        off, cp = int(prog[field]), _padded(cols, L.PAD)
         m = blob[off:off + rows * cp].reshape(rows, cp)[:, :cols]
         if m.size and (m.min() < -128 or m.max() > 127):
             raise ModelError("a weight matrix holds values outside int8: not an int8 model")
@@ -277,7 +270,6 @@ C_OP_LEN = {"FC": 13, "CONV16": 13, "ACT16": 9, "ADD": 17, "SUB": 17, "MUL": 12,
 
 def c_op_len() -> dict:
     """{op code: C record length}."""
-    from .kernels import layout as L
     return {getattr(L, f"OPK_{n}"): v for n, v in C_OP_LEN.items()}
 
 
@@ -328,7 +320,6 @@ def act16_packed(table: np.ndarray) -> np.ndarray:
 
 def c_ops(prog: np.ndarray, rec: int) -> list:
     """(prog offset, op code) of every op record of the op-graph direction record at ``rec`` of a C program."""
-    from .kernels import layout as L
     lens = c_op_len()
     r, out = int(prog[rec + L.OG_OPS]), []
     for _ in range(int(prog[rec + L.OG_NOPS])):
@@ -345,7 +336,6 @@ def c_program(prog: np.ndarray, w8: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     values becomes one C record per row range, conv16_groups, so OG_NOPS counts C records), the ACT16 table two
     entries per int32 (act16_packed), the int8 256-entry table of a Dense
     sigmoid / tanh in w8 (appended; its DN_LUT a w8 offset). Returns (prog, w8)."""
-    from .kernels import layout as L
     n_layers = int(prog[L.G_LAYERS])
     out = [int(v) for v in prog[:L.G_LAYER0 + n_layers]]
     w8_parts, w8_len = [w8], int(w8.size)

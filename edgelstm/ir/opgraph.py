@@ -6,7 +6,7 @@ It is how edgelstm executes what the TF converter makes of a Keras ``LSTMCell`` 
 each intermediate with its own calibrated scale, bit for bit as LiteRT computes them.
 
 It is also how edgelstm runs its own int8 GRU and RNN layers: prepare() lowers them to int16 graphs of builtin
-ops (edgelstm/cellgraph.py), the form ``to_tflite`` writes for them, so one mechanism runs both.
+ops (edgelstm/program/cellgraph.py), the form ``to_tflite`` writes for them, so one mechanism runs both.
 
 The IR is plain JSON-able structure plus constant blobs:
   tensors  [[size, scale, zero_point, const, bits], ...]   every operand tensor (batch 1, flattened); ``const``
@@ -34,12 +34,12 @@ Constants: float graphs hold ``w``, ``b``, ``c`` float32 in ``directions[0]``; i
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..limits import MAX_ARENA, MAX_OPS, MAX_SIZE, MAX_TENSORS
 
 UNARY = ("QUANTIZE", "LOGISTIC", "TANH", "RELU", "COPY", "REQUANTIZE_FLOAT")
 BINARY = ("ADD", "SUB", "MUL")
@@ -47,7 +47,6 @@ OPS = ("FULLY_CONNECTED", "CONV_2D") + BINARY + UNARY
 INT8_ONLY = ("QUANTIZE", "REQUANTIZE_FLOAT", "CONV_2D")   # ops a float graph does not have
 INT16_SCALE_2_15 = 2.0 ** -15   # LiteRT requires it for int16 LOGISTIC / TANH outputs
 ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
-MAX_TENSORS, MAX_OPS, MAX_SIZE, MAX_ARENA = 4096, 4096, 1 << 20, 1 << 24
 
 
 def _int(v) -> bool:
@@ -249,226 +248,3 @@ def validate_constants(g: OpGraph, params: dict, where: str) -> None:
     if not np.all(np.isfinite(ws)) or np.any(ws < 1e-12) or np.any(ws > 1e6):
         raise ModelError(f"{where}: w_scale outside [1e-12, 1e6]")
 
-
-# ---------------------------------------------------------------------------------------------- prepare()
-
-def _arena_offsets(g: OpGraph) -> tuple[list[int], int]:
-    """Arena offsets of the graph's tensors by lifetime (prepare_record's layout), and the arena size.
-
-    Time runs -1 (step start: graph_io_in copies the constants, x and the state inputs in), 0 .. n_ops - 1 (the
-    ops, in order), n_ops (step end: graph_io_out reads y and the state outputs). A tensor is live over the
-    closed interval [first time it is written (-1 for the copied-in tensors), last time it is read or written]
-    and for the whole rest of the step if y or a state output reads it at the end; constants, x and the state
-    inputs are live the whole step. Two tensors share arena elements only if their intervals are disjoint, so an
-    op's output never overlaps its inputs (both are live at the op) nor any tensor still to be read. Each tensor
-    is one whole block, including those ops write in element ranges (COPY parts of a concatenation): the block
-    is live from the first partial write on. A tensor read before anything writes it (not possible in a
-    converter graph) is live from the step start. Placement: greedy first fit (each tensor at the lowest
-    offset clear of every placed tensor whose interval meets its own) in three orders, longest lifetime first,
-    largest first (TFLite's arena planner), largest lifetime x size first; the smallest arena wins (the first
-    of equals: deterministic). On edgelstm's GRU / RNN cell graphs it reaches the peak of live elements."""
-    T, n_ops = g.tensors, len(g.ops)
-    first_w, last = {}, {}
-    read_early = set()
-    for k, (_, a, b, out, *_rest) in enumerate(g.ops):
-        for t in (a, b):
-            if t >= 0:
-                if t not in first_w:
-                    read_early.add(t)
-                last[t] = k
-        first_w.setdefault(out, k)
-        last[out] = k
-    whole = {g.x} | {si for si, _ in g.state} | {i for i, t in enumerate(T) if t[3] is not None}
-    at_end = {g.y} | {so for _, so in g.state}
-    span = []
-    for i in range(len(T)):
-        if i in whole or i in read_early or i not in first_w:
-            lo = -1
-        else:
-            lo = first_w[i]
-        hi = n_ops if i in whole or i in at_end else last.get(i, lo)
-        span.append((lo, hi))
-
-    size = np.array([t[0] for t in T], np.int64)
-    los, his = np.array([s[0] for s in span], np.int64), np.array([s[1] for s in span], np.int64)
-
-    def first_fit(order):
-        offs = np.zeros(len(T), np.int64)
-        for p, i in enumerate(order):
-            done = order[:p]
-            meet = done[(los[done] <= his[i]) & (los[i] <= his[done])]
-            at = 0
-            for j in meet[np.argsort(offs[meet], kind="stable")]:
-                if at + size[i] <= offs[j]:
-                    break
-                at = max(at, int(offs[j] + size[j]))
-            offs[i] = at
-        return int((offs + size).max()), [int(v) for v in offs]
-
-    length = [hi - lo + 1 for lo, hi in span]
-    keys = (lambda i: (-length[i], -T[i][0], i), lambda i: (-T[i][0], span[i][0], i),
-            lambda i: (-length[i] * T[i][0], i))
-    best = min((first_fit(np.array(sorted(range(len(T)), key=key), np.int64)) for key in keys),
-               key=lambda r: r[0])
-    return best[1], best[0]
-
-
-def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[int], int]:
-    """Lay out one op-graph layer for the program: op records and constants into ``b`` (runtime._Builder),
-    all float math done here (LiteRT's Prepare). Returns (direction record, arena elements)."""
-    from .kernels import layout as C
-    from .quant import ops_prepare as P
-    from .runtime import fc_multipliers
-
-    T = g.tensors
-    offs, arena = _arena_offsets(g)      # by tensor lifetime: tensors that are never live together share elements
-    q = g.quantized
-    recs = []
-    act16_table = None
-    for name, a, bi, out, act, p0, p1, p2 in g.ops:
-        r = [0] * C.OPK_REC
-        (na, sa, za), (no, so, zo, _, bits) = T[a][:3], T[out]
-        if name in ("FULLY_CONNECTED", "CONV_2D"):
-            w = params["w"][p0:p0 + no * na].reshape(no, na)
-            if q:
-                bias = b.add_ints(params["b"][p1:p1 + no]) if p1 >= 0 else -1
-                lo, hi = P.activation_range(act, so, zo, bits=bits)
-                if name == "FULLY_CONNECTED":
-                    code, mults = C.OPK_FC, fc_multipliers(params["w_scale"][p2:p2 + no], sa, so)
-                else:
-                    code, mults = C.OPK_CONV16, P.conv16_multipliers(params["w_scale"][p2:p2 + no], sa, so)
-                if name == "FULLY_CONNECTED":
-                    w_off = b.add_weights(w)
-                else:   # a dot-loop matrix (columns padded; the C copy holds it as int8 rows): the pairwise
-                    # block layout when its rows make whole blocks and K <= 512 keeps the int32 sums exact
-                    fast = C.uses_blocks(no) and na <= 512
-                    w_off = b.add_weights(w, pad_columns=True, unit=no if fast else 1)
-                    r[13] = int(fast)
-                r[:13] = [code, offs[a], na, za, w_off, no, bias, b.add_ints(mults), 0, zo, lo, hi, offs[out]]
-            else:
-                bias = b.add_weights(params["b"][p1:p1 + no]) if p1 >= 0 else -1
-                r[:13] = [C.OPK_FC, offs[a], na, b.add_weights(w), no, bias, act, 0, 0, 0, 0, 0, offs[out]]
-        elif name in BINARY:
-            code = {"ADD": C.OPK_ADD, "SUB": C.OPK_SUB, "MUL": C.OPK_MUL}[name]
-            if not q:
-                r[:6] = [code, no, offs[a], offs[bi], offs[out], act]
-            else:
-                sb, zb = T[bi][1], T[bi][2]
-                lo, hi = P.activation_range(act, so, zo, bits=bits)
-                if name == "MUL":
-                    m, s = P.prepare_mul(s_a=sa, s_b=sb, s_out=so)
-                    r[:12] = [code, no, offs[a], offs[bi], offs[out], za, zb, m, s, zo, lo, hi]
-                else:
-                    p = P.prepare_add(s_a=sa, s_b=sb, s_out=so, bits=bits)
-                    r[:17] = [code, no, offs[a], offs[bi], offs[out], za, p["mult_a"], p["shift_a"], zb,
-                              p["mult_b"], p["shift_b"], p["left_shift"], p["mult_out"], p["shift_out"], zo, lo, hi]
-        else:
-            n, src, dst = p2 or no, offs[a] + p0, offs[out] + p1
-            if name == "COPY":
-                r[:5] = [C.OPK_COPY, n, src, 0, dst]
-            elif not q:
-                code = {"LOGISTIC": C.OPK_LOGISTIC, "TANH": C.OPK_TANH, "RELU": C.OPK_CLAMP}[name]
-                r[:6] = [code, n, src, 0, dst, 1 if name == "RELU" else 0]
-            elif name in ("QUANTIZE", "RELU"):
-                m, s = P.prepare_requantize(s_in=sa, s_out=so)
-                lo, hi = P.activation_range(1 if name == "RELU" else 0, so, zo, bits=bits)
-                r[:11] = [C.OPK_REQUANT, n, src, 0, dst, za, m, s, zo, lo, hi]
-            elif bits == 16:                  # int16 LOGISTIC / TANH: LiteRT's reference interpolation
-                if act16_table is None:
-                    from .quant.tables import SIGMOID_TABLE_U16
-                    act16_table = b.add_ints(SIGMOID_TABLE_U16)
-                tanh = name == "TANH"
-                mult, shift = P.prepare_act16(sa, tanh=tanh)
-                table = b.kernel_table(("act16", tanh, mult, shift),     # built later: bind the values now
-                                       functools.partial(P.act16_table, mult, shift, tanh=tanh))
-                # [9]: the JIT's exhaustive table of this op (its kernel-blob offset, patched by _Builder.finish);
-                # [8]: the 256-entry interpolation table the C runtime uses
-                r[:10] = [C.OPK_ACT16, n, src, 0, dst, int(tanh), mult, shift, act16_table, table]
-            else:
-                if name == "REQUANTIZE_FLOAT":
-                    table = P.float_requantize_table(s_in=sa, zp_in=za, s_out=so, zp_out=zo)
-                else:
-                    table = P.lookup_table(name.lower(), s_in=sa, zp_in=za, s_out=so, zp_out=zo)
-                r[:6] = [C.OPK_LUT, n, src, 0, dst, b.add_weights(table)]
-        recs.append(r)
-    states = []
-    for si, so_ in g.state:
-        size, s_in, z_in = T[si][:3]
-        s_out, z_out = T[so_][1:3]
-        lut = -1
-        if q and (s_in, z_in) != (s_out, z_out):
-            lut = b.add_weights(P.float_requantize_table(s_in=s_out, zp_in=z_out, s_out=s_in, zp_out=z_in))
-        states.append([offs[si], offs[so_], size, 0, lut])
-    rel = 0
-    for st in states:                     # state i sits at state_off + sum of the sizes before it
-        st[3] = rel
-        rel += st[2]
-    consts = [[offs[i], t[0], b.add_weights(params["c"][t[3]:t[3] + t[0]])] for i, t in enumerate(T)
-              if t[3] is not None]
-    rec = [0] * C.OG_LEN
-    rec[C.OG_NOPS] = len(recs)
-    rec[C.OG_OPS] = b.add_ints(np.asarray(recs, np.int64).ravel()) if recs else 0
-    for i, r in enumerate(recs):
-        if q and r[0] == C.OPK_ACT16:
-            b.refer_kernel_table(rec[C.OG_OPS] + i * C.OPK_REC + 9, r[9])
-    rec[C.OG_X], rec[C.OG_NX], rec[C.OG_Y], rec[C.OG_NY] = offs[g.x], T[g.x][0], offs[g.y], T[g.y][0]
-    rec[C.OG_NSTATE] = len(states)
-    rec[C.OG_STATES] = b.add_ints(np.asarray(states, np.int64).ravel()) if states else 0
-    rec[C.OG_STATE] = state_off
-    rec[C.OG_NCONST] = len(consts)
-    rec[C.OG_CONSTS] = b.add_ints(np.asarray(consts, np.int64).ravel()) if consts else 0
-    return rec, arena
-
-
-# ------------------------------------------------------------------------ GRU / RNN as float op graphs
-
-def float_cell_graph(layer, direction: int = 0) -> tuple[OpGraph, dict]:
-    """A float32 GRU (both variants) or RNN (tanh / relu) layer as an op graph of builtin ops (one step, state h),
-    the form ``to_tflite(mode="step")`` writes for them (TFLite has no fused GRU/RNN op):
-      GRU  r = LOGISTIC(FC_x,r(x) + FC_h,r(h)), z likewise, n = TANH(FC_x,n(x) + r * FC_h,n(h)) (reset after) or
-           TANH(FC_x,n(x) + FC_h,n(r * h)) (reset before), h' = z * h + (1 - z) * n
-      RNN  h' = TANH|RELU(FC_x(x) + FC_h(h))   (biases inside the FCs; one FC per gate block)"""
-    if layer.kind not in ("gru", "rnn"):
-        raise ModelError(f"no op graph for a {layer.kind} layer")
-    w = layer.directions[direction]
-    I, H = layer.input_size, layer.hidden_size
-    tensors, ops, wblob, bblob = [], [], [], []
-
-    def tensor(size, const=None):
-        tensors.append([size, 1.0, 0, const])
-        return len(tensors) - 1
-
-    def fc(src, W, b):
-        out = tensor(W.shape[0])
-        ops.append(["FULLY_CONNECTED", src, -1, out, 0, sum(a.size for a in wblob), sum(a.size for a in bblob), 0])
-        wblob.append(np.ascontiguousarray(W, np.float32).ravel())
-        bblob.append(np.asarray(b, np.float32))
-        return out
-
-    def op(name, a, b=-1):
-        out = tensor(H)
-        ops.append([name, a, b, out, 0, 0, 0, 0])
-        return out
-
-    x, h = tensor(I), tensor(H)
-    if layer.kind == "rnn":
-        pre = op("ADD", fc(x, w["w_x"], w["b"]), fc(h, w["w_h"], np.zeros(H, np.float32)))
-        y = op("TANH" if layer.nonlinearity == "tanh" else "RELU", pre)
-        consts = np.zeros(0, np.float32)
-    else:
-        wx, wh, bx, bh = (np.split(w[n], 3) for n in ("w_x", "w_h", "b_x", "b_h"))
-        r = op("LOGISTIC", op("ADD", fc(x, wx[0], bx[0]), fc(h, wh[0], bh[0])))
-        z = op("LOGISTIC", op("ADD", fc(x, wx[1], bx[1]), fc(h, wh[1], bh[1])))
-        if layer.reset_after:
-            hn = op("MUL", r, fc(h, wh[2], bh[2]))
-        else:
-            hn = fc(op("MUL", r, h), wh[2], bh[2])
-        n = op("TANH", op("ADD", fc(x, wx[2], bx[2]), hn))
-        one = tensor(H, const=0)
-        y = op("ADD", op("MUL", z, h), op("MUL", op("SUB", one, z), n))
-        consts = np.ones(H, np.float32)
-    wb, bb = np.concatenate(wblob), np.concatenate(bblob)
-    g = OpGraph(input_size=I, output_size=H, quantized=False, tensors=tensors, ops=ops, x=x, y=y, state=[[h, y]],
-                n_w=wb.size, n_b=bb.size, n_c=consts.size)
-    validate_opgraph(g, f"{layer.kind} op graph")
-    return g, {"w": wb, "b": bb, "c": consts}

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from .frontend import FRONT_END_CLASSES, FRONT_END_FIELDS
 from .opgraph import OpGraph, validate_opgraph
 
 LSTM_GATES = ("i", "f", "g", "o")
@@ -69,7 +70,7 @@ class LSTM(_Recurrent):
 
     cell_clip / proj_clip: TFLite's LSTM clipping (0 = none): c is clipped to [-cell_clip, cell_clip] after
     every update, and the projection output to [-proj_clip, proj_clip] (projection only).  In int8 the
-    bounds are quantized as LiteRT's Prepare does (see the README's numerics contract).
+    bounds are quantized as LiteRT's Prepare does (see docs/contract.md).
     """
 
     input_size: int
@@ -165,17 +166,23 @@ class Dense:
         return {}
 
 
-Layer = LSTM | GRU | RNN | Dense | OpGraph
-LAYER_CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "dense": Dense, "ops": OpGraph}
+LAYER_CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "dense": Dense, "ops": OpGraph, **FRONT_END_CLASSES}
 
 
 def validate_layer(layer, index: int, *, require_weights: bool = True) -> None:
     """Check sizes, options and every weight's shape; converts weights to contiguous float32 in place.
     ``require_weights=False`` accepts a layer with no float weights (an int8-only artifact)."""
     where = f"layer {index} ({layer.kind})"
-    _check_size(f"{where}: input_size", layer.input_size)
     n_dir = 1
-    if layer.kind == "ops":
+    if layer.kind in FRONT_END_CLASSES:
+        layer.validate(where)
+        if not layer.param_shapes() and not layer.directions:
+            layer.directions = [{}]          # a weightless layer: one empty weight set, like its QuantParams
+    else:
+        _check_size(f"{where}: input_size", layer.input_size)
+    if layer.kind in FRONT_END_CLASSES:
+        pass
+    elif layer.kind == "ops":
         validate_opgraph(layer, where)
     elif layer.kind == "dense":
         _check_size(f"{where}: output_size", layer.output_size)
@@ -230,7 +237,7 @@ class ModelSpec:
         if not self.layers:
             raise ModelError("a model needs at least one layer")
         for k, layer in enumerate(self.layers):
-            if type(layer).__name__ not in ("LSTM", "GRU", "RNN", "Dense", "OpGraph"):
+            if type(layer) not in LAYER_CLASSES.values():
                 raise ModelError(f"layer {k}: unknown layer type {type(layer).__name__}")
             validate_layer(layer, k, require_weights=self.has_weights)
             if k and layer.input_size != self.layers[k - 1].output_size:
@@ -262,6 +269,9 @@ class ModelSpec:
             if layer.kind == "ops":
                 out.append(layer.describe())
                 continue
+            if layer.kind in FRONT_END_FIELDS:
+                out.append({"kind": layer.kind, **{f: getattr(layer, f) for f in FRONT_END_FIELDS[layer.kind]}})
+                continue
             d = {"kind": layer.kind, "input_size": layer.input_size, "output_size": layer.output_size}
             if layer.kind == "dense":
                 d["activation"] = layer.activation
@@ -289,6 +299,15 @@ def layer_from_description(d: dict, directions: list[dict]):
         raise ModelError(f"unknown layer kind {kind!r}")
     if kind == "ops":
         return OpGraph.from_description(d, directions)
+    if kind in FRONT_END_FIELDS:
+        keys = set(FRONT_END_FIELDS[kind])
+        given = set(d) - {"kind", "input_size", "output_size"}
+        if not given <= keys:
+            raise ModelError(f"{kind} layer description: unexpected keys {sorted(given - keys)}")
+        try:
+            return FRONT_END_CLASSES[kind](directions=directions, **{k: d[k] for k in given})
+        except TypeError as e:      # a required field missing
+            raise ModelError(f"{kind} layer description: {e}") from None
     common = dict(input_size=d["input_size"], directions=directions)
     if kind == "dense":
         return Dense(output_size=d["output_size"], activation=d.get("activation", "none"), **common)
@@ -310,22 +329,43 @@ def random_model(layers: list[dict], *, input_size: int, seed: int = 0, scale: f
     built, n_in = [], input_size
     for d in layers:
         d = dict(d)
-        d["input_size"] = n_in
-        if d["kind"] != "dense":
+        if d["kind"] in FRONT_END_FIELDS:      # sizes follow from the previous layer's output where not given
+            _front_end_sizes(d, n_in)
+            proto = layer_from_description(d, [])
+            n_dir = 1
+        elif d["kind"] != "dense":
+            d["input_size"] = n_in
             d.setdefault("bidirectional", False)
             proto = layer_from_description({**d, "output_size": 0}, [])
             n_dir = 2 if proto.bidirectional else 1
         else:
+            d["input_size"] = n_in
             proto = layer_from_description(d, [])
             n_dir = 1
         dirs = []
         for _ in range(n_dir):
             p = {}
             for name, shape in proto.param_shapes().items():
-                fan = shape[-1] if len(shape) > 1 else 1
+                fan = int(np.prod(shape[1:])) if len(shape) > 1 else 1
                 p[name] = (rng.standard_normal(shape) * scale / max(1.0, np.sqrt(fan) / 2)).astype(np.float32)
             dirs.append(p)
-        proto.directions = dirs
+        proto.directions = dirs if proto.param_shapes() else [{}]
         built.append(proto)
         n_in = proto.output_size
     return ModelSpec(layers=built)
+
+
+def _front_end_sizes(d: dict, n_in: int) -> None:
+    """Fill a front-end layer description's frame sizes from the previous layer's output size ``n_in``."""
+    kind = d["kind"]
+    if kind in ("activation", "context"):
+        d.setdefault("size", n_in)
+    elif kind == "conv1d":
+        d.setdefault("in_channels", 1)
+        d.setdefault("length", n_in // d["in_channels"])
+    elif kind == "pad":
+        d.setdefault("channels", 1)
+        d.setdefault("length", n_in // d["channels"])
+    elif kind == "magnitude":
+        d.setdefault("length", 1)
+        d.setdefault("channels", n_in // (2 * d["length"]))

@@ -3,8 +3,9 @@ and the C export, so a process that only loads a model and runs the native backe
 See cells_int8.py and program.py for what the records mean."""
 
 # ---- record layouts in prog (named indices; Numba treats module globals as constants) ----
-KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KIND_OPS = 0, 1, 2, 3, 4
-KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE, "ops": KIND_OPS}
+KIND_LSTM, KIND_GRU, KIND_RNN, KIND_DENSE, KIND_OPS, KIND_CONV, KIND_MAP = 0, 1, 2, 3, 4, 5, 6
+KINDS = {"lstm": KIND_LSTM, "gru": KIND_GRU, "rnn": KIND_RNN, "dense": KIND_DENSE, "ops": KIND_OPS,
+         "conv1d": KIND_CONV, "pad": KIND_MAP, "magnitude": KIND_MAP, "activation": KIND_MAP, "context": KIND_MAP}
 ACT_NONE, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, ACT_RELU = 0, 1, 2, 3, 4
 ACTIVATIONS = {"none": ACT_NONE, "sigmoid": ACT_SIGMOID, "softmax": ACT_SOFTMAX, "tanh": ACT_TANH,
                "relu": ACT_RELU}
@@ -42,7 +43,29 @@ DN_W, DN_B, DN_M, DN_PRE_ZP, DN_ACT, DN_LUT = 0, 1, 2, 4, 5, 6   # DN_M: offset 
 DN_LEN = 7
 
 
-# Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/opgraph.py; kernels in
+# Conv1D record (kind "conv1d", edgelstm/ir/frontend.py; kernels in kernels/frontend.py): the frame is (length,
+# channels) channels-last. Per output position the K taps x Ig channels window is gathered (padding applied) into
+# the aux scratch, then one dot product per output channel: a matrix (out_channels, K * Ig) (depthwise: (out_channels,
+# K), Ig = 1). int8: bias folded with the input zero point (prog), per-channel (mult, shift) pairs (prog), output zero
+# point, clamp range (the fused relu / relu6), and for a fused sigmoid / tanh a 256-entry table applied after.
+CV_LEN_IN, CV_CIN, CV_COUT, CV_K, CV_STRIDE, CV_DIL, CV_PADL, CV_PADR, CV_REFLECT = 0, 1, 2, 3, 4, 5, 6, 7, 8
+CV_MULT, CV_LOUT, CV_W, CV_B, CV_M, CV_ZP_IN, CV_ZP_OUT, CV_LO, CV_HI, CV_ACT, CV_LUT, CV_ROWS = range(9, 21)
+CV_LEN = 21       # CV_MULT: depth multiplier (0 = a full conv, groups 1); CV_ROWS: rows of an int8 full conv's dot
+# matrix, out_channels rounded up to whole pairwise blocks (zero rows), so every conv runs the block kernel
+
+# Map record (kinds "pad", "magnitude", "activation", "context": one frame in, one frame out, no matmul)
+MP_OP, MP_N_IN, MP_N_OUT = 0, 1, 2
+MAP_PAD, MAP_MAGNITUDE, MAP_ACTIVATION, MAP_CONTEXT = 1, 2, 3, 4
+#   pad         [3] length [4] channels [5] left [6] right [7] reflect [8] pad value (int8: the zero point)
+#   magnitude   [3] length [4] channels; int8: [5] zp_in [6] s_in (float32 bits) [7] zp_out [8] s_out (bits)
+#               [9] the JIT's (65536,) table of every int8 pair (kernel blob offset; the C runtime computes)
+#   activation  float: [3] ACT_* code (ACT_RELU6 extra); int8: [3] prog offset of the 256-entry table
+#   context     [3] context values K [4] state offset of the K values in the per-sequence state block
+MP_TABLE = 9     # magnitude (int8): the JIT table's kernel-blob offset
+MP_LEN = 10
+ACT_RELU6 = 5     # float map activation only (int8 activations are tables)
+
+# Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/ir/opgraph.py; kernels in
 # ops_int8.py / ops_f32.py). Tensors live in an arena (the program's gates scratch) at the offsets below.
 OG_NOPS, OG_OPS = 0, 1            # number of op records, prog offset of the first (OPK_REC int32 each)
 OG_X, OG_NX, OG_Y, OG_NY = 2, 3, 4, 5   # arena offsets and sizes of the graph input and output tensors
@@ -104,3 +127,10 @@ def pack_blocks(a):
     out = np.zeros(rows * cp, np.int16)
     out.view(np.int8)[:rows * cp] = blocks.astype(np.int8).ravel()
     return out
+
+# float32 direction records (kernels/cells_f32.py)
+FL_WX, FL_WH, FL_B, FL_B2, FL_PEEP, FL_PROJ, FL_BPROJ, FL_STATE = 0, 1, 2, 3, 4, 5, 6, 7
+FL_CELL_CLIP, FL_PROJ_CLIP = 8, 9   # LSTM clip bounds as float32 bits (0.0 = none)
+FL_LEN = 10
+FD_W, FD_B, FD_ACT = 0, 1, 2
+FD_LEN = 3

@@ -1,0 +1,93 @@
+"""What an audio model needs besides its weights: the front end's settings, class labels and event thresholds.
+
+A model's description (stored in the .elstm metadata under 'audio' and validated on load), so it lives with the
+IR: reading a tagger's file needs no signal-processing code (nor Numba); ``edgelstm.audio`` computes with it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..errors import AudioError
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """The feature settings a model was trained with (stored in the .elstm file)."""
+    sr: int = 16000
+    n_fft: int = 512          # power of two (radix-2 FFT)
+    hop_length: int = 256
+    n_mels: int = 32
+    fmin: float = 50.0
+    fmax: float = 8000.0
+    amin: float = 1e-10       # power_to_db floor
+
+    def __post_init__(self):
+        ok = (isinstance(self.sr, int) and 1000 <= self.sr <= 192000
+              and isinstance(self.n_fft, int) and 16 <= self.n_fft <= 8192 and self.n_fft & (self.n_fft - 1) == 0
+              and isinstance(self.hop_length, int) and 1 <= self.hop_length <= self.n_fft
+              and isinstance(self.n_mels, int) and 1 <= self.n_mels <= self.n_fft // 2
+              and 0.0 <= float(self.fmin) < float(self.fmax) <= self.sr / 2.0 and float(self.amin) > 0)
+        if not ok:
+            raise AudioError(f"invalid front end {asdict(self)}: need 1000 <= sr <= 192000, n_fft a power of "
+                             "two in [16, 8192], 1 <= hop_length <= n_fft, 1 <= n_mels <= n_fft/2, "
+                             "0 <= fmin < fmax <= sr/2, amin > 0")
+
+    def to_dict(self) -> dict:
+        return {k: (float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d) -> "FrontEnd":
+        if not isinstance(d, dict) or set(d) != set(cls.__dataclass_fields__):
+            raise AudioError(f"front end must be an object with keys {sorted(cls.__dataclass_fields__)}")
+        ints = ("sr", "n_fft", "hop_length", "n_mels")
+        for k, v in d.items():
+            good = (type(v) is int) if k in ints else (type(v) in (int, float) and math.isfinite(v))
+            if not good:
+                raise AudioError(f"front end field {k!r} has a bad value {v!r}")
+        return cls(**{k: (int(v) if k in ints else float(v)) for k, v in d.items()})
+
+
+@dataclass
+class AudioConfig:
+    """What an audio model needs besides its weights; stored in the .elstm metadata under 'audio'."""
+    frontend: FrontEnd
+    labels: list                      # one plain name per model output
+    onset: list = None                # per class, probability that opens an event
+    offset: list = None               # per class, probability below which it closes
+    min_duration: list = None         # per class, seconds; shorter events are dropped
+
+    def __post_init__(self):
+        n = len(self.labels)
+        self.onset = [0.5] * n if self.onset is None else list(self.onset)
+        self.offset = [0.3] * n if self.offset is None else list(self.offset)
+        self.min_duration = [0.1] * n if self.min_duration is None else list(self.min_duration)
+        if not isinstance(self.frontend, FrontEnd):
+            raise AudioError("AudioConfig.frontend must be a FrontEnd")
+        if n == 0 or not all(isinstance(s, str) and s and s.isprintable() for s in self.labels) \
+                or len(set(self.labels)) != n:
+            raise AudioError("audio labels must be distinct non-empty names")
+        for name in ("onset", "offset", "min_duration"):
+            v = getattr(self, name)
+            if len(v) != n or not all(type(x) in (int, float) and math.isfinite(x) for x in v):
+                raise AudioError(f"audio {name} must be {n} finite numbers")
+        for c in range(n):
+            if not 0.0 <= self.offset[c] <= self.onset[c] <= 1.0 or self.min_duration[c] < 0:
+                raise AudioError(f"class {self.labels[c]!r}: need 0 <= offset <= onset <= 1, min_duration >= 0")
+
+    def to_dict(self) -> dict:
+        return {"frontend": self.frontend.to_dict(), "labels": list(self.labels), "onset": self.onset,
+                "offset": self.offset, "min_duration": self.min_duration}
+
+    @classmethod
+    def from_dict(cls, d) -> "AudioConfig":
+        keys = {"frontend", "labels", "onset", "offset", "min_duration"}
+        if not isinstance(d, dict) or set(d) != keys:
+            raise AudioError(f"audio metadata must be an object with keys {sorted(keys)}")
+        if not isinstance(d["labels"], list):
+            raise AudioError("audio labels must be a list")
+        for k in ("onset", "offset", "min_duration"):
+            if not isinstance(d[k], list):
+                raise AudioError(f"audio {k} must be a list")
+        return cls(frontend=FrontEnd.from_dict(d["frontend"]), labels=d["labels"], onset=d["onset"],
+                   offset=d["offset"], min_duration=d["min_duration"])
