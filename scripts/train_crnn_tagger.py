@@ -299,7 +299,7 @@ def scenes(split: str, count: int, seed: int, jobs: int):
 
 # ------------------------------------------------------------------------------------ model
 
-def build_model(arch: str, n_mels: int, hidden: int):
+def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru"):
     import torch
     from torch import nn
 
@@ -323,8 +323,13 @@ def build_model(arch: str, n_mels: int, hidden: int):
                 l1 = (n_mels - 5) // 2 + 1
                 l2 = (l1 - 3) // 2 + 1
                 feat = 24 * l2
-            self.gru = nn.GRU(feat, hidden, batch_first=True)
+            self.cell = cell          # the attribute's name is the state dict's prefix: gru.* or lstm.*
+            setattr(self, cell, (nn.GRU if cell == "gru" else nn.LSTM)(feat, hidden, batch_first=True))
             self.fc = nn.Linear(hidden, len(LABELS))
+
+        @property
+        def rnn(self):
+            return getattr(self, self.cell)
 
         def features(self, x):
             """(B, T, M) raw dB -> (B, T, F) per-frame conv features (what the GRU sees)."""
@@ -342,7 +347,7 @@ def build_model(arch: str, n_mels: int, hidden: int):
             return h.transpose(1, 2).reshape(B, T, -1)                            # position-major
 
         def forward(self, x, h0=None):
-            out, h = self.gru(self.features(x), h0)
+            out, h = self.rnn(self.features(x), h0)
             return self.fc(out), h
 
     return CRNN()
@@ -430,7 +435,7 @@ def export_layers(model) -> dict:
         out[f"conv{i}.weight"] = sd[f"conv.{i}.weight"]
         out[f"conv{i}.bias"] = sd[f"conv.{i}.bias"]
     for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-        out[f"gru.{k}"] = sd[f"gru.{k}"]
+        out[f"{model.cell}.{k}"] = sd[f"{model.cell}.{k}"]
     out["dense.weight"], out["dense.bias"] = sd["fc.weight"], sd["fc.bias"]
     return {k: v.astype(np.float32) for k, v in out.items()}
 
@@ -442,19 +447,22 @@ def _sigmoid(x):
 class StreamReference:
     """The exported model run ONE FRAME AT A TIME in numpy, as the runtime will: a context buffer of the
     previous raw frames (zeros at start), conv layers on the (L, C) view of the step's vector (flat index
-    l*C + c), GRU (PyTorch gate order r, z, n; n's recurrent term inside the reset gate), Dense, sigmoid."""
+    l*C + c), GRU (PyTorch gate order r, z, n; n's recurrent term inside the reset gate) or LSTM (PyTorch gate
+    order i, f, g, o), Dense, sigmoid."""
 
     def __init__(self, W: dict, arch: str, n_mels: int):
         self.W = {k: v.astype(np.float64) for k, v in W.items()}
         self.arch, self.M = arch, n_mels
         self.context = 2 if arch == "time" else 0
         self.strides = [1] if arch == "time" else [2, 2]
-        self.H = self.W["gru.weight_hh_l0"].shape[1]
+        self.cell = "gru" if "gru.weight_hh_l0" in self.W else "lstm"
+        self.H = self.W[f"{self.cell}.weight_hh_l0"].shape[1]
         self.reset()
 
     def reset(self):
         self.ctx = np.zeros(self.context * self.M)
         self.h = np.zeros(self.H)
+        self.c = np.zeros(self.H)
 
     @staticmethod
     def conv1d(x_lc, w, b, stride):
@@ -477,14 +485,21 @@ class StreamReference:
             for i, s in enumerate(self.strides):
                 h = np.maximum(self.conv1d(h, self.W[f"conv{i}.weight"], self.W[f"conv{i}.bias"], s), 0)
         f = h.reshape(-1)
-        W_ih, W_hh = self.W["gru.weight_ih_l0"], self.W["gru.weight_hh_l0"]
-        b_ih, b_hh = self.W["gru.bias_ih_l0"], self.W["gru.bias_hh_l0"]
+        p = self.cell
+        W_ih, W_hh = self.W[f"{p}.weight_ih_l0"], self.W[f"{p}.weight_hh_l0"]
+        b_ih, b_hh = self.W[f"{p}.bias_ih_l0"], self.W[f"{p}.bias_hh_l0"]
         gi, gh = W_ih @ f + b_ih, W_hh @ self.h + b_hh
         H = self.H
-        r = _sigmoid(gi[:H] + gh[:H])
-        z = _sigmoid(gi[H:2 * H] + gh[H:2 * H])
-        n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
-        self.h = (1 - z) * n + z * self.h
+        if p == "lstm":
+            g = gi + gh
+            i, fg, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), _sigmoid(g[3 * H:])
+            self.c = fg * self.c + i * np.tanh(g[2 * H:3 * H])
+            self.h = o * np.tanh(self.c)
+        else:
+            r = _sigmoid(gi[:H] + gh[:H])
+            z = _sigmoid(gi[H:2 * H] + gh[H:2 * H])
+            n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
+            self.h = (1 - z) * n + z * self.h
         return _sigmoid(self.W["dense.weight"] @ self.h + self.W["dense.bias"])
 
 
@@ -500,8 +515,8 @@ def cost(model, n_mels: int) -> dict:
         for c in model.conv:
             L = (L - c.kernel_size[0]) // c.stride[0] + 1
             macs += L * c.out_channels * c.in_channels * c.kernel_size[0]
-    H, F = model.gru.hidden_size, model.gru.input_size
-    macs += 3 * H * (F + H) + model.fc.in_features * model.fc.out_features
+    H, F = model.rnn.hidden_size, model.rnn.input_size
+    macs += (3 if model.cell == "gru" else 4) * H * (F + H) + model.fc.in_features * model.fc.out_features
     return {"params": int(params), "macs_per_frame": int(macs)}
 
 
@@ -509,6 +524,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["time", "freq"], default="time")
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--cell", choices=["gru", "lstm"], default="gru")
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--val-scenes", type=int, default=400)
     ap.add_argument("--epochs", type=int, default=14)
@@ -543,13 +560,13 @@ def main() -> int:
         np.savez(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
-    model = build_model(args.arch, FE.n_mels, args.hidden)
+    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
     t1 = time.time()
-    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr,
-               checkpoint=real.default_cache() / f"crnn_{args.arch}_best.pt", pos_weight_max=args.pos_weight_max,
+    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
+               checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
                fit_norm=args.init is None)
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
@@ -566,7 +583,7 @@ def main() -> int:
     np.savez(args.out / "weights.npz", **W)
     # two whole validation scenes, consecutive frames: the context layer needs a real sequence
     np.save(args.out / "calibration.npy", Xv[:2].reshape(-1, FE.n_mels).astype(np.float16))
-    meta = {"arch": args.arch, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
+    meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
             "context_frames": model.context, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
