@@ -371,11 +371,7 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, ch
     steps = epochs * math.ceil(len(X) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(seed)
-    # class balance: positives of rare classes count more; background positives are common
-    pos = Y.reshape(-1, Y.shape[-1]).mean(0)
-    pos_weight = torch.tensor(np.clip(0.5 / np.maximum(pos, 1e-3), 1.0, pos_weight_max), dtype=torch.float32)
-    pos_weight[BG] = 1.0
-    log(f"  positive frame share {np.round(pos, 3).tolist()} -> pos_weight {np.round(pos_weight.numpy(), 2).tolist()}")
+    pos_weight = class_pos_weight(Y, pos_weight_max, log)
     best = (1e9, None)
     for ep in range(epochs):
         model.train()
@@ -402,6 +398,16 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, ch
                 torch.save(best[1], checkpoint)
     model.load_state_dict(best[1])
     return best[0]
+
+
+def class_pos_weight(Y, pos_weight_max, log=print):
+    """Class balance: positives of rare classes count more (capped); background positives are common."""
+    import torch
+    pos = Y.reshape(-1, Y.shape[-1]).mean(0)
+    pos_weight = torch.tensor(np.clip(0.5 / np.maximum(pos, 1e-3), 1.0, pos_weight_max), dtype=torch.float32)
+    pos_weight[BG] = 1.0
+    log(f"  positive frame share {np.round(pos, 3).tolist()} -> pos_weight {np.round(pos_weight.numpy(), 2).tolist()}")
+    return pos_weight
 
 
 def evaluate_loss(model, X, Y, pos_weight):
@@ -528,7 +534,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--val-scenes", type=int, default=400)
-    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--epochs", type=int, default=14, help="0: export --init as it is (no training)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core box: 4x slower
     ap.add_argument("--seed", type=int, default=0)
@@ -565,9 +571,12 @@ def main() -> int:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
     t1 = time.time()
-    vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
-               checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
-               fit_norm=args.init is None)
+    if args.epochs == 0:        # export only (e.g. the best checkpoint of a stopped run, given as --init)
+        vl = evaluate_loss(model, Xv, Yv, class_pos_weight(Y, args.pos_weight_max, log))
+    else:
+        vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
+                   checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
+                   fit_norm=args.init is None)
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
@@ -581,11 +590,13 @@ def main() -> int:
     log(f"stream (numpy, frame by frame) vs batch (torch): max |dp| = {err:.2e}")
     assert err < 1e-4, err
     np.savez(args.out / "weights.npz", **W)
-    # two whole validation scenes, consecutive frames: the context layer needs a real sequence
-    np.save(args.out / "calibration.npy", Xv[:2].reshape(-1, FE.n_mels).astype(np.float16))
+    # whole validation scenes, consecutive frames: the context layer needs a real sequence
+    np.save(args.out / "calibration.npy", Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
             "context_frames": model.context, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
-            "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed}
+            "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
+            "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max,
+            "init": str(args.init) if args.init else None}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
     torch.save(model.state_dict(), args.out / "state_dict.pt")
