@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a CRNN tagger made by scripts/train_crnn_tagger.py into edgelstm models (issue 19).
 
-    python scripts/convert_crnn_tagger.py [--run scripts/crnn_out] [--no-floats-in-int8]
+    python scripts/convert_crnn_tagger.py [--run scripts/crnn_out] [--no-floats-in-int8] [--bundle]
 
 Reads RUN/weights.npz (normalization folded into the first conv), RUN/model.json, RUN/calibration.npy (whole
 validation scenes, consecutive frames) and, if present, RUN/thresholds.json (the event settings calibrated on
@@ -9,7 +9,9 @@ the validation packages by scripts/eval_crnn_tagger.py), and writes
 
 - RUN/tagger_f32.elstm: context -> Conv1D (+ReLU) -> GRU or LSTM -> Dense sigmoid, float32, with its AudioConfig;
 - RUN/tagger_int8.elstm: the same quantized by el.quantize on the calibration scenes;
-- RUN/convert.json: float stream vs PyTorch and vs the numpy stream reference, int8 fidelity, sizes, cost.
+- RUN/convert.json: float stream vs PyTorch and vs the numpy stream reference, int8 fidelity, sizes, cost;
+- with --bundle, also the package's bundled tagger (edgelstm.data: AUDIO_MODEL, AUDIO_MODEL_F32 and
+  AUDIO_CALIBRATION, the calibration frames as float16), i.e. `edgelstm tag`'s default model.
 
 The layers (see CONVERT.md): Context(size=n_mels, context=k*n_mels) gives the last k+1 frames, oldest first,
 i.e. the (L=k+1, C=n_mels) view of the step vector; Conv1D(length=k+1, in_channels=n_mels, kernel_size=k+1)
@@ -19,6 +21,7 @@ position of C_out channels feeds the recurrent layer.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -83,6 +86,7 @@ def main() -> int:
     ap.add_argument("--run", type=Path, default=T.OUT)
     ap.add_argument("--no-floats-in-int8", action="store_true",
                     help="write the int8 file without the float weights (smaller; cannot be re-quantized)")
+    ap.add_argument("--bundle", action="store_true", help="also write them as edgelstm tag's bundled model")
     args = ap.parse_args()
     run = args.run
     W = dict(np.load(run / "weights.npz"))
@@ -124,6 +128,15 @@ def main() -> int:
     if args.no_floats_in_int8:
         q.spec.has_weights = False
     el.save(q, run / "tagger_int8.elstm", audio=cfg)
+    if args.bundle:
+        from edgelstm.artifact import _write_atomic
+        from edgelstm.data import AUDIO_CALIBRATION, AUDIO_MODEL, AUDIO_MODEL_F32
+        el.save(f32, AUDIO_MODEL_F32, audio=cfg)
+        el.save(q, AUDIO_MODEL, audio=cfg)
+        buf = io.BytesIO()
+        np.save(buf, calib.astype(np.float16))
+        _write_atomic(AUDIO_CALIBRATION, buf.getvalue())
+        report["bundled"] = [str(AUDIO_MODEL), str(AUDIO_MODEL_F32), str(AUDIO_CALIBRATION)]
     report["bytes_f32"] = (run / "tagger_f32.elstm").stat().st_size
     report["bytes_int8"] = (run / "tagger_int8.elstm").stat().st_size
     (run / "convert.json").write_text(json.dumps(report, indent=1) + "\n")

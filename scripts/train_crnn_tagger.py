@@ -236,10 +236,16 @@ def make_bed(rng, pools: Pools, n):
     return bed / (np.sqrt(np.mean(bed ** 2)) + 1e-12)
 
 
-def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True):
-    """(samples, (N_FRAMES, 6) bool targets): events over a bed, through a camera chain."""
+def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True, silent=False):
+    """(samples, (N_FRAMES, 6) bool targets): events over a bed, through a camera chain.  silent: events over
+    digital silence, no camera chain (clean files, test tones, clips padded with zeros: log-mel frames at the
+    floor, -100 dB, which a camera's noise never gives)."""
     n = int(SCENE_S * SR)
-    bed = make_bed(rng, pools, n) * 10 ** (rng.uniform(-45, -20) / 20)
+    if silent:
+        bed = np.zeros(n)
+        camera_ok = False
+    else:
+        bed = make_bed(rng, pools, n) * 10 ** (rng.uniform(-45, -20) / 20)
     bed_e = frame_energy(bed, N_FRAMES)
     mix = bed.copy()
     lab = np.zeros((N_FRAMES, len(LABELS)), bool)
@@ -260,13 +266,16 @@ def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=T
         if camera_ok and rng.random() < 0.5:
             ev = synth.reverb(rng, ev)
         snr = rng.uniform(-5, 20)
-        ev = ev / (np.sqrt(np.mean(ev ** 2)) + 1e-12) * np.sqrt(np.mean(bed ** 2)) * 10 ** (snr / 20)
+        level = np.sqrt(np.mean(bed ** 2)) * 10 ** (snr / 20) if not silent else 10 ** (rng.uniform(-40, -10) / 20)
+        ev = ev / (np.sqrt(np.mean(ev ** 2)) + 1e-12) * level
         a = int(rng.integers(0, max(1, n - ev.size)))
         full = np.zeros(n)
         full[a:a + ev.size] = ev[: n - a]
         lab[:, LABELS.index(label)] |= activity(full, bed_e, label, N_FRAMES)
         mix += full
     lab[:, BG] = ~lab[:, :BG].any(axis=1)
+    if silent:
+        return np.clip(mix, -1, 1), lab
     y = camera(rng, mix) if camera_ok else np.clip(mix / (np.max(np.abs(mix)) + 1e-12) * 0.5, -1, 1)
     return y, lab
 
@@ -275,23 +284,23 @@ _POOLS = {}
 
 
 def _scene_batch(args):
-    split, seed, count = args
+    split, seed, count, silent_share = args
     if split not in _POOLS:
         _POOLS[split] = Pools(split)
     rng = np.random.default_rng(seed)
     X = np.empty((count, N_FRAMES, FE.n_mels), np.float16)
     Y = np.empty((count, N_FRAMES, len(LABELS)), bool)
     for i in range(count):
-        y, lab = make_scene(rng, _POOLS[split])
+        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share))
         X[i] = LogMel(FE).push(y)
         Y[i] = lab
     return X, Y
 
 
-def scenes(split: str, count: int, seed: int, jobs: int):
-    """count scenes of a split, generated in jobs processes, deterministic for (seed, count)."""
+def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0):
+    """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share)."""
     per = 50
-    tasks = [(split, seed * 100003 + k, min(per, count - k * per)) for k in range(math.ceil(count / per))]
+    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share) for k in range(math.ceil(count / per))]
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         parts = list(ex.map(_scene_batch, tasks))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -541,6 +550,10 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--pos-weight-max", type=float, default=8.0,
                     help="cap of the positive-class loss weight (rare classes); lower = fewer false events")
+    ap.add_argument("--silent-share", type=float, default=0.0,
+                    help="share of scenes over digital silence without the camera chain (clean files, tones)")
+    ap.add_argument("--silent-scenes", type=int, default=0,
+                    help="append this many scenes over digital silence (and a tenth as many to validation)")
     ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
@@ -556,14 +569,22 @@ def main() -> int:
         log_lines.append(s)
 
     t0 = time.time()
-    feats = args.features or (real.default_cache() / f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}.npz")
+    silent = f"_silent{args.silent_share:g}" if args.silent_share else ""
+    feats = args.features or (real.default_cache() /
+                              f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}{silent}.npz")
     if feats.is_file():
         d = np.load(feats)
         X, Y, Xv, Yv = d["X"], d["Y"], d["Xv"], d["Yv"]
     else:
-        X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs)
-        Xv, Yv = scenes("validation", args.val_scenes, args.seed + 2, args.jobs)
+        X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs, args.silent_share)
+        Xv, Yv = scenes("validation", args.val_scenes, args.seed + 2, args.jobs, args.silent_share)
         np.savez(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
+    if args.silent_scenes:      # appended: cheap to make (no camera chain), a few seconds per hundred
+        n_val = max(1, args.silent_scenes // 10)
+        Xs, Ys = scenes("train", args.silent_scenes, args.seed + 3, args.jobs, 1.0)
+        Xsv, Ysv = scenes("validation", n_val, args.seed + 4, args.jobs, 1.0)
+        X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
+        Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
     model = build_model(args.arch, FE.n_mels, args.hidden, args.cell)
@@ -595,7 +616,8 @@ def main() -> int:
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
             "context_frames": model.context, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
-            "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max,
+            "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
+            "silent_scenes": args.silent_scenes,
             "init": str(args.init) if args.init else None}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
