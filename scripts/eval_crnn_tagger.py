@@ -6,7 +6,7 @@ log-mel, the model's own stream, 1 s chunks) and events come from the runtime's 
     python scripts/eval_crnn_tagger.py --run scripts/crnn_out [--calibrate] [--baseline edgelstm/data/audio_tagger.elstm]
 
 RUN/tagger_f32.elstm and RUN/tagger_int8.elstm (scripts/convert_crnn_tagger.py) are scored with the same
-settings; --calibrate first chooses them on the validation packages with the float model and writes
+settings; --calibrate first chooses them on the validation packages with the int8 model (--calibrate-on) and writes
 RUN/thresholds.json (convert again to store them in the .elstm files).  --baseline scores another tagger (e.g.
 today's bundled one) on the same test streams with the settings stored in its own file.
 
@@ -287,11 +287,16 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s):
 
 
 def pareto(cands):
-    """Per distinct false-event rate, the best F1, keeping only settings better than every cheaper one."""
+    """Per distinct false-event rate, the best score, keeping only settings better than every cheaper one; among
+    equal scores the most conservative setting (highest onset, then longest min_duration): a class that scores
+    nothing on validation is then as quiet as the grid allows, not quiet by luck."""
     best = {}
+
+    def quiet(s):
+        return s["onset"], s["min_duration"]
     for fpm, score_, s in cands:
         k = round(fpm, 4)
-        if k not in best or score_ > best[k][1]:
+        if k not in best or score_ > best[k][1] or (score_ == best[k][1] and quiet(s) > quiet(best[k][2])):
             best[k] = (fpm, score_, s)
     out, top = [], -1.0
     for k in sorted(best):
@@ -426,6 +431,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=T.OUT)
     ap.add_argument("--calibrate", action="store_true", help="choose the event settings on validation first")
+    ap.add_argument("--calibrate-on", choices=["int8", "float"], default="int8",
+                    help="the model whose validation probabilities choose the settings (int8: the one that ships)")
     ap.add_argument("--baseline", type=Path, help="also score this tagger with its own stored settings")
     ap.add_argument("--per-class", type=int, default=150)
     ap.add_argument("--target-fpm", type=float, default=0.7,
@@ -444,7 +451,8 @@ def main() -> int:
     t0 = time.time()
     if args.calibrate:
         val = split_streams("validation", args.seed, args.per_class)
-        thr = calibrate(f32, val, args.target_fpm, log)
+        thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log)
+        thr["calibrated_on"] = args.calibrate_on
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
         del val
     thr = json.loads((run / "thresholds.json").read_text())
