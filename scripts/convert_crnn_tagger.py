@@ -124,17 +124,18 @@ def main() -> int:
     report["int8_max_abs_prob_error_on_calibration"] = float(np.max(np.abs(P32 - P8)))
     report["int8_decisions_agree_at_onset_on_calibration"] = float(np.mean((P32 >= onset) == (P8 >= onset)))
     report["fidelity"] = str(fid)
+    from edgelstm.artifact import _write_atomic
+    from edgelstm.data import AUDIO_CALIBRATION, AUDIO_MODEL, AUDIO_MODEL_F32
     el.save(f32, run / "tagger_f32.elstm", audio=cfg)
-    if args.no_floats_in_int8:
+    if args.bundle:
+        el.save(f32, AUDIO_MODEL_F32, audio=cfg)
+    if args.no_floats_in_int8:      # (the int8 model shares the float spec: after every float save)
         q.spec.has_weights = False
     el.save(q, run / "tagger_int8.elstm", audio=cfg)
     if args.bundle:
-        from edgelstm.artifact import _write_atomic
-        from edgelstm.data import AUDIO_CALIBRATION, AUDIO_MODEL, AUDIO_MODEL_F32
-        el.save(f32, AUDIO_MODEL_F32, audio=cfg)
         el.save(q, AUDIO_MODEL, audio=cfg)
         buf = io.BytesIO()
-        np.save(buf, calib.astype(np.float16))
+        np.save(buf, scenes.astype(np.float16))          # (scenes, frames, mels): each a stream from zero state
         _write_atomic(AUDIO_CALIBRATION, buf.getvalue())
         report["bundled"] = [str(AUDIO_MODEL), str(AUDIO_MODEL_F32), str(AUDIO_CALIBRATION)]
     report["bytes_f32"] = (run / "tagger_f32.elstm").stat().st_size
