@@ -19,7 +19,6 @@ in prog; no gemmlowp tables, so its two rows are the same. Its arena holds the g
 buffers, gates (MODEL_SCRATCH), acc (MODEL_ACC_LEN int32) and aux (MODEL_AUX_LEN), the exact elements the
 model's layers touch (c_program.c_buffers).
 """
-import json
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from edgelstm.program.c_program import TABLE_LEN, c_arrays, c_work_buffers
 from edgelstm.program import layout as L
 from edgelstm.export.to_c import to_c
 from edgelstm.firmware_host import CORTEX_M_CFLAGS
+from edgelstm.benchmark import write_json
 
 FLAGS = [f for f in CORTEX_M_CFLAGS if f != "-O2"] + ["-Os", "-ffunction-sections", "-fdata-sections", "-c"]
 ENTRY = """#include "edgelstm.h"
@@ -159,7 +159,7 @@ def main():
               f"{r['linked_beyond_weights_bytes']:,} / {r['linked_beyond_weights_dsp_bytes']:,} B | "
               f"{r['ram_state_bytes']:,} B | {r['ram_total_bytes']:,} B |")
     out = Path(__file__).resolve().parent / "results" / "firmware_footprint.json"
-    out.write_text(json.dumps(rows, indent=1) + "\n")
+    write_json(out, rows)
     print(f"wrote {out}")
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import c_fuzzing  # noqa: E402
+from edgelstm.benchmark import write_json
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
     res["bases"] = [b["name"] for b in c_fuzzing.base_programs()]
     print(json.dumps(res, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(args.json, res)
     return 1 if res["reports"] else 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fuzzing import run_batches  # noqa: E402
+from edgelstm.benchmark import write_json
 
 
 def main() -> int:
@@ -40,7 +41,7 @@ def main() -> int:
     for f in res["failures"][:20]:
         print(json.dumps(f)[:2000])
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(args.json, res)
     bad = res["counts"]["crash"] + res["counts"]["hang"] + len(res["failures"])
     return 1 if bad else 0
 

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from edgelstm.benchmark import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def main() -> int:
                "min_decision_agreement": min(r["decision_agreement"] for r in ok)}
     print(json.dumps(summary))
     if a.json:
-        Path(a.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+        write_json(a.json, {"summary": summary, "rows": rows})
     return 0
 
 

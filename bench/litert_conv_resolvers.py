@@ -7,7 +7,6 @@ there. The crafted-tie cases are in tests/test_litert_conv_ops.py; findings in d
     python bench/litert_conv_resolvers.py [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import litert_ops as lo  # noqa: E402
 import naive  # noqa: E402
+from edgelstm.benchmark import write_json  # noqa: E402
 
 RES = ("ref", "opt", "xnn")
 PAIRS = (("ref", "opt"), ("ref", "xnn"), ("opt", "xnn"))
@@ -144,9 +144,7 @@ def main() -> int:
                 rate = f"  ({v / t['outputs']:.2e})" if isinstance(v, int) and "!=" in k and v else ""
                 print(f"    {k}: {v}{rate}")
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        write_json(args.json, res)
     return 0
 
 

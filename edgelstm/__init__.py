@@ -9,16 +9,17 @@
 The public names below are imported on first use, so ``import edgelstm`` (and the numpy-free deployment
 module ``edgelstm.deploy``) stay cheap: a no-JIT process starts without numpy or Numba.
 """
-from .errors import (ArtifactError, AudioError, EdgeLSTMError, FirmwareError, ImportModelError, InputError, ModelError,
-                     StreamingError)
+from .errors import (ArtifactError, AudioError, AudioWarning, EdgeLSTMError, EdgeLSTMWarning, FirmwareError,
+                     ImportModelError, InputError, ModelError, StreamingError)
 
 __version__ = "0.1.0"
 _LAZY = {"Model": "runtime", "Stream": "runtime", "ModelSpec": "ir.model", "LSTM": "ir.model", "GRU": "ir.model",
          "RNN": "ir.model", "Dense": "ir.model", "random_model": "ir.model", "QuantParams": "quant.params",
-         "load": "artifact", "save": "artifact", "quantize": "quantization"}
+         "load": "artifact", "save": "artifact", "quantize": "quantization",
+         "quantize_tail": "quantization", "Chain": "topologies"}
 __all__ = ["Model", "Stream", "ModelSpec", "LSTM", "GRU", "RNN", "Dense", "QuantParams", "load", "save",
-           "quantize", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
-           "ImportModelError", "StreamingError", "FirmwareError", "AudioError"]
+           "quantize", "quantize_tail", "Chain", "random_model", "EdgeLSTMError", "ModelError", "InputError", "ArtifactError",
+           "ImportModelError", "StreamingError", "FirmwareError", "AudioError", "EdgeLSTMWarning", "AudioWarning"]
 
 
 def __getattr__(name):

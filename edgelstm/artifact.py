@@ -32,6 +32,7 @@ import struct
 
 import numpy as np
 
+from ._files import write_atomic
 from .errors import ArtifactError, InputError, ModelError
 from .ir.model import ModelSpec, layer_from_description
 from .quant.params import QuantParams, quant_shapes, validate_quant
@@ -125,112 +126,9 @@ def _encode(spec: ModelSpec, quant: QuantParams | None, audio=None, initial=None
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-_TMP_PREFIX = ".elstm-tmp-"  # named temp files: .elstm-tmp-<pid>-<random>; only where O_TMPFILE is missing
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_stale_temps(folder: str) -> None:
-    """Remove temp files that writers killed mid-save left behind (their pid is gone)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(_TMP_PREFIX):
-            continue
-        pid_text = name[len(_TMP_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-            try:
-                os.unlink(os.path.join(folder, name))
-            except OSError:
-                pass
-
-
-def _write_temp(folder: str, data: bytes, mode: int) -> str:
-    """Write ``data`` to a new complete file in ``folder`` and return its (temp) name.
-
-    Linux O_TMPFILE first: the file is anonymous until it is complete, so a writer killed mid-write leaves
-    nothing behind.  Elsewhere (or where the filesystem refuses it) a named temp file carries our pid, so a
-    later save cleans it up if we are killed (``_remove_stale_temps``)."""
-    name = os.path.join(folder, f"{_TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}.tmp")
-    if hasattr(os, "O_TMPFILE"):
-        try:
-            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, mode)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-                try:
-                    # a dir fd makes CPython call linkat(AT_SYMLINK_FOLLOW), which can name an O_TMPFILE file
-                    dfd = os.open(folder, os.O_RDONLY)
-                    try:
-                        os.link(f"/proc/self/fd/{f.fileno()}", os.path.basename(name), dst_dir_fd=dfd,
-                                follow_symlinks=True)
-                    finally:
-                        os.close(dfd)
-                    return name
-                except OSError:
-                    pass  # no /proc, or a filesystem that refuses: fall back to a named temp file
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(name)
-        raise
-    return name
-
-
 def _write_atomic(path, data: bytes) -> None:
-    """Write a complete temp file in the target's directory, then move it over the target: a crash leaves
-    either the old file or the new one, never a torn one, and no temp file (see ``_write_temp``)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ArtifactError(f"{path}: cannot write: directory {folder} does not exist")
-    if os.path.isdir(path):
-        raise ArtifactError(f"{path}: cannot write: it is a directory")
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = 0o644
-    _remove_stale_temps(folder)
-    tmp = None
-    try:
-        tmp = _write_temp(folder, data, mode)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise ArtifactError(f"{path}: cannot write: {e.strerror or e}") from None
-        raise
-    try:  # make the rename itself durable; not possible everywhere (e.g. Windows)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """``edgelstm._files.write_atomic`` raising ``ArtifactError`` (kept for the callers of this name)."""
+    write_atomic(path, data, error=ArtifactError)
 
 
 def save_parts(path, spec: ModelSpec, quant: QuantParams | None = None, *, audio=None, initial=None) -> None:
@@ -294,8 +192,27 @@ def _read(path) -> bytes:
         raise ArtifactError(f"{path}: cannot read: {e}") from e
 
 
+# files users pass where a model belongs: (test on the first bytes, what it is, what to do instead)
+_IMPORT_HINT = "import it with edgelstm convert (API: edgelstm.export.import_model)"
+_OTHER_FILES = (
+    (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE", "a WAV audio file",
+     "audio is tagged with edgelstm tag (API: edgelstm.audio.Tagger)"),
+    (lambda b: b[:6] == b"\x93NUMPY", "a .npy array", "arrays are model inputs (edgelstm run --input; API: Model.run)"),
+    (lambda b: b[:4] == b"PK\x03\x04", "a zip archive (a .keras model? an .npz?)", "a .keras model: " + _IMPORT_HINT),
+    (lambda b: b[:8] == b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras .h5 model?)", _IMPORT_HINT),
+    (lambda b: b[4:8] == b"TFL3", "a TFLite model", _IMPORT_HINT),
+)
+
+
+def _not_a_model(data: bytes, where: str) -> None:
+    for test, what, hint in _OTHER_FILES:
+        if test(data[:16]):
+            raise ArtifactError(f"{where}: this is {what}, not an .elstm model; {hint}")
+
+
 def _parse_container(data: bytes, where: str) -> tuple[dict, dict, memoryview]:
     """Split the file into (metadata, tensor table, data buffer), checking the safetensors rules."""
+    _not_a_model(data, where)
     if len(data) < 8:
         raise ArtifactError(f"{where}: file too short ({len(data)} bytes): truncated or empty, "
                             "need an 8-byte header length")

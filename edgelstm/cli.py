@@ -1,6 +1,6 @@
 """The ``edgelstm`` command line: thin wrappers over the library (no model logic here).
 
-    edgelstm tag [AUDIO.wav | --raw FILE|- | --mic] [--model M] [--json]   (no AUDIO: a bundled clip)
+    edgelstm tag [AUDIO.wav | --raw FILE|- | --mic] [--seconds S] [--model M] [--json]   (no AUDIO: a bundled clip)
     edgelstm demo [--model PATH] [--json]
     edgelstm info MODEL [--json]
     edgelstm quantize MODEL --calibration X.npy -o OUT [--json]
@@ -11,24 +11,31 @@
 MODEL is a .elstm file or any file ``convert`` reads (it is imported on the fly).
 
 Every expected failure (bad model file, bad .npy, wrong feature count, unwritable output) prints one line
-``edgelstm: error: ...`` on stderr and exits with status 2; ``--json`` output goes to stdout only.
+``edgelstm: error: ...`` on stderr and exits with status 2; a warning (a WAV cut short) one line
+``edgelstm: warning: ...``; ``--json`` output goes to stdout only; a closed stdout (``| head``) ends it quietly
+with status 141.  Every file is written atomically (edgelstm._files.write_atomic).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import edgelstm as el
+from ._files import write_atomic
 from .data import AUDIO_MODEL, DEMO_FEATURES, DEMO_LABELS, DEMO_MODEL, SAMPLE_CLIP
-from .errors import EdgeLSTMError, ModelError
+from .errors import EdgeLSTMError, EdgeLSTMWarning
 
 THRESHOLD = 0.5
+_started = time.perf_counter()  # main() sets it: the start-up clock's fallback where /proc is missing
 
 
 class CLIError(Exception):
@@ -45,8 +52,28 @@ def _load_model(path: str):
     return el.load(path)  # ArtifactError (missing, corrupt, unsupported) carries a clear message
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _not_npy(p: str, what: str) -> None:
+    """Refuse a file that is not a .npy array by its first bytes, before numpy's messages (a text file gets
+    numpy's allow_pickle advice) can confuse."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return  # np.load reports it below
+    if head.startswith(_NPY_MAGIC) or head.startswith(b"PK\x03\x04"):
+        return
+    text = head and all(32 <= c < 127 or c in b"\t\r\n" for c in head)
+    hint = (": it looks like text (a CSV?); convert it once with np.save('x.npy', np.loadtxt('x.csv', "
+            "delimiter=',', dtype=np.float32))" if text else " (numpy's .npy files start with \\x93NUMPY)")
+    raise CLIError(f"{what} {p}: not a readable .npy array{hint}")
+
+
 def _load_npy(path, what: str) -> np.ndarray:
     p = os.fspath(path)
+    _not_npy(p, what)
     try:
         a = np.load(p, allow_pickle=False)
     except FileNotFoundError:
@@ -67,23 +94,40 @@ def _load_npy(path, what: str) -> np.ndarray:
 
 
 def _check_features(model, X: np.ndarray, what: str) -> None:
-    """The same rules as the API (float frames, the model's feature count), reported on the whole file."""
+    """The same rules as the API (float frames, the model's feature count, no empty sequence, finite values
+    within float32), reported on the whole file by its name."""
     if X.dtype.kind != "f":
         raise CLIError(f"{what}: expected float frames, got dtype {X.dtype} (the API refuses integer frames "
                        f"too: convert them to float with the scale your model was trained on)")
-    if X.shape[-1] != model.input_size:
+    if X.ndim == 0 or X.shape[-1] != model.input_size:
         raise CLIError(f"{what}: the model expects {model.input_size} features per frame, the file has shape "
                        f"{X.shape}")
+    if X.size == 0:
+        raise CLIError(f"{what}: no frames (shape {X.shape})")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(X.astype(np.float32))
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN or inf" if not np.isfinite(X[at]) else "a value beyond float32's range"
+        raise CLIError(f"{what}: contains {kind} (first at index {at})")
+
+
+def _check_elstm_output(path) -> None:
+    p = os.fspath(path)
+    if not p.endswith(".elstm"):
+        other = os.path.splitext(p)[1].lower()
+        hint = (f"; to write a {other} file use edgelstm export --to {other[1:]}"
+                if other[1:] in ("tflite", "onnx") else "")
+        raise CLIError(f"output {p}: must end in .elstm (this command writes edgelstm's model format){hint}")
 
 
 def _save_npy(path, a: np.ndarray) -> None:
     p = os.fspath(path)
     if not p.endswith(".npy"):
         raise CLIError(f"output {p}: must end in .npy (numpy would append it)")
-    try:
-        np.save(p, a)
-    except OSError as e:
-        raise CLIError(f"output {p}: cannot write ({e.strerror or e})") from None
+    buf = io.BytesIO()
+    np.save(buf, a)
+    write_atomic(p, buf.getvalue(), error=CLIError)
 
 
 def _file_size(path) -> int:
@@ -114,6 +158,8 @@ def _layer_details(d: dict) -> str:
     if d["kind"] == "ops":
         ops = [o[0] for o in d["ops"]]
         return f"{len(ops)} TFLite ops ({', '.join(sorted(set(ops)))}), {len(d['state'])} state tensor(s)"
+    if "hidden_size" not in d:          # a front-end layer kind (context, conv1d, pad, ...): its fields
+        return ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("kind", "input_size", "output_size"))
     parts = [f"hidden {d['hidden_size']}"]
     if d.get("bidirectional"):
         parts.append("bidirectional")
@@ -157,8 +203,25 @@ def _model_info(model, path) -> dict:
     return {"path": os.fspath(path), "file_bytes": _file_size(path), "dtype": desc["dtype"],
             "input_size": desc["input_size"], "output_size": desc["output_size"],
             "parameters": desc["parameters"], "has_float_weights": bool(model.spec.has_weights),
-            "streamable": not model.spec.needs_whole_sequence, "layers": desc["layers"],
-            "quantization": _quant_summary(model)}
+            "streamable": not model.spec.needs_whole_sequence,
+            # front-end layer kinds describe their own fields only: every row gets its in/out sizes
+            "layers": [{**d, "input_size": layer.input_size, "output_size": layer.output_size}
+                       for d, layer in zip(desc["layers"], model.spec.layers)],
+            "quantization": _quant_summary(model),
+            "audio": model.audio.to_dict() if getattr(model, "audio", None) is not None else None}
+
+
+def _audio_lines(audio: dict) -> list:
+    fe = audio["frontend"]
+    lines = [f"audio       tagger: {fe['sr']} Hz, n_fft {fe['n_fft']}, hop {fe['hop_length']}, {fe['n_mels']} mels "
+             f"({fe['fmin']:g}-{fe['fmax']:g} Hz); edgelstm tag reads it",
+             f"  {'label':<12} {'onset':>6} {'offset':>7} {'min s':>6} {'gap s':>6} {'smooth s':>8}"]
+    for k, label in enumerate(audio["labels"]):
+        # min_gap / smoothing are optional in the file (absent = 0)
+        gap, smooth = (audio.get(f, [0.0] * len(audio["labels"]))[k] for f in ("min_gap", "smoothing"))
+        lines.append(f"  {label:<12} {audio['onset'][k]:>6.2f} {audio['offset'][k]:>7.2f} "
+                     f"{audio['min_duration'][k]:>6.2f} {gap:>6.2f} {smooth:>8.2f}")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -193,11 +256,14 @@ def cmd_info(args) -> int:
             out.append(f"  {'layer ' + str(k):<9} scale {s:.6g}  zp {z}  ({layer['kind']}; {', '.join(extra)})")
     else:
         out.append("quantization  none (float32); make an int8 model with: edgelstm quantize")
+    if info["audio"]:
+        out += _audio_lines(info["audio"])
     print("\n".join(out))
     return 0
 
 
 def cmd_quantize(args) -> int:
+    _check_elstm_output(args.output)
     model = _load_model(args.model)
     X = _load_npy(args.calibration, "calibration")
     _check_features(model, X, f"calibration {args.calibration}")
@@ -271,6 +337,7 @@ def cmd_run(args) -> int:
 
 def cmd_convert(args) -> int:
     from edgelstm.export import import_model
+    _check_elstm_output(args.output)
     t0 = time.perf_counter()
     model = import_model(args.source)
     el.save(model, args.output)
@@ -287,24 +354,40 @@ def cmd_convert(args) -> int:
 
 def cmd_export(args) -> int:
     from edgelstm.export import export_model
+    if args.frames is not None and args.to != "tflite":
+        raise CLIError("--frames applies to --to tflite only")
+    if args.no_tables and args.to != "c":
+        raise CLIError("--no-tables applies to --to c only")
     model = _load_model(args.model)
-    options = {"mode": args.mode} if args.mode else {}
+    # each exporter's own spelling of --mode: ONNX's step form is its streaming graph (state in and out)
+    options = {}
+    if args.mode and args.to == "onnx":
+        options["streaming"] = args.mode == "step"
+    elif args.mode:
+        options["mode"] = args.mode
     if args.frames is not None:
-        if args.to != "tflite":
-            raise ModelError("--frames applies to --to tflite only")
         options["frames"] = args.frames
     if args.no_tables:
-        if args.to != "c":
-            raise ModelError("--no-tables applies to --to c only")
         options["tables"] = False
+    notes = []
+    if args.to == "onnx" and model.is_quantized:
+        notes.append("ONNX gets the float32 model: the file holds this int8 model's float weights, not its int8 "
+                     "arithmetic (export --to tflite or --to c for the int8 model)")
+    if args.to == "tflite" and args.mode == "step" and model.is_quantized:
+        notes.append("the step file takes the state as inputs: start each one at its zero point, not at zeros "
+                     "(docs/formats.md, step files)")
     t0 = time.perf_counter()
     export_model(model, args.to, args.output, **options)
     seconds = time.perf_counter() - t0
     if args.json:
         _print_json({"model": os.fspath(args.model), "to": args.to, "output": os.fspath(args.output),
-                     "output_bytes": _file_size(args.output), "seconds": seconds, **options})
+                     "output_bytes": _file_size(args.output), "seconds": seconds, "mode": args.mode,
+                     "dtype_written": "float32" if args.to == "onnx" else model.describe()["dtype"],
+                     "notes": notes, **{k: v for k, v in options.items() if k != "mode"}})
         return 0
     print(f"exported {args.model} -> {args.output} ({args.to}) in {seconds:.2f} s")
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -429,67 +512,135 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _audio_chunks(args, sr: int, default: Path):
-    """(description, chunk iterator at ``sr``) of the one audio input the arguments name (``default``: none)."""
-    from edgelstm.audio.io import read_microphone, read_raw, read_wav
+@contextlib.contextmanager
+def _compile_clock():
+    """{"seconds": ...}: the time Numba spent compiling kernels inside the block, filled in when it exits (0 when
+    every kernel came from the disk cache; Numba reports a compile only on a cache miss)."""
+    out = {"seconds": 0.0}
+    try:
+        from numba.core import event
+    except ImportError:   # no Numba (the C backend): nothing compiles
+        yield out
+        return
+    with event.install_recorder("numba:compile") as rec:
+        yield out
+    depth, t0 = 0, 0.0
+    for ts, ev in rec.buffer:   # a compile triggers its callees' compiles inside it: count the outer ones
+        if ev.is_start:
+            depth, t0 = depth + 1, ts if depth == 0 else t0
+        else:
+            depth -= 1
+            out["seconds"] += ts - t0 if depth == 0 else 0.0
+
+
+def _process_seconds() -> tuple:
+    """(seconds since this process started, what the clock counts from): from the kernel's start time of the
+    process where /proc has it (imports included), else from the start of ``main``."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK")), "the process started"
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _started, "the command started (imports not counted)"
+
+
+def _first_seconds(chunks, n: int):
+    """The first ``n`` samples of a chunk stream, then stop reading."""
+    for x in chunks:
+        if n <= 0:
+            break
+        yield x[:n]
+        n -= x.size
+
+
+def _speed(rtf: float) -> str:
+    return f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"
+
+
+def _check_audio_args(args) -> None:
+    """Flag errors of the audio input arguments, before any model loads."""
     sources = sum(x is not None and x is not False for x in (args.audio, args.raw, args.mic or None))
     if sources > 1:
         raise CLIError("give one input: an AUDIO file, --raw FILE|- or --mic")
+    if args.raw is None and (args.format != "S16_LE" or args.channels != 1 or args.rate is not None):
+        raise CLIError("--format/--channels/--rate describe headerless PCM: use them with --raw")
+    if args.seconds is not None and not 0 < args.seconds < float("inf"):
+        raise CLIError(f"--seconds must be a positive number, got {args.seconds:g}")
+
+
+def _audio_chunks(args, sr: int, default: Path):
+    """(description, chunk iterator at ``sr``) of the one audio input the arguments name (``default``: none).
+    The readers check headers and flags when made: every input error comes before the caller's banner."""
+    from edgelstm.audio.io import read_microphone, read_raw, read_wav
     if args.raw is not None:
         where = "<stdin>" if args.raw == "-" else args.raw
-        return where, read_raw(args.raw, sr=sr, format=args.format, channels=args.channels, rate=args.rate)
-    if args.mic:
-        return "<microphone>", read_microphone(sr=sr, seconds=args.seconds)
-    if args.format != "S16_LE" or args.channels != 1 or args.rate is not None:
-        raise CLIError("--format/--channels/--rate describe headerless PCM: use them with --raw")
-    where = args.audio or os.fspath(default)
-    return where, read_wav(where, sr=sr)
+        chunks = read_raw(args.raw, sr=sr, format=args.format, channels=args.channels, rate=args.rate)
+    elif args.mic:
+        where = "<microphone>"
+        chunks = read_microphone(sr=sr, seconds=args.seconds)
+    else:
+        where = args.audio or os.fspath(default)
+        chunks = read_wav(where, sr=sr)
+    if args.seconds is not None:
+        chunks = _first_seconds(chunks, int(round(args.seconds * sr)))
+    return where, chunks
 
 
 def cmd_tag(args) -> int:
     from edgelstm.audio import Tagger, TagSummary
-    t_start = time.perf_counter()
+    _check_audio_args(args)
     tagger = Tagger(args.model or AUDIO_MODEL)
     sr = tagger.frontend.sr
     where, chunks = _audio_chunks(args, sr, SAMPLE_CLIP)
     summary = TagSummary()
     if not args.json:
-        print(f"tagging {where} with {args.model or AUDIO_MODEL} "
-              f"({', '.join(tagger.config.labels)}; sr {sr} Hz, {tagger.frontend.n_mels} mels)")
+        print(f"tagging {where}{f' (first {args.seconds:g} s)' if args.seconds else ''} with "
+              f"{args.model or AUDIO_MODEL} ({', '.join(tagger.config.labels)}; sr {sr} Hz, "
+              f"{tagger.frontend.n_mels} mels)")
         print(f"  {'label':<8} {'start s':>8} {'end s':>8} {'peak':>6}")
-    try:
-        for ev in tagger.stream(chunks, summary=summary):
-            if args.json:
-                sys.stdout.write(json.dumps({"event": ev.to_dict()}) + "\n")
-            else:
-                sys.stdout.write(f"  {ev.label:<8} {ev.start:>8.2f} {ev.end:>8.2f} {ev.peak_confidence:>6.2f}\n")
-            sys.stdout.flush()  # live input: each event shows as soon as it closes
-    finally:
-        sys.stdout.flush()
-    total = time.perf_counter() - t_start
-    rtf = summary.audio_seconds / total if total > 0 else float("inf")
+    with _compile_clock() as compiled:
+        try:
+            for ev in tagger.stream(chunks, summary=summary):
+                if args.json:
+                    sys.stdout.write(json.dumps({"event": ev.to_dict()}) + "\n")
+                else:
+                    sys.stdout.write(f"  {ev.label:<8} {ev.start:>8.2f} {ev.end:>8.2f} {ev.peak_confidence:>6.2f}\n")
+                sys.stdout.flush()  # live input: each event shows as soon as it closes
+        finally:
+            sys.stdout.flush()
+    total, since = _process_seconds()
+    compile_s = compiled["seconds"]
+    tagging = max(summary.wall_seconds - compile_s, 1e-9)
+    rtf = summary.audio_seconds / tagging
     info = {"summary": {"input": where, "events": len(summary.events), "audio_seconds": summary.audio_seconds,
-                        "frames": summary.frames, "wall_seconds": total, "pipeline_seconds": summary.wall_seconds,
+                        "frames": summary.frames, "wall_seconds": total, "wall_since": since,
+                        "pipeline_seconds": summary.wall_seconds, "compile_seconds": compile_s,
                         "real_time_factor": rtf}}
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
-    else:
-        speed = f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"     # a first run compiles: 0.14x, not 0x
-        print(f"{len(summary.events)} event(s) in {summary.audio_seconds:.2f} s of audio; "
-              f"{total:.3f} s wall (start-up included): {speed} real time")
+        return 0
+    print(f"{len(summary.events)} event(s) in {summary.audio_seconds:.2f} s of audio, tagged in {tagging:.2f} s "
+          f"({_speed(rtf)} real time); {total:.2f} s since {since} (imports, model load"
+          f"{', compiling' if compile_s else ''} included)")
+    if compile_s:
+        print(f"first run: {compile_s:.1f} s of that compiled the kernels; later runs load them from the disk cache")
     return 0
 
 
 def cmd_vad(args) -> int:
     from edgelstm.audio.vad import VAD, VADSummary
+    _check_audio_args(args)
     t_start = time.perf_counter()
     vad = VAD(args.model, sr=args.sr, threshold=args.threshold, min_speech_duration_ms=args.min_speech_ms,
               max_speech_duration_s=args.max_speech_s, min_silence_duration_ms=args.min_silence_ms,
-              speech_pad_ms=args.speech_pad_ms)
+              speech_pad_ms=args.speech_pad_ms, int8=args.int8)
     where, chunks = _audio_chunks(args, vad.sr, SAMPLE_CLIP)
     summary = VADSummary()
     if not args.json:
-        print(f"speech in {where} ({'silero-vad' if args.model is None else args.model}, {vad.sr} Hz, "
+        print(f"speech in {where} ({'silero-vad' if args.model is None else args.model}"
+              f"{', int8 tail' if args.int8 else ''}, {vad.sr} Hz, "
               f"{vad.window}-sample windows)")
         print(f"  {'start s':>8} {'end s':>8}")
     try:
@@ -507,9 +658,8 @@ def cmd_vad(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
     else:
-        speed = f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"
         print(f"{len(summary.segments)} speech segment(s) in {summary.audio_seconds:.2f} s of audio; "
-              f"{total:.3f} s wall (start-up included): {speed} real time")
+              f"{total:.3f} s wall (start-up included): {_speed(rtf)} real time")
     return 0
 
 
@@ -520,7 +670,7 @@ def _add_audio_input(p) -> None:
     p.add_argument("--channels", type=int, default=1, help="raw channel count (downmixed)")
     p.add_argument("--rate", type=int, help="raw sample rate in Hz (default: the model's)")
     p.add_argument("--mic", action="store_true", help="live microphone (needs sounddevice)")
-    p.add_argument("--seconds", type=float, help="with --mic: stop after this long")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds of audio (any input)")
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -549,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help="VAD .elstm taking one window (512 samples at 16 kHz, 256 at 8 kHz) -> speech "
                                    "probability (default: silero-vad's model, converted once and cached)")
     v.add_argument("--sr", type=int, default=16000, choices=(8000, 16000), help="the model's sample rate")
+    v.add_argument("--int8", action="store_true", help="the LSTM and head in int8 behind the float front end "
+                                                       "(quantized once on the bundled clips, then cached)")
     v.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (silero's default)")
     v.add_argument("--min-speech-ms", type=float, default=250, help="drop shorter segments")
     v.add_argument("--min-silence-ms", type=float, default=100, help="silence that ends a segment")
@@ -594,7 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("--to", required=True, choices=["tflite", "onnx", "c"], help="target format")
     e.add_argument("-o", "--output", required=True, help="file (tflite, onnx) or directory (c) to write")
-    e.add_argument("--mode", choices=["sequence", "step"], help="tflite: fused sequence op or one time step")
+    e.add_argument("--mode", choices=["sequence", "step"],
+                   help="tflite, onnx: whole sequences (default) or one frame with the state as inputs and outputs "
+                        "(step); c: step only")
     e.add_argument("--frames", type=int, help="tflite sequence files of GRU / RNN models: the fixed number of "
                                               "frames their step graph is unrolled over")
     e.add_argument("--no-tables", action="store_true",
@@ -627,16 +781,46 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """edgelstm's own warnings as one line on stderr, like its errors; others as Python shows them."""
+    if issubclass(category, EdgeLSTMWarning):
+        sys.stderr.write(f"edgelstm: warning: {' '.join(str(message).split())}\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``edgelstm info M | head``): stop quietly, as a killed-by-SIGPIPE tool does.
+    stdout is pointed at /dev/null so the interpreter's final flush does not report it either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141
+
+
 def main(argv=None) -> int:
+    global _started
+    _started = time.perf_counter()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+            rc = int(args.func(args) or 0)
+            sys.stdout.flush()   # a closed pipe shows here, inside the handlers below
+            return rc
     except SystemExit as e:  # --help / --version
         return e.code if isinstance(e.code, int) else 0
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (EdgeLSTMError, CLIError) as e:
         return _fail(str(e))
     except OSError as e:  # e.g. an output directory that does not exist

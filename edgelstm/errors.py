@@ -35,3 +35,11 @@ class AudioError(EdgeLSTMError, ValueError):
 
 class FirmwareError(EdgeLSTMError, RuntimeError):
     """A C bundle cannot be built or run (no compiler, a compile error, the program failed)."""
+
+
+class EdgeLSTMWarning(UserWarning):
+    """Base class of every warning edgelstm issues (the CLI prints them as one ``edgelstm: warning:`` line)."""
+
+
+class AudioWarning(EdgeLSTMWarning):
+    """Audio was read, but not all of what its header declared (a WAV file cut short)."""

@@ -74,7 +74,8 @@ class Model:
     def initial_state(self) -> State | None:
         """The model's own start state in real (float) terms, e.g. ONNX ``initial_h``/``initial_c``
         initializers; ``run`` (without ``initial_state=``), ``stream`` and ``reset`` start from it.  None (the
-        default) means zeros.  Set it with a ``zero_state()``-structured unbatched float state, or None."""
+        default) means zeros.  Set it with a ``zero_state()``-structured unbatched float state, with an int8
+        model's own integer state (``stream.state``: kept exactly), or None."""
         return None if self._initial is None else self._initial.copy()
 
     @initial_state.setter
@@ -86,8 +87,23 @@ class Model:
                 not isinstance(dd, dict) for layer in st for dd in layer):
             raise InputError(f"initial_state must be a State (per layer, per direction, a dict of arrays), got "
                              f"{_describe(st)}")
-        as_float = State([[{n: _as_array(a, f"initial_state[{k}][{d}][{n!r}]").astype(np.float32)
-                            for n, a in dd.items()} for d, dd in enumerate(layer)] for k, layer in enumerate(st)])
+        arrays = State([[{n: _as_array(a, f"initial_state[{k}][{d}][{n!r}]") for n, a in dd.items()}
+                         for d, dd in enumerate(layer)] for k, layer in enumerate(st)])
+        if any(a.dtype.kind in "iu" for layer in arrays for dd in layer for a in dd.values()):
+            # integers: an int8 model's native state (what stream.state returns), kept exactly; reading them as
+            # real values would saturate the start state
+            if not self.is_quantized:
+                raise InputError("initial_state of a float model: expected float arrays, got integers")
+            for k, d, name, dt, _, _ in self._state_fields():
+                a = arrays[k][d].get(name) if k < len(arrays) and d < len(arrays[k]) else None
+                if a is not None and a.dtype != dt:
+                    raise InputError(f"initial_state[{k}][{d}][{name!r}]: integer state must be this int8 model's "
+                                     f"native state ({dt}, as stream.state returns it), got {a.dtype}; or pass "
+                                     f"real values as floats")
+            self._write_state(make_work(self._prep, 1, 1), 1, arrays, batched=False)  # validates all of it
+            self._initial, self._initial_native = self.state_to_float(arrays), arrays.copy()
+            return
+        as_float = State([[{n: a.astype(np.float32) for n, a in dd.items()} for dd in layer] for layer in arrays])
         for k, d, name, _, shape, _ in self._state_fields():
             a = as_float[k][d].get(name) if k < len(as_float) and d < len(as_float[k]) else None
             if a is None or a.shape != shape or not np.all(np.isfinite(a)):

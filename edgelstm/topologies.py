@@ -149,3 +149,72 @@ def prepend_context(model: Model, *, context: int, size: int) -> Model:
     out = Model(spec, quant, initial_state=initial)
     out.audio = model.audio
     return out
+
+
+class Chain:
+    """Models run one after another, each one's output the next one's input: e.g. a float conv front end before
+    an int8 recurrent tail (``edgelstm.quantization.quantize_tail``), where the front end loses too much in int8.
+
+    ``run``, ``stream`` (``step``, ``step_many``, ``reset``, ``state``) as on a Model; each model keeps its own
+    precision, state and checks. Save the parts with ``el.save`` one by one."""
+
+    def __init__(self, *models: Model):
+        if len(models) < 2:
+            raise ModelError("a Chain takes two models or more")
+        for k, (a, b) in enumerate(zip(models, models[1:])):
+            if not isinstance(a, Model) or not isinstance(b, Model):
+                raise ModelError("a Chain takes edgelstm Models")
+            if a.output_size != b.input_size:
+                raise ModelError(f"Chain: model {k} returns {a.output_size} values per step, model {k + 1} takes "
+                                 f"{b.input_size}")
+        self.models = tuple(models)
+        self.input_size = models[0].input_size
+        self.output_size = models[-1].output_size
+        self.audio = models[0].audio
+
+    @property
+    def is_quantized(self) -> bool:
+        """True when any part runs in int8."""
+        return any(m.is_quantized for m in self.models)
+
+    def run(self, X, **kwargs) -> np.ndarray:
+        for m in self.models:
+            X = m.run(X, **kwargs)
+        return X
+
+    def stream(self) -> "ChainStream":
+        return ChainStream([m.stream() for m in self.models])
+
+
+class ChainStream:
+    """A Chain's stream: one Stream per model, stepped in order."""
+
+    def __init__(self, streams):
+        self.streams = streams
+
+    def step(self, x) -> np.ndarray:
+        for s in self.streams:
+            x = s.step(x)
+        return x
+
+    def step_many(self, X) -> np.ndarray:
+        for s in self.streams:
+            X = s.step_many(X)
+        return X
+
+    def reset(self) -> None:
+        for s in self.streams:
+            s.reset()
+
+    @property
+    def state(self) -> tuple:
+        """Each part's State, in order."""
+        return tuple(s.state for s in self.streams)
+
+    @state.setter
+    def state(self, states) -> None:
+        states = tuple(states)
+        if len(states) != len(self.streams):
+            raise InputError(f"a ChainStream state is {len(self.streams)} States, got {len(states)}")
+        for s, st in zip(self.streams, states):
+            s.state = st

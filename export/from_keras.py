@@ -6,6 +6,10 @@ Models: Sequential or a linear Functional chain of ``InputLayer``, ``Masking`` (
 (merge_mode concat), ``Dropout`` (identity at inference) and ``Dense`` (linear, sigmoid, tanh, relu, softmax).
 Recurrent layers must return sequences. Anything else (go_backwards, other merge modes, hard_sigmoid,
 stateful/time_major layers, other layers) raises ``ImportModelError`` naming it.
+
+Only bytes stored in the model file are read: a file with an HDF5 external link, a dataset in external storage
+(raw bytes in another file, found by absolute path or relative to the working directory) or a virtual dataset
+(mapped from other files) is refused before any weight is read (``_check_self_contained``).
 """
 from __future__ import annotations
 
@@ -27,7 +31,11 @@ _DENSE_ACTS = {"linear": "none", "sigmoid": "sigmoid", "tanh": "tanh", "relu": "
 # libhdf5 can loop forever (or crash) on some corrupt files (found by fuzzing): the file is read in a forked
 # child that is killed after this many seconds
 H5_TIMEOUT = 30.0
-_MAX_WEIGHT_ELEMENTS = 1 << 26  # 256 MiB of float32 in one tensor: more is a corrupt header, not an edge model
+# 256 MiB of float32 over all weights read: more is a corrupt header (HDF5 returns the fill value for storage a
+# dataset declares but lacks, so a tiny file can claim any size), not an edge model
+_MAX_WEIGHT_ELEMENTS = 1 << 26
+_MAX_H5_BYTES = 4 * _MAX_WEIGHT_ELEMENTS + (16 << 20)   # a .keras zip's weights file, inflated
+_MAX_CONFIG_BYTES = 16 << 20                            # its config.json
 
 
 def from_keras(path) -> Model:
@@ -46,19 +54,19 @@ def from_keras(path) -> Model:
 
 def _read_spec(data: bytes, where: str) -> ModelSpec:
     """The file's ModelSpec (runs in the isolated child)."""
-    import h5py
     try:
         if data[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                config = json.loads(z.read("config.json"))
-                weights = _KerasV3Weights(h5py.File(io.BytesIO(z.read("model.weights.h5")), "r"))
+                config = json.loads(_zip_member(z, "config.json", _MAX_CONFIG_BYTES, where))
+                h5 = _open_h5(_zip_member(z, "model.weights.h5", _MAX_H5_BYTES, where), where)
+                weights = _KerasV3Weights(h5, where)
         else:
-            f = h5py.File(io.BytesIO(data), "r")
+            f = _open_h5(data, where)
             if "model_config" not in f.attrs or "model_weights" not in f:
                 raise ImportModelError(f"{where}: not a Keras model file (no model_config / model_weights)")
             mc = f.attrs["model_config"]
             config = json.loads(mc.decode() if isinstance(mc, bytes) else mc)
-            weights = _LegacyWeights(f["model_weights"])
+            weights = _LegacyWeights(f["model_weights"], where)
         return _build(config, weights, where)
     except EdgeLSTMError:
         raise
@@ -66,18 +74,83 @@ def _read_spec(data: bytes, where: str) -> ModelSpec:
         raise ImportModelError(f"{where}: not a readable Keras file ({type(e).__name__}: {e})") from None
 
 
+def _zip_member(z, name: str, limit: int, where: str) -> bytes:
+    """A member of the .keras zip, its declared size bounded before it is inflated (zipfile then stops at the
+    declared size, so a member cannot inflate past it either)."""
+    size = z.getinfo(name).file_size
+    if size > limit:
+        raise ImportModelError(f"{where}: {name} inflates to {size} bytes, more than the {limit} an importable "
+                               f"model may have: a corrupt file")
+    return z.read(name)
+
+
+def _open_h5(data: bytes, where: str):
+    import h5py
+    f = h5py.File(io.BytesIO(data), "r")
+    _check_self_contained(f, where)
+    return f
+
+
+def _check_self_contained(f, where: str) -> None:
+    """Refuse a file that stores weights outside itself: every link is visited without being followed (an
+    external link or a user-defined one is refused; soft links stay inside the file once no link leaves it),
+    and every dataset must keep its bytes in the file (no external storage, no virtual layout)."""
+    from h5py import h5d, h5l, h5o
+    problems = []
+
+    def visit(name: bytes, info):
+        what = name.decode(errors="replace")
+        if info.type == h5l.TYPE_SOFT:
+            return None
+        if info.type != h5l.TYPE_HARD:
+            kind = "an external link" if info.type == h5l.TYPE_EXTERNAL else f"a link of type {info.type}"
+            problems.append(f"{what!r} is {kind} to another file")
+            return None
+        obj = h5o.open(f.id, name)
+        if isinstance(obj, h5d.DatasetID):
+            plist = obj.get_create_plist()
+            if plist.get_layout() == h5d.VIRTUAL:
+                problems.append(f"dataset {what!r} is a virtual dataset mapped from other files")
+            elif plist.get_external_count():
+                problems.append(f"dataset {what!r} keeps its bytes in an external file "
+                                f"({plist.get_external(0)[0].decode(errors='replace')!r})")
+        return None
+
+    f.id.links.visit(visit, info=True)
+    if problems:
+        raise ImportModelError(f"{where}: refused: the HDF5 weights point outside the model file ("
+                               f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); edgelstm reads "
+                               f"only data stored in the file itself")
+
+
+class _Budget:
+    """Weight elements read so far, bounded by ``_MAX_WEIGHT_ELEMENTS`` before each read."""
+
+    def __init__(self, where: str):
+        self.left = _MAX_WEIGHT_ELEMENTS
+        self.where = where
+
+    def array(self, ds) -> np.ndarray:
+        if ds.size > self.left:
+            raise ImportModelError(f"{self.where}: weight {ds.name!r} claims {ds.size} elements, beyond the {_MAX_WEIGHT_ELEMENTS} "
+                                   f"an importable model may hold in all: a corrupt file")
+        self.left -= ds.size
+        return np.asarray(ds, dtype=np.float32)
+
+
 class _LegacyWeights:
     """Legacy .h5: model_weights/<layer>/ with an ordered 'weight_names' attribute."""
 
-    def __init__(self, group):
+    def __init__(self, group, where: str):
         self.g = group
+        self.budget = _Budget(where)
 
     def get(self, name: str, sub: str | None = None) -> list:
         grp = self.g[name]
         names = [n.decode() if isinstance(n, bytes) else n for n in grp.attrs["weight_names"]]
         if sub is not None:  # Bidirectional: forward_* / backward_* weights
             names = [n for n in names if f"/{sub}_" in n]
-        return [_array(grp[n]) for n in names]
+        return [self.budget.array(grp[n]) for n in names]
 
 
 class _KerasV3Weights:
@@ -85,9 +158,10 @@ class _KerasV3Weights:
     not the layers' config names but the class name in snake case, numbered per class in model order
     (dense, dense_1, ...); ``key_of`` maps config names to them."""
 
-    def __init__(self, f):
+    def __init__(self, f, where: str):
         self.f = f
         self.key_of: dict[str, str] = {}
+        self.budget = _Budget(where)
 
     def index(self, layers_cfg: list) -> None:
         seen: dict[str, int] = {}
@@ -107,13 +181,7 @@ class _KerasV3Weights:
         if "cell" in grp:
             grp = grp["cell"]
         v = grp["vars"]
-        return [_array(v[str(i)]) for i in range(len(v))]
-
-
-def _array(ds) -> np.ndarray:
-    if ds.size > _MAX_WEIGHT_ELEMENTS:
-        raise ImportModelError(f"weight {ds.name!r} claims {ds.size} elements: a corrupt file")
-    return np.asarray(ds, dtype=np.float32)
+        return [self.budget.array(v[str(i)]) for i in range(len(v))]
 
 
 def _layers(config: dict, where: str) -> list:

@@ -4,9 +4,14 @@ Supported graphs (what the TF converter writes for a Keras LSTM stack with a Den
 int8 (8x8_16 LSTM):
     UNIDIRECTIONAL_SEQUENCE_LSTM [-> UNIDIRECTIONAL_SEQUENCE_LSTM ...] [-> FULLY_CONNECTED [-> LOGISTIC | TANH
     | SOFTMAX]]
-Any other graph is read as a step graph of plain builtin ops (export/from_tflite_graph.py: Keras cells with
-explicit state, int8 or float32) and becomes one op-graph layer; an unsupported op raises ``ImportModelError``
-naming it.  The file is parsed with the ``tflite`` schema package
+Files with WHILE loops (the converter's float32 sequence files of Keras GRU / SimpleRNN layers) are read by
+export/from_tflite_while.py into GRU / RNN layers; other control flow is refused by name.
+A graph with conv front-end ops (CONV_2D on int8 / float32 frames, DEPTHWISE_CONV_2D, PAD, MIRROR_PAD, SQRT,
+RELU6, STRIDED_SLICE) is read as a chain of layers (``_import_layers``: the front-end kinds of
+export/from_tflite_frontend.py, fused LSTMs, a FULLY_CONNECTED head). Any other graph is read as a step graph of
+plain builtin ops (export/from_tflite_graph.py: Keras cells with explicit state, int8 or float32) and becomes one
+op-graph layer; an unsupported op raises ``ImportModelError`` naming it.  The file is parsed with the ``tflite``
+schema package
 (pure Python: a malformed file raises, it cannot crash) and every value this importer takes from it is checked
 (identifier, tensor indices, dtypes, shapes, buffer sizes, quantization) before a Model is built; the Model
 then runs its own validation (``validate_quant`` and prepare()'s multiplier checks) before any kernel runs.
@@ -22,6 +27,8 @@ from edgelstm.quant.params import QuantParams
 from edgelstm.runtime import Model
 
 from ._files import read_model_file
+from .from_tflite_frontend import FRONT_END_OPS, FrontEndReader, Match
+from .from_tflite_graph import _io_order
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, stack_gates
 
 # TFLite TensorType -> numpy dtype (only what these graphs use)
@@ -41,18 +48,20 @@ _RELU = 1
 class _Graph:
     """The parts of one subgraph the importer reads, validated on access."""
 
-    def __init__(self, data: bytes, where: str):
+    def __init__(self, data: bytes, where: str, subgraph: int = 0):
         import tflite
 
         self.tflite = tflite
         self.where = where
+        self.data = data
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportModelError(f"{where}: not a TFLite flatbuffer (identifier {bytes(data[4:8])!r}, expected "
                                    f"b'TFL3')")
         self.model = tflite.Model.GetRootAsModel(data, 0)
-        if self.model.SubgraphsLength() != 1:
-            raise ImportModelError(f"{where}: expected one subgraph, got {self.model.SubgraphsLength()}")
-        self.g = self.model.Subgraphs(0)
+        if not 0 <= subgraph < self.model.SubgraphsLength():
+            raise ImportModelError(f"{where}: subgraph {subgraph} does not exist ({self.model.SubgraphsLength()} "
+                                   f"subgraphs)")
+        self.g = self.model.Subgraphs(subgraph)
         self.n_tensors = self.g.TensorsLength()
         self.n_buffers = self.model.BuffersLength()
         names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -74,6 +83,10 @@ class _Graph:
                 if not -1 <= t < self.n_tensors:
                     raise ImportModelError(f"{where}: operator {i} ({name}): tensor index {t} out of range")
             self.ops.append({"name": name, "op": op, "inputs": ins, "outputs": outs, "intermediates": inter})
+
+    def subgraph(self, k: int) -> "_Graph":
+        """Subgraph k of the same file (a WHILE loop's cond or body), read and checked like subgraph 0."""
+        return _Graph(self.data, self.where, k)
 
     def options(self, op, cls):
         o = cls()
@@ -282,9 +295,17 @@ def from_tflite(path, *, state=None) -> Model:
 
 def _import(data: bytes, where: str, state) -> Model:
     g = _Graph(data, where)
+    if g.model.SubgraphsLength() != 1:    # control flow: converter-made Keras GRU / SimpleRNN WHILE loops
+        from .from_tflite_while import import_while_graph
+        return import_while_graph(g, state=state, dense=_dense, activations=tuple(_ACT_OPS))
     names = [op["name"] for op in g.ops]
     if not names:
         raise ImportModelError(f"{where}: the graph has no operators")
+    if any(n in FRONT_END_OPS for n in names) or any(
+            op["name"] == "CONV_2D" and g.tensor(op["inputs"][0], "CONV_2D input")["type"] in (0, 9) for op in g.ops):
+        if state is not None:           # a conv front end: a chain of layers
+            raise ImportModelError(f"{where}: state= applies to step graphs; this file is a chain of layers")
+        return _import_layers(g)
     if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in names:     # a step graph of plain ops (e.g. a Keras cell)
         from .from_tflite_graph import import_step_graph
         return import_step_graph(g, state=state)
@@ -338,5 +359,78 @@ def _import(data: bytes, where: str, state) -> Model:
             return Model(ModelSpec(layers=layers))
         spec = ModelSpec(layers=layers, has_weights=False)
         return Model(spec, QuantParams(act=act, layers=qlayers))
+    except ModelError as e:
+        raise ImportModelError(f"{where}: {e}") from None
+
+
+def _import_layers(g: _Graph) -> Model:
+    """A chain of layers from the graph's input to its output, every operator used by one layer, in file order:
+    the conv front-end kinds (export/from_tflite_frontend.py), fused LSTMs, a FULLY_CONNECTED head, and RESHAPEs
+    between them (views of the same frame). State inputs are the front end's contexts and the LSTMs' variable
+    tensors (the same tensor as input and output); a stream of the model starts from zeros, as the file's
+    states do."""
+    where = g.where
+    ins, outs = _io_order(g)
+    if not ins or not outs or len(ins) != len(outs):
+        raise ImportModelError(f"{where}: expected one input and one output, plus state inputs paired in order with "
+                               f"state outputs; got {len(ins)} inputs, {len(outs)} outputs")
+    x, y = ins[0], outs[0]
+    first = g.tensor(x, "model input")
+    quantized = first["type"] == 9
+    if not quantized and first["type"] != 0:
+        raise ImportModelError(f"{where}: model input type {first['type']}: only float32 and int8 are supported")
+    t = g.g.Tensors(x)
+    signature = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else None
+    dynamic = signature is not None and len(signature) > 1 and signature[1] < 0
+    probes = (1, 2, 5) if dynamic else (first["shape"][1] if len(first["shape"]) > 1 else 1,)
+    pairs = {i: o for i, o in zip(ins[1:], outs[1:]) if i != o}     # an LSTM's state: one tensor in and out
+    reader = FrontEndReader(g, quantized, pairs, probes)
+    cur = x
+    act = [reader.quant(x, "model input")]
+    layers, qlayers, used, contexts = [], [], set(), set()
+    for i, op in enumerate(g.ops):
+        if i in used:
+            continue
+        name, ins_i, out0 = op["name"], op["inputs"], op["outputs"][0] if op["outputs"] else -1
+        if name == "RESHAPE" and ins_i[:1] == [cur]:        # another view of the frame
+            if np.prod(reader.frame_dims(cur, "reshape input")) != np.prod(reader.frame_dims(out0, "reshape output")) \
+                    or not reader.same_quant(act[-1], reader.quant(out0, f"operator {i} output")):
+                reader.fail(i, "only reshapes of a frame to another view of it are read")
+            cur = out0
+            used.add(i)
+            continue
+        if name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and ins_i[:1] == [cur]:
+            layer, q, _, out = _lstm(g, op, i, quantized)
+            m = Match(layer, q, out0, [i])
+        elif name == "FULLY_CONNECTED" and ins_i[:1] == [cur]:
+            nxt = reader.sole_consumer(out0)
+            act_op = g.ops[nxt] if nxt is not None and g.ops[nxt]["name"] in _ACT_OPS else None
+            layer, q, _ = _dense(g, op, i, quantized, act_op)
+            m = Match(layer, q, act_op["outputs"][0] if act_op else out0, [i] + ([nxt] if act_op else []))
+        else:
+            m = reader.match(i, cur, act[-1])
+            if m is None:
+                raise ImportModelError(f"{where}: unsupported operator {name} (operator {i}) after layer "
+                                       f"{len(layers) - 1}; a chain of layers reads the conv front-end patterns "
+                                       f"(export/from_tflite_frontend.py), UNIDIRECTIONAL_SEQUENCE_LSTM and a final "
+                                       f"FULLY_CONNECTED [-> LOGISTIC | TANH | SOFTMAX] (edgelstm's GRU / RNN cell "
+                                       f"graphs are not read back)")
+            if not m.layer.param_shapes():
+                m.layer.directions = [{}]
+        used.update(m.ops)
+        if m.state:
+            contexts.add(m.state[0])
+        layers.append(m.layer)
+        qlayers.append([m.q if m.q is not None else {}])
+        cur = m.out
+        act.append(reader.quant(cur, f"layer {len(layers) - 1} output"))
+    if cur != y:
+        raise ImportModelError(f"{where}: the graph's output is not the end of its chain of layers")
+    if set(pairs) != contexts:
+        raise ImportModelError(f"{where}: state inputs {sorted(set(pairs) - contexts)} are not read by a context")
+    try:
+        if not quantized:
+            return Model(ModelSpec(layers=layers))
+        return Model(ModelSpec(layers=layers, has_weights=False), QuantParams(act=act, layers=qlayers))
     except ModelError as e:
         raise ImportModelError(f"{where}: {e}") from None

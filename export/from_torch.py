@@ -27,6 +27,12 @@ def _flatten(module, nn) -> list:
         children = list(module)
     elif not isinstance(module, nn.Module):
         raise ImportModelError(f"from_torch expects torch.nn modules, got {type(module).__name__}")
+    elif type(module).__module__.startswith("torch.jit") or type(module).__name__.startswith("RecursiveScript"):
+        # a TorchScript file: its code is compiled, not a stack of modules edgelstm can read
+        raise ImportModelError(
+            f"{type(module).__name__}: a TorchScript module (torch.jit) is compiled code, not a stack of layers "
+            f"from_torch can read; import the model's ONNX export with from_onnx (packages often ship one beside "
+            f"the .jit), or build it from its nn modules")
     elif type(module).__module__.startswith("torch.nn"):
         return [module]
     else:

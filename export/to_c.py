@@ -9,11 +9,11 @@ Nothing in a bundle is edited by hand: regenerate it.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from edgelstm._files import write_atomic
 from edgelstm.errors import ModelError
 from edgelstm.backends.native import FORMAT_VERSION
 
@@ -144,15 +144,18 @@ def to_c(model, outdir, **options):
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    src = _firmware_dir()
-    for rel in RUNTIME_SOURCES + EXAMPLE_SOURCES:
-        shutil.copyfile(src / rel, out / Path(rel).name)
     from edgelstm.program.c_program import c_arrays, runtime_features
     tables = bool(options.get("tables", True))
     prog, _, _ = c_arrays(model._prep, tables=tables, spec=model.spec)
-    (out / "elstm_records.h").write_text(records_header(runtime_features(prog)))
     h, c = model_data(model, tables=tables)
-    (out / "model_data.h").write_text(h)
-    (out / "model_data.c").write_text(c)
+    src = _firmware_dir()
+    files = {Path(rel).name: (src / rel).read_bytes() for rel in RUNTIME_SOURCES + EXAMPLE_SOURCES}
+    files.update({"elstm_records.h": records_header(runtime_features(prog)).encode(),
+                  "model_data.h": h.encode(), "model_data.c": c.encode()})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"{out}: cannot create the directory: {e.strerror or e}") from None
+    for name, data in files.items():    # each file whole, old or new (a failure names the file and stops)
+        write_atomic(out / name, data, error=ModelError)
     return out

@@ -17,10 +17,9 @@ LSTM projection and the TFLite cell/projection clip (ImportModelError).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from edgelstm._files import write_atomic
 from edgelstm.errors import ImportModelError
 from edgelstm.runtime import Model
 
@@ -87,12 +86,7 @@ def to_onnx(model: Model, path, *, streaming: bool = False) -> None:
         onnx.checker.check_model(onnx_model)
     except Exception as e:  # noqa: BLE001 - our own bug if this fires
         raise ImportModelError(f"to_onnx: onnx.checker rejects the graph: {e}") from None
-    p = os.fspath(path)
-    try:
-        with open(p, "wb") as f:
-            f.write(onnx_model.SerializeToString())
-    except OSError as e:
-        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+    write_atomic(path, onnx_model.SerializeToString(), error=ImportModelError)
 
 
 _FRONT_END = ("conv1d", "pad", "magnitude", "activation", "context")

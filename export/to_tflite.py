@@ -20,213 +20,31 @@ default resolvers give identical integers), float32 ones via opgraph.float_cell_
 their state write-back (DEQUANTIZE -> QUANTIZE) inside the graph so each state output has its state input's
 quantization.
 
-Not written yet (a clear ImportModelError): bidirectional layers, Dense layers before the last, op graphs that
-write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence".
+Conv front-end layers (conv1d, pad, magnitude, activation, context; edgelstm/ir/frontend.py) are written in every
+mode as builtin ops over [1, T, length, channels] views of the frames (export/to_tflite_frontend.py says which);
+a context layer's state is an input ``ctx{k}`` and an output ``ctx{k}``, and a mode="sequence" file of a model with
+a context takes and returns every state (the LSTMs' too), the first frame's context coming from the input.
+
+Not written (a clear ImportModelError): bidirectional / reverse layers in mode="step", Dense layers before the
+last, op graphs that write part of a tensor (CONCATENATION), GRU / RNN in mode="sequence" without frames=, an
+int8 conv whose requantization scale reaches 256 (LiteRT's default interpreter cannot load it).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from edgelstm._files import write_atomic
 from edgelstm.errors import ImportModelError
 from edgelstm.quant.params import FIXED_OUTPUT_QUANT
 from edgelstm.runtime import Model
 
 from .gate_order import TFLITE_LSTM, TFLITE_PEEPHOLE, split_gates
+from .to_tflite_frontend import FRONT_END_KINDS, Frames, frame_view, front_end_layer
+from .tflite_builder import (_INT8, _INT16, _GraphBuilder, _act_options, _cast_options,
+                             _concat_options, _conv_options, _fc_act_options)
+from .tflite_builder import _OPS  # noqa: F401 - the op table tests extend through this module
 
-_FLOAT32, _INT32, _INT64, _INT16, _INT8 = 0, 2, 4, 7, 9
-_TYPES = {np.dtype(np.float32): _FLOAT32, np.dtype(np.int32): _INT32, np.dtype(np.int64): _INT64,
-          np.dtype(np.int16): _INT16, np.dtype(np.int8): _INT8}
-# name -> (builtin code, version for int8, for float32, for int16 activations), as the TF converter writes them
-# (int16: the 16x8 kernels; ADD / SUB version 5 is the general-scale int16 form)
-_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5, 1, 7), "LOGISTIC": (14, 2, 1, 3),
-        "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
-        "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
-        "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
-        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3),
-        "DEPTHWISE_CONV_2D": (4, 3, 1, 5), "PAD": (34, 2, 1, 3), "MIRROR_PAD": (100, 2, 1, 3),
-        "RELU6": (21, 2, 1, 3), "SQRT": (75, 2, 1, 2)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
-
-
-class _Tensor:
-    def __init__(self, name, shape, dtype, *, data=None, scale=None, zp=None, qdim=0, variable=False,
-                 signature=None):
-        self.name, self.shape, self.dtype, self.data = name, list(shape), np.dtype(dtype), data
-        self.scale, self.zp, self.qdim, self.variable, self.signature = scale, zp, qdim, variable, signature
-
-
-class _GraphBuilder:
-    """Collects tensors and operators, then serializes one subgraph + SignatureDef into a TFL3 flatbuffer."""
-
-    def __init__(self):
-        self.tensors: list[_Tensor] = []
-        self.ops: list[tuple[str, list[int], list[int], list[int], object]] = []
-
-    def tensor(self, *args, **kw) -> int:
-        self.tensors.append(_Tensor(*args, **kw))
-        return len(self.tensors) - 1
-
-    def op(self, name, inputs, outputs, options, intermediates=()):
-        # the op's version follows its activation types: int16 if its data input or output is int16
-        io = [self.tensors[i].dtype for i in (inputs[0], outputs[0])]
-        kind = 3 if np.dtype(np.int16) in io else 1 if np.dtype(np.int8) in io else 2
-        self.ops.append((name, list(inputs), list(outputs), list(intermediates), options, _OPS[name][kind]))
-
-    def finish(self, inputs: list[int], outputs: list[int], quantized: bool, *, in_names=None,
-               out_names=None) -> bytes:
-        import flatbuffers
-        import tflite as T
-
-        b = flatbuffers.Builder(1024)
-
-        def ivec(start, values):
-            start(b, len(values))
-            for v in reversed(values):
-                b.PrependInt32(v)
-            return b.EndVector()
-
-        def fvec(start, values):
-            start(b, len(values))
-            for v in reversed(values):
-                b.PrependFloat32(float(v))
-            return b.EndVector()
-
-        def lvec(start, values):
-            start(b, len(values))
-            for v in reversed(values):
-                b.PrependInt64(int(v))
-            return b.EndVector()
-
-        def ovec(start, offsets):
-            start(b, len(offsets))
-            for o in reversed(offsets):
-                b.PrependUOffsetTRelative(o)
-            return b.EndVector()
-
-        # buffers: 0 is the schema's empty sentinel; one per constant tensor after it
-        buffer_data, tensor_buffer = [None], []
-        for t in self.tensors:
-            if t.data is None:
-                tensor_buffer.append(0)
-            else:
-                buffer_data.append(np.ascontiguousarray(t.data, dtype=t.dtype).tobytes())
-                tensor_buffer.append(len(buffer_data) - 1)
-        buffers = []
-        for raw in buffer_data:
-            data_off = None
-            if raw:
-                b.StartVector(1, len(raw), 16)
-                b.head = b.head - len(raw)
-                b.Bytes[b.head:b.head + len(raw)] = raw
-                data_off = b.EndVector()
-            T.BufferStart(b)
-            if data_off is not None:
-                T.BufferAddData(b, data_off)
-            buffers.append(T.BufferEnd(b))
-
-        tensors = []
-        for t, buf in zip(self.tensors, tensor_buffer):
-            name = b.CreateString(t.name)
-            shape = ivec(T.TensorStartShapeVector, t.shape)
-            sig = ivec(T.TensorStartShapeSignatureVector, t.signature) if t.signature else None
-            quant = None
-            if t.scale is not None:
-                sc = fvec(T.QuantizationParametersStartScaleVector, np.atleast_1d(t.scale))
-                zp = lvec(T.QuantizationParametersStartZeroPointVector, np.atleast_1d(t.zp))
-                T.QuantizationParametersStart(b)
-                T.QuantizationParametersAddScale(b, sc)
-                T.QuantizationParametersAddZeroPoint(b, zp)
-                T.QuantizationParametersAddQuantizedDimension(b, t.qdim)
-                quant = T.QuantizationParametersEnd(b)
-            T.TensorStart(b)
-            T.TensorAddShape(b, shape)
-            if sig is not None:
-                T.TensorAddShapeSignature(b, sig)
-            T.TensorAddType(b, _TYPES[t.dtype])
-            T.TensorAddBuffer(b, buf)
-            T.TensorAddName(b, name)
-            if quant is not None:
-                T.TensorAddQuantization(b, quant)
-            T.TensorAddIsVariable(b, t.variable)
-            tensors.append(T.TensorEnd(b))
-
-        names = sorted({(op[0], op[5]) for op in self.ops}, key=lambda nv: (_OPS[nv[0]][0], nv[1]))
-        code_index = {nv: i for i, nv in enumerate(names)}
-        codes = []
-        for n, version in names:
-            code = _OPS[n][0]
-            T.OperatorCodeStart(b)
-            T.OperatorCodeAddDeprecatedBuiltinCode(b, code)
-            T.OperatorCodeAddBuiltinCode(b, code)
-            T.OperatorCodeAddVersion(b, version)
-            codes.append(T.OperatorCodeEnd(b))
-
-        operators = []
-        for name, ins, outs, inter, options, version in self.ops:
-            opt_type, opt_off = options(b, T)
-            i_vec = ivec(T.OperatorStartInputsVector, ins)
-            o_vec = ivec(T.OperatorStartOutputsVector, outs)
-            n_vec = ivec(T.OperatorStartIntermediatesVector, inter) if inter else None
-            T.OperatorStart(b)
-            T.OperatorAddOpcodeIndex(b, code_index[(name, version)])
-            T.OperatorAddInputs(b, i_vec)
-            T.OperatorAddOutputs(b, o_vec)
-            if opt_type:
-                T.OperatorAddBuiltinOptionsType(b, opt_type)
-                T.OperatorAddBuiltinOptions(b, opt_off)
-            if n_vec is not None:
-                T.OperatorAddIntermediates(b, n_vec)
-            operators.append(T.OperatorEnd(b))
-
-        t_vec = ovec(T.SubGraphStartTensorsVector, tensors)
-        in_vec = ivec(T.SubGraphStartInputsVector, inputs)
-        out_vec = ivec(T.SubGraphStartOutputsVector, outputs)
-        op_vec = ovec(T.SubGraphStartOperatorsVector, operators)
-        sg_name = b.CreateString("main")
-        T.SubGraphStart(b)
-        T.SubGraphAddTensors(b, t_vec)
-        T.SubGraphAddInputs(b, in_vec)
-        T.SubGraphAddOutputs(b, out_vec)
-        T.SubGraphAddOperators(b, op_vec)
-        T.SubGraphAddName(b, sg_name)
-        subgraph = T.SubGraphEnd(b)
-
-        def tensor_maps(indices, prefix, names):
-            maps = []
-            for k, idx in enumerate(indices):
-                nm = b.CreateString(names[k] if names else prefix if len(indices) == 1 else f"{prefix}_{k}")
-                T.TensorMapStart(b)
-                T.TensorMapAddName(b, nm)
-                T.TensorMapAddTensorIndex(b, idx)
-                maps.append(T.TensorMapEnd(b))
-            return maps
-
-        sig_in = ovec(T.SignatureDefStartInputsVector, tensor_maps(inputs, "x", in_names))
-        sig_out = ovec(T.SignatureDefStartOutputsVector, tensor_maps(outputs, "y", out_names))
-        key = b.CreateString("serving_default")
-        T.SignatureDefStart(b)
-        T.SignatureDefAddInputs(b, sig_in)
-        T.SignatureDefAddOutputs(b, sig_out)
-        T.SignatureDefAddSignatureKey(b, key)
-        T.SignatureDefAddSubgraphIndex(b, 0)
-        signature = T.SignatureDefEnd(b)
-
-        sub_vec = ovec(T.ModelStartSubgraphsVector, [subgraph])
-        code_vec = ovec(T.ModelStartOperatorCodesVector, codes)
-        buf_vec = ovec(T.ModelStartBuffersVector, buffers)
-        sig_vec = ovec(T.ModelStartSignatureDefsVector, [signature])
-        desc = b.CreateString("edgelstm")
-        T.ModelStart(b)
-        T.ModelAddVersion(b, 3)
-        T.ModelAddOperatorCodes(b, code_vec)
-        T.ModelAddSubgraphs(b, sub_vec)
-        T.ModelAddDescription(b, desc)
-        T.ModelAddBuffers(b, buf_vec)
-        T.ModelAddSignatureDefs(b, sig_vec)
-        b.Finish(T.ModelEnd(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
 
 
 def _lstm_options(layer):
@@ -250,16 +68,6 @@ def _fc_options(relu: bool):
     return build
 
 
-def _act_options(name):
-    def build(b, T):
-        if name != "SOFTMAX":
-            return 0, 0
-        T.SoftmaxOptionsStart(b)
-        T.SoftmaxOptionsAddBeta(b, 1.0)
-        return T.BuiltinOptions.SoftmaxOptions, T.SoftmaxOptionsEnd(b)
-    return build
-
-
 def _check_supported(model: Model, step: bool) -> None:
     layers = model.spec.layers
     for k, layer in enumerate(layers):
@@ -267,7 +75,7 @@ def _check_supported(model: Model, step: bool) -> None:
         backward = layer.bidirectional or getattr(layer, "reverse", False)
         if backward and step:
             raise ImportModelError(f"to_tflite: {where}: a {'bidirectional' if layer.bidirectional else 'reverse'} "
-                                   f"layer needs whole sequences: export it with mode='sequence'")
+                                   f"layer needs whole sequences: export it with mode='sequence' (--mode sequence)")
         if layer.kind == "dense" and k != len(layers) - 1:
             raise ImportModelError(f"to_tflite: {where}: only a final Dense head is exported")
         if layer.kind == "lstm" and layer.peephole and layer.proj_size:
@@ -279,11 +87,15 @@ def _check_supported(model: Model, step: bool) -> None:
 def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None = None) -> None:
     """Write ``model`` as a .tflite file (see the module docstring for what is supported). ``frames``: the
     sequence length of a mode="sequence" file of a model with GRU / RNN / op-graph layers (their step graph is
-    unrolled over that many frames; required there, refused elsewhere)."""
+    unrolled over that many frames; required there, refused elsewhere).
+
+    A mode="step" file takes the state as inputs: start each state input at its own zero point
+    (``get_input_details()[name]["quantization"][1]``), not at zeros; for an int8 LSTM's ``h{k}`` that is the
+    LSTM output's zero point, generally not 0 (docs/formats.md, "Step files")."""
     if not isinstance(model, Model):
         raise ImportModelError(f"to_tflite expects an edgelstm.Model, got {type(model).__name__}")
     if mode not in ("sequence", "step"):
-        raise ImportModelError(f"to_tflite: mode must be 'sequence' or 'step', got {mode!r}")
+        raise ImportModelError(f"to_tflite: mode (--mode) must be 'sequence' or 'step', got {mode!r}")
     try:
         import flatbuffers  # noqa: F401
         import tflite  # noqa: F401
@@ -298,18 +110,12 @@ def to_tflite(model: Model, path, *, mode: str = "sequence", frames: int | None 
     if mode == "sequence" and cells and not (isinstance(frames, int) and not isinstance(frames, bool)
                                               and 1 <= frames <= 100_000):
         raise ImportModelError(f"to_tflite: a mode='sequence' file of a GRU / RNN / op-graph model is its step "
-                               f"graph unrolled over a fixed number of frames: pass frames=T (1..100000), got "
-                               f"{frames!r}")
+                               f"graph unrolled over a fixed number of frames T (1..100000): pass frames=T (edgelstm export: "
+                               f"--frames T), or write a step file (mode='step', --mode step); got {frames!r}")
     if frames is not None and not (mode == "sequence" and cells):
-        raise ImportModelError("to_tflite: frames= is only for mode='sequence' files of GRU / RNN / op-graph models "
-                               "(LSTM-only sequence files take any length)")
-    data = _build(model, step=mode == "step", frames=frames)
-    p = os.fspath(path)
-    try:
-        with open(p, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise ImportModelError(f"{p}: cannot write: {e.strerror or e}") from None
+        raise ImportModelError("to_tflite: frames (--frames) is only for mode='sequence' files of GRU / RNN / "
+                               "op-graph models (LSTM-only sequence files take any length)")
+    write_atomic(path, _build(model, step=mode == "step", frames=frames), error=ImportModelError)
 
 
 def _build(model: Model, *, step: bool = False, frames: int | None = None) -> bytes:
@@ -323,7 +129,14 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
     else:
         x = g.tensor("x", [1, 1, F], act_dtype, signature=None if step else [1, -1, F], **_act_quant(q, 0))
     model_in, cur, states, names = x, x, [], []
+    fr = Frames(T=frames or 1, dynamic=not (step or frames))
     for k, layer in enumerate(model.spec.layers):
+        if layer.kind in FRONT_END_KINDS:
+            cur, st = front_end_layer(g, fr, layer, k, cur, q)
+            states += st
+            names += [f"ctx{k}"] * len(st)
+            continue
+        cur = frame_view(g, fr, cur, [layer.input_size], f"l{k}.in")     # after a conv's [1, T, L, C]
         if layer.kind == "lstm" and (layer.bidirectional or layer.reverse):
             cur = _backward_lstm(g, layer, k, cur, q, model)
         elif layer.kind == "lstm":
@@ -341,13 +154,15 @@ def _build(model: Model, *, step: bool = False, frames: int | None = None) -> by
             names += [f"h{k}"] if layer.kind != "ops" else [f"s{k}_{i}" for i in range(len(st))]
         else:
             cur = _dense(g, layer, k, cur, q, model)
-    if not step and not frames:
+    cur = frame_view(g, fr, cur, [model.output_size], "y")
+    if not (step or frames or any(layer.kind == "context" for layer in model.spec.layers)):
         return g.finish([model_in], [cur], quantized)
     # mode="step": one frame [1, 1, F]; every LSTM's h and c are graph inputs AND outputs. They stay the fused
     # op's variable tensors (LiteRT's UNIDIRECTIONAL_SEQUENCE_LSTM requires that), which it reads at invoke
     # and updates in place: an app sets them before each invoke (any state: its own streams, a saved state)
     # and reads them after it (measured: both resolvers honour the inputs; tests/test_to_tflite.py).
     # An unrolled sequence file: the GRU / RNN / op-graph states in (start) and out (after the last frame).
+    # A sequence file of a model with a context layer: every state in (start) and out (after the last frame).
     ins = [t if isinstance(t, int) else t[0] for t in states]
     outs = [t if isinstance(t, int) else t[1] for t in states]
     return g.finish([model_in] + ins, [cur] + outs, quantized, in_names=["x"] + names, out_names=["y"] + names)
@@ -422,15 +237,6 @@ def _zero_state_tensor(g: _GraphBuilder, graph, si: int, name: str, quantized: b
         return g.tensor(name, shape, np.float32, data=np.zeros(shape, np.float32))
     dt = np.int16 if graph.tensors[si][4] == 16 else np.int8
     return g.tensor(name, shape, dt, data=np.full(shape, zp, dt), scale=scale, zp=zp)
-
-
-def _concat_options(axis: int):
-    def build(b, T):
-        T.ConcatenationOptionsStart(b)
-        T.ConcatenationOptionsAddAxis(b, axis)
-        T.ConcatenationOptionsAddFusedActivationFunction(b, 0)
-        return T.BuiltinOptions.ConcatenationOptions, T.ConcatenationOptionsEnd(b)
-    return build
 
 
 def _backward_lstm(g: _GraphBuilder, layer, k: int, x: int, q, model) -> int:
@@ -679,37 +485,3 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
             st_out.append(ids[so])
     return y, [ids[si] for si, _ in graph.state], st_out
 
-
-def _conv_options(act: int, *, stride: int = 1, dilation: int = 1, depth_multiplier: int | None = None):
-    """CONV_2D options (VALID padding; stride / dilation along W, the length axis of a (1, 1, L, C) frame), or
-    DEPTHWISE_CONV_2D options when depth_multiplier is given."""
-    def build(b, T):
-        name = "Conv2D" if depth_multiplier is None else "DepthwiseConv2D"
-        getattr(T, f"{name}OptionsStart")(b)
-        getattr(T, f"{name}OptionsAddPadding")(b, T.Padding.VALID)
-        getattr(T, f"{name}OptionsAddStrideW")(b, stride)
-        getattr(T, f"{name}OptionsAddStrideH")(b, 1)
-        getattr(T, f"{name}OptionsAddDilationWFactor")(b, dilation)
-        getattr(T, f"{name}OptionsAddDilationHFactor")(b, 1)
-        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, act)
-        if depth_multiplier is not None:
-            T.DepthwiseConv2DOptionsAddDepthMultiplier(b, depth_multiplier)
-        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
-    return build
-
-
-def _cast_options(in_type: int, out_type: int):
-    def build(b, T):
-        T.CastOptionsStart(b)
-        T.CastOptionsAddInDataType(b, in_type)
-        T.CastOptionsAddOutDataType(b, out_type)
-        return T.BuiltinOptions.CastOptions, T.CastOptionsEnd(b)
-    return build
-
-
-def _fc_act_options(act: int):
-    def build(b, T):
-        T.FullyConnectedOptionsStart(b)
-        T.FullyConnectedOptionsAddFusedActivationFunction(b, act)
-        return T.BuiltinOptions.FullyConnectedOptions, T.FullyConnectedOptionsEnd(b)
-    return build

@@ -286,16 +286,73 @@ def _damage_onnx(data: bytes, rng: np.random.Generator) -> bytes:
     return m.SerializeToString()
 
 
+_H5_EDITS = ("external-storage", "external-link", "virtual", "soft-loop", "huge-shape", "dtype", "scalar",
+             "delete", "weight-names")
+
+
+def _damage_h5(data: bytes, rng: np.random.Generator) -> bytes:
+    """An HDF5 weights file edited through h5py, so that it still parses: one dataset replaced by one whose bytes
+    live elsewhere (external storage, an external link, a virtual dataset), a soft-link loop, a huge declared
+    shape without storage, another dtype, a scalar; a dataset deleted; a 'weight_names' list garbled."""
+    import io
+
+    import h5py
+    buf = io.BytesIO(data)
+    with h5py.File(buf, "a") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        if not names:
+            return data
+        key = names[int(rng.integers(len(names)))]
+        shape, dtype = f[key].shape, f[key].dtype
+        edit = _H5_EDITS[int(rng.integers(len(_H5_EDITS)))]
+        if edit != "weight-names":
+            del f[key]
+        n = int(np.prod(shape)) * dtype.itemsize
+        if edit == "external-storage":
+            f.create_dataset(key, shape, dtype, external=[(str(rng.choice(["/etc/passwd", "data.bin", "../x"])), 0,
+                                                           max(n, 1))])
+        elif edit == "external-link":
+            f[key] = h5py.ExternalLink(str(rng.choice(["/etc/passwd", "other.h5"])), "/w")
+        elif edit == "virtual":
+            layout = h5py.VirtualLayout(shape=shape or (1,), dtype=dtype)
+            layout[...] = h5py.VirtualSource("other.h5", "w", shape=shape or (1,))
+            f.create_virtual_dataset(key, layout)
+        elif edit == "soft-loop":
+            f[key] = h5py.SoftLink("/" + key)
+        elif edit == "huge-shape":
+            f.create_dataset(key, (int(rng.choice([1 << 13, 1 << 16, 1 << 22])),) + tuple(shape[1:]), dtype,
+                             chunks=True, compression="gzip")
+        elif edit == "dtype":
+            new = rng.choice(["<f8", "<i4", "u1", "S4", "<c8"])
+            f.create_dataset(key, shape, new)
+        elif edit == "scalar":
+            f.create_dataset(key, data=np.float32(rng.standard_normal()))
+        elif edit == "weight-names":       # legacy .h5: the list on the layer group, above the dataset
+            parts = key.split("/")
+            for i in range(len(parts) - 1, 0, -1):
+                g = f["/".join(parts[:i])]
+                if "weight_names" in g.attrs:
+                    g.attrs["weight_names"] = np.array([b"missing:0", b"", key.encode()][:int(rng.integers(1, 4))])
+                    break
+    return buf.getvalue()
+
+
 def mutate_file(suffix: str, data: bytes, rng: np.random.Generator) -> bytes:
-    """One damaged copy of a model file: blind byte damage, or (most of the time for .keras and .onnx) damage
-    that gets past the container so the importer's own checks are exercised."""
+    """One damaged copy of a model file: blind byte damage, or (most of the time for .keras, .h5 and .onnx)
+    damage that gets past the container so the importer's own checks are exercised."""
     import io
     import zipfile
+    if suffix == ".h5" and rng.random() < 0.4:
+        return _damage_h5(data, rng)
     if suffix == ".keras" and rng.random() < 0.7:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             parts = {n: z.read(n) for n in z.namelist()}
         key = "config.json" if rng.random() < 0.5 else "model.weights.h5"
-        parts[key] = _damage_json(parts[key], rng) if key == "config.json" else _damage_bytes(parts[key], rng)
+        if key == "config.json":
+            parts[key] = _damage_json(parts[key], rng)
+        else:
+            parts[key] = _damage_h5(parts[key], rng) if rng.random() < 0.5 else _damage_bytes(parts[key], rng)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as z:
             for n, v in parts.items():
@@ -338,12 +395,108 @@ def run_file_cases(path: str, seed: int, count: int) -> dict:
     return {"counts": counts, "failures": failures}
 
 
-if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | fuzzing.py --file FILE SEED N
+# ------------------------------------------------------------------------------------------------ WAV
+
+def wav_bases() -> list[tuple[str, bytes]]:
+    """Small valid WAV files of every encoding the reader takes: PCM 8/16/24/32-bit, float 32/64, mono, stereo
+    and 6 channels, WAVE_FORMAT_EXTENSIBLE, extra chunks (LIST, an odd-sized one) before 'fmt ' and 'data'."""
+    import struct
+    from crafted import wav_bytes
+    rng = np.random.default_rng(0)
+    out = []
+    for bits, tag, ch, rate in ((8, 1, 1, 8000), (16, 1, 1, 16000), (16, 1, 2, 44100), (24, 1, 1, 48000),
+                                (32, 1, 6, 22050), (32, 3, 1, 16000), (64, 3, 2, 11025)):
+        n = int(rng.integers(500, 3000)) * ch
+        if tag == 3:
+            data = (rng.standard_normal(n) * 0.3).astype("<f4" if bits == 32 else "<f8").tobytes()
+        else:
+            data = rng.integers(0, 256, n * bits // 8, dtype=np.uint8).tobytes()
+        out.append((f"{bits}bit-{ch}ch-{rate}", wav_bytes(rate=rate, channels=ch, bits=bits, tag=tag, data=data)))
+    # extensible format and extra chunks, written by hand
+    fmt = struct.pack("<HHIIHHHHIH14s", 0xFFFE, 2, 16000, 64000, 4, 16, 22, 16, 3, 1, b"\x00" * 14)
+    data = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    body = (b"WAVE" + b"LIST" + struct.pack("<I", 7) + b"INFOabc\x00" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"fact" + struct.pack("<I", 4) + struct.pack("<I", 1000) + b"data" + struct.pack("<I", len(data)) + data)
+    out.append(("extensible-list-fact", b"RIFF" + struct.pack("<I", len(body)) + body))
+    return out
+
+
+_WAV_ODD = [0, 1, 2, 3, 7, 255, 256, 257, 999, 1000, 65535, 65536, 768000, 768001, 0x7FFFFFFF, 0xFFFFFFFF,
+            0xFFFFFFF0]
+
+
+def _damage_wav(data: bytes, rng: np.random.Generator) -> bytes:
+    """A header field set to an odd value (rate, channels, bits, block align, format tag, a chunk size, the data
+    size), a chunk inserted before 'data', or blind byte damage / truncation."""
+    import struct
+    b = bytearray(data)
+    kind = rng.integers(4)
+    fmt, dat = data.find(b"fmt "), data.find(b"data")
+    if kind == 0 and fmt >= 0:      # fmt fields: tag H @+8, channels H @+10, rate I @+12, align H @+20, bits H @+22
+        off, size = [(8, 2), (10, 2), (12, 4), (16, 4), (20, 2), (22, 2), (4, 4)][int(rng.integers(7))]
+        v = int(_WAV_ODD[int(rng.integers(len(_WAV_ODD)))]) & ((1 << (8 * size)) - 1)
+        b[fmt + off:fmt + off + size] = v.to_bytes(size, "little")
+    elif kind == 1 and dat >= 0:    # the data size
+        v = int(rng.choice([0, 1, 3, len(data), 0xFFFFFFFF, 0xFFFFFFF0, int(rng.integers(1 << 32))]))
+        b[dat + 4:dat + 8] = struct.pack("<I", v)
+    elif kind == 2 and dat >= 0:    # a chunk before 'data' with an odd declared size
+        size = int(rng.choice([0, 1, 5, 1 << 20, 0xFFFFFFFF]))
+        chunk = b"junk" + struct.pack("<I", size) + bytes(int(min(size, rng.integers(0, 64))))
+        b[dat:dat] = chunk
+    else:
+        return _damage_bytes(data, rng)
+    return bytes(b)
+
+
+def run_wav_cases(seed: int, count: int) -> dict:
+    """Mutated WAV files through ``read_wav`` (every chunk consumed at 16 kHz): an AudioError, or finite samples
+    (a truncation warning allowed). Anything else is a failure; the parent sees crashes and hangs."""
+    import io
+    import warnings
+
+    from edgelstm.audio.io import read_wav
+    from edgelstm.errors import AudioError, AudioWarning
+    bases = wav_bases()
+    rng = np.random.default_rng(seed)
+    counts = {"refused": 0, "read": 0, "warned": 0}
+    failures = []
+    for case in range(count):
+        name, data = bases[int(rng.integers(len(bases)))]
+        b = _damage_wav(data, rng)
+        try:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                n = 0
+                for x in read_wav(io.BytesIO(b), sr=16000):
+                    if not np.all(np.isfinite(x)):
+                        raise AssertionError("non-finite samples")
+                    n += x.size
+            other = [w for w in seen if not issubclass(w.category, AudioWarning)]
+            if other:
+                raise AssertionError(f"foreign warning {other[0].category.__name__}: {other[0].message}")
+            counts["warned" if seen else "read"] += 1
+        except AudioError:
+            counts["refused"] += 1
+        except Exception as e:  # noqa: BLE001
+            failures.append({"case": case, "seed": seed, "base": name, "outcome": f"{type(e).__name__}: {e}"[:300]})
+    return {"counts": counts, "failures": failures}
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS and its children's (the forked Keras readers), KiB."""
+    import resource
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | --file FILE SEED N | --wav SEED N
     sys.path.insert(0, str(HERE))
     import faulthandler
     faulthandler.enable()
     a = sys.argv[1:]
     if a[0] == "--file":
-        print(json.dumps(run_file_cases(a[1], int(a[2]), int(a[3]))))
+        print(json.dumps(run_file_cases(a[1], int(a[2]), int(a[3])) | {"peak_rss_kib": peak_rss_kib()}))
+    elif a[0] == "--wav":
+        print(json.dumps(run_wav_cases(int(a[1]), int(a[2])) | {"peak_rss_kib": peak_rss_kib()}))
     else:
         print(json.dumps(run_cases(int(a[0]), int(a[1]), int(a[2]), a[3])))

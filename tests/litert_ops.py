@@ -8,6 +8,7 @@ import numpy as np
 
 litert = importlib.import_module("ai_edge_litert.interpreter")
 tt = importlib.import_module("edgelstm.export.to_tflite")
+tb = importlib.import_module("edgelstm.export.tflite_builder")
 
 # short name -> LiteRT's OpResolverType (AUTO and BUILTIN are the same resolver: builtin kernels + XNNPACK)
 RESOLVERS = {"ref": "BUILTIN_REF", "opt": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "xnn": "AUTO"}
@@ -57,17 +58,6 @@ def conv_model(*, length, w, b, s_in, zp_in, w_scale, s_out, zp_out, act="none",
     return g.finish([x], [y], True)
 
 
-def _pad_options(mode):
-    def build(b, T):
-        if mode is None:
-            T.PadOptionsStart(b)
-            return T.BuiltinOptions.PadOptions, T.PadOptionsEnd(b)
-        T.MirrorPadOptionsStart(b)
-        T.MirrorPadOptionsAddMode(b, {"reflect": T.MirrorPadMode.REFLECT, "symmetric": T.MirrorPadMode.SYMMETRIC}[mode])
-        return T.BuiltinOptions.MirrorPadOptions, T.MirrorPadOptionsEnd(b)
-    return build
-
-
 def pad_model(*, length, channels, left, right, s_in, zp_in, s_out=None, zp_out=None, mode=None):
     """PAD (mode None: constant, LiteRT's fill) or MIRROR_PAD (mode "reflect" / "symmetric") int8 along the
     length axis of a (1, 1, length, channels) frame; output quantization = input's unless given."""
@@ -76,7 +66,7 @@ def pad_model(*, length, channels, left, right, s_in, zp_in, s_out=None, zp_out=
     pads = g.tensor("pads", [4, 2], np.int32, data=np.array([[0, 0], [0, 0], [left, right], [0, 0]], np.int32))
     y = _q(g, "y", [1, 1, length + left + right, channels], s_in if s_out is None else s_out,
            zp_in if zp_out is None else zp_out)
-    g.op("PAD" if mode is None else "MIRROR_PAD", [x, pads], [y], _pad_options(mode))
+    g.op("PAD" if mode is None else "MIRROR_PAD", [x, pads], [y], tb._pad_options(mode))
     return g.finish([x], [y], True)
 
 
@@ -109,14 +99,6 @@ def quantize_model(*, n, s_out, zp_out):
     return g.finish([x], [y], True)
 
 
-def _binary_options(name):
-    def build(b, T):
-        getattr(T, f"{name}OptionsStart")(b)
-        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, 0)
-        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
-    return build
-
-
 def magnitude_model(*, n, s_in, zp_in, s_out, zp_out):
     """The magnitude layer kept float inside an int8 model: int8 a, b (n values each, one quantization) ->
     DEQUANTIZE -> MUL a*a, MUL b*b -> ADD -> SQRT -> QUANTIZE -> int8."""
@@ -127,9 +109,9 @@ def magnitude_model(*, n, s_in, zp_in, s_out, zp_out):
     y = _q(g, "y", [1, n], s_out, zp_out)
     g.op("DEQUANTIZE", [qa], [fa], none)
     g.op("DEQUANTIZE", [qb], [fb], none)
-    g.op("MUL", [fa, fa], [aa], _binary_options("Mul"))
-    g.op("MUL", [fb, fb], [bb], _binary_options("Mul"))
-    g.op("ADD", [aa, bb], [ss], _binary_options("Add"))
+    g.op("MUL", [fa, fa], [aa], tb._binary_options("Mul"))
+    g.op("MUL", [fb, fb], [bb], tb._binary_options("Mul"))
+    g.op("ADD", [aa, bb], [ss], tb._binary_options("Add"))
     g.op("SQRT", [ss], [rt], none)
     g.op("QUANTIZE", [rt], [y], none)
     return g.finish([qa, qb], [y], True)

@@ -706,8 +706,8 @@ def ref_cell16_prepare(layer, q, s_in, zp_in, s_out, zp_out):
         return (ref_quantize_multiplier(f(sa) / tw), ref_quantize_multiplier(f(sb) / tw),
                 ref_quantize_multiplier(tw / (2 ** 15 * f(so))))
 
-    def mul(sa, sb, so):
-        return ref_quantize_multiplier(f(sa) * f(sb) / f(so))
+    def mul(sa, sb, so):                    # MUL: the scales multiplied and divided in float32
+        return ref_quantize_multiplier(_ref_mul_ratio(sa, sb, so))
 
     p = {"H": H, "kind": layer.kind, "relu": relu, "s_h": s_h,
          "out": ref_quantize_multiplier(f(s_h if relu else _Q15) / f(s_out))}
@@ -1006,8 +1006,15 @@ def ref_op_add(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, *, subtract=False, lo=
     return out
 
 
+def _ref_mul_ratio(s_a, s_b, s_out):
+    """MUL's Prepare: input1->params.scale * input2->params.scale / output->params.scale, float operands, so the
+    product and the quotient each round to float32 before QuantizeMultiplier widens the result to double."""
+    f32 = np.float32
+    return float(f32(f32(s_a) * f32(s_b)) / f32(s_out))
+
+
 def ref_op_mul(a, zp_a, s_a, b, zp_b, s_b, s_out, zp_out, lo=-128, hi=127):
-    m, s = ref_quantize_multiplier(float(np.float32(s_a)) * float(np.float32(s_b)) / float(np.float32(s_out)))
+    m, s = ref_quantize_multiplier(_ref_mul_ratio(s_a, s_b, s_out))
     return [_ref_clamp(ref_mbqm((int(x) - zp_a) * (int(y) - zp_b), m, s) + zp_out, lo, hi) for x, y in zip(a, b)]
 
 
@@ -1151,15 +1158,10 @@ def _ref_act64(v, act):
 def _ref_conv_acc(layer, xp, w, zp):
     """acc[l, o] = sum_k sum_i w[o, k, i] * (xp[l*stride + k*dilation, g(o)*Ig + i] - zp) over the padded rows."""
     O, K, Ig = w.shape
-    per_group = O // layer.groups
-    acc = np.zeros((layer.out_length, O), xp.dtype)
-    for l in range(layer.out_length):
-        for o in range(O):
-            g = o // per_group
-            for k in range(K):
-                row = xp[l * layer.stride + k * layer.dilation]
-                acc[l, o] += np.sum(w[o, k] * (row[g * Ig:(g + 1) * Ig] - zp))
-    return acc
+    G = layer.groups
+    pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(K)[None, :] * layer.dilation
+    win = (xp[pos] - zp).reshape(layer.out_length, K, G, Ig)                    # (L_out, K, groups, Ig)
+    return np.einsum("lkgi,gpki->lgp", win, w.reshape(G, O // G, K, Ig)).reshape(layer.out_length, O)
 
 
 def ref_front_end_f64(layer, p, x, ctx):

@@ -173,6 +173,60 @@ def test_int16_binary_ops(op, act, scales):
         np.testing.assert_array_equal(_litert(build, [a, b], r), ours, err_msg=r)
 
 
+def _mul_case_where_float32_ratio_matters(rng, bits):
+    """(s_a, s_b, s_out, zero points, a, b): scales whose ratio s_a * s_b / s_out gives another QuantizeMultiplier in
+    float32 than in double, and operands (int8: all 65,536 pairs; int16: 20,000 random) on which the two differ."""
+    lo, hi = (-32768, 32767) if bits == 16 else (-128, 127)
+    if bits == 8:
+        a, b = (v.ravel() for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    while True:
+        s_a, s_b = (float(np.float32(v)) for v in rng.uniform(1e-5, 1e-3, 2) * (1 if bits == 16 else 100))
+        s_o = float(np.float32(s_a * s_b * 2.0 ** (bits - 1) * rng.uniform(0.3, 1.0)))    # outputs mostly in range
+        m32 = naive.ref_quantize_multiplier(naive._ref_mul_ratio(s_a, s_b, s_o))
+        m64 = naive.ref_quantize_multiplier(s_a * s_b / s_o)
+        if m32 == m64:
+            continue
+        zp = (0, 0, 0) if bits == 16 else tuple(int(v) for v in rng.integers(-20, 20, 3))
+        if bits == 16:
+            a, b = rng.integers(lo, hi + 1, 20000), rng.integers(lo, hi + 1, 20000)
+        p = (a - zp[0]) * (b - zp[1])
+        if np.any(naive.vmbqm(p, *m32) != naive.vmbqm(p, *m64)):
+            return s_a, s_b, s_o, zp, a, b
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+def test_mul_multiplier_is_computed_from_the_float32_ratio(bits):
+    """LiteRT's MUL Prepare computes input1 scale * input2 scale / output scale on the tensors' float scales, so in
+    float32, and widens the result to double for QuantizeMultiplier (measured here; a GRU's r * (W_hn h + b_hn) hit
+    it in a 1,000-step stream). Cases where the double ratio would give other outputs: LiteRT and the op-graph
+    kernels give the float32 ratio's."""
+    rng = np.random.default_rng(bits)
+    lo, hi = (-32768, 32767) if bits == 16 else (-128, 127)
+    dt = np.int16 if bits == 16 else np.int8
+    for _ in range(3):
+        s_a, s_b, s_o, (zp_a, zp_b, zp_o), a, b = _mul_case_where_float32_ratio_matters(rng, bits)
+        n = a.size
+        g, p = _graph([[n, s_a, zp_a, None, bits], [n, s_b, zp_b, None, bits], [n, s_o, zp_o, None, bits]],
+                      [["MUL", 0, 1, 2, 0, 0, 0, 0]])
+        ours = _run_ours(g, p, {0: a, 1: b})
+        np.testing.assert_array_equal(ours, naive.ref_op_mul(a, zp_a, s_a, b, zp_b, s_b, s_o, zp_o, lo, hi))
+
+        def build(gb):
+            at = gb.tensor("a", [1, n], dt, scale=s_a, zp=zp_a)
+            bt = gb.tensor("b", [1, n], dt, scale=s_b, zp=zp_b)
+            yt = gb.tensor("y", [1, n], dt, scale=s_o, zp=zp_o)
+
+            def options(bb, T):
+                T.MulOptionsStart(bb)
+                T.MulOptionsAddFusedActivationFunction(bb, 0)
+                return T.BuiltinOptions.MulOptions, T.MulOptionsEnd(bb)
+            gb.op("MUL", [at, bt], [yt], options)
+            return [at, bt], yt
+        # int16 MUL is not delegated; XNNPACK requantizes int8 MUL its own way (tests/test_tflite_cells.py)
+        for r in RESOLVERS if bits == 16 else ("BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"):
+            np.testing.assert_array_equal(_litert(build, [a, b], r), ours, err_msg=r)
+
+
 def test_int16_to_int8_quantize():
     rng = np.random.default_rng(5)
     x = np.concatenate([[-32768, -32767, -1, 0, 1, 32767], rng.integers(-32768, 32768, 6000)])

@@ -268,6 +268,13 @@ def test_user_module_without_children_is_refused():
         from_torch(Empty())
 
 
+def test_torchscript_is_refused_with_the_onnx_route():
+    """A TorchScript module (what packages ship as .jit, e.g. silero-vad) has children of its own types; before,
+    it was read as an empty custom module, with a message that did not say what to do."""
+    with pytest.raises(ImportModelError, match="TorchScript.*from_onnx"):
+        from_torch(torch.jit.script(nn.Sequential(nn.LSTM(3, 4))))
+
+
 def test_input_size_mismatch_raises():
     with pytest.raises(ImportModelError, match="input_size"):
         from_torch(nn.GRU(3, 4), input_size=5)

@@ -4,18 +4,29 @@ raw PCM from a file or stdin, and (optionally) a live microphone through ``sound
 Every reader yields mono float64 chunks at the requested ``sr`` (downmix by averaging channels, streaming
 linear-interpolation resampling) and raises ``AudioError`` for anything malformed.  Chunks are yielded only
 after they were fully decoded, so no sample is emitted twice and every sample before an error was emitted.
+
+Memory is bounded by the chunk, never by what a header declares: a chunk reads at most ``CHUNK_BYTES`` and
+emits at most about ``chunk_frames`` samples after resampling; chunks before 'data' are skipped in pieces;
+rates outside ``MIN_RATE..MAX_RATE`` Hz and more than ``MAX_CHANNELS`` channels are refused.  The header is
+read when a reader is called (its errors come before any output), the samples as the chunks are consumed.
+A WAV that ends before the size its header declares is read to its end with an ``AudioWarning``.
 """
 from __future__ import annotations
 
 import os
 import struct
 import sys
+import warnings
 
 import numpy as np
 
-from ..errors import AudioError
+from .._files import write_atomic
+from ..errors import AudioError, AudioWarning
 
-CHUNK_FRAMES = 16000  # sample frames read per chunk: bounded memory for any stream length
+CHUNK_FRAMES = 16000  # output samples per chunk at most (about): bounded memory for any stream length
+CHUNK_BYTES = 1 << 20  # input bytes per chunk at most, whatever the channel count and sample width
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz: below, a 16 kHz model would upsample a header's typo 16x or more
+MAX_CHANNELS = 256
 
 # raw formats accepted by --format (arecord's names)
 RAW_FORMATS = {"S16_LE": np.dtype("<i2"), "S32_LE": np.dtype("<i4"), "U8": np.dtype("u1"),
@@ -26,12 +37,9 @@ _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
 
 def _to_float(raw: bytes, kind: str, width: int) -> np.ndarray:
     """Interleaved sample bytes -> float64 in [-1, 1) (PCM) or as stored (float)."""
-    if kind == "float":
-        x = np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float64)
-        if not np.isfinite(x).all():
-            raise AudioError(f"float audio contains NaN or inf (first bad sample {int(np.flatnonzero(~np.isfinite(x))[0])} "
-                             "of this chunk)")
-        return x
+    if kind == "float":    # NaN payloads (PCM read as float) would warn in the cast: _chunks reports them
+        with np.errstate(invalid="ignore"):
+            return np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float64)
     if width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
     if width == 3:
@@ -101,6 +109,27 @@ def _open(source):
         raise AudioError(f"{source}: cannot open ({e.strerror or e})") from None
 
 
+def _check_layout(where: str, channels: int, rate: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{where}: {channels} channels; edgelstm reads 1..{MAX_CHANNELS}")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{where}: a sample rate of {rate} Hz; edgelstm reads {MIN_RATE}..{MAX_RATE} Hz")
+
+
+def _skip(f, n: int) -> int:
+    """Skip ``n`` bytes of a (possibly unseekable) stream in bounded pieces; returns how many were there."""
+    done = 0
+    while done < n:
+        b = f.read(min(n - done, CHUNK_BYTES))
+        if not b:
+            break
+        done += len(b)
+    return done
+
+
+_MAX_FMT_BYTES = 4096  # a 'fmt ' chunk is 16, 18 or 40 bytes
+
+
 def wav_info(f, where: str) -> dict:
     """Parse a RIFF/WAVE header up to the start of the 'data' chunk; returns the format."""
     head = _read_exact(f, 12)
@@ -121,81 +150,104 @@ def wav_info(f, where: str) -> dict:
                 raise AudioError(f"{where}: malformed WAV ('data' chunk before 'fmt ')")
             fmt["data_bytes"] = size
             return fmt
+        if cid != b"fmt ":      # LIST, fact, ...: skipped without holding them in memory
+            if _skip(f, size + (size & 1)) < size:
+                raise AudioError(f"{where}: truncated WAV header (chunk {cid!r} cut short)")
+            continue
+        if not 16 <= size <= _MAX_FMT_BYTES:
+            raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({size} bytes, need 16..{_MAX_FMT_BYTES})")
         body = _read_exact(f, size + (size & 1))
         if len(body) < size:
             raise AudioError(f"{where}: truncated WAV header (chunk {cid!r} cut short)")
-        if cid == b"fmt ":
-            if size < 16:
-                raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({size} bytes, need 16)")
-            tag, ch_n, sr, _, align, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 26:
-                tag = struct.unpack("<H", body[24:26])[0]
-            if tag == _WAVE_FORMAT_PCM and bits in (8, 16, 24, 32):
-                kind = "pcm"
-            elif tag == _WAVE_FORMAT_FLOAT and bits in (32, 64):
-                kind = "float"
-            else:
-                raise AudioError(f"{where}: unsupported WAV encoding (format tag {tag}, {bits} bits); supported: "
-                                 "PCM 8/16/24/32-bit and IEEE float 32/64-bit")
-            if ch_n < 1 or sr < 1 or align != ch_n * bits // 8:
-                raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({ch_n} channels, {sr} Hz, block "
-                                 f"align {align})")
-            fmt = {"kind": kind, "width": bits // 8, "channels": ch_n, "sr": sr}
+        tag, ch_n, sr, _, align, bits = struct.unpack("<HHIIHH", body[:16])
+        if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 26:
+            tag = struct.unpack("<H", body[24:26])[0]
+        if tag == _WAVE_FORMAT_PCM and bits in (8, 16, 24, 32):
+            kind = "pcm"
+        elif tag == _WAVE_FORMAT_FLOAT and bits in (32, 64):
+            kind = "float"
+        else:
+            raise AudioError(f"{where}: unsupported WAV encoding (format tag {tag}, {bits} bits); supported: "
+                             "PCM 8/16/24/32-bit and IEEE float 32/64-bit")
+        _check_layout(where, ch_n, sr)
+        if align != ch_n * bits // 8:
+            raise AudioError(f"{where}: malformed WAV 'fmt ' chunk ({ch_n} channels, {sr} Hz, block "
+                             f"align {align})")
+        fmt = {"kind": kind, "width": bits // 8, "channels": ch_n, "sr": sr}
 
 
-def _chunks(f, where, *, kind, width, channels, sr_in, sr, limit=None, chunk_frames=CHUNK_FRAMES):
-    """Yield mono float64 chunks at ``sr`` decoded from ``f``; ``limit`` bytes at most (None: to EOF)."""
-    frame_bytes = width * channels
-    resample = _Resampler(sr_in, sr)
-    left = limit
-    total = 0
-    carry = b""
-    while left is None or left > 0:
-        want = chunk_frames * frame_bytes if left is None else min(chunk_frames * frame_bytes, left)
-        raw = _read_exact(f, want)
-        if not raw:
-            break
-        if left is not None:
-            left -= len(raw)
-        raw = carry + raw
-        usable = len(raw) - len(raw) % frame_bytes
-        carry = raw[usable:]
-        if usable:
-            total += usable
-            yield resample(_mono(_to_float(raw[:usable], kind, width), channels))
-    if carry:
-        raise AudioError(f"{where}: stream ends with {len(carry)} stray byte(s), not a whole sample frame of "
-                         f"{frame_bytes} bytes ({channels} channel(s) x {width} bytes): wrong raw-format flags "
-                         "or a truncated file")
-    if total == 0:
-        raise AudioError(f"{where}: no audio samples (zero length)")
+def _chunks(f, where, *, kind, width, channels, sr_in, sr, limit=None, chunk_frames=CHUNK_FRAMES, close=None):
+    """Yield mono float64 chunks at ``sr`` decoded from ``f``; ``limit`` bytes at most (None: to EOF).  Each
+    read takes at most ``CHUNK_BYTES`` and as many frames as give about ``chunk_frames`` output samples, so the
+    decoder's, downmixer's and resampler's buffers are bounded by the chunk.  ``close``: called at the end."""
+    try:
+        frame_bytes = width * channels
+        frames = max(1, min(chunk_frames, CHUNK_BYTES // frame_bytes, chunk_frames * sr_in // sr))
+        resample = _Resampler(sr_in, sr)
+        left = limit
+        total = 0
+        carry = b""
+        while left is None or left > 0:
+            want = frames * frame_bytes if left is None else min(frames * frame_bytes, left)
+            raw = _read_exact(f, want)
+            if not raw:
+                break
+            if left is not None:
+                left -= len(raw)
+            raw = carry + raw
+            usable = len(raw) - len(raw) % frame_bytes
+            carry = raw[usable:]
+            if usable:
+                x = _to_float(raw[:usable], kind, width)
+                if kind == "float" and not np.isfinite(x).all():
+                    first = total // width + int(np.flatnonzero(~np.isfinite(x))[0])
+                    raise AudioError(f"{where}: float audio contains NaN or inf (sample {first // channels}, "
+                                     f"channel {first % channels}); integer PCM read as float? check the format")
+                total += usable
+                yield resample(_mono(x, channels))
+        if carry:
+            raise AudioError(f"{where}: stream ends with {len(carry)} stray byte(s), not a whole sample frame of "
+                             f"{frame_bytes} bytes ({channels} channel(s) x {width} bytes): wrong raw-format flags "
+                             "or a truncated file")
+        if total == 0:
+            raise AudioError(f"{where}: no audio samples (zero length)")
+        if left:
+            warnings.warn(f"{where}: truncated WAV: the header declares {limit / frame_bytes / sr_in:.2f} s of "
+                          f"audio, the file ends after {total / frame_bytes / sr_in:.2f} s (all of it was read)",
+                          AudioWarning, stacklevel=2)
+    finally:
+        if close is not None:
+            close()
 
 
 def read_wav(source, *, sr: int, chunk_frames: int = CHUNK_FRAMES):
-    """Yield mono float64 chunks at ``sr`` from a WAV file path or binary file object."""
+    """Mono float64 chunks at ``sr`` from a WAV file path or binary file object (an iterator).  The header is
+    read and checked now; the samples as the chunks are consumed."""
     f, close = _open(source)
     where = os.fspath(source) if close else "<stream>"
     try:
         fmt = wav_info(f, where)
-        limit = fmt["data_bytes"] if fmt["data_bytes"] not in (0, 0xFFFFFFFF) else None  # streamed WAVs
-        yield from _chunks(f, where, kind=fmt["kind"], width=fmt["width"], channels=fmt["channels"],
-                           sr_in=fmt["sr"], sr=sr, limit=limit, chunk_frames=chunk_frames)
-    finally:
+    except BaseException:
         if close:
             f.close()
+        raise
+    limit = fmt["data_bytes"] if fmt["data_bytes"] not in (0, 0xFFFFFFFF) else None  # streamed WAVs
+    return _chunks(f, where, kind=fmt["kind"], width=fmt["width"], channels=fmt["channels"], sr_in=fmt["sr"],
+                   sr=sr, limit=limit, chunk_frames=chunk_frames, close=f.close if close else None)
 
 
 def read_raw(source, *, sr: int, format: str = "S16_LE", channels: int = 1, rate: int | None = None,
              chunk_frames: int = CHUNK_FRAMES):
-    """Yield mono float64 chunks at ``sr`` from headerless PCM (a path, a binary file object or '-' for
-    stdin).  ``format`` is arecord's name (S16_LE, S32_LE, S24_3LE, U8, FLOAT_LE); ``rate`` defaults to ``sr``."""
+    """Mono float64 chunks at ``sr`` from headerless PCM (a path, a binary file object or '-' for stdin; an
+    iterator).  ``format`` is arecord's name (S16_LE, S32_LE, S24_3LE, U8, FLOAT_LE); ``rate`` defaults to
+    ``sr``.  The flags and the file are checked now; the samples are read as the chunks are consumed."""
     if format not in RAW_FORMATS:
         raise AudioError(f"unknown raw format {format!r}; supported: {', '.join(RAW_FORMATS)}")
-    if not isinstance(channels, int) or not 1 <= channels <= 64:
-        raise AudioError(f"raw channels must be 1..64, got {channels!r}")
     rate = sr if rate is None else rate
-    if not isinstance(rate, int) or not 1000 <= rate <= 768000:
-        raise AudioError(f"raw rate must be 1000..768000 Hz, got {rate!r}")
+    for name, v in (("channels", channels), ("rate", rate)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise AudioError(f"raw {name} must be an integer, got {v!r}")
+    _check_layout("raw input", int(channels), int(rate))
     kind = "float" if format == "FLOAT_LE" else "pcm"
     width = {"S16_LE": 2, "S32_LE": 4, "U8": 1, "FLOAT_LE": 4, "S24_3LE": 3}[format]
     f, close = _open(source)
@@ -204,11 +256,12 @@ def read_raw(source, *, sr: int, format: str = "S16_LE", channels: int = 1, rate
         head = f.peek(4)[:4] if hasattr(f, "peek") else b""
         if head == b"RIFF":
             raise AudioError(f"{where}: this is a WAV file (RIFF header), not raw PCM: drop --raw")
-        yield from _chunks(f, where, kind=kind, width=width, channels=channels, sr_in=rate, sr=sr,
-                           chunk_frames=chunk_frames)
-    finally:
+    except BaseException:
         if close:
             f.close()
+        raise
+    return _chunks(f, where, kind=kind, width=width, channels=int(channels), sr_in=int(rate), sr=sr,
+                   chunk_frames=chunk_frames, close=f.close if close else None)
 
 
 def read_microphone(*, sr: int, seconds: float | None = None, device=None, block: int = 1600):
@@ -229,9 +282,8 @@ def read_microphone(*, sr: int, seconds: float | None = None, device=None, block
 
 
 def write_wav(path, y: np.ndarray, *, sr: int) -> None:
-    """16-bit PCM mono WAV (for sample clips and tests)."""
+    """16-bit PCM mono WAV (for sample clips and tests), written atomically."""
     v = np.clip(np.round(np.asarray(y, np.float64) * 32767.0), -32768, 32767).astype("<i2").tobytes()
     head = (b"RIFF" + struct.pack("<I", 36 + len(v)) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr,
             sr * 2, 2, 16) + b"data" + struct.pack("<I", len(v)))
-    with open(path, "wb") as f:
-        f.write(head + v)
+    write_atomic(path, head + v, error=AudioError)

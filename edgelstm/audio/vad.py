@@ -209,10 +209,15 @@ def _cache_dir() -> Path:
     return Path(base) / "edgelstm" / "vad"
 
 
-def silero_model(*, sr: int = 16000):
+def silero_model(*, sr: int = 16000, int8: bool = False):
     """silero-vad's model for ``sr`` (16000 or 8000) as an edgelstm Model taking plain windows (512 / 256 samples;
     a Context layer keeps the previous 64 / 32): imported from the package's ONNX file on first use, then loaded
-    from a cache keyed by that file's hash."""
+    from a cache keyed by that file's hash.
+
+    ``int8=True``: a Chain of the float front end (context, STFT conv, magnitude, encoder convs) and the int8
+    LSTM + head (``quantize_tail``), calibrated on bundled recorded speech and ambience; measured on recorded
+    speech and ambience it keeps 99.5% of the float decisions at 0.5, where a whole-int8 model keeps 96%
+    (bench/bench_vad.py)."""
     import hashlib
 
     import edgelstm as el
@@ -223,20 +228,61 @@ def silero_model(*, sr: int = 16000):
     src = silero_path()
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     cached = _cache_dir() / f"silero_vad_{sr}_{digest}_v{FORMAT_VERSION}.elstm"
+    model = None
     if cached.is_file():
         try:
-            return el.load(cached)
+            model = el.load(cached)
         except el.EdgeLSTMError:
             pass                       # a stale or damaged cache entry: convert again
-    from ..export import from_onnx
-    window = 512 if sr == 16000 else 256
-    model = prepend_context(from_onnx(src, bind={"sr": sr}), context=(64 if sr == 16000 else 32), size=window)
+    if model is None:
+        from ..export import from_onnx
+        window, context = (512, 64) if sr == 16000 else (256, 32)
+        # one call of the file = one window with the previous call's last samples in front; the file leaves that
+        # length dynamic, so it is given here
+        model = prepend_context(from_onnx(src, bind={"sr": sr}, shapes={"input": (1, context + window)}),
+                                context=context, size=window)
+        _save_cache(model, cached)
+    return _int8_tail(model, cached.with_name(cached.stem + "_int8tail.elstm"), sr) if int8 else model
+
+
+def _save_cache(model, path: Path) -> None:
+    import edgelstm as el
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        el.save(model, cached)
-    except OSError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        el.save(model, path)
+    except (OSError, el.ArtifactError):
         pass                           # a read-only home: run without the cache
-    return model
+
+
+def calibration_windows(*, sr: int, window: int, seed: int = 0) -> np.ndarray:
+    """(n, window) float32 windows for int8 calibration: 6 s of recorded speech and ambience bundled with the
+    package (``VAD_CALIBRATION``, made by scripts/make_vad_calibration.py), then generated noise at three levels
+    (the quiet gaps a VAD spends most of its time in)."""
+    from ..data import VAD_CALIBRATION
+    from .io import read_wav
+    parts = [np.concatenate(list(read_wav(VAD_CALIBRATION, sr=sr)))]
+    rng = np.random.default_rng(seed)
+    parts += [(rng.standard_normal(sr // 2) * level).astype(np.float32) for level in (0.001, 0.005, 0.02)]
+    x = np.concatenate(parts)
+    return x[:x.size // window * window].reshape(-1, window)
+
+
+def _int8_tail(model, cached: Path | None, sr: int):
+    """``model`` as float front + int8 tail, the tail from ``cached`` when it loads (None: no cache)."""
+    import edgelstm as el
+    from ..quantization import quantize_tail
+    from ..topologies import Chain
+    k = next(i for i, l in enumerate(model.spec.layers) if l.kind in ("lstm", "gru", "rnn"))
+    if cached is not None and cached.is_file():
+        try:
+            return Chain(el.Model(el.ModelSpec(layers=list(model.spec.layers[:k]))), el.load(cached))
+        except el.EdgeLSTMError:
+            pass                       # a stale or damaged cache entry: quantize again
+    window = 512 if sr == 16000 else 256
+    chain = quantize_tail(model, calibration=calibration_windows(sr=sr, window=window), start=k, progress=False)
+    if cached is not None:
+        _save_cache(chain.models[1], cached)
+    return chain
 
 
 class VAD:
@@ -244,20 +290,24 @@ class VAD:
 
     ``stream(chunks)`` takes any iterable of mono float chunks at ``sr`` and yields Segments as they become final;
     ``segments_file(path)`` reads a WAV (or raw PCM) and returns a VADSummary. Keyword parameters are silero's
-    ``get_speech_timestamps`` ones, with its defaults."""
+    ``get_speech_timestamps`` ones, with its defaults. ``int8=True`` runs the model's recurrent tail in int8
+    behind its float front end (``silero_model``); an int8 model given is used as it is."""
 
     def __init__(self, model=None, *, sr: int = 16000, threshold: float = 0.5, neg_threshold: float | None = None,
                  min_speech_duration_ms: float = 250, max_speech_duration_s: float = math.inf,
-                 min_silence_duration_ms: float = 100, speech_pad_ms: float = 30):
+                 min_silence_duration_ms: float = 100, speech_pad_ms: float = 30, int8: bool = False):
         import edgelstm as el
         if sr not in (8000, 16000):
             raise AudioError(f"the VAD runs at 8000 or 16000 Hz (silero's windows), not {sr}")
         self.sr = sr
         self.window = 512 if sr == 16000 else 256
         if model is None:
-            model = silero_model(sr=sr)
-        elif not hasattr(model, "stream"):
-            model = el.load(model)
+            model = silero_model(sr=sr, int8=int8)
+        else:
+            if not hasattr(model, "stream"):
+                model = el.load(model)
+            if int8 and not model.is_quantized:
+                model = _int8_tail(model, None, sr)
         if model.input_size != self.window or model.output_size != 1:
             raise ModelError(f"a VAD model takes one window of {self.window} samples and returns one probability; "
                              f"this one takes {model.input_size} and returns {model.output_size}")

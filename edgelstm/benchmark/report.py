@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import _write_atomic
-from ..errors import InputError
+from .._files import write_atomic
+from ..errors import ArtifactError, InputError
 from .peers import AGREE_ATOL, Skip
 
 REPORT_FILES = ("bench.json", "bench.md", "latency_per_model.png", "latency_vs_hidden.png",
@@ -39,7 +39,7 @@ LEGEND = "\n".join(["| column | meaning |", "|---|---|"] + [f"| {c} | {m} |" for
 # ---------------------------------------------------------------------------------------------- files
 def write_bytes(path, data: bytes) -> None:
     """``path`` written atomically: a crash leaves the old file or the new one, never a torn one."""
-    _write_atomic(path, data)
+    write_atomic(path, data, error=ArtifactError)
 
 
 def write_json(path, obj) -> None:

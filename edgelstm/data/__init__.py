@@ -11,6 +11,7 @@ DEMO_MODEL = DATA / "tagger_gru_int8.elstm"        # edgelstm demo's model, feat
 DEMO_FEATURES = DATA / "demo_features.npy"
 DEMO_LABELS = DATA / "demo_labels.npy"
 CALIBRATION = DATA / "calibration.npy"
+VAD_CALIBRATION = DATA / "vad_calibration.wav"    # recorded speech + ambience for the int8 VAD (sources: .json)
 
 __all__ = ["DATA", "AUDIO_MODEL", "AUDIO_MODEL_F32", "AUDIO_CALIBRATION", "SAMPLE_CLIP", "DEMO_MODEL",
-           "DEMO_FEATURES", "DEMO_LABELS", "CALIBRATION"]
+           "DEMO_FEATURES", "DEMO_LABELS", "CALIBRATION", "VAD_CALIBRATION"]

@@ -2,10 +2,38 @@
 
 Numba's on-disk cache checks only the source file of each cached function, not the files of the functions
 it calls (or of the modules whose globals it reads), so editing ``cells_int8.py`` would leave a cached ``program.py`` kernel running the old cells.
-On import we stamp a hash of all kernel sources and drop this package's cache files when it changes.
+On import we stamp a hash of all kernel sources into every directory Numba may cache them in (``_cache_dirs``:
+``NUMBA_CACHE_DIR``, the in-tree ``__pycache__``, the user-wide cache a read-only install falls back to) and
+drop this package's cache files there when it changes.
 """
 import hashlib
 from pathlib import Path
+
+
+def _cache_dirs(here: Path) -> set:
+    """The directory Numba caches this package's kernels in now, chosen by Numba's own locators (so
+    ``NUMBA_CACHE_DIR`` and the read-only fallback to the user-wide cache are followed; it creates it, as it
+    would on the first compile), plus every other location it may use that already exists."""
+    dirs = {here / "__pycache__"}
+    try:
+        from numba.core import caching, config
+    except ImportError:  # no Numba: nothing is cached
+        return dirs
+    try:
+        dirs.add(Path(caching.FunctionCache(_drop_stale_cache).cache_path))  # a function of this folder
+    except Exception:  # noqa: BLE001 - no usable location: Numba will not cache either
+        pass
+    for name in ("UserProvidedCacheLocator", "UserWideCacheLocator"):   # "_"-prefixed before Numba 0.60
+        locator = getattr(caching, name, None) or getattr(caching, "_" + name, None)
+        if locator is None or (name.startswith("UserProvided") and not config.CACHE_DIR):
+            continue
+        try:
+            path = Path(locator(_drop_stale_cache, str(here / "__init__.py")).get_cache_path())
+        except Exception:  # noqa: BLE001
+            continue
+        if path.is_dir():
+            dirs.add(path)
+    return dirs
 
 
 def _drop_stale_cache() -> None:
@@ -14,18 +42,19 @@ def _drop_stale_cache() -> None:
     # the record layout's constants are compiled into the kernels as globals, so its file counts too
     for src in sorted(here.glob("*.py")) + [here.parent / "config.py", here.parent / "program" / "layout.py"]:
         digest.update(src.read_bytes())
-    cache = here / "__pycache__"
-    stamp = cache / "edgelstm-kernels.stamp"
     want = digest.hexdigest()
-    try:
-        if stamp.exists() and stamp.read_text() == want:
-            return
-        cache.mkdir(exist_ok=True)
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            f.unlink(missing_ok=True)
-        stamp.write_text(want)
-    except OSError:  # read-only install: Numba falls back to its own cache locations
-        pass
+    for cache in _cache_dirs(here):
+        stamp = cache / "edgelstm-kernels.stamp"
+        try:
+            if stamp.exists() and stamp.read_text() == want:
+                continue
+            if not cache.is_dir():
+                cache.mkdir()
+            for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+                f.unlink(missing_ok=True)
+            stamp.write_text(want)
+        except OSError:  # not writable (a read-only install's own folder): Numba does not cache there either
+            pass
 
 
 _drop_stale_cache()

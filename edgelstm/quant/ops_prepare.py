@@ -48,8 +48,10 @@ def prepare_add(*, s_a, s_b, s_out, bits: int = 8):
 
 
 def prepare_mul(*, s_a, s_b, s_out):
-    """MUL int8: s_a * s_b / s_out in double."""
-    return _qm(_f32(s_a) * _f32(s_b) / _f32(s_out))
+    """MUL int8 / int16: s_a * s_b / s_out in FLOAT32, then widened (LiteRT's MUL Prepare multiplies and divides the
+    tensors' float scales; measured: tests/test_int16_ops.py)."""
+    f32 = np.float32
+    return _qm(float(f32(f32(s_a) * f32(s_b)) / f32(s_out)))
 
 
 def prepare_requantize(*, s_in, s_out):
