@@ -2,6 +2,10 @@
 """Audio tagging speed and memory, side by side with the obvious peer pipeline, in one run.
 
     nice -n 10 python bench/bench_audio_tag.py [--minutes 10] [--stream-minutes 60] [--json OUT.json]
+                                               [--model TAGGER.elstm] [--also OTHER.elstm ...]
+
+--model: the int8 tagger to measure (default: the bundled one); --also: ``edgelstm tag`` with other taggers on
+the same clip in the same run (e.g. the previous bundled one, scripts/lstm_tagger_out/audio_tagger.elstm).
 
 1. Builds a --minutes long 16 kHz WAV from the bundled sample clips (each repeated with a random gain and
    background noise) in a temp dir.
@@ -9,7 +13,9 @@
    wall clock from a subprocess -> real-time factor.
 3. peer:  librosa log-mel (melspectrogram + power_to_db, same parameters, whole file read with the stdlib
    ``wave``) + LiteRT running the same int8 model exported by ``to_tflite`` (fused sequence graph, 1000 frames
-   per invoke, state kept in its variable tensors), also a whole subprocess -> real-time factor.
+   per invoke, state kept in its variable tensors; a model with a context layer, like the CRNN tagger, takes
+   every state as an input and gives it back as an output: the peer carries them from invoke to invoke), also a
+   whole subprocess -> real-time factor.
 4. per-frame latency of the streaming path: push hop_length samples at a time (one new frame per push) through
    ``Tagger.stream`` -> median / p99 µs per frame (front end + model + event tracker).
 5. memory: --stream-minutes of generated audio pushed through ``Tagger.stream`` in 1 s chunks; peak RSS
@@ -60,8 +66,14 @@ PEER = textwrap.dedent('''
     T = 1000
     path = os.path.join(tempfile.mkdtemp(), "m.tflite"); to_tflite(m, path)
     it = Interpreter(model_path=path, num_threads=1)
-    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    ins, outs = it.get_input_details(), it.get_output_details()
+    i_in, i_out = ins[0]["index"], outs[0]["index"]
     it.resize_tensor_input(i_in, [1, T, m.input_size]); it.allocate_tensors()
+    # states as inputs/outputs (a context layer): start at each tensor's zero point (a zero state), then carried
+    out_idx = {d["name"]: d["index"] for d in outs}
+    carry = [(d["index"], out_idx.get(d["name"] + "_next", out_idx.get(d["name"]))) for d in ins[1:]]
+    for d in ins[1:]:
+        it.set_tensor(d["index"], np.full(d["shape"], d["quantization"][1], d["dtype"]))
     with wave.open(sys.argv[1]) as w:
         y = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
     S = librosa.feature.melspectrogram(y=y, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.hop_length, n_mels=fe.n_mels,
@@ -74,15 +86,26 @@ PEER = textwrap.dedent('''
     P = []
     for a in range(0, n, T):
         it.set_tensor(i_in, Xq[None, a:a + T]); it.invoke(); P.append(it.get_tensor(i_out)[0].copy())
+        for i, o in carry:
+            it.set_tensor(i, it.get_tensor(o))
     P = (np.concatenate(P)[:X.shape[0]].astype(np.float32) - ozp) * osc
     on = int((P >= 0.5).sum())
     print(json.dumps({"wall": time.perf_counter() - t0, "frames": int(X.shape[0]), "on": on}))
 ''')
 
 
-def latency(frames=3000):
+def tag_process(clip, model):
+    """Wall seconds of a whole `edgelstm tag CLIP --json --model MODEL` process (after one warm run), summary."""
+    cmd = [PY, "-m", "edgelstm", "tag", clip, "--json", "--model", str(model)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    t = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t, json.loads(out.splitlines()[-1])["summary"]
+
+
+def latency(model, frames=3000):
     from edgelstm.audio import Tagger
-    tg = Tagger()
+    tg = Tagger(model)
     hop = tg.frontend.hop_length
     rng = np.random.default_rng(1)
     y = rng.standard_normal(hop * (frames + 2)) * 0.05
@@ -98,9 +121,9 @@ def latency(frames=3000):
     return {"median_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)), "frames": len(us)}
 
 
-def memory(minutes):
+def memory(model, minutes):
     from edgelstm.audio import Tagger
-    tg = Tagger()
+    tg = Tagger(model)
     rng = np.random.default_rng(2)
     base = rng.standard_normal(16000) * 0.05
     rss = {}
@@ -118,36 +141,37 @@ def main():
     ap.add_argument("--minutes", type=int, default=10)
     ap.add_argument("--stream-minutes", type=int, default=60)
     ap.add_argument("--json")
+    ap.add_argument("--model", help="int8 tagger (default: the bundled one)")
+    ap.add_argument("--also", nargs="*", default=[], help="more taggers for edgelstm tag on the same clip")
     a = ap.parse_args()
     from edgelstm.data import AUDIO_MODEL
-    res = {}
+    model = a.model or AUDIO_MODEL
+    res = {"model": os.path.relpath(model)}
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, "clip.wav")
         secs = make_clip(clip, a.minutes)
         # one warm run each so both pipelines start from a warm OS file cache / Numba disk cache
-        subprocess.run([PY, "-m", "edgelstm", "tag", clip, "--json"], check=True, capture_output=True)
+        ours, summ = tag_process(clip, model)
+        subprocess.run([PY, "-c", PEER, clip, str(model)], check=True, capture_output=True)
         t = time.perf_counter()
-        out = subprocess.run([PY, "-m", "edgelstm", "tag", clip, "--json"], check=True, capture_output=True,
-                             text=True).stdout
-        ours = time.perf_counter() - t
-        summ = json.loads(out.splitlines()[-1])["summary"]
-        subprocess.run([PY, "-c", PEER, clip, str(AUDIO_MODEL)], check=True, capture_output=True)
-        t = time.perf_counter()
-        peer_out = json.loads(subprocess.run([PY, "-c", PEER, clip, str(AUDIO_MODEL)], check=True,
+        peer_out = json.loads(subprocess.run([PY, "-c", PEER, clip, str(model)], check=True,
                                              capture_output=True, text=True).stdout)
         peer = time.perf_counter() - t
+        also = {str(m): tag_process(clip, m) for m in a.also}
     res["clip_seconds"] = secs
     res["ours"] = {"process_wall_s": ours, "rtf": secs / ours, "events": summ["events"]}
     res["peer_librosa_litert"] = {"process_wall_s": peer, "rtf": secs / peer, "frames": peer_out["frames"]}
-    res["streaming_latency"] = latency()
-    res["memory"] = memory(a.stream_minutes)
+    res["also"] = {m: {"process_wall_s": w, "rtf": secs / w, "events": s["events"]} for m, (w, s) in also.items()}
+    res["streaming_latency"] = latency(model)
+    res["memory"] = memory(model, a.stream_minutes)
     print(json.dumps(res, indent=1))
     print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
           f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
+    for m, r in res["also"].items():
+        print(f"  edgelstm tag --model {m}: {r['rtf']:,.0f}x real time ({r['process_wall_s']:.2f} s process)")
     if a.json:
         write_json(a.json, res)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

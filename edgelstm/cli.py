@@ -158,6 +158,8 @@ def _layer_details(d: dict) -> str:
     if d["kind"] == "ops":
         ops = [o[0] for o in d["ops"]]
         return f"{len(ops)} TFLite ops ({', '.join(sorted(set(ops)))}), {len(d['state'])} state tensor(s)"
+    if "hidden_size" not in d:          # a front-end layer kind (context, conv1d, pad, ...): its fields
+        return ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("kind", "input_size", "output_size"))
     parts = [f"hidden {d['hidden_size']}"]
     if d.get("bidirectional"):
         parts.append("bidirectional")
@@ -201,7 +203,10 @@ def _model_info(model, path) -> dict:
     return {"path": os.fspath(path), "file_bytes": _file_size(path), "dtype": desc["dtype"],
             "input_size": desc["input_size"], "output_size": desc["output_size"],
             "parameters": desc["parameters"], "has_float_weights": bool(model.spec.has_weights),
-            "streamable": not model.spec.needs_whole_sequence, "layers": desc["layers"],
+            "streamable": not model.spec.needs_whole_sequence,
+            # front-end layer kinds describe their own fields only: every row gets its in/out sizes
+            "layers": [{**d, "input_size": layer.input_size, "output_size": layer.output_size}
+                       for d, layer in zip(desc["layers"], model.spec.layers)],
             "quantization": _quant_summary(model),
             "audio": model.audio.to_dict() if getattr(model, "audio", None) is not None else None}
 
@@ -210,10 +215,12 @@ def _audio_lines(audio: dict) -> list:
     fe = audio["frontend"]
     lines = [f"audio       tagger: {fe['sr']} Hz, n_fft {fe['n_fft']}, hop {fe['hop_length']}, {fe['n_mels']} mels "
              f"({fe['fmin']:g}-{fe['fmax']:g} Hz); edgelstm tag reads it",
-             f"  {'label':<12} {'onset':>6} {'offset':>7} {'min s':>6}"]
+             f"  {'label':<12} {'onset':>6} {'offset':>7} {'min s':>6} {'gap s':>6} {'smooth s':>8}"]
     for k, label in enumerate(audio["labels"]):
+        # min_gap / smoothing are optional in the file (absent = 0)
+        gap, smooth = (audio.get(f, [0.0] * len(audio["labels"]))[k] for f in ("min_gap", "smoothing"))
         lines.append(f"  {label:<12} {audio['onset'][k]:>6.2f} {audio['offset'][k]:>7.2f} "
-                     f"{audio['min_duration'][k]:>6.2f}")
+                     f"{audio['min_duration'][k]:>6.2f} {gap:>6.2f} {smooth:>8.2f}")
     return lines
 
 

@@ -1,4 +1,7 @@
-"""Deterministic recipe for the bundled audio tagger (edgelstm/data/audio_tagger*.elstm).
+"""Deterministic recipe for the FIRST audio tagger (synthetic data only; bundled until issue 19), now kept in
+scripts/lstm_tagger_out/ as a baseline: `edgelstm tag` bundles the CRNN of scripts/train_crnn_tagger.py.
+Its generators are reused by that recipe (synthesis for what has no recording) and the sample clips it picked
+(edgelstm/data/sample_{0,1,2}.wav) stay bundled.
 
     python scripts/train_audio_tagger.py            # generate data, train float LSTM, quantize, score
     python scripts/train_audio_tagger.py --quantize-only   # re-run only the int8 step (after kernel changes)
@@ -25,7 +28,8 @@ from edgelstm.audio.features import FrontEnd, LogMel
 from edgelstm.audio.io import write_wav, read_wav
 from edgelstm.audio.tagger import AudioConfig, DEFAULT_LABELS, score_frames
 
-DATA = Path(__file__).resolve().parents[1] / "edgelstm" / "data"
+DATA = Path(__file__).resolve().parents[1] / "edgelstm" / "data"       # the sample clips
+OUT = Path(__file__).resolve().parent / "lstm_tagger_out"               # the model, float source, calibration
 FE = FrontEnd()
 SR = FE.sr
 CLIP_S = 4.0
@@ -280,16 +284,16 @@ def report(title, model, X, Y):
 
 
 def quantize_step(X_hold=None, Y_hold=None):
-    f32 = el.load(DATA / "audio_tagger_f32.elstm")
-    calib = np.load(DATA / "audio_calibration.npy").astype(np.float32)
+    f32 = el.load(OUT / "audio_tagger_f32.elstm")
+    calib = np.load(OUT / "audio_calibration.npy").astype(np.float32)
     q = el.quantize(f32, calibration=calib, progress=False)
-    el.save(q, DATA / "audio_tagger.elstm", audio=f32.audio)
+    el.save(q, OUT / "audio_tagger.elstm", audio=f32.audio)
     print(q.fidelity)
     if X_hold is not None:
         pf = report("float32, held-out", f32, X_hold, Y_hold)
         pq = report("int8, held-out", q, X_hold, Y_hold)
         print(f"int8 vs float frame decisions equal: {100 * np.mean((pf >= .5) == (pq >= .5)):.2f}% of frame x class")
-    print(f"int8 model {os.path.getsize(DATA / 'audio_tagger.elstm')} bytes")
+    print(f"int8 model {os.path.getsize(OUT / 'audio_tagger.elstm')} bytes")
 
 
 def main():
@@ -306,18 +310,19 @@ def main():
         return
     if args.evaluate:
         Xh, Yh, _ = dataset(2, args.held_out_clips, held_out=True)
-        pf = report("float32, held-out", el.load(DATA / "audio_tagger_f32.elstm"), Xh, Yh)
-        pq = report("int8, held-out", el.load(DATA / "audio_tagger.elstm"), Xh, Yh)
+        pf = report("float32, held-out", el.load(OUT / "audio_tagger_f32.elstm"), Xh, Yh)
+        pq = report("int8, held-out", el.load(OUT / "audio_tagger.elstm"), Xh, Yh)
         print(f"int8 vs float frame decisions equal: {100 * np.mean((pf >= .5) == (pq >= .5)):.2f}% of frame x class")
         return
     print("generating data", file=sys.stderr)
     X, Y, _ = dataset(1, args.train_clips, held_out=False)
     Xh, Yh, clips = dataset(2, args.held_out_clips, held_out=True)
     f32 = train(X, Y, epochs=args.epochs)
-    el.save(f32, DATA / "audio_tagger_f32.elstm", audio=AudioConfig(frontend=FE, labels=list(LABELS)))
-    f32 = el.load(DATA / "audio_tagger_f32.elstm")
+    OUT.mkdir(exist_ok=True)
+    el.save(f32, OUT / "audio_tagger_f32.elstm", audio=AudioConfig(frontend=FE, labels=list(LABELS)))
+    f32 = el.load(OUT / "audio_tagger_f32.elstm")
     report("float32, train", f32, X, Y)
-    np.save(DATA / "audio_calibration.npy", X[:16].astype(np.float16))
+    np.save(OUT / "audio_calibration.npy", X[:16].astype(np.float16))
     quantize_step(Xh, Yh)
     # sample clips: held-out clips (unseen generators/voices) with the most classes present
     order = np.argsort([-(Yh[i].any(0).sum()) for i in range(len(clips))], kind="stable")[:3]

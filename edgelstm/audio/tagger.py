@@ -1,7 +1,8 @@
 """The tagging pipeline: audio chunks -> log-mel -> (int8) model -> per-frame probabilities -> events.
 
-Events close with hysteresis per class (on at ``onset``, off below ``offset``, kept if at least
-``min_duration`` seconds) and are yielded as soon as they close, so live input streams them.
+Events close with hysteresis per class (optionally on a causal moving mean of ``smoothing`` seconds: on at
+``onset``, off once below ``offset`` for ``min_gap`` seconds, kept if at least ``min_duration`` seconds) and
+are yielded as soon as they close, so live input streams them.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
+from ..config import NJIT_OPTS
 from ..errors import AudioError
 from ..ir.audio import AudioConfig
 from .features import LogMel
@@ -29,54 +32,103 @@ class Event:
                 "peak_confidence": round(self.peak_confidence, 4)}
 
 
+@njit(**NJIT_OPTS)
+def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, peak, frame0):
+    """One chunk of (T, C) float32 probabilities through every class's tracker; the state arrays are updated in
+    place.  Returns the events closed in this chunk, in closing order: (class, start frame, end frame, peak).
+
+    ring (W, C) holds the last W probabilities (frame f at row f % W); class c decides on the mean of its last
+    win[c] frames (fewer at stream start), recomputed each frame so the result does not depend on chunking or
+    stream length.  gap_start[c] is the first frame of the current dip below offset (-1: none); the event
+    closes when the dip reaches gap_frames[c] frames and ends where the dip began."""
+    out = []
+    W = ring.shape[0]
+    C = P.shape[1]
+    for t in range(P.shape[0]):
+        f = frame0 + t
+        for c in range(C):
+            ring[f % W, c] = P[t, c]
+        for c in range(C):
+            n = min(win[c], f + 1)
+            if n == 1:
+                p = P[t, c]
+            else:
+                acc = 0.0
+                for k in range(n):
+                    acc += np.float64(ring[(f - k) % W, c])
+                p = np.float32(acc / n)
+            if active[c]:
+                if p < offset[c]:
+                    if gap_start[c] < 0:
+                        gap_start[c] = f
+                    if f - gap_start[c] + 1 >= gap_frames[c]:
+                        out.append((c, start[c], gap_start[c], peak[c]))
+                        active[c] = False
+                        gap_start[c] = -1
+                else:
+                    gap_start[c] = -1
+                    if p > peak[c]:
+                        peak[c] = p
+            elif p >= onset[c]:
+                active[c] = True
+                start[c] = f
+                gap_start[c] = -1
+                peak[c] = p
+    return out
+
+
 class EventTracker:
-    """Hysteresis per class over streamed probability frames."""
+    """Per-class event decisions over streamed probability frames: optional causal smoothing, hysteresis
+    (``onset`` / ``offset``), dips shorter than ``min_gap`` bridged, events shorter than ``min_duration``
+    dropped.  State is fixed-size: the smoothing window and a few numbers per class."""
 
     def __init__(self, config: AudioConfig):
         self.cfg = config
         n = len(config.labels)
         self.onset = np.array(config.onset, np.float32)
         self.offset = np.array(config.offset, np.float32)
-        self.active = np.zeros(n, bool)
+        self.gap_frames = np.array(config.gap_frames, np.int64)
+        self.win = np.array(config.smoothing_frames, np.int64)
+        self.ring = np.zeros((int(self.win.max()), n), np.float32)
+        self.active = np.zeros(n, np.bool_)
         self.start = np.zeros(n, np.int64)
+        self.gap_start = np.full(n, -1, np.int64)
         self.peak = np.zeros(n, np.float32)
         self.frame = 0
         fe = config.frontend
         self.sec_per_frame = fe.hop_length / fe.sr
+        self.tail = (fe.n_fft - fe.hop_length) / fe.sr      # an event ends where its last frame's samples end
 
-    def _close(self, c: int, end_frame: int):
-        self.active[c] = False
-        start_s = self.start[c] * self.sec_per_frame
-        end_s = end_frame * self.sec_per_frame + (self.cfg.frontend.n_fft - self.cfg.frontend.hop_length) / self.cfg.frontend.sr
+    def _event(self, c: int, start_frame: int, end_frame: int, peak: float):
+        start_s = start_frame * self.sec_per_frame
+        end_s = end_frame * self.sec_per_frame + self.tail
         if end_s - start_s >= self.cfg.min_duration[c]:
-            return Event(self.cfg.labels[c], float(start_s), float(end_s), float(self.peak[c]))
+            return Event(self.cfg.labels[c], float(start_s), float(end_s), float(peak))
         return None
 
     def update(self, P: np.ndarray) -> list:
         """(T, n_classes) probabilities -> events closed within these frames, in closing order."""
-        out = []
-        if not self.active.any() and not (P >= self.onset).any():  # quiet chunk: nothing opens or closes
-            self.frame += P.shape[0]
-            return out
-        for p in P:
-            for c in range(p.shape[0]):
-                if self.active[c]:
-                    if p[c] < self.offset[c]:
-                        ev = self._close(c, self.frame)
-                        if ev:
-                            out.append(ev)
-                    elif p[c] > self.peak[c]:
-                        self.peak[c] = p[c]
-                elif p[c] >= self.onset[c]:
-                    self.active[c] = True
-                    self.start[c] = self.frame
-                    self.peak[c] = p[c]
-            self.frame += 1
-        return out
+        P = np.ascontiguousarray(P, np.float32)
+        if P.ndim != 2 or P.shape[1] != self.active.size:
+            raise AudioError(f"probabilities must be (frames, {self.active.size}), got {P.shape}")
+        closed = _track(P, self.onset, self.offset, self.gap_frames, self.win, self.ring, self.active,
+                        self.start, self.gap_start, self.peak, self.frame)
+        self.frame += P.shape[0]
+        return [ev for c, a, b, pk in closed for ev in [self._event(c, a, b, pk)] if ev]
 
     def flush(self) -> list:
-        """Close every open event at the current frame (end of stream, or before an error propagates)."""
-        return [ev for c in range(self.active.size) if self.active[c] for ev in [self._close(c, self.frame)] if ev]
+        """Close every open event (at the start of its current dip, if any, else at the current frame): end of
+        stream, or before an error propagates."""
+        out = []
+        for c in range(self.active.size):
+            if self.active[c]:
+                end = self.gap_start[c] if self.gap_start[c] >= 0 else self.frame
+                self.active[c] = False
+                self.gap_start[c] = -1
+                ev = self._event(c, int(self.start[c]), int(end), float(self.peak[c]))
+                if ev:
+                    out.append(ev)
+        return out
 
 
 @dataclass

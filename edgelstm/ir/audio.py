@@ -48,46 +48,88 @@ class FrontEnd:
         return cls(**{k: (int(v) if k in ints else float(v)) for k, v in d.items()})
 
 
+# bounds of the smoothing options: the tracker keeps a window of this many frames per class, so a file cannot
+# make it allocate more; a gap longer than a minute is no longer a dip
+MAX_SMOOTHING_FRAMES = 1000
+MAX_MIN_GAP_S = 60.0
+
+
 @dataclass
 class AudioConfig:
-    """What an audio model needs besides its weights; stored in the .elstm metadata under 'audio'."""
+    """What an audio model needs besides its weights; stored in the .elstm metadata under 'audio'.
+
+    Per class: an event opens when the (smoothed) probability reaches ``onset`` and closes once it has stayed
+    below ``offset`` for ``min_gap`` seconds (shorter dips are bridged; the event ends where the dip began);
+    events shorter than ``min_duration`` seconds are dropped.  ``smoothing`` is the length in seconds of a
+    causal moving mean over the class's probabilities before those decisions (0 = none).  ``min_gap`` and
+    ``smoothing`` are rounded to whole frames and are optional in the file (older files have neither)."""
     frontend: FrontEnd
     labels: list                      # one plain name per model output
     onset: list = None                # per class, probability that opens an event
     offset: list = None               # per class, probability below which it closes
     min_duration: list = None         # per class, seconds; shorter events are dropped
+    min_gap: list = None              # per class, seconds below offset before an event closes
+    smoothing: list = None            # per class, seconds of causal moving mean over the probabilities
+
+    OPTIONAL = ("min_gap", "smoothing")
 
     def __post_init__(self):
         n = len(self.labels)
         self.onset = [0.5] * n if self.onset is None else list(self.onset)
         self.offset = [0.3] * n if self.offset is None else list(self.offset)
         self.min_duration = [0.1] * n if self.min_duration is None else list(self.min_duration)
+        self.min_gap = [0.0] * n if self.min_gap is None else list(self.min_gap)
+        self.smoothing = [0.0] * n if self.smoothing is None else list(self.smoothing)
         if not isinstance(self.frontend, FrontEnd):
             raise AudioError("AudioConfig.frontend must be a FrontEnd")
         if n == 0 or not all(isinstance(s, str) and s and s.isprintable() for s in self.labels) \
                 or len(set(self.labels)) != n:
             raise AudioError("audio labels must be distinct non-empty names")
-        for name in ("onset", "offset", "min_duration"):
+        for name in ("onset", "offset", "min_duration") + self.OPTIONAL:
             v = getattr(self, name)
             if len(v) != n or not all(type(x) in (int, float) and math.isfinite(x) for x in v):
                 raise AudioError(f"audio {name} must be {n} finite numbers")
         for c in range(n):
             if not 0.0 <= self.offset[c] <= self.onset[c] <= 1.0 or self.min_duration[c] < 0:
                 raise AudioError(f"class {self.labels[c]!r}: need 0 <= offset <= onset <= 1, min_duration >= 0")
+            if not 0.0 <= self.min_gap[c] <= MAX_MIN_GAP_S:
+                raise AudioError(f"class {self.labels[c]!r}: need 0 <= min_gap <= {MAX_MIN_GAP_S:g} s")
+            if not (0.0 <= self.smoothing[c] and self.smoothing_frames[c] <= MAX_SMOOTHING_FRAMES):
+                raise AudioError(f"class {self.labels[c]!r}: need smoothing >= 0 and at most "
+                                 f"{MAX_SMOOTHING_FRAMES} frames")
+
+    def _frames(self, seconds) -> list:
+        return [max(1, int(round(s * self.frontend.sr / self.frontend.hop_length))) for s in seconds]
+
+    @property
+    def smoothing_frames(self) -> list:
+        """Per class, the moving mean's window in frames (1 = no smoothing)."""
+        return self._frames(self.smoothing)
+
+    @property
+    def gap_frames(self) -> list:
+        """Per class, frames below offset that close an event (1 = close at the first one)."""
+        return self._frames(self.min_gap)
 
     def to_dict(self) -> dict:
-        return {"frontend": self.frontend.to_dict(), "labels": list(self.labels), "onset": self.onset,
-                "offset": self.offset, "min_duration": self.min_duration}
+        d = {"frontend": self.frontend.to_dict(), "labels": list(self.labels), "onset": self.onset,
+             "offset": self.offset, "min_duration": self.min_duration}
+        for k in self.OPTIONAL:             # written only when used: files without them stay as they were
+            if any(getattr(self, k)):
+                d[k] = getattr(self, k)
+        return d
 
     @classmethod
     def from_dict(cls, d) -> "AudioConfig":
         keys = {"frontend", "labels", "onset", "offset", "min_duration"}
-        if not isinstance(d, dict) or set(d) != keys:
-            raise AudioError(f"audio metadata must be an object with keys {sorted(keys)}")
+        if not isinstance(d, dict) or not keys <= set(d) <= keys | set(cls.OPTIONAL):
+            raise AudioError(f"audio metadata must be an object with keys {sorted(keys)} "
+                             f"(and optionally {list(cls.OPTIONAL)})")
         if not isinstance(d["labels"], list):
             raise AudioError("audio labels must be a list")
-        for k in ("onset", "offset", "min_duration"):
-            if not isinstance(d[k], list):
+        for k in ("onset", "offset", "min_duration") + cls.OPTIONAL:
+            if k in d and not isinstance(d[k], list):
                 raise AudioError(f"audio {k} must be a list")
         return cls(frontend=FrontEnd.from_dict(d["frontend"]), labels=d["labels"], onset=d["onset"],
-                   offset=d["offset"], min_duration=d["min_duration"])
+                   offset=d["offset"], min_duration=d["min_duration"],
+                   **{k: d[k] for k in cls.OPTIONAL if k in d})

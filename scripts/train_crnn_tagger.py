@@ -1,0 +1,629 @@
+#!/usr/bin/env python
+"""CRNN audio tagger trained on real recordings under camera-like conditions (issue 19).
+
+    python scripts/fetch_real_audio.py                      # once: the recordings (see that script)
+    python scripts/train_crnn_tagger.py [--arch time|freq] [--out scripts/crnn_out]
+    python scripts/eval_crnn_tagger.py                      # calibrate on validation, score on test
+
+Data: 10 s scenes built from the TRAIN packages of scripts/fetch_real_audio.py (speech, alarm, knock, glass,
+music over real ambiences), plus synthesis where recordings are missing or scarce (sirens, smoke-alarm
+patterns, beep trains, steady tones, synthetic knocks/glass, a little espeak-ng speech; the generators of
+scripts/train_audio_tagger.py).  Every scene goes through a random camera chain (room reverb on the events,
+foreground at -5..+20 dB SNR over the bed, telephone band or cheap-mic response, AGC, compression, gain steps,
+clipping, mic self-noise) and then through the runtime's own streaming log-mel (edgelstm.audio.features), so
+training features are the features `edgelstm tag` computes.
+
+Model (one frame in, one probability vector out, streamable exactly; see ``stream_reference``):
+  --arch time: context(2 frames) -> Conv1d over time, channels = mels (k=3) + ReLU -> GRU -> Dense sigmoid
+  --arch freq: Conv1d over frequency (frame as (n_mels, 1)) x2 + ReLU -> GRU -> Dense sigmoid
+The input normalization is folded into the first layer, so raw log-mel dB go in.  Deterministic (seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fetch_real_audio as real           # noqa: E402  (scripts/ is not a package)
+import train_audio_tagger as synth        # noqa: E402
+
+from edgelstm.audio.features import FrontEnd, LogMel  # noqa: E402
+
+LABELS = real.LABELS                       # speech, alarm, knock, glass, music, background
+FG = LABELS[:-1]
+BG = len(LABELS) - 1
+FE = FrontEnd(n_mels=40)
+SR = FE.sr
+SCENE_S = 10.0
+N_FRAMES = 1 + (int(SCENE_S * SR) - FE.n_fft) // FE.hop_length
+OUT = Path(__file__).resolve().parent / "crnn_out"
+
+# gaps shorter than this (s) inside one event's activity are bridged: a sentence, a beep train, a knock
+# sequence, a piece of music are one event each
+BRIDGE_S = {"speech": 0.35, "alarm": 0.7, "knock": 0.3, "glass": 0.3, "music": 1.0}
+EVENT_WEIGHTS = {"speech": 0.28, "alarm": 0.24, "knock": 0.16, "glass": 0.10, "music": 0.22}
+SYNTH_SHARE = {"speech": 0.12, "alarm": 0.5, "knock": 0.3, "glass": 0.5, "music": 0.05}
+ALARM_FAMILIES = ["siren", "beep", "ring", "smoke_t3", "chirp_hop", "tone", "beep_train"]
+VOICES = synth.TRAIN_VOICES + synth.HELD_OUT["voices"]
+
+
+# ------------------------------------------------------------------------------------ sources
+
+class Pools:
+    """Real clips of one split, by label (float32 at 16 kHz), and their manifest rows."""
+
+    def __init__(self, split: str, cache: Path | None = None):
+        cache = cache or real.default_cache()
+        rows = [r for r in real.read_manifest(cache) if r["split"] == split]
+        clips = real.load_clips(cache, rows)
+        self.by_label = {c: [] for c in LABELS}
+        self.rows = {c: [] for c in LABELS}
+        for r, y in zip(rows, clips):
+            self.by_label[r["label"]].append(y)
+            self.rows[r["label"]].append(r)
+
+
+def alarm_synth(rng, dur):
+    fam = ALARM_FAMILIES[int(rng.integers(0, len(ALARM_FAMILIES)))]
+    n = int(dur * SR)
+    t = np.arange(n) / SR
+    if fam == "tone":           # a steady tone (test signals, buzzers)
+        return synth.harmonics(np.full(n, rng.uniform(400, 4000)), int(rng.integers(1, 4)), rng, 0.3)
+    if fam == "beep_train":     # regular on/off beeps, 0.05..0.6 s each
+        on, off = rng.uniform(0.05, 0.6), rng.uniform(0.05, 0.6)
+        gate = ((t % (on + off)) < on).astype(float)
+        return synth.harmonics(np.full(n, rng.uniform(500, 4000)), int(rng.integers(1, 3)), rng, 0.3) * gate
+    return synth.alarm(rng, fam, dur)
+
+
+def synth_event(rng, label, dur):
+    if label == "speech":
+        return synth.speech(rng, VOICES[int(rng.integers(0, len(VOICES)))], dur)
+    if label == "alarm":
+        return alarm_synth(rng, dur)
+    if label == "knock":
+        return synth.knock(rng, ["knock", "slam"][int(rng.integers(0, 2))], dur)
+    if label == "glass":
+        return synth.glass(rng, ["ping", "shards"][int(rng.integers(0, 2))], dur)
+    return synth.music(rng, ["additive", "pluck"][int(rng.integers(0, 2))], dur)
+
+
+def crop(rng, y, n):
+    """A random window of at most n samples."""
+    if y.size <= n:
+        return y
+    a = int(rng.integers(0, y.size - n + 1))
+    return y[a:a + n]
+
+
+def loop_to(rng, y, n):
+    """Tile a background clip (from a random phase) to exactly n samples with 50 ms crossfades."""
+    if y.size >= n:
+        return crop(rng, y, n).astype(np.float64)
+    out = np.zeros(n)
+    pos = -int(rng.integers(0, y.size))
+    fade = min(800, y.size // 4)
+    ramp = np.linspace(0, 1, fade) if fade else np.zeros(0)
+    while pos < n:
+        seg = y.astype(np.float64).copy()
+        if fade:
+            seg[:fade] *= ramp
+            seg[-fade:] *= ramp[::-1]
+        a, b = max(0, pos), min(n, pos + seg.size)
+        out[a:b] += seg[a - pos:b - pos]
+        pos += seg.size - fade
+    return out
+
+
+# ------------------------------------------------------------------------------------ camera chain
+
+def _sos_filter(sos, y):
+    from scipy.signal import sosfilt
+    return sosfilt(sos, y)
+
+
+def band_limit(rng, y):
+    from scipy.signal import butter
+    kind = rng.random()
+    if kind < 0.4:              # telephone band: 300-3400 Hz (an 8 kHz path)
+        sos = butter(4, [rng.uniform(250, 400), rng.uniform(3200, 3600)], btype="band", fs=SR, output="sos")
+        return _sos_filter(sos, y)
+    # cheap mic: low-frequency roll-off, early high cut, one resonance
+    y = _sos_filter(butter(2, rng.uniform(80, 500), btype="high", fs=SR, output="sos"), y)
+    y = _sos_filter(butter(4, rng.uniform(3000, 7500), btype="low", fs=SR, output="sos"), y)
+    from scipy.signal import iirpeak, tf2sos
+    f0 = rng.uniform(1000, 5000)
+    b, a = iirpeak(f0, rng.uniform(1, 4), fs=SR)
+    return y + rng.uniform(0.3, 1.5) * _sos_filter(tf2sos(b, a), y)
+
+
+def agc(rng, y):
+    """Camera AGC: slow level follower pulling the signal to a target level (lifts quiet room tone)."""
+    blk = 320
+    nb = max(1, y.size // blk)
+    rms = np.sqrt(np.mean(y[:nb * blk].reshape(nb, blk) ** 2, axis=1) + 1e-12)
+    tau = rng.uniform(0.2, 2.0) * SR / blk
+    a = math.exp(-1 / tau)
+    env = np.empty(nb)
+    e = rms[0]
+    for i in range(nb):
+        e = a * e + (1 - a) * rms[i] if rms[i] < e else 0.7 * e + 0.3 * rms[i]   # fast attack, slow release
+        env[i] = e
+    target = 10 ** (rng.uniform(-30, -15) / 20)
+    gain = np.clip(target / (env + 1e-9), 10 ** (-20 / 20), 10 ** (rng.uniform(10, 35) / 20))
+    g = np.interp(np.arange(y.size), np.arange(nb) * blk + blk / 2, gain)
+    return y * g
+
+
+def compress(rng, y):
+    thr = 10 ** (rng.uniform(-30, -10) / 20)
+    ratio = rng.uniform(2, 8)
+    a = np.abs(y)
+    over = a > thr
+    out = y.copy()
+    out[over] = np.sign(y[over]) * thr * (a[over] / thr) ** (1 / ratio)
+    return out * (1 / thr) ** (1 - 1 / ratio) * 10 ** (rng.uniform(-6, 0) / 20)
+
+
+def camera(rng, y):
+    if rng.random() < 0.45:
+        y = band_limit(rng, y)
+    if rng.random() < 0.35:
+        y = agc(rng, y)
+    if rng.random() < 0.25:
+        y = compress(rng, y)
+    if rng.random() < 0.2:      # gain step (someone touched the volume, AGC jump)
+        k = int(rng.integers(0, y.size))
+        y = y.copy()
+        y[k:] *= 10 ** (rng.choice([-1, 1]) * rng.uniform(6, 15) / 20)
+    rms = np.sqrt(np.mean(y ** 2)) + 1e-12
+    y = y / rms * 10 ** (rng.uniform(-50, -14) / 20)
+    if rng.random() < 0.15:     # clipping: drive the peaks 3..15 dB over full scale
+        y = y / (np.max(np.abs(y)) + 1e-12) * 10 ** (rng.uniform(3, 15) / 20)
+    y = y + rng.standard_normal(y.size) * 10 ** (rng.uniform(-90, -60) / 20)   # mic self-noise
+    return np.clip(y, -1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------ scenes
+
+def frame_energy(y, n_frames):
+    idx = np.arange(n_frames)[:, None] * FE.hop_length + np.arange(FE.n_fft)[None, :]
+    return np.sum(y[idx] ** 2, axis=1)
+
+
+def bridge(mask, gap_frames):
+    """Fill runs of False shorter than gap_frames that lie between two True frames."""
+    m = mask.copy()
+    on = np.flatnonzero(m)
+    if on.size < 2:
+        return m
+    gaps = np.flatnonzero(np.diff(on) > 1)
+    for g in gaps:
+        a, b = on[g], on[g + 1]
+        if b - a - 1 < gap_frames:
+            m[a:b] = True
+    return m
+
+
+def activity(ev_full, bed_e, label, n_frames):
+    """Frames where the event is present: within 30 dB of its own peak and not more than 6 dB under the
+    bed, then short gaps bridged."""
+    e = frame_energy(ev_full, n_frames)
+    if e.max() <= 0:
+        return np.zeros(n_frames, bool)
+    m = (e > e.max() * 1e-3) & (e > bed_e * 10 ** (-0.6))
+    return bridge(m, int(BRIDGE_S[label] * SR / FE.hop_length))
+
+
+def make_bed(rng, pools: Pools, n):
+    r = rng.random()
+    bgs = pools.by_label["background"]
+    if r < 0.7 and bgs:
+        bed = loop_to(rng, bgs[int(rng.integers(0, len(bgs)))], n)
+        if rng.random() < 0.3:       # two ambiences at once
+            bed = bed + loop_to(rng, bgs[int(rng.integers(0, len(bgs)))], n) * rng.uniform(0.2, 1)
+    elif r < 0.9:
+        bed = synth.noise(rng, n)
+    else:
+        bed = rng.standard_normal(n) * 1e-3     # a quiet room
+    return bed / (np.sqrt(np.mean(bed ** 2)) + 1e-12)
+
+
+def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True, silent=False):
+    """(samples, (N_FRAMES, 6) bool targets): events over a bed, through a camera chain.  silent: events over
+    digital silence, no camera chain (clean files, test tones, clips padded with zeros: log-mel frames at the
+    floor, -100 dB, which a camera's noise never gives)."""
+    n = int(SCENE_S * SR)
+    if silent:
+        bed = np.zeros(n)
+        camera_ok = False
+    else:
+        bed = make_bed(rng, pools, n) * 10 ** (rng.uniform(-45, -20) / 20)
+    bed_e = frame_energy(bed, N_FRAMES)
+    mix = bed.copy()
+    lab = np.zeros((N_FRAMES, len(LABELS)), bool)
+    if n_events is None:
+        n_events = int(rng.choice([0, 0, 1, 1, 1, 2, 2, 3]))
+    names = list(EVENT_WEIGHTS)
+    w = np.array([EVENT_WEIGHTS[k] for k in names])
+    for _ in range(n_events):
+        label = labels_only or names[int(rng.choice(len(names), p=w / w.sum()))]
+        dur = rng.uniform(0.4, 7.0) if label in ("speech", "music", "alarm") else rng.uniform(0.3, 3.0)
+        clips = pools.by_label[label]
+        if synth_ok and (not clips or rng.random() < SYNTH_SHARE[label]):
+            ev = synth_event(rng, label, dur)
+        else:
+            ev = crop(rng, clips[int(rng.integers(0, len(clips)))], int(dur * SR)).astype(np.float64)
+        if ev.size == 0 or not np.any(ev):
+            continue
+        if camera_ok and rng.random() < 0.5:
+            ev = synth.reverb(rng, ev)
+        snr = rng.uniform(-5, 20)
+        level = np.sqrt(np.mean(bed ** 2)) * 10 ** (snr / 20) if not silent else 10 ** (rng.uniform(-40, -10) / 20)
+        ev = ev / (np.sqrt(np.mean(ev ** 2)) + 1e-12) * level
+        a = int(rng.integers(0, max(1, n - ev.size)))
+        full = np.zeros(n)
+        full[a:a + ev.size] = ev[: n - a]
+        lab[:, LABELS.index(label)] |= activity(full, bed_e, label, N_FRAMES)
+        mix += full
+    lab[:, BG] = ~lab[:, :BG].any(axis=1)
+    if silent:
+        return np.clip(mix, -1, 1), lab
+    y = camera(rng, mix) if camera_ok else np.clip(mix / (np.max(np.abs(mix)) + 1e-12) * 0.5, -1, 1)
+    return y, lab
+
+
+_POOLS = {}
+
+
+def _scene_batch(args):
+    split, seed, count, silent_share = args
+    if split not in _POOLS:
+        _POOLS[split] = Pools(split)
+    rng = np.random.default_rng(seed)
+    X = np.empty((count, N_FRAMES, FE.n_mels), np.float16)
+    Y = np.empty((count, N_FRAMES, len(LABELS)), bool)
+    for i in range(count):
+        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share))
+        X[i] = LogMel(FE).push(y)
+        Y[i] = lab
+    return X, Y
+
+
+def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0):
+    """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share)."""
+    per = 50
+    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share) for k in range(math.ceil(count / per))]
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        parts = list(ex.map(_scene_batch, tasks))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# ------------------------------------------------------------------------------------ model
+
+def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru"):
+    import torch
+    from torch import nn
+
+    class CRNN(nn.Module):
+        """arch 'time': frames (B, T, M) -> context window (B, T, 3, M) -> Conv1d(M->C, k=3) over the window
+        -> ReLU -> GRU -> Linear.  arch 'freq': each frame as (M, 1) -> Conv1d(1->16, k=5, s=2) -> ReLU ->
+        Conv1d(16->24, k=3, s=2) -> ReLU -> flatten (position-major, channels last) -> GRU -> Linear."""
+
+        def __init__(self):
+            super().__init__()
+            self.arch = arch
+            self.register_buffer("mean", torch.zeros(n_mels))
+            self.register_buffer("std", torch.ones(n_mels))
+            if arch == "time":
+                self.context = 2
+                self.conv = nn.ModuleList([nn.Conv1d(n_mels, 64, 3)])
+                feat = 64
+            else:
+                self.context = 0
+                self.conv = nn.ModuleList([nn.Conv1d(1, 16, 5, stride=2), nn.Conv1d(16, 24, 3, stride=2)])
+                l1 = (n_mels - 5) // 2 + 1
+                l2 = (l1 - 3) // 2 + 1
+                feat = 24 * l2
+            self.cell = cell          # the attribute's name is the state dict's prefix: gru.* or lstm.*
+            setattr(self, cell, (nn.GRU if cell == "gru" else nn.LSTM)(feat, hidden, batch_first=True))
+            self.fc = nn.Linear(hidden, len(LABELS))
+
+        @property
+        def rnn(self):
+            return getattr(self, self.cell)
+
+        def features(self, x):
+            """(B, T, M) raw dB -> (B, T, F) per-frame conv features (what the GRU sees)."""
+            B, T, M = x.shape
+            x = (x - self.mean) / self.std
+            if self.arch == "time":
+                # the stream's context starts as zeros of the RAW input, i.e. -mean/std once normalized
+                pad = ((torch.zeros(B, self.context, M) - self.mean) / self.std)
+                w = torch.cat([pad, x], 1).unfold(1, self.context + 1, 1)       # (B, T, M, K)
+                h = self.conv[0](w.reshape(B * T, M, self.context + 1))           # (B*T, C, 1)
+                return torch.relu(h).reshape(B, T, -1)
+            h = x.reshape(B * T, 1, M)
+            for conv in self.conv:
+                h = torch.relu(conv(h))                                           # (B*T, C, L)
+            return h.transpose(1, 2).reshape(B, T, -1)                            # position-major
+
+        def forward(self, x, h0=None):
+            out, h = self.rnn(self.features(x), h0)
+            return self.fc(out), h
+
+    return CRNN()
+
+
+def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None,
+          pos_weight_max=8.0, fit_norm=True):
+    import torch
+    torch.manual_seed(seed)
+    flat = X.reshape(-1, X.shape[-1]).astype(np.float32)
+    if not fit_norm:        # fine-tuning: keep the loaded normalization
+        pass
+    elif model.arch == "time":
+        model.mean.copy_(torch.tensor(flat.mean(0)))
+        model.std.copy_(torch.tensor(flat.std(0) + 1e-3))
+    else:   # one scalar: folds exactly into a convolution over frequency
+        model.mean.fill_(float(flat.mean()))
+        model.std.fill_(float(flat.std() + 1e-3))
+    del flat
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(X) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    g = torch.Generator().manual_seed(seed)
+    pos_weight = class_pos_weight(Y, pos_weight_max, log)
+    best = (1e9, None)
+    for ep in range(epochs):
+        model.train()
+        t0 = time.time()
+        perm = torch.randperm(len(X), generator=g).numpy()
+        tot = 0.0
+        for b in range(0, len(X), batch):
+            idx = np.sort(perm[b:b + batch])
+            xb = torch.tensor(X[idx].astype(np.float32))
+            yb = torch.tensor(Y[idx].astype(np.float32))
+            logits, _ = model(xb)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(idx)
+        vl = evaluate_loss(model, Xv, Yv, pos_weight)
+        log(f"  epoch {ep + 1}/{epochs} train loss {tot / len(X):.4f} val loss {vl:.4f} ({time.time() - t0:.0f} s)")
+        if vl < best[0]:
+            best = (vl, {k: v.clone() for k, v in model.state_dict().items()})
+            if checkpoint is not None:      # a stopped run keeps its best epoch
+                torch.save(best[1], checkpoint)
+    model.load_state_dict(best[1])
+    return best[0]
+
+
+def class_pos_weight(Y, pos_weight_max, log=print):
+    """Class balance: positives of rare classes count more (capped); background positives are common."""
+    import torch
+    pos = Y.reshape(-1, Y.shape[-1]).mean(0)
+    pos_weight = torch.tensor(np.clip(0.5 / np.maximum(pos, 1e-3), 1.0, pos_weight_max), dtype=torch.float32)
+    pos_weight[BG] = 1.0
+    log(f"  positive frame share {np.round(pos, 3).tolist()} -> pos_weight {np.round(pos_weight.numpy(), 2).tolist()}")
+    return pos_weight
+
+
+def evaluate_loss(model, X, Y, pos_weight):
+    import torch
+    model.eval()
+    tot = 0.0
+    with torch.no_grad():
+        for b in range(0, len(X), 64):
+            logits, _ = model(torch.tensor(X[b:b + 64].astype(np.float32)))
+            tot += float(torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.tensor(Y[b:b + 64].astype(np.float32)), pos_weight=pos_weight)) * len(X[b:b + 64])
+    return tot / len(X)
+
+
+# ------------------------------------------------------------------------------------ export
+
+def export_layers(model) -> dict:
+    """Float weights with the normalization folded into the first conv: raw log-mel dB in.  Layout as the
+    runtime's layers will take them (see DATA.md / the report): conv weight (C_out, C_in/groups, K)."""
+    sd = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
+    mean, std = sd["mean"], sd["std"]
+    w0, b0 = sd["conv.0.weight"], sd["conv.0.bias"]
+    if model.arch == "time":        # channels = mels: per-channel normalization folds exactly
+        w = w0 / std[None, :, None]
+        b = b0 - np.einsum("oik,i->o", w, mean)
+    else:                           # scalar normalization: w/s, b - mu/s * sum(w)
+        w = w0 / std[0]
+        b = b0 - mean[0] * w.sum(axis=(1, 2))
+    out = {"conv0.weight": w, "conv0.bias": b}
+    for i in range(1, len(model.conv)):
+        out[f"conv{i}.weight"] = sd[f"conv.{i}.weight"]
+        out[f"conv{i}.bias"] = sd[f"conv.{i}.bias"]
+    for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        out[f"{model.cell}.{k}"] = sd[f"{model.cell}.{k}"]
+    out["dense.weight"], out["dense.bias"] = sd["fc.weight"], sd["fc.bias"]
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class StreamReference:
+    """The exported model run ONE FRAME AT A TIME in numpy, as the runtime will: a context buffer of the
+    previous raw frames (zeros at start), conv layers on the (L, C) view of the step's vector (flat index
+    l*C + c), GRU (PyTorch gate order r, z, n; n's recurrent term inside the reset gate) or LSTM (PyTorch gate
+    order i, f, g, o), Dense, sigmoid."""
+
+    def __init__(self, W: dict, arch: str, n_mels: int):
+        self.W = {k: v.astype(np.float64) for k, v in W.items()}
+        self.arch, self.M = arch, n_mels
+        self.context = 2 if arch == "time" else 0
+        self.strides = [1] if arch == "time" else [2, 2]
+        self.cell = "gru" if "gru.weight_hh_l0" in self.W else "lstm"
+        self.H = self.W[f"{self.cell}.weight_hh_l0"].shape[1]
+        self.reset()
+
+    def reset(self):
+        self.ctx = np.zeros(self.context * self.M)
+        self.h = np.zeros(self.H)
+        self.c = np.zeros(self.H)
+
+    @staticmethod
+    def conv1d(x_lc, w, b, stride):
+        """x (L, C_in) -> (L_out, C_out), valid padding, groups=1."""
+        K = w.shape[2]
+        L_out = (x_lc.shape[0] - K) // stride + 1
+        idx = np.arange(L_out)[:, None] * stride + np.arange(K)[None, :]
+        win = x_lc[idx]                                  # (L_out, K, C_in)
+        return np.einsum("lkc,ock->lo", win, w) + b
+
+    def step(self, frame):
+        x = np.asarray(frame, np.float64)
+        if self.arch == "time":
+            v = np.concatenate([self.ctx, x])            # (3*M,) = last 3 frames, oldest first
+            self.ctx = v[self.M:]
+            h = np.maximum(self.conv1d(v.reshape(self.context + 1, self.M), self.W["conv0.weight"],
+                                       self.W["conv0.bias"], 1), 0)
+        else:
+            h = x.reshape(self.M, 1)
+            for i, s in enumerate(self.strides):
+                h = np.maximum(self.conv1d(h, self.W[f"conv{i}.weight"], self.W[f"conv{i}.bias"], s), 0)
+        f = h.reshape(-1)
+        p = self.cell
+        W_ih, W_hh = self.W[f"{p}.weight_ih_l0"], self.W[f"{p}.weight_hh_l0"]
+        b_ih, b_hh = self.W[f"{p}.bias_ih_l0"], self.W[f"{p}.bias_hh_l0"]
+        gi, gh = W_ih @ f + b_ih, W_hh @ self.h + b_hh
+        H = self.H
+        if p == "lstm":
+            g = gi + gh
+            i, fg, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), _sigmoid(g[3 * H:])
+            self.c = fg * self.c + i * np.tanh(g[2 * H:3 * H])
+            self.h = o * np.tanh(self.c)
+        else:
+            r = _sigmoid(gi[:H] + gh[:H])
+            z = _sigmoid(gi[H:2 * H] + gh[H:2 * H])
+            n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
+            self.h = (1 - z) * n + z * self.h
+        return _sigmoid(self.W["dense.weight"] @ self.h + self.W["dense.bias"])
+
+
+def cost(model, n_mels: int) -> dict:
+    """Parameters and multiply-accumulates per frame (one streaming step)."""
+    params = sum(p.numel() for n, p in model.named_parameters())
+    macs = 0
+    if model.arch == "time":
+        c = model.conv[0]
+        macs += c.out_channels * c.in_channels * c.kernel_size[0]
+    else:
+        L = n_mels
+        for c in model.conv:
+            L = (L - c.kernel_size[0]) // c.stride[0] + 1
+            macs += L * c.out_channels * c.in_channels * c.kernel_size[0]
+    H, F = model.rnn.hidden_size, model.rnn.input_size
+    macs += (3 if model.cell == "gru" else 4) * H * (F + H) + model.fc.in_features * model.fc.out_features
+    return {"params": int(params), "macs_per_frame": int(macs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=["time", "freq"], default="time")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--cell", choices=["gru", "lstm"], default="gru")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--train-scenes", type=int, default=6000)
+    ap.add_argument("--val-scenes", type=int, default=400)
+    ap.add_argument("--epochs", type=int, default=14, help="0: export --init as it is (no training)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core box: 4x slower
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--pos-weight-max", type=float, default=8.0,
+                    help="cap of the positive-class loss weight (rare classes); lower = fewer false events")
+    ap.add_argument("--silent-share", type=float, default=0.0,
+                    help="share of scenes over digital silence without the camera chain (clean files, tones)")
+    ap.add_argument("--silent-scenes", type=int, default=0,
+                    help="append this many scenes over digital silence (and a tenth as many to validation)")
+    ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--features", type=Path, default=None,
+                    help="cache the generated features here (npz); reused when present")
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_lines = []
+
+    def log(s):
+        print(s, flush=True)
+        log_lines.append(s)
+
+    t0 = time.time()
+    silent = f"_silent{args.silent_share:g}" if args.silent_share else ""
+    feats = args.features or (real.default_cache() /
+                              f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}{silent}.npz")
+    if feats.is_file():
+        d = np.load(feats)
+        X, Y, Xv, Yv = d["X"], d["Y"], d["Xv"], d["Yv"]
+    else:
+        X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs, args.silent_share)
+        Xv, Yv = scenes("validation", args.val_scenes, args.seed + 2, args.jobs, args.silent_share)
+        np.savez(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
+    if args.silent_scenes:      # appended: cheap to make (no camera chain), a few seconds per hundred
+        n_val = max(1, args.silent_scenes // 10)
+        Xs, Ys = scenes("train", args.silent_scenes, args.seed + 3, args.jobs, 1.0)
+        Xsv, Ysv = scenes("validation", n_val, args.seed + 4, args.jobs, 1.0)
+        X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
+        Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
+    log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
+        f"({time.time() - t0:.0f} s to make)")
+    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell)
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
+    log(f"model {args.arch}: {cost(model, FE.n_mels)}")
+    t1 = time.time()
+    if args.epochs == 0:        # export only (e.g. the best checkpoint of a stopped run, given as --init)
+        vl = evaluate_loss(model, Xv, Yv, class_pos_weight(Y, args.pos_weight_max, log))
+    else:
+        vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
+                   checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
+                   fit_norm=args.init is None)
+    train_s = time.time() - t1
+    log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
+    W = export_layers(model)
+    # the streamed numpy reference must equal the batch PyTorch model (float64 vs float32: 1e-4)
+    ref = StreamReference(W, args.arch, FE.n_mels)
+    x = Xv[0].astype(np.float32)
+    with torch.no_grad():
+        p_batch = torch.sigmoid(model(torch.tensor(x[None]))[0][0]).numpy()
+    p_stream = np.stack([ref.step(f) for f in x])
+    err = float(np.max(np.abs(p_batch - p_stream)))
+    log(f"stream (numpy, frame by frame) vs batch (torch): max |dp| = {err:.2e}")
+    assert err < 1e-4, err
+    np.savez(args.out / "weights.npz", **W)
+    # whole validation scenes, consecutive frames: the context layer needs a real sequence
+    np.save(args.out / "calibration.npy", Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
+    meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
+            "context_frames": model.context, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
+            "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
+            "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
+            "silent_scenes": args.silent_scenes,
+            "init": str(args.init) if args.init else None}
+    (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
+    torch.save(model.state_dict(), args.out / "state_dict.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
