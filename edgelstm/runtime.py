@@ -348,10 +348,11 @@ class Model:
 
     def _kernel(self, *, frame: bool = False):
         from .kernels import announce_compile, program
+        entries = program.kernels_for(self._prep.prog)     # compiled for this model's layer kinds only
         if frame:
-            kernel = program.step_int8 if self.is_quantized else program.step_f32
+            kernel = entries.step_int8 if self.is_quantized else entries.step_f32
         else:
-            kernel = program.forward_int8 if self.is_quantized else program.forward_f32
+            kernel = entries.forward_int8 if self.is_quantized else entries.forward_f32
         announce_compile(kernel)
         return kernel
 
