@@ -16,7 +16,7 @@ kernels/ops_int8.py).
 import numpy as np
 from numba import njit
 
-from ..config import NJIT_OPTS
+from ..config import INLINE_OPTS, NJIT_OPTS
 from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
 from .pairwise import _dot_blocks
 
@@ -32,7 +32,7 @@ from ..program.layout import (  # noqa: F401  (the record layout lives in progra
 )
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def padded(n):
     return (n + PAD - 1) // PAD * PAD
 
@@ -63,7 +63,7 @@ def _dot_row_major(wq, w_off, rows, cols, v, v_off, acc, a_off):
         out[r] = s
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
     """The only MAC loop.  For each sequence n < nb, with its vector at v[ix[n * IXW + col] + add:]:
     acc[n * scr + r] = wrap32(sum_c W[row0 + r, c] * v[.. + c]) for r < rows (int32), W the matrix stored at
@@ -71,15 +71,20 @@ def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
     the stored matrix's sub-matrices (its layout key, ``layout.uses_blocks``): pairwise block layout and the
     vpmaddwd / smlal kernel (one pass over the weights for all nb vectors) when it is a multiple of
     BLOCK_ROWS, else the row-major loop per sequence."""
-    cp = padded(cols)
+    # one argument-type tuple for every call site (int64 throughout): literal or int32 arguments would each
+    # compile their own copy of the dot loops
+    cp = np.int64(padded(cols))
+    rows, cols, col, add, nb, scr = np.int64(rows), np.int64(cols), np.int64(col), np.int64(add), np.int64(nb), \
+        np.int64(scr)
     if unit % BLOCK_ROWS == 0:
-        _dot_blocks(wq, 2 * w_off + row0 * cp, rows, cp, cols, v, ix, col, add, nb, acc, scr)
+        _dot_blocks(wq, np.int64(2 * w_off + row0 * cp), rows, cp, cols, v, ix, col, add, nb, acc, scr)
         return
     for n in range(nb):
-        _dot_row_major(wq, w_off + row0 * cp, rows, cols, v, ix[n * IXW + col] + add, acc, n * scr)
+        _dot_row_major(wq, np.int64(w_off + row0 * cp), rows, cols, v, np.int64(ix[n * IXW + col] + add), acc,
+                       n * scr)
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _mbqm_split(x, mult, left, right):
     """``fixedpoint.mbqm`` with the shift pre-split (left = max(shift, 0), right = max(-shift, 0)) and every
     branch written as a select, so loops calling it vectorize.  Multipliers from QuantizeMultiplier are
@@ -93,12 +98,12 @@ def _mbqm_split(x, mult, left, right):
     return (hi >> right) + np.int64((hi & mask) > (mask >> 1) + ((hi >> 63) & 1))  # RDBPOT
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _shift_parts(shift):
     return np.int64(max(shift, 0)), np.int64(max(-shift, 0))
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumulate):
     """TFLite MatrixBatchVectorMultiplyAccumulate epilogue for int16 outputs, per gate block:
     gate = sat16(mbqm(wrap32(bias + acc)) + gate) (or + 0 for the first matmul into a gate:
@@ -120,7 +125,7 @@ def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumu
                 out[r] = min(max(v, -32768), 32767)
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _lut16_inplace(table, t_off, v):
     """v[i] = gemmlowp activation(v[i]) through its exhaustive 65,536-entry table (index raw + 32768)."""
     tab = table[t_off:t_off + 65536]
@@ -128,7 +133,7 @@ def _lut16_inplace(table, t_off, v):
         v[i] = tab[np.uint32(np.int32(v[i]) + 32768)]
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
     """TFLite VectorBatchVectorCwiseProductAccumulate: gate += mbqm(w_peep[row] * c) (saturating)."""
     p_off = prog[rec + LS_PEEP] + row * hidden
@@ -140,7 +145,7 @@ def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
         gate[r] = sat16(np.int64(v) + gate[r])
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
     """TFLite UpdateLstmCellInteger (no CIFG, no clip): c = sat16(int16(rdbpot(f*c, 15)) +
     int16(rdbpot(i*g, 30 + cell_exp))); gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""

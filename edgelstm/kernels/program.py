@@ -181,7 +181,7 @@ def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_st
             rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
             backward = d == 1 or (flags & FLAG_REVERSE) != 0
             for i in range(tc):
-                nb = 0
+                nb = np.int64(0)      # not a literal 0: the cell steps would compile once more for Literal[int](0)
                 for b in range(B):
                     left = lengths[b] - t0          # this sequence's frames from t0 on
                     if i < left:
@@ -212,7 +212,7 @@ def _views(work, hdr, B, weights):
     raise NotImplementedError("only callable from jitted code")
 
 
-@overload(_views, inline="always")
+@overload(_views)
 def _views_by_dtype(work, hdr, B, weights):
     elem, wide = (view_i16, view_i32) if weights.dtype == types.int16 else (view_f32, view_f32)
 
@@ -228,7 +228,7 @@ def _stage(staged, xb, t0, n, F, prog, weights):
     raise NotImplementedError("only callable from jitted code")
 
 
-@overload(_stage, inline="always")
+@overload(_stage)
 def _stage_by_dtype(staged, xb, t0, n, F, prog, weights):
     if weights.dtype == types.int16:
         def quantize(staged, xb, t0, n, F, prog, weights):
@@ -251,7 +251,7 @@ def _emit(yb, out, t0, n, tc, O, prog, weights):
     raise NotImplementedError("only callable from jitted code")
 
 
-@overload(_emit, inline="always")
+@overload(_emit)
 def _emit_by_dtype(yb, out, t0, n, tc, O, prog, weights):
     if weights.dtype == types.int16:
         def dequantize(yb, out, t0, n, tc, O, prog, weights):
