@@ -212,9 +212,12 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
             v = _mbqm_split(np.int64(prod[r]), m_hid, left, right) + zp_hid
             hid[r] = min(max(v, -128), 127)
         if not flags & FLAG_PROJ:
-            state[s_off:s_off + n_rec] = hid
+            # element loops, not slice assignments: those compile Numba's shape-mismatch error path (string
+            # formatting, ~1.5 s of a first compile) for a mismatch that cannot happen
             o_off = ix[n * IXW + IX_OUT]
-            seq[o_off:o_off + n_rec] = hid
+            for r in range(n_rec):
+                state[s_off + r] = hid[r]
+                seq[o_off + r] = hid[r]
     if flags & FLAG_PROJ:
         _dot_rows(wq, prog[rec + LS_PROJ], 0, n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
         b_off = prog[rec + LS_BPROJ]
@@ -234,7 +237,8 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
                 for r in range(n_rec):
                     h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
             o_off = ix[n * IXW + IX_OUT]
-            seq[o_off:o_off + n_rec] = h
+            for r in range(n_rec):
+                seq[o_off + r] = h[r]
 
 
 @njit(**NJIT_OPTS)
