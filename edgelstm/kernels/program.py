@@ -310,6 +310,20 @@ def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, 
     return status
 
 
+@njit(inline="always")
+def _step(x, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_):
+    """One step of each of the B sequences the work buffer holds: x (F,) or (B, F); the outputs (B, O) float32
+    land in work's W_Y region."""
+    hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
+    F = x.shape[-1]
+    B = x.size // F
+    O = np.int64(prog[G_OUT])
+    view_i32(work, hdr[W_LENGTHS], B)[:] = 1
+    y = view_f32(work, hdr[W_Y], B * O)
+    return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work, int8, lstm, gru, rnn, dense,
+                    ops, conv, map_)
+
+
 def _entries(kinds):
     """The four entry points compiled for the kind set ``kinds`` (see kind_marker): its flags are constants of
     these closures, which Numba's disk cache keys on."""
