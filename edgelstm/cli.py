@@ -429,6 +429,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_warmup(args) -> int:
+    for path in args.models or [os.fspath(AUDIO_MODEL)]:
+        t0 = time.perf_counter()
+        backend = _load_model(path).warmup()
+        print(f"{path}: ready ({backend}, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def cmd_tag(args) -> int:
     from edgelstm.audio import Tagger, TagSummary
     from edgelstm.audio.io import read_microphone, read_raw, read_wav
@@ -502,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="audio tagger .elstm (default: the bundled int8 model)")
     t.add_argument("--json", action="store_true", help="one JSON line per event, then a summary line")
     t.set_defaults(func=cmd_tag)
+
+    w = sub.add_parser("warmup", help="compile the JIT kernels of models ahead of their first use (the first run "
+                                      "on a Raspberry Pi otherwise spends minutes compiling)")
+    w.add_argument("models", nargs="*", metavar="MODEL", help=".elstm files (default: the bundled audio tagger)")
+    w.set_defaults(func=cmd_warmup)
 
     d = sub.add_parser("demo", help="stream the bundled int8 audio tagger over a demo sequence")
     d.add_argument("--model", help="model to run instead of the bundled int8 GRU tagger")

@@ -226,6 +226,20 @@ def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
     assert warm.text == ""
 
 
+def test_long_compile_prints_progress_until_compiled():
+    import time
+    import types
+    from edgelstm import kernels
+    fake = types.SimpleNamespace(signatures=[])
+    tty = _Tty(True)
+    thread = kernels._start_ticker(fake, tty, every=0.05)
+    time.sleep(0.3)
+    fake.signatures.append("(int8,)")      # the compile finished
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert tty.text.count("still compiling") >= 2 and tty.text.endswith("\n")
+
+
 def test_c_header_and_python_bindings_agree_on_the_format_version():
     header = (ROOT / "firmware_host" / "include" / "edgelstm.h").read_text()
     assert f"#define ELSTM_FORMAT_VERSION {native.FORMAT_VERSION}\n" in header

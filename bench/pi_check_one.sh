@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One emulated Pi (bench/pi_emulated.sh check ARCH): install as README "Raspberry Pi" says, compare with x86.
+set -euo pipefail
+arch=$1
+here="$(cd "$(dirname "$0")/.." && pwd)"
+root="${PI_CHROOTS:-/var/tmp/edgelstm-pi}"
+dir="$root/$arch"
+out="${PI_OUT:-$root/results}/$arch"
+[ -x "$dir/usr/bin/python3" ] || { echo "no chroot at $dir: run bench/pi_emulated.sh build $arch" >&2; exit 2; }
+mkdir -p "$out"
+export QEMU_CPU="${PI_CPU:-max}"      # arm64: dotprod (Pi 5 has it), so the sdot paths run
+host_py="${PYTHON:-python3}"
+
+# the package as a Pi user gets it: the clone's tracked files (no caches, no build outputs)
+rm -rf "$dir/root/edgelstm" && mkdir -p "$dir/root/edgelstm"
+(cd "$here" && git ls-files -z | xargs -0 tar -cf - 2>/dev/null) | tar -xf - -C "$dir/root/edgelstm"
+# the host's pip settings (a certificate bundle, an index mirror) reach the registry from the chroot too
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$dir/etc/pip.conf"
+[ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/ca-certificates.crt"
+cp /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
+for m in proc sys dev; do mountpoint -q "$dir/$m" || mount --rbind "/$m" "$dir/$m"; done
+trap 'for m in proc sys dev; do umount -R "$dir/$m" 2>/dev/null || true; done' EXIT
+in_pi() { chroot "$dir" /usr/bin/env -i HOME=/root PATH=/root/env/bin:/usr/bin:/bin LANG=C.UTF-8 \
+          QEMU_CPU="$QEMU_CPU" "$@"; }
+
+echo "== $arch: $(in_pi uname -m), $(in_pi python3 -c 'import platform,struct;print(platform.python_version(), 8*struct.calcsize("P"), "bit")')"
+echo "== install (README, Raspberry Pi)"
+t0=$(date +%s)
+in_pi bash -c 'cd /root/edgelstm && python3 -m venv --system-site-packages /root/env && /root/env/bin/pip install -q -e .' 2>&1 | tail -5
+echo "install: $(( $(date +%s) - t0 )) s; $(in_pi python3 -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")' 2>/dev/null || in_pi /root/env/bin/python -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")')"
+
+echo "== first run, cold caches (x86 host then $arch, the same hour)"
+cold() { "$@" bash -c 'export NUMBA_CACHE_DIR=$(mktemp -d); s=$(date +%s.%N); edgelstm tag --json > /tmp/tag.json; e=$(date +%s.%N);
+        python3 -c "import sys,os; t=os.times(); print(f\"wall {float(sys.argv[2])-float(sys.argv[1]):.1f} s, cpu {t.children_user+t.children_system:.1f} s\")" $s $e'; }
+echo "x86:   $(cold env PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
+echo "$arch: $(cold in_pi)"
+in_pi cat /tmp/tag.json > "$out/tag.json"
+edgelstm tag --json > "$out/tag_x86.json"
+if diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") >/dev/null; then
+  echo "edgelstm tag: events identical to x86 ($(grep -c '"event"' "$out/tag.json") events)"
+else echo "edgelstm tag: EVENTS DIFFER"; diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") || true; fi
+echo "warm run: $(in_pi bash -c 's=$(date +%s.%N); edgelstm tag >/dev/null; e=$(date +%s.%N); python3 -c "import sys; print(f\"{float(sys.argv[2])-float(sys.argv[1]):.1f} s\")" $s $e')"
+
+echo "== bit-exact outputs against x86"
+int8=""; in_pi python3 -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("numba") else 1)' 2>/dev/null || int8=--int8-only
+"$host_py" "$here/bench/pi_compare.py" save "$out/x86.npz" $int8 2>/dev/null
+in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz $int8 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi.npz"
+"$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi.npz" || true
+if [ -z "$int8" ]; then
+  echo "== native C backend (build-native) against x86"
+  in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native >/dev/null && python3 -c "from edgelstm.backends import native; print(\"dot path:\", native.library().elstm_dot_path().decode())"'
+  in_pi env EDGELSTM_BACKEND=native python3 /root/edgelstm/bench/pi_compare.py save /tmp/native.npz --int8-only 2>/dev/null && in_pi cat /tmp/native.npz > "$out/native.npz"
+  "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/native.npz" || true
+  echo "== the JIT's dot loop on this CPU"
+  in_pi python3 /root/edgelstm/bench/pairwise_asm.py 2>/dev/null | head -1 || true
+else
+  in_pi python3 -c "from edgelstm.backends import native; print('dot path:', native.library().elstm_dot_path().decode())"
+fi
