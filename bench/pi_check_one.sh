@@ -54,5 +54,10 @@ if [ -z "$int8" ]; then
   echo "== the JIT's dot loop on this CPU"
   in_pi python3 /root/edgelstm/bench/pairwise_asm.py 2>/dev/null | head -1 || true
 else
-  in_pi python3 -c "from edgelstm.backends import native; print('dot path:', native.library().elstm_dot_path().decode())"
+  in_pi python3 -c "from edgelstm.backends import native; print('dot path (built on first use):', native.library().elstm_dot_path().decode())"
+  echo "== the NEON (vmlal_s16) dot loop of a Pi 2 or later: build-native --cflag=-mfpu=neon"
+  in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native --cflag=-mfpu=neon'
+  in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/neon.npz --int8-only 2>/dev/null && in_pi cat /tmp/neon.npz > "$out/neon.npz"
+  "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/neon.npz" || true
+  in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native >/dev/null'   # back to the default build
 fi
