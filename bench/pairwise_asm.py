@@ -69,7 +69,7 @@ def main(argv):
         pto = llvm.create_pipeline_tuning_options(speed_level=3)
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
-        results[cpu] = _report(f"{triple.split('-')[0]} {cpu} ({isa} IR)", tm.emit_assembly(mod), full)
+        results[f"{cpu} {isa}"] = _report(f"{triple.split('-')[0]} {cpu} ({isa} IR)", tm.emit_assembly(mod), full)
     pairwise.FORCE_ISA = None
     if out:
         import json
