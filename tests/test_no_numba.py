@@ -67,3 +67,14 @@ def test_float_model_without_numba_is_a_clear_error():
                  "try:\n    m.stream()\nexcept el.ModelError as e:\n    print('ModelError:', e)\n")
     assert res.returncode == 0, res.stderr
     assert "ModelError: this float32 model needs Numba" in res.stdout
+
+
+def test_native_backend_tags_without_importing_numba():
+    """EDGELSTM_BACKEND=native with Numba installed: loading the audio tagger and tagging never import it."""
+    code = ("import sys, io, contextlib\nfrom edgelstm.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['tag']) == 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "EDGELSTM_BACKEND": "native"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
