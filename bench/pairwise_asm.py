@@ -1,6 +1,6 @@
 """Print the inner loop the pairwise matvec (kernels/pairwise._dot_blocks) compiles to, on this x86 host, for
-AVX2 (haswell; alderlake with AVX-VNNI, where LLVM fuses vpmaddwd + vpaddd into vpdpwssd) and for AArch64 (cortex-a76 with dotprod, cortex-a72 plain ARMv8), and count the multiply-add
-and int8 -> int16 widening instructions.
+AVX2 (haswell; alderlake with AVX-VNNI, where LLVM fuses vpmaddwd + vpaddd into vpdpwssd) and for AArch64
+(cortex-a76 with dotprod, cortex-a72 plain ARMv8), and count the multiply-add and int8 -> int16 widening instructions.
 
     python bench/pairwise_asm.py [--full] [--json bench/results/pairwise_asm.json]
 
