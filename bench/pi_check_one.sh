@@ -41,6 +41,12 @@ if diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") 
 else echo "edgelstm tag: EVENTS DIFFER"; diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") || true; fi
 echo "warm run: $(in_pi bash -c 's=$(date +%s.%N); edgelstm tag >/dev/null; e=$(date +%s.%N); python3 -c "import sys; print(f\"{float(sys.argv[2])-float(sys.argv[1]):.1f} s\")" $s $e')"
 
+if [ -n "${PI_BEFORE:-}" ]; then   # an older checkout (e.g. git archive of the base commit): its first run, same hour
+  rm -rf "$dir/root/before" && mkdir -p "$dir/root/before" && cp -a "$PI_BEFORE/." "$dir/root/before/"
+  echo "before, x86:   $(cold env PYTHONPATH="$PI_BEFORE" PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
+  echo "before, $arch: $(cold in_pi env PYTHONPATH=/root/before)"
+fi
+
 echo "== bit-exact outputs against x86"
 int8=""; in_pi python3 -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("numba") else 1)' 2>/dev/null || int8=--int8-only
 "$host_py" "$here/bench/pi_compare.py" save "$out/x86.npz" $int8 2>/dev/null
