@@ -2,7 +2,7 @@
 # One emulated Pi (bench/pi_emulated.sh check ARCH): install as README "Raspberry Pi" says, compare with x86.
 set -euo pipefail
 arch=$1
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="${PI_HERE:-$(cd "$(dirname "$0")/.." && pwd)}"
 root="${PI_CHROOTS:-/var/tmp/edgelstm-pi}"
 dir="$root/$arch"
 out="${PI_OUT:-$root/results}/$arch"
@@ -30,8 +30,8 @@ in_pi bash -c 'cd /root/edgelstm && python3 -m venv --system-site-packages /root
 echo "install: $(( $(date +%s) - t0 )) s; $(in_pi python3 -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")' 2>/dev/null || in_pi /root/env/bin/python -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")')"
 
 echo "== first run, cold caches (x86 host then $arch, the same hour)"
-cold() { "$@" bash -c 'export NUMBA_CACHE_DIR=$(mktemp -d); s=$(date +%s.%N); edgelstm tag --json > /tmp/tag.json; e=$(date +%s.%N);
-        python3 -c "import sys,os; t=os.times(); print(f\"wall {float(sys.argv[2])-float(sys.argv[1]):.1f} s, cpu {t.children_user+t.children_system:.1f} s\")" $s $e'; }
+cold() { "$@" bash -c 'export NUMBA_CACHE_DIR=$(mktemp -d); TIMEFORMAT="wall %1R s, cpu %1U s user + %1S s sys";
+        { time edgelstm tag --json > /tmp/tag.json 2>/dev/null; } 2>&1'; }
 echo "x86:   $(cold env PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
 echo "$arch: $(cold in_pi)"
 in_pi cat /tmp/tag.json > "$out/tag.json"
