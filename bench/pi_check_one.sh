@@ -26,7 +26,8 @@ in_pi() { chroot "$dir" /usr/bin/env -i HOME=/root PATH=/root/env/bin:/usr/bin:/
 echo "== $arch: $(in_pi uname -m), $(in_pi python3 -c 'import platform,struct;print(platform.python_version(), 8*struct.calcsize("P"), "bit")')"
 echo "== install (README, Raspberry Pi)"
 t0=$(date +%s)
-in_pi bash -c 'cd /root/edgelstm && python3 -m venv --system-site-packages /root/env && /root/env/bin/pip install -q -e .' 2>&1 | tail -5
+in_pi bash -c 'cd /root/edgelstm && { [ -x /root/env/bin/pip ] || python3 -m venv --system-site-packages /root/env; } &&
+               /root/env/bin/pip install -q -e .' 2>&1 | tail -5
 echo "install: $(( $(date +%s) - t0 )) s; $(in_pi python3 -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")' 2>/dev/null || in_pi /root/env/bin/python -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")')"
 
 echo "== first run, cold caches (x86 host then $arch, the same hour)"
