@@ -49,20 +49,36 @@ if [ -n "${PI_BEFORE:-}" ]; then   # an older checkout (e.g. git archive of the 
 fi
 
 echo "== bit-exact outputs against x86"
-int8=""; in_pi python3 -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("numba") else 1)' 2>/dev/null || int8=--int8-only
+int8=--int8-only; [ -n "${PI_FULL:-}" ] && int8=""   # PI_FULL=1: the float models too (JIT only; slow emulated)
+has_numba=""; in_pi python3 -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("numba") else 1)' 2>/dev/null && has_numba=1
+[ -z "$has_numba" ] && int8=--int8-only
 "$host_py" "$here/bench/pi_compare.py" save "$out/x86.npz" $int8 2>/dev/null
-in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz $int8 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi.npz"
-"$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi.npz" || true
-if [ -z "$int8" ]; then
-  echo "== native C backend (build-native) against x86"
-  in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native >/dev/null && python3 -c "from edgelstm.backends import native; print(\"dot path:\", native.library().elstm_dot_path().decode())"'
+if [ -n "$has_numba" ]; then
+  # a Pi 5 (Cortex-A76, dotprod): qemu-user does not show the emulated CPU in /proc/cpuinfo, so LLVM is told
+  sdot_env="NUMBA_CPU_NAME=cortex-a76 NUMBA_CPU_FEATURES=+neon,+dotprod,+fp-armv8,+crc,+lse,+rdm"
+  echo "-- JIT, $sdot_env"
+  in_pi env $sdot_env python3 -c 'from edgelstm.kernels import pairwise
+import re; from numba import njit; f = njit(pairwise._dot_blocks.py_func); f.compile("(int16[::1], int64, int64, int64, int64, int16[::1], int32[::1], int64, int64, int64, int32[::1], int64)")
+asm = f.inspect_asm(f.signatures[0]); ops = re.findall(r"\b(sdot|smlal2?|smull2?|sadalp)\b", asm)
+print("dot loop instructions:", {o: ops.count(o) for o in sorted(set(ops))}); open("/tmp/dot_sdot.s", "w").write(asm)'
+  in_pi cat /tmp/dot_sdot.s > "$out/dot_blocks_sdot.s" || true
+  in_pi env $sdot_env python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz $int8 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi_sdot.npz"
+  "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi_sdot.npz" || true
+  if [ -n "${PI_FULL:-}" ]; then
+    echo "-- JIT, the CPU qemu reports (the generic smlal path of a Pi 3 / 4)"
+    in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz $int8 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi.npz"
+    "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi.npz" || true
+  fi
+  echo "-- native C backend (build-native), int8 models"
+  in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native'
   in_pi env EDGELSTM_BACKEND=native python3 /root/edgelstm/bench/pi_compare.py save /tmp/native.npz --int8-only 2>/dev/null && in_pi cat /tmp/native.npz > "$out/native.npz"
   "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/native.npz" || true
-  echo "== the JIT's dot loop on this CPU"
-  in_pi python3 /root/edgelstm/bench/pairwise_asm.py 2>/dev/null | head -1 || true
 else
+  echo "-- no Numba: the C runtime built on first use"
+  in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz --int8-only 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi.npz"
+  "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi.npz" || true
   in_pi python3 -c "from edgelstm.backends import native; print('dot path (built on first use):', native.library().elstm_dot_path().decode())"
-  echo "== the NEON (vmlal_s16) dot loop of a Pi 2 or later: build-native --cflag=-mfpu=neon"
+  echo "-- the NEON (vmlal_s16) dot loop of a Pi 2 or later: build-native --cflag=-mfpu=neon"
   in_pi bash -c 'cd /root && python3 -m edgelstm.firmware_host build-native --cflag=-mfpu=neon'
   in_pi python3 /root/edgelstm/bench/pi_compare.py save /tmp/neon.npz --int8-only 2>/dev/null && in_pi cat /tmp/neon.npz > "$out/neon.npz"
   "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/neon.npz" || true
