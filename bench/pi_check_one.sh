@@ -57,10 +57,7 @@ if [ -n "$has_numba" ]; then
   # a Pi 5 (Cortex-A76, dotprod): qemu-user does not show the emulated CPU in /proc/cpuinfo, so LLVM is told
   sdot_env="NUMBA_CPU_NAME=cortex-a76 NUMBA_CPU_FEATURES=+neon,+dotprod,+fp-armv8,+crc,+lse,+rdm"
   echo "-- JIT, $sdot_env"
-  in_pi env $sdot_env python3 -c 'from edgelstm.kernels import pairwise
-import re; from numba import njit; f = njit(pairwise._dot_blocks.py_func); f.compile("(int16[::1], int64, int64, int64, int64, int16[::1], int32[::1], int64, int64, int64, int32[::1], int64)")
-asm = f.inspect_asm(f.signatures[0]); ops = re.findall(r"\b(sdot|smlal2?|smull2?|sadalp)\b", asm)
-print("dot loop instructions:", {o: ops.count(o) for o in sorted(set(ops))}); open("/tmp/dot_sdot.s", "w").write(asm)'
+  in_pi env $sdot_env python3 /root/edgelstm/bench/pi_sdot_check.py /tmp/dot_sdot.s
   in_pi cat /tmp/dot_sdot.s > "$out/dot_blocks_sdot.s" || true
   in_pi env $sdot_env python3 /root/edgelstm/bench/pi_compare.py save /tmp/pi.npz $int8 2>/dev/null && in_pi cat /tmp/pi.npz > "$out/pi_sdot.npz"
   "$host_py" "$here/bench/pi_compare.py" compare "$out/x86.npz" "$out/pi_sdot.npz" || true
