@@ -15,6 +15,7 @@ and ran occurred.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -46,6 +47,8 @@ def batch(args):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     for f in res["failures"]:
         f["file"] = path
+    # the largest resident set of any worker so far (a batch of one file's mutations runs in one worker)
+    res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return res
 
 
@@ -58,15 +61,29 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one batch may take")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--files", nargs="*", default=[],
+                    help="more model files to mutate (e.g. the recurrent ONNX models packages ship, or the crafted "
+                         "files of tests/onnx_crafted.py written out with --write-crafted DIR)")
+    ap.add_argument("--write-crafted", metavar="DIR", help="write tests/onnx_crafted.py's files to DIR and add them")
     args = ap.parse_args(argv)
-    formats = args.formats.split(",")
-    files = fixtures(formats)
+    formats = args.formats.split(",") if args.formats else []
+    files = fixtures(formats) + [os.path.abspath(f) for f in args.files]
+    if args.write_crafted:
+        sys.path.insert(0, str(TESTS))
+        from onnx_crafted import crafted
+        os.makedirs(args.write_crafted, exist_ok=True)
+        for name, m in crafted().items():
+            path = os.path.join(args.write_crafted, name + ".onnx")
+            Path(path).write_bytes(m.SerializeToString())
+            files.append(os.path.abspath(path))
     n_batches = -(-args.cases // args.batch)
     jobs = [(files[i % len(files)], args.seed + i, min(args.batch, args.cases - i * args.batch), args.timeout)
             for i in range(n_batches)]
     t0 = time.perf_counter()
     counts = {"refused": 0, "ran": 0, "crash": 0, "hang": 0}
     per_format = {}
+    per_file = {}
+    peak = 0.0
     failures = []
     with ThreadPoolExecutor(args.jobs) as pool:
         for k, (job, res) in enumerate(zip(jobs, pool.map(batch, jobs)), 1):
@@ -75,11 +92,16 @@ def main(argv=None) -> int:
                 counts[key] = counts.get(key, 0) + v
                 per_format.setdefault(fmt, {}).setdefault(key, 0)
                 per_format[fmt][key] += v
+            peak = max(peak, res.get("peak_rss_mib", 0))
+            pf = per_file.setdefault(os.path.basename(job[0]), {})
+            for key, v in res["counts"].items():
+                pf[key] = pf.get(key, 0) + v
             failures += res["failures"]
             sys.stderr.write(f"\r{k}/{len(jobs)} batches {json.dumps(counts)}")
             sys.stderr.flush()
     sys.stderr.write("\n")
     result = {"cases": args.cases, "formats": formats, "fixtures": [os.path.relpath(f, ROOT) for f in files],
+              "per_file": per_file, "peak_rss_mib": peak,
               "seed": args.seed, "batch": args.batch, "counts": counts, "per_format": per_format,
               "failures": len(failures), "failure_examples": failures[:10],
               "seconds": round(time.perf_counter() - t0, 1)}

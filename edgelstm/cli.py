@@ -437,26 +437,29 @@ def cmd_warmup(args) -> int:
     return 0
 
 
-def cmd_tag(args) -> int:
-    from edgelstm.audio import Tagger, TagSummary
+def _audio_chunks(args, sr: int, default: Path):
+    """(description, chunk iterator at ``sr``) of the one audio input the arguments name (``default``: none)."""
     from edgelstm.audio.io import read_microphone, read_raw, read_wav
-    t_start = time.perf_counter()
-    tagger = Tagger(args.model or AUDIO_MODEL)
-    sr = tagger.frontend.sr
     sources = sum(x is not None and x is not False for x in (args.audio, args.raw, args.mic or None))
     if sources > 1:
         raise CLIError("give one input: an AUDIO file, --raw FILE|- or --mic")
     if args.raw is not None:
         where = "<stdin>" if args.raw == "-" else args.raw
-        chunks = read_raw(args.raw, sr=sr, format=args.format, channels=args.channels, rate=args.rate)
-    elif args.mic:
-        where = "<microphone>"
-        chunks = read_microphone(sr=sr, seconds=args.seconds)
-    else:
-        if args.format != "S16_LE" or args.channels != 1 or args.rate is not None:
-            raise CLIError("--format/--channels/--rate describe headerless PCM: use them with --raw")
-        where = args.audio or os.fspath(SAMPLE_CLIP)
-        chunks = read_wav(where, sr=sr)
+        return where, read_raw(args.raw, sr=sr, format=args.format, channels=args.channels, rate=args.rate)
+    if args.mic:
+        return "<microphone>", read_microphone(sr=sr, seconds=args.seconds)
+    if args.format != "S16_LE" or args.channels != 1 or args.rate is not None:
+        raise CLIError("--format/--channels/--rate describe headerless PCM: use them with --raw")
+    where = args.audio or os.fspath(default)
+    return where, read_wav(where, sr=sr)
+
+
+def cmd_tag(args) -> int:
+    from edgelstm.audio import Tagger, TagSummary
+    t_start = time.perf_counter()
+    tagger = Tagger(args.model or AUDIO_MODEL)
+    sr = tagger.frontend.sr
+    where, chunks = _audio_chunks(args, sr, SAMPLE_CLIP)
     summary = TagSummary()
     if not args.json:
         print(f"tagging {where} with {args.model or AUDIO_MODEL} "
@@ -485,6 +488,49 @@ def cmd_tag(args) -> int:
     return 0
 
 
+def cmd_vad(args) -> int:
+    from edgelstm.audio.vad import VAD, VADSummary
+    t_start = time.perf_counter()
+    vad = VAD(args.model, sr=args.sr, threshold=args.threshold, min_speech_duration_ms=args.min_speech_ms,
+              max_speech_duration_s=args.max_speech_s, min_silence_duration_ms=args.min_silence_ms,
+              speech_pad_ms=args.speech_pad_ms)
+    where, chunks = _audio_chunks(args, vad.sr, SAMPLE_CLIP)
+    summary = VADSummary()
+    if not args.json:
+        print(f"speech in {where} ({'silero-vad' if args.model is None else args.model}, {vad.sr} Hz, "
+              f"{vad.window}-sample windows)")
+        print(f"  {'start s':>8} {'end s':>8}")
+    try:
+        for seg in vad.stream(chunks, summary=summary):
+            d = seg.to_dict()
+            sys.stdout.write(json.dumps(d) + "\n" if args.json else f"  {d['start']:>8.3f} {d['end']:>8.3f}\n")
+            sys.stdout.flush()    # live input: each segment shows as soon as it is final
+    finally:
+        sys.stdout.flush()
+    total = time.perf_counter() - t_start
+    rtf = summary.audio_seconds / total if total > 0 else float("inf")
+    info = {"summary": {"input": where, "segments": len(summary.segments), "audio_seconds": summary.audio_seconds,
+                        "windows": summary.windows, "wall_seconds": total,
+                        "pipeline_seconds": summary.wall_seconds, "real_time_factor": rtf}}
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+    else:
+        speed = f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"
+        print(f"{len(summary.segments)} speech segment(s) in {summary.audio_seconds:.2f} s of audio; "
+              f"{total:.3f} s wall (start-up included): {speed} real time")
+    return 0
+
+
+def _add_audio_input(p) -> None:
+    p.add_argument("audio", nargs="?", help="WAV file (PCM 8/16/24/32-bit or float, any rate/channels)")
+    p.add_argument("--raw", metavar="FILE", help="headerless PCM from FILE or - (stdin), e.g. from arecord")
+    p.add_argument("--format", default="S16_LE", help="raw sample format: S16_LE, S24_3LE, S32_LE, U8, FLOAT_LE")
+    p.add_argument("--channels", type=int, default=1, help="raw channel count (downmixed)")
+    p.add_argument("--rate", type=int, help="raw sample rate in Hz (default: the model's)")
+    p.add_argument("--mic", action="store_true", help="live microphone (needs sounddevice)")
+    p.add_argument("--seconds", type=float, help="with --mic: stop after this long")
+
+
 # ------------------------------------------------------------------------------------------ entry point
 
 class _Parser(argparse.ArgumentParser):
@@ -500,13 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tag", help="tag sounds (speech, alarm, knock, glass, music) in audio; default: a "
                                    "bundled clip with the bundled int8 model")
-    t.add_argument("audio", nargs="?", help="WAV file (PCM 8/16/24/32-bit or float, any rate/channels)")
-    t.add_argument("--raw", metavar="FILE", help="headerless PCM from FILE or - (stdin), e.g. from arecord")
-    t.add_argument("--format", default="S16_LE", help="raw sample format: S16_LE, S24_3LE, S32_LE, U8, FLOAT_LE")
-    t.add_argument("--channels", type=int, default=1, help="raw channel count (downmixed)")
-    t.add_argument("--rate", type=int, help="raw sample rate in Hz (default: the model's)")
-    t.add_argument("--mic", action="store_true", help="live microphone (needs sounddevice)")
-    t.add_argument("--seconds", type=float, help="with --mic: stop after this long")
+    _add_audio_input(t)
     t.add_argument("--model", help="audio tagger .elstm (default: the bundled int8 model)")
     t.add_argument("--json", action="store_true", help="one JSON line per event, then a summary line")
     t.set_defaults(func=cmd_tag)
@@ -515,6 +555,20 @@ def build_parser() -> argparse.ArgumentParser:
                                       "on a Raspberry Pi otherwise spends minutes compiling)")
     w.add_argument("models", nargs="*", metavar="MODEL", help=".elstm files (default: the bundled audio tagger)")
     w.set_defaults(func=cmd_warmup)
+
+    v = sub.add_parser("vad", help="speech segments (voice activity) in audio with silero-vad's model (pip install "
+                                   "'edgelstm[vad]') or --model")
+    _add_audio_input(v)
+    v.add_argument("--model", help="VAD .elstm taking one window (512 samples at 16 kHz, 256 at 8 kHz) -> speech "
+                                   "probability (default: silero-vad's model, converted once and cached)")
+    v.add_argument("--sr", type=int, default=16000, choices=(8000, 16000), help="the model's sample rate")
+    v.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (silero's default)")
+    v.add_argument("--min-speech-ms", type=float, default=250, help="drop shorter segments")
+    v.add_argument("--min-silence-ms", type=float, default=100, help="silence that ends a segment")
+    v.add_argument("--speech-pad-ms", type=float, default=30, help="padding each side of a segment")
+    v.add_argument("--max-speech-s", type=float, default=float("inf"), help="split longer segments")
+    v.add_argument("--json", action="store_true", help="one JSON line per segment {start, end, ...}, then a summary")
+    v.set_defaults(func=cmd_vad)
 
     d = sub.add_parser("demo", help="stream the bundled int8 audio tagger over a demo sequence")
     d.add_argument("--model", help="model to run instead of the bundled int8 GRU tagger")
@@ -565,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(a model file, or a sweep of LSTM/GRU/RNN sizes)")
     b.add_argument("model", nargs="?", help="model file to measure (default: the sweep)")
     b.add_argument("--quick", action="store_true", help="few calls; the sweep shrinks to LSTM I=40 H=64 (CI)")
-    b.add_argument("--kinds", help="sweep kinds, e.g. lstm,gru,rnn")
+    b.add_argument("--kinds", help="sweep kinds, e.g. lstm,gru,rnn; frontend: a silero-size conv front end + LSTM")
     b.add_argument("--input-sizes", help="sweep input sizes, e.g. 40,64")
     b.add_argument("--hidden-sizes", help="sweep hidden sizes, e.g. 32,64,128,256")
     b.add_argument("--peers", default="litert,onnxruntime,torch", help="peers to include (comma-separated)")

@@ -128,3 +128,24 @@ def encode_decode(encoder: Model, decoder: Model, X, *, steps: int, first_input,
     _, state = encoder.run(X, return_state=True)
     return generate(decoder, first_input, steps=steps, feedback=feedback,
                     initial_state=transfer_state(encoder, decoder, state))
+
+
+def prepend_context(model: Model, *, context: int, size: int) -> Model:
+    """``model`` with a Context layer in front: each step takes ``size`` new values and the model sees the
+    previous ``context`` values before them (kept in the stream state), as streaming audio models expect
+    (silero-vad: 512 new samples + 64 of context). ``model`` must take context + size values per step."""
+    from .ir.frontend import Context
+    if model.input_size != context + size:
+        raise ModelError(f"prepend_context: the model takes {model.input_size} values per step, not context "
+                         f"{context} + size {size}")
+    layers = [Context(size=size, context=context)] + list(model.spec.layers)
+    spec = ModelSpec(layers=layers, has_weights=model.spec.has_weights)
+    quant = None
+    if model.is_quantized:     # the context keeps its input's quantization: the model's own input quantization
+        quant = QuantParams(act=[model.quant.act[0]] + list(model.quant.act), layers=[[{}]] + list(model.quant.layers))
+    initial = model.initial_state
+    if initial is not None:
+        initial = State([[{"ctx": np.zeros(context, np.float32)}]] + list(initial))
+    out = Model(spec, quant, initial_state=initial)
+    out.audio = model.audio
+    return out

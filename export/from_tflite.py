@@ -4,6 +4,8 @@ Supported graphs (what the TF converter writes for a Keras LSTM stack with a Den
 int8 (8x8_16 LSTM):
     UNIDIRECTIONAL_SEQUENCE_LSTM [-> UNIDIRECTIONAL_SEQUENCE_LSTM ...] [-> FULLY_CONNECTED [-> LOGISTIC | TANH
     | SOFTMAX]]
+Files with WHILE loops (the converter's float32 sequence files of Keras GRU / SimpleRNN layers) are read by
+export/from_tflite_while.py into GRU / RNN layers; other control flow is refused by name.
 Any other graph is read as a step graph of plain builtin ops (export/from_tflite_graph.py: Keras cells with
 explicit state, int8 or float32) and becomes one op-graph layer; an unsupported op raises ``ImportModelError``
 naming it.  The file is parsed with the ``tflite`` schema package
@@ -41,18 +43,20 @@ _RELU = 1
 class _Graph:
     """The parts of one subgraph the importer reads, validated on access."""
 
-    def __init__(self, data: bytes, where: str):
+    def __init__(self, data: bytes, where: str, subgraph: int = 0):
         import tflite
 
         self.tflite = tflite
         self.where = where
+        self.data = data
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportModelError(f"{where}: not a TFLite flatbuffer (identifier {bytes(data[4:8])!r}, expected "
                                    f"b'TFL3')")
         self.model = tflite.Model.GetRootAsModel(data, 0)
-        if self.model.SubgraphsLength() != 1:
-            raise ImportModelError(f"{where}: expected one subgraph, got {self.model.SubgraphsLength()}")
-        self.g = self.model.Subgraphs(0)
+        if not 0 <= subgraph < self.model.SubgraphsLength():
+            raise ImportModelError(f"{where}: subgraph {subgraph} does not exist ({self.model.SubgraphsLength()} "
+                                   f"subgraphs)")
+        self.g = self.model.Subgraphs(subgraph)
         self.n_tensors = self.g.TensorsLength()
         self.n_buffers = self.model.BuffersLength()
         names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -74,6 +78,10 @@ class _Graph:
                 if not -1 <= t < self.n_tensors:
                     raise ImportModelError(f"{where}: operator {i} ({name}): tensor index {t} out of range")
             self.ops.append({"name": name, "op": op, "inputs": ins, "outputs": outs, "intermediates": inter})
+
+    def subgraph(self, k: int) -> "_Graph":
+        """Subgraph k of the same file (a WHILE loop's cond or body), read and checked like subgraph 0."""
+        return _Graph(self.data, self.where, k)
 
     def options(self, op, cls):
         o = cls()
@@ -282,6 +290,9 @@ def from_tflite(path, *, state=None) -> Model:
 
 def _import(data: bytes, where: str, state) -> Model:
     g = _Graph(data, where)
+    if g.model.SubgraphsLength() != 1:    # control flow: converter-made Keras GRU / SimpleRNN WHILE loops
+        from .from_tflite_while import import_while_graph
+        return import_while_graph(g, state=state, dense=_dense, activations=tuple(_ACT_OPS))
     names = [op["name"] for op in g.ops]
     if not names:
         raise ImportModelError(f"{where}: the graph has no operators")

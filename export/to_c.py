@@ -52,6 +52,9 @@ def records_header(features=None) -> str:
     lines.append(f"#define L_ZPS {L_ZPS}")
     lines.append("/* C op records: the used prefix of each op's fields (edgelstm/program/c_program.py C_OP_LEN) */")
     lines += [f"#define OPK_LEN_{n} {v}" for n, v in C_OP_LEN.items()]
+    from edgelstm.limits import c_macros
+    lines.append("/* What elstm_init accepts: the Python loader's limits (edgelstm/limits.py), one list */")
+    lines += c_macros()
     if features:
         lines += ["", "/* What this bundle's model uses: edgelstm.c compiles only these layer kinds and ops",
                   " * (build with -DELSTM_ALL_KINDS for a runtime that runs any model); elstm_init rejects anything",

@@ -44,7 +44,9 @@ _OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (44, 1, 1, 1), "FULLY_CONNECTED": (9, 5,
         "TANH": (28, 2, 1, 3), "SOFTMAX": (25, 2, 1, 3), "ADD": (0, 2, 1, 5), "SUB": (41, 2, 1, 5),
         "MUL": (18, 2, 1, 4), "RELU": (19, 2, 1, 3), "QUANTIZE": (114, 2, 1, 2), "DEQUANTIZE": (6, 2, 1, 2),
         "SLICE": (65, 2, 1, 4), "RESHAPE": (22, 1, 1, 1), "CONV_2D": (3, 3, 1, 4), "CAST": (53, 1, 1, 1),
-        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3)}
+        "REVERSE_V2": (105, 2, 1, 2), "CONCATENATION": (2, 2, 1, 3), "UNPACK": (88, 2, 1, 3),
+        "DEPTHWISE_CONV_2D": (4, 3, 1, 5), "PAD": (34, 2, 1, 3), "MIRROR_PAD": (100, 2, 1, 3),
+        "RELU6": (21, 2, 1, 3), "SQRT": (75, 2, 1, 2)}
 _ACT_OP = {"sigmoid": "LOGISTIC", "tanh": "TANH", "softmax": "SOFTMAX"}
 
 
@@ -678,16 +680,21 @@ def _opgraph(g: _GraphBuilder, graph, params: dict, k: int, x: int, quantized: b
     return y, [ids[si] for si, _ in graph.state], st_out
 
 
-def _conv_options(act: int):
+def _conv_options(act: int, *, stride: int = 1, dilation: int = 1, depth_multiplier: int | None = None):
+    """CONV_2D options (VALID padding; stride / dilation along W, the length axis of a (1, 1, L, C) frame), or
+    DEPTHWISE_CONV_2D options when depth_multiplier is given."""
     def build(b, T):
-        T.Conv2DOptionsStart(b)
-        T.Conv2DOptionsAddPadding(b, T.Padding.VALID)
-        T.Conv2DOptionsAddStrideW(b, 1)
-        T.Conv2DOptionsAddStrideH(b, 1)
-        T.Conv2DOptionsAddDilationWFactor(b, 1)
-        T.Conv2DOptionsAddDilationHFactor(b, 1)
-        T.Conv2DOptionsAddFusedActivationFunction(b, act)
-        return T.BuiltinOptions.Conv2DOptions, T.Conv2DOptionsEnd(b)
+        name = "Conv2D" if depth_multiplier is None else "DepthwiseConv2D"
+        getattr(T, f"{name}OptionsStart")(b)
+        getattr(T, f"{name}OptionsAddPadding")(b, T.Padding.VALID)
+        getattr(T, f"{name}OptionsAddStrideW")(b, stride)
+        getattr(T, f"{name}OptionsAddStrideH")(b, 1)
+        getattr(T, f"{name}OptionsAddDilationWFactor")(b, dilation)
+        getattr(T, f"{name}OptionsAddDilationHFactor")(b, 1)
+        getattr(T, f"{name}OptionsAddFusedActivationFunction")(b, act)
+        if depth_multiplier is not None:
+            T.DepthwiseConv2DOptionsAddDepthMultiplier(b, depth_multiplier)
+        return getattr(T.BuiltinOptions, f"{name}Options"), getattr(T, f"{name}OptionsEnd")(b)
     return build
 
 

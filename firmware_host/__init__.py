@@ -115,21 +115,26 @@ def _case_bytes(model, X, tables: bool = True) -> bytes:
                      w8.tobytes(), blob.tobytes(), np.ascontiguousarray(X, np.float32).tobytes()])
 
 
-def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False) -> Path:
-    """Compile the many-models test driver (harness/multi_runner.c) with the runtime; returns its path."""
+def build_runner(builddir, *, cc: str = "cc", cflags=None, ldflags=(), sanitize: bool = False,
+                 driver: str = "multi_runner.c", src=None) -> Path:
+    """Compile the many-models test driver (harness/multi_runner.c, or another ``driver`` in harness/: the fuzz
+    driver fuzz_runner.c) with the runtime (from ``src``, another copy of this directory, if given: an older
+    runtime); returns its path."""
     from edgelstm.export.to_c import RUNTIME_SOURCES, records_header
-    src = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
+    src = Path(src) if src else here
     builddir = Path(builddir)
     builddir.mkdir(parents=True, exist_ok=True)
-    for rel in RUNTIME_SOURCES + ("harness/multi_runner.c",):
+    for rel in RUNTIME_SOURCES:
         shutil.copyfile(src / rel, builddir / Path(rel).name)
+    shutil.copyfile(here / "harness" / driver, builddir / driver)
     (builddir / "elstm_records.h").write_text(records_header())
     if shutil.which(cc) is None:
         raise FirmwareError(f"C compiler {cc!r} not found on PATH")
     flags = list(STRICT_CFLAGS if cflags is None else cflags) + (SANITIZE_FLAGS if sanitize else [])
-    exe = builddir / "multi_runner"
+    exe = builddir / Path(driver).stem
     cmd = [cc, *flags, "-I", str(builddir), "-o", str(exe),
-           *[str(builddir / n) for n in ("multi_runner.c", "edgelstm.c", "elstm_io.c")], *ldflags, "-lm"]
+           *[str(builddir / n) for n in (driver, "edgelstm.c", "elstm_io.c")], *ldflags, "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise FirmwareError(f"{cc} failed ({res.returncode}):\n{res.stderr.strip()}")

@@ -1151,15 +1151,10 @@ def _ref_act64(v, act):
 def _ref_conv_acc(layer, xp, w, zp):
     """acc[l, o] = sum_k sum_i w[o, k, i] * (xp[l*stride + k*dilation, g(o)*Ig + i] - zp) over the padded rows."""
     O, K, Ig = w.shape
-    per_group = O // layer.groups
-    acc = np.zeros((layer.out_length, O), xp.dtype)
-    for l in range(layer.out_length):
-        for o in range(O):
-            g = o // per_group
-            for k in range(K):
-                row = xp[l * layer.stride + k * layer.dilation]
-                acc[l, o] += np.sum(w[o, k] * (row[g * Ig:(g + 1) * Ig] - zp))
-    return acc
+    G = layer.groups
+    pos = np.arange(layer.out_length)[:, None] * layer.stride + np.arange(K)[None, :] * layer.dilation
+    win = (xp[pos] - zp).reshape(layer.out_length, K, G, Ig)                    # (L_out, K, groups, Ig)
+    return np.einsum("lkgi,gpki->lgp", win, w.reshape(G, O // G, K, Ig)).reshape(layer.out_length, O)
 
 
 def ref_front_end_f64(layer, p, x, ctx):
@@ -1183,81 +1178,218 @@ def ref_front_end_f64(layer, p, x, ctx):
     return _ref_act64(acc, layer.activation).ravel(), None
 
 
-def ref_lut_int8(fn, s_in, zp_in, s_out, zp_out):
-    """LiteRT's int8 LOGISTIC / TANH (LUTPopulate): dequantize in float32, the function (expf / tanhf, correctly
-    rounded), times the float32 inverse output scale, rounded half away from zero, + zp_out, clamped."""
-    f32 = np.float32
-    inv = f32(1.0) / f32(s_out)
-    out = []
-    for q in range(-128, 128):
-        v = float(f32(f32(s_in) * f32(q - zp_in)))
-        if fn == "logistic":
-            e = f32(math.exp(-v)) if -v < 709 else f32(np.inf)
-            y = f32(1.0) / (f32(1.0) + e)
-        else:
-            y = f32(math.tanh(v))
-        out.append(_ref_clamp(_ref_round_away(float(f32(y * inv))) + zp_out, -128, 127))
-    return np.array(out, np.int64)
-
-
 def ref_front_end_prepare(layer, q, s_in, zp_in, s_out, zp_out):
-    """The integers an int8 front-end layer needs (LiteRT's Prepare, independent of edgelstm's)."""
+    """What an int8 front-end layer needs besides its input: act quantizations, conv weights (as LiteRT reads them)."""
     p = {"s_in": s_in, "zp_in": zp_in, "s_out": s_out, "zp_out": zp_out}
-    act = getattr(layer, "activation", "none")
-    lut = {"sigmoid": "logistic", "tanh": "tanh"}.get(act)
     if layer.kind == "conv1d":
-        pre = (float(np.float32(q["pre_scale"][0])), int(q["pre_zp"][0])) if lut else (s_out, zp_out)
-        p.update(w=_i64(q["w"]), b=_i64(q["b"]), pre=pre,
-                 m=[ref_quantize_multiplier(float(np.float32(s_in)) * float(np.float32(ws)) / float(np.float32(pre[0])))
-                    for ws in q["w_scale"]])
-        if lut:
-            p["table"] = ref_lut_int8(lut, pre[0], pre[1], s_out, zp_out)
-    elif layer.kind == "activation" and lut:
-        p["table"] = ref_lut_int8(lut, s_in, zp_in, s_out, zp_out)
+        lut = layer.activation in ("sigmoid", "tanh")
+        p.update(w=_i64(q["w"]), b=_i64(q["b"]), w_scale=np.asarray(q["w_scale"], np.float32),
+                 pre=(float(np.float32(q["pre_scale"][0])), int(q["pre_zp"][0])) if lut else (s_out, zp_out))
     return p
 
 
-def _ref_act_range(act, s, zp):
-    """CalculateActivationRangeQuantized (int8) for none / relu / relu6."""
-    def q(v):
-        return zp + _ref_round_away(float(np.float32(np.float32(v) / np.float32(s))))
-    lo, hi = {"none": (-128, 127), "relu": (q(0.0), 127), "relu6": (q(0.0), q(6.0))}[act]
-    return max(-128, lo), min(127, hi)
+def _ref_lut_front(act, x, s_in, zp_in, s_out, zp_out):
+    return _i64(ref_op_lut("logistic" if act == "sigmoid" else "tanh", _i64(x).ravel(), zp_in, s_in, s_out, zp_out))
 
 
 def ref_front_end_int8(lp, x, ctx):
-    """One int8 frame (int64 values) through a front-end layer as LiteRT computes it; returns (frame, ctx)."""
+    """One int8 frame (int64 values) through a front-end layer as LiteRT's reference resolver computes it (the
+    per-op references below); returns (frame, new context or None)."""
     layer, p = lp["layer"], lp["dirs"][0]
     kind = layer.kind
     x = _i64(x)
     if kind == "context":
         full = np.concatenate([ctx, x])
         return full, full[len(full) - layer.context:].copy()
-    if kind == "pad":
-        return _ref_padded_rows(x, layer.length, layer.channels, layer.left, layer.right, layer.mode == "reflect",
-                                p["zp_in"]).ravel(), None
+    if kind == "pad":      # PAD / MIRROR_PAD with equal quantizations (the runtime requires it)
+        return ref_pad_int8(x.reshape(layer.length, layer.channels), layer.left, layer.right, zp_out=p["zp_in"],
+                            mode=layer.mode).ravel(), None
     if kind == "activation":
         if layer.activation in ("sigmoid", "tanh"):
-            return p["table"][x + 128], None
-        lo, hi = _ref_act_range(layer.activation, p["s_in"], p["zp_in"])
-        return np.clip(x, lo, hi), None
-    if kind == "magnitude":      # DEQUANTIZE, MUL, ADD, SQRT, QUANTIZE, all float32
-        f32 = np.float32
+            return _ref_lut_front(layer.activation, x, p["s_in"], p["zp_in"], p["s_out"], p["zp_out"]), None
+        return ref_op_relu_int8(x, zp_in=p["zp_in"], s_in=p["s_in"], zp_out=p["zp_out"], s_out=p["s_out"],
+                                act=layer.activation), None
+    if kind == "magnitude":
         v = x.reshape(layer.length, 2, layer.channels)
-        out = []
-        for a, b in zip(v[:, 0].ravel(), v[:, 1].ravel()):
-            fa, fb = f32(f32(p["s_in"]) * f32(int(a) - p["zp_in"])), f32(f32(p["s_in"]) * f32(int(b) - p["zp_in"]))
-            m = f32(np.sqrt(f32(f32(fa * fa) + f32(fb * fb))))
-            out.append(_ref_clamp(_ref_round_away(float(f32(m / f32(p["s_out"])))) + p["zp_out"], -128, 127))
-        return np.array(out, np.int64), None
-    # conv1d: exact integer accumulator of (x - zp_in) * w + bias, per-channel MultiplyByQuantizedMultiplier
-    xp = _ref_padded_rows(x, layer.length, layer.in_channels, layer.pad_left, layer.pad_right,
-                          layer.pad_mode == "reflect", p["zp_in"])
-    acc = vwrap32(_ref_conv_acc(layer, xp, p["w"], p["zp_in"]) + p["b"])
-    y = np.zeros(acc.shape, np.int64)
-    for o, (m, sh) in enumerate(p["m"]):
-        y[:, o] = vmbqm(acc[:, o], m, sh)
-    if layer.activation in ("sigmoid", "tanh"):
-        return p["table"][np.clip(y + p["pre"][1], -128, 127) + 128].ravel(), None
-    lo, hi = _ref_act_range(layer.activation, p["s_out"], p["zp_out"])
-    return np.clip(y + p["zp_out"], lo, hi).ravel(), None
+        return ref_magnitude_int8(v[:, 0].ravel(), v[:, 1].ravel(), s_in=p["s_in"], zp_in=p["zp_in"],
+                                  s_out=p["s_out"], zp_out=p["zp_out"]), None
+    xp = ref_pad_int8(x.reshape(layer.length, layer.in_channels), layer.pad_left, layer.pad_right,
+                      zp_out=p["zp_in"], mode=layer.pad_mode)
+    act, (s_pre, zp_pre) = layer.activation, p["pre"]
+    mult = layer.out_channels // layer.in_channels if layer.depthwise else None
+    y = ref_conv1d_int8(xp, zp_in=p["zp_in"], w=p["w"][:, :, 0] if mult else p["w"], b=p["b"], s_in=p["s_in"],
+                        w_scale=p["w_scale"], s_out=s_pre, zp_out=zp_pre,
+                        act="none" if act in ("sigmoid", "tanh") else act, stride=layer.stride,
+                        dilation=layer.dilation, depth_multiplier=mult)
+    if act in ("sigmoid", "tanh"):
+        return _ref_lut_front(act, y, s_pre, zp_pre, p["s_out"], p["zp_out"]), None
+    return y.ravel(), None
+
+
+# ---- LiteRT's int8 conv front-end ops (CONV_2D / DEPTHWISE_CONV_2D over a (1, 1, L, C) frame, PAD, MIRROR_PAD,
+# RELU / RELU6, the float magnitude chain), one formula per op and per resolver, as measured on ai-edge-litert 2.3
+# (docs/litert_conv_measurements.md, tests/test_litert_conv_ops.py). numpy int64 / float32, independent of edgelstm.
+# resolver: "ref" = BUILTIN_REF, "opt" = BUILTIN_WITHOUT_DEFAULT_DELEGATES (x86 AVX2 build), "xnn" = AUTO (XNNPACK).
+
+def ref_conv_multipliers(s_in, w_scale, s_out):
+    """Per output channel (m, shift) = QuantizeMultiplier(double(s_in) * double(w_scale[c]) / double(s_out)), the
+    scales float32 values (kernel_util.cc PopulateConvolutionQuantizationParams). -> (m (O,), shift (O,)) int64."""
+    f = lambda v: float(np.float32(v))                                       # noqa: E731
+    ms = [ref_quantize_multiplier(f(s_in) * f(ws) / f(s_out)) for ws in np.ravel(w_scale)]
+    return _i64([m for m, _ in ms]), _i64([s for _, s in ms])
+
+
+def ref_xnn_conv_scale(s_in, w_scale, s_out):
+    """XNNPACK's per-channel requantization scale: float32 (s_in * w_scale[c]) / s_out, left to right."""
+    f32 = np.float32
+    return (f32(s_in) * np.asarray(w_scale, f32)) / f32(s_out)
+
+
+def ref_conv_acc(x, zp_in, w, b, *, stride=1, dilation=1, depth_multiplier=None):
+    """int32 accumulators (L_out, O) of a VALID conv along the length of x (L, C) int8 values:
+    acc[l, o] = wrap32(b[o] + sum_k sum_i w[o, k, i] * (x[l*stride + k*dilation, i] - zp_in)); depthwise
+    (depth_multiplier given, w (O, K)): output channel o reads input channel o // depth_multiplier."""
+    x, w = _i64(x) - int(zp_in), _i64(w)
+    O, K = w.shape[:2]
+    n_out = (x.shape[0] - dilation * (K - 1) - 1) // stride + 1
+    acc = np.zeros((n_out, O), np.int64) + _i64(b)
+    for k in range(K):
+        rows = x[k * dilation:k * dilation + (n_out - 1) * stride + 1:stride]        # (n_out, C)
+        acc += rows[:, np.arange(O) // depth_multiplier] * w[:, k] if depth_multiplier else rows @ w[:, k, :].T
+    return vwrap32(acc)
+
+
+def ref_mbqm_up(x, m, s):
+    """MultiplyByQuantizedMultiplier with the final shift rounding ties UP (toward +inf), not away from zero:
+    r = SRDHM(wrap32(x << max(s, 0)), m); (r + 2^(e-1)) >> e, e = max(-s, 0) -- ruy's AVX2 kernel
+    (CONV_2D "opt") and the NEON (NEON_2_SSE on x86) vqrdmulh + vrshl of optimized_ops::Quantize (depthwise "opt")."""
+    s = _i64(s)
+    e = np.maximum(-s, 0)
+    r = vsrdhm(vwrap32(_i64(x) * (np.int64(1) << np.maximum(s, 0))), m)
+    return (r + np.where(e > 0, np.int64(1) << np.maximum(e - 1, 0), 0)) >> e
+
+
+def ref_requant_xnn(acc, scale):
+    """XNNPACK's fp32 requantization: round-half-to-even(float32(float32(acc) * scale))."""
+    v = (_i64(acc).astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
+    return np.rint(v).astype(np.int64)
+
+
+def ref_conv_act_range(act, s_out, zp_out, *, resolver="ref"):
+    """Output clamp of a fused NONE / RELU / RELU6: LiteRT zp + round_half_away(float32(f / s_out)); XNNPACK
+    lrintf(float32(f / s_out) + zp) (ties to even, so 6/s_out on a .5 can land one lower)."""
+    if resolver != "xnn":
+        return _ref_act_range({"none": 0, "relu": 1, "relu6": 3}[act], s_out, zp_out)
+    f32 = np.float32
+    q = lambda v: int(np.rint(f32(f32(f32(v) / f32(s_out)) + f32(zp_out))))  # noqa: E731
+    lo, hi = {"none": (-128, 127), "relu": (q(0.0), 127), "relu6": (q(0.0), q(6.0))}[act]
+    return max(-128, lo), min(127, hi)
+
+
+def ref_conv1d_int8(x, *, zp_in, w, b, s_in, w_scale, s_out, zp_out, act="none", stride=1, dilation=1,
+                    depth_multiplier=None, resolver="ref"):
+    """LiteRT's CONV_2D (w (O, K, C)) or DEPTHWISE_CONV_2D (depth_multiplier given, w (O, K)) int8 per-channel,
+    VALID, over x (L, C) int8 values -> (L_out, O) int8 values, as `resolver` computes it:
+      ref: MBQM (double rounding, ties away);  opt CONV_2D: ref_mbqm_up (ruy);  opt DEPTHWISE: ref_mbqm_up on
+      the first 8 * (O // 8) channels, MBQM on the O % 8 last (NEON-emulated blocks of 8, then a scalar tail);
+      xnn: float32 requantization (ref_requant_xnn) with XNNPACK's clamp."""
+    acc = ref_conv_acc(x, zp_in, w, b, stride=stride, dilation=dilation, depth_multiplier=depth_multiplier)
+    m, s = ref_conv_multipliers(s_in, w_scale, s_out)
+    if resolver == "ref":
+        v = vmbqm(acc, m, s)
+    elif resolver == "opt":
+        up = np.arange(acc.shape[1]) < (acc.shape[1] // 8 * 8 if depth_multiplier else acc.shape[1])
+        v = np.where(up, ref_mbqm_up(acc, m, s), vmbqm(acc, m, s))
+    elif resolver == "xnn":
+        v = ref_requant_xnn(acc, ref_xnn_conv_scale(s_in, w_scale, s_out))
+    else:
+        raise ValueError(resolver)
+    lo, hi = ref_conv_act_range(act, s_out, zp_out, resolver=resolver)
+    return np.clip(v + int(zp_out), lo, hi)
+
+
+def ref_conv1d_f64(x, w, b, *, stride=1, dilation=1, depth_multiplier=None, act="none"):
+    """The float conv the int8 one approximates (x (L, C), w as in ref_conv1d_int8), in float64."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    O, K = w.shape[:2]
+    n_out = (x.shape[0] - dilation * (K - 1) - 1) // stride + 1
+    y = np.zeros((n_out, O)) + np.asarray(b, np.float64)
+    for k in range(K):
+        rows = x[k * dilation:k * dilation + (n_out - 1) * stride + 1:stride]
+        y += rows[:, np.arange(O) // depth_multiplier] * w[:, k] if depth_multiplier else rows @ w[:, k, :].T
+    return {"none": y, "relu": np.maximum(y, 0.0), "relu6": np.clip(y, 0.0, 6.0)}[act]
+
+
+def ref_pad_int8(x, left, right, *, zp_out, mode="zeros"):
+    """PAD int8 along the length of x (L, C): the body copied as raw int8 (LiteRT never requantizes it), the
+    padding filled with the OUTPUT zero point; MIRROR_PAD REFLECT = numpy "reflect" (edge not repeated)."""
+    x = _i64(x)
+    if mode == "reflect":
+        return np.pad(x, ((left, right), (0, 0)), mode="reflect")
+    return np.pad(x, ((left, right), (0, 0)), constant_values=int(zp_out))
+
+
+def ref_op_relu_int8(q, *, zp_in, s_in, zp_out, s_out, act="relu"):
+    """RELU / RELU6 int8 (activations.cc, all three resolvers: XNNPACK does not take int8 RELU): MBQM by
+    QuantizeMultiplier(float32(s_in / s_out)) -- the ratio divided in FLOAT32 (ReluPrepare), unlike QUANTIZE's
+    double -- plus zp_out, clamped to [zp_out + roundf(0 / s_out), zp_out + roundf(6 / s_out)] in float32."""
+    m, s = ref_quantize_multiplier(float(np.float32(np.float32(s_in) / np.float32(s_out))))
+    lo, hi = _ref_act_range({"relu": 1, "relu6": 3}[act], s_out, zp_out)
+    return np.clip(vmbqm(_i64(q) - int(zp_in), m, s) + int(zp_out), lo, hi)
+
+
+def ref_dequantize_int8(q, *, s, zp, resolver="ref"):
+    """DEQUANTIZE int8 -> float32 over a flat tensor: ref / xnn float32(double(s) * (q - zp)); opt blocks of 8 from
+    the tensor start (NEON-emulated, no FMA on x86): float32(float32(q * float32(s)) + float32(-zp * double(s))),
+    the last size % 8 values as ref."""
+    q = _i64(q).ravel()
+    out = (float(np.float32(s)) * (q - int(zp)).astype(np.float64)).astype(np.float32)
+    if resolver == "opt":
+        n8 = q.size // 8 * 8
+        f32 = np.float32
+        out[:n8] = (q[:n8].astype(f32) * f32(s)).astype(f32) + f32(-int(zp) * float(f32(s)))
+    return out
+
+
+def ref_quantize_f32(v, *, s, zp, resolver="ref"):
+    """QUANTIZE float32 -> int8 over a flat tensor: ref round_half_away(float32(v / float32(s))) + zp;
+    opt blocks of 8 from the tensor start: round_half_even(float32(v * float32(1 / double(s)))) + zp, the last
+    size % 8 values round_half_away(double(v) / double(s)) + zp; xnn round_half_even(float32(v * float32(1 / s)))
+    + zp; then clamped to int8."""
+    f32 = np.float32
+    v = np.asarray(v, f32).ravel()
+    inv = f32(1.0 / float(f32(s)))
+    if resolver == "ref":
+        r = _round_half_away64((v / f32(s)).astype(f32))
+    elif resolver == "xnn":
+        r = np.rint((v * inv).astype(f32))
+    elif resolver == "opt":
+        n8 = v.size // 8 * 8
+        r = np.concatenate([np.rint((v[:n8] * inv).astype(f32)),
+                            _round_half_away64(v[n8:].astype(np.float64) / float(f32(s)))])
+    else:
+        raise ValueError(resolver)
+    return vsat8(np.clip(r, -1e9, 1e9).astype(np.int64) + int(zp))
+
+
+def ref_magnitude_int8(qa, qb, *, s_in, zp_in, s_out, zp_out, resolver="ref"):
+    """The magnitude layer kept float in an int8 model (DEQUANTIZE, MUL a*a, MUL b*b, ADD, SQRT, QUANTIZE), flat
+    int8 a, b of one quantization -> int8: every float op float32 and correctly rounded (sqrt too: exact on the
+    reference and builtin kernels). resolver "xnn" is approximate: XNNPACK's SQRT is x * rsqrt(x) from the CPU's
+    12-bit rsqrtps estimate plus Newton steps (up to 3 ulp off here, vendor-dependent), modelled here with the exact
+    sqrt (tests bound the difference)."""
+    f32 = np.float32
+    a = ref_dequantize_int8(qa, s=s_in, zp=zp_in, resolver=resolver)
+    b = ref_dequantize_int8(qb, s=s_in, zp=zp_in, resolver=resolver)
+    r = np.sqrt((a * a).astype(f32) + (b * b).astype(f32)).astype(f32)
+    return ref_quantize_f32(r, s=s_out, zp=zp_out, resolver=resolver)
+
+
+def ref_fc_requant_ref(acc, s_in, w_scale, s_out):
+    """FULLY_CONNECTED int8 per-channel on LiteRT's REFERENCE resolver (reference_integer_ops::FullyConnectedPerChannel,
+    float-scale form): round_half_away(double(acc) * (double(s_in) * double(w_scale[c]) / double(s_out))). Measured
+    alongside the conv ops (tests/test_litert_conv_ops.py); the opt resolver is ruy (ref_mbqm_up), XNNPACK
+    ref_requant_xnn, and none is the single rounding README's Dense contract states."""
+    f = lambda v: float(np.float32(v))                                       # noqa: E731
+    eff = np.array([f(s_in) * f(w) / f(s_out) for w in np.ravel(w_scale)])
+    return _round_half_away64(_i64(acc).astype(np.float64) * eff).astype(np.int64)

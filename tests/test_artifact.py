@@ -195,7 +195,7 @@ def test_layout_alignment_and_determinism(tmp_path, spec):
     assert (8 + n) % 64 == 0
     header, buf = read_raw(tmp_path / "a.elstm")
     meta = header.pop("__metadata__")
-    assert meta["format"] == "edgelstm" and meta["format_version"] == "3"
+    assert meta["format"] == "edgelstm" and meta["format_version"] == "4"
     size = {"F32": 4, "I32": 4, "I16": 2, "I8": 1}
     spans = sorted(e["data_offsets"] for e in header.values())
     assert spans[0][0] == 0 and spans[-1][1] == len(buf)
@@ -364,9 +364,9 @@ def test_wrong_format_tag(qfile):
 
 def test_future_format_version(qfile):
     meta, tensors = read_tensors(qfile)
-    meta["format_version"] = "4"
+    meta["format_version"] = "5"
     write_tensors(qfile, meta, tensors)
-    with pytest.raises(ArtifactError, match=r"unsupported format_version '4'.*reads format_version 1, 2, 3"):
+    with pytest.raises(ArtifactError, match=r"unsupported format_version '5'.*reads format_version 1, 2, 3, 4"):
         load_parts(qfile)
 
 

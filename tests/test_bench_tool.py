@@ -74,7 +74,7 @@ def _refuse_to_measure(*_a, **_k):
     (["--hidden-sizes", "64,64"], "names a size twice"),
     (["--input-sizes", "-3"], "input sizes must be whole numbers from 1"),
     (["--hidden-sizes", "100000"], "from 1 to 4096"),
-    (["--kinds", "lstm,transformer"], "kind must be one of lstm, gru, rnn"),
+    (["--kinds", "lstm,transformer"], "kind must be one of lstm, gru, rnn, frontend"),
     (["--peak-gmacs", "-5"], "int8 peak must be a positive number"),
     ([str(DATA / "tagger_lstm_int8.elstm"), "--hidden-sizes", "32"], "do not apply to a model file"),
 ])

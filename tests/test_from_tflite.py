@@ -133,10 +133,13 @@ def test_cli_convert_and_info_on_tflite(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["lstm_sigmoid", "lstm_softmax_loud", "lstm_sigmoid_f32",
                                   "../tflite_cells/gru_before_a_int8", "../tflite_cells/lstm_a_bias_int8",
-                                  "../tflite_cells/gru_after_a_f32"])
+                                  "../tflite_cells/gru_after_a_f32", "seq_rnn_backwards_last"] +
+                         [pytest.param(n, marks=pytest.mark.slow) for n in
+                          ("seq_stacked", "seq_backwards_twice", "seq_gru_after", "ctl_rnn_custom_cell")])
 def test_mutated_tflite_files_are_refused_or_run(name):
-    """Mutated converter files (fused sequence LSTMs and Keras cell step graphs): an ImportModelError or a model
-    that runs; never a crash or another exception (a subprocess, so a crash would show as its exit status)."""
+    """Mutated converter files (fused sequence LSTMs, Keras cell step graphs, Keras GRU / SimpleRNN WHILE loops):
+    an ImportModelError or a model that runs; never a crash or another exception (a subprocess, so a crash
+    would show as its exit status)."""
     p = subprocess.run([sys.executable, "-X", "faulthandler", str(Path(__file__).parent / "fuzzing.py"), "--file",
                         str(FIX / f"{name}.tflite"), "1", "700"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -218,12 +218,12 @@ def test_imported_weights_layout():
 # ---- bad inputs ----
 
 @pytest.mark.parametrize("modules, match", [
-    (nn.Conv1d(3, 4, 3), "unsupported module"),
+    (nn.Conv1d(3, 4, 3), "needs input_size"),
     ([nn.Linear(3, 4), nn.Softmax(dim=0)], "Softmax"),
     ([nn.Linear(3, 4), nn.Softmax()], "Softmax"),
-    ([nn.Sigmoid()], "after an nn.Linear"),
-    ([nn.LSTM(3, 4), nn.Tanh()], "after an nn.Linear"),
-    ([nn.Linear(3, 4), nn.Sigmoid(), nn.Tanh()], "two activations"),
+    ([nn.LSTM(3, 4), nn.Softmax(dim=-1)], "Softmax"),
+    ([nn.Sigmoid()], "needs input_size"),
+    ([nn.Linear(3, 4), nn.Sigmoid(), nn.Embedding(3, 4)], "unsupported module"),
     ([nn.LSTM(3, 4), nn.Linear(5, 2)], "expects 5 input features"),
     ([], "no modules"),
     ("not a module", "expects torch.nn modules"),

@@ -16,7 +16,7 @@ import ctypes
 import os
 
 from ..errors import ArtifactError, InputError
-from .native import FORMAT_VERSION, _Call, _Config, _State, _Weights
+from .native import FORMAT_VERSION, _Call, _Config, _State, _Weights, check_program, set_init_prototype
 
 
 
@@ -34,8 +34,9 @@ class CompiledModel:
         if self._cfg.format_version != FORMAT_VERSION:
             raise ArtifactError(f"{path}: format version {self._cfg.format_version}, this edgelstm reads "
                                 f"{FORMAT_VERSION}: re-export the model")
-        self._lib.elstm_init.restype = ctypes.c_int
-        self._lib.elstm_init.argtypes = [ctypes.c_void_p] * 3
+        set_init_prototype(self._lib)
+        # the runtime's checks before any buffer is sized from the config (a bad size: an error, not a crash)
+        check_program(self._lib, self._cfg, self._weights, path, ArtifactError)
         self._lib.elstm_reset.restype = None
         self._lib.elstm_reset.argtypes = [ctypes.c_void_p] * 3
         self._lib.elstm_step_call.restype = ctypes.c_int
@@ -73,7 +74,7 @@ class CompiledStream:
         self._call = _Call(*[ctypes.addressof(o) for o in (c, model._weights, self._st, self._x, self._y,
                                                             self._xq, self._yq)])
         self._call_ptr = ctypes.c_void_p(ctypes.addressof(self._call))   # one bound argument per step
-        if model._lib.elstm_init(*self._args) != 0:
+        if model._lib.elstm_init(*self._args) != 0:   # checked in CompiledModel: cannot fail here
             raise ArtifactError(f"{model.path}: the runtime rejected the model data")
 
     def reset(self) -> None:

@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 
 LIB_NAME = "libedgelstm_native.so"
-FORMAT_VERSION = 4   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, program/c_program.py)
+FORMAT_VERSION = 5   # ELSTM_FORMAT_VERSION in firmware_host/include/edgelstm.h (the C data layout, program/c_program.py;
+                     # 5: elstm_init validates with ELSTM_LIM_* and checks only when st is NULL)
 _lib = None
 _searched = False
 
@@ -68,6 +69,7 @@ def _load(path):
             raise AttributeError("format")
         lib.elstm_step_call.restype = ctypes.c_int
         lib.elstm_step_call.argtypes = [ctypes.c_void_p]
+        set_init_prototype(lib)
         lib.elstm_dot_path.restype = ctypes.c_char_p
         lib.elstm_dot_path.argtypes = []
     except (OSError, AttributeError):   # AttributeError: a stale build from an older edgelstm
@@ -76,6 +78,26 @@ def _load(path):
               "python -m edgelstm.firmware_host build-native", file=sys.stderr)
         return None
     return lib
+
+
+def set_init_prototype(lib) -> None:
+    """elstm_init(cfg, weights, state or NULL) -> status, on a library of this FORMAT_VERSION."""
+    lib.elstm_init.restype = ctypes.c_int
+    lib.elstm_init.argtypes = [ctypes.c_void_p] * 3
+
+
+INIT_STATUS = {1: "built for another format version", 2: "a record field, size or offset outside what it accepts"}
+
+
+def check_program(lib, cfg, weights, where: str, error=None) -> None:
+    """The C runtime's own validation (elstm_init with no state: checks only, touches nothing) of a config and
+    its arrays before anything is allocated from them or run; raises ``error`` (default ModelError) naming
+    ``where``."""
+    status = lib.elstm_init(ctypes.byref(cfg), ctypes.byref(weights), None)
+    if status != 0:
+        from ..errors import ModelError
+        raise (error or ModelError)(f"{where}: the C runtime rejects the model (elstm_init status {status}: "
+                                    f"{INIT_STATUS.get(status, 'unknown')})")
 
 
 def backend() -> str:
@@ -175,6 +197,7 @@ class NativeStep:
                             c_prog.size, w8.size, blob.size, float(in_scale), int(prog[4]), float(out_scale),
                             int(prog[5]))
         self._weights = _Weights(c_prog.ctypes.data, w8.ctypes.data, blob.ctypes.data)
+        check_program(lib, self._cfg, self._weights, "native backend")   # the kernels trust what it accepts
         n = prep.scratch + PAD
         self._frames = np.zeros(2 * prep.width + PAD, np.int16)
         self._gates = np.zeros(n, np.int16)

@@ -9,6 +9,24 @@ import numpy as np
 from ..errors import EdgeLSTMError, InputError
 
 SWEEP_KINDS = ("lstm", "gru", "rnn")
+EXTRA_KINDS = ("frontend",)    # sweep kinds beyond the default sweep: named with --kinds
+# "frontend": a conv front end of silero-vad's size on 576 audio samples per step (reflect pad, an STFT as a conv,
+# magnitude, four conv + relu), then LSTM(128), relu, Dense(1, sigmoid): ~550k front-end MACs per step
+FRONT_END_LAYERS = [
+    {"kind": "pad", "left": 0, "right": 64, "mode": "reflect"},
+    {"kind": "conv1d", "out_channels": 258, "kernel_size": 256, "stride": 128},
+    {"kind": "magnitude", "length": 4},
+    {"kind": "conv1d", "in_channels": 129, "out_channels": 128, "kernel_size": 3, "pad_left": 1, "pad_right": 1,
+     "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 128, "out_channels": 64, "kernel_size": 3, "stride": 2, "pad_left": 1,
+     "pad_right": 1, "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 64, "out_channels": 64, "kernel_size": 3, "stride": 2, "pad_left": 1,
+     "pad_right": 1, "activation": "relu"},
+    {"kind": "conv1d", "in_channels": 64, "out_channels": 128, "kernel_size": 3, "pad_left": 1, "pad_right": 1,
+     "activation": "relu"},
+    {"kind": "lstm", "hidden_size": 128}, {"kind": "activation", "activation": "relu"},
+    {"kind": "dense", "output_size": 1, "activation": "sigmoid"}]
+FRONT_END_INPUT = 576
 SWEEP_INPUT_SIZES = (40, 64)
 SWEEP_HIDDEN_SIZES = (32, 64, 128, 256)
 HEAD_SIZE = 8              # sweep models end in Dense(8, sigmoid), like a small tagger
@@ -56,6 +74,9 @@ def macs_per_step(spec) -> int:
         if layer.kind == "ops":     # an op graph: each FULLY_CONNECTED weight is used once per step
             total += layer.n_w
             continue
+        if layer.kind == "conv1d":  # every weight once per output position
+            total += layer.out_length * int(np.prod(layer.param_shapes()["w"]))
+            continue
         n_dir = 2 if layer.bidirectional else 1
         for name, shape in layer.param_shapes().items():
             if len(shape) == 2 and name != "w_peep":
@@ -75,8 +96,11 @@ def sweep_cases(*, kinds=SWEEP_KINDS, input_sizes=SWEEP_INPUT_SIZES, hidden_size
         from_torch = None
     cases = []
     for kind in kinds:
-        if kind not in SWEEP_KINDS:
-            raise InputError(f"bench: kind must be one of {SWEEP_KINDS}, got {kind!r}")
+        if kind not in SWEEP_KINDS + EXTRA_KINDS:
+            raise InputError(f"bench: kind must be one of {SWEEP_KINDS + EXTRA_KINDS}, got {kind!r}")
+        if kind == "frontend":
+            cases.append(front_end_case(T=T, seed=seed))
+            continue
         for I in input_sizes:
             for H in hidden_sizes:
                 if from_torch is not None:
@@ -117,3 +141,16 @@ def file_case(path, *, T: int = 1000, seed: int = 0) -> Case:
     kind = "+".join(layer.kind for layer in model.spec.layers)
     return Case(p.name, kind, model.input_size, getattr(rec[0], "hidden_size", None) if rec else None, fm, qm,
                 frames)
+
+
+def front_end_case(*, T: int = 1000, seed: int = 0) -> Case:
+    """The silero-size conv front end + LSTM(128) (FRONT_END_LAYERS) on audio-like frames: noise bursts of random
+    level, 576 samples per step."""
+    import edgelstm as el
+    rng = np.random.default_rng(seed)
+    spec = el.random_model(FRONT_END_LAYERS, input_size=FRONT_END_INPUT, seed=seed)
+    level = np.repeat(rng.uniform(0.001, 0.3, T // 20 + 1), 20)[:T, None]
+    frames = (rng.standard_normal((T, FRONT_END_INPUT)) * level).astype(np.float32)
+    fm = el.Model(spec)
+    qm = el.quantize(fm, calibration=frames[None], progress=False)
+    return Case("silero-size front end + LSTM 128", "frontend", FRONT_END_INPUT, 128, fm, qm, frames)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import InputError
-from .cases import SWEEP_HIDDEN_SIZES, SWEEP_INPUT_SIZES, SWEEP_KINDS, Case, file_case, macs_per_step, sweep_cases
+from .cases import EXTRA_KINDS, SWEEP_HIDDEN_SIZES, SWEEP_INPUT_SIZES, SWEEP_KINDS, Case, file_case, macs_per_step, sweep_cases
 from .machine import int8_peak, machine_info
 from .peers import Skip, litert_file_rows, litert_rows, onnxruntime_rows, torch_rows
 from .timing import median_p99_us, time_calls, time_repeats
@@ -150,9 +150,10 @@ def check_arguments(*, model_path=None, sweep: bool = False, kinds=None, input_s
             raise InputError(f"bench: model file not found: {model_path}")
     if kinds is not None:
         kinds = tuple(kinds)
-        bad = [k for k in kinds if k not in SWEEP_KINDS]
+        bad = [k for k in kinds if k not in SWEEP_KINDS + EXTRA_KINDS]
         if bad or not kinds:
-            raise InputError(f"bench: kind must be one of {', '.join(SWEEP_KINDS)}, got {bad or 'none'}")
+            raise InputError(f"bench: kind must be one of {', '.join(SWEEP_KINDS + EXTRA_KINDS)}, got "
+                             f"{bad or 'none'}")
         if len(set(kinds)) != len(kinds):
             raise InputError(f"bench: kinds {list(kinds)} name a kind twice")
     for what, sizes in (("input sizes", input_sizes), ("hidden sizes", hidden_sizes)):

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import MAX_ARENA, MAX_OPS, MAX_SIZE, MAX_TENSORS
 
 UNARY = ("QUANTIZE", "LOGISTIC", "TANH", "RELU", "COPY", "REQUANTIZE_FLOAT")
 BINARY = ("ADD", "SUB", "MUL")
@@ -46,7 +47,6 @@ OPS = ("FULLY_CONNECTED", "CONV_2D") + BINARY + UNARY
 INT8_ONLY = ("QUANTIZE", "REQUANTIZE_FLOAT", "CONV_2D")   # ops a float graph does not have
 INT16_SCALE_2_15 = 2.0 ** -15   # LiteRT requires it for int16 LOGISTIC / TANH outputs
 ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
-MAX_TENSORS, MAX_OPS, MAX_SIZE, MAX_ARENA = 4096, 4096, 1 << 20, 1 << 24
 
 
 def _int(v) -> bool:

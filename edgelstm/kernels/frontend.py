@@ -12,14 +12,13 @@ from numba import njit
 
 from ..config import NJIT_OPTS
 from ..program.layout import (ACT_RELU, ACT_RELU6, ACT_SIGMOID, ACT_TANH, CV_ACT, CV_B, CV_CIN, CV_COUT, CV_DIL, CV_HI,
-                              CV_K, CV_LEN_IN, CV_LO, CV_LOUT, CV_LUT, CV_M, CV_MULT, CV_PADL, CV_REFLECT, CV_STRIDE,
+                              CV_K, CV_LEN_IN, CV_LO, CV_LOUT, CV_LUT, CV_M, CV_MULT, CV_PADL, CV_REFLECT, CV_ROWS, CV_STRIDE,
                               CV_W, CV_ZP_IN, CV_ZP_OUT, IX_OUT, IX_SRC, IX_STATE, IXW, MAP_ACTIVATION,
-                              MAP_MAGNITUDE, MAP_PAD, MP_N_IN, MP_N_OUT, MP_OP)
+                              MAP_MAGNITUDE, MAP_PAD, MP_N_IN, MP_N_OUT, MP_OP, MP_TABLE)
 from .cells_f32 import _sigmoid, _tanh
-from .cells_int8 import _dot_row_major, _mbqm_split, _shift_parts, padded
-from .fixedpoint import sat8
+from .cells_int8 import _mbqm_split, _shift_parts, padded
+from .fblocks import LANES, _fblock1, _fblock2, _fblock3, _fblock4
 from .pairwise import GROUP, ROWS, _pmadd_block, _pmadd_group
-from .rawview import f32_from_bits
 
 
 @njit(**NJIT_OPTS)
@@ -35,8 +34,19 @@ def _source_position(p, length, reflect):
 
 @njit(**NJIT_OPTS)
 def _gather_window(x, x_off, C, length, first, K, dil, reflect, pad_value, win, w_off):
-    """win[w_off + k * C + c] = x_pad[first + k * dil, c] for k < K, c < C."""
+    """win[w_off + k * C + c] = x_pad[first + k * dil, c] for k < K, c < C: the taps inside the frame as one
+    contiguous copy when dil = 1 (a window of 256 one-channel taps was 1,024 tiny copies), the rest tap by tap."""
+    k_lo, k_hi = 0, 0
+    if dil == 1:
+        k_lo = min(max(-first, 0), K)
+        k_hi = max(min(length - first, K), k_lo)
+        src = x[x_off + (first + k_lo) * C:x_off + (first + k_hi) * C]
+        dst = win[w_off + k_lo * C:w_off + k_hi * C]
+        for i in range(src.size):
+            dst[i] = src[i]
     for k in range(K):
+        if k_lo <= k < k_hi:
+            continue
         p = _source_position(first + k * dil, length, reflect)
         dst = win[w_off + k * C:w_off + (k + 1) * C]
         if p < 0:
@@ -92,11 +102,9 @@ def conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr):
                 w0 = a0 + l * cp
                 _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, zp_in, aux, w0)
                 aux[w0 + KC:w0 + cp] = 0
-            if O % ROWS == 0:
-                _dot_blocks_strided(wq, 2 * w_off, O, cp, KC, aux, a0, cp, Lo, acc, a0, O)
-            else:
-                for l in range(Lo):
-                    _dot_row_major(wq, w_off, O, KC, aux, a0 + l * cp, acc, a0 + l * O)
+            rows = prog[rec + CV_ROWS]       # O rounded up to whole blocks (zero rows)
+            _dot_blocks_strided(wq, 2 * w_off, rows, cp, KC, aux, a0, cp, Lo, acc, a0, rows)
+            _conv_epilogue_int8(prog, rec, acc, a0, rows, Lo, O, seq, ix[n * IXW + IX_OUT])
         else:   # depthwise: output channel o reads input channel o // mult
             for l in range(Lo):
                 first = l * stride - pl
@@ -109,26 +117,29 @@ def conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr):
                         v = zp_in if p < 0 else np.int32(seq[xo + p * C + c])
                         s += np.int32(w[k]) * v
                     acc[a0 + l * O + o] = s
-        _conv_epilogue_int8(prog, rec, acc, a0, Lo * O, O, seq, ix[n * IXW + IX_OUT])
+            _conv_epilogue_int8(prog, rec, acc, a0, O, Lo, O, seq, ix[n * IXW + IX_OUT])
 
 
 @njit(**NJIT_OPTS)
-def _conv_epilogue_int8(prog, rec, acc, a0, n, O, out, o_off):
+def _conv_epilogue_int8(prog, rec, acc, a0, a_stride, Lo, O, out, o_off):
     """Per output channel: requantize (bias with the input zero point folded in, LiteRT's per-channel
     multiplier), add the output zero point, clamp to the fused activation's range; a fused sigmoid / tanh then
-    maps through its 256-entry table."""
+    maps through its 256-entry table. Position l's accumulators start at a0 + l * a_stride."""
     bias = prog[prog[rec + CV_B]:prog[rec + CV_B] + O]
     m = prog[prog[rec + CV_M]:prog[rec + CV_M] + 2 * O]
     zp = prog[rec + CV_ZP_OUT]
     lo = prog[rec + CV_LO]
     hi = prog[rec + CV_HI]
     lut_off = prog[rec + CV_LUT]
+    n = Lo * O
     y = out[o_off:o_off + n]
-    for i in range(n):
-        o = i % O
-        left, right = _shift_parts(m[2 * o + 1])
-        v = _mbqm_split(np.int64(acc[a0 + i]) + bias[o], np.int64(m[2 * o]), left, right) + zp
-        y[i] = min(max(v, lo), hi)
+    for l in range(Lo):
+        a = acc[a0 + l * a_stride:a0 + l * a_stride + O]
+        yl = y[l * O:(l + 1) * O]
+        for o in range(O):
+            left, right = _shift_parts(m[2 * o + 1])
+            v = _mbqm_split(np.int64(a[o]) + bias[o], np.int64(m[2 * o]), left, right) + zp
+            yl[o] = min(max(v, lo), hi)
     if lut_off >= 0:
         lut = prog[lut_off:lut_off + 256]
         for i in range(n):
@@ -136,18 +147,7 @@ def _conv_epilogue_int8(prog, rec, acc, a0, n, O, out, o_off):
 
 
 @njit(**NJIT_OPTS)
-def _quantize_f32(v, scale, zp):
-    """LiteRT's QUANTIZE float32 -> int8: round half away from zero of the float32 v / scale, plus zp,
-    saturated (the float stays float until clamped: no int64 overflow for any v)."""
-    q = np.float64(v / scale)              # the float32 quotient, rounded in double (exact: no double rounding)
-    r = np.floor(abs(q) + 0.5)
-    if q < 0:
-        r = -r
-    return sat8(np.int64(min(max(r, -1e6), 1e6)) + zp)
-
-
-@njit(**NJIT_OPTS)
-def map_step_int8(prog, rec, seq, ix, nb, state):
+def map_step_int8(prog, rec, wq, seq, ix, nb, state):
     """Pad / magnitude / activation / context on int8 frames (stored as int16 elements) for nb sequences."""
     op = prog[rec + MP_OP]
     n_in = prog[rec + MP_N_IN]
@@ -157,18 +157,16 @@ def map_step_int8(prog, rec, seq, ix, nb, state):
         oo = ix[n * IXW + IX_OUT]
         if op == MAP_PAD:
             _pad(prog, rec, seq, xo, seq, oo)
-        elif op == MAP_MAGNITUDE:
+        elif op == MAP_MAGNITUDE:      # LiteRT's float32 island, as the exhaustive pair table prepare() built
             L = prog[rec + 3]
             C = prog[rec + 4]
-            zp_in = prog[rec + 5]
-            s_in = f32_from_bits(prog[rec + 6])
-            zp_out = prog[rec + 7]
-            s_out = f32_from_bits(prog[rec + 8])
+            table = wq[prog[rec + MP_TABLE]:prog[rec + MP_TABLE] + 65536]
             for l in range(L):
-                for c in range(C):      # DEQUANTIZE, MUL, MUL, ADD, SQRT, QUANTIZE in float32
-                    a = np.float32(np.int32(seq[xo + l * 2 * C + c]) - zp_in) * s_in
-                    b = np.float32(np.int32(seq[xo + l * 2 * C + C + c]) - zp_in) * s_in
-                    seq[oo + l * C + c] = _quantize_f32(np.sqrt(a * a + b * b), s_out, zp_out)
+                a = seq[xo + l * 2 * C:xo + l * 2 * C + C]
+                b = seq[xo + l * 2 * C + C:xo + (l + 1) * 2 * C]
+                y = seq[oo + l * C:oo + (l + 1) * C]
+                for c in range(C):
+                    y[c] = table[(np.int32(a[c]) + 128) * 256 + np.int32(b[c]) + 128]
         elif op == MAP_ACTIVATION:
             lut = prog[prog[rec + 3]:prog[rec + 3] + 256]
             for i in range(n_in):
@@ -217,9 +215,10 @@ def _activate_f32(v, act):
 
 
 @njit(**NJIT_OPTS)
-def conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr):
-    """float32 Conv1D for nb sequences: weights stored transposed, (K * Ig, out_channels) for a full conv (axpy
-    over the output channels), (out_channels, K) for a depthwise one."""
+def conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr):
+    """float32 Conv1D for nb sequences. A full conv gathers every output position's window into aux, then runs
+    blocks of 16 output channels over up to 4 positions at a time with the accumulators in registers
+    (fblocks.py), into gates (bias first, then the terms in order); a depthwise conv sums its K taps directly."""
     L = prog[rec + CV_LEN_IN]
     C = prog[rec + CV_CIN]
     O = prog[rec + CV_COUT]
@@ -230,39 +229,52 @@ def conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr):
     reflect = prog[rec + CV_REFLECT] != 0
     mult = prog[rec + CV_MULT]
     Lo = prog[rec + CV_LOUT]
+    rows = prog[rec + CV_ROWS]
     w_off = prog[rec + CV_W]
-    bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + O]
     act = prog[rec + CV_ACT]
     KC = K * C
     for n in range(nb):
         xo = ix[n * IXW + IX_SRC]
         oo = ix[n * IXW + IX_OUT]
         a0 = n * scr
+        if mult == 0:
+            bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + rows]
+            for l in range(Lo):
+                _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, np.float32(0.0), aux, a0 + l * KC)
+                g = gates[a0 + l * rows:a0 + (l + 1) * rows]
+                for o in range(rows):
+                    g[o] = bias[o]
+            for blk in range(rows // LANES):
+                wb = w_off + blk * KC * LANES
+                l = 0
+                while l + 4 <= Lo:
+                    _fblock4(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                    l += 4
+                if Lo - l == 3:
+                    _fblock3(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                elif Lo - l == 2:
+                    _fblock2(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+                elif Lo - l == 1:
+                    _fblock1(wf, wb, KC, aux, a0 + l * KC, KC, gates, a0 + l * rows + blk * LANES, rows)
+            for l in range(Lo):
+                g = gates[a0 + l * rows:a0 + l * rows + O]
+                y = seq[oo + l * O:oo + (l + 1) * O]
+                for o in range(O):
+                    y[o] = _activate_f32(g[o], act)
+            continue
+        bias = wf[prog[rec + CV_B]:prog[rec + CV_B] + O]
         for l in range(Lo):
             y = seq[oo + l * O:oo + (l + 1) * O]
-            if mult == 0:
-                _gather_window(seq, xo, C, L, l * stride - pl, K, dil, reflect, np.float32(0.0), aux, a0)
-                y[:] = bias
-                win = aux[a0:a0 + KC]
-                for j in range(KC):
-                    v = win[j]
-                    w = wf[w_off + j * O:w_off + (j + 1) * O]
-                    for o in range(O):
-                        y[o] += w[o] * v
-            else:
-                first = l * stride - pl
-                for o in range(O):
-                    c = o // mult
-                    w = wf[w_off + o * K:w_off + (o + 1) * K]
-                    s = bias[o]
-                    for k in range(K):
-                        p = _source_position(first + k * dil, L, reflect)
-                        if p >= 0:
-                            s += w[k] * seq[xo + p * C + c]
-                    y[o] = s
-            if act != 0:
-                for o in range(O):
-                    y[o] = _activate_f32(y[o], act)
+            first = l * stride - pl
+            for o in range(O):
+                c = o // mult
+                w = wf[w_off + o * K:w_off + (o + 1) * K]
+                s = bias[o]
+                for k in range(K):
+                    p = _source_position(first + k * dil, L, reflect)
+                    if p >= 0:
+                        s += w[k] * seq[xo + p * C + c]
+                y[o] = _activate_f32(s, act)
 
 
 @njit(**NJIT_OPTS)

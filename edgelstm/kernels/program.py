@@ -104,7 +104,7 @@ def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb,
             conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
     elif kind == KIND_MAP:
         if map_ is not None:
-            map_step_int8(prog, rec, seq, ix, nb, state)
+            map_step_int8(prog, rec, wq, seq, ix, nb, state)
     elif ops is not None:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
@@ -118,7 +118,7 @@ def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, 
     scratch, so every sequence's arithmetic is exactly that of a lone stream."""
     if kind == KIND_CONV:
         if conv is not None:
-            conv_step_f32(prog, rec, wf, seq, ix, nb, aux, scr)
+            conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr)
         return
     if kind == KIND_MAP:
         if map_ is not None:

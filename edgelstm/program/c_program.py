@@ -2,7 +2,7 @@
 
 ``prepare()`` builds one program for the Numba kernels: int32 records ``prog`` and an int16 blob holding the
 weight matrices widened to int16 with columns zero-padded to ``layout.PAD``, plus peepholes, activation tables and the
-op-graph weights / tables / constants. The C runtime (firmware_host/, ELSTM_FORMAT_VERSION 4) reads the same
+op-graph weights / tables / constants. The C runtime (firmware_host/, layout of ELSTM_FORMAT_VERSION 4) reads the same
 records with the LSTM / Dense matrices and the CONV16 weights of the int16 cell graphs (int8 GRU / RNN layers)
 moved to an int8 array, rows unpadded (flash = the int8 weight bytes); converter-made op graphs keep their FC
 weights in the int16 blob, as the Numba kernels read them. The C

@@ -5,6 +5,8 @@ except the magnitude, which LiteRT itself computes in float32 between DEQUANTIZE
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ModelError
@@ -58,6 +60,9 @@ def frontend_record(b, layer, quant, k: int, state_off: int) -> tuple[list[int],
         rec[3:5] = [layer.length, layer.channels]
         if quant is not None:
             rec[5:9] = [act_in[1], _f32_bits(act_in[0]), act_out[1], _f32_bits(act_out[0])]
+            key = ("magnitude", float(act_in[0]), act_in[1], float(act_out[0]), act_out[1])
+            rec[C.MP_TABLE] = b.kernel_table(key, functools.partial(P.magnitude_table, s_in=act_in[0], zp_in=act_in[1],
+                                                           s_out=act_out[0], zp_out=act_out[1]))
     else:   # activation
         rec[C.MP_OP] = C.MAP_ACTIVATION
         if quant is None:
@@ -87,20 +92,27 @@ def _conv_record(b, layer, quant, k: int) -> tuple[list[int], int]:
     rec[C.CV_MULT] = O // layer.in_channels if layer.depthwise else 0
     rec[C.CV_LOUT] = Lo
     rec[C.CV_LUT] = -1
+    rows = O + (-O) % C.BLOCK_ROWS
+    rec[C.CV_ROWS] = rows
     if quant is None:
         w = layer.directions[0]
         w2 = w["w"].reshape(O, K * Ig)
-        rec[C.CV_W] = b.add_weights(w2 if layer.depthwise else w2.T)   # full conv: (K*Ig, O) for the axpy
-        rec[C.CV_B] = b.add_weights(w["b"])
+        if layer.depthwise:
+            rec[C.CV_W] = b.add_weights(w2)
+            rec[C.CV_B] = b.add_weights(w["b"])
+        else:    # blocks of 16 output channels, (rows / 16, K * Ig, 16): kernels/fblocks.py; zero rows pad the last
+            wp = np.pad(w2, ((0, rows - O), (0, 0)))
+            rec[C.CV_W] = b.add_weights(wp.reshape(rows // 16, 16, K * Ig).transpose(0, 2, 1))
+            rec[C.CV_B] = b.add_weights(np.pad(w["b"], (0, rows - O)))
         rec[C.CV_ACT] = _F32_ACT[layer.activation]
-        return rec, K * Ig
+        return rec, max(Lo * K * Ig, Lo * rows)
     q = quant.layers[k][0]
     (s_in, zp_in), (s_out, zp_out) = quant.act[k], quant.act[k + 1]
     w2 = q["w"].reshape(O, K * Ig)
     if layer.depthwise:
         rec[C.CV_W] = b.add_weights(w2)
-    else:
-        rec[C.CV_W] = b.add_weights(w2, pad_columns=True)        # a dot-loop matrix (pairwise blocks if O allows)
+    else:     # a dot-loop matrix in whole pairwise blocks: zero rows up to a multiple of BLOCK_ROWS
+        rec[C.CV_W] = b.add_weights(np.pad(w2, ((0, rows - O), (0, 0))), pad_columns=True)
     rec[C.CV_B] = b.add_ints(fold_zero_point(q["b"], w2, zp_in))  # zero padding holds zp_in: adds 0 as in LiteRT
     act = layer.activation
     if act in _LUT_FN:                   # CONV_2D to the calibrated pre-activation quantization, then the LUT
@@ -114,4 +126,4 @@ def _conv_record(b, layer, quant, k: int) -> tuple[list[int], int]:
     rec[C.CV_ZP_IN], rec[C.CV_ZP_OUT], rec[C.CV_LO], rec[C.CV_HI] = zp_in, zp_conv, lo, hi
     rec[C.CV_ACT] = _F32_ACT[act]
     cp = K * Ig + (-K * Ig) % C.PAD
-    return rec, max(Lo * cp, Lo * O)
+    return rec, max(Lo * cp, Lo * rows)

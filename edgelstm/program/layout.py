@@ -49,17 +49,20 @@ DN_LEN = 7
 # K), Ig = 1). int8: bias folded with the input zero point (prog), per-channel (mult, shift) pairs (prog), output zero
 # point, clamp range (the fused relu / relu6), and for a fused sigmoid / tanh a 256-entry table applied after.
 CV_LEN_IN, CV_CIN, CV_COUT, CV_K, CV_STRIDE, CV_DIL, CV_PADL, CV_PADR, CV_REFLECT = 0, 1, 2, 3, 4, 5, 6, 7, 8
-CV_MULT, CV_LOUT, CV_W, CV_B, CV_M, CV_ZP_IN, CV_ZP_OUT, CV_LO, CV_HI, CV_ACT, CV_LUT = range(9, 20)
-CV_LEN = 20       # CV_MULT: depth multiplier (0 = a full conv, groups 1)
+CV_MULT, CV_LOUT, CV_W, CV_B, CV_M, CV_ZP_IN, CV_ZP_OUT, CV_LO, CV_HI, CV_ACT, CV_LUT, CV_ROWS = range(9, 21)
+CV_LEN = 21       # CV_MULT: depth multiplier (0 = a full conv, groups 1); CV_ROWS: rows of an int8 full conv's dot
+# matrix, out_channels rounded up to whole pairwise blocks (zero rows), so every conv runs the block kernel
 
 # Map record (kinds "pad", "magnitude", "activation", "context": one frame in, one frame out, no matmul)
 MP_OP, MP_N_IN, MP_N_OUT = 0, 1, 2
 MAP_PAD, MAP_MAGNITUDE, MAP_ACTIVATION, MAP_CONTEXT = 1, 2, 3, 4
 #   pad         [3] length [4] channels [5] left [6] right [7] reflect [8] pad value (int8: the zero point)
 #   magnitude   [3] length [4] channels; int8: [5] zp_in [6] s_in (float32 bits) [7] zp_out [8] s_out (bits)
+#               [9] the JIT's (65536,) table of every int8 pair (kernel blob offset; the C runtime computes)
 #   activation  float: [3] ACT_* code (ACT_RELU6 extra); int8: [3] prog offset of the 256-entry table
 #   context     [3] context values K [4] state offset of the K values in the per-sequence state block
-MP_LEN = 9
+MP_TABLE = 9     # magnitude (int8): the JIT table's kernel-blob offset
+MP_LEN = 10
 ACT_RELU6 = 5     # float map activation only (int8 activations are tables)
 
 # Op-graph direction record (kind "ops": a graph of TFLite builtin ops, edgelstm/ir/opgraph.py; kernels in

@@ -128,7 +128,7 @@ def prepare_record(b, g: OpGraph, params: dict, state_off: int) -> tuple[list[in
                 code = {"LOGISTIC": C.OPK_LOGISTIC, "TANH": C.OPK_TANH, "RELU": C.OPK_CLAMP}[name]
                 r[:6] = [code, n, src, 0, dst, 1 if name == "RELU" else 0]
             elif name in ("QUANTIZE", "RELU"):
-                m, s = P.prepare_requantize(s_in=sa, s_out=so)
+                m, s = (P.prepare_relu if name == "RELU" else P.prepare_requantize)(s_in=sa, s_out=so)
                 lo, hi = P.activation_range(1 if name == "RELU" else 0, so, zo, bits=bits)
                 r[:11] = [C.OPK_REQUANT, n, src, 0, dst, za, m, s, zo, lo, hi]
             elif bits == 16:                  # int16 LOGISTIC / TANH: LiteRT's reference interpolation

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from .builder import align
 from .layout import IXW, PAD, WORK_HEADER_BYTES
-from .prepare import Prepared
+from .records import Prepared
 
 WORK_LIMIT_BYTES = 2**31 - 2**20
 

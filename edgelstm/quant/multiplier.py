@@ -17,11 +17,11 @@ import math
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import FC_SHIFT_RANGE, MBQM_SHIFT_RANGE, MULTIPLIER_RANGE
 
 __all__ = ["quantize_multiplier", "quantize_multiplier_checked", "quantize_multiplier_f32", "MBQM_SHIFT_RANGE",
            "scale_f32", "conv_multipliers", "fc_multipliers", "quantized_clip", "fold_zero_point", "wrap32"]
 
-MBQM_SHIFT_RANGE = (-31, 31)  # shifts MultiplyByQuantizedMultiplier is defined for (kernels and reference)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -59,7 +59,7 @@ def quantize_multiplier_checked(r: float) -> tuple[int, int]:
     except ValueError as e:
         raise ModelError(f"effective scale {r!r} cannot be quantized: {e}") from None
     lo, hi = MBQM_SHIFT_RANGE
-    if not lo <= shift <= hi:
+    if not MULTIPLIER_RANGE[0] <= m <= MULTIPLIER_RANGE[1] or not lo <= shift <= hi:
         raise ModelError(f"effective scale {r:.6g} needs a multiplier shift of {shift}, outside the supported "
                          f"range [{lo}, {hi}] (scale ratio must lie below 2^{hi}); the model's quantization "
                          f"scales are inconsistent")
@@ -89,12 +89,12 @@ def conv_multipliers(w_scales, in_scale, out_scale) -> list[int]:
 
 def fc_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     """``conv_multipliers`` for int8 FULLY_CONNECTED, whose single-rounding form shifts right by 31 - shift:
-    shifts up to 30."""
+    shifts in FC_SHIFT_RANGE (limits.py)."""
     out = conv_multipliers(w_scales, in_scale, out_scale)
     for shift in out[1::2]:
-        if shift > 30:
+        if not FC_SHIFT_RANGE[0] <= shift <= FC_SHIFT_RANGE[1]:
             raise ModelError(f"Dense effective scale needs a multiplier shift of {shift}; LiteRT's "
-                             f"FULLY_CONNECTED supports shifts up to 30")
+                             f"FULLY_CONNECTED supports shifts up to {FC_SHIFT_RANGE[1]}")
     return out
 
 

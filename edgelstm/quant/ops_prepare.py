@@ -9,6 +9,7 @@ clamp); a DEQUANTIZE -> QUANTIZE float island is a function of one int8 value, s
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import ACT16_MULT_RANGE, ACT16_SHIFT_RANGE, CONV16_SHIFT_RANGE
 from .multiplier import quantize_multiplier_checked as _qm
 from .tables import SIGMOID_TABLE_U16
 
@@ -52,8 +53,14 @@ def prepare_mul(*, s_a, s_b, s_out):
 
 
 def prepare_requantize(*, s_in, s_out):
-    """QUANTIZE int8->int8 and RELU int8: s_in / s_out in double."""
+    """QUANTIZE int8->int8: s_in / s_out in double."""
     return _qm(_f32(s_in) / _f32(s_out))
+
+
+def prepare_relu(*, s_in, s_out):
+    """RELU / RELU6 int8: LiteRT's ReluPrepare divides the two float32 scales in FLOAT32 (then widens to double),
+    unlike QUANTIZE (measured on all three resolvers: docs/litert_conv_measurements.md)."""
+    return _qm(float(np.float32(np.float32(s_in) / np.float32(s_out))))
 
 
 def lookup_table(fn: str, *, s_in, zp_in, s_out, zp_out) -> np.ndarray:
@@ -90,12 +97,13 @@ def conv16_multipliers(w_scales, in_scale, out_scale) -> list[int]:
     """LiteRT's 16x8 CONV_2D Prepare, per output channel: QuantizeMultiplier(double(s_in) * double(w_scale[c]) /
     double(s_out)); (multiplier, shift) pairs. The kernel requantizes with the int64 MultiplyByQuantizedMultiplier
     (multiplier reduced to 16 bits, one rounding), defined for shifts in [-31, 7]."""
+    lo, hi = CONV16_SHIFT_RANGE
     out = []
     for w in np.asarray(w_scales, np.float32):
         real = _f32(in_scale) * float(w) / _f32(out_scale)
         m, shift = _qm(real)
-        if not -31 <= shift <= 7:
-            raise ModelError(f"int16 conv effective scale {real:.6g} needs shift {shift}, outside [-31, 7]")
+        if m == 0 or not lo <= shift <= hi:   # m == 0: QuantizeMultiplier flushed a shift below -31 to (0, 0)
+            raise ModelError(f"int16 conv effective scale {real:.6g} needs a shift outside [{lo}, {hi}]")
         out.extend((m, shift))
     return out
 
@@ -125,6 +133,21 @@ def act16_table(mult: int, shift: int, *, tanh: bool) -> np.ndarray:
     return out.astype(np.int16)
 
 
+def magnitude_table(*, s_in, zp_in, s_out, zp_out) -> np.ndarray:
+    """The int8 magnitude sqrt(a^2 + b^2) of every int8 pair, as LiteRT computes it between DEQUANTIZE and QUANTIZE
+    in float32: a' = float32(s_in) * float32(a - zp_in) (exact: DEQUANTIZE's double product rounds to the same
+    float32), sqrt(a' * a' + b' * b') in float32 (correctly rounded MUL, ADD, SQRT), then QUANTIZE: round half away
+    from zero of the float32 quotient by s_out, + zp_out, saturated. (65536,) int16, entry (a + 128) * 256 + b + 128:
+    the JIT looks it up; the C runtime computes it."""
+    q = np.arange(-128, 128, dtype=np.int32)
+    deq = np.float32(s_in) * (q - np.int32(zp_in)).astype(np.float32)
+    sq = deq * deq
+    m = np.sqrt(sq[:, None] + sq[None, :])                       # float32 throughout
+    v = (m / np.float32(s_out)).astype(np.float64)
+    out = _round_away(v).astype(np.int64) + int(zp_out)
+    return np.clip(out, INT8_LO, INT8_HI).astype(np.int16).ravel()
+
+
 def _checked_log2(x: float) -> tuple[bool, int]:
     """TFLite CheckedLog2 in float32: (is log2(x) within 1e-3 of an integer, that integer)."""
     xl = np.float32(np.float32(np.log(np.float32(x))) * (np.float32(1.0) / np.float32(np.log(np.float32(2.0)))))
@@ -143,10 +166,10 @@ def prepare_act16(s_in: float, *, tanh: bool) -> tuple[int, int]:
         return 3 << shift, 0
     m = _f32(s_in) * 4096.0 * 3.0
     shift = 0
-    while m <= 32767.0 / 2.0 and shift <= 30:
+    while m <= ACT16_MULT_RANGE[1] / 2.0 and shift <= ACT16_SHIFT_RANGE[1]:
         shift += 1
         m *= 2.0
-    if int(m) > 32767 or shift > 30:
+    if int(m) > ACT16_MULT_RANGE[1] or shift > ACT16_SHIFT_RANGE[1]:
         # 32768 * mult + 2^(shift-1) must stay below 2^31 (the kernel's int32 arithmetic)
         raise ModelError(f"int16 {'TANH' if tanh else 'LOGISTIC'} input scale {s_in:.6g} is outside the range "
                          f"LiteRT's int16 kernel handles")

@@ -32,11 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelError
-
-CELL_EXP_RANGE = (-15, -9)  # tanh on the cell runs with 15 + cell_exp integer bits: 0..6
-# Scales outside this range cannot be represented by QuantizeMultiplier without flushing to zero or
-# overflowing; a file carrying one is corrupt or was made by a broken tool.
-SCALE_RANGE = (1e-12, 1e6)
+from ..limits import CELL_EXP_RANGE, SCALE_RANGE, ZERO_POINT_RANGE   # the one list (limits.py)
 # Output quantization fixed by an int8 output activation (TFLite's conventions for LOGISTIC / SOFTMAX / TANH).
 FIXED_OUTPUT_QUANT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
 
@@ -96,7 +92,7 @@ def _check_scale(where: str, arr) -> None:
         raise ModelError(f"{where}: scale {a.tolist()} outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
 
 
-def _check_zp(where: str, arr, lo=-128, hi=127) -> None:
+def _check_zp(where: str, arr, lo=ZERO_POINT_RANGE[0], hi=ZERO_POINT_RANGE[1]) -> None:
     a = np.asarray(arr)
     if np.any(a < lo) or np.any(a > hi):
         raise ModelError(f"{where}: zero point {a.tolist()} outside [{lo}, {hi}]")

@@ -16,8 +16,10 @@
 
 #include <stdint.h>
 
-/* 3: int8 GRU / RNN as op graphs (CONV16, ACT16 op records), no GRU / RNN layer records (2: those records) */
-#define ELSTM_FORMAT_VERSION 4
+/* 5: elstm_init checks every field against the loader's limits (ELSTM_LIM_*) and takes st == NULL to check only
+ * (the data layout is version 4's: op records stored compactly; 3: int8 GRU / RNN as op graphs, no GRU / RNN
+ * layer records) */
+#define ELSTM_FORMAT_VERSION 5
 
 /* Sizes of a model; everything a caller needs to allocate memory for it. */
 typedef struct {
@@ -56,8 +58,14 @@ typedef struct {
 
 enum { ELSTM_OK = 0, ELSTM_BAD_VERSION = 1, ELSTM_BAD_MODEL = 2 };
 
-/* Checks the format version, that every layer record lies inside prog and every weight matrix, table and
- * peephole inside w8 / blob; then resets the state. */
+/* Checks the model before anything runs it, then (ELSTM_OK, st not NULL) resets the state; with st NULL it only
+ * checks (a binding may do so before it allocates the buffers the config asks for). Checked: the format
+ * version; the config (sizes 1 .. 2^24, the input and output within the width, the float edges' scales and
+ * zero points); every record field: record lengths before their fields, every offset inside its array (prog,
+ * w8, blob, state, scratch, frames) with checked arithmetic, layer sizes and wiring, multipliers, shifts, zero
+ * points, clips, the cell exponent and tables in the ranges the Python loader accepts (edgelstm/limits.py,
+ * ELSTM_LIM_* in elstm_records.h; firmware_host/README.md lists them). Returns ELSTM_OK, ELSTM_BAD_VERSION or
+ * ELSTM_BAD_MODEL. elstm_reset and elstm_step trust a model elstm_init accepted. */
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st);
 
 /* Back to the zero state (h at its zero point, c = 0). */

@@ -270,7 +270,7 @@ static void requant_acc16(const int32_t *acc, const int32_t *bias, const int32_t
         for (r = 0; r < block; ++r) {
             int32_t i = g * block + r;
             int32_t v = elstm_mbqm(elstm_wrap32((int64_t)acc[i] + bias[i]), mult, shift);
-            gate[i] = (int16_t)elstm_sat16(v + (accumulate ? gate[i] : 0));
+            gate[i] = (int16_t)elstm_sat16((int64_t)v + (accumulate ? gate[i] : 0));
         }
     }
 }
@@ -311,7 +311,7 @@ static void lstm_peephole(const int32_t *prog, int32_t rec, const int16_t *blob,
     int32_t r;
     for (r = 0; r < hidden; ++r) {
         int32_t v = elstm_mbqm((int32_t)w[r] * (int32_t)c[r], mult, shift);
-        gate[r] = (int16_t)elstm_sat16(v + gate[r]);
+        gate[r] = (int16_t)elstm_sat16((int64_t)v + gate[r]);
     }
 }
 
@@ -354,14 +354,15 @@ static void lstm_step(const int32_t *prog, int32_t rec, int32_t flags, const int
     lut16(blob, sig, LOGISTIC_Q3, o, H);
     for (r = 0; r < H; ++r) {   /* hidden = o * tanh(c), requantized to int8 */
         int32_t t = act1(blob, tanh_c, cell_bits, c[r]);
-        hid[r] = (int16_t)elstm_sat8(elstm_mbqm((int32_t)o[r] * t, m_hid, s_hid) + zp_hid);
+        hid[r] = (int16_t)elstm_sat8((int64_t)elstm_mbqm((int32_t)o[r] * t, m_hid, s_hid) + zp_hid);
     }
     if (flags & FLAG_PROJ) {
         const int32_t *bias = prog + prog[rec + LS_BPROJ];
         int32_t m_p = prog[rec + LS_MPROJ], s_p = prog[rec + LS_MPROJ + 1], zp_out = prog[rec + LS_OUT_ZP];
         dot_rows(w8 + prog[rec + LS_PROJ], n_rec, H, hid, acc);
         for (r = 0; r < n_rec; ++r) {
-            h[r] = (int16_t)elstm_sat8(elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p) + zp_out);
+            h[r] = (int16_t)elstm_sat8((int64_t)elstm_mbqm(elstm_wrap32((int64_t)acc[r] + bias[r]), m_p, s_p)
+                                       + zp_out);
         }
         if (proj_clip > 0) {    /* TFLite clips the raw int8 values, zero point ignored */
             for (r = 0; r < n_rec; ++r) {
@@ -756,6 +757,30 @@ static void graph_step(const int32_t *prog, int32_t rec, const int8_t *w8, const
 }
 #endif   /* ELSTM_WITH_OPS */
 
+/* ---- validation: elstm_init checks every record field before any kernel uses it, against the limits of
+ * edgelstm/limits.py (ELSTM_LIM_* in the generated elstm_records.h: the Python loader's, one list). Every
+ * length is checked before the fields it covers are read, and no check forms a sum or product that could
+ * overflow: offsets go through span / inside, sizes are bounded by ELSTM_LIM_MAX_ELEMENTS (2^24) first. */
+
+/* lo <= v <= hi */
+static int in_range(int32_t v, int32_t lo, int32_t hi)
+{
+    return v >= lo && v <= hi;
+}
+#define LIM(v, name) in_range((v), ELSTM_LIM_##name##_MIN, ELSTM_LIM_##name##_MAX)
+
+/* [off, off + n) inside [0, len) (n may be 0) */
+static int span(int32_t off, int32_t n, int32_t len)
+{
+    return off >= 0 && n >= 0 && off <= len && n <= len - off;
+}
+
+/* a size in 1 .. ELSTM_LIM_MAX_ELEMENTS */
+static int size_ok(int32_t n)
+{
+    return in_range(n, 1, ELSTM_LIM_MAX_ELEMENTS);
+}
+
 /* a (rows, cols) array at off lies inside [0, len) (no overflow: the product is never formed) */
 #if defined(ELSTM_WITH_DOT) || defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
 static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
@@ -764,50 +789,85 @@ static int inside(int32_t off, int32_t rows, int32_t cols, int32_t len)
 }
 #endif
 
+#if defined(ELSTM_WITH_LSTM) || defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_OP_FC)
+/* n (multiplier, shift) pairs at m (inside prog, checked by the caller): non-negative multipliers, as
+ * QuantizeMultiplier makes them, and shifts the requantization is defined for (mbqm: ELSTM_LIM_SHIFT; LiteRT's
+ * single-rounding FULLY_CONNECTED: ELSTM_LIM_FC_SHIFT) */
+static int pairs_ok(const int32_t *m, int32_t n, int single_rounding)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (!LIM(m[2 * i], MULT) || !(single_rounding ? LIM(m[2 * i + 1], FC_SHIFT) : LIM(m[2 * i + 1], SHIFT))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+#endif
+
 #ifdef ELSTM_WITH_LSTM
 /* an activation table in the blob, or none (-1: computed) */
 static int table_ok(int32_t off, int32_t blob_len) { return off == -1 || inside(off, 1, 65536, blob_len); }
 
-/* An LSTM layer: its 4H gate rows inside scratch, its input and output inside the frame buffers, every weight
- * matrix inside w8 (rows x cols int8, as edgelstm/program/c_program.py lays them out), every table and peephole inside
- * the blob, a computed cell tanh with 0..6 integer bits. */
+/* An LSTM layer record (the caller checked its header: sizes, wiring, dir_len inside prog): dir_len covers the
+ * record before a field is read; H bounded and its gate rows (4H) inside scratch; h (n_out: H, or fewer than H with a
+ * projection) and c (H) inside the state; every weight matrix inside w8 (rows x cols int8, as edgelstm/program/c_program.py
+ * lays them out), every bias inside prog, every table and peephole inside the blob; multipliers, shifts, the
+ * cell exponent, zero points and clips in their ranges. */
 static int lstm_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
     int32_t flags = prog[lo + L_FLAGS], n_in = prog[lo + L_IN], H = prog[lo + L_HID], n_out = prog[lo + L_OUT];
-    int32_t W = cfg->w8_len, B = cfg->blob_len, cell_bits = 15 + r[LS_CELL_EXP];
-    return prog[lo + L_DIRLEN] >= LS_LEN && 4 * H <= cfg->scratch && n_in <= cfg->width && n_out <= cfg->width
+    int32_t W = cfg->w8_len, B = cfg->blob_len, P = cfg->prog_len;
+    return prog[lo + L_DIRLEN] >= LS_LEN && size_ok(H) && 4 * H <= cfg->scratch
+        && ((flags & FLAG_PROJ) ? n_out < H : n_out == H) && span(r[LS_STATE], n_out + H, cfg->n_state)
         && inside(r[LS_WX], 4 * H, n_in, W) && inside(r[LS_WH], 4 * H, n_out, W)
-        && (!(flags & FLAG_PROJ) || inside(r[LS_PROJ], n_out, H, W))
+        && span(r[LS_BX], 4 * H, P) && span(r[LS_BH], 4 * H, P)
+        && (!(flags & FLAG_PROJ) || (inside(r[LS_PROJ], n_out, H, W) && span(r[LS_BPROJ], n_out, P)))
         && (!(flags & FLAG_PEEP) || inside(r[LS_PEEP], 3, H, B))
         && table_ok(r[LS_SIG], B) && table_ok(r[LS_TANH3], B) && table_ok(r[LS_TANH_CELL], B)
-        && cell_bits >= 0 && cell_bits <= 6;
+        && pairs_ok(r + LS_MX, 8, 0) && pairs_ok(r + LS_MP, 3, 0) && pairs_ok(r + LS_MPROJ, 2, 0)   /* + MH, MHID */
+        && LIM(r[LS_CELL_EXP], CELL_EXP) && LIM(r[LS_HID_ZP], ZP) && LIM(r[LS_OUT_ZP], ZP)
+        && LIM(r[LS_CELL_CLIP], CELL_CLIP) && LIM(r[LS_PROJ_CLIP], PROJ_CLIP);
 }
 #endif
 
-#if defined(ELSTM_WITH_DENSE) || defined(ELSTM_WITH_OPS)
-/* [off, off + n) inside [0, len) (n may be 0) */
-static int span(int32_t off, int32_t n, int32_t len)
+#ifdef ELSTM_WITH_SOFTMAX
+/* The float32 exp table of a softmax (as bits): every entry in [0, 1], entry 0 exactly 1 (exp(-s * 0)), as
+ * prepare() makes it; then the sum over the outputs is at least 1 and every probability finite, so the
+ * conversion to an integer is defined. */
+static int softmax_table_ok(const int32_t *t)
 {
-    return off >= 0 && n >= 0 && off <= len && n <= len - off;
+    int32_t i;
+    for (i = 0; i < 256; ++i) {
+        if (!in_range(t[i], 0, 0x3F800000)) {
+            return 0;
+        }
+    }
+    return t[0] == 0x3F800000;
 }
 #endif
 
 #ifdef ELSTM_WITH_DENSE
-/* A Dense layer: its outputs inside scratch and the frame buffers, its input inside the frame buffers, its
- * weight matrix inside w8, its biases and multiplier pairs inside prog, an activation this build holds, with its
- * table (sigmoid / tanh: 256 int8 in w8; softmax: 256 float bits in prog). */
+/* A Dense layer: dir_len covers the record; its outputs inside scratch (the accumulators), its weight matrix
+ * inside w8, its biases and (multiplier, shift) pairs inside prog, shifts LiteRT's FULLY_CONNECTED takes, an int8
+ * zero point, an activation this build holds, with its table (sigmoid / tanh: 256 int8 in w8; softmax: 256
+ * float bits in prog). */
 static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     const int32_t *r = prog + lo + L_HDR;
-    int32_t act = r[DN_ACT], n_out = prog[lo + L_OUT], P = cfg->prog_len;
-    return prog[lo + L_DIRLEN] >= DN_LEN && n_out <= cfg->scratch && n_out <= cfg->width
-        && prog[lo + L_IN] <= cfg->width && inside(r[DN_W], n_out, prog[lo + L_IN], cfg->w8_len)
-        && span(r[DN_B], n_out, P) && span(r[DN_M], 2 * n_out, P)
+    int32_t act, n_out = prog[lo + L_OUT], P = cfg->prog_len;
+    if (prog[lo + L_DIRLEN] < DN_LEN) {
+        return 0;
+    }
+    act = r[DN_ACT];
+    return n_out <= cfg->scratch && inside(r[DN_W], n_out, prog[lo + L_IN], cfg->w8_len)
+        && span(r[DN_B], n_out, P) && span(r[DN_M], 2 * n_out, P) && pairs_ok(prog + r[DN_M], n_out, 1)
+        && LIM(r[DN_PRE_ZP], ZP)
         && (act == ACT_NONE || act == ACT_RELU
             || ((act == ACT_SIGMOID || act == ACT_TANH) && span(r[DN_LUT], 256, cfg->w8_len))
 #ifdef ELSTM_WITH_SOFTMAX
-            || (act == ACT_SOFTMAX && span(r[DN_LUT], 256, P))
+            || (act == ACT_SOFTMAX && span(r[DN_LUT], 256, P) && softmax_table_ok(prog + r[DN_LUT]))
 #endif
         );
 }
@@ -815,30 +875,31 @@ static int dense_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 
 #ifdef ELSTM_WITH_OPS
 /* The element-wise ops' record checks, per op: its code, then one byte per check, kind << 4 | field, then 0.
- * A kind bounds r[field]: a zero point (int8), an elstm_mbqm shift (-31..31), a left shift (0..31), a 0 / 1
- * flag, a 15-bit multiplier (LiteRT's int16 LOGISTIC / TANH Prepare makes 0..32767), an output range
- * r[field] <= r[field + 1] inside int16 (the int16 ops, and the int8 ops whose output the arena holds as
- * int16), an arena tensor of n = r[1] elements, the packed ACT16 table (128 int32 in prog), a 256-entry int8
- * table in the blob. int16 tensors have zero point 0; an ADD / SUB left shift of 15 (int16 input << 15 fits
- * int32; 20 for int8). */
-enum { CK_ZP = 1, CK_SHIFT, CK_LSHIFT, CK_FLAG, CK_MULT15, CK_RANGE16, CK_ARENA, CK_TABLE16, CK_TABLE8 };
+ * A kind bounds r[field]: a zero point (int8), an elstm_mbqm multiplier (non-negative) or shift, an ADD / SUB
+ * left shift, a 0 / 1 flag, the ACT16 input multiplier and left shift (what LiteRT's int16 LOGISTIC / TANH
+ * Prepare makes), an output range r[field] <= r[field + 1] inside int16 (the int16 ops, and the int8 ops whose
+ * output the arena holds as int16), an arena tensor of n = r[1] elements, the packed ACT16 table (128 int32 in
+ * prog), a 256-entry int8 table in the blob. int16 tensors have zero point 0. */
+enum { CK_ZP = 1, CK_MULT, CK_SHIFT, CK_LSHIFT, CK_FLAG, CK_AMULT, CK_ASHIFT, CK_RANGE16, CK_ARENA, CK_TABLE16,
+       CK_TABLE8 };
 #define CK(kind, field) ((kind) << 4 | (field))
 static const uint8_t op_checks[] = {
     OPK_COPY, CK(CK_ARENA, 2), CK(CK_ARENA, 4), 0,
 #ifdef ELSTM_WITH_OP_ACT16
-    OPK_ACT16, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_FLAG, 5), CK(CK_MULT15, 6), CK(CK_LSHIFT, 7),
+    OPK_ACT16, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_FLAG, 5), CK(CK_AMULT, 6), CK(CK_ASHIFT, 7),
     CK(CK_TABLE16, 8), 0,
 #endif
 #ifdef ELSTM_WITH_OP_ADD
-    OPK_ADD, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_SHIFT, 7), CK(CK_ZP, 8),
-    CK(CK_SHIFT, 10), CK(CK_LSHIFT, 11), CK(CK_SHIFT, 13), CK(CK_ZP, 14), CK(CK_RANGE16, 15), 0,
+    OPK_ADD, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_MULT, 6), CK(CK_SHIFT, 7),
+    CK(CK_ZP, 8), CK(CK_MULT, 9), CK(CK_SHIFT, 10), CK(CK_LSHIFT, 11), CK(CK_MULT, 12), CK(CK_SHIFT, 13),
+    CK(CK_ZP, 14), CK(CK_RANGE16, 15), 0,
 #endif
 #ifdef ELSTM_WITH_OP_MUL
-    OPK_MUL, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_ZP, 6), CK(CK_SHIFT, 8),
-    CK(CK_ZP, 9), CK(CK_RANGE16, 10), 0,
+    OPK_MUL, CK(CK_ARENA, 2), CK(CK_ARENA, 3), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_ZP, 6), CK(CK_MULT, 7),
+    CK(CK_SHIFT, 8), CK(CK_ZP, 9), CK(CK_RANGE16, 10), 0,
 #endif
 #ifdef ELSTM_WITH_OP_REQUANT
-    OPK_REQUANT, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_SHIFT, 7), CK(CK_ZP, 8),
+    OPK_REQUANT, CK(CK_ARENA, 2), CK(CK_ARENA, 4), CK(CK_ZP, 5), CK(CK_MULT, 6), CK(CK_SHIFT, 7), CK(CK_ZP, 8),
     CK(CK_RANGE16, 9), 0,
 #endif
 #ifdef ELSTM_WITH_OP_LUT
@@ -846,7 +907,12 @@ static const uint8_t op_checks[] = {
 #endif
     0xFF
 };
-static const int32_t ck_lo[] = {0, -128, -31, 0, 0, 0}, ck_hi[] = {0, 127, 31, 31, 1, 32767};
+/* the ranges of the bounded kinds, as int16 (flash): CK_MULT's upper end is INT32_MAX, which every int32 meets
+ * (-1 here: no upper check) */
+static const int16_t ck_lo[] = {0, ELSTM_LIM_ZP_MIN, ELSTM_LIM_MULT_MIN, ELSTM_LIM_SHIFT_MIN, ELSTM_LIM_LSHIFT_MIN, 0,
+                                ELSTM_LIM_ACT16_MULT_MIN, ELSTM_LIM_ACT16_SHIFT_MIN};
+static const int16_t ck_hi[] = {0, ELSTM_LIM_ZP_MAX, -1, ELSTM_LIM_SHIFT_MAX, ELSTM_LIM_LSHIFT_MAX, 1,
+                                ELSTM_LIM_ACT16_MULT_MAX, ELSTM_LIM_ACT16_SHIFT_MAX};
 
 /* One op record (its op_len fields inside prog, checked by the caller) of an op this build holds: every arena
  * tensor inside the arena (A elements), every weight / table inside the blob or w8, every prog array inside
@@ -859,31 +925,27 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
     (void)W;
 #if defined(ELSTM_WITH_OP_FC) || defined(ELSTM_WITH_OP_CONV16)
     if (op == OPK_FC || op == OPK_CONV16) {
-        /* FC: (mult, shift) pairs, t = 31 - shift in 1..62; CONV16: two-byte rows (see og_conv16), t0 = r[8] in
-         * 8..43 so every row's t is in 8..46 (LiteRT's 16x8 conv takes shifts in [-31, 7]): the rounding shift
-         * is defined. CONV16 has zero points 0 and an int16 output range. */
-        int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], t0 = r[8], i;
+        /* FC: (mult, shift) pairs in LiteRT's FULLY_CONNECTED range; CONV16: two-byte rows (see og_conv16),
+         * t0 = r[8] such that every row's t = t0 + 0..3 = 15 - shift has its shift in ELSTM_LIM_CONV16_SHIFT
+         * (t in 8..46: the rounding shift is defined); CONV16 has zero points 0 and an int16 output range. */
+        int32_t K = r[2], N = r[5], b_off = r[6], m_off = r[7], t0 = r[8];
 #ifdef ELSTM_WITH_OP_FC
         int fc = op == OPK_FC;
 #else
         const int fc = 0;
 #endif
-        int range = fc ? r[3] >= -128 && r[3] <= 127 && r[9] >= -128 && r[9] <= 127 && r[10] >= -128
-                         && r[10] <= r[11] && r[11] <= 127
-                       : r[3] == 0 && r[9] == 0 && r[10] >= -32768 && r[10] <= r[11] && r[11] <= 32767
-                         && t0 >= 8 && t0 <= 43;
-        if (K < 1 || N < 1 || N > (1 << 24) || !span(r[1], K, A) || !span(r[12], N, A)
-            || !inside(r[4], N, K, fc ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
-            || !(b_off == -1 || span(b_off, N, P)) || !span(m_off, fc ? 2 * N : (N + 1) / 2, P)
-            || !range) {
-            return 0;
-        }
-        for (i = 0; i < N && fc; ++i) {   /* CONV16 rows are valid by construction */
-            if (prog[m_off + 2 * i + 1] < -31 || prog[m_off + 2 * i + 1] > 30) {
-                return 0;
-            }
-        }
-        return 1;
+        int range = fc ? LIM(r[3], ZP) && LIM(r[9], ZP) && r[10] >= ELSTM_LIM_ZP_MIN && r[10] <= r[11]
+                         && r[11] <= ELSTM_LIM_ZP_MAX
+                       : r[3] == 0 && r[9] == 0 && r[10] >= ELSTM_LIM_INT16_MIN && r[10] <= r[11]
+                         && r[11] <= ELSTM_LIM_INT16_MAX && t0 >= 15 - ELSTM_LIM_CONV16_SHIFT_MAX
+                         && t0 <= 15 - ELSTM_LIM_CONV16_SHIFT_MIN - 3;
+        return K >= 1 && N >= 1 && N <= ELSTM_LIM_MAX_ELEMENTS && span(r[1], K, A) && span(r[12], N, A)
+            && inside(r[4], N, K, fc ? B : W)   /* FC weights in the blob, CONV16 weights in w8 */
+            && (b_off == -1 || span(b_off, N, P)) && span(m_off, fc ? 2 * N : (N + 1) / 2, P) && range
+#ifdef ELSTM_WITH_OP_FC
+            && (!fc || pairs_ok(prog + m_off, N, 1))   /* CONV16 rows are valid by construction */
+#endif
+            ;
     }
 #endif
     while (*c != op) {   /* op_len admitted op: its checks are in the table */
@@ -892,8 +954,8 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
     }
     for (++c; *c != 0; ++c) {
         int32_t kind = *c >> 4, f = *c & 15, v = r[f];
-        if (kind <= CK_MULT15 ? v < ck_lo[kind] || v > ck_hi[kind]
-            : kind == CK_RANGE16 ? v < -32768 || v > r[f + 1] || r[f + 1] > 32767
+        if (kind < CK_RANGE16 ? v < ck_lo[kind] || (ck_hi[kind] >= 0 && v > ck_hi[kind])
+            : kind == CK_RANGE16 ? v < ELSTM_LIM_INT16_MIN || v > r[f + 1] || r[f + 1] > ELSTM_LIM_INT16_MAX
             : !span(v, kind == CK_ARENA ? n : kind == CK_TABLE16 ? 128 : 256,
                     kind == CK_ARENA ? A : kind == CK_TABLE16 ? P : B)) {
             return 0;
@@ -902,16 +964,20 @@ static int op_ok(const int32_t *prog, const int32_t *r, int32_t P, int32_t A, in
     return 1;
 }
 
-/* An op-graph layer record (one direction at rec, dir_len prog elements): the op, state and constant records
- * inside prog, and everything they name inside the arena, the blob, the state block and the frame buffers.
- * The op records follow each other, each op_len(code) long: a code this build has no kernel for ends it. */
+/* An op-graph layer record (one direction at rec, dir_len prog elements, covering the record before a field is
+ * read): the op, state and constant records inside prog, and everything they name inside the arena, the blob,
+ * the state block and the frame buffers. The op records follow each other, each op_len(code) long: a code this
+ * build has no kernel for ends it. */
 static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, int32_t rec, int32_t dir_len)
 {
     int32_t P = cfg->prog_len, A = cfg->scratch, B = cfg->blob_len, W = cfg->w8_len, S = cfg->n_state, i;
-    int32_t n_ops = prog[rec + OG_NOPS], n_st = prog[rec + OG_NSTATE], n_c = prog[rec + OG_NCONST];
-    int32_t s0 = prog[rec + OG_STATE], zps = prog[lo + L_ZPS], r = prog[rec + OG_OPS];
-    if (dir_len < OG_LEN || prog[lo + L_IN] > cfg->width || prog[lo + L_OUT] > cfg->width
-        || prog[rec + OG_NX] > prog[lo + L_IN] || prog[rec + OG_NY] > prog[lo + L_OUT]
+    int32_t n_ops, n_st, n_c, s0, zps = prog[lo + L_ZPS], r;
+    if (dir_len < OG_LEN) {
+        return 0;
+    }
+    n_ops = prog[rec + OG_NOPS], n_st = prog[rec + OG_NSTATE], n_c = prog[rec + OG_NCONST];
+    s0 = prog[rec + OG_STATE], r = prog[rec + OG_OPS];
+    if (prog[rec + OG_NX] > prog[lo + L_IN] || prog[rec + OG_NY] > prog[lo + L_OUT]
         || !span(prog[rec + OG_X], prog[rec + OG_NX], A) || !span(prog[rec + OG_Y], prog[rec + OG_NY], A)
         || n_ops < 0 || n_st < 0 || n_st > P / OG_STATE_REC || !span(prog[rec + OG_STATES], n_st * OG_STATE_REC, P)
         || n_c < 0 || n_c > P / OG_CONST_REC || !span(prog[rec + OG_CONSTS], n_c * OG_CONST_REC, P)
@@ -934,7 +1000,7 @@ static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, 
         const int32_t *e = prog + prog[rec + OG_STATES] + i * OG_STATE_REC;
         if (!span(e[0], e[2], A) || !span(e[1], e[2], A) || !span(e[3], e[2], S - s0)
 #ifdef ELSTM_WITH_OP_STATE8
-            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && (prog[zps + i] < -128 || prog[zps + i] > 127))
+            || !(e[4] == -1 || span(e[4], 256, B)) || (zps != 0 && !LIM(prog[zps + i], ZP))
 #else
             || e[4] != -1 || zps != 0
 #endif
@@ -959,9 +1025,6 @@ static int opgraph_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo, 
 static int layer_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
 {
     int32_t kind = prog[lo + L_KIND];
-    if (prog[lo + L_IN] > (1 << 24) || prog[lo + L_HID] > (1 << 24) || prog[lo + L_OUT] > (1 << 24)) {
-        return 0;   /* 4 * H in lstm_ok cannot overflow */
-    }
     (void)cfg;
 #ifdef ELSTM_WITH_OPS
     if (kind == KIND_OPS) {
@@ -981,29 +1044,53 @@ static int layer_ok(const elstm_config *cfg, const int32_t *prog, int32_t lo)
     return 0;
 }
 
+/* a float32 quantization scale in the loader's range (positive floats order as their bits; NaN does not pass) */
+static int scale_ok(const float *s)
+{
+    int32_t bits;
+    memcpy(&bits, s, sizeof bits);
+    return LIM(bits, SCALE_BITS);
+}
+
 int elstm_init(const elstm_config *cfg, const elstm_weights *w, elstm_state *st)
 {
     const int32_t *prog = w->prog;
-    int32_t k, n_layers;
+    int32_t P = cfg->prog_len, k, n_layers, n_prev = cfg->input_size;
     if (cfg->format_version != ELSTM_FORMAT_VERSION) {
         return ELSTM_BAD_VERSION;
     }
-    if (cfg->prog_len < G_LAYER0 || prog[G_IN] != cfg->input_size || prog[G_OUT] != cfg->output_size) {
+    /* the config: sizes bounded (so no sum or product below overflows), the input inside the frame buffers (the
+     * output is the last layer's, checked below), the float edges' quantization as the loader accepts it, a
+     * program holding its header (whose input / output sizes nothing reads: the layers' are checked) */
+    if (!size_ok(cfg->width) || !size_ok(cfg->scratch) || !in_range(cfg->n_state, 0, ELSTM_LIM_MAX_ELEMENTS)
+        || !in_range(cfg->input_size, 1, cfg->width) || !scale_ok(&cfg->input_scale)
+        || !scale_ok(&cfg->output_scale) || !LIM(cfg->input_zp, ZP) || !LIM(cfg->output_zp, ZP) || P < G_LAYER0) {
         return ELSTM_BAD_MODEL;
     }
     n_layers = prog[G_LAYERS];
-    if (n_layers < 1 || G_LAYER0 + n_layers > cfg->prog_len) {
+    if (n_layers < 1 || n_layers > P - G_LAYER0) {
         return ELSTM_BAD_MODEL;
     }
+    /* every layer: its header and direction record inside prog, one forward direction, known flags (an op graph
+     * lowered from a GRU / RNN keeps the layer's RESET_AFTER / RELU; nothing reads them), its input the
+     * previous layer's output (the model's input for the first), its output inside the frame buffers (the last
+     * layer's the model's output); then its record (which bounds the hidden size where one is used) */
     for (k = 0; k < n_layers; ++k) {
         int32_t lo = prog[G_LAYER0 + k];
-        if (lo < 0 || lo + L_HDR > cfg->prog_len || prog[lo + L_NDIR] != 1 || (prog[lo + L_FLAGS] & FLAG_REVERSE)
-            || prog[lo + L_DIRLEN] < 0 || lo + L_HDR + prog[lo + L_DIRLEN] > cfg->prog_len
-            || !layer_ok(cfg, prog, lo)) {
+        if (!span(lo, L_HDR, P) || !span(lo + L_HDR, prog[lo + L_DIRLEN], P) || prog[lo + L_NDIR] != 1
+            || (prog[lo + L_FLAGS] & ~(FLAG_PEEP | FLAG_PROJ | FLAG_RESET_AFTER | FLAG_RELU)) != 0
+            || prog[lo + L_IN] != n_prev
+            || !in_range(prog[lo + L_OUT], 1, cfg->width) || !layer_ok(cfg, prog, lo)) {
             return ELSTM_BAD_MODEL;
         }
+        n_prev = prog[lo + L_OUT];
     }
-    elstm_reset(cfg, w, st);
+    if (n_prev != cfg->output_size) {
+        return ELSTM_BAD_MODEL;
+    }
+    if (st != NULL) {
+        elstm_reset(cfg, w, st);
+    }
     return ELSTM_OK;
 }
 

@@ -18,8 +18,9 @@ static inline int16_t elstm_wrap16(int32_t x)
     return u < 0x8000u ? (int16_t)u : (int16_t)((int32_t)u - 65536);
 }
 
-static inline int32_t elstm_sat16(int32_t x) { return x > 32767 ? 32767 : (x < -32768 ? -32768 : x); }
-static inline int32_t elstm_sat8(int32_t x) { return x > 127 ? 127 : (x < -128 ? -128 : x); }
+/* saturation of a sum formed in int64 (an int32 result plus an int16 or a zero point can leave int32) */
+static inline int32_t elstm_sat16(int64_t x) { return (int32_t)(x > 32767 ? 32767 : (x < -32768 ? -32768 : x)); }
+static inline int32_t elstm_sat8(int64_t x) { return (int32_t)(x > 127 ? 127 : (x < -128 ? -128 : x)); }
 
 /* SaturatingRoundingDoublingHighMul<int32_t> */
 static inline int32_t elstm_srdhm(int32_t a, int32_t b)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..ir.model import ModelSpec
+from ..limits import MAX_ELEMENTS
 from ..quant.multiplier import (fc_multipliers, fold_zero_point, quantize_multiplier_f32, quantized_clip,
                                 scale_f32)
 from ..quant.params import FIXED_OUTPUT_QUANT, QuantParams
@@ -145,9 +146,14 @@ def prepare(spec: ModelSpec, quant: QuantParams | None) -> Prepared:
         off = b.add_ints([C.KIND_OPS if lowered else C.KINDS[kind], layer.input_size, hid, n_out, n_dir, flags, 0,
                           dir_len])
         for r in records:
-            b.add_ints(r)
+            r_off = b.add_ints(r)
+            if kind == "magnitude" and quantized:     # field 9: the JIT's pair table (its number until finish())
+                b.refer_kernel_table(r_off + C.MP_TABLE, r[C.MP_TABLE])
         layer_offsets.append(off)
     scratch = scratch + (-scratch) % C.PAD + C.PAD  # hid8 / r*h vectors are read padded from aux
+    if max(width, n_state, scratch) > MAX_ELEMENTS:   # the C runtime's limit too (limits.py)
+        raise ModelError(f"model too large: frame width {width}, state {n_state}, scratch {scratch} elements; the "
+                         f"limit is {MAX_ELEMENTS}")
     prog, weights = b.finish()
     prog[0:8] = [len(spec.layers), spec.input_size, spec.output_size, width, 0, 0, 0, 0]
     if quantized:
