@@ -61,6 +61,7 @@ class _Call(ctypes.Structure):   # elstm_call: every argument of elstm_step_f32,
 
 def _load(path):
     """The library at path with its prototypes set, or None if unloadable or built for another format."""
+    lib = None
     try:
         lib = ctypes.CDLL(str(path))
         lib.elstm_format_version.restype = ctypes.c_int
@@ -76,6 +77,9 @@ def _load(path):
         import sys
         print(f"edgelstm: ignoring {path}: not a native library of this edgelstm version; rebuild it with "
               "python -m edgelstm.firmware_host build-native", file=sys.stderr)
+        if lib is not None:   # unloaded: dlopen of the same path after a rebuild would return this stale copy
+            import _ctypes
+            getattr(_ctypes, "dlclose", lambda handle: None)(lib._handle)
         return None
     return lib
 
