@@ -32,7 +32,7 @@ echo "install: $(( $(date +%s) - t0 )) s; $(in_pi python3 -c 'import importlib.u
 
 echo "== first run, cold caches (x86 host then $arch, the same hour)"
 cold() { "$@" bash -c 'export NUMBA_CACHE_DIR=$(mktemp -d); TIMEFORMAT="wall %1R s, cpu %1U s user + %1S s sys";
-        { time edgelstm tag --json > /tmp/tag.json 2>/dev/null; } 2>&1'; }
+        { time ${TAG:-edgelstm tag} --json > /tmp/tag.json 2>/dev/null; } 2>&1'; }
 echo "x86:   $(cold env PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
 echo "$arch: $(cold in_pi)"
 in_pi cat /tmp/tag.json > "$out/tag.json"
@@ -44,8 +44,14 @@ echo "warm run: $(in_pi bash -c 's=$(date +%s.%N); edgelstm tag >/dev/null; e=$(
 
 if [ -n "${PI_BEFORE:-}" ]; then   # an older checkout (e.g. git archive of the base commit): its first run, same hour
   rm -rf "$dir/root/before" && mkdir -p "$dir/root/before" && cp -a "$PI_BEFORE/." "$dir/root/before/"
-  echo "before, x86:   $(cold env PYTHONPATH="$PI_BEFORE" PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
-  echo "before, $arch: $(cold in_pi env PYTHONPATH=/root/before)"
+  # python -S: the editable install's import hook (a .pth file) would win over PYTHONPATH; the site directories
+  # (numpy, numba) go on PYTHONPATH instead
+  sites='import sys; print(":".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))))'
+  before="import sys, edgelstm; assert edgelstm.__file__.startswith(sys.argv[1]), edgelstm.__file__"
+  host_sites=$("$host_py" -c "$sites"); pi_sites=$(in_pi python3 -c "$sites")
+  PYTHONPATH="$PI_BEFORE:$host_sites" "$host_py" -S -c "$before" "$PI_BEFORE" && in_pi env PYTHONPATH="/root/before:$pi_sites" python3 -S -c "$before" /root/before
+  echo "before, x86:   $(cold env PYTHONPATH="$PI_BEFORE:$host_sites" TAG="$host_py -S -m edgelstm tag")"
+  echo "before, $arch: $(cold in_pi env PYTHONPATH="/root/before:$pi_sites" TAG="python3 -S -m edgelstm tag")"
 fi
 
 echo "== bit-exact outputs against x86"
