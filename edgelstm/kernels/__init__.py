@@ -8,24 +8,44 @@ import hashlib
 from pathlib import Path
 
 
+def _cache_dirs(here: Path) -> list:
+    """Every directory Numba may keep this package's cache files in, asked from Numba's own cache locators:
+    ``$NUMBA_CACHE_DIR``'s copy of this folder, the in-tree ``__pycache__``, the user-wide cache (where a
+    read-only install caches)."""
+    dirs = [here / "__pycache__"]
+    try:
+        from numba.core import caching
+        impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")   # renamed in Numba 0.62
+        for cls in impl._locator_classes:
+            try:
+                locator = cls.from_function(_cache_dirs, str(here / "program.py"))
+            except Exception:   # noqa: BLE001  (a locator that does not apply to a plain source file)
+                locator = None
+            if locator is not None:
+                dirs.append(Path(locator.get_cache_path()))
+    except (ImportError, AttributeError):   # another Numba layout: the in-tree directory at least
+        pass
+    return list(dict.fromkeys(dirs))
+
+
 def _drop_stale_cache() -> None:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     # the record layout's constants are compiled into the kernels as globals, so its file counts too
     for src in sorted(here.glob("*.py")) + [here.parent / "config.py", here.parent / "program" / "layout.py"]:
         digest.update(src.read_bytes())
-    cache = here / "__pycache__"
-    stamp = cache / "edgelstm-kernels.stamp"
     want = digest.hexdigest()
-    try:
-        if stamp.exists() and stamp.read_text() == want:
-            return
-        cache.mkdir(exist_ok=True)
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            f.unlink(missing_ok=True)
-        stamp.write_text(want)
-    except OSError:  # read-only install: Numba falls back to its own cache locations
-        pass
+    for cache in _cache_dirs(here):
+        stamp = cache / "edgelstm-kernels.stamp"
+        try:
+            if stamp.exists() and stamp.read_text() == want:
+                continue
+            cache.mkdir(parents=True, exist_ok=True)
+            for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+                f.unlink(missing_ok=True)
+            stamp.write_text(want)
+        except OSError:  # read-only location: Numba does not write there either
+            pass
 
 
 _drop_stale_cache()
