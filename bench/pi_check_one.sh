@@ -31,8 +31,10 @@ in_pi bash -c 'cd /root/edgelstm && { [ -x /root/env/bin/pip ] || python3 -m ven
 echo "install: $(( $(date +%s) - t0 )) s; $(in_pi python3 -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")' 2>/dev/null || in_pi /root/env/bin/python -c 'import importlib.util as u; print("numba", "present" if u.find_spec("numba") else "absent")')"
 
 echo "== first run, cold caches (x86 host then $arch, the same hour)"
+# a fresh NUMBA_CACHE_DIR: the first-ever run; then a second run with that cache (the in-tree cache would be cold)
 cold() { "$@" bash -c 'export NUMBA_CACHE_DIR=$(mktemp -d); TIMEFORMAT="wall %1R s, cpu %1U s user + %1S s sys";
-        { time ${TAG:-edgelstm tag} --json > /tmp/tag.json 2>/dev/null; } 2>&1'; }
+        { time ${TAG:-edgelstm tag} --json > /tmp/tag.json 2>/dev/null; } 2>&1; printf "; warm: ";
+        { time ${TAG:-edgelstm tag} --json > /dev/null 2>&1; } 2>&1'; }
 echo "x86:   $(cold env PATH="$(dirname "$(command -v edgelstm)"):$PATH")"
 echo "$arch: $(cold in_pi)"
 in_pi cat /tmp/tag.json > "$out/tag.json"
@@ -40,7 +42,6 @@ edgelstm tag --json > "$out/tag_x86.json"
 if diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") >/dev/null; then
   echo "edgelstm tag: events identical to x86 ($(grep -c '"event"' "$out/tag.json") events)"
 else echo "edgelstm tag: EVENTS DIFFER"; diff <(grep '"event"' "$out/tag_x86.json") <(grep '"event"' "$out/tag.json") || true; fi
-echo "warm run: $(in_pi bash -c 's=$(date +%s.%N); edgelstm tag >/dev/null; e=$(date +%s.%N); python3 -c "import sys; print(f\"{float(sys.argv[2])-float(sys.argv[1]):.1f} s\")" $s $e')"
 
 if [ -n "${PI_BEFORE:-}" ]; then   # an older checkout (e.g. git archive of the base commit): its first run, same hour
   rm -rf "$dir/root/before" && mkdir -p "$dir/root/before" && cp -a "$PI_BEFORE/." "$dir/root/before/"

@@ -359,7 +359,7 @@ class Model:
         if not native.numba_importable():
             raise ModelError(native.unavailable_message(self._prep))
         from .kernels import announce_compile, program
-        entries = program.kernels_for(self._prep.prog)     # compiled for this model's layer kinds only
+        entries = program.kernels_for(self._prep.prog, quantized=self.is_quantized)   # only what the model uses
         if frame:
             kernel = entries.step_int8 if self.is_quantized else entries.step_f32
         else:

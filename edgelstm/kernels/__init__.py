@@ -15,7 +15,7 @@ def _cache_dirs(here: Path) -> list:
     dirs = [here / "__pycache__"]
     try:
         from numba.core import caching
-        impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")   # renamed in Numba 0.62
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl   # renamed in Numba 0.6x
         for cls in impl._locator_classes:
             try:
                 locator = cls.from_function(_cache_dirs, str(here / "program.py"))
@@ -73,8 +73,8 @@ def announce_compile(kernel, stream=None) -> None:
     if cached:
         return
     _announced = True
-    # measured first compiles of the bundled tagger: ~20 s of CPU on a 2-core x86 VM; ARM boards are slower
-    estimate = "about 20 s" if platform.machine().lower() in ("x86_64", "amd64") else "a minute or more"
+    # measured first compiles of the bundled tagger: ~15 s of CPU on a 2-core x86 VM; ARM boards are slower
+    estimate = "about 15 s" if platform.machine().lower() in ("x86_64", "amd64") else "a minute or more"
     print(f"edgelstm: compiling the kernels for this model once ({estimate}; `edgelstm warmup` does it ahead); "
           "later runs load them from the disk cache", file=stream, flush=True)
     _start_ticker(kernel, stream)

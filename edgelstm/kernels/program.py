@@ -28,7 +28,7 @@ from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from ..program.layout import KIND_CONV, KIND_MAP, KIND_OPS, KIND_RNN
+from ..program.layout import ACT_SOFTMAX, DN_ACT, FLAG_PEEP, FLAG_PROJ, KIND_CONV, KIND_MAP, KIND_OPS, KIND_RNN
 from .frontend import conv_step_f32, conv_step_int8, map_step_f32, map_step_int8
 from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
@@ -79,26 +79,44 @@ def _has_non_finite(x, lengths, F):
 # on such constants before typing, and keys its disk cache on a closure's constants.  Everything between an
 # entry and the cell steps is inline="always": each separately compiled level re-optimizes and re-emits
 # the machine code of everything below it (~7 s of CPU per level here, five levels, for the bundled tagger).
-ALL_KINDS = (True,) * (KIND_MAP + 1)
+# After the kinds, three features of the int8 cells, pruned the same way when no layer has them: an LSTM with
+# peepholes, an LSTM with a projection, a softmax Dense (the tagger needs none: ~2 s of a first compile here).
+FEAT_PEEP, FEAT_PROJ, FEAT_SOFTMAX = KIND_MAP + 1, KIND_MAP + 2, KIND_MAP + 3
+ALL_KINDS = (True,) * (FEAT_SOFTMAX + 1)
 
 
-def kind_marker(prog) -> tuple:
-    """The kinds a program's records use: True at index KIND_x for a used kind, None for an absent one."""
-    used = {int(prog[int(prog[G_LAYER0 + k]) + L_KIND]) for k in range(int(prog[G_LAYERS]))}
-    return tuple(True if k in used else None for k in range(KIND_MAP + 1))
+def kind_marker(prog, *, quantized: bool = False) -> tuple:
+    """The kinds and int8 cell features a program's records use: True at index KIND_x / FEAT_x for a used one,
+    None for an absent one.  The features are read from int8 records only (``quantized``); a float program's
+    records have another layout, and its cells take no features (all True)."""
+    used = set() if quantized else {FEAT_PEEP, FEAT_PROJ, FEAT_SOFTMAX}
+    for k in range(int(prog[G_LAYERS])):
+        lo = int(prog[G_LAYER0 + k])
+        kind, flags = int(prog[lo + L_KIND]), int(prog[lo + L_FLAGS])
+        used.add(kind)
+        if not quantized:
+            continue
+        if kind == KIND_LSTM:
+            used.update(f for f, bit in ((FEAT_PEEP, FLAG_PEEP), (FEAT_PROJ, FLAG_PROJ)) if flags & bit)
+        elif kind == KIND_DENSE:
+            recs = (lo + L_HDR + d * int(prog[lo + L_DIRLEN]) for d in range(int(prog[lo + L_NDIR])))
+            if any(int(prog[rec + DN_ACT]) == ACT_SOFTMAX for rec in recs):
+                used.add(FEAT_SOFTMAX)
+    return tuple(True if k in used else None for k in range(len(ALL_KINDS)))
 
 
 @njit(inline="always")
 def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
-               lstm, dense, ops, conv, map_):
+               lstm, dense, ops, conv, map_, feats):
     """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind; a kind whose flag
     is None is pruned at compile time)."""
     if kind == KIND_LSTM:
         if lstm is not None:
-            lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
+            lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+                           feats[0], feats[1])
     elif kind == KIND_DENSE:
         if dense is not None:
-            dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
+            dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr, feats[2])
     elif kind == KIND_CONV:
         if conv is not None:
             conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
@@ -146,11 +164,11 @@ def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, 
 
 @njit(inline="always")
 def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
-          int8, lstm, gru, rnn, dense, ops, conv, map_):
+          int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """int8 cells for the int8 entries (int8 True), float32 cells for the float ones (int8 None)."""
     if int8 is not None:
         _cell_int8(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
-                   lstm, dense, ops, conv, map_)
+                   lstm, dense, ops, conv, map_, feats)
     else:
         _cell_f32(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
                   lstm, gru, rnn, dense, ops, conv, map_)
@@ -158,7 +176,7 @@ def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb,
 
 @njit(inline="always")
 def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr, ix,
-               int8, lstm, gru, rnn, dense, ops, conv, map_):
+               int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """Run the layer stack over frames t0 .. t0+tc-1 of B sequences, staged at seq[0:] (frame i of sequence b
     at (b * chunk + i) * width); layers ping-pong between seq[0:] and seq[n_seq:].  Layer by layer, and
     inside a layer step by step, every sequence still running at that step goes through ONE cell call (the
@@ -193,7 +211,7 @@ def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_st
                         nb += 1
                 if nb > 0:
                     _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux,
-                          scr, int8, lstm, gru, rnn, dense, ops, conv, map_)
+                          scr, int8, lstm, gru, rnn, dense, ops, conv, map_, feats)
         src, dst = dst, src
         width = out_w
     return src
@@ -278,7 +296,7 @@ def _emit_by_dtype(yb, out, t0, n, tc, O, prog, weights):
 
 
 @njit(inline="always")
-def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_):
+def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """x (B, T, F) float32 -> y (B, T, O) float32 through the program (int8 or float32 by the weights' dtype);
     state updated in place.  Works through T in chunks of ``work``'s chunk frames (bounded working memory
     for any T).  Returns 0; 1 without touching anything if x holds NaN/inf (the wrapper raises InputError);
@@ -302,7 +320,7 @@ def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, 
             n = min(max(lengths[b] - t0, 0), tc)
             _stage(seq[b * chunk * F:(b * chunk + n) * F], x[b], t0, n, F, prog, weights)
         src = _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux,
-                         scr, ix, int8, lstm, gru, rnn, dense, ops, conv, map_)
+                         scr, ix, int8, lstm, gru, rnn, dense, ops, conv, map_, feats)
         for b in range(B):
             n = min(max(lengths[b] - t0, 0), tc)
             status |= _emit(y[b], seq[src + b * chunk * O:src + (b * chunk + n) * O], t0, n, tc, O, prog,
@@ -311,7 +329,7 @@ def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, 
 
 
 @njit(inline="always")
-def _step(x, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_):
+def _step(x, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """One step of each of the B sequences the work buffer holds: x (F,) or (B, F); the outputs (B, O) float32
     land in work's W_Y region."""
     hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
@@ -321,27 +339,28 @@ def _step(x, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_):
     view_i32(work, hdr[W_LENGTHS], B)[:] = 1
     y = view_f32(work, hdr[W_Y], B * O)
     return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work, int8, lstm, gru, rnn, dense,
-                    ops, conv, map_)
+                    ops, conv, map_, feats)
 
 
 def _entries(kinds):
     """The four entry points compiled for the kind set ``kinds`` (see kind_marker): its flags are constants of
     these closures, which Numba's disk cache keys on."""
-    lstm, gru, rnn, dense, ops, conv, map_ = kinds
+    lstm, gru, rnn, dense, ops, conv, map_ = kinds[:KIND_MAP + 1]
+    feats = kinds[KIND_MAP + 1:]
 
     @njit(**NJIT_OPTS)
     def forward_int8(x, y, model, work):
         """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program (model: the JIT model blob)."""
         prog, kw = _unpack_model(model)
         return _forward(x, y, prog, view_i16(model, kw, (model.size - kw) // 2), work, True,
-                  lstm, gru, rnn, dense, ops, conv, map_)
+                  lstm, gru, rnn, dense, ops, conv, map_, feats)
 
     @njit(**NJIT_OPTS)
     def forward_f32(x, y, model, work):
         """Float32 twin of forward_int8."""
         prog, kw = _unpack_model(model)
         return _forward(x, y, prog, view_f32(model, kw, (model.size - kw) // 4), work, None,
-                  lstm, gru, rnn, dense, ops, conv, map_)
+                  lstm, gru, rnn, dense, ops, conv, map_, feats)
 
     @njit(**NJIT_OPTS)
     def step_int8(x, model, work):
@@ -350,14 +369,14 @@ def _entries(kinds):
         is a numpy view of it), so nothing is copied or allocated."""
         prog, kw = _unpack_model(model)
         return _step(x, prog, view_i16(model, kw, (model.size - kw) // 2), work, True,
-               lstm, gru, rnn, dense, ops, conv, map_)
+               lstm, gru, rnn, dense, ops, conv, map_, feats)
 
     @njit(**NJIT_OPTS)
     def step_f32(x, model, work):
         """Float twin of step_int8."""
         prog, kw = _unpack_model(model)
         return _step(x, prog, view_f32(model, kw, (model.size - kw) // 4), work, None,
-               lstm, gru, rnn, dense, ops, conv, map_)
+               lstm, gru, rnn, dense, ops, conv, map_, feats)
 
     return types_ns(forward_int8=forward_int8, forward_f32=forward_f32, step_int8=step_int8, step_f32=step_f32)
 
@@ -369,9 +388,10 @@ def entries(kinds: tuple = ALL_KINDS):
     return _entries(kinds)
 
 
-def kernels_for(prog):
-    """The entry points specialized to the layer kinds of ``prog`` (the runtime's choice)."""
-    return entries(kind_marker(prog))
+def kernels_for(prog, *, quantized: bool = False):
+    """The entry points specialized to the layer kinds (and, int8, the cell features) of ``prog`` (the runtime's
+    choice)."""
+    return entries(kind_marker(prog, quantized=quantized))
 
 
 # every kind: the generic entry points (tests and tools that call the kernels directly)
