@@ -1,6 +1,6 @@
 """Print the inner loop the pairwise matvec (kernels/pairwise._dot_blocks) compiles to, on this x86 host, for
-AVX2 (haswell) and for AArch64 (cortex-a76 with dotprod, cortex-a72 plain ARMv8), and count the multiply-add
-and int8 -> int16 widening instructions.
+AVX2 (haswell; alderlake with AVX-VNNI, where LLVM fuses vpmaddwd + vpaddd into vpdpwssd) and for AArch64
+(cortex-a76 with dotprod, cortex-a72 plain ARMv8), and count the multiply-add and int8 -> int16 widening instructions.
 
     python bench/pairwise_asm.py [--full] [--json bench/results/pairwise_asm.json]
 
@@ -57,6 +57,7 @@ def main(argv):
     llvm.initialize_all_asmprinters()
     results = {"host": x86}
     for isa, triple, cpu, feats in (("avx2", "x86_64-unknown-linux-gnu", "haswell", "+avx2"),
+                                    ("avx2", "x86_64-unknown-linux-gnu", "alderlake", "+avx2,+avxvnni"),
                                     ("generic", "aarch64-unknown-linux-gnu", "cortex-a76", "+neon,+dotprod"),
                                     ("generic", "aarch64-unknown-linux-gnu", "cortex-a72", "+neon")):
         pairwise.FORCE_ISA = isa
@@ -69,7 +70,7 @@ def main(argv):
         pto = llvm.create_pipeline_tuning_options(speed_level=3)
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
-        results[cpu] = _report(f"{triple.split('-')[0]} {cpu} ({isa} IR)", tm.emit_assembly(mod), full)
+        results[f"{cpu} {isa}"] = _report(f"{triple.split('-')[0]} {cpu} ({isa} IR)", tm.emit_assembly(mod), full)
     pairwise.FORCE_ISA = None
     if out:
         import json

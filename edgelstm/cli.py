@@ -516,12 +516,12 @@ def cmd_demo(args) -> int:
 def _compile_clock():
     """{"seconds": ...}: the time Numba spent compiling kernels inside the block, filled in when it exits (0 when
     every kernel came from the disk cache; Numba reports a compile only on a cache miss)."""
+    from edgelstm.backends.native import prefer_native
     out = {"seconds": 0.0}
-    try:
-        from numba.core import event
-    except ImportError:   # no Numba (the C backend): nothing compiles
+    if prefer_native(None):   # no Numba, or the C backend chosen: nothing compiles (and Numba stays unimported)
         yield out
         return
+    from numba.core import event
     with event.install_recorder("numba:compile") as rec:
         yield out
     depth, t0 = 0, 0.0
@@ -557,6 +557,14 @@ def _first_seconds(chunks, n: int):
 
 def _speed(rtf: float) -> str:
     return f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"
+
+
+def cmd_warmup(args) -> int:
+    for path in args.models or [os.fspath(AUDIO_MODEL)]:
+        t0 = time.perf_counter()
+        backend = _load_model(path).warmup()
+        print(f"{path}: ready ({backend}, {time.perf_counter() - t0:.1f} s)")
+    return 0
 
 
 def _check_audio_args(args) -> None:
@@ -692,6 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="audio tagger .elstm (default: the bundled int8 model)")
     t.add_argument("--json", action="store_true", help="one JSON line per event, then a summary line")
     t.set_defaults(func=cmd_tag)
+
+    w = sub.add_parser("warmup", help="compile the JIT kernels of models ahead of their first use (the first run "
+                                      "on a Raspberry Pi otherwise spends minutes compiling)")
+    w.add_argument("models", nargs="*", metavar="MODEL", help=".elstm files (default: the bundled audio tagger)")
+    w.set_defaults(func=cmd_warmup)
 
     v = sub.add_parser("vad", help="speech segments (voice activity) in audio with silero-vad's model (pip install "
                                    "'edgelstm[vad]') or --model")

@@ -352,7 +352,8 @@ class Model:
         else:
             self._write_state(work, B, initial_state, batched=batched)
         Y = np.empty((B, T, self.output_size), dtype=np.float32)
-        status = self._kernel()(X3, Y, self._prep.kernel_blob, work)
+        kernel = self._kernel()
+        status = kernel(X3, Y, self._blob_for(kernel), work)
         if status == STATUS_NON_FINITE_OUTPUT:
             raise ModelError(NON_FINITE_OUTPUT_MESSAGE)
         if status:
@@ -362,14 +363,36 @@ class Model:
             return Y, self._read_state(work, B, batched=batched)
         return Y
 
-    def _kernel(self, *, frame: bool = False):
+    def _blob_for(self, kernel):
+        """The JIT's model blob for a Numba kernel; None for the C runtime's, which never builds it."""
+        return self._prep.kernel_blob if getattr(kernel, "reads_kernel_blob", True) else None
+
+    def _kernel(self, *, frame: bool = False, batch: int = 1):
+        from .backends import native
+        kernel = native.step_kernel(self._prep, batch) if frame else native.forward_kernel(self._prep)
+        if kernel is not None:        # the C runtime: preferred, or the only backend (no Numba)
+            return kernel
+        if not native.numba_importable():
+            raise ModelError(native.unavailable_message(self._prep))
         from .kernels import announce_compile, program
+        entries = program.kernels_for(self._prep.prog, quantized=self.is_quantized)   # only what the model uses
         if frame:
-            kernel = program.step_int8 if self.is_quantized else program.step_f32
+            kernel = entries.step_int8 if self.is_quantized else entries.step_f32
         else:
-            kernel = program.forward_int8 if self.is_quantized else program.forward_f32
+            kernel = entries.forward_int8 if self.is_quantized else entries.forward_f32
         announce_compile(kernel)
         return kernel
+
+    def warmup(self) -> str:
+        """Compile (or load from Numba's disk cache) the kernels this model runs with, ahead of the first real
+        call: ``run`` / ``step_many`` and a stream's ``step``; builds the C runtime instead where it is the
+        backend (no Numba).  Returns the backend's name ("jit" or "native")."""
+        X = np.zeros((1, 1, self.input_size), np.float32)
+        kernel = self._kernel()
+        self.run(X[0])
+        if not self.spec.needs_whole_sequence:
+            self.stream().step(X[0, 0])
+        return "jit" if getattr(kernel, "reads_kernel_blob", True) else "native"
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""
@@ -431,7 +454,7 @@ class _StreamBase:
         self._kernel_fn = kernel
         self._call = self._first_call        # the fast path's callable, resolved again on the next call
         # the JIT's model blob (made on first use); the C runtime's NativeStep reads its own arrays instead
-        self._model_blob = self.model._prep.kernel_blob if getattr(kernel, "reads_kernel_blob", True) else None
+        self._model_blob = self.model._blob_for(kernel)
 
     def _first_call(self, x, blob, work):
         """The first fast-path call goes through the kernel (compiling or loading it); later ones call its
@@ -538,9 +561,8 @@ class Stream(_StreamBase):
 
     def __init__(self, model: Model):
         # no-JIT hook: the C runtime when its library is built (edgelstm/backends/native.py), else the Numba kernel
-        from .backends.native import step_kernel
         self._in_shape = (model.input_size,)
-        super().__init__(model, 1, step_kernel(model._prep) or model._kernel(frame=True))
+        super().__init__(model, 1, model._kernel(frame=True))
 
     def step_many(self, X) -> np.ndarray:
         """Many frames (T, F) in one jitted call; returns (T, O) (a new array). Equals T calls of step.
@@ -557,7 +579,8 @@ class Stream(_StreamBase):
                 self._alloc(want)  # keeps the state
             self._lengths[0] = T
             Y = np.empty((1, T, self.model.output_size), np.float32)
-            status = self.model._kernel()(X[None], Y, self.model._prep.kernel_blob, self._work)
+            kernel = self.model._kernel()
+            status = kernel(X[None], Y, self.model._blob_for(kernel), self._work)
             if status:
                 self._raise_status(status, "X")
         finally:
@@ -574,7 +597,7 @@ class Streams(_StreamBase):
 
     def __init__(self, model: Model, n: int):
         self._in_shape = (n, model.input_size)
-        super().__init__(model, n, model._kernel(frame=True))
+        super().__init__(model, n, model._kernel(frame=True, batch=n))
 
     def __len__(self) -> int:
         return self._batch

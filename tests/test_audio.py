@@ -1,6 +1,7 @@
 """Audio front end, readers, event tracking and the bundled tagger."""
 import io
 import json
+import math
 import struct
 import wave
 
@@ -35,6 +36,58 @@ def test_streaming_logmel_equals_whole_signal_for_random_chunkings():
         parts = [lm.push(c) for c in np.split(y, cuts)]
         got = np.concatenate(parts)
         assert np.array_equal(got, whole), trial  # exact: each frame sees the same samples, same kernel
+
+
+def _logmel_loop(x, n_frames, hop, window, bitrev, tw_re, tw_im, mel_w, mel_lo, mel_hi, amin):
+    """The per-frame loop the numpy front end replaced (Numba-compiled, scalar float64): the reference for bits."""
+    n = window.shape[0]
+    out = np.empty((n_frames, mel_w.shape[0]))
+    re, im = np.zeros(n), np.zeros(n)
+    for t in range(n_frames):
+        for i in range(n):
+            re[bitrev[i]] = x[t * hop + i] * window[i]
+            im[bitrev[i]] = 0.0
+        size = 2
+        while size <= n:
+            half, step = size // 2, n // size
+            for start in range(0, n, size):
+                for k in range(half):
+                    wr, wi, p, q = tw_re[k * step], tw_im[k * step], start + k, start + k + half
+                    xr = re[q] * wr - im[q] * wi
+                    xi = re[q] * wi + im[q] * wr
+                    re[q] = re[p] - xr
+                    im[q] = im[p] - xi
+                    re[p] += xr
+                    im[p] += xi
+            size *= 2
+        for m in range(mel_w.shape[0]):
+            s = 0.0
+            for b in range(mel_lo[m], mel_hi[m]):
+                s += mel_w[m, b] * (re[b] * re[b] + im[b] * im[b])
+            out[t, m] = 10.0 * math.log10(max(amin, s))
+    return out
+
+
+def test_logmel_is_bit_identical_to_the_per_frame_loop():
+    """The numpy front end (no Numba: it must run on 32-bit Pi OS) vectorizes across frames but keeps each
+    frame's float64 operations and their order, so its log-mel equals the scalar loop bit for bit."""
+    numba = pytest.importorskip("numba")
+    loop = numba.njit(_logmel_loop)      # fastmath off: IEEE operations as written, like the old kernel
+    from edgelstm.audio.features import _logmel_frames
+    rng = np.random.default_rng(3)
+    for fe in (FE, FrontEnd(sr=16000, n_fft=1024, hop_length=160, n_mels=40, fmin=0.0, fmax=7600.0)):
+        lm = LogMel(fe)
+        nz = lm._mel_w > 0
+        lo = np.array([np.argmax(r) if r.any() else 0 for r in nz], np.int64)
+        hi = np.array([len(r) - np.argmax(r[::-1]) if r.any() else 0 for r in nz], np.int64)
+        for scale in (0.3, 1e-6, 0.0):
+            x = rng.standard_normal(fe.n_fft + 37 * fe.hop_length) * scale
+            n_frames = 1 + (x.size - fe.n_fft) // fe.hop_length
+            want = loop(x, n_frames, fe.hop_length, lm._window, lm._bitrev, lm._tw_re, lm._tw_im, lm._mel_w, lo,
+                        hi, float(fe.amin))
+            got = _logmel_frames(x, n_frames, fe.hop_length, lm._window, lm._bitrev, lm._tw_re, lm._tw_im,
+                                 lm._band_bins, lm._band_w, float(fe.amin))
+            assert np.array_equal(got, want), (fe.n_fft, scale, np.abs(got - want).max())
 
 
 def test_logmel_matches_librosa():

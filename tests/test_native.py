@@ -73,6 +73,21 @@ def test_stale_library_is_ignored_with_a_message(tmp_path, monkeypatch, capsys):
     assert f"ignoring {lib}" in capsys.readouterr().err
 
 
+def test_stale_library_rebuilt_in_place_is_loaded(lib_path, tmp_path):
+    """A stale library, then a current build at the same path (what the build on first use does after an
+    upgrade): the second load gets the new library, not the stale copy dlopen still holds."""
+    src = tmp_path / "old.c"
+    src.write_text("int elstm_format_version(void) { return 1; }\n")
+    lib = tmp_path / native.LIB_NAME
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    assert native._load(lib) is None
+    tmp = tmp_path / "new.so"
+    tmp.write_bytes(open(lib_path, "rb").read())
+    os.replace(tmp, lib)
+    fresh = native._load(lib)
+    assert fresh is not None and fresh.elstm_format_version() == native.FORMAT_VERSION
+
+
 def _jit_step(model):
     s = model.stream()
     s._step_kernel = model._kernel(frame=True)
@@ -224,6 +239,20 @@ def test_jit_compile_is_announced_once_on_a_tty_only(monkeypatch):
     warm = _Tty(True)
     kernels.announce_compile(types.SimpleNamespace(signatures=["(int8,)"]), warm)   # already compiled
     assert warm.text == ""
+
+
+def test_long_compile_prints_progress_until_compiled():
+    import time
+    import types
+    from edgelstm import kernels
+    fake = types.SimpleNamespace(signatures=[])
+    tty = _Tty(True)
+    thread = kernels._start_ticker(fake, tty, every=0.05)
+    time.sleep(0.3)
+    fake.signatures.append("(int8,)")      # the compile finished
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert tty.text.count("still compiling") >= 2 and tty.text.endswith("\n")
 
 
 def test_c_header_and_python_bindings_agree_on_the_format_version():

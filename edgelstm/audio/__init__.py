@@ -1,4 +1,4 @@
-"""Audio tagging: WAV/raw/microphone readers, a streaming Numba log-mel front end, the tagging pipeline."""
+"""Audio tagging: WAV/raw/microphone readers, a streaming log-mel front end (numpy), the tagging pipeline."""
 from .features import FrontEnd, LogMel, logmel, mel_filters
 from .io import read_microphone, read_raw, read_wav, write_wav
 from .tagger import AudioConfig, Event, EventTracker, Tagger, TagSummary

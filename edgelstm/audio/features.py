@@ -1,4 +1,4 @@
-"""Streaming log-mel front end in Numba (parameter names as librosa's).
+"""Streaming log-mel front end in numpy (parameter names as librosa's).
 
 Frames are ``center=False`` STFT frames: frame t covers samples ``[t*hop_length, t*hop_length + n_fft)``, a
 periodic Hann window, power spectrum, Slaney mel filters (librosa's default ``htk=False, norm="slaney"``),
@@ -10,9 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
-
-from ..config import NJIT_OPTS
 from ..errors import AudioError
 from ..ir.audio import FrontEnd  # noqa: F401  (edgelstm.audio.features.FrontEnd, as before)
 
@@ -57,45 +54,43 @@ def _bitrev(n_fft: int) -> np.ndarray:
     return np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n_fft)], np.int64)
 
 
-# ------------------------------------------------------------------------------------ kernels
+# ------------------------------------------------------------------------------------ frames (numpy)
 
-@njit(**NJIT_OPTS)
-def _logmel_frames_kernel(x, n_frames, hop, window, bitrev, tw_re, tw_im, mel_w, mel_lo, mel_hi, amin,
-                          re, im, power, out):
-    """out[t] = log-mel of frame t of x (float64 samples); re/im/power are scratch buffers."""
+def _logmel_frames(x, n_frames, hop, window, bitrev, tw_re, tw_im, band_bins, band_w, amin):
+    """(n_frames, n_mels) float64 log-mel of frames t*hop .. t*hop + n_fft of x (float64 samples).
+
+    Plain numpy, no Numba (the front end must run where Numba has no wheels, and compiling it cost a first
+    run ~2 s here): the radix-2 FFT's butterflies, then each mel band's sum over its bins in ascending order,
+    vectorized across frames but with exactly the scalar operations, in the same order, of the per-frame
+    loop it replaced (an IEEE multiply / add per element, nothing fused or reassociated), so the features
+    are the same bits (tests/test_audio.py compares with that loop) and each frame depends only on its own
+    samples, however the audio is chunked."""
     n = window.shape[0]
-    n_bins = n // 2 + 1
-    n_mels = mel_w.shape[0]
-    for t in range(n_frames):
-        a = t * hop
-        for i in range(n):
-            j = bitrev[i]
-            re[j] = x[a + i] * window[i]
-            im[j] = 0.0
-        size = 2
-        while size <= n:
-            half = size // 2
-            step = n // size
-            for start in range(0, n, size):
-                for k in range(half):
-                    wr = tw_re[k * step]
-                    wi = tw_im[k * step]
-                    p = start + k
-                    q = p + half
-                    xr = re[q] * wr - im[q] * wi
-                    xi = re[q] * wi + im[q] * wr
-                    re[q] = re[p] - xr
-                    im[q] = im[p] - xi
-                    re[p] += xr
-                    im[p] += xi
-            size *= 2
-        for b in range(n_bins):
-            power[b] = re[b] * re[b] + im[b] * im[b]
-        for m in range(n_mels):
-            s = 0.0
-            for b in range(mel_lo[m], mel_hi[m]):
-                s += mel_w[m, b] * power[b]
-            out[t, m] = 10.0 * math.log10(max(amin, s))
+    frames = np.lib.stride_tricks.as_strided(x, shape=(n_frames, n), strides=(hop * x.strides[0], x.strides[0]))
+    re = np.empty((n_frames, n))
+    re[:, bitrev] = frames * window
+    im = np.zeros((n_frames, n))
+    size = 2
+    while size <= n:
+        half = size // 2
+        wr = tw_re[::n // size][:half]
+        wi = tw_im[::n // size][:half]
+        r4 = re.reshape(n_frames, n // size, 2, half)
+        i4 = im.reshape(n_frames, n // size, 2, half)
+        rp, ip, rq, iq = r4[:, :, 0], i4[:, :, 0], r4[:, :, 1], i4[:, :, 1]
+        xr = rq * wr - iq * wi
+        xi = rq * wi + iq * wr
+        rq[...] = rp - xr
+        iq[...] = ip - xi
+        rp += xr
+        ip += xi
+        size *= 2
+    nb = n // 2 + 1
+    power = re[:, :nb] * re[:, :nb] + im[:, :nb] * im[:, :nb]
+    s = np.zeros((n_frames, band_bins.shape[0]))
+    for j in range(band_bins.shape[1]):   # bin j of every band; past a band's end its weight is 0 (s + 0 = s)
+        s += band_w[:, j] * power[:, band_bins[:, j]]
+    return 10.0 * np.log10(np.maximum(amin, s))
 
 
 class LogMel:
@@ -110,12 +105,13 @@ class LogMel:
         self._tw_re, self._tw_im = _twiddles(n)
         w = mel_filters(sr=fe.sr, n_fft=n, n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax)
         nz = w > 0
-        self._mel_lo = np.array([np.argmax(r) if r.any() else 0 for r in nz], np.int64)
-        self._mel_hi = np.array([len(r) - np.argmax(r[::-1]) if r.any() else 0 for r in nz], np.int64)
+        lo = np.array([np.argmax(r) if r.any() else 0 for r in nz], np.int64)
+        hi = np.array([len(r) - np.argmax(r[::-1]) if r.any() else 0 for r in nz], np.int64)
+        width = max(1, int((hi - lo).max()))
+        j = np.arange(width)
+        self._band_bins = np.minimum(lo[:, None] + j, n // 2)      # (n_mels, width) bin of band m's j-th term
+        self._band_w = np.where(j < (hi - lo)[:, None], w[np.arange(len(w))[:, None], self._band_bins], 0.0)
         self._mel_w = w
-        self._re = np.zeros(n)
-        self._im = np.zeros(n)
-        self._power = np.zeros(n // 2 + 1)
         self.reset()
 
     def reset(self) -> None:
@@ -130,12 +126,11 @@ class LogMel:
         buf = np.concatenate([self._buf, x]) if self._buf.size else x
         n, hop = self.frontend.n_fft, self.frontend.hop_length
         n_frames = 0 if buf.size < n else 1 + (buf.size - n) // hop
-        out = np.empty((n_frames, self.frontend.n_mels), np.float64)
+        out = np.empty((0, self.frontend.n_mels))
         if n_frames:
             buf = np.ascontiguousarray(buf)
-            _logmel_frames_kernel(buf, n_frames, hop, self._window, self._bitrev, self._tw_re, self._tw_im,
-                                  self._mel_w, self._mel_lo, self._mel_hi, float(self.frontend.amin),
-                                  self._re, self._im, self._power, out)
+            out = _logmel_frames(buf, n_frames, hop, self._window, self._bitrev, self._tw_re, self._tw_im,
+                                 self._band_bins, self._band_w, float(self.frontend.amin))
         self._buf = buf[n_frames * hop:].copy()
         self.frames_out += n_frames
         return out.astype(np.float32)

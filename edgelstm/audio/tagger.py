@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
+from ..backends.native import prefer_native
 from ..config import NJIT_OPTS
 from ..errors import AudioError
 from ..ir.audio import AudioConfig
@@ -32,7 +32,6 @@ class Event:
                 "peak_confidence": round(self.peak_confidence, 4)}
 
 
-@njit(**NJIT_OPTS)
 def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, peak, frame0):
     """One chunk of (T, C) float32 probabilities through every class's tracker; the state arrays are updated in
     place.  Returns the events closed in this chunk, in closing order: (class, start frame, end frame, peak).
@@ -75,6 +74,12 @@ def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, pe
                 gap_start[c] = -1
                 peak[c] = p
     return out
+
+
+if not prefer_native(None):         # Numba runs the models: it compiles the tracker loop too
+    from numba import njit
+    _track = njit(**NJIT_OPTS)(_track)
+# else (no Numba, or EDGELSTM_BACKEND=native): the same loop in Python, ~1 ms per second of audio (measured)
 
 
 class EventTracker:

@@ -34,8 +34,9 @@ def candidate_paths() -> list[Path]:
     out = []
     if os.environ.get("EDGELSTM_NATIVE_LIB"):
         out.append(Path(os.environ["EDGELSTM_NATIVE_LIB"]))
-    out.append(Path(__file__).resolve().parent.parent / "firmware_host" / LIB_NAME)   # editable install
-    out.append(Path(__file__).resolve().parent / "firmware_host" / LIB_NAME)          # installed package
+    here = Path(__file__).resolve().parents
+    out.append(here[2] / "firmware_host" / LIB_NAME)   # editable install: <clone>/firmware_host
+    out.append(here[1] / "firmware_host" / LIB_NAME)   # installed package: edgelstm/firmware_host
     out.append(user_cache_dir() / LIB_NAME)
     return out
 
@@ -61,6 +62,7 @@ class _Call(ctypes.Structure):   # elstm_call: every argument of elstm_step_f32,
 
 def _load(path):
     """The library at path with its prototypes set, or None if unloadable or built for another format."""
+    lib = None
     try:
         lib = ctypes.CDLL(str(path))
         lib.elstm_format_version.restype = ctypes.c_int
@@ -76,6 +78,9 @@ def _load(path):
         import sys
         print(f"edgelstm: ignoring {path}: not a native library of this edgelstm version; rebuild it with "
               "python -m edgelstm.firmware_host build-native", file=sys.stderr)
+        if lib is not None:   # unloaded: dlopen of the same path after a rebuild would return this stale copy
+            import _ctypes
+            getattr(_ctypes, "dlclose", lambda handle: None)(lib._handle)
         return None
     return lib
 
@@ -114,12 +119,50 @@ def library():
     _searched = True
     if backend() == "jit":
         return None
+    _lib = _find()
+    if _lib is None and (backend() == "native" or not numba_importable()) and _build():
+        _lib = _find()
+    return _lib
+
+
+def _find():
     for p in candidate_paths():
         if p.is_file():
-            _lib = _load(p)
-            if _lib is not None:
-                break
-    return _lib
+            lib = _load(p)
+            if lib is not None:
+                return lib
+    return None
+
+
+def _build() -> bool:
+    """Build the library once, on first use, when it is the only way to run (no Numba, e.g. 32-bit Pi OS, or
+    EDGELSTM_BACKEND=native) and a C compiler is on PATH: the documented ``build-native`` command, run as a
+    subprocess (its code sits above this package's layer).  Says so on stderr; False when it cannot."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return False
+    print("edgelstm: building the C runtime for this machine once (python -m edgelstm.firmware_host "
+          "build-native, a few seconds)", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "edgelstm.firmware_host", "build-native", "--cc", os.environ.get("CC", "cc")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"edgelstm: the build failed ({res.returncode}):\n{res.stderr.strip()[-2000:]}", file=sys.stderr)
+        return False
+    return True
+
+
+def unavailable_message(prep) -> str:
+    """Why a model cannot run without the JIT, for the error raised when Numba is missing."""
+    if not prep.quantized:
+        return ("this float32 model needs Numba (pip install numba), which is not installed: the C runtime runs "
+                "int8 models only (quantize it with el.quantize)")
+    if prep.whole_sequence:
+        return ("this bidirectional / reverse model needs Numba (pip install numba), which is not installed: the "
+                "C runtime steps frame by frame")
+    return ("Numba is not installed and the C runtime is not built: install a C compiler (sudo apt install gcc) "
+            "and run python -m edgelstm.firmware_host build-native")
 
 
 def numba_importable() -> bool:
@@ -175,12 +218,15 @@ class NativeStep:
         self._fn = lib.elstm_step_call
         self._work = None
 
-    def _bind(self, work):
-        _, state = self._work_views(self._prep, work, 1)
-        self._st.state, self._st.frames = state.ctypes.data, self._frames.ctypes.data
+    def _bind(self, work, batch: int = 1):
+        _, state = self._work_views(self._prep, work, batch)
+        y0 = work.ctypes.data + int(work[:64].view("int32")[self._w_y])   # the step output lives in work
+        # (state, y) addresses of each sequence of the work buffer
+        self._rows = [(state[b].ctypes.data, y0 + 4 * self._yq.size * b) for b in range(batch)]
+        self._st.state, self._call.y = self._rows[0]
+        self._st.frames = self._frames.ctypes.data
         self._st.gates, self._st.acc, self._st.aux = self._gates.ctypes.data, self._acc.ctypes.data, \
             self._aux.ctypes.data
-        self._call.y = work.ctypes.data + int(work[:64].view("int32")[self._w_y])   # the step output lives in work
         self._work = work      # referenced here: the bound pointers stay valid
 
     def __call__(self, x, model, work):
@@ -190,11 +236,80 @@ class NativeStep:
         return self._fn(self._call_ptr)
 
 
-def step_kernel(prep):
-    """A NativeStep for an int8 prepared model when the library is present and preferred (prefer_native),
-    else None (use the JIT)."""
-    if not prep.quantized:
+class NativeSteps(NativeStep):
+    """``NativeStep`` for a work buffer of ``batch`` sequences (``Model.streams(n)``): x (batch, F), each row
+    stepped through the C runtime on its own state, outputs to the rows of work's W_Y region; a frame with
+    NaN or inf anywhere is refused (status 1) before any row moves, as the JIT does."""
+
+    def __init__(self, lib, prep, batch: int):
+        super().__init__(lib, prep)
+        self._batch = batch
+
+    def __call__(self, x, model, work):
+        import numpy as np
+        if work is not self._work:
+            self._bind(work, self._batch)
+        if not np.isfinite(x).all():
+            return 1
+        st, call, fn, ptr = self._st, self._call, self._fn, self._call_ptr
+        for b, (state, y) in enumerate(self._rows):
+            st.state, call.y = state, y
+            self._x[:] = x[b]
+            fn(ptr)
+        return 0
+
+
+class NativeForward:
+    """Callable with the signature of ``kernels.program.forward_int8`` (x (B, T, F), y, model, work) -> status,
+    stepping each sequence frame by frame through the C runtime on its own state in ``work`` (outputs past a
+    sequence's length are 0, as in the JIT).  Refuses (status 1, nothing touched) input with NaN or inf."""
+
+    reads_kernel_blob = False
+
+    def __init__(self, lib, prep):
+        self._lib, self._prep = lib, prep
+        self._steps = {}
+
+    def __call__(self, x, y, model, work):
+        import numpy as np
+        B = x.shape[0]
+        lengths, _ = self._prep_views(work, B)
+        if any(not np.isfinite(x[b, :lengths[b]]).all() for b in range(B)):
+            return 1
+        step = self._steps.get(B) or self._steps.setdefault(B, NativeSteps(self._lib, self._prep, B))
+        step._bind(work, B)
+        out = np.zeros(self._prep.out_size, np.float32)
+        step._call.y = out.ctypes.data
+        y[...] = 0.0
+        for b in range(B):
+            step._st.state = step._rows[b][0]
+            for t in range(int(lengths[b])):
+                step._x[:] = x[b, t]
+                step._fn(step._call_ptr)
+                y[b, t] = out
+        step._work = None       # y pointed at ``out``: bind again before the next batched step
+        return 0
+
+    def _prep_views(self, work, batch):
+        from ..program.work import work_views
+        return work_views(self._prep, work, batch)
+
+
+def step_kernel(prep, batch: int = 1):
+    """A NativeStep (NativeSteps for batch > 1) for an int8 prepared model when the library is present and
+    preferred (prefer_native), else None (use the JIT)."""
+    if not prep.quantized or prep.whole_sequence:
         return None
     lib = library()
-    return NativeStep(lib, prep) if lib is not None and prefer_native(lib) else None
+    if lib is None or not prefer_native(lib):
+        return None
+    return NativeStep(lib, prep) if batch == 1 else NativeSteps(lib, prep, batch)
+
+
+def forward_kernel(prep):
+    """A NativeForward for an int8 prepared model when the library is present and preferred, else None."""
+    if not prep.quantized or prep.whole_sequence:
+        return None
+    lib = library()
+    return NativeForward(lib, prep) if lib is not None and prefer_native(lib) else None
 

@@ -16,7 +16,7 @@ kernels/ops_int8.py).
 import numpy as np
 from numba import njit
 
-from ..config import NJIT_OPTS
+from ..config import INLINE_OPTS, NJIT_OPTS
 from .fixedpoint import mbqm, rdbpot, sat8, sat16, wrap32
 from .pairwise import _dot_blocks
 
@@ -32,7 +32,7 @@ from ..program.layout import (  # noqa: F401  (the record layout lives in progra
 )
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def padded(n):
     return (n + PAD - 1) // PAD * PAD
 
@@ -63,7 +63,7 @@ def _dot_row_major(wq, w_off, rows, cols, v, v_off, acc, a_off):
         out[r] = s
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
     """The only MAC loop.  For each sequence n < nb, with its vector at v[ix[n * IXW + col] + add:]:
     acc[n * scr + r] = wrap32(sum_c W[row0 + r, c] * v[.. + c]) for r < rows (int32), W the matrix stored at
@@ -71,15 +71,20 @@ def _dot_rows(wq, w_off, row0, rows, cols, unit, v, ix, col, add, nb, acc, scr):
     the stored matrix's sub-matrices (its layout key, ``layout.uses_blocks``): pairwise block layout and the
     vpmaddwd / smlal kernel (one pass over the weights for all nb vectors) when it is a multiple of
     BLOCK_ROWS, else the row-major loop per sequence."""
-    cp = padded(cols)
+    # one argument-type tuple for every call site (int64 throughout): literal or int32 arguments would each
+    # compile their own copy of the dot loops
+    cp = np.int64(padded(cols))
+    rows, cols, col, add, nb, scr = np.int64(rows), np.int64(cols), np.int64(col), np.int64(add), np.int64(nb), \
+        np.int64(scr)
     if unit % BLOCK_ROWS == 0:
-        _dot_blocks(wq, 2 * w_off + row0 * cp, rows, cp, cols, v, ix, col, add, nb, acc, scr)
+        _dot_blocks(wq, np.int64(2 * w_off + row0 * cp), rows, cp, cols, v, ix, col, add, nb, acc, scr)
         return
     for n in range(nb):
-        _dot_row_major(wq, w_off + row0 * cp, rows, cols, v, ix[n * IXW + col] + add, acc, n * scr)
+        _dot_row_major(wq, np.int64(w_off + row0 * cp), rows, cols, v, np.int64(ix[n * IXW + col] + add), acc,
+                       n * scr)
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _mbqm_split(x, mult, left, right):
     """``fixedpoint.mbqm`` with the shift pre-split (left = max(shift, 0), right = max(-shift, 0)) and every
     branch written as a select, so loops calling it vectorize.  Multipliers from QuantizeMultiplier are
@@ -93,12 +98,12 @@ def _mbqm_split(x, mult, left, right):
     return (hi >> right) + np.int64((hi & mask) > (mask >> 1) + ((hi >> 63) & 1))  # RDBPOT
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _shift_parts(shift):
     return np.int64(max(shift, 0)), np.int64(max(-shift, 0))
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumulate):
     """TFLite MatrixBatchVectorMultiplyAccumulate epilogue for int16 outputs, per gate block:
     gate = sat16(mbqm(wrap32(bias + acc)) + gate) (or + 0 for the first matmul into a gate:
@@ -120,7 +125,7 @@ def _requant_acc16(acc, prog, b_off, m_off, n_blocks, block, gate, g_off, accumu
                 out[r] = min(max(v, -32768), 32767)
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def _lut16_inplace(table, t_off, v):
     """v[i] = gemmlowp activation(v[i]) through its exhaustive 65,536-entry table (index raw + 32768)."""
     tab = table[t_off:t_off + 65536]
@@ -128,7 +133,7 @@ def _lut16_inplace(table, t_off, v):
         v[i] = tab[np.uint32(np.int32(v[i]) + 32768)]
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
     """TFLite VectorBatchVectorCwiseProductAccumulate: gate += mbqm(w_peep[row] * c) (saturating)."""
     p_off = prog[rec + LS_PEEP] + row * hidden
@@ -140,7 +145,7 @@ def lstm_peephole_acc(prog, rec, wq, row, c, hidden, gate):
         gate[r] = sat16(np.int64(v) + gate[r])
 
 
-@njit(**NJIT_OPTS)
+@njit(**INLINE_OPTS)
 def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
     """TFLite UpdateLstmCellInteger (no CIFG, no clip): c = sat16(int16(rdbpot(f*c, 15)) +
     int16(rdbpot(i*g, 30 + cell_exp))); gates already hold sigmoid(i), sigmoid(f), tanh(g) in Q0.15."""
@@ -151,17 +156,19 @@ def lstm_cell_update_int8(gates, c16, c_off, hidden, cell_exp):
     g_g = gates[2 * H:3 * H]
     c = c16[c_off:c_off + H]
     for r in range(H):
-        fc = np.int16(rdbpot(np.int32(f_g[r]) * np.int32(c[r]), 15))
+        fc = np.int16(rdbpot(np.int32(f_g[r]) * np.int32(c[r]), np.int64(15)))  # one specialization
         ig = np.int16(rdbpot(np.int32(i_g[r]) * np.int32(g_g[r]), shift))
         c[r] = sat16(np.int64(fc) + np.int64(ig))
 
 
 @njit(**NJIT_OPTS)
-def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb, gates, acc, aux, scr):
+def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb, gates, acc, aux, scr, peep, proj):
     """One int8 LSTM step of nb sequences (offsets in ix, see layout.IX_*).  Sequence n: input at
     seq[ix[IX_SRC]:], state at s = ix[IX_STATE] + prog[rec + LS_STATE] (state[s : s+R] = h as int8 values,
     state[s+R : s+R+H] = c int16), h written to seq[ix[IX_OUT] : +R]; its gates / acc / aux (the int8
-    hidden before the projection) start at n * scr.  The matmuls run for all nb sequences at once."""
+    hidden before the projection) start at n * scr.  The matmuls run for all nb sequences at once.  ``peep`` /
+    ``proj``: None when no LSTM of the model has peepholes / a projection (those paths are then not compiled),
+    else True (``flags`` decides)."""
     H = hidden
     H4 = 4 * H
     s_rec = prog[rec + LS_STATE]
@@ -183,9 +190,10 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
         gates_n = gates[n * scr:(n + 1) * scr]
         _requant_acc16(acc[n * scr:], prog, prog[rec + LS_BH], rec + LS_MH, 4, H, gates_n, 0, True)
         c = state[s_off + n_rec:s_off + n_rec + H]
-        if flags & FLAG_PEEP:
-            lstm_peephole_acc(prog, rec, wq, 0, c, H, gates_n[:H])            # i uses c(t-1)
-            lstm_peephole_acc(prog, rec, wq, 1, c, H, gates_n[H:2 * H])       # f uses c(t-1)
+        if peep is not None:
+            if flags & FLAG_PEEP:
+                lstm_peephole_acc(prog, rec, wq, 0, c, H, gates_n[:H])            # i uses c(t-1)
+                lstm_peephole_acc(prog, rec, wq, 1, c, H, gates_n[H:2 * H])       # f uses c(t-1)
         _lut16_inplace(wq, sig, gates_n[:2 * H])
         _lut16_inplace(wq, tanh3, gates_n[2 * H:3 * H])
         lstm_cell_update_int8(gates_n, state, s_off + n_rec, H, cell_exp)
@@ -193,8 +201,9 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
             for r in range(H):
                 c[r] = min(max(np.int32(c[r]), -clip), clip)
         o = gates_n[3 * H:4 * H]
-        if flags & FLAG_PEEP:
-            lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
+        if peep is not None:
+            if flags & FLAG_PEEP:
+                lstm_peephole_acc(prog, rec, wq, 2, c, H, o)                    # o uses c(t)
         _lut16_inplace(wq, sig, o)
         # hidden = o * tanh(c): TFLite CalculateLstmOutputInteger8x8_16.  The table lookup (a gather) runs in
         # its own loop, writing o * tanh(c) to the free accumulators, so the requantization loop vectorizes
@@ -206,44 +215,49 @@ def lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hidden, n_rec, ix, nb
         for r in range(H):
             v = _mbqm_split(np.int64(prod[r]), m_hid, left, right) + zp_hid
             hid[r] = min(max(v, -128), 127)
-        if not flags & FLAG_PROJ:
-            state[s_off:s_off + n_rec] = hid
+        if proj is None or not flags & FLAG_PROJ:
+            # element loops, not slice assignments: those compile Numba's shape-mismatch error path (string
+            # formatting, ~1.5 s of a first compile) for a mismatch that cannot happen
             o_off = ix[n * IXW + IX_OUT]
-            seq[o_off:o_off + n_rec] = hid
-    if flags & FLAG_PROJ:
-        _dot_rows(wq, prog[rec + LS_PROJ], 0, n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
-        b_off = prog[rec + LS_BPROJ]
-        bias = prog[b_off:b_off + n_rec]
-        m_p = prog[rec + LS_MPROJ]
-        s_p = prog[rec + LS_MPROJ + 1]
-        zp_out = prog[rec + LS_OUT_ZP]
-        p_clip = prog[rec + LS_PROJ_CLIP]
-        for n in range(nb):
-            s_off = ix[n * IXW + IX_STATE] + s_rec
-            h = state[s_off:s_off + n_rec]
-            a = acc[n * scr:n * scr + n_rec]
             for r in range(n_rec):
-                v = mbqm(wrap32(np.int64(a[r]) + bias[r]), m_p, s_p)
-                h[r] = sat8(np.int64(v) + zp_out)
-            if p_clip > 0:  # TFLite clips the int8 projection output around 0 (not around the zero point)
+                state[s_off + r] = hid[r]
+                seq[o_off + r] = hid[r]
+    if proj is not None:
+        if flags & FLAG_PROJ:
+            _dot_rows(wq, prog[rec + LS_PROJ], 0, n_rec, H, n_rec, aux, ix, IX_SCR, 0, nb, acc, scr)
+            b_off = prog[rec + LS_BPROJ]
+            bias = prog[b_off:b_off + n_rec]
+            m_p = prog[rec + LS_MPROJ]
+            s_p = prog[rec + LS_MPROJ + 1]
+            zp_out = prog[rec + LS_OUT_ZP]
+            p_clip = prog[rec + LS_PROJ_CLIP]
+            for n in range(nb):
+                s_off = ix[n * IXW + IX_STATE] + s_rec
+                h = state[s_off:s_off + n_rec]
+                a = acc[n * scr:n * scr + n_rec]
                 for r in range(n_rec):
-                    h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
-            o_off = ix[n * IXW + IX_OUT]
-            seq[o_off:o_off + n_rec] = h
+                    v = mbqm(wrap32(np.int64(a[r]) + bias[r]), m_p, s_p)
+                    h[r] = sat8(np.int64(v) + zp_out)
+                if p_clip > 0:  # TFLite clips the int8 projection output around 0 (not around the zero point)
+                    for r in range(n_rec):
+                        h[r] = min(max(np.int32(h[r]), -p_clip), p_clip)
+                o_off = ix[n * IXW + IX_OUT]
+                for r in range(n_rec):
+                    seq[o_off + r] = h[r]
 
 
 @njit(**NJIT_OPTS)
-def dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr):
+def dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr, softmax):
     """int8 Dense = LiteRT's int8 FULLY_CONNECTED for nb sequences: per output channel r, logits[r] =
     sat8(((b[r] + W x)[r] * m[r] + 2^(n[r]-1)) >> n[r]) + pre_zp) (single rounding, 64-bit), then the
-    output activation, written to seq[ix[IX_OUT]:]"""
+    output activation, written to seq[ix[IX_OUT]:] (``softmax`` None: no softmax Dense in the model, not compiled)"""
     _dot_rows(wq, prog[rec + DN_W], 0, n_out, n_in, n_out, seq, ix, IX_SRC, 0, nb, acc, scr)
     for n in range(nb):
-        _dense_epilogue(prog, rec, acc[n * scr:n * scr + n_out], n_out, seq, ix[n * IXW + IX_OUT])
+        _dense_epilogue(prog, rec, acc[n * scr:n * scr + n_out], n_out, seq, ix[n * IXW + IX_OUT], softmax)
 
 
-@njit(**NJIT_OPTS)
-def _dense_epilogue(prog, rec, logits, n_out, out, o_off):
+@njit(**INLINE_OPTS)
+def _dense_epilogue(prog, rec, logits, n_out, out, o_off, softmax):
     """Requantization and activation of one sequence's Dense accumulators (in place in ``logits``):
     relu clamps at the zero point; sigmoid/tanh map through a 256-entry int8 table; softmax uses an
     exp table and integer division (all tables built once in prepare())."""
@@ -266,24 +280,25 @@ def _dense_epilogue(prog, rec, logits, n_out, out, o_off):
         for r in range(n_out):
             y[r] = max(logits[r], zp)
     elif act == ACT_SOFTMAX:
-        # LiteRT's int8 SOFTMAX exactly: a float32 exp table (built in prepare) and float32 arithmetic in
-        # its order: the one float epilogue of the int8 path, kept because both LiteRT resolvers compute it so.
-        # Every table index is clamped right where it is used: the logits live in scratch memory, and a
-        # kernel must never read outside a table whatever that memory holds (no bounds checks in kernels).
-        exp_table = prog[lut_off:lut_off + 256].view(np.float32)
-        q_max = np.int32(-128)
-        for r in range(n_out):
-            q_max = max(q_max, logits[r])
-        total = np.float32(0.0)
-        for r in range(n_out):
-            total = np.float32(total + exp_table[min(max(q_max - logits[r], 0), 255)])
-        inv = np.float32(1.0) / np.float32(total * np.float32(0.00390625))
-        for r in range(n_out):
-            p = np.float64(np.float32(exp_table[min(max(q_max - logits[r], 0), 255)] * inv))
-            q = np.floor(abs(p) + 0.5)                 # std::round: half away from zero
-            if p < 0:
-                q = -q
-            y[r] = sat8(np.int64(min(max(q, -1000.0), 1000.0)) - 128)
+        if softmax is not None:
+            # LiteRT's int8 SOFTMAX exactly: a float32 exp table (built in prepare) and float32 arithmetic in
+            # its order: the one float epilogue of the int8 path, kept because both LiteRT resolvers compute it so.
+            # Every table index is clamped right where it is used: the logits live in scratch memory, and a
+            # kernel must never read outside a table whatever that memory holds (no bounds checks in kernels).
+            exp_table = prog[lut_off:lut_off + 256].view(np.float32)
+            q_max = np.int32(-128)
+            for r in range(n_out):
+                q_max = max(q_max, logits[r])
+            total = np.float32(0.0)
+            for r in range(n_out):
+                total = np.float32(total + exp_table[min(max(q_max - logits[r], 0), 255)])
+            inv = np.float32(1.0) / np.float32(total * np.float32(0.00390625))
+            for r in range(n_out):
+                p = np.float64(np.float32(exp_table[min(max(q_max - logits[r], 0), 255)] * inv))
+                q = np.floor(abs(p) + 0.5)                 # std::round: half away from zero
+                if p < 0:
+                    q = -q
+                y[r] = sat8(np.int64(min(max(q, -1000.0), 1000.0)) - 128)
     else:  # sigmoid, tanh
         lut = prog[lut_off:lut_off + 256]
         for r in range(n_out):

@@ -37,6 +37,8 @@ def _target_isa(context):
         return FORCE_ISA
     cg = context.codegen()
     triple, features = cg._tm.triple, cg._tm_features
+    if triple.startswith("aarch64") and "+dotprod" in features:
+        return "sdot"       # Armv8.2 dot product (Pi 5's Cortex-A76): 4 int8 MACs per int32 lane
     if not triple.startswith("x86_64"):
         return "generic"
     if "+avx512bw" in features:
@@ -103,8 +105,54 @@ def _make_pmadd_blocks(G):
 
             slots = [cgutils.alloca_once_value(builder, ir.Constant(half32_t, [0] * ROWS)) for _ in range(G)]
             blk = context.cast(builder, bs_val, tbs, types.intp)
-            with cgutils.for_range(builder, n_i) as loop:
-                k = loop.index
+
+            def weights_at(j, k):    # the <2*ROWS x i8> weight bytes of pair k of block j
+                off = builder.add(builder.add(w_off_i, builder.mul(blk, ir.Constant(intp, j))),
+                                  builder.mul(k, ir.Constant(intp, 2 * ROWS)))
+                return builder.load(builder.bitcast(builder.gep(wbytes, [off]), w8_t.as_pointer()), align=1)
+
+            pairs_left = n_i
+            if isa == "sdot":
+                # two pairs (4 columns) per step: interleaving the 16-bit pair units of pairs k and k+1 gives each
+                # row's 4 weight bytes side by side, ROWS/4 sdot instructions per block (lane r of sdot q = row
+                # 4q + r) against the 4 inputs (int8 values: truncation is exact) broadcast to every lane; sums
+                # wrap in int32 lanes, the same bits as the pairwise loop. An odd last pair takes the generic path.
+                i16x_t = ir.VectorType(i16, ROWS)
+                zip16 = ir.Constant(ir.VectorType(i32, 2 * ROWS), [x for r in range(ROWS) for x in (r, ROWS + r)])
+                quad_t = ir.VectorType(i16, 4)
+                b16 = ir.VectorType(i8, 16)
+                rep4 = ir.Constant(ir.VectorType(i32, 16), [0, 1, 2, 3] * 4)
+                sdot = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VectorType(i32, 4), [ir.VectorType(i32, 4), b16, b16]),
+                    "llvm.aarch64.neon.sdot.v4i32.v16i8")
+                with cgutils.for_range(builder, builder.ashr(n_i, ir.Constant(intp, 1))) as loop:
+                    k = builder.mul(loop.index, ir.Constant(intp, 2))
+                    vp = builder.gep(vptr, [builder.add(v_off_i, builder.mul(k, ir.Constant(intp, 2)))])
+                    v4 = builder.trunc(builder.load(builder.bitcast(vp, quad_t.as_pointer()), align=2),
+                                       ir.VectorType(i8, 4))
+                    vb = builder.shuffle_vector(v4, ir.Constant(ir.VectorType(i8, 4), None), rep4)
+                    for j in range(G):
+                        lo = builder.bitcast(weights_at(j, k), i16x_t)
+                        hi = builder.bitcast(weights_at(j, builder.add(k, ir.Constant(intp, 1))), i16x_t)
+                        rows4 = builder.bitcast(builder.shuffle_vector(lo, hi, zip16), ir.VectorType(i8, 4 * ROWS))
+                        acc = builder.load(slots[j])
+                        parts = []
+                        for q in range(ROWS // 4):
+                            a_q = builder.shuffle_vector(rows4, rows4, ir.Constant(ir.VectorType(i32, 16),
+                                                                                   list(range(16 * q, 16 * q + 16))))
+                            s_q = builder.shuffle_vector(acc, acc, ir.Constant(ir.VectorType(i32, 4),
+                                                                               list(range(4 * q, 4 * q + 4))))
+                            parts.append(builder.call(sdot, [s_q, a_q, vb]))
+                        while len(parts) > 1:     # concatenate the <4 x i32> lanes back in row order
+                            parts = [builder.shuffle_vector(parts[i], parts[i + 1], ir.Constant(
+                                ir.VectorType(i32, 2 * parts[i].type.count), list(range(2 * parts[i].type.count))))
+                                for i in range(0, len(parts), 2)]
+                        builder.store(parts[0], slots[j])
+                pairs_left = builder.and_(n_i, ir.Constant(intp, 1))
+                isa = "generic"
+            first = builder.sub(n_i, pairs_left)
+            with cgutils.for_range(builder, pairs_left) as loop:
+                k = builder.add(first, loop.index)
                 vp = builder.gep(vptr, [builder.add(v_off_i, builder.mul(k, ir.Constant(intp, 2)))])
                 vv = builder.load(builder.bitcast(vp, pair_t.as_pointer()), align=2)
                 if isa == "generic":
@@ -113,10 +161,7 @@ def _make_pmadd_blocks(G):
                 else:
                     vb = builder.shuffle_vector(vv, ir.Constant(pair_t, None), bcast_pairs)
                 for j in range(G):
-                    off = builder.add(builder.add(w_off_i, builder.mul(blk, ir.Constant(intp, j))),
-                                      builder.mul(k, ir.Constant(intp, 2 * ROWS)))
-                    w8 = builder.load(builder.bitcast(builder.gep(wbytes, [off]), w8_t.as_pointer()), align=1)
-                    wv = builder.sext(w8, w_vec_t)
+                    wv = builder.sext(weights_at(j, k), w_vec_t)
                     if isa == "generic":
                         w_e = builder.shuffle_vector(wv, ir.Constant(w_vec_t, None), even)
                         w_o = builder.shuffle_vector(wv, ir.Constant(w_vec_t, None), odd)

@@ -19,13 +19,16 @@ which follow it.
 Element type of state/seq/gates/aux is int16 for the int8 program, float32 for the float program.
 """
 
+import functools
+from types import SimpleNamespace as types_ns
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
 from ..config import NJIT_OPTS
 from .cells_f32 import FL_STATE, dense_step_f32, gru_step_f32, lstm_step_f32, rnn_step_f32
-from ..program.layout import KIND_CONV, KIND_MAP, KIND_OPS
+from ..program.layout import ACT_SOFTMAX, DN_ACT, FLAG_PEEP, FLAG_PROJ, KIND_CONV, KIND_MAP, KIND_OPS, KIND_RNN
 from .frontend import conv_step_f32, conv_step_int8, map_step_f32, map_step_int8
 from .ops_f32 import graph_step_f32
 from .ops_int8 import graph_step_int8
@@ -69,67 +72,111 @@ def _has_non_finite(x, lengths, F):
     return False
 
 
-@njit(**NJIT_OPTS)
-def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
-    """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind)."""
+# Which layer kinds a program uses is known before its first call (``kind_marker``), and the driver is compiled
+# for that set only: a kind the model lacks is never typed, lowered or optimized (an LSTM tagger does not
+# compile the conv, map and op-graph kernels).  The set reaches the cell dispatch as one argument per kind,
+# ``True`` or ``None``, constants of the entry closure (``_entries``): Numba prunes ``if k is not None`` branches
+# on such constants before typing, and keys its disk cache on a closure's constants.  Everything between an
+# entry and the cell steps is inline="always": each separately compiled level re-optimizes and re-emits
+# the machine code of everything below it (~7 s of CPU per level here, five levels, for the bundled tagger).
+# After the kinds, three features of the int8 cells, pruned the same way when no layer has them: an LSTM with
+# peepholes, an LSTM with a projection, a softmax Dense (the tagger needs none: ~2 s of a first compile here).
+FEAT_PEEP, FEAT_PROJ, FEAT_SOFTMAX = KIND_MAP + 1, KIND_MAP + 2, KIND_MAP + 3
+ALL_KINDS = (True,) * (FEAT_SOFTMAX + 1)
+
+
+def kind_marker(prog, *, quantized: bool = False) -> tuple:
+    """The kinds and int8 cell features a program's records use: True at index KIND_x / FEAT_x for a used one,
+    None for an absent one.  The features are read from int8 records only (``quantized``); a float program's
+    records have another layout, and its cells take no features (all True)."""
+    used = set() if quantized else {FEAT_PEEP, FEAT_PROJ, FEAT_SOFTMAX}
+    for k in range(int(prog[G_LAYERS])):
+        lo = int(prog[G_LAYER0 + k])
+        kind, flags = int(prog[lo + L_KIND]), int(prog[lo + L_FLAGS])
+        used.add(kind)
+        if not quantized:
+            continue
+        if kind == KIND_LSTM:
+            used.update(f for f, bit in ((FEAT_PEEP, FLAG_PEEP), (FEAT_PROJ, FLAG_PROJ)) if flags & bit)
+        elif kind == KIND_DENSE:
+            recs = (lo + L_HDR + d * int(prog[lo + L_DIRLEN]) for d in range(int(prog[lo + L_NDIR])))
+            if any(int(prog[rec + DN_ACT]) == ACT_SOFTMAX for rec in recs):
+                used.add(FEAT_SOFTMAX)
+    return tuple(True if k in used else None for k in range(len(ALL_KINDS)))
+
+
+@njit(inline="always")
+def _cell_int8(kind, prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+               lstm, dense, ops, conv, map_, feats):
+    """One step of one layer direction for nb sequences, int8 (dispatch on the layer kind; a kind whose flag
+    is None is pruned at compile time)."""
     if kind == KIND_LSTM:
-        lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
+        if lstm is not None:
+            lstm_step_int8(prog, rec, flags, wq, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+                           feats[0], feats[1])
     elif kind == KIND_DENSE:
-        dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr)
+        if dense is not None:
+            dense_step_int8(prog, rec, wq, seq, n_in, n_out, ix, nb, acc, scr, feats[2])
     elif kind == KIND_CONV:
-        conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
+        if conv is not None:
+            conv_step_int8(prog, rec, wq, seq, ix, nb, acc, aux, scr)
     elif kind == KIND_MAP:
-        map_step_int8(prog, rec, wq, seq, ix, nb, state)
-    else:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other in the gates scratch
+        if map_ is not None:
+            map_step_int8(prog, rec, wq, seq, ix, nb, state)
+    elif ops is not None:   # KIND_OPS, which int8 GRU / RNN layers are lowered to: one sequence after the other
         for n in range(nb):
             graph_step_int8(prog, rec, wq, seq, ix[n * IXW + IX_SRC], state, ix[n * IXW + IX_STATE],
                             ix[n * IXW + IX_OUT], gates, acc)
 
 
-@njit(**NJIT_OPTS)
-def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, gates, tmp, aux, scr):
-    """Float32 twin of _cell_int8 (same signature; aux: a conv's window): one sequence after the other, each with the
-    same scratch, so every sequence's arithmetic is exactly that of a lone stream."""
+@njit(inline="always")
+def _cell_f32(kind, prog, rec, flags, wf, seq, n_in, state, hid, n_out, ix, nb, gates, tmp, aux, scr,
+              lstm, gru, rnn, dense, ops, conv, map_):
+    """Float32 twin of _cell_int8 (aux: a conv's window): one sequence after the other, each with the same
+    scratch, so every sequence's arithmetic is exactly that of a lone stream."""
     if kind == KIND_CONV:
-        conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr)
+        if conv is not None:
+            conv_step_f32(prog, rec, wf, seq, ix, nb, gates, aux, scr)
         return
     if kind == KIND_MAP:
-        map_step_f32(prog, rec, seq, ix, nb, state)
+        if map_ is not None:
+            map_step_f32(prog, rec, seq, ix, nb, state)
         return
     for n in range(nb):
         xo = ix[n * IXW + IX_SRC]
         oo = ix[n * IXW + IX_OUT]
-        if kind == KIND_DENSE:
-            dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
-            continue
-        if kind == KIND_OPS:
-            graph_step_f32(prog, rec, wf, seq, xo, state, ix[n * IXW + IX_STATE], oo, gates)
-            continue
         so = ix[n * IXW + IX_STATE] + prog[rec + FL_STATE]
-        if kind == KIND_LSTM:
-            lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
+        if kind == KIND_DENSE:
+            if dense is not None:
+                dense_step_f32(prog, rec, wf, seq, xo, n_in, n_out, seq, oo)
+        elif kind == KIND_OPS:
+            if ops is not None:
+                graph_step_f32(prog, rec, wf, seq, xo, state, ix[n * IXW + IX_STATE], oo, gates)
+        elif kind == KIND_LSTM:
+            if lstm is not None:
+                lstm_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, n_out, seq, oo, gates, tmp)
         elif kind == KIND_GRU:
-            gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
-        else:
+            if gru is not None:
+                gru_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
+        elif rnn is not None:
             rnn_step_f32(prog, rec, flags, wf, seq, xo, n_in, state, so, hid, seq, oo, gates, tmp)
 
 
-def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
-    """Resolved at compile time by the weight blob's dtype: int16 blob -> int8 cells, float32 -> float."""
-    raise NotImplementedError("only callable from jitted code")
+@njit(inline="always")
+def _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+          int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
+    """int8 cells for the int8 entries (int8 True), float32 cells for the float ones (int8 None)."""
+    if int8 is not None:
+        _cell_int8(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+                   lstm, dense, ops, conv, map_, feats)
+    else:
+        _cell_f32(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr,
+                  lstm, gru, rnn, dense, ops, conv, map_)
 
 
-@overload(_cell)
-def _cell_by_dtype(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr):
-    # a compile-time choice keeps one driver for both paths and, unlike passing the cell function as an
-    # argument, keeps the kernels cacheable on disk
-    impl = _cell_int8 if weights.dtype == types.int16 else _cell_f32
-    return lambda kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr: \
-        impl(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux, scr)
-
-
-@njit(**NJIT_OPTS)
-def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr, ix):
+@njit(inline="always")
+def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux, scr, ix,
+               int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """Run the layer stack over frames t0 .. t0+tc-1 of B sequences, staged at seq[0:] (frame i of sequence b
     at (b * chunk + i) * width); layers ping-pong between seq[0:] and seq[n_seq:].  Layer by layer, and
     inside a layer step by step, every sequence still running at that step goes through ONE cell call (the
@@ -152,7 +199,7 @@ def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_st
             rec = lo + L_HDR + d * prog[lo + L_DIRLEN]
             backward = d == 1 or (flags & FLAG_REVERSE) != 0
             for i in range(tc):
-                nb = 0
+                nb = np.int64(0)      # not a literal 0: the cell steps would compile once more for Literal[int](0)
                 for b in range(B):
                     left = lengths[b] - t0          # this sequence's frames from t0 on
                     if i < left:
@@ -164,7 +211,7 @@ def _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_st
                         nb += 1
                 if nb > 0:
                     _cell(kind, prog, rec, flags, weights, seq, n_in, state, hid, n_out, ix, nb, gates, acc, aux,
-                          scr)
+                          scr, int8, lstm, gru, rnn, dense, ops, conv, map_, feats)
         src, dst = dst, src
         width = out_w
     return src
@@ -248,8 +295,8 @@ def _emit_by_dtype(yb, out, t0, n, tc, O, prog, weights):
     return copy
 
 
-@njit(**NJIT_OPTS)
-def _forward(x, y, prog, weights, work):
+@njit(inline="always")
+def _forward(x, y, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """x (B, T, F) float32 -> y (B, T, O) float32 through the program (int8 or float32 by the weights' dtype);
     state updated in place.  Works through T in chunks of ``work``'s chunk frames (bounded working memory
     for any T).  Returns 0; 1 without touching anything if x holds NaN/inf (the wrapper raises InputError);
@@ -273,7 +320,7 @@ def _forward(x, y, prog, weights, work):
             n = min(max(lengths[b] - t0, 0), tc)
             _stage(seq[b * chunk * F:(b * chunk + n) * F], x[b], t0, n, F, prog, weights)
         src = _run_chunk(prog, weights, seq, n_seq, t0, tc, chunk, lengths, B, state, n_state, gates, acc, aux,
-                         scr, ix)
+                         scr, ix, int8, lstm, gru, rnn, dense, ops, conv, map_, feats)
         for b in range(B):
             n = min(max(lengths[b] - t0, 0), tc)
             status |= _emit(y[b], seq[src + b * chunk * O:src + (b * chunk + n) * O], t0, n, tc, O, prog,
@@ -281,22 +328,8 @@ def _forward(x, y, prog, weights, work):
     return status
 
 
-@njit(**NJIT_OPTS)
-def forward_int8(x, y, model, work):
-    """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program (model: the JIT model blob)."""
-    prog, kw = _unpack_model(model)
-    return _forward(x, y, prog, view_i16(model, kw, (model.size - kw) // 2), work)
-
-
-@njit(**NJIT_OPTS)
-def forward_f32(x, y, model, work):
-    """Float32 twin of forward_int8."""
-    prog, kw = _unpack_model(model)
-    return _forward(x, y, prog, view_f32(model, kw, (model.size - kw) // 4), work)
-
-
-@njit(**NJIT_OPTS)
-def _step(x, prog, weights, work):
+@njit(inline="always")
+def _step(x, prog, weights, work, int8, lstm, gru, rnn, dense, ops, conv, map_, feats):
     """One step of each of the B sequences the work buffer holds: x (F,) or (B, F); the outputs (B, O) float32
     land in work's W_Y region."""
     hdr = view_i32(work, 0, WORK_HEADER_BYTES // 4)
@@ -305,20 +338,62 @@ def _step(x, prog, weights, work):
     O = np.int64(prog[G_OUT])
     view_i32(work, hdr[W_LENGTHS], B)[:] = 1
     y = view_f32(work, hdr[W_Y], B * O)
-    return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work)
+    return _forward(x.reshape((B, 1, F)), y.reshape((B, 1, O)), prog, weights, work, int8, lstm, gru, rnn, dense,
+                    ops, conv, map_, feats)
 
 
-@njit(**NJIT_OPTS)
-def step_int8(x, model, work):
-    """Streaming entry, three arrays per call: x (F,) or (B, F), one step of each of the B sequences the work
-    buffer holds; the outputs (B, O) float32 land in work's W_Y region (the Stream's output buffer is a numpy
-    view of it), so nothing is copied or allocated."""
-    prog, kw = _unpack_model(model)
-    return _step(x, prog, view_i16(model, kw, (model.size - kw) // 2), work)
+def _entries(kinds):
+    """The four entry points compiled for the kind set ``kinds`` (see kind_marker): its flags are constants of
+    these closures, which Numba's disk cache keys on."""
+    lstm, gru, rnn, dense, ops, conv, map_ = kinds[:KIND_MAP + 1]
+    feats = kinds[KIND_MAP + 1:]
+
+    @njit(**NJIT_OPTS)
+    def forward_int8(x, y, model, work):
+        """x (B, T, F) float32 -> y (B, T, O) float32 through the int8 program (model: the JIT model blob)."""
+        prog, kw = _unpack_model(model)
+        return _forward(x, y, prog, view_i16(model, kw, (model.size - kw) // 2), work, True,
+                  lstm, gru, rnn, dense, ops, conv, map_, feats)
+
+    @njit(**NJIT_OPTS)
+    def forward_f32(x, y, model, work):
+        """Float32 twin of forward_int8."""
+        prog, kw = _unpack_model(model)
+        return _forward(x, y, prog, view_f32(model, kw, (model.size - kw) // 4), work, None,
+                  lstm, gru, rnn, dense, ops, conv, map_, feats)
+
+    @njit(**NJIT_OPTS)
+    def step_int8(x, model, work):
+        """Streaming entry, three arrays per call: x (F,) or (B, F), one step of each of the B sequences the
+        work buffer holds; the outputs (B, O) float32 land in work's W_Y region (the Stream's output buffer
+        is a numpy view of it), so nothing is copied or allocated."""
+        prog, kw = _unpack_model(model)
+        return _step(x, prog, view_i16(model, kw, (model.size - kw) // 2), work, True,
+               lstm, gru, rnn, dense, ops, conv, map_, feats)
+
+    @njit(**NJIT_OPTS)
+    def step_f32(x, model, work):
+        """Float twin of step_int8."""
+        prog, kw = _unpack_model(model)
+        return _step(x, prog, view_f32(model, kw, (model.size - kw) // 4), work, None,
+               lstm, gru, rnn, dense, ops, conv, map_, feats)
+
+    return types_ns(forward_int8=forward_int8, forward_f32=forward_f32, step_int8=step_int8, step_f32=step_f32)
 
 
-@njit(**NJIT_OPTS)
-def step_f32(x, model, work):
-    """Float twin of step_int8."""
-    prog, kw = _unpack_model(model)
-    return _step(x, prog, view_f32(model, kw, (model.size - kw) // 4), work)
+@functools.lru_cache(maxsize=None)
+def entries(kinds: tuple = ALL_KINDS):
+    """The entry points (forward_int8, forward_f32, step_int8, step_f32) for a kind set: one set of
+    dispatchers per set, so a process that runs two models of one kind set compiles once."""
+    return _entries(kinds)
+
+
+def kernels_for(prog, *, quantized: bool = False):
+    """The entry points specialized to the layer kinds (and, int8, the cell features) of ``prog`` (the runtime's
+    choice)."""
+    return entries(kind_marker(prog, quantized=quantized))
+
+
+# every kind: the generic entry points (tests and tools that call the kernels directly)
+forward_int8, forward_f32, step_int8, step_f32 = (lambda e: (e.forward_int8, e.forward_f32, e.step_int8,
+                                                             e.step_f32))(entries())

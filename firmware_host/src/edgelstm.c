@@ -196,6 +196,42 @@ static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t 
     }
 }
 
+#elif !defined(ELSTM_NO_SIMD) && defined(__ARM_NEON) && !defined(__aarch64__)
+#include <arm_neon.h>
+#define ELSTM_DOT_PATH "neon32-vmlal"
+
+/* 32-bit ARM with NEON (armv7 Raspberry Pis, 32-bit Pi OS on any Pi): 8 int8 weights widened to int16, times 8
+ * int16 inputs, multiply-accumulated into 4 int32 lanes (vmlal_s16; lanes wrap like the int32 sum) */
+#define MAC8_32(s, w, x) do { int16x8_t w_ = vmovl_s8(vld1_s8(w)); \
+    (s) = vmlal_s16(vmlal_s16((s), vget_low_s16(w_), vget_low_s16(x)), vget_high_s16(w_), vget_high_s16(x)); } while (0)
+#define PAIR32(s) vpadd_s32(vget_low_s32(s), vget_high_s32(s))
+
+static void dot_rows(const int8_t *w, int32_t rows, int32_t cols, const int16_t *v, int32_t *acc)
+{
+    int32_t r = 0, c, c8 = cols & ~7;
+    for (; r + 4 <= rows; r += 4) {   /* four rows share each input vector */
+        const int8_t *w0 = w + (int64_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0;
+        for (c = 0; c < c8; c += 8) {
+            int16x8_t x = vld1q_s16(v + c);
+            MAC8_32(s0, w0 + c, x);
+            MAC8_32(s1, w1 + c, x);
+            MAC8_32(s2, w2 + c, x);
+            MAC8_32(s3, w3 + c, x);
+        }
+        vst1_s32(acc + r, vpadd_s32(PAIR32(s0), PAIR32(s1)));
+        vst1_s32(acc + r + 2, vpadd_s32(PAIR32(s2), PAIR32(s3)));
+        if (c8 < cols) {
+            for (c = 0; c < 4; ++c) {
+                acc[r + c] = dot_tail(w0 + (int64_t)c * cols, v, c8, cols, (uint32_t)acc[r + c]);
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        acc[r] = dot_tail(w + (int64_t)r * cols, v, 0, cols, 0);
+    }
+}
+
 #elif !defined(ELSTM_NO_SIMD) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && !defined(__aarch64__)
 #include <arm_acle.h>
 #define ELSTM_DOT_PATH "dsp-smlad"
