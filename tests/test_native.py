@@ -109,19 +109,26 @@ def test_native_stream_equals_jit_bit_for_bit(lib_path):
                     assert np.array_equal(du[name], dv[name]), (k, name)
 
 
-def test_native_streams_never_build_the_jit_blob(lib_path, gru_file):
+def test_native_streams_never_build_the_jit_blob(lib_path, gru_file, monkeypatch):
     """The JIT's model blob (block-packed weights, the 65,536-entry ACT16 tables) is made on first JIT use only:
-    a model stepped on the C runtime never computes it; step_many (a JIT kernel) builds it when called."""
+    a model stepped on the C runtime (step and step_many) never computes it; the JIT's step_many builds it."""
     model = el.load(gru_file)
     s = model.stream()
     assert isinstance(s._step_kernel, native.NativeStep)
     X = np.load(ROOT / "edgelstm" / "data" / "demo_features.npy")[:20]
     ys = np.array([s.step(x).copy() for x in X])
+    s.step_many(X[:3])
     assert "kernel_blob" not in vars(model._prep)
     jit = _jit_step(el.load(gru_file))
     np.testing.assert_array_equal(ys, np.array([jit.step(x).copy() for x in X]))
-    s.step_many(X[:3])
-    assert "kernel_blob" in vars(model._prep)
+    monkeypatch.setenv("EDGELSTM_BACKEND", "jit")
+    native._searched, native._lib = False, None
+    try:
+        jit_model = el.load(gru_file)
+        jit_model.stream().step_many(X[:3])
+        assert "kernel_blob" in vars(jit_model._prep)
+    finally:
+        native._searched, native._lib = False, None
 
 
 def test_native_mixed_with_step_many_and_nan_rejected(lib_path):
