@@ -144,6 +144,20 @@ def wav_crafted(folder, *, big: bool = False) -> list[tuple[str, Path]]:
     return out
 
 
+def own_peak_rss_kib() -> int:
+    """This process's own peak RSS, KiB: VmHWM of its memory since exec. Not ``ru_maxrss``: Linux carries the
+    parent's high-water mark into a child through fork + exec, so a child of a 2 GiB pytest reports 2 GiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def peak_rss_of(code: str, *args: str, cwd=None, timeout: float = 600.0) -> tuple[int, str, str]:
     """Run ``code`` in a fresh Python (argv[1:] = args) and return (peak RSS in bytes of that child and its own
     children, stdout, stderr), measured with resource.getrusage(RUSAGE_CHILDREN) in a wrapper process."""

@@ -483,10 +483,11 @@ def run_wav_cases(seed: int, count: int) -> dict:
 
 
 def peak_rss_kib() -> int:
-    """This process's peak RSS and its children's (the forked Keras readers), KiB."""
+    """This process's own peak RSS and its children's (the forked Keras readers), KiB."""
     import resource
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+    from crafted import own_peak_rss_kib
+    return max(own_peak_rss_kib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 if __name__ == "__main__":  # workers: fuzzing.py START COUNT SEED PROGRESS_FILE | --file FILE SEED N | --wav SEED N

@@ -3,11 +3,12 @@ that folding must evaluate, and bombs wired into it (or left unused).  ``python 
 imports PATH in this process and prints a JSON line with the outcome, the peak RSS and the time (run as a
 subprocess by the tests and bench/fuzz_importers.py)."""
 import json
-import resource
 import sys
 import time
 
 import numpy as np
+
+from crafted import own_peak_rss_kib
 
 F, H = 3, 4
 
@@ -110,7 +111,7 @@ def run_one(path: str) -> dict:
     except Exception as e:  # noqa: BLE001
         outcome = f"FOREIGN {type(e).__name__}: {str(e)[:300]}"
     return {"outcome": outcome, "seconds": round(time.perf_counter() - t0, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": round(own_peak_rss_kib() / 1024, 1)}
 
 
 if __name__ == "__main__":
