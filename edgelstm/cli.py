@@ -559,10 +559,68 @@ def _speed(rtf: float) -> str:
     return f"{rtf:,.0f}x" if rtf >= 10 else f"{rtf:.2g}x"
 
 
+@contextlib.contextmanager
+def _c_runtime_while_compiling(model, path):
+    """A model's first run on this machine without the compile wait.  When its JIT kernels are neither compiled
+    in this process nor in Numba's disk cache, the command steps it on the C runtime (bit-identical to the JIT;
+    the library is built once if missing, a few seconds with a C compiler) while a background ``edgelstm warmup``
+    at low priority compiles the JIT kernels for later runs.  Only with the automatic backend choice
+    (EDGELSTM_BACKEND=jit waits for the compile instead), and only for what the C runtime runs: int8, forward.
+    Yields True when this command runs on the C runtime for that reason."""
+    from edgelstm.backends import native
+    if (native.backend() != "auto" or not native.numba_importable() or not model.is_quantized
+            or model.spec.needs_whole_sequence or model.jit_ready()):
+        yield False
+        return
+    native.set_backend("native")
+    try:
+        if native.library() is None:          # no library and no C compiler: compile the JIT here, as before
+            native.set_backend(None)
+            yield False
+            return
+        started = _start_background_warmup(path)
+        print("edgelstm: first run of this model here: running it on the C runtime (bit-identical) while "
+              f"{'a' if started else 'an earlier'} background `edgelstm warmup` compiles the JIT kernels for later "
+              "runs", file=sys.stderr, flush=True)
+        yield True
+    finally:
+        native.set_backend(None)
+
+
+def _start_background_warmup(path) -> bool:
+    """Start ``edgelstm warmup PATH`` detached, at the lowest priority, with the JIT forced and its output in the
+    user cache's warmup.log; not when one started for this model in the last 30 minutes (a marker file there).
+    True when this call started it."""
+    import hashlib
+    import subprocess
+    from edgelstm.backends.native import user_cache_dir
+    path = os.path.abspath(os.fspath(path))
+    cache = user_cache_dir()
+    marker = cache / f"warmup-{hashlib.sha256(path.encode()).hexdigest()[:16]}.started"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if marker.exists() and time.time() - marker.stat().st_mtime < 1800:
+            return False
+        marker.touch()
+        with open(cache / "warmup.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "edgelstm", "warmup", path],
+                             env={**os.environ, "EDGELSTM_BACKEND": "jit"}, stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=log, start_new_session=True,
+                             preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
+    except OSError:   # an unwritable cache or no fork: later runs compile as before
+        return False
+    return True
+
+
 def cmd_warmup(args) -> int:
     for path in args.models or [os.fspath(AUDIO_MODEL)]:
         t0 = time.perf_counter()
-        backend = _load_model(path).warmup()
+        model = _load_model(path)
+        if getattr(model, "audio", None) is not None and model.audio.labels:
+            from edgelstm.audio import Tagger
+            backend = Tagger(model).warmup()
+        else:
+            backend = model.warmup()
         print(f"{path}: ready ({backend}, {time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -598,6 +656,7 @@ def _audio_chunks(args, sr: int, default: Path):
 
 def cmd_tag(args) -> int:
     from edgelstm.audio import Tagger, TagSummary
+    from edgelstm.backends.native import prefer_native
     _check_audio_args(args)
     tagger = Tagger(args.model or AUDIO_MODEL)
     sr = tagger.frontend.sr
@@ -608,7 +667,8 @@ def cmd_tag(args) -> int:
               f"{args.model or AUDIO_MODEL} ({', '.join(tagger.config.labels)}; sr {sr} Hz, "
               f"{tagger.frontend.n_mels} mels)")
         print(f"  {'label':<8} {'start s':>8} {'end s':>8} {'peak':>6}")
-    with _compile_clock() as compiled:
+    with _c_runtime_while_compiling(tagger.model, args.model or AUDIO_MODEL) as on_c, \
+            _compile_clock() as compiled:
         try:
             for ev in tagger.stream(chunks, summary=summary):
                 if args.json:
@@ -618,6 +678,7 @@ def cmd_tag(args) -> int:
                 sys.stdout.flush()  # live input: each event shows as soon as it closes
         finally:
             sys.stdout.flush()
+        backend = "native" if prefer_native(None) else "jit"
     total, since = _process_seconds()
     compile_s = compiled["seconds"]
     tagging = max(summary.wall_seconds - compile_s, 1e-9)
@@ -625,7 +686,7 @@ def cmd_tag(args) -> int:
     info = {"summary": {"input": where, "events": len(summary.events), "audio_seconds": summary.audio_seconds,
                         "frames": summary.frames, "wall_seconds": total, "wall_since": since,
                         "pipeline_seconds": summary.wall_seconds, "compile_seconds": compile_s,
-                        "real_time_factor": rtf}}
+                        "real_time_factor": rtf, "backend": backend}}
     if args.json:
         sys.stdout.write(json.dumps(info) + "\n")
         return 0
@@ -634,6 +695,8 @@ def cmd_tag(args) -> int:
           f"{', compiling' if compile_s else ''} included)")
     if compile_s:
         print(f"first run: {compile_s:.1f} s of that compiled the kernels; later runs load them from the disk cache")
+    elif on_c:
+        print("first run: stepped on the C runtime while the JIT kernels compile in the background")
     return 0
 
 

@@ -74,6 +74,25 @@ def quantize(model, *, calibration, lengths=None, progress: bool | None = None):
     return qmodel
 
 
+def split_model(model, *, start: int | None = None):
+    """(front, tail): a float Model split before layer ``start`` (default: its first recurrent layer), each part
+    with its layers' share of the initial state; the front keeps the audio metadata."""
+    layers = list(model.spec.layers)
+    if start is None:
+        start = next((k for k, l in enumerate(layers) if l.kind in ("lstm", "gru", "rnn")), None)
+        if start is None:
+            raise ModelError("the model has no recurrent layer to split before; give start=")
+    if not 0 < start < len(layers):
+        raise InputError(f"start must be 1..{len(layers) - 1} (a layer index), got {start}")
+    init = model.initial_state
+    front = Model(ModelSpec(layers=layers[:start], has_weights=model.spec.has_weights),
+                  initial_state=None if init is None else State(init[:start]))
+    tail = Model(ModelSpec(layers=layers[start:], has_weights=model.spec.has_weights),
+                 initial_state=None if init is None else State(init[start:]))
+    front.audio = model.audio
+    return front, tail
+
+
 def quantize_tail(model, *, calibration, start: int | None = None, progress: bool | None = None):
     """A float Model split before layer ``start`` (default: its first recurrent layer), the layers from there on
     quantized to int8: a ``topologies.Chain`` of the float front and the int8 tail.
@@ -85,19 +104,7 @@ def quantize_tail(model, *, calibration, start: int | None = None, progress: boo
     from .topologies import Chain
     if model.is_quantized:
         raise ModelError("model is already quantized")
-    layers = list(model.spec.layers)
-    if start is None:
-        start = next((k for k, l in enumerate(layers) if l.kind in ("lstm", "gru", "rnn")), None)
-        if start is None:
-            raise ModelError("quantize_tail: the model has no recurrent layer; give start=")
-    if not 0 < start < len(layers):
-        raise InputError(f"quantize_tail: start must be 1..{len(layers) - 1} (a layer index), got {start}")
-    init = model.initial_state
-    front = Model(ModelSpec(layers=layers[:start], has_weights=model.spec.has_weights),
-                  initial_state=None if init is None else State(init[:start]))
-    tail = Model(ModelSpec(layers=layers[start:], has_weights=model.spec.has_weights),
-                 initial_state=None if init is None else State(init[start:]))
-    front.audio = model.audio
+    front, tail = split_model(model, start=start)
     X = model._check_frames(calibration, "calibration", expect=f"(T, {model.input_size}) float frames")
     if X.ndim != 2:
         raise InputError(f"quantize_tail: calibration must be (T, {model.input_size}) frames, got {X.shape}")

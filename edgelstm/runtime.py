@@ -374,14 +374,27 @@ class Model:
             return kernel
         if not native.numba_importable():
             raise ModelError(native.unavailable_message(self._prep))
-        from .kernels import announce_compile, program
-        entries = program.kernels_for(self._prep.prog, quantized=self.is_quantized)   # only what the model uses
-        if frame:
-            kernel = entries.step_int8 if self.is_quantized else entries.step_f32
-        else:
-            kernel = entries.forward_int8 if self.is_quantized else entries.forward_f32
+        from .kernels import announce_compile
+        kernel = self._jit_kernel(frame=frame)
         announce_compile(kernel)
         return kernel
+
+    def _jit_kernel(self, *, frame: bool):
+        from .kernels import program
+        entries = program.kernels_for(self._prep.prog, quantized=self.is_quantized)   # only what the model uses
+        if frame:
+            return entries.step_int8 if self.is_quantized else entries.step_f32
+        return entries.forward_int8 if self.is_quantized else entries.forward_f32
+
+    def jit_ready(self) -> bool:
+        """Whether the JIT kernels ``warmup()`` compiles for this model need no compile: compiled in this process
+        or in Numba's disk cache.  False without Numba."""
+        from .backends import native
+        if not native.numba_importable():
+            return False
+        from .kernels import is_compiled
+        frames = (False,) if self.spec.needs_whole_sequence else (False, True)
+        return all(is_compiled(self._jit_kernel(frame=f)) for f in frames)
 
     def warmup(self) -> str:
         """Compile (or load from Numba's disk cache) the kernels this model runs with, ahead of the first real

@@ -407,7 +407,8 @@ TAG_TWICE = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_cli_tag_says_when_it_compiles(tmp_path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold")}   # an empty cache: the first run compiles
+    # an empty cache, the JIT forced: the first run compiles (unforced, it runs on the C runtime: test_first_run)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold"), "EDGELSTM_BACKEND": "jit"}
     outs = [subprocess.run([sys.executable, "-c", TAG_TWICE], env=env, capture_output=True, text=True,
                            timeout=1800).stdout for _ in range(2)]
     print(outs)

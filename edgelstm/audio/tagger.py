@@ -6,6 +6,7 @@ are yielded as soon as they close, so live input streams them.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -76,10 +77,17 @@ def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, pe
     return out
 
 
-if not prefer_native(None):         # Numba runs the models: it compiles the tracker loop too
+@functools.lru_cache(maxsize=None)
+def _compiled_track():
     from numba import njit
-    _track = njit(**NJIT_OPTS)(_track)
-# else (no Numba, or EDGELSTM_BACKEND=native): the same loop in Python, ~1 ms per second of audio (measured)
+    return njit(**NJIT_OPTS)(_track)
+
+
+def _tracker_loop():
+    """``_track`` compiled when Numba runs the models, else the same loop in Python (no Numba, or the C backend:
+    ~1 ms per second of audio, measured).  Chosen per tracker, not at import: the CLI's first run may switch
+    this process to the C runtime after the model loaded."""
+    return _track if prefer_native(None) else _compiled_track()
 
 
 class EventTracker:
@@ -103,6 +111,7 @@ class EventTracker:
         fe = config.frontend
         self.sec_per_frame = fe.hop_length / fe.sr
         self.tail = (fe.n_fft - fe.hop_length) / fe.sr      # an event ends where its last frame's samples end
+        self._loop = _tracker_loop()
 
     def _event(self, c: int, start_frame: int, end_frame: int, peak: float):
         start_s = start_frame * self.sec_per_frame
@@ -116,7 +125,7 @@ class EventTracker:
         P = np.ascontiguousarray(P, np.float32)
         if P.ndim != 2 or P.shape[1] != self.active.size:
             raise AudioError(f"probabilities must be (frames, {self.active.size}), got {P.shape}")
-        closed = _track(P, self.onset, self.offset, self.gap_frames, self.win, self.ring, self.active,
+        closed = self._loop(P, self.onset, self.offset, self.gap_frames, self.win, self.ring, self.active,
                         self.start, self.gap_start, self.peak, self.frame)
         self.frame += P.shape[0]
         return [ev for c, a, b, pk in closed for ev in [self._event(c, a, b, pk)] if ev]
@@ -137,16 +146,21 @@ class EventTracker:
 
 
 @dataclass
-class TagSummary:
-    events: list = field(default_factory=list)
+class StreamSummary:
+    """What a streaming pipeline filled in: seconds of audio, wall seconds inside the pipeline."""
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
-    frames: int = 0
 
     @property
     def real_time_factor(self) -> float:
         """Seconds of audio processed per wall-clock second."""
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+
+@dataclass
+class TagSummary(StreamSummary):
+    events: list = field(default_factory=list)
+    frames: int = 0
 
 
 class Tagger:
@@ -169,6 +183,13 @@ class Tagger:
         self.model = model
         self.config: AudioConfig = model.audio
         self.frontend = model.audio.frontend
+
+    def warmup(self) -> str:
+        """Compile (or load from the disk cache) what tagging runs: the model's kernels (``Model.warmup``) and
+        the event tracker's loop.  Returns the model's backend ("jit" or "native")."""
+        backend = self.model.warmup()
+        EventTracker(self.config).update(np.zeros((1, len(self.config.labels)), np.float32))
+        return backend
 
     def stream(self, chunks, *, summary: TagSummary | None = None, probabilities: list | None = None):
         """Tag an iterable of mono float chunks at ``frontend.sr``; yields Events as they close.  Fills

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudioError, ModelError
+from .tagger import StreamSummary
 
 SILERO_FILE = "silero_vad.onnx"
 
@@ -179,15 +180,9 @@ class SpeechSegmenter:
 
 
 @dataclass
-class VADSummary:
+class VADSummary(StreamSummary):
     segments: list = field(default_factory=list)
-    audio_seconds: float = 0.0
-    wall_seconds: float = 0.0
     windows: int = 0
-
-    @property
-    def real_time_factor(self) -> float:
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
 def silero_path() -> Path:
@@ -270,16 +265,15 @@ def calibration_windows(*, sr: int, window: int, seed: int = 0) -> np.ndarray:
 def _int8_tail(model, cached: Path | None, sr: int):
     """``model`` as float front + int8 tail, the tail from ``cached`` when it loads (None: no cache)."""
     import edgelstm as el
-    from ..quantization import quantize_tail
+    from ..quantization import quantize_tail, split_model
     from ..topologies import Chain
-    k = next(i for i, l in enumerate(model.spec.layers) if l.kind in ("lstm", "gru", "rnn"))
     if cached is not None and cached.is_file():
         try:
-            return Chain(el.Model(el.ModelSpec(layers=list(model.spec.layers[:k]))), el.load(cached))
+            return Chain(split_model(model)[0], el.load(cached))
         except el.EdgeLSTMError:
             pass                       # a stale or damaged cache entry: quantize again
     window = 512 if sr == 16000 else 256
-    chain = quantize_tail(model, calibration=calibration_windows(sr=sr, window=window), start=k, progress=False)
+    chain = quantize_tail(model, calibration=calibration_windows(sr=sr, window=window), progress=False)
     if cached is not None:
         _save_cache(chain.models[1], cached)
     return chain

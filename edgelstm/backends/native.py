@@ -105,10 +105,27 @@ def check_program(lib, cfg, weights, where: str, error=None) -> None:
                                     f"{INIT_STATUS.get(status, 'unknown')})")
 
 
+_chosen = None    # set_backend: this process's choice, over EDGELSTM_BACKEND
+
+
 def backend() -> str:
-    """EDGELSTM_BACKEND: "jit", "native" or "auto" (unset or anything else)."""
+    """The backend this process asked for: set_backend's choice, else EDGELSTM_BACKEND: "jit", "native" or
+    "auto" (unset or anything else)."""
+    if _chosen is not None:
+        return _chosen
     b = os.environ.get("EDGELSTM_BACKEND", "auto").lower()
     return b if b in ("jit", "native") else "auto"
+
+
+def set_backend(name: str | None) -> None:
+    """Choose "jit" or "native" for this process from now on (None: back to EDGELSTM_BACKEND); kernels already
+    handed out keep theirs.  The library is looked for (for "native": built) again on its next use."""
+    global _chosen, _searched
+    if name not in (None, "jit", "native"):
+        raise ValueError(f"backend must be 'jit', 'native' or None, got {name!r}")
+    _chosen = name
+    if _lib is None:
+        _searched = False
 
 
 def library():

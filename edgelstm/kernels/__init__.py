@@ -63,23 +63,29 @@ _drop_stale_cache()
 _announced = False
 
 
+def is_compiled(kernel) -> bool:
+    """Whether calling Numba dispatcher ``kernel`` needs no compile: compiled in this process, or an entry in
+    Numba's disk cache (its index file; one index holds every signature).  True for anything else (the C
+    runtime's callables compile nothing)."""
+    import os
+    try:
+        return bool(kernel.signatures) or os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:
+        return True
+
+
 def announce_compile(kernel, stream=None) -> None:
     """Say once per process, on a terminal, that the first call of ``kernel`` will compile (no disk cache
     entry yet), with an estimate, and while it compiles print the elapsed time every 15 s on the same line
     (minutes on a Raspberry Pi are otherwise silent). A read-only install still caches: Numba then writes
     to its user-wide cache directory (``NUMBA_CACHE_DIR``, else ``~/.cache/numba``)."""
     global _announced
-    import os
     import platform
     import sys
     stream = stream if stream is not None else sys.stderr
     if _announced or not getattr(stream, "isatty", lambda: False)():
         return
-    try:
-        cached = bool(kernel.signatures) or os.path.exists(kernel._cache._cache_file._index_path)
-    except AttributeError:   # not a caching dispatcher: nothing to announce
-        return
-    if cached:
+    if is_compiled(kernel):
         return
     _announced = True
     # measured first compiles of the bundled tagger: ~15 s of CPU on a 2-core x86 VM; ARM boards are slower
