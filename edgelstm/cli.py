@@ -578,19 +578,20 @@ def _c_runtime_while_compiling(model, path):
             native.set_backend(None)
             yield False
             return
-        started = _start_background_warmup(path)
-        print("edgelstm: first run of this model here: running it on the C runtime (bit-identical) while "
-              f"{'a' if started else 'an earlier'} background `edgelstm warmup` compiles the JIT kernels for later "
-              "runs", file=sys.stderr, flush=True)
+        warmup = {"started": "a background `edgelstm warmup` compiles the JIT kernels for later runs",
+                  "running": "an earlier background `edgelstm warmup` compiles the JIT kernels for later runs",
+                  None: "`edgelstm warmup` would compile the JIT kernels for later runs (it could not start)"}
+        print("edgelstm: first run of this model here: running it on the C runtime (bit-identical); "
+              + warmup[_start_background_warmup(path)], file=sys.stderr, flush=True)
         yield True
     finally:
         native.set_backend(None)
 
 
-def _start_background_warmup(path) -> bool:
+def _start_background_warmup(path) -> str | None:
     """Start ``edgelstm warmup PATH`` detached, at the lowest priority, with the JIT forced and its output in the
-    user cache's warmup.log; not when one started for this model in the last 30 minutes (a marker file there).
-    True when this call started it."""
+    user cache's warmup.log: "started"; "running" when one started for this model in the last 30 minutes (a
+    marker file there); None when it cannot (an unwritable cache, no fork): later runs compile as before."""
     import hashlib
     import subprocess
     from edgelstm.backends.native import user_cache_dir
@@ -600,16 +601,16 @@ def _start_background_warmup(path) -> bool:
     try:
         cache.mkdir(parents=True, exist_ok=True)
         if marker.exists() and time.time() - marker.stat().st_mtime < 1800:
-            return False
+            return "running"
         marker.touch()
         with open(cache / "warmup.log", "ab") as log:
             subprocess.Popen([sys.executable, "-m", "edgelstm", "warmup", path],
                              env={**os.environ, "EDGELSTM_BACKEND": "jit"}, stdin=subprocess.DEVNULL,
                              stdout=log, stderr=log, start_new_session=True,
                              preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)
-    except OSError:   # an unwritable cache or no fork: later runs compile as before
-        return False
-    return True
+    except OSError:
+        return None
+    return "started"
 
 
 def cmd_warmup(args) -> int:

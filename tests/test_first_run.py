@@ -71,8 +71,22 @@ def test_a_second_cold_run_does_not_start_a_second_warmup(tmp_path, monkeypatch,
     summaries = [json.loads(o.out.splitlines()[-1])["summary"] for o in outs]
     assert [s["backend"] for s in summaries] == ["native", "native"]
     assert len(started) == 1 and started[0][-2:] == ["warmup", str(cli.AUDIO_MODEL.resolve())]
-    assert "a background" in outs[0].err and "an earlier background" in outs[1].err
+    assert "; a background" in outs[0].err and "; an earlier background" in outs[1].err
     assert native.backend() == "auto"
+
+
+def test_a_warmup_that_cannot_start_is_named(tmp_path, monkeypatch, capsys):
+    """An unwritable user cache: the command still runs on the C runtime and says the warmup did not start."""
+    from edgelstm.runtime import Model
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))     # a file: the cache folder cannot be made
+    monkeypatch.delenv("EDGELSTM_BACKEND", raising=False)
+    monkeypatch.setattr(Model, "jit_ready", lambda self: False)
+    assert main(["tag", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out.splitlines()[-1])["summary"]["backend"] == "native"
+    assert "could not start" in out.err
 
 
 def test_set_backend_overrides_the_environment(monkeypatch):
