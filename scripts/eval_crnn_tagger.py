@@ -264,6 +264,9 @@ MIN_GAPS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
 SMOOTHINGS = [0.0, 0.05, 0.1, 0.2, 0.4]
 MIN_DURS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 3.0, 4.0]
 BACKTRACKS = [0, 1]
+# the grid run4's bundled settings were chosen on (--run4-grid reproduces its thresholds.json)
+RUN4_GRID = {"smoothing": [0.0, 0.05, 0.1, 0.2], "min_gap": [0.0, 0.1, 0.2, 0.3, 0.5, 0.8], "backtrack": [0],
+             "min_duration": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]}
 SETTINGS = ("onset", "offset", "min_duration", "min_gap", "smoothing", "backtrack")   # thresholds.json -> AudioConfig
 
 
@@ -273,7 +276,8 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=()
     event F1 and segment F1 (1 s).  The tracker runs with min_duration 0 and events are filtered by length
     afterwards: the same events as a tracker with that min_duration (it keeps an event iff end - start >=
     min_duration, the same floats)."""
-    grid = {"smoothing": SMOOTHINGS, "min_gap": MIN_GAPS, "backtrack": BACKTRACKS, **(grid or {})}
+    grid = {"smoothing": SMOOTHINGS, "min_gap": MIN_GAPS, "backtrack": BACKTRACKS, "min_duration": MIN_DURS,
+            **(grid or {})}
     name = FG[c]
     ref = [(a, b) for lab, a, b in refs if lab == name]
     out = []
@@ -287,7 +291,7 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=()
                         fg = track(P_fg[:, c:c + 1], cfg)[name]
                         bgs = [track(Pb[:, c:c + 1], cfg)[name] for Pb in P_bgs]
                         probes = [track(Pp[:, c:c + 1], cfg)[name] for Pp in P_probes]
-                        for md in MIN_DURS:
+                        for md in grid["min_duration"]:
                             est = [e for e in fg if e[1] - e[0] >= md]
                             fpm = max(sum(1 for e in b if e[1] - e[0] >= md) / m for b, m in zip(bgs, minutes_bg))
                             ef = f1(*event_f1(est, ref)) if ref else 0.0
@@ -476,6 +480,7 @@ def main() -> int:
                     help="calibration: an alarm setting counts only if it tags every beep/tone probe built over "
                          "validation ambience (seed --seed + 100, not the test probes' seed; the clean probes are "
                          "the same signals as the test's)")
+    ap.add_argument("--run4-grid", action="store_true", help="calibration grid of run4 (no backtracking)")
     ap.add_argument("--no-backtrack", action="store_true", help="calibration grid without onset backtracking")
     ap.add_argument("--min-gaps", type=float, nargs="+", help=f"calibration grid of min_gap (default {MIN_GAPS})")
     ap.add_argument("--no-int8", action="store_true")
@@ -491,7 +496,7 @@ def main() -> int:
     t0 = time.time()
     if args.calibrate:
         val = split_streams("validation", args.seed, args.per_class)
-        grid = {**({"backtrack": [0]} if args.no_backtrack else {}),
+        grid = {**(RUN4_GRID if args.run4_grid else {}), **({"backtrack": [0]} if args.no_backtrack else {}),
                 **({"min_gap": args.min_gaps} if args.min_gaps else {})}
         probes = probe_signals(val["_pools"], args.seed + 100) if args.alarm_probes else None
         thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log, probes, grid)
