@@ -23,12 +23,14 @@ each foreground clip (the class whose events cover most of it), beeps and tones 
 on/off and a steady 1 kHz tone, clean and over the test ambience: an alarm event?), and the README's check
 (alsa-utils voices and Noise.wav, freedesktop alarm sounds; never trained on).
 
-Calibration: per class, a grid of onset, offset, min_gap, smoothing and min_duration; each setting's events on
+Calibration: per class, a grid of onset, offset, min_gap, smoothing, min_duration and onset backtracking (an
+event starts where its rise began); each setting's events on
 the validation foreground stream (score: the mean of event F1 and segment F1, both goals of the issue; event F1
 alone picks settings that never fire for classes whose events it cannot segment within the collars, e.g. whole
 pieces of music) and on every validation background stream (false events per minute, the worst stream counts);
 then one setting per class that maximizes the weighted sum of those scores with the summed false-event rate <=
---target-fpm.
+--target-fpm.  With --alarm-probes only alarm settings that raise an alarm event on every beep/tone probe (built
+over validation ambience) take part.
 """
 from __future__ import annotations
 
@@ -128,7 +130,8 @@ def split_streams(split: str, seed: int, per_class: int) -> dict:
 
 
 def probe_signals(pools: T.Pools, seed: int) -> dict:
-    """The beep/tone check: name -> samples (synthetic by the issue's definition, over real test ambience)."""
+    """The beep/tone check: name -> samples (synthetic by the issue's definition, over the split's real
+    ambience: test for the report, validation for the calibration's alarm requirement)."""
     rng = np.random.default_rng([seed, 99])
     t = np.arange(int(6 * SR)) / SR
     tone = np.sin(2 * np.pi * 1000 * t)
@@ -257,35 +260,47 @@ def false_events(evs: dict, minutes: float):
 
 ONSETS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
 OFF_RATIOS = [0.5, 0.7, 0.9]
-MIN_GAPS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8]
-SMOOTHINGS = [0.0, 0.05, 0.1, 0.2]
-MIN_DURS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
+MIN_GAPS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
+SMOOTHINGS = [0.0, 0.05, 0.1, 0.2, 0.4]
+MIN_DURS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 3.0, 4.0]
+BACKTRACKS = [0, 1]
+# the grid run4's bundled settings were chosen on (--run4-grid reproduces its thresholds.json)
+RUN4_GRID = {"smoothing": [0.0, 0.05, 0.1, 0.2], "min_gap": [0.0, 0.1, 0.2, 0.3, 0.5, 0.8], "backtrack": [0],
+             "min_duration": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]}
+SETTINGS = ("onset", "offset", "min_duration", "min_gap", "smoothing", "backtrack")   # thresholds.json -> AudioConfig
 
 
-def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s):
+def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=(), grid=None):
     """Every grid setting of class c: (false events/min (worst background stream), validation score, setting
-    with its event and segment F1).  The score is the mean of event F1 and segment F1 (1 s).
-    The tracker runs with min_duration 0 and events are filtered by length afterwards: the same events as a
-    tracker with that min_duration (it keeps an event iff end - start >= min_duration, the same floats)."""
+    with its event and segment F1 and how many of P_probes it raises an event on).  The score is the mean of
+    event F1 and segment F1 (1 s).  The tracker runs with min_duration 0 and events are filtered by length
+    afterwards: the same events as a tracker with that min_duration (it keeps an event iff end - start >=
+    min_duration, the same floats)."""
+    grid = {"smoothing": SMOOTHINGS, "min_gap": MIN_GAPS, "backtrack": BACKTRACKS, "min_duration": MIN_DURS,
+            **(grid or {})}
     name = FG[c]
     ref = [(a, b) for lab, a, b in refs if lab == name]
     out = []
-    for sm in SMOOTHINGS:
+    for sm in grid["smoothing"]:
         for on in ONSETS:
             for ratio in OFF_RATIOS:
-                for gap in MIN_GAPS:
-                    cfg = AudioConfig(frontend=FE, labels=[name], onset=[on], offset=[round(on * ratio, 3)],
-                                      min_duration=[0.0], min_gap=[gap], smoothing=[sm])
-                    fg = track(P_fg[:, c:c + 1], cfg)[name]
-                    bgs = [track(Pb[:, c:c + 1], cfg)[name] for Pb in P_bgs]
-                    for md in MIN_DURS:
-                        est = [e for e in fg if e[1] - e[0] >= md]
-                        fpm = max(sum(1 for e in b if e[1] - e[0] >= md) / m for b, m in zip(bgs, minutes_bg))
-                        ef = f1(*event_f1(est, ref)) if ref else 0.0
-                        sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
-                        out.append((fpm, (ef + sf) / 2,
-                                    {"onset": on, "offset": round(on * ratio, 3), "min_duration": md,
-                                     "min_gap": gap, "smoothing": sm, "event_f1": ef, "segment_f1": sf}))
+                for gap in grid["min_gap"]:
+                    for bt in grid["backtrack"]:
+                        cfg = AudioConfig(frontend=FE, labels=[name], onset=[on], offset=[round(on * ratio, 3)],
+                                          min_duration=[0.0], min_gap=[gap], smoothing=[sm], backtrack=[bt])
+                        fg = track(P_fg[:, c:c + 1], cfg)[name]
+                        bgs = [track(Pb[:, c:c + 1], cfg)[name] for Pb in P_bgs]
+                        probes = [track(Pp[:, c:c + 1], cfg)[name] for Pp in P_probes]
+                        for md in grid["min_duration"]:
+                            est = [e for e in fg if e[1] - e[0] >= md]
+                            fpm = max(sum(1 for e in b if e[1] - e[0] >= md) / m for b, m in zip(bgs, minutes_bg))
+                            ef = f1(*event_f1(est, ref)) if ref else 0.0
+                            sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
+                            tagged = sum(any(e[1] - e[0] >= md for e in pr) for pr in probes)
+                            out.append((fpm, (ef + sf) / 2,
+                                        {"onset": on, "offset": round(on * ratio, 3), "min_duration": md,
+                                         "min_gap": gap, "smoothing": sm, "backtrack": bt, "event_f1": ef,
+                                         "segment_f1": sf, "probes_tagged": tagged}))
     return out
 
 
@@ -334,16 +349,28 @@ def allocate(fronts: dict, target_fpm: float):
     return max(dp.values(), key=lambda v: v[0])[1]
 
 
-def calibrate(model: Path, val: dict, target_fpm: float, log):
+def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | None = None, grid=None):
+    """Per-class settings (thresholds.json's content).  probes: name -> samples that every alarm setting must
+    raise an alarm event on (the beep/tone check over validation ambience; None: no requirement)."""
     P_fg = probabilities(model, "val_fg", val["fg"]["y"])
     bgs = [k for k in val if k.startswith("bg")]
     P_bgs = [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs]
     minutes = [val[k]["y"].size / SR / 60 for k in bgs]
+    P_probes = [probabilities(model, k, y) for k, y in (probes or {}).items()]
     log(f"validation: foreground stream {val['fg']['y'].size / SR / 60:.1f} min "
-        f"({len(val['fg']['refs'])} reference events), background streams {', '.join(f'{m:.1f}' for m in minutes)} min")
+        f"({len(val['fg']['refs'])} reference events), background streams {', '.join(f'{m:.1f}' for m in minutes)} min"
+        f"; grid {grid or 'default'}; alarm must tag {len(P_probes)} validation probes")
     fronts = {}
     for c, name in enumerate(FG):
-        fronts[name] = pareto(class_candidates(c, P_fg, val["fg"]["refs"], P_bgs, minutes, val["fg"]["y"].size / SR))
+        cands = class_candidates(c, P_fg, val["fg"]["refs"], P_bgs, minutes, val["fg"]["y"].size / SR,
+                                 P_probes if name == "alarm" else (), grid)
+        if name == "alarm" and P_probes:
+            cands = [x for x in cands if x[2]["probes_tagged"] == len(P_probes)]
+            log(f"  alarm   {len(cands)} settings tag all {len(P_probes)} probes; the quietest "
+                f"{min([x[0] for x in cands] or [float('nan')]):.2f} false events/min")
+            if not cands:
+                raise SystemExit("no alarm setting in the grid tags every probe")
+        fronts[name] = pareto(cands)
         log(f"  {name:<7} validation score (mean of event and segment F1): best {max(f for _, f, _ in fronts[name]):.3f} "
             f"at any rate; at 0 false events/min {max([f for r, f, _ in fronts[name] if r == 0] or [0]):.3f}; front "
             + " ".join(f"{r:.2f}:{f:.2f}" for r, f, _ in fronts[name]))
@@ -355,15 +382,19 @@ def calibrate(model: Path, val: dict, target_fpm: float, log):
     total = sum(fpm for _, fpm, _, _ in choice)
     if total > target_fpm:
         log(f"  NOTE: no setting meets the budget: {total:.2f} false events/min on validation > {target_fpm}")
-    cfg = {"onset": [], "offset": [], "min_duration": [], "min_gap": [], "smoothing": []}
+    cfg = {k: [] for k in SETTINGS}
     for name, fpm, f, s in choice:
         log(f"  {name:<7} onset {s['onset']:.2f} offset {s['offset']:.3f} min_gap {s['min_gap']:.2f} s "
-            f"smoothing {s['smoothing']:.2f} s min_duration {s['min_duration']:.2f} s: validation event F1 "
-            f"{s['event_f1']:.3f}, segment F1 {s['segment_f1']:.3f}, background {fpm:.2f} false events/min")
+            f"smoothing {s['smoothing']:.2f} s min_duration {s['min_duration']:.2f} s backtrack {s['backtrack']}: "
+            f"validation event F1 {s['event_f1']:.3f}, segment F1 {s['segment_f1']:.3f}, background {fpm:.2f} "
+            f"false events/min")
         for k in cfg:
             cfg[k].append(s[k])
+    log(f"  validation calibration score (sum of class weight x score): "
+        f"{sum(CLASS_WEIGHT[name] * f for name, _, f, _ in choice):.4f}, background {total:.2f} false events/min")
     # background: an explicit class, reported as an event but never a false alarm; long and stable
-    for k, v in {"onset": 0.6, "offset": 0.4, "min_duration": 1.0, "min_gap": 0.5, "smoothing": 0.1}.items():
+    for k, v in {"onset": 0.6, "offset": 0.4, "min_duration": 1.0, "min_gap": 0.5, "smoothing": 0.1,
+                 "backtrack": 0}.items():
         cfg[k].append(v)
     cfg["target_fpm"] = target_fpm
     return cfg
@@ -445,6 +476,13 @@ def main() -> int:
     ap.add_argument("--target-fpm", type=float, default=0.7,
                     help="calibration target: summed foreground false events per minute on validation background")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--alarm-probes", action="store_true",
+                    help="calibration: an alarm setting counts only if it tags every beep/tone probe built over "
+                         "validation ambience (seed --seed + 100, not the test probes' seed; the clean probes are "
+                         "the same signals as the test's)")
+    ap.add_argument("--run4-grid", action="store_true", help="calibration grid of run4 (no backtracking)")
+    ap.add_argument("--no-backtrack", action="store_true", help="calibration grid without onset backtracking")
+    ap.add_argument("--min-gaps", type=float, nargs="+", help=f"calibration grid of min_gap (default {MIN_GAPS})")
     ap.add_argument("--no-int8", action="store_true")
     args = ap.parse_args()
     run = args.run
@@ -458,14 +496,17 @@ def main() -> int:
     t0 = time.time()
     if args.calibrate:
         val = split_streams("validation", args.seed, args.per_class)
-        thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log)
+        grid = {**(RUN4_GRID if args.run4_grid else {}), **({"backtrack": [0]} if args.no_backtrack else {}),
+                **({"min_gap": args.min_gaps} if args.min_gaps else {})}
+        probes = probe_signals(val["_pools"], args.seed + 100) if args.alarm_probes else None
+        thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log, probes, grid)
         thr["calibrated_on"] = args.calibrate_on
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
         del val
     thr = json.loads((run / "thresholds.json").read_text())
     meta = el.load(f32).audio
     cfg = AudioConfig(frontend=meta.frontend, labels=list(meta.labels),
-                      **{k: thr[k] for k in ("onset", "offset", "min_duration", "min_gap", "smoothing") if k in thr})
+                      **{k: thr[k] for k in SETTINGS if k in thr})
     test = split_streams("test", args.seed + 1, args.per_class)
     probes = probe_signals(test["_pools"], args.seed)
     readme = readme_clips()

@@ -1,5 +1,5 @@
-"""EventTracker's smoothing and minimum gap (AudioConfig.smoothing / min_gap), against a plain reference of the
-documented rule, and their place in the .elstm audio metadata."""
+"""EventTracker's smoothing, minimum gap and onset backtracking (AudioConfig.smoothing / min_gap / backtrack),
+against a plain reference of the documented rule, and their place in the .elstm audio metadata."""
 import json
 
 import numpy as np
@@ -26,8 +26,9 @@ def _frames(events):
 def reference(P, cfg):
     """The documented rule, written plainly: per class, the mean of the last `win` probabilities (fewer at the
     start) decides; an event opens at >= onset and closes once the mean has stayed below offset for `gap`
-    frames, ending where that dip began; events shorter than min_duration are dropped; the stream's end closes
-    an open event (at its dip's start, if in a dip).  Returns the sorted [(label, start frame, end frame)]."""
+    frames, ending where that dip began; with backtrack it starts on the frame after the last one below offset
+    before the crossing; events shorter than min_duration are dropped; the stream's end closes an open event
+    (at its dip's start, if in a dip).  Returns the sorted [(label, start frame, end frame)]."""
     out = []
     for c, name in enumerate(cfg.labels):
         win, gap = cfg.smoothing_frames[c], cfg.gap_frames[c]
@@ -39,7 +40,8 @@ def reference(P, cfg):
             if p[t] < on:
                 t += 1
                 continue
-            start, u, end = t, t + 1, None
+            start = max([k for k in range(t) if p[k] < off], default=-1) + 1 if cfg.backtrack[c] else t
+            u, end = t + 1, None
             while u < len(p):
                 if p[u] < off:
                     d = u
@@ -95,14 +97,30 @@ def test_smoothing_removes_a_one_frame_spike_and_delays_a_step_by_half_its_windo
     assert raw == [("c0", 5, 6), ("c0", 20, 32)]
 
 
+def test_backtrack_starts_an_event_where_its_rise_began():
+    # frames 5..7 rise through the band between offset and onset; the crossing is frame 8
+    p = [0.1] * 5 + [0.35, 0.45, 0.4, 0.9, 0.9] + [0.1] * 3 + [0.4, 0.6, 0.2, 0.45, 0.8] + [0.1] * 2
+    P = np.array(p, np.float32)[:, None]
+    kw = {"onset": [0.5], "offset": [0.3], "min_duration": [0.0]}
+    assert _frames(_run(P, _cfg(**kw), 1)) == [("c0", 8, 10), ("c0", 14, 15), ("c0", 17, 18)]
+    # backtracked: to the frame after the last one below offset (4, then 12, then 15: never into the last event)
+    assert _frames(_run(P, _cfg(**kw, backtrack=[1]), 1)) == [("c0", 5, 10), ("c0", 13, 15), ("c0", 16, 18)]
+    # a rise from the stream's first frame starts at frame 0; min_duration counts the backtracked length
+    Q = np.array([0.4, 0.45, 0.9, 0.1], np.float32)[:, None]
+    assert _frames(_run(Q, _cfg(onset=[0.5], offset=[0.3], min_duration=[2 * SPF + TAIL], backtrack=[1]), 1)) \
+        == [("c0", 0, 3)]
+    assert _run(Q, _cfg(onset=[0.5], offset=[0.3], min_duration=[2 * SPF + TAIL]), 1) == []
+
+
+@pytest.mark.parametrize("backtrack", [[0, 0, 0], [1, 1, 0]])
 @pytest.mark.parametrize("seed", range(6))
-def test_tracker_equals_the_reference_for_any_chunking(seed):
+def test_tracker_equals_the_reference_for_any_chunking(seed, backtrack):
     rng = np.random.default_rng(seed)
     T, C = 700, 3
     # a slowly varying random walk crosses the thresholds often, with dips of every length
     P = np.clip(0.5 + np.cumsum(rng.normal(0, 0.08, (T, C)), 0) % 1.2 - 0.35, 0, 1).astype(np.float32)
     cfg = _cfg(C, onset=[0.6, 0.5, 0.7], offset=[0.4, 0.5, 0.2], min_duration=[0.0, 0.1, 0.3],
-               min_gap=[0.0, 3 * SPF, 11 * SPF], smoothing=[0.0, 5 * SPF, 2 * SPF])
+               min_gap=[0.0, 3 * SPF, 11 * SPF], smoothing=[0.0, 5 * SPF, 2 * SPF], backtrack=backtrack)
     want = reference(P, cfg)
     assert len(want) > 10
     for chunks in (1, 7, 333, T):
@@ -131,19 +149,22 @@ def test_config_validation_and_optional_keys(tmp_path):
         _cfg(smoothing=[float("nan")])
     with pytest.raises(AudioError, match="min_gap"):
         AudioConfig.from_dict({**_cfg().to_dict(), "min_gap": 0.3})   # not a list
+    for bad in ([2], [0.5], [True], ["1"]):
+        with pytest.raises(AudioError, match="backtrack"):
+            _cfg(backtrack=bad)
     with pytest.raises(AudioError, match="keys"):
         AudioConfig.from_dict({**_cfg().to_dict(), "median": [1]})
     # unused options are not written, so files without them look exactly as before; old dicts load
     plain = _cfg()
     assert set(plain.to_dict()) == {"frontend", "labels", "onset", "offset", "min_duration"}
     assert AudioConfig.from_dict(plain.to_dict()) == plain
-    used = _cfg(min_gap=[0.3], smoothing=[0.05])
+    used = _cfg(min_gap=[0.3], smoothing=[0.05], backtrack=[1])
     assert AudioConfig.from_dict(json.loads(json.dumps(used.to_dict()))) == used
 
 
 def test_saved_and_loaded_with_the_model(tmp_path):
     spec = el.random_model([{"kind": "dense", "output_size": 2, "activation": "sigmoid"}], input_size=FE.n_mels)
-    cfg = AudioConfig(frontend=FE, labels=["a", "b"], min_gap=[0.3, 0.0], smoothing=[0.1, 0.05])
+    cfg = AudioConfig(frontend=FE, labels=["a", "b"], min_gap=[0.3, 0.0], smoothing=[0.1, 0.05], backtrack=[0, 1])
     m = el.Model(spec)
     path = tmp_path / "m.elstm"
     el.save(m, path, audio=cfg)

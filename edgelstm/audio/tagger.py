@@ -1,8 +1,9 @@
 """The tagging pipeline: audio chunks -> log-mel -> (int8) model -> per-frame probabilities -> events.
 
 Events close with hysteresis per class (optionally on a causal moving mean of ``smoothing`` seconds: on at
-``onset``, off once below ``offset`` for ``min_gap`` seconds, kept if at least ``min_duration`` seconds) and
-are yielded as soon as they close, so live input streams them.
+``onset``, off once below ``offset`` for ``min_gap`` seconds, kept if at least ``min_duration`` seconds; with
+``backtrack`` an event starts where its rise began) and are yielded as soon as they close, so live input streams
+them.
 """
 from __future__ import annotations
 
@@ -33,14 +34,17 @@ class Event:
                 "peak_confidence": round(self.peak_confidence, 4)}
 
 
-def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, peak, frame0):
+def _track(P, onset, offset, gap_frames, win, backtrack, ring, active, start, gap_start, last_low, peak, frame0):
     """One chunk of (T, C) float32 probabilities through every class's tracker; the state arrays are updated in
     place.  Returns the events closed in this chunk, in closing order: (class, start frame, end frame, peak).
 
     ring (W, C) holds the last W probabilities (frame f at row f % W); class c decides on the mean of its last
     win[c] frames (fewer at stream start), recomputed each frame so the result does not depend on chunking or
     stream length.  gap_start[c] is the first frame of the current dip below offset (-1: none); the event
-    closes when the dip reaches gap_frames[c] frames and ends where the dip began."""
+    closes when the dip reaches gap_frames[c] frames and ends where the dip began.  last_low[c] is the last frame
+    below offset (-1: none yet); with backtrack[c] an event starts on the frame after it (where the rise that
+    crossed onset began) instead of at the crossing: the event is only reported when it closes, so knowing
+    its start late costs nothing."""
     out = []
     W = ring.shape[0]
     C = P.shape[1]
@@ -57,6 +61,8 @@ def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, pe
                 for k in range(n):
                     acc += np.float64(ring[(f - k) % W, c])
                 p = np.float32(acc / n)
+            if p < offset[c]:
+                last_low[c] = f
             if active[c]:
                 if p < offset[c]:
                     if gap_start[c] < 0:
@@ -71,7 +77,7 @@ def _track(P, onset, offset, gap_frames, win, ring, active, start, gap_start, pe
                         peak[c] = p
             elif p >= onset[c]:
                 active[c] = True
-                start[c] = f
+                start[c] = last_low[c] + 1 if backtrack[c] else f
                 gap_start[c] = -1
                 peak[c] = p
     return out
@@ -93,7 +99,8 @@ def _tracker_loop():
 class EventTracker:
     """Per-class event decisions over streamed probability frames: optional causal smoothing, hysteresis
     (``onset`` / ``offset``), dips shorter than ``min_gap`` bridged, events shorter than ``min_duration``
-    dropped.  State is fixed-size: the smoothing window and a few numbers per class."""
+    dropped, starts optionally backtracked to the rise.  State is fixed-size: the smoothing window and a few
+    numbers per class."""
 
     def __init__(self, config: AudioConfig):
         self.cfg = config
@@ -102,10 +109,12 @@ class EventTracker:
         self.offset = np.array(config.offset, np.float32)
         self.gap_frames = np.array(config.gap_frames, np.int64)
         self.win = np.array(config.smoothing_frames, np.int64)
+        self.backtrack = np.array(config.backtrack, np.bool_)
         self.ring = np.zeros((int(self.win.max()), n), np.float32)
         self.active = np.zeros(n, np.bool_)
         self.start = np.zeros(n, np.int64)
         self.gap_start = np.full(n, -1, np.int64)
+        self.last_low = np.full(n, -1, np.int64)
         self.peak = np.zeros(n, np.float32)
         self.frame = 0
         fe = config.frontend
@@ -125,8 +134,8 @@ class EventTracker:
         P = np.ascontiguousarray(P, np.float32)
         if P.ndim != 2 or P.shape[1] != self.active.size:
             raise AudioError(f"probabilities must be (frames, {self.active.size}), got {P.shape}")
-        closed = self._loop(P, self.onset, self.offset, self.gap_frames, self.win, self.ring, self.active,
-                        self.start, self.gap_start, self.peak, self.frame)
+        closed = self._loop(P, self.onset, self.offset, self.gap_frames, self.win, self.backtrack, self.ring,
+                            self.active, self.start, self.gap_start, self.last_low, self.peak, self.frame)
         self.frame += P.shape[0]
         return [ev for c, a, b, pk in closed for ev in [self._event(c, a, b, pk)] if ev]
 

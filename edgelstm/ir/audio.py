@@ -62,7 +62,9 @@ class AudioConfig:
     below ``offset`` for ``min_gap`` seconds (shorter dips are bridged; the event ends where the dip began);
     events shorter than ``min_duration`` seconds are dropped.  ``smoothing`` is the length in seconds of a
     causal moving mean over the class's probabilities before those decisions (0 = none).  ``min_gap`` and
-    ``smoothing`` are rounded to whole frames and are optional in the file (older files have neither)."""
+    ``smoothing`` are rounded to whole frames and are optional in the file (older files have neither).  With
+    ``backtrack`` 1 a class's event starts where its rise began (the frame after the last one below ``offset``
+    before the onset crossing) rather than at the crossing; optional too (absent = 0)."""
     frontend: FrontEnd
     labels: list                      # one plain name per model output
     onset: list = None                # per class, probability that opens an event
@@ -70,8 +72,9 @@ class AudioConfig:
     min_duration: list = None         # per class, seconds; shorter events are dropped
     min_gap: list = None              # per class, seconds below offset before an event closes
     smoothing: list = None            # per class, seconds of causal moving mean over the probabilities
+    backtrack: list = None            # per class, 1: start events where the rise began, 0: at the crossing
 
-    OPTIONAL = ("min_gap", "smoothing")
+    OPTIONAL = ("min_gap", "smoothing", "backtrack")
 
     def __post_init__(self):
         n = len(self.labels)
@@ -80,6 +83,7 @@ class AudioConfig:
         self.min_duration = [0.1] * n if self.min_duration is None else list(self.min_duration)
         self.min_gap = [0.0] * n if self.min_gap is None else list(self.min_gap)
         self.smoothing = [0.0] * n if self.smoothing is None else list(self.smoothing)
+        self.backtrack = [0] * n if self.backtrack is None else list(self.backtrack)
         if not isinstance(self.frontend, FrontEnd):
             raise AudioError("AudioConfig.frontend must be a FrontEnd")
         if n == 0 or not all(isinstance(s, str) and s and s.isprintable() for s in self.labels) \
@@ -97,6 +101,8 @@ class AudioConfig:
             if not (0.0 <= self.smoothing[c] and self.smoothing_frames[c] <= MAX_SMOOTHING_FRAMES):
                 raise AudioError(f"class {self.labels[c]!r}: need smoothing >= 0 and at most "
                                  f"{MAX_SMOOTHING_FRAMES} frames")
+            if self.backtrack[c] not in (0, 1):
+                raise AudioError(f"class {self.labels[c]!r}: backtrack must be 0 or 1")
 
     def _frames(self, seconds) -> list:
         return [max(1, int(round(s * self.frontend.sr / self.frontend.hop_length))) for s in seconds]
