@@ -617,7 +617,7 @@ def cmd_warmup(args) -> int:
     for path in args.models or [os.fspath(AUDIO_MODEL)]:
         t0 = time.perf_counter()
         model = _load_model(path)
-        if getattr(model, "audio", None) is not None and model.audio.labels:
+        if getattr(model, "audio", None) is not None:   # an audio tagger: its event tracker compiles too
             from edgelstm.audio import Tagger
             backend = Tagger(model).warmup()
         else:
@@ -657,7 +657,6 @@ def _audio_chunks(args, sr: int, default: Path):
 
 def cmd_tag(args) -> int:
     from edgelstm.audio import Tagger, TagSummary
-    from edgelstm.backends.native import prefer_native
     _check_audio_args(args)
     tagger = Tagger(args.model or AUDIO_MODEL)
     sr = tagger.frontend.sr
@@ -679,7 +678,7 @@ def cmd_tag(args) -> int:
                 sys.stdout.flush()  # live input: each event shows as soon as it closes
         finally:
             sys.stdout.flush()
-        backend = "native" if prefer_native(None) else "jit"
+        backend = tagger.model.backend()   # inside: the first run's choice ends with the block
     total, since = _process_seconds()
     compile_s = compiled["seconds"]
     tagging = max(summary.wall_seconds - compile_s, 1e-9)

@@ -401,11 +401,14 @@ class Model:
         call: ``run`` / ``step_many`` and a stream's ``step``; builds the C runtime instead where it is the
         backend (no Numba).  Returns the backend's name ("jit" or "native")."""
         X = np.zeros((1, 1, self.input_size), np.float32)
-        kernel = self._kernel()
         self.run(X[0])
         if not self.spec.needs_whole_sequence:
             self.stream().step(X[0, 0])
-        return "jit" if getattr(kernel, "reads_kernel_blob", True) else "native"
+        return self.backend()
+
+    def backend(self) -> str:
+        """The backend ``run`` uses now: "jit" (Numba) or "native" (the C runtime)."""
+        return "jit" if getattr(self._kernel(), "reads_kernel_blob", True) else "native"
 
     def stream(self) -> "Stream":
         """A new streaming session (batch 1, state kept between calls). Many may exist at once."""

@@ -99,3 +99,17 @@ def test_set_backend_overrides_the_environment(monkeypatch):
     assert native.backend() == "jit"
     with pytest.raises(ValueError):
         native.set_backend("gpu")
+
+
+def test_backend_names_the_kernel_run_uses(monkeypatch):
+    """EDGELSTM_BACKEND=native moves int8 models to the C runtime; a float model stays on the JIT, and says so
+    (the tag summary's "backend" once reported the environment's choice instead)."""
+    import edgelstm as el
+    from edgelstm.data import AUDIO_MODEL
+    f32 = el.load(AUDIO_MODEL.with_name("audio_tagger_f32.elstm"))
+    q = el.load(AUDIO_MODEL)
+    monkeypatch.setenv("EDGELSTM_BACKEND", "native")
+    native.set_backend(None)                     # the library is looked for again under the new environment
+    assert f32.backend() == "jit" and q.backend() == "native"
+    monkeypatch.setenv("EDGELSTM_BACKEND", "jit")
+    assert q.backend() == "jit"
