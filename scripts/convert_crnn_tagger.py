@@ -74,7 +74,8 @@ def torch_probabilities(run: Path, meta: dict, X: np.ndarray) -> np.ndarray | No
     if not sd.is_file():
         return None
     import torch
-    model = T.build_model(meta["arch"], meta["frontend"]["n_mels"], meta["hidden"], meta.get("cell", "gru"))
+    model = T.build_model(meta["arch"], meta["frontend"]["n_mels"], meta["hidden"], meta.get("cell", "gru"),
+                          context=meta.get("context_frames", 2), channels=meta.get("channels", 64))
     model.load_state_dict(torch.load(sd))
     model.eval()
     with torch.no_grad():

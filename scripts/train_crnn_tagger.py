@@ -308,12 +308,12 @@ def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0
 
 # ------------------------------------------------------------------------------------ model
 
-def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru"):
+def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, context: int = 2, channels: int = 64):
     import torch
     from torch import nn
 
     class CRNN(nn.Module):
-        """arch 'time': frames (B, T, M) -> context window (B, T, 3, M) -> Conv1d(M->C, k=3) over the window
+        """arch 'time': frames (B, T, M) -> context window (B, T, context+1, M) -> Conv1d(M->C, k=context+1) over it
         -> ReLU -> GRU -> Linear.  arch 'freq': each frame as (M, 1) -> Conv1d(1->16, k=5, s=2) -> ReLU ->
         Conv1d(16->24, k=3, s=2) -> ReLU -> flatten (position-major, channels last) -> GRU -> Linear."""
 
@@ -323,9 +323,9 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru"):
             self.register_buffer("mean", torch.zeros(n_mels))
             self.register_buffer("std", torch.ones(n_mels))
             if arch == "time":
-                self.context = 2
-                self.conv = nn.ModuleList([nn.Conv1d(n_mels, 64, 3)])
-                feat = 64
+                self.context = context
+                self.conv = nn.ModuleList([nn.Conv1d(n_mels, channels, context + 1)])
+                feat = channels
             else:
                 self.context = 0
                 self.conv = nn.ModuleList([nn.Conv1d(1, 16, 5, stride=2), nn.Conv1d(16, 24, 3, stride=2)])
@@ -468,7 +468,7 @@ class StreamReference:
     def __init__(self, W: dict, arch: str, n_mels: int):
         self.W = {k: v.astype(np.float64) for k, v in W.items()}
         self.arch, self.M = arch, n_mels
-        self.context = 2 if arch == "time" else 0
+        self.context = self.W["conv0.weight"].shape[2] - 1 if arch == "time" else 0
         self.strides = [1] if arch == "time" else [2, 2]
         self.cell = "gru" if "gru.weight_hh_l0" in self.W else "lstm"
         self.H = self.W[f"{self.cell}.weight_hh_l0"].shape[1]
@@ -491,7 +491,7 @@ class StreamReference:
     def step(self, frame):
         x = np.asarray(frame, np.float64)
         if self.arch == "time":
-            v = np.concatenate([self.ctx, x])            # (3*M,) = last 3 frames, oldest first
+            v = np.concatenate([self.ctx, x])            # ((context+1)*M,) = the last frames, oldest first
             self.ctx = v[self.M:]
             h = np.maximum(self.conv1d(v.reshape(self.context + 1, self.M), self.W["conv0.weight"],
                                        self.W["conv0.bias"], 1), 0)
@@ -540,6 +540,8 @@ def main() -> int:
     ap.add_argument("--arch", choices=["time", "freq"], default="time")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--cell", choices=["gru", "lstm"], default="gru")
+    ap.add_argument("--context", type=int, default=2, help="arch time: frames before the current one the conv sees")
+    ap.add_argument("--channels", type=int, default=64, help="arch time: conv output channels")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--val-scenes", type=int, default=400)
@@ -554,6 +556,9 @@ def main() -> int:
                     help="share of scenes over digital silence without the camera chain (clean files, tones)")
     ap.add_argument("--silent-scenes", type=int, default=0,
                     help="append this many scenes over digital silence (and a tenth as many to validation)")
+    ap.add_argument("--extra-scenes", type=int, default=0,
+                    help="append this many more training scenes per --extra-seeds seed (cached next to --features)")
+    ap.add_argument("--extra-seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
@@ -585,9 +590,19 @@ def main() -> int:
         Xsv, Ysv = scenes("validation", n_val, args.seed + 4, args.jobs, 1.0)
         X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
         Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
+    for seed in args.extra_seeds if args.extra_scenes else ():
+        # more of the same recipe, other random draws: the same clips, new mixtures and camera chains
+        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}.npz")
+        if extra.is_file():
+            d = np.load(extra)
+            Xe, Ye = d["X"], d["Y"]
+        else:
+            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs)
+            np.savez(extra, X=Xe, Y=Ye)
+        X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
-    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell)
+    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
@@ -614,10 +629,11 @@ def main() -> int:
     # whole validation scenes, consecutive frames: the context layer needs a real sequence
     np.save(args.out / "calibration.npy", Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
-            "context_frames": model.context, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
+            "context_frames": model.context, "channels": model.conv[0].out_channels, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
             "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
-            "silent_scenes": args.silent_scenes,
+            "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
+            "extra_seeds": args.extra_seeds if args.extra_scenes else [],
             "init": str(args.init) if args.init else None}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")

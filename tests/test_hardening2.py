@@ -471,7 +471,7 @@ def test_cli_info_shows_a_taggers_audio_metadata(capsys):
     rc, out, err = _cli(capsys, "info", DATA / "audio_tagger.elstm")
     assert "audio" in out and "16000 Hz" in out and "speech" in out, out
     # front-end layer kinds (the CRNN's context + conv1d) get their sizes and fields; min_gap/smoothing shown
-    assert "conv1d   120    64  length 3" in out and "smooth s" in out, out
+    assert "conv1d   200    96  length 5" in out and "smooth s" in out, out
 
 
 def test_cli_export_int8_to_onnx_says_it_writes_the_float_model(tmp_path, capsys):
