@@ -560,16 +560,17 @@ def _speed(rtf: float) -> str:
 
 
 @contextlib.contextmanager
-def _c_runtime_while_compiling(model, path):
+def _c_runtime_while_compiling(model, path, *, others_ready: bool = True):
     """A model's first run on this machine without the compile wait.  When its JIT kernels are neither compiled
     in this process nor in Numba's disk cache, the command steps it on the C runtime (bit-identical to the JIT;
     the library is built once if missing, a few seconds with a C compiler) while a background ``edgelstm warmup``
-    at low priority compiles the JIT kernels for later runs.  Only with the automatic backend choice
+    at low priority compiles the JIT kernels for later runs (``others_ready`` False: something else the command
+    compiles, e.g. the tagger's log-mel, is not in the cache either).  Only with the automatic backend choice
     (EDGELSTM_BACKEND=jit waits for the compile instead), and only for what the C runtime runs: int8, forward.
     Yields True when this command runs on the C runtime for that reason."""
     from edgelstm.backends import native
     if (native.backend() != "auto" or not native.numba_importable() or not model.is_quantized
-            or model.spec.needs_whole_sequence or model.jit_ready()):
+            or model.spec.needs_whole_sequence or (model.jit_ready() and others_ready)):
         yield False
         return
     native.set_backend("native")
@@ -657,6 +658,7 @@ def _audio_chunks(args, sr: int, default: Path):
 
 def cmd_tag(args) -> int:
     from edgelstm.audio import Tagger, TagSummary
+    from edgelstm.audio.features import jit_ready as logmel_ready
     _check_audio_args(args)
     tagger = Tagger(args.model or AUDIO_MODEL)
     sr = tagger.frontend.sr
@@ -667,7 +669,7 @@ def cmd_tag(args) -> int:
               f"{args.model or AUDIO_MODEL} ({', '.join(tagger.config.labels)}; sr {sr} Hz, "
               f"{tagger.frontend.n_mels} mels)")
         print(f"  {'label':<8} {'start s':>8} {'end s':>8} {'peak':>6}")
-    with _c_runtime_while_compiling(tagger.model, args.model or AUDIO_MODEL) as on_c, \
+    with _c_runtime_while_compiling(tagger.model, args.model or AUDIO_MODEL, others_ready=logmel_ready()) as on_c, \
             _compile_clock() as compiled:
         try:
             for ev in tagger.stream(chunks, summary=summary):

@@ -10,6 +10,7 @@ import pytest
 
 import edgelstm as el
 from edgelstm.audio import AudioConfig, EventTracker, FrontEnd, LogMel, Tagger, logmel, read_raw, read_wav
+from edgelstm.audio.features import _compiled_logmel
 from edgelstm.cli import main
 from edgelstm.data import AUDIO_MODEL, DATA
 from edgelstm.errors import ArtifactError, AudioError
@@ -85,9 +86,37 @@ def test_logmel_is_bit_identical_to_the_per_frame_loop():
             n_frames = 1 + (x.size - fe.n_fft) // fe.hop_length
             want = loop(x, n_frames, fe.hop_length, lm._window, lm._bitrev, lm._tw_re, lm._tw_im, lm._mel_w, lo,
                         hi, float(fe.amin))
-            got = _logmel_frames(x, n_frames, fe.hop_length, lm._window, lm._bitrev, lm._tw_re, lm._tw_im,
-                                 lm._band_bins, lm._band_w, float(fe.amin))
+            args = (x, n_frames, fe.hop_length, lm._window, lm._bitrev, lm._tw_re, lm._tw_im, lm._band_bins,
+                    lm._band_w, float(fe.amin))
+            got = _logmel_frames(*args)
             assert np.array_equal(got, want), (fe.n_fft, scale, np.abs(got - want).max())
+            # the package's own compiled loop (what LogMel runs when Numba runs the models): the same bits
+            jit = _compiled_logmel()(*args)
+            assert np.array_equal(jit, want), (fe.n_fft, scale, np.abs(jit - want).max())
+
+
+def test_logmel_kernel_follows_the_backend():
+    """LogMel runs the compiled loop when Numba runs the models and numpy on the C backend (a first run, where
+    nothing may compile); both give the same features for any chunking."""
+    pytest.importorskip("numba")
+    from edgelstm.audio.features import _logmel_frames
+    from edgelstm.backends import native
+    y = np.random.default_rng(5).standard_normal(16000 * 3) * 0.3
+    y[5000:9000] = 0.0
+    y[20000:21000] = 1.0              # a clipped plateau
+    try:
+        native.set_backend("jit")
+        jit = LogMel(FE)
+        native.set_backend("native")
+        ref = LogMel(FE)
+    finally:
+        native.set_backend(None)
+    assert jit._kernel is _compiled_logmel()
+    assert ref._kernel is _logmel_frames
+    whole = ref.push(y)
+    cuts = np.sort(np.random.default_rng(6).integers(0, y.size, size=25))
+    parts = np.concatenate([jit.push(c) for c in np.split(y, cuts)])
+    assert np.array_equal(parts, whole)
 
 
 def test_logmel_matches_librosa():

@@ -1,15 +1,21 @@
-"""Streaming log-mel front end in numpy (parameter names as librosa's).
+"""Streaming log-mel front end (parameter names as librosa's).
 
 Frames are ``center=False`` STFT frames: frame t covers samples ``[t*hop_length, t*hop_length + n_fft)``, a
 periodic Hann window, power spectrum, Slaney mel filters (librosa's default ``htk=False, norm="slaney"``),
 then ``10*log10(max(amin, S))`` (``power_to_db`` with ``ref=1.0, top_db=None``).  Each frame is computed
-from its own samples by the same kernel, so the features do not depend on how the audio is chunked.
+from its own samples by the same kernel, so the features do not depend on how the audio is chunked.  Two kernels
+compute the same bits: ``_logmel_frames`` (plain numpy: where Numba has no wheels, on the C backend and on a
+first run) and ``_logmel_loop`` compiled by Numba when Numba runs the models (several times faster; the numpy
+log-mel was most of an ``edgelstm tag`` process).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+from ..backends.native import prefer_native
+from ..config import NJIT_OPTS
 from ..errors import AudioError
 from ..ir.audio import FrontEnd  # noqa: F401  (edgelstm.audio.features.FrontEnd, as before)
 
@@ -93,6 +99,62 @@ def _logmel_frames(x, n_frames, hop, window, bitrev, tw_re, tw_im, band_bins, ba
     return 10.0 * np.log10(np.maximum(amin, s))
 
 
+def _logmel_loop(x, n_frames, hop, window, bitrev, tw_re, tw_im, band_bins, band_w, amin):
+    """``_logmel_frames`` one frame at a time, for Numba: the same scalar operations in the same order (no
+    fastmath: nothing fused or reassociated), so the same bits (tests/test_audio.py)."""
+    n = window.shape[0]
+    nb = n // 2 + 1
+    n_mels, width = band_bins.shape
+    out = np.empty((n_frames, n_mels))
+    re, im, power = np.empty(n), np.empty(n), np.empty(nb)
+    for t in range(n_frames):
+        for i in range(n):
+            re[bitrev[i]] = x[t * hop + i] * window[i]
+            im[i] = 0.0
+        size = 2
+        while size <= n:
+            half, step = size // 2, n // size
+            for start in range(0, n, size):
+                for k in range(half):
+                    wr, wi, p, q = tw_re[k * step], tw_im[k * step], start + k, start + k + half
+                    xr = re[q] * wr - im[q] * wi
+                    xi = re[q] * wi + im[q] * wr
+                    re[q] = re[p] - xr
+                    im[q] = im[p] - xi
+                    re[p] += xr
+                    im[p] += xi
+            size *= 2
+        for b in range(nb):
+            power[b] = re[b] * re[b] + im[b] * im[b]
+        for m in range(n_mels):
+            acc = 0.0
+            for j in range(width):      # past a band's end its weight is 0, as in _logmel_frames
+                acc += band_w[m, j] * power[band_bins[m, j]]
+            out[t, m] = 10.0 * math.log10(max(amin, acc))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_logmel():
+    from numba import njit
+    return njit(**NJIT_OPTS)(_logmel_loop)
+
+
+def _logmel_kernel():
+    """The compiled loop when Numba runs the models, else numpy.  Chosen per extractor, not at import: the CLI's
+    first run may switch this process to the C runtime (and so to numpy: nothing to compile) after import."""
+    return _logmel_frames if prefer_native(None) else _compiled_logmel()
+
+
+def jit_ready() -> bool:
+    """Whether making a LogMel now needs no compile: numpy runs, or the compiled loop is in this process or in
+    Numba's disk cache."""
+    if prefer_native(None):
+        return True
+    from ..kernels import is_compiled         # imports Numba: not on the C backend
+    return is_compiled(_compiled_logmel())
+
+
 class LogMel:
     """Streaming log-mel extractor: ``push(samples)`` returns the (n, n_mels) float32 frames completed by
     these samples; state between calls is the last ``n_fft - hop_length`` samples (fixed size)."""
@@ -112,6 +174,7 @@ class LogMel:
         self._band_bins = np.minimum(lo[:, None] + j, n // 2)      # (n_mels, width) bin of band m's j-th term
         self._band_w = np.where(j < (hi - lo)[:, None], w[np.arange(len(w))[:, None], self._band_bins], 0.0)
         self._mel_w = w
+        self._kernel = _logmel_kernel()
         self.reset()
 
     def reset(self) -> None:
@@ -129,7 +192,7 @@ class LogMel:
         out = np.empty((0, self.frontend.n_mels))
         if n_frames:
             buf = np.ascontiguousarray(buf)
-            out = _logmel_frames(buf, n_frames, hop, self._window, self._bitrev, self._tw_re, self._tw_im,
+            out = self._kernel(buf, n_frames, hop, self._window, self._bitrev, self._tw_re, self._tw_im,
                                  self._band_bins, self._band_w, float(self.frontend.amin))
         self._buf = buf[n_frames * hop:].copy()
         self.frames_out += n_frames

@@ -194,10 +194,11 @@ class Tagger:
         self.frontend = model.audio.frontend
 
     def warmup(self) -> str:
-        """Compile (or load from the disk cache) what tagging runs: the model's kernels (``Model.warmup``) and
-        the event tracker's loop.  Returns the model's backend ("jit" or "native")."""
+        """Compile (or load from the disk cache) what tagging runs: the model's kernels (``Model.warmup``), the
+        event tracker's loop and the log-mel.  Returns the model's backend ("jit" or "native")."""
         backend = self.model.warmup()
         EventTracker(self.config).update(np.zeros((1, len(self.config.labels)), np.float32))
+        LogMel(self.frontend).push(np.zeros(self.frontend.n_fft))
         return backend
 
     def stream(self, chunks, *, summary: TagSummary | None = None, probabilities: list | None = None):
