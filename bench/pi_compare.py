@@ -1,5 +1,6 @@
-"""Every way of running the bundled models, saved for a bit-for-bit comparison across machines
-(bench/pi_emulated.sh runs it on x86 and in the emulated Pi chroots).
+"""Every way of running the bundled models, and the tagger's log-mel (numpy, and the Numba loop where Numba
+is), saved for a bit-for-bit comparison across machines (bench/pi_emulated.sh runs it on x86 and in the
+emulated Pi chroots).
 
     python bench/pi_compare.py save OUT.npz [--int8-only]
     python bench/pi_compare.py compare REFERENCE.npz OTHER.npz      # exit 1 on any difference
@@ -32,10 +33,31 @@ def outputs(model, seed: int = 0) -> dict:
     return out
 
 
+def logmels() -> dict:
+    """The bundled tagger's log-mel of a fixed signal (noise, digital silence, a clipped plateau) with each
+    kernel this machine has: "numpy" always, "jit" where Numba is importable."""
+    from edgelstm.audio import LogMel
+    from edgelstm.backends import native
+    from edgelstm.data import AUDIO_MODEL
+    import edgelstm as el
+    fe = el.load(AUDIO_MODEL).audio.frontend
+    y = np.random.default_rng(7).standard_normal(fe.sr * 3) * 0.3
+    y[fe.sr // 2:fe.sr] = 0.0
+    y[2 * fe.sr:2 * fe.sr + 800] = 1.0
+    out = {}
+    for name in ("native", "jit") if native.numba_importable() else ("native",):
+        native.set_backend(name)
+        try:
+            out[f"logmel/{'numpy' if name == 'native' else 'jit'}"] = LogMel(fe).push(y)
+        finally:
+            native.set_backend(None)
+    return out
+
+
 def save(path: str, *, int8_only: bool) -> None:
     import edgelstm as el
     from edgelstm.data import DATA
-    arrays = {}
+    arrays = logmels()
     for f in sorted(DATA.glob("*.elstm")):
         m = el.load(f)
         if int8_only and not m.is_quantized:
