@@ -29,8 +29,8 @@ the validation foreground stream (score: the mean of event F1 and segment F1, bo
 alone picks settings that never fire for classes whose events it cannot segment within the collars, e.g. whole
 pieces of music) and on every validation background stream (false events per minute, the worst stream counts);
 then one setting per class that maximizes the weighted sum of those scores with the summed false-event rate <=
---target-fpm.  With --alarm-probes only alarm settings that raise an alarm event on every beep/tone probe (built
-over validation ambience) take part.
+--target-fpm.  With --alarm-probes clean only alarm settings that raise an alarm event on every clean beep/tone probe
+take part (--alarm-probes all: also on those built over validation ambience).
 """
 from __future__ import annotations
 
@@ -476,10 +476,10 @@ def main() -> int:
     ap.add_argument("--target-fpm", type=float, default=0.7,
                     help="calibration target: summed foreground false events per minute on validation background")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--alarm-probes", action="store_true",
-                    help="calibration: an alarm setting counts only if it tags every beep/tone probe built over "
-                         "validation ambience (seed --seed + 100, not the test probes' seed; the clean probes are "
-                         "the same signals as the test's)")
+    ap.add_argument("--alarm-probes", choices=["clean", "all"],
+                    help="calibration: an alarm setting counts only if it tags every clean beep/tone probe (clean), "
+                         "or every probe including those over validation ambience (all; seed --seed + 100, not the "
+                         "test probes' seed; the clean probes are the same signals as the test's)")
     ap.add_argument("--run4-grid", action="store_true", help="calibration grid of run4 (no backtracking)")
     ap.add_argument("--no-backtrack", action="store_true", help="calibration grid without onset backtracking")
     ap.add_argument("--min-gaps", type=float, nargs="+", help=f"calibration grid of min_gap (default {MIN_GAPS})")
@@ -499,6 +499,8 @@ def main() -> int:
         grid = {**(RUN4_GRID if args.run4_grid else {}), **({"backtrack": [0]} if args.no_backtrack else {}),
                 **({"min_gap": args.min_gaps} if args.min_gaps else {})}
         probes = probe_signals(val["_pools"], args.seed + 100) if args.alarm_probes else None
+        if args.alarm_probes == "clean":
+            probes = {k: y for k, y in probes.items() if k.endswith(", clean")}
         thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log, probes, grid)
         thr["calibrated_on"] = args.calibrate_on
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")

@@ -8,6 +8,8 @@ two other resolvers run each layer on edgelstm's input to it: every conv output 
 of tests/naive.py (docs/litert_conv_measurements.md), every other front-end op equals edgelstm exactly, the magnitude
 and the Dense / GRU ops stay within 1 LSB. Float32: within 1e-5 of edgelstm's float run and of PyTorch.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -333,3 +335,24 @@ def test_hand_built_variants_are_refused_by_name(kind, match, tmp_path):
         litert.Interpreter(model_path=str(path)).allocate_tensors()
     with pytest.raises(el.ImportModelError, match=match):
         from_tflite(path)
+
+
+def test_bundled_tagger_identical_on_reference_resolver(tmp_path):
+    """The bundled audio tagger (context + conv front end, LSTM, Dense) in LiteRT: the real log-mel frames of its
+    six calibration scenes streamed as one sequence, then two of them 2.5x louder (the front end and the state
+    saturate); outputs and final states equal edgelstm's int8 stream."""
+    data = Path(el.__file__).parent / "data"
+    q = el.load(data / "audio_tagger.elstm")
+    X = np.load(data / "audio_calibration.npy").astype(np.float32)
+    X = np.concatenate([X.reshape(-1, X.shape[-1]), X[:2].reshape(-1, X.shape[-1]) * 2.5])
+    Xq, _ = lh.quantize_input(q, X)
+    path = tmp_path / "tagger.tflite"
+    chunk = _file(q, path, "sequence", "lstm")
+    want, state = lh.litert_stream(path, Xq, "ref", chunk=chunk)
+    s = q.stream()
+    (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
+    got = np.round(s.step_many(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
+                   / np.float32(s_out)).astype(np.int64) + zp_out
+    np.testing.assert_array_equal(got, want)
+    _assert_states_equal(q, s, state)
+    assert np.ptp(want, axis=0).min() > 0                  # every class's output moves
