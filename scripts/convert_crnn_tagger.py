@@ -54,7 +54,7 @@ def build_spec(W: dict, meta: dict) -> el.ModelSpec:
         layers.append(el.GRU(input_size=w_ih.shape[1], hidden_size=H, reset_after=True,
                              directions=[{"w_x": w_ih, "w_h": w_hh, "b_x": b_ih, "b_h": b_hh}]))
     else:                    # PyTorch's i, f, g, o; one bias
-        layers.append(el.LSTM(input_size=w_ih.shape[1], hidden_size=H,
+        layers.append(el.LSTM(input_size=w_ih.shape[1], hidden_size=H, cell_clip=meta.get("cell_clip", 0.0),
                               directions=[{"w_x": w_ih, "w_h": w_hh, "b": b_ih + b_hh}]))
     layers.append(el.Dense(input_size=H, output_size=W["dense.weight"].shape[0], activation="sigmoid",
                            directions=[{"w": W["dense.weight"], "b": W["dense.bias"]}]))
@@ -75,7 +75,8 @@ def torch_probabilities(run: Path, meta: dict, X: np.ndarray) -> np.ndarray | No
         return None
     import torch
     model = T.build_model(meta["arch"], meta["frontend"]["n_mels"], meta["hidden"], meta.get("cell", "gru"),
-                          context=meta.get("context_frames", 2), channels=meta.get("channels", 64))
+                          context=meta.get("context_frames", 2), channels=meta.get("channels", 64),
+                          cell_clip=meta.get("cell_clip", 0.0))
     model.load_state_dict(torch.load(sd))
     model.eval()
     with torch.no_grad():
@@ -107,7 +108,7 @@ def main() -> int:
     s = f32.stream()
     p_stream = np.stack([s.step(f).copy() for f in x])
     p_run = f32.run(x)
-    ref = T.StreamReference(W, meta["arch"], M)
+    ref = T.StreamReference(W, meta["arch"], M, meta.get("cell_clip", 0.0))
     p_ref = np.stack([ref.step(f) for f in x])
     report["float_stream_vs_run"] = float(np.max(np.abs(p_stream - p_run)))
     report["float_stream_vs_numpy_reference"] = float(np.max(np.abs(p_stream - p_ref)))

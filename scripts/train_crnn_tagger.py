@@ -308,7 +308,26 @@ def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0
 
 # ------------------------------------------------------------------------------------ model
 
-def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, context: int = 2, channels: int = 64):
+def clipped_lstm(x, lstm, clip: float, state=None):
+    """nn.LSTM's math (PyTorch gate order i, f, g, o) one step at a time with the cell state clipped to
+    [-clip, clip] after each update, as an edgelstm / TFLite LSTM with cell_clip runs it.  x (B, T, F) ->
+    (out (B, T, H), (h, c) each (1, B, H))."""
+    import torch
+    B = x.shape[0]
+    H = lstm.hidden_size
+    xg = x @ lstm.weight_ih_l0.T + (lstm.bias_ih_l0 + lstm.bias_hh_l0)      # (B, T, 4H): the input terms at once
+    h, c = (x.new_zeros(B, H), x.new_zeros(B, H)) if state is None else (state[0][0], state[1][0])
+    outs = []
+    for xt in xg.unbind(1):     # unbind, not xg[:, t]: each slice's backward would allocate all of xg
+        i, f, g, o = (xt + h @ lstm.weight_hh_l0.T).chunk(4, 1)
+        c = torch.clamp(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), -clip, clip)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, 1), (h[None], c[None])
+
+
+def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, context: int = 2, channels: int = 64,
+                cell_clip: float = 0.0):
     import torch
     from torch import nn
 
@@ -333,6 +352,7 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
                 l2 = (l1 - 3) // 2 + 1
                 feat = 24 * l2
             self.cell = cell          # the attribute's name is the state dict's prefix: gru.* or lstm.*
+            self.cell_clip = cell_clip if cell == "lstm" else 0.0
             setattr(self, cell, (nn.GRU if cell == "gru" else nn.LSTM)(feat, hidden, batch_first=True))
             self.fc = nn.Linear(hidden, len(LABELS))
 
@@ -356,7 +376,10 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
             return h.transpose(1, 2).reshape(B, T, -1)                            # position-major
 
         def forward(self, x, h0=None):
-            out, h = self.rnn(self.features(x), h0)
+            if self.cell_clip:
+                out, h = clipped_lstm(self.features(x), self.rnn, self.cell_clip, h0)
+            else:
+                out, h = self.rnn(self.features(x), h0)
             return self.fc(out), h
 
     return CRNN()
@@ -465,8 +488,9 @@ class StreamReference:
     l*C + c), GRU (PyTorch gate order r, z, n; n's recurrent term inside the reset gate) or LSTM (PyTorch gate
     order i, f, g, o), Dense, sigmoid."""
 
-    def __init__(self, W: dict, arch: str, n_mels: int):
+    def __init__(self, W: dict, arch: str, n_mels: int, cell_clip: float = 0.0):
         self.W = {k: v.astype(np.float64) for k, v in W.items()}
+        self.cell_clip = cell_clip
         self.arch, self.M = arch, n_mels
         self.context = self.W["conv0.weight"].shape[2] - 1 if arch == "time" else 0
         self.strides = [1] if arch == "time" else [2, 2]
@@ -509,6 +533,8 @@ class StreamReference:
             g = gi + gh
             i, fg, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), _sigmoid(g[3 * H:])
             self.c = fg * self.c + i * np.tanh(g[2 * H:3 * H])
+            if self.cell_clip:
+                self.c = np.clip(self.c, -self.cell_clip, self.cell_clip)
             self.h = o * np.tanh(self.c)
         else:
             r = _sigmoid(gi[:H] + gh[:H])
@@ -539,6 +565,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["time", "freq"], default="time")
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--cell-clip", type=float, default=0.0,
+                    help="LSTM: clip the cell state to [-X, X] after each step (edgelstm's cell_clip), so the int8 "
+                         "cell format (range 64 at most) holds what the float model computes; 0 = none")
     ap.add_argument("--cell", choices=["gru", "lstm"], default="gru")
     ap.add_argument("--context", type=int, default=2, help="arch time: frames before the current one the conv sees")
     ap.add_argument("--channels", type=int, default=64, help="arch time: conv output channels")
@@ -602,7 +631,8 @@ def main() -> int:
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
-    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels)
+    model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels,
+                        cell_clip=args.cell_clip)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
@@ -617,7 +647,7 @@ def main() -> int:
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
     # the streamed numpy reference must equal the batch PyTorch model (float64 vs float32: 1e-4)
-    ref = StreamReference(W, args.arch, FE.n_mels)
+    ref = StreamReference(W, args.arch, FE.n_mels, model.cell_clip)
     x = Xv[0].astype(np.float32)
     with torch.no_grad():
         p_batch = torch.sigmoid(model(torch.tensor(x[None]))[0][0]).numpy()
@@ -629,7 +659,8 @@ def main() -> int:
     # whole validation scenes, consecutive frames: the context layer needs a real sequence
     np.save(args.out / "calibration.npy", Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
-            "context_frames": model.context, "channels": model.conv[0].out_channels, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
+            "context_frames": model.context, "channels": model.conv[0].out_channels,
+            "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
             "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
             "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
