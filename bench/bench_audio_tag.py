@@ -3,6 +3,7 @@
 
     nice -n 10 python bench/bench_audio_tag.py [--minutes 10] [--stream-minutes 60] [--json OUT.json]
                                                [--model TAGGER.elstm] [--also OTHER.elstm ...]
+                                               [--peer-step bench/fixtures/crnn_tagger_step_int8.tflite]
 
 --model: the int8 tagger to measure (default: the bundled one); --also: ``edgelstm tag`` with other taggers on
 the same clip in the same run (e.g. the previous bundled one, scripts/lstm_tagger_out/audio_tagger.elstm).
@@ -16,6 +17,9 @@ the same clip in the same run (e.g. the previous bundled one, scripts/lstm_tagge
    per invoke, state kept in its variable tensors; a model with a context layer, like the CRNN tagger, takes
    every state as an input and gives it back as an output: the peer carries them from invoke to invoke), also a
    whole subprocess -> real-time factor.
+   With --peer-step FILE also the same front end + a TF-converter step graph of the model, one frame per
+   invoke with its context and h/c carried (bench/fixtures/make_litert_tagger.py): LiteRT's fastest path for
+   the tagger (bench/bench_tagger_peer_paths.py), which agrees with edgelstm's int8 on fewer decisions.
 4. per-frame latency of the streaming path: push hop_length samples at a time (one new frame per push) through
    ``Tagger.stream`` -> median / p99 µs per frame (front end + model + event tracker).
 5. memory: --stream-minutes of generated audio pushed through ``Tagger.stream`` in 1 s chunks; peak RSS
@@ -54,15 +58,25 @@ def make_clip(path, minutes, seed=0):
     return y.size / 16000
 
 
-PEER = textwrap.dedent('''
+PEER_FRONT = textwrap.dedent('''
     import sys, time, wave, json
     t0 = time.perf_counter()
     import numpy as np, librosa
     from ai_edge_litert.interpreter import Interpreter
     import edgelstm as el
+    m = el.load(sys.argv[2]); fe = m.audio.frontend
+
+    def logmel():
+        with wave.open(sys.argv[1]) as w:
+            y = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+        S = librosa.feature.melspectrogram(y=y, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.hop_length,
+                                           n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax, center=False, power=2.0)
+        return librosa.power_to_db(S, ref=1.0, amin=fe.amin, top_db=None).T.astype(np.float32)
+''')
+
+PEER = PEER_FRONT + textwrap.dedent('''
     import os, tempfile
     from edgelstm.export import to_tflite
-    m = el.load(sys.argv[2]); fe = m.audio.frontend
     T = 1000
     path = os.path.join(tempfile.mkdtemp(), "m.tflite"); to_tflite(m, path)
     it = Interpreter(model_path=path, num_threads=1)
@@ -74,11 +88,7 @@ PEER = textwrap.dedent('''
     carry = [(d["index"], out_idx.get(d["name"] + "_next", out_idx.get(d["name"]))) for d in ins[1:]]
     for d in ins[1:]:
         it.set_tensor(d["index"], np.full(d["shape"], d["quantization"][1], d["dtype"]))
-    with wave.open(sys.argv[1]) as w:
-        y = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
-    S = librosa.feature.melspectrogram(y=y, sr=fe.sr, n_fft=fe.n_fft, hop_length=fe.hop_length, n_mels=fe.n_mels,
-                                       fmin=fe.fmin, fmax=fe.fmax, center=False, power=2.0)
-    X = librosa.power_to_db(S, ref=1.0, amin=fe.amin, top_db=None).T.astype(np.float32)
+    X = logmel()
     sc, zp = m.quant.act[0]; osc, ozp = m.quant.act[-1]
     Xq = np.clip(np.round(X / sc) + zp, -128, 127).astype(np.int8)
     n = -(-Xq.shape[0] // T) * T
@@ -92,6 +102,46 @@ PEER = textwrap.dedent('''
     on = int((P >= 0.5).sum())
     print(json.dumps({"wall": time.perf_counter() - t0, "frames": int(X.shape[0]), "on": on}))
 ''')
+
+
+# the same front end + a TF-converter step graph of the model (bench/fixtures/make_litert_tagger.py), one frame per
+# invoke with ctx/h/c carried: LiteRT's fastest path for the tagger (bench/bench_tagger_peer_paths.py), whose
+# int8 cell state costs agreement with edgelstm's (reported there)
+PEER_STEP = PEER_FRONT + textwrap.dedent('''
+    it = Interpreter(model_path=sys.argv[3], num_threads=1)
+    it.allocate_tensors()
+    ins, outs = it.get_input_details(), it.get_output_details()
+    byname = {d["name"].split("serving_default_")[-1].split(":")[0]: d for d in ins}
+    d_y = next(d for d in outs if d["shape"][-1] == len(m.audio.labels))
+    carry = []
+    for name in ("ctx", "h", "c"):      # each state output has its input's shape and quantization
+        d = byname[name]
+        (o,) = [e for e in outs if e["shape"][-1] == d["shape"][-1] and e["quantization"] == d["quantization"]]
+        it.set_tensor(d["index"], np.full(d["shape"], d["quantization"][1], np.int8))
+        carry.append((d["index"], o["index"]))
+    X = logmel()
+    sc, zp = byname["x"]["quantization"]
+    Xq = np.clip(np.round(X / sc) + zp, -128, 127).astype(np.int8)[:, None, :]
+    i_x, i_y = byname["x"]["index"], d_y["index"]
+    osc, ozp = d_y["quantization"]
+    P = np.empty((len(Xq), d_y["shape"][-1]), np.int8)
+    set_t, get_t, invoke = it.set_tensor, it.get_tensor, it.invoke
+    (i0, o0), (i1, o1), (i2, o2) = carry
+    for t in range(len(Xq)):
+        set_t(i_x, Xq[t]); invoke(); P[t] = get_t(i_y)[0]
+        set_t(i0, get_t(o0)); set_t(i1, get_t(o1)); set_t(i2, get_t(o2))
+    on = int(((P.astype(np.float32) - ozp) * osc >= 0.5).sum())
+    print(json.dumps({"wall": time.perf_counter() - t0, "frames": int(X.shape[0]), "on": on}))
+''')
+
+
+def peer_process(script, *args):
+    """Wall seconds and JSON line of a whole peer process (after one warm run)."""
+    cmd = [PY, "-c", script, *map(str, args)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    t = time.perf_counter()
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return time.perf_counter() - t, out
 
 
 def tag_process(clip, model):
@@ -143,6 +193,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--model", help="int8 tagger (default: the bundled one)")
     ap.add_argument("--also", nargs="*", default=[], help="more taggers for edgelstm tag on the same clip")
+    ap.add_argument("--peer-step", help="also the peer with this TF-converter step graph of the same model "
+                                        "(bench/fixtures/crnn_tagger_step_int8.tflite) in place of to_tflite's file")
     a = ap.parse_args()
     from edgelstm.data import AUDIO_MODEL
     model = a.model or AUDIO_MODEL
@@ -152,21 +204,24 @@ def main():
         secs = make_clip(clip, a.minutes)
         # one warm run each so both pipelines start from a warm OS file cache / Numba disk cache
         ours, summ = tag_process(clip, model)
-        subprocess.run([PY, "-c", PEER, clip, str(model)], check=True, capture_output=True)
-        t = time.perf_counter()
-        peer_out = json.loads(subprocess.run([PY, "-c", PEER, clip, str(model)], check=True,
-                                             capture_output=True, text=True).stdout)
-        peer = time.perf_counter() - t
+        peer, peer_out = peer_process(PEER, clip, model)
+        step = peer_process(PEER_STEP, clip, model, a.peer_step) if a.peer_step else None
         also = {str(m): tag_process(clip, m) for m in a.also}
     res["clip_seconds"] = secs
     res["ours"] = {"process_wall_s": ours, "rtf": secs / ours, "events": summ["events"]}
     res["peer_librosa_litert"] = {"process_wall_s": peer, "rtf": secs / peer, "frames": peer_out["frames"]}
+    if step:
+        res["peer_librosa_litert_converter_step"] = {"tflite": os.path.relpath(a.peer_step), "process_wall_s": step[0],
+                                                     "rtf": secs / step[0], "frames": step[1]["frames"]}
     res["also"] = {m: {"process_wall_s": w, "rtf": secs / w, "events": s["events"]} for m, (w, s) in also.items()}
     res["streaming_latency"] = latency(model)
     res["memory"] = memory(model, a.stream_minutes)
     print(json.dumps(res, indent=1))
     print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
           f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
+    if step:
+        print(f"  librosa + LiteRT, converter step graph {a.peer_step} (XNNPACK): {secs / step[0]:,.0f}x "
+              f"({step[0]:.2f} s process); ours/peer speed {step[0] / ours:.2f}x")
     for m, r in res["also"].items():
         print(f"  edgelstm tag --model {m}: {r['rtf']:,.0f}x real time ({r['process_wall_s']:.2f} s process)")
     if a.json:
