@@ -593,6 +593,8 @@ def main() -> int:
     ap.add_argument("--features", type=Path, default=None,
                     help="cache the generated features here (npz); reused when present")
     args = ap.parse_args()
+    if args.cell_clip < 0 or (args.cell_clip and args.cell != "lstm"):
+        ap.error("--cell-clip: a positive clip, and only with --cell lstm")
     import torch
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
