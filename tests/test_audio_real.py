@@ -3,8 +3,8 @@
 A regression guard at the bundled CRNN's measured level (docs/audio.md "Real recordings": 7 of the 8 speech
 clips (Front_Left.wav peaks at 0.84, under the speech onset 0.95; run4, the model before, found all 8), no event
 of another class on any of the 14 clips; the 5 ringing/alarm sounds are not detected: its calibration
-keeps only an alarm setting for sustained beeps and tones, see docs/audio.md); it fails if a retrained or re-quantized model generalizes
-worse to real audio or starts raising false alarms on it.
+keeps only an alarm setting for sustained beeps and tones, see docs/audio.md); it fails if a retrained or
+re-quantized model generalizes worse to real audio or starts raising false alarms on it.
 CI installs the two Debian packages; elsewhere the test is skipped loudly.
 """
 import importlib.util

@@ -8,8 +8,6 @@ two other resolvers run each layer on edgelstm's input to it: every conv output 
 of tests/naive.py (docs/litert_conv_measurements.md), every other front-end op equals edgelstm exactly, the magnitude
 and the Dense / GRU ops stay within 1 LSB. Float32: within 1e-5 of edgelstm's float run and of PyTorch.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,6 +16,7 @@ pytest.importorskip("flatbuffers")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 import edgelstm as el  # noqa: E402
+from edgelstm.data import AUDIO_CALIBRATION, AUDIO_MODEL  # noqa: E402
 from edgelstm.export import to_tflite  # noqa: E402
 
 import litert_hybrid as lh  # noqa: E402
@@ -94,10 +93,9 @@ def _assert_states_equal(model, stream, litert_state):
             np.testing.assert_array_equal(ours[n], litert_state[ln], err_msg=f"layer {k} {n}")
 
 
-def _reference_identical(frame, spec, seed, mode, recurrent, tmp_path):
-    q, Xq = _quantized(frame, spec, seed)
-    path = tmp_path / "hybrid.tflite"
-    chunk = _file(q, path, mode, recurrent)
+def _assert_reference_identical(q, Xq, path, chunk):
+    """LiteRT's reference resolver streaming the file over the int8 inputs Xq gives edgelstm's int8 outputs and
+    final states; returns those outputs."""
     want, state = lh.litert_stream(path, Xq, "ref", chunk=chunk)
     s = q.stream()
     s_in, zp_in = q.quant.act[0]
@@ -106,6 +104,13 @@ def _reference_identical(frame, spec, seed, mode, recurrent, tmp_path):
                    / np.float32(s_out)).astype(np.int64) + zp_out
     np.testing.assert_array_equal(got, want)
     _assert_states_equal(q, s, state)
+    return want
+
+
+def _reference_identical(frame, spec, seed, mode, recurrent, tmp_path):
+    q, Xq = _quantized(frame, spec, seed)
+    path = tmp_path / "hybrid.tflite"
+    want = _assert_reference_identical(q, Xq, path, _file(q, path, mode, recurrent))
     assert np.ptp(want, axis=0).max() > 0                  # outputs that move (a dead file is not a test)
     return q, Xq
 
@@ -341,18 +346,10 @@ def test_bundled_tagger_identical_on_reference_resolver(tmp_path):
     """The bundled audio tagger (context + conv front end, LSTM, Dense) in LiteRT: the real log-mel frames of its
     six calibration scenes streamed as one sequence, then two of them 2.5x louder (the front end and the state
     saturate); outputs and final states equal edgelstm's int8 stream."""
-    data = Path(el.__file__).parent / "data"
-    q = el.load(data / "audio_tagger.elstm")
-    X = np.load(data / "audio_calibration.npy").astype(np.float32)
+    q = el.load(AUDIO_MODEL)
+    X = np.load(AUDIO_CALIBRATION).astype(np.float32)
     X = np.concatenate([X.reshape(-1, X.shape[-1]), X[:2].reshape(-1, X.shape[-1]) * 2.5])
     Xq, _ = lh.quantize_input(q, X)
     path = tmp_path / "tagger.tflite"
-    chunk = _file(q, path, "sequence", "lstm")
-    want, state = lh.litert_stream(path, Xq, "ref", chunk=chunk)
-    s = q.stream()
-    (s_in, zp_in), (s_out, zp_out) = q.quant.act[0], q.quant.act[-1]
-    got = np.round(s.step_many(((Xq.astype(np.float32) - zp_in) * np.float32(s_in)).astype(np.float32))
-                   / np.float32(s_out)).astype(np.int64) + zp_out
-    np.testing.assert_array_equal(got, want)
-    _assert_states_equal(q, s, state)
+    want = _assert_reference_identical(q, Xq, path, _file(q, path, "sequence", "lstm"))
     assert np.ptp(want, axis=0).min() > 0                  # every class's output moves
