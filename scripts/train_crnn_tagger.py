@@ -236,10 +236,12 @@ def make_bed(rng, pools: Pools, n):
     return bed / (np.sqrt(np.mean(bed ** 2)) + 1e-12)
 
 
-def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True, silent=False):
+def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True, silent=False,
+               weights=None):
     """(samples, (N_FRAMES, 6) bool targets): events over a bed, through a camera chain.  silent: events over
     digital silence, no camera chain (clean files, test tones, clips padded with zeros: log-mel frames at the
-    floor, -100 dB, which a camera's noise never gives)."""
+    floor, -100 dB, which a camera's noise never gives).  weights: label -> share of the events (default
+    EVENT_WEIGHTS)."""
     n = int(SCENE_S * SR)
     if silent:
         bed = np.zeros(n)
@@ -251,8 +253,9 @@ def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=T
     lab = np.zeros((N_FRAMES, len(LABELS)), bool)
     if n_events is None:
         n_events = int(rng.choice([0, 0, 1, 1, 1, 2, 2, 3]))
-    names = list(EVENT_WEIGHTS)
-    w = np.array([EVENT_WEIGHTS[k] for k in names])
+    weights = weights or EVENT_WEIGHTS
+    names = list(weights)
+    w = np.array([weights[k] for k in names])
     for _ in range(n_events):
         label = labels_only or names[int(rng.choice(len(names), p=w / w.sum()))]
         dur = rng.uniform(0.4, 7.0) if label in ("speech", "music", "alarm") else rng.uniform(0.3, 3.0)
@@ -284,23 +287,25 @@ _POOLS = {}
 
 
 def _scene_batch(args):
-    split, seed, count, silent_share = args
+    split, seed, count, silent_share, weights = args
     if split not in _POOLS:
         _POOLS[split] = Pools(split)
     rng = np.random.default_rng(seed)
     X = np.empty((count, N_FRAMES, FE.n_mels), np.float16)
     Y = np.empty((count, N_FRAMES, len(LABELS)), bool)
     for i in range(count):
-        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share))
+        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share), weights=weights)
         X[i] = LogMel(FE).push(y)
         Y[i] = lab
     return X, Y
 
 
-def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0):
-    """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share)."""
+def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0, weights: dict | None = None):
+    """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share,
+    weights)."""
     per = 50
-    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share) for k in range(math.ceil(count / per))]
+    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share, weights)
+             for k in range(math.ceil(count / per))]
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         parts = list(ex.map(_scene_batch, tasks))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -588,6 +593,8 @@ def main() -> int:
     ap.add_argument("--extra-scenes", type=int, default=0,
                     help="append this many more training scenes per --extra-seeds seed (cached next to --features)")
     ap.add_argument("--extra-seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--extra-weights", nargs="+", default=[], metavar="LABEL=SHARE",
+                    help="event shares of the extra scenes, e.g. alarm=0.5 (unnamed labels keep their default share)")
     ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
@@ -595,6 +602,17 @@ def main() -> int:
     args = ap.parse_args()
     if args.cell_clip < 0 or (args.cell_clip and args.cell != "lstm"):
         ap.error("--cell-clip: a positive clip, and only with --cell lstm")
+    extra_weights = dict(EVENT_WEIGHTS)
+    for item in args.extra_weights:
+        label, _, share = item.partition("=")
+        try:
+            extra_weights[label] = float(share)
+        except ValueError:
+            ap.error(f"--extra-weights: {item!r} is not LABEL=SHARE")
+        if label not in EVENT_WEIGHTS or not 0 <= extra_weights[label] or not math.isfinite(extra_weights[label]):
+            ap.error(f"--extra-weights: {item!r}: a label of {list(EVENT_WEIGHTS)} and a share >= 0")
+    if not sum(extra_weights.values()) > 0:
+        ap.error("--extra-weights: at least one share > 0")
     import torch
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -623,12 +641,14 @@ def main() -> int:
         Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
     for seed in args.extra_seeds if args.extra_scenes else ():
         # more of the same recipe, other random draws: the same clips, new mixtures and camera chains
-        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}.npz")
+        tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
+        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}.npz")
         if extra.is_file():
             d = np.load(extra)
             Xe, Ye = d["X"], d["Y"]
         else:
-            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs)
+            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs,
+                            weights=extra_weights if tag else None)
             np.savez(extra, X=Xe, Y=Ye)
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
@@ -667,6 +687,7 @@ def main() -> int:
             "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
             "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
             "extra_seeds": args.extra_seeds if args.extra_scenes else [],
+            "extra_weights": extra_weights if args.extra_scenes and extra_weights != EVENT_WEIGHTS else None,
             "init": str(args.init) if args.init else None}
     (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
