@@ -183,7 +183,7 @@ def probabilities(model_path: Path, name: str, y: np.ndarray) -> np.ndarray:
         pass
     P = np.concatenate(out).astype(np.float32)
     PROBS_CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(key, P)
+    T.save_arrays(key, P=P)
     return P
 
 

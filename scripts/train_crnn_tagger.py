@@ -21,6 +21,7 @@ The input normalization is folded into the first layer, so raw log-mel dB go in.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_real_audio as real           # noqa: E402  (scripts/ is not a package)
 import train_audio_tagger as synth        # noqa: E402
 
+from edgelstm._files import write_atomic  # noqa: E402
 from edgelstm.audio.features import FrontEnd, LogMel  # noqa: E402
 
 LABELS = real.LABELS                       # speech, alarm, knock, glass, music, background
@@ -284,6 +286,16 @@ def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=T
 
 
 _POOLS = {}
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    """np.savez (one array: np.save) written atomically: a run stopped mid-write leaves no truncated cache."""
+    buf = io.BytesIO()
+    if len(arrays) == 1 and path.suffix == ".npy":
+        np.save(buf, next(iter(arrays.values())))
+    else:
+        np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
 
 
 def _scene_batch(args):
@@ -613,6 +625,8 @@ def main() -> int:
             ap.error(f"--extra-weights: {item!r}: a label of {list(EVENT_WEIGHTS)} and a share >= 0")
     if not sum(extra_weights.values()) > 0:
         ap.error("--extra-weights: at least one share > 0")
+    if args.extra_weights and not args.extra_scenes:
+        ap.error("--extra-weights applies to the extra scenes: give --extra-scenes N")
     import torch
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -632,7 +646,7 @@ def main() -> int:
     else:
         X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs, args.silent_share)
         Xv, Yv = scenes("validation", args.val_scenes, args.seed + 2, args.jobs, args.silent_share)
-        np.savez(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
+        save_arrays(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
     if args.silent_scenes:      # appended: cheap to make (no camera chain), a few seconds per hundred
         n_val = max(1, args.silent_scenes // 10)
         Xs, Ys = scenes("train", args.silent_scenes, args.seed + 3, args.jobs, 1.0)
@@ -640,7 +654,7 @@ def main() -> int:
         X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
         Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
     for seed in args.extra_seeds if args.extra_scenes else ():
-        # more of the same recipe, other random draws: the same clips, new mixtures and camera chains
+        # the same clips, new mixtures and camera chains (and, with --extra-weights, other event shares)
         tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
         extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}.npz")
         if extra.is_file():
@@ -649,7 +663,7 @@ def main() -> int:
         else:
             Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs,
                             weights=extra_weights if tag else None)
-            np.savez(extra, X=Xe, Y=Ye)
+            save_arrays(extra, X=Xe, Y=Ye)
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
@@ -677,9 +691,9 @@ def main() -> int:
     err = float(np.max(np.abs(p_batch - p_stream)))
     log(f"stream (numpy, frame by frame) vs batch (torch): max |dp| = {err:.2e}")
     assert err < 1e-4, err
-    np.savez(args.out / "weights.npz", **W)
+    save_arrays(args.out / "weights.npz", **W)
     # whole validation scenes, consecutive frames: the context layer needs a real sequence
-    np.save(args.out / "calibration.npy", Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
+    save_arrays(args.out / "calibration.npy", calibration=Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
             "context_frames": model.context, "channels": model.conv[0].out_channels,
             "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
