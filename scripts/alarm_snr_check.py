@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How loud a beep train or a steady tone must be over real ambience before a tagger calls it an alarm.
 
-    python scripts/alarm_snr_check.py scripts/crnn_runs/run5c/tagger_int8.elstm [--split validation]
+    python scripts/alarm_snr_check.py edgelstm/data/audio_tagger.elstm [--split validation] [--per-row 40]
 
 Sine beep trains (0.5-4 kHz, 0.05-0.6 s on and 0.05-0.6 s off, the ranges of the training recipe's beep_train)
 and steady tones, 2-5 s, over the split's ambiences (train_crnn_tagger.make_bed) at -5..+20 dB SNR, plain and
