@@ -33,10 +33,17 @@ def _cold_env(tmp_path, **extra):
 
 @pytest.fixture(scope="module")
 def built_library(tmp_path_factory):
-    """A C library of its own: the in-process tests replace subprocess.Popen and empty the user cache, so the
-    runtime must not need to build one (it would, when none sits next to the package yet)."""
     from edgelstm.firmware_host import build_native
     return build_native(out=tmp_path_factory.mktemp("native") / native.LIB_NAME)
+
+
+@pytest.fixture
+def own_library(built_library):
+    """A C library of its own: the in-process tests replace subprocess.Popen and empty the user cache, so the
+    runtime must not need to build one (it would, when none sits next to the package yet)."""
+    from conftest import native_library_env
+    with native_library_env(built_library) as path:
+        yield path
 
 
 @pytest.mark.slow
@@ -62,13 +69,12 @@ def test_first_tag_runs_on_c_while_the_jit_compiles_in_the_background(tmp_path):
     print(f"first run {first_s:.1f} s wall; forced JIT compile {s3['compile_seconds']:.1f} s")
 
 
-def test_a_second_cold_run_does_not_start_a_second_warmup(tmp_path, monkeypatch, capsys, built_library):
+def test_a_second_cold_run_does_not_start_a_second_warmup(tmp_path, monkeypatch, capsys, own_library):
     """In process, kernels reported uncompiled: the command runs on the C runtime, the marker stops a second
     background warmup within 30 minutes, and the process's backend choice is restored afterwards."""
     from edgelstm import cli
     from edgelstm.runtime import Model
     started = []
-    monkeypatch.setenv("EDGELSTM_NATIVE_LIB", str(built_library))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("EDGELSTM_BACKEND", raising=False)
     monkeypatch.setattr(Model, "jit_ready", lambda self: False)
@@ -84,10 +90,9 @@ def test_a_second_cold_run_does_not_start_a_second_warmup(tmp_path, monkeypatch,
     assert native.backend() == "auto"
 
 
-def test_a_warmup_that_cannot_start_is_named(tmp_path, monkeypatch, capsys, built_library):
+def test_a_warmup_that_cannot_start_is_named(tmp_path, monkeypatch, capsys, own_library):
     """An unwritable user cache: the command still runs on the C runtime and says the warmup did not start."""
     from edgelstm.runtime import Model
-    monkeypatch.setenv("EDGELSTM_NATIVE_LIB", str(built_library))
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))     # a file: the cache folder cannot be made
@@ -111,7 +116,7 @@ def test_set_backend_overrides_the_environment(monkeypatch):
         native.set_backend("gpu")
 
 
-def test_backend_names_the_kernel_run_uses(monkeypatch):
+def test_backend_names_the_kernel_run_uses(monkeypatch, own_library):
     """EDGELSTM_BACKEND=native moves int8 models to the C runtime; a float model stays on the JIT, and says so
     (the tag summary's "backend" once reported the environment's choice instead)."""
     import edgelstm as el
