@@ -653,16 +653,15 @@ def main() -> int:
         Xsv, Ysv = scenes("validation", n_val, args.seed + 4, args.jobs, 1.0)
         X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
         Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
+    tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
     for seed in args.extra_seeds if args.extra_scenes else ():
         # the same clips, new mixtures and camera chains (and, with --extra-weights, other event shares)
-        tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
         extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}.npz")
         if extra.is_file():
             d = np.load(extra)
             Xe, Ye = d["X"], d["Y"]
         else:
-            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs,
-                            weights=extra_weights if tag else None)
+            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs, weights=extra_weights)
             save_arrays(extra, X=Xe, Y=Ye)
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
