@@ -7,7 +7,8 @@ Reads RUN/weights.npz (normalization folded into the first conv), RUN/model.json
 validation scenes, consecutive frames) and, if present, RUN/thresholds.json (the event settings calibrated on
 the validation packages by scripts/eval_crnn_tagger.py), and writes
 
-- RUN/tagger_f32.elstm: context -> Conv1D (+ReLU) -> GRU or LSTM -> Dense sigmoid, float32, with its AudioConfig;
+- RUN/tagger_f32.elstm: [Conv1D over the mel axis (+ReLU) x2, arch freqtime] -> context -> Conv1D over time
+  (+ReLU) -> GRU or LSTM -> Dense sigmoid, float32, with its AudioConfig;
 - RUN/tagger_int8.elstm: the same quantized by el.quantize on the calibration scenes;
 - RUN/convert.json: float stream vs PyTorch and vs the numpy stream reference, int8 fidelity, sizes, cost;
 - with --bundle, also the package's bundled tagger (edgelstm.data: AUDIO_MODEL, AUDIO_MODEL_F32 and
@@ -16,7 +17,9 @@ the validation packages by scripts/eval_crnn_tagger.py), and writes
 The layers (see CONVERT.md): Context(size=n_mels, context=k*n_mels) gives the last k+1 frames, oldest first,
 i.e. the (L=k+1, C=n_mels) view of the step vector; Conv1D(length=k+1, in_channels=n_mels, kernel_size=k+1)
 is PyTorch's Conv1d over that window with mels as channels (weights (O, I, K) -> (O, K, I)); its one output
-position of C_out channels feeds the recurrent layer.
+position of C_out channels feeds the recurrent layer.  Arch freqtime first views each frame as (L=n_mels, C=1)
+and runs the convs over frequency (train_crnn_tagger.FREQ_CONVS, valid padding, stride 2); their flattened
+(position-major) output of F values takes n_mels' place in the context and the conv over time.
 """
 from __future__ import annotations
 
@@ -36,16 +39,28 @@ from edgelstm.audio import AudioConfig, FrontEnd  # noqa: E402
 from edgelstm.ir.frontend import Context, Conv1D  # noqa: E402
 
 
+def _conv(W: dict, i: int, length: int, stride: int = 1) -> Conv1D:
+    """conv{i} (PyTorch (C_out, C_in, K)) + ReLU over a frame viewed as (length, C_in)."""
+    w = W[f"conv{i}.weight"]
+    return Conv1D(length=length, in_channels=w.shape[1], out_channels=w.shape[0], kernel_size=w.shape[2],
+                  stride=stride, activation="relu",
+                  directions=[{"w": np.ascontiguousarray(w.transpose(0, 2, 1)), "b": W[f"conv{i}.bias"]}])
+
+
 def build_spec(W: dict, meta: dict) -> el.ModelSpec:
-    if meta["arch"] != "time":
-        raise SystemExit("only arch 'time' (context + conv over time) is converted here")
-    M = meta["frontend"]["n_mels"]
+    """arch time: context of raw frames -> conv over time.  arch freqtime: convs over the mel axis of each frame
+    (the frame as (n_mels, 1)) -> context of their features -> conv over time."""
+    if meta["arch"] not in ("time", "freqtime"):
+        raise SystemExit("only arch 'time' and 'freqtime' (a context + conv over time) are converted here")
     k = meta["context_frames"]
-    w0 = W["conv0.weight"]                                   # (C_out, C_in = mels, K)
-    layers = [Context(size=M, context=k * M),
-              Conv1D(length=k + 1, in_channels=M, out_channels=w0.shape[0], kernel_size=w0.shape[2],
-                     activation="relu", directions=[{"w": np.ascontiguousarray(w0.transpose(0, 2, 1)),
-                                                     "b": W["conv0.bias"]}])]
+    layers, per_frame = [], meta["frontend"]["n_mels"]
+    if meta["arch"] == "freqtime":
+        length = per_frame
+        for i, (*_, stride) in enumerate(T.FREQ_CONVS):
+            layers.append(_conv(W, i, length, stride))
+            length = (length - layers[-1].kernel_size) // stride + 1
+        per_frame = length * layers[-1].out_channels
+    layers += [Context(size=per_frame, context=k * per_frame), _conv(W, len(layers), k + 1)]
     cell = "gru" if "gru.weight_hh_l0" in W else "lstm"
     w_ih, w_hh = W[f"{cell}.weight_ih_l0"], W[f"{cell}.weight_hh_l0"]
     b_ih, b_hh = W[f"{cell}.bias_ih_l0"], W[f"{cell}.bias_hh_l0"]

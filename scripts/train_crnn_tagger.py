@@ -2,7 +2,7 @@
 """CRNN audio tagger trained on real recordings under camera-like conditions (issue 19).
 
     python scripts/fetch_real_audio.py                      # once: the recordings (see that script)
-    python scripts/train_crnn_tagger.py [--arch time|freq] [--out scripts/crnn_out]
+    python scripts/train_crnn_tagger.py [--arch time|freq|freqtime] [--out scripts/crnn_out]
     python scripts/eval_crnn_tagger.py                      # calibrate on validation, score on test
 
 Data: 10 s scenes built from the TRAIN packages of scripts/fetch_real_audio.py (speech, alarm, knock, glass,
@@ -16,6 +16,9 @@ training features are the features `edgelstm tag` computes.
 Model (one frame in, one probability vector out, streamable exactly; see ``stream_reference``):
   --arch time: context(2 frames) -> Conv1d over time, channels = mels (k=3) + ReLU -> GRU -> Dense sigmoid
   --arch freq: Conv1d over frequency (frame as (n_mels, 1)) x2 + ReLU -> GRU -> Dense sigmoid
+  --arch freqtime: the freq arch's two convs over frequency (their filters slide along the mel axis: a beep or
+      a harmonic looks the same an octave up), then context(--context frames) of those features -> Conv1d over
+      time (--channels) + ReLU -> GRU/LSTM -> Dense sigmoid: a factorized 2-D conv front end
 The input normalization is folded into the first layer, so raw log-mel dB go in.  Deterministic (seeds).
 """
 from __future__ import annotations
@@ -343,6 +346,17 @@ def clipped_lstm(x, lstm, clip: float, state=None):
     return torch.stack(outs, 1), (h[None], c[None])
 
 
+FREQ_CONVS = ((1, 16, 5, 2), (16, 16, 3, 2))    # arch freqtime: (in, out, kernel, stride) over the mel axis
+
+
+def freq_length(n_mels: int, convs) -> int:
+    """Positions left along the mel axis after valid convs [(in, out, kernel, stride)]."""
+    L = n_mels
+    for _, _, k, s in convs:
+        L = (L - k) // s + 1
+    return L
+
+
 def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, context: int = 2, channels: int = 64,
                 cell_clip: float = 0.0):
     import torch
@@ -351,7 +365,9 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
     class CRNN(nn.Module):
         """arch 'time': frames (B, T, M) -> context window (B, T, context+1, M) -> Conv1d(M->C, k=context+1) over it
         -> ReLU -> GRU -> Linear.  arch 'freq': each frame as (M, 1) -> Conv1d(1->16, k=5, s=2) -> ReLU ->
-        Conv1d(16->24, k=3, s=2) -> ReLU -> flatten (position-major, channels last) -> GRU -> Linear."""
+        Conv1d(16->24, k=3, s=2) -> ReLU -> flatten (position-major, channels last) -> GRU -> Linear.  arch
+        'freqtime': FREQ_CONVS over each frame -> ReLU -> flatten (F features) -> context window of those
+        features (zeros before the stream starts) -> Conv1d(F->C, k=context+1) -> ReLU -> GRU -> Linear."""
 
         def __init__(self):
             super().__init__()
@@ -361,6 +377,12 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
             if arch == "time":
                 self.context = context
                 self.conv = nn.ModuleList([nn.Conv1d(n_mels, channels, context + 1)])
+                feat = channels
+            elif arch == "freqtime":
+                self.context = context
+                per_frame = FREQ_CONVS[-1][1] * freq_length(n_mels, FREQ_CONVS)
+                self.conv = nn.ModuleList([nn.Conv1d(i, o, k, stride=s) for i, o, k, s in FREQ_CONVS]
+                                          + [nn.Conv1d(per_frame, channels, context + 1)])
                 feat = channels
             else:
                 self.context = 0
@@ -388,9 +410,16 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
                 h = self.conv[0](w.reshape(B * T, M, self.context + 1))           # (B*T, C, 1)
                 return torch.relu(h).reshape(B, T, -1)
             h = x.reshape(B * T, 1, M)
-            for conv in self.conv:
+            freq = self.conv[:-1] if self.arch == "freqtime" else self.conv
+            for conv in freq:
                 h = torch.relu(conv(h))                                           # (B*T, C, L)
-            return h.transpose(1, 2).reshape(B, T, -1)                            # position-major
+            h = h.transpose(1, 2).reshape(B, T, -1)                               # position-major
+            if self.arch != "freqtime":
+                return h
+            # the stream's context of conv features starts as zeros (the runtime's context state)
+            w = torch.cat([torch.zeros(B, self.context, h.shape[2]), h], 1).unfold(1, self.context + 1, 1)
+            h = self.conv[-1](w.reshape(B * T, h.shape[2], self.context + 1))     # (B*T, C, 1)
+            return torch.relu(h).reshape(B, T, -1)
 
         def forward(self, x, h0=None):
             if self.cell_clip:
@@ -509,14 +538,17 @@ class StreamReference:
         self.W = {k: v.astype(np.float64) for k, v in W.items()}
         self.cell_clip = cell_clip
         self.arch, self.M = arch, n_mels
-        self.context = self.W["conv0.weight"].shape[2] - 1 if arch == "time" else 0
-        self.strides = [1] if arch == "time" else [2, 2]
+        self.strides = {"time": [1], "freq": [2, 2], "freqtime": [s for *_, s in FREQ_CONVS]}[arch]
+        self.context, self.per_frame = 0, 0      # the time conv's window: previous frames, values per frame
+        if arch in ("time", "freqtime"):
+            w = self.W[f"conv{len(self.strides) if arch == 'freqtime' else 0}.weight"]    # (C_out, C_in, K)
+            self.context, self.per_frame = w.shape[2] - 1, w.shape[1]
         self.cell = "gru" if "gru.weight_hh_l0" in self.W else "lstm"
         self.H = self.W[f"{self.cell}.weight_hh_l0"].shape[1]
         self.reset()
 
     def reset(self):
-        self.ctx = np.zeros(self.context * self.M)
+        self.ctx = np.zeros(self.context * self.per_frame)
         self.h = np.zeros(self.H)
         self.c = np.zeros(self.H)
 
@@ -540,6 +572,13 @@ class StreamReference:
             h = x.reshape(self.M, 1)
             for i, s in enumerate(self.strides):
                 h = np.maximum(self.conv1d(h, self.W[f"conv{i}.weight"], self.W[f"conv{i}.bias"], s), 0)
+            if self.arch == "freqtime":
+                f = h.reshape(-1)
+                v = np.concatenate([self.ctx, f])        # the last frames' features, oldest first
+                self.ctx = v[f.size:]
+                i = len(self.strides)
+                h = np.maximum(self.conv1d(v.reshape(self.context + 1, f.size), self.W[f"conv{i}.weight"],
+                                           self.W[f"conv{i}.bias"], 1), 0)
         f = h.reshape(-1)
         p = self.cell
         W_ih, W_hh = self.W[f"{p}.weight_ih_l0"], self.W[f"{p}.weight_hh_l0"]
@@ -570,9 +609,13 @@ def cost(model, n_mels: int) -> dict:
         macs += c.out_channels * c.in_channels * c.kernel_size[0]
     else:
         L = n_mels
-        for c in model.conv:
+        freq = model.conv[:-1] if model.arch == "freqtime" else model.conv
+        for c in freq:
             L = (L - c.kernel_size[0]) // c.stride[0] + 1
             macs += L * c.out_channels * c.in_channels * c.kernel_size[0]
+        if model.arch == "freqtime":
+            c = model.conv[-1]
+            macs += c.out_channels * c.in_channels * c.kernel_size[0]
     H, F = model.rnn.hidden_size, model.rnn.input_size
     macs += (3 if model.cell == "gru" else 4) * H * (F + H) + model.fc.in_features * model.fc.out_features
     return {"params": int(params), "macs_per_frame": int(macs)}
@@ -580,14 +623,15 @@ def cost(model, n_mels: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=["time", "freq"], default="time")
+    ap.add_argument("--arch", choices=["time", "freq", "freqtime"], default="time")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--cell-clip", type=float, default=0.0,
                     help="LSTM: clip the cell state to [-X, X] after each step (edgelstm's cell_clip), so the int8 "
                          "cell format (range 64 at most) holds what the float model computes; 0 = none")
     ap.add_argument("--cell", choices=["gru", "lstm"], default="gru")
-    ap.add_argument("--context", type=int, default=2, help="arch time: frames before the current one the conv sees")
-    ap.add_argument("--channels", type=int, default=64, help="arch time: conv output channels")
+    ap.add_argument("--context", type=int, default=2,
+                    help="arch time, freqtime: frames before the current one the conv over time sees")
+    ap.add_argument("--channels", type=int, default=64, help="arch time, freqtime: the time conv's output channels")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--val-scenes", type=int, default=400)
@@ -694,7 +738,7 @@ def main() -> int:
     # whole validation scenes, consecutive frames: the context layer needs a real sequence
     save_arrays(args.out / "calibration.npy", calibration=Xv[:6].reshape(-1, FE.n_mels).astype(np.float16))
     meta = {"arch": args.arch, "cell": args.cell, "labels": list(LABELS), "frontend": FE.to_dict(), "hidden": args.hidden,
-            "context_frames": model.context, "channels": model.conv[0].out_channels,
+            "context_frames": model.context, "channels": model.conv[-1 if args.arch == "freqtime" else 0].out_channels,
             "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
             "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
