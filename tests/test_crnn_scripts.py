@@ -1,0 +1,51 @@
+"""The CRNN tagger's training and conversion scripts (scripts/train_crnn_tagger.py, convert_crnn_tagger.py):
+every architecture they convert, with random weights, streamed by edgelstm one frame at a time equals the
+PyTorch model run over the whole sequence (float32 both; 1e-5 covers summation order), and its int8 model
+runs. This pins the layout contract between the two: PyTorch's Conv1d over (channels, length) against
+edgelstm's channels-last (length, channels) frame, the position-major flatten after the convs over the mel
+axis, and the context of conv features that starts as zeros."""
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield importlib.import_module("train_crnn_tagger"), importlib.import_module("convert_crnn_tagger")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+@pytest.mark.parametrize("arch", ["time", "freqtime"])
+def test_converted_model_streams_as_pytorch_runs(arch, scripts):
+    import edgelstm as el
+    T, C = scripts
+    torch.manual_seed(3)
+    M = T.FE.n_mels
+    model = T.build_model(arch, M, 24, "lstm", context=3, channels=16)
+    with torch.no_grad():       # a normalization to fold (per mel for time, one scalar for freqtime)
+        model.mean.copy_(torch.linspace(-60, -40, M) if arch == "time" else torch.full((M,), -50.0))
+        model.std.copy_(torch.linspace(8, 14, M) if arch == "time" else torch.full((M,), 11.0))
+    model.eval()
+    W = T.export_layers(model)
+    meta = {"arch": arch, "frontend": T.FE.to_dict(), "context_frames": 3}
+    spec = C.build_spec(W, meta)
+    x = (np.random.default_rng(0).standard_normal((80, M)) * 12 - 50).astype(np.float32)
+    with torch.no_grad():
+        want = torch.sigmoid(model(torch.tensor(x[None]))[0][0]).numpy()
+    f32 = el.Model(spec)
+    s = f32.stream()
+    got = np.stack([s.step(f).copy() for f in x])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.ptp(want, axis=0).min() > 1e-3          # outputs that move with the input
+    q = el.quantize(f32, calibration=x[None], progress=False)
+    p8 = q.run(x)
+    assert p8.shape == want.shape and np.abs(p8 - want).max() < 0.1
