@@ -58,8 +58,8 @@ def build_spec(W: dict, meta: dict) -> el.ModelSpec:
         length = per_frame
         for i, (*_, stride) in enumerate(T.FREQ_CONVS):
             layers.append(_conv(W, i, length, stride))
-            length = (length - layers[-1].kernel_size) // stride + 1
-        per_frame = length * layers[-1].out_channels
+            length = layers[-1].out_length
+        per_frame = layers[-1].output_size
     layers += [Context(size=per_frame, context=k * per_frame), _conv(W, len(layers), k + 1)]
     cell = "gru" if "gru.weight_hh_l0" in W else "lstm"
     w_ih, w_hh = W[f"{cell}.weight_ih_l0"], W[f"{cell}.weight_hh_l0"]
