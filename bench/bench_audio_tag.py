@@ -4,9 +4,12 @@
     nice -n 10 python bench/bench_audio_tag.py [--minutes 10] [--stream-minutes 60] [--json OUT.json]
                                                [--model TAGGER.elstm] [--also OTHER.elstm ...]
                                                [--peer-step bench/fixtures/crnn_tagger_step_int8.tflite]
+                                               [--repeats 5]
 
 --model: the int8 tagger to measure (default: the bundled one); --also: ``edgelstm tag`` with other taggers on
 the same clip in the same run (e.g. the previous bundled one, scripts/lstm_tagger_out/audio_tagger.elstm).
+Every whole-process wall time below is the median of --repeats rounds; each round runs every pipeline once,
+interleaved, after one warm run each.
 
 1. Builds a --minutes long 16 kHz WAV from the bundled sample clips (each repeated with a random gain and
    background noise) in a temp dir.
@@ -136,21 +139,39 @@ PEER_STEP = PEER_FRONT + textwrap.dedent('''
 
 
 def peer_process(script, *args):
-    """Wall seconds and JSON line of a whole peer process (after one warm run)."""
+    """A whole peer process: () -> (wall seconds, its JSON line)."""
     cmd = [PY, "-c", script, *map(str, args)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    t = time.perf_counter()
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    return time.perf_counter() - t, out
+
+    def once():
+        t = time.perf_counter()
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        return time.perf_counter() - t, out
+    return once
 
 
 def tag_process(clip, model):
-    """Wall seconds of a whole `edgelstm tag CLIP --json --model MODEL` process (after one warm run), summary."""
+    """A whole `edgelstm tag CLIP --json --model MODEL` process: () -> (wall seconds, its summary)."""
     cmd = [PY, "-m", "edgelstm", "tag", clip, "--json", "--model", str(model)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return time.perf_counter() - t, json.loads(out.splitlines()[-1])["summary"]
+
+    def once():
+        t = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return time.perf_counter() - t, json.loads(out.splitlines()[-1])["summary"]
+    return once
+
+
+def timed_rounds(pipelines: dict, repeats: int) -> dict:
+    """name -> (median wall seconds, all of them, last output).  One warm run each (OS file cache, Numba disk
+    cache), then `repeats` rounds running every pipeline once, interleaved, so a change in the machine's load
+    falls on all of them alike."""
+    for once in pipelines.values():
+        once()
+    walls, outs = {k: [] for k in pipelines}, {}
+    for _ in range(repeats):
+        for k, once in pipelines.items():
+            w, outs[k] = once()
+            walls[k].append(w)
+    return {k: (float(np.median(walls[k])), walls[k], outs[k]) for k in pipelines}
 
 
 def latency(model, frames=3000):
@@ -192,6 +213,7 @@ def main():
     ap.add_argument("--stream-minutes", type=int, default=60)
     ap.add_argument("--json")
     ap.add_argument("--model", help="int8 tagger (default: the bundled one)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds; each pipeline's median is reported")
     ap.add_argument("--also", nargs="*", default=[], help="more taggers for edgelstm tag on the same clip")
     ap.add_argument("--peer-step", help="also the peer with this TF-converter step graph of the same model "
                                         "(bench/fixtures/crnn_tagger_step_int8.tflite) in place of to_tflite's file")
@@ -202,24 +224,32 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, "clip.wav")
         secs = make_clip(clip, a.minutes)
-        # one warm run each so both pipelines start from a warm OS file cache / Numba disk cache
-        ours, summ = tag_process(clip, model)
-        peer, peer_out = peer_process(PEER, clip, model)
-        step = peer_process(PEER_STEP, clip, model, a.peer_step) if a.peer_step else None
-        also = {str(m): tag_process(clip, m) for m in a.also}
+        pipes = {"ours": tag_process(clip, model), "peer": peer_process(PEER, clip, model)}
+        if a.peer_step:
+            pipes["step"] = peer_process(PEER_STEP, clip, model, a.peer_step)
+        pipes.update({str(m): tag_process(clip, m) for m in a.also})
+        t = timed_rounds(pipes, a.repeats)
     res["clip_seconds"] = secs
-    res["ours"] = {"process_wall_s": ours, "rtf": secs / ours, "events": summ["events"]}
-    res["peer_librosa_litert"] = {"process_wall_s": peer, "rtf": secs / peer, "frames": peer_out["frames"]}
-    if step:
+    res["repeats"] = a.repeats
+    ours, _, summ = t["ours"]
+    peer, _, peer_out = t["peer"]
+    res["ours"] = {"process_wall_s": ours, "all_s": t["ours"][1], "rtf": secs / ours, "events": summ["events"]}
+    res["peer_librosa_litert"] = {"process_wall_s": peer, "all_s": t["peer"][1], "rtf": secs / peer,
+                                  "frames": peer_out["frames"]}
+    if a.peer_step:
+        step = t["step"]
         res["peer_librosa_litert_converter_step"] = {"tflite": os.path.relpath(a.peer_step), "process_wall_s": step[0],
-                                                     "rtf": secs / step[0], "frames": step[1]["frames"]}
-    res["also"] = {m: {"process_wall_s": w, "rtf": secs / w, "events": s["events"]} for m, (w, s) in also.items()}
+                                                     "all_s": step[1], "rtf": secs / step[0],
+                                                     "frames": step[2]["frames"]}
+    res["also"] = {str(m): {"process_wall_s": t[str(m)][0], "all_s": t[str(m)][1], "rtf": secs / t[str(m)][0],
+                            "events": t[str(m)][2]["events"]} for m in a.also}
     res["streaming_latency"] = latency(model)
     res["memory"] = memory(model, a.stream_minutes)
     print(json.dumps(res, indent=1))
     print(f"\n{a.minutes}-min clip: edgelstm tag {secs / ours:,.0f}x real time ({ours:.2f} s process), "
           f"librosa + LiteRT {secs / peer:,.0f}x ({peer:.2f} s process); ours/peer speed {peer / ours:.2f}x")
-    if step:
+    if a.peer_step:
+        step = t["step"]
         print(f"  librosa + LiteRT, converter step graph {a.peer_step} (XNNPACK): {secs / step[0]:,.0f}x "
               f"({step[0]:.2f} s process); ours/peer speed {step[0] / ours:.2f}x")
     for m, r in res["also"].items():

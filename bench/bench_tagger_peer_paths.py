@@ -70,12 +70,12 @@ def run_seq(path, resolver, X, ours_names):
         out_idx = {d["name"]: d["index"] for d in outs}
         states = ins[1:]
         carry = [(d["index"], out_idx.get(d["name"] + "_next", out_idx.get(d["name"]))) for d in states]
-    else:               # converter graph: x (1, T, 40), ctx (1, 4, 40); outputs by shape
+    else:               # converter graph: x (1, T, 40), ctx (1, 4, F); outputs by shape
         it.allocate_tensors()
         d_x = next(d for d in ins if d["name"].endswith("_x:0"))
         d_c = next(d for d in ins if d["name"].endswith("_ctx:0"))
         d_y = next(d for d in outs if d["shape"][-1] == 6)
-        o_c = next(d for d in outs if d["shape"][-1] == X.shape[1])
+        o_c = next(d for d in outs if list(d["shape"]) == list(d_c["shape"]))
         assert o_c["quantization"] == d_c["quantization"], (o_c, d_c)
         states, carry = [d_c], [(d_c["index"], o_c["index"])]
     Xq = quantize(X, d_x["quantization"])
