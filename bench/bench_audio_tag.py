@@ -218,6 +218,8 @@ def main():
     ap.add_argument("--peer-step", help="also the peer with this TF-converter step graph of the same model "
                                         "(bench/fixtures/crnn_tagger_step_int8.tflite) in place of to_tflite's file")
     a = ap.parse_args()
+    if a.repeats < 1:
+        ap.error("--repeats must be at least 1")
     from edgelstm.data import AUDIO_MODEL
     model = a.model or AUDIO_MODEL
     res = {"model": os.path.relpath(model)}

@@ -353,6 +353,16 @@ def allocate(fronts: dict, target_fpm: float):
     return max(dp.values(), key=lambda v: v[0])[1]
 
 
+def steerable(front: list, n_ref: int) -> tuple[list, str | None]:
+    """The part of a class's Pareto front calibration may choose from, and why it was cut to the quietest
+    setting (None: not cut): too few validation events to steer by, or a best score too low to buy."""
+    if n_ref < MIN_REFERENCE_EVENTS:
+        return front[:1], f"only {n_ref} validation reference events (< {MIN_REFERENCE_EVENTS})"
+    if max(f for _, f, _ in front) < MIN_VALIDATION_SCORE:
+        return front[:1], f"best validation score < {MIN_VALIDATION_SCORE}"
+    return front, None
+
+
 def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | None = None, grid=None):
     """Per-class settings (thresholds.json's content).  probes: name -> samples that every alarm setting must
     raise an alarm event on (the beep/tone check over validation ambience; None: no requirement)."""
@@ -379,12 +389,9 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
             f"at any rate; at 0 false events/min {max([f for r, f, _ in fronts[name] if r == 0] or [0]):.3f}; front "
             + " ".join(f"{r:.2f}:{f:.2f}" for r, f, _ in fronts[name]))
         n_ref = sum(1 for lab, _, _ in val["fg"]["refs"] if lab == name)
-        if n_ref < MIN_REFERENCE_EVENTS:
-            fronts[name] = fronts[name][:1]
-            log(f"  {name:<7} only {n_ref} validation reference events (< {MIN_REFERENCE_EVENTS}): its quietest setting")
-        elif max(f for _, f, _ in fronts[name]) < MIN_VALIDATION_SCORE:
-            fronts[name] = fronts[name][:1]
-            log(f"  {name:<7} best validation score < {MIN_VALIDATION_SCORE}: its quietest setting")
+        fronts[name], why = steerable(fronts[name], n_ref)
+        if why:
+            log(f"  {name:<7} {why}: its quietest setting")
     choice = allocate(fronts, target_fpm)
     total = sum(fpm for _, fpm, _, _ in choice)
     if total > target_fpm:

@@ -49,3 +49,28 @@ def test_converted_model_streams_as_pytorch_runs(arch, scripts):
     q = el.quantize(f32, calibration=x[None], progress=False)
     p8 = q.run(x)
     assert p8.shape == want.shape and np.abs(p8 - want).max() < 0.1
+
+
+def test_calibration_gives_unlearned_classes_their_quietest_setting():
+    """eval_crnn_tagger's rules: a class with too few validation events, or whose best validation score is
+    under the floor, may only take the first (cheapest, and among equal scores the quietest) point of its front."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        E = importlib.import_module("eval_crnn_tagger")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+    def setting(onset, md):
+        return {"onset": onset, "min_duration": md}
+    # two settings at 0 false events/min and score 0 (pareto keeps the quieter), one that buys 0.07 at 0.11/min
+    cands = [(0.0, 0.0, setting(0.5, 0.3)), (0.0, 0.0, setting(0.98, 4.0)), (0.11, 0.07, setting(0.4, 0.5))]
+    front = E.pareto(cands)
+    assert [s["onset"] for _, _, s in front] == [0.98, 0.4]
+    floor = E.MIN_VALIDATION_SCORE
+    assert 0.07 < floor
+    cut, why = E.steerable(front, n_ref=33)               # enough events, score under the floor
+    assert [s["onset"] for _, _, s in cut] == [0.98] and "score" in why
+    cut, why = E.steerable(front, n_ref=E.MIN_REFERENCE_EVENTS - 1)   # too few events
+    assert len(cut) == 1 and "reference events" in why
+    learned = front + [(0.3, floor + 0.2, setting(0.7, 0.3))]
+    assert E.steerable(learned, n_ref=33) == (learned, None)
