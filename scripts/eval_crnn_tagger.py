@@ -354,8 +354,10 @@ def allocate(fronts: dict, target_fpm: float):
 
 
 def steerable(front: list, n_ref: int) -> tuple[list, str | None]:
-    """The part of a class's Pareto front calibration may choose from, and why it was cut to the quietest
-    setting (None: not cut): too few validation events to steer by, or a best score too low to buy."""
+    """The part of a class's Pareto front calibration may choose from, and why it was cut to its first point
+    (None: not cut): too few validation events to steer by, or a best score too low to buy.  The first point is
+    the fewest false events on validation, among equal scores the quietest setting (see pareto): for a class
+    that scores 0 there, the grid's quietest setting."""
     if n_ref < MIN_REFERENCE_EVENTS:
         return front[:1], f"only {n_ref} validation reference events (< {MIN_REFERENCE_EVENTS})"
     if max(f for _, f, _ in front) < MIN_VALIDATION_SCORE:
