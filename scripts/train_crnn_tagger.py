@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_real_audio as real           # noqa: E402  (scripts/ is not a package)
 import train_audio_tagger as synth        # noqa: E402
 
+from crnn_reference import FREQ_CONVS, StreamReference, freq_length  # noqa: E402,F401  (re-exported)
 from edgelstm._files import write_atomic  # noqa: E402
 from edgelstm.audio.features import FrontEnd, LogMel  # noqa: E402
 
@@ -347,19 +348,8 @@ def clipped_lstm(x, lstm, clip: float, state=None):
     return torch.stack(outs, 1), (h[None], c[None])
 
 
-FREQ_CONVS = ((1, 16, 5, 2), (16, 16, 3, 2))    # arch freqtime: (in, out, kernel, stride) over the mel axis
-
-
-def freq_length(n_mels: int, convs) -> int:
-    """Positions left along the mel axis after valid convs [(in, out, kernel, stride)]."""
-    L = n_mels
-    for _, _, k, s in convs:
-        L = (L - k) // s + 1
-    return L
-
-
 def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, context: int = 2, channels: int = 64,
-                cell_clip: float = 0.0):
+                cell_clip: float = 0.0, dropout: float = 0.0):
     import torch
     from torch import nn
 
@@ -375,7 +365,8 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
         -> ReLU -> GRU -> Linear.  arch 'freq': each frame as (M, 1) -> Conv1d(1->16, k=5, s=2) -> ReLU ->
         Conv1d(16->24, k=3, s=2) -> ReLU -> flatten (position-major, channels last) -> GRU -> Linear.  arch
         'freqtime': FREQ_CONVS over each frame -> ReLU -> flatten (F features) -> context window of those
-        features (zeros before the stream starts) -> Conv1d(F->C, k=context+1) -> ReLU -> GRU -> Linear."""
+        features (zeros before the stream starts) -> Conv1d(F->C, k=context+1) -> ReLU -> GRU -> Linear.
+        ``dropout`` acts in training only, on the GRU's input and output: the exported layers are the same."""
 
         def __init__(self):
             super().__init__()
@@ -402,6 +393,7 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
             self.cell_clip = cell_clip if cell == "lstm" else 0.0
             setattr(self, cell, (nn.GRU if cell == "gru" else nn.LSTM)(feat, hidden, batch_first=True))
             self.fc = nn.Linear(hidden, len(LABELS))
+            self.drop = nn.Dropout(dropout)
 
         @property
         def rnn(self):
@@ -436,17 +428,18 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
             return _relu_conv_channels_last(h, self.conv[-1])                 # (B, T, C): over time
 
         def forward(self, x, h0=None):
+            f = self.drop(self.features(x))
             if self.cell_clip:
-                out, h = clipped_lstm(self.features(x), self.rnn, self.cell_clip, h0)
+                out, h = clipped_lstm(f, self.rnn, self.cell_clip, h0)
             else:
-                out, h = self.rnn(self.features(x), h0)
-            return self.fc(out), h
+                out, h = self.rnn(f, h0)
+            return self.fc(self.drop(out)), h
 
     return CRNN()
 
 
 def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None,
-          pos_weight_max=8.0, fit_norm=True):
+          pos_weight_max=8.0, fit_norm=True, weight_decay=0.0):
     import torch
     torch.manual_seed(seed)
     flat = X.reshape(-1, X.shape[-1]).astype(np.float32)
@@ -459,7 +452,9 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, ch
         model.mean.fill_(float(flat.mean()))
         model.std.fill_(float(flat.std() + 1e-3))
     del flat
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # AdamW's decay is decoupled from the gradient scale; with 0 it is Adam, kept for the earlier runs' sake
+    opt = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay) if weight_decay
+           else torch.optim.Adam(model.parameters(), lr=lr))
     steps = epochs * math.ceil(len(X) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(seed)
@@ -538,82 +533,6 @@ def export_layers(model) -> dict:
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-class StreamReference:
-    """The exported model run ONE FRAME AT A TIME in numpy, as the runtime will: a context buffer of the
-    previous raw frames (zeros at start), conv layers on the (L, C) view of the step's vector (flat index
-    l*C + c), GRU (PyTorch gate order r, z, n; n's recurrent term inside the reset gate) or LSTM (PyTorch gate
-    order i, f, g, o), Dense, sigmoid."""
-
-    def __init__(self, W: dict, arch: str, n_mels: int, cell_clip: float = 0.0):
-        self.W = {k: v.astype(np.float64) for k, v in W.items()}
-        self.cell_clip = cell_clip
-        self.arch, self.M = arch, n_mels
-        self.strides = {"time": [1], "freq": [2, 2], "freqtime": [s for *_, s in FREQ_CONVS]}[arch]
-        self.context, self.per_frame = 0, 0      # the time conv's window: previous frames, values per frame
-        if arch in ("time", "freqtime"):
-            w = self.W[f"conv{len(self.strides) if arch == 'freqtime' else 0}.weight"]    # (C_out, C_in, K)
-            self.context, self.per_frame = w.shape[2] - 1, w.shape[1]
-        self.cell = "gru" if "gru.weight_hh_l0" in self.W else "lstm"
-        self.H = self.W[f"{self.cell}.weight_hh_l0"].shape[1]
-        self.reset()
-
-    def reset(self):
-        self.ctx = np.zeros(self.context * self.per_frame)
-        self.h = np.zeros(self.H)
-        self.c = np.zeros(self.H)
-
-    @staticmethod
-    def conv1d(x_lc, w, b, stride):
-        """x (L, C_in) -> (L_out, C_out), valid padding, groups=1."""
-        K = w.shape[2]
-        L_out = (x_lc.shape[0] - K) // stride + 1
-        idx = np.arange(L_out)[:, None] * stride + np.arange(K)[None, :]
-        win = x_lc[idx]                                  # (L_out, K, C_in)
-        return np.einsum("lkc,ock->lo", win, w) + b
-
-    def step(self, frame):
-        x = np.asarray(frame, np.float64)
-        if self.arch == "time":
-            v = np.concatenate([self.ctx, x])            # ((context+1)*M,) = the last frames, oldest first
-            self.ctx = v[self.M:]
-            h = np.maximum(self.conv1d(v.reshape(self.context + 1, self.M), self.W["conv0.weight"],
-                                       self.W["conv0.bias"], 1), 0)
-        else:
-            h = x.reshape(self.M, 1)
-            for i, s in enumerate(self.strides):
-                h = np.maximum(self.conv1d(h, self.W[f"conv{i}.weight"], self.W[f"conv{i}.bias"], s), 0)
-            if self.arch == "freqtime":
-                f = h.reshape(-1)
-                v = np.concatenate([self.ctx, f])        # the last frames' features, oldest first
-                self.ctx = v[f.size:]
-                i = len(self.strides)
-                h = np.maximum(self.conv1d(v.reshape(self.context + 1, f.size), self.W[f"conv{i}.weight"],
-                                           self.W[f"conv{i}.bias"], 1), 0)
-        f = h.reshape(-1)
-        p = self.cell
-        W_ih, W_hh = self.W[f"{p}.weight_ih_l0"], self.W[f"{p}.weight_hh_l0"]
-        b_ih, b_hh = self.W[f"{p}.bias_ih_l0"], self.W[f"{p}.bias_hh_l0"]
-        gi, gh = W_ih @ f + b_ih, W_hh @ self.h + b_hh
-        H = self.H
-        if p == "lstm":
-            g = gi + gh
-            i, fg, o = _sigmoid(g[:H]), _sigmoid(g[H:2 * H]), _sigmoid(g[3 * H:])
-            self.c = fg * self.c + i * np.tanh(g[2 * H:3 * H])
-            if self.cell_clip:
-                self.c = np.clip(self.c, -self.cell_clip, self.cell_clip)
-            self.h = o * np.tanh(self.c)
-        else:
-            r = _sigmoid(gi[:H] + gh[:H])
-            z = _sigmoid(gi[H:2 * H] + gh[H:2 * H])
-            n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
-            self.h = (1 - z) * n + z * self.h
-        return _sigmoid(self.W["dense.weight"] @ self.h + self.W["dense.bias"])
-
-
 def cost(model, n_mels: int) -> dict:
     """Parameters and multiply-accumulates per frame (one streaming step)."""
     params = sum(p.numel() for n, p in model.named_parameters())
@@ -646,6 +565,9 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=2,
                     help="arch time, freqtime: frames before the current one the conv over time sees")
     ap.add_argument("--channels", type=int, default=64, help="arch time, freqtime: the time conv's output channels")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout on the recurrent layer's input and output, in training only")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay; 0 = Adam")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--val-scenes", type=int, default=400)
@@ -672,6 +594,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.cell_clip < 0 or (args.cell_clip and args.cell != "lstm"):
         ap.error("--cell-clip: a positive clip, and only with --cell lstm")
+    if not 0 <= args.dropout < 1:
+        ap.error("--dropout: a rate in [0, 1)")
+    if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
+        ap.error("--weight-decay: a finite value >= 0")
     extra_weights = dict(EVENT_WEIGHTS)
     for item in args.extra_weights:
         label, _, share = item.partition("=")
@@ -727,7 +653,7 @@ def main() -> int:
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
         f"({time.time() - t0:.0f} s to make)")
     model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels,
-                        cell_clip=args.cell_clip)
+                        cell_clip=args.cell_clip, dropout=args.dropout)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
@@ -737,12 +663,13 @@ def main() -> int:
     else:
         vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
                    checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
-                   fit_norm=args.init is None)
+                   fit_norm=args.init is None, weight_decay=args.weight_decay)
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
     # the streamed numpy reference must equal the batch PyTorch model (float64 vs float32: 1e-4)
     ref = StreamReference(W, args.arch, FE.n_mels, model.cell_clip)
+    model.eval()        # no dropout
     x = Xv[0].astype(np.float32)
     with torch.no_grad():
         p_batch = torch.sigmoid(model(torch.tensor(x[None]))[0][0]).numpy()
@@ -757,7 +684,8 @@ def main() -> int:
             "context_frames": model.context, "channels": model.conv[-1 if args.arch == "freqtime" else 0].out_channels,
             "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
-            "lr": args.lr, "batch": args.batch, "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
+            "lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay, "batch": args.batch,
+            "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
             "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
             "extra_seeds": args.extra_seeds if args.extra_scenes else [],
             "extra_weights": extra_weights if args.extra_scenes and extra_weights != EVENT_WEIGHTS else None,
