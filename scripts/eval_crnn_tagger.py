@@ -353,15 +353,21 @@ def allocate(fronts: dict, target_fpm: float):
     return max(dp.values(), key=lambda v: v[0])[1]
 
 
-def steerable(front: list, n_ref: int) -> tuple[list, str | None]:
-    """The part of a class's Pareto front calibration may choose from, and why it was cut to its first point
-    (None: not cut): too few validation events to steer by, or a best score too low to buy.  The first point is
-    the fewest false events on validation, among equal scores the quietest setting (see pareto): for a class
-    that scores 0 there, the grid's quietest setting."""
+def quietest(cands):
+    """The grid's quietest setting: the fewest false events on validation, then the highest onset, then the longest
+    min_duration; the validation score breaks only the remaining ties."""
+    return min(cands, key=lambda x: (round(x[0], 4), -x[2]["onset"], -x[2]["min_duration"], -x[1]))
+
+
+def steerable(front: list, cands: list, n_ref: int) -> tuple[list, str | None]:
+    """The part of a class's Pareto front (of cands) calibration may choose from, and why it was cut (None: not
+    cut): too few validation events to steer by, or a best score too low to buy.  A cut class gets the grid's
+    quietest setting, whatever it scores: a score under the floor is noise, and buying it with a lower onset
+    is what made run13's knock fire on a phone tone."""
     if n_ref < MIN_REFERENCE_EVENTS:
-        return front[:1], f"only {n_ref} validation reference events (< {MIN_REFERENCE_EVENTS})"
+        return [quietest(cands)], f"only {n_ref} validation reference events (< {MIN_REFERENCE_EVENTS})"
     if max(f for _, f, _ in front) < MIN_VALIDATION_SCORE:
-        return front[:1], f"best validation score < {MIN_VALIDATION_SCORE}"
+        return [quietest(cands)], f"best validation score < {MIN_VALIDATION_SCORE}"
     return front, None
 
 
@@ -391,7 +397,7 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
             f"at any rate; at 0 false events/min {max([f for r, f, _ in fronts[name] if r == 0] or [0]):.3f}; front "
             + " ".join(f"{r:.2f}:{f:.2f}" for r, f, _ in fronts[name]))
         n_ref = sum(1 for lab, _, _ in val["fg"]["refs"] if lab == name)
-        fronts[name], why = steerable(fronts[name], n_ref)
+        fronts[name], why = steerable(fronts[name], cands, n_ref)
         if why:
             log(f"  {name:<7} {why}: its quietest setting")
     choice = allocate(fronts, target_fpm)

@@ -30,7 +30,7 @@ def test_converted_model_streams_as_pytorch_runs(arch, scripts):
     T, C = scripts
     torch.manual_seed(3)
     M = T.FE.n_mels
-    model = T.build_model(arch, M, 24, "lstm", context=3, channels=16)
+    model = T.build_model(arch, M, 24, "lstm", context=3, channels=16, dropout=0.3)   # training-only: exports alike
     with torch.no_grad():       # a normalization to fold (per mel for time, one scalar for freqtime)
         model.mean.copy_(torch.linspace(-60, -40, M) if arch == "time" else torch.full((M,), -50.0))
         model.std.copy_(torch.linspace(8, 14, M) if arch == "time" else torch.full((M,), 11.0))
@@ -53,7 +53,8 @@ def test_converted_model_streams_as_pytorch_runs(arch, scripts):
 
 def test_calibration_gives_unlearned_classes_their_quietest_setting():
     """eval_crnn_tagger's rules: a class with too few validation events, or whose best validation score is
-    under the floor, may only take the first (cheapest, and among equal scores the quietest) point of its front."""
+    under the floor, gets the grid's quietest setting (fewest false events, then highest onset, then longest
+    min_duration), even where a louder setting at the same rate scores a little more."""
     sys.path.insert(0, str(SCRIPTS))
     try:
         E = importlib.import_module("eval_crnn_tagger")
@@ -62,15 +63,21 @@ def test_calibration_gives_unlearned_classes_their_quietest_setting():
 
     def setting(onset, md):
         return {"onset": onset, "min_duration": md}
-    # two settings at 0 false events/min and score 0 (pareto keeps the quieter), one that buys 0.07 at 0.11/min
-    cands = [(0.0, 0.0, setting(0.5, 0.3)), (0.0, 0.0, setting(0.98, 4.0)), (0.11, 0.07, setting(0.4, 0.5))]
-    front = E.pareto(cands)
-    assert [s["onset"] for _, _, s in front] == [0.98, 0.4]
     floor = E.MIN_VALIDATION_SCORE
-    assert 0.07 < floor
-    cut, why = E.steerable(front, n_ref=33)               # enough events, score under the floor
-    assert [s["onset"] for _, _, s in cut] == [0.98] and "score" in why
-    cut, why = E.steerable(front, n_ref=E.MIN_REFERENCE_EVENTS - 1)   # too few events
-    assert len(cut) == 1 and "reference events" in why
+    # run13's knock: at 0 false events/min an onset of 0.4 scores 0.07 (under the floor), onset 0.98 scores 0;
+    # pareto keeps the higher score, the cut must not
+    cands = [(0.0, 0.0, setting(0.5, 0.3)), (0.0, 0.0, setting(0.98, 4.0)), (0.0, 0.07, setting(0.4, 0.5)),
+             (0.11, 0.08, setting(0.3, 0.5))]
+    front = E.pareto(cands)
+    assert [s["onset"] for _, _, s in front] == [0.4, 0.3]
+    assert 0.08 < floor
+    cut, why = E.steerable(front, cands, n_ref=33)               # enough events, score under the floor
+    assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "score" in why
+    cut, why = E.steerable(front, cands, n_ref=E.MIN_REFERENCE_EVENTS - 1)   # too few events
+    assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "reference events" in why
+    # alarm's case: the quietest among what is allowed costs false events; fewest first, then the highest onset
+    probe_tagging = [(0.3, 0.02, setting(0.98, 0.2)), (0.11, 0.03, setting(0.8, 4.0)), (0.11, 0.0, setting(0.9, 4.0))]
+    cut, _ = E.steerable(E.pareto(probe_tagging), probe_tagging, n_ref=5)
+    assert [(r, s["onset"]) for r, _, s in cut] == [(0.11, 0.9)]
     learned = front + [(0.3, floor + 0.2, setting(0.7, 0.3))]
-    assert E.steerable(learned, n_ref=33) == (learned, None)
+    assert E.steerable(learned, cands, n_ref=33) == (learned, None)
