@@ -438,10 +438,35 @@ def build_model(arch: str, n_mels: int, hidden: int, cell: str = "gru", *, conte
     return CRNN()
 
 
+def spec_augment(x, rng, *, max_shift: int, masks: int, max_width: int):
+    """A copy of x (B, T, M) raw log-mel dB with each scene's mel axis shifted by -max_shift..max_shift bins (the
+    edge bin repeated: one bin is a pitch or speed change of ~6-10%, a voice or beep the clips do not hold), then
+    ``masks`` bands of 0..max_width bins set to the scene's mean level (SpecAugment's frequency masks: no class
+    may hinge on a few bins).  Labels are unchanged: both keep every event where it is in time."""
+    x = np.array(x, np.float32)
+    B, _, M = x.shape
+    for b in range(B):
+        s = int(rng.integers(-max_shift, max_shift + 1)) if max_shift else 0
+        if s > 0:
+            x[b, :, s:] = x[b, :, :M - s].copy()
+            x[b, :, :s] = x[b, :, s:s + 1]
+        elif s < 0:
+            x[b, :, :M + s] = x[b, :, -s:].copy()
+            x[b, :, M + s:] = x[b, :, M + s - 1:M + s]
+        fill = float(x[b].mean())
+        for _ in range(masks):
+            w = int(rng.integers(0, max_width + 1))
+            a = int(rng.integers(0, M - w + 1))
+            x[b, :, a:a + w] = fill
+    return x
+
+
 def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, checkpoint=None,
-          pos_weight_max=8.0, fit_norm=True, weight_decay=0.0):
+          pos_weight_max=8.0, fit_norm=True, weight_decay=0.0, augment=None):
+    """augment: None, or spec_augment's keywords (max_shift, masks, max_width) for the training batches."""
     import torch
     torch.manual_seed(seed)
+    aug_rng = np.random.default_rng(seed + 7)
     flat = X.reshape(-1, X.shape[-1]).astype(np.float32)
     if not fit_norm:        # fine-tuning: keep the loaded normalization
         pass
@@ -467,7 +492,8 @@ def train(model, X, Y, Xv, Yv, *, epochs, seed, batch=32, lr=3e-3, log=print, ch
         tot = 0.0
         for b in range(0, len(X), batch):
             idx = np.sort(perm[b:b + batch])
-            xb = torch.tensor(X[idx].astype(np.float32))
+            xb = X[idx].astype(np.float32)
+            xb = torch.tensor(spec_augment(xb, aug_rng, **augment) if augment else xb)
             yb = torch.tensor(Y[idx].astype(np.float32))
             logits, _ = model(xb)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
@@ -533,6 +559,30 @@ def export_layers(model) -> dict:
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
+def load_exported(model, W: dict, mean: float, std: float) -> None:
+    """The inverse of export_layers for the frequency archs: load exported weights (raw dB in) into model with its
+    normalization set to the scalar (mean, std) and the first conv unfolded to match, so fine-tuning starts from
+    exactly the exported model (the state dict of a bundled run need not survive; its weights.npz does)."""
+    import torch
+    if model.arch == "time":
+        raise ValueError("load_exported: the frequency archs only (arch time normalizes per mel)")
+    sd = model.state_dict()
+    w = W["conv0.weight"].astype(np.float64)
+    new = {"mean": np.full(sd["mean"].shape, mean), "std": np.full(sd["std"].shape, std),
+           "conv.0.weight": w * std, "conv.0.bias": W["conv0.bias"] + mean * w.sum(axis=(1, 2)),
+           "fc.weight": W["dense.weight"], "fc.bias": W["dense.bias"]}
+    for i in range(1, len(model.conv)):
+        new[f"conv.{i}.weight"], new[f"conv.{i}.bias"] = W[f"conv{i}.weight"], W[f"conv{i}.bias"]
+    for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        new[f"{model.cell}.{k}"] = W[f"{model.cell}.{k}"]
+    if set(new) != set(sd):
+        raise ValueError(f"load_exported: weights do not fit the model: {sorted(set(new) ^ set(sd))}")
+    for k, v in new.items():
+        if tuple(np.shape(v)) != tuple(sd[k].shape):
+            raise ValueError(f"load_exported: {k} has shape {np.shape(v)}, the model {tuple(sd[k].shape)}")
+    model.load_state_dict({k: torch.tensor(np.asarray(v), dtype=sd[k].dtype) for k, v in new.items()})
+
+
 def cost(model, n_mels: int) -> dict:
     """Parameters and multiply-accumulates per frame (one streaming step)."""
     params = sum(p.numel() for n, p in model.named_parameters())
@@ -587,7 +637,11 @@ def main() -> int:
     ap.add_argument("--extra-seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--extra-weights", nargs="+", default=[], metavar="LABEL=SHARE",
                     help="event shares of the extra scenes, e.g. alarm=0.5 (unnamed labels keep their default share)")
-    ap.add_argument("--init", type=Path, help="start from this state dict (fine-tuning)")
+    ap.add_argument("--init", type=Path,
+                    help="start from this state dict (.pt) or a run's exported weights.npz (fine-tuning)")
+    ap.add_argument("--spec-augment", type=int, nargs=3, metavar=("MAX_SHIFT", "MASKS", "MAX_WIDTH"),
+                    help="training batches: shift each scene's mel axis by up to MAX_SHIFT bins, then set MASKS "
+                         "bands of up to MAX_WIDTH bins to its mean level (e.g. 1 2 4); default none")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
                     help="cache the generated features here (npz); reused when present")
@@ -611,6 +665,11 @@ def main() -> int:
         ap.error("--extra-weights: at least one share > 0")
     if args.extra_weights and not args.extra_scenes:
         ap.error("--extra-weights applies to the extra scenes: give --extra-scenes N")
+    if args.spec_augment and not (0 <= args.spec_augment[0] < FE.n_mels // 4 and args.spec_augment[1] >= 0
+                                  and 0 <= args.spec_augment[2] < FE.n_mels // 4):
+        ap.error(f"--spec-augment: shift and width in 0..{FE.n_mels // 4 - 1}, masks >= 0")
+    if args.init and args.init.suffix not in (".pt", ".npz"):
+        ap.error("--init: a state dict (.pt) or a run's weights.npz")
     if not shutil.which("espeak-ng"):      # a little synthetic speech; fail now, not in a worker minutes later
         ap.error("espeak-ng is not on PATH (Debian: apt-get install espeak-ng)")
     import torch
@@ -654,7 +713,11 @@ def main() -> int:
         f"({time.time() - t0:.0f} s to make)")
     model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels,
                         cell_clip=args.cell_clip, dropout=args.dropout)
-    if args.init:
+    if args.init and args.init.suffix == ".npz":     # unfold with this data's normalization, as training fits it
+        flat = X[: min(len(X), 2000)].astype(np.float32)
+        load_exported(model, dict(np.load(args.init)), float(flat.mean()), float(flat.std() + 1e-3))
+        del flat
+    elif args.init:
         model.load_state_dict(torch.load(args.init))
     log(f"model {args.arch}: {cost(model, FE.n_mels)}")
     t1 = time.time()
@@ -663,7 +726,9 @@ def main() -> int:
     else:
         vl = train(model, X, Y, Xv, Yv, epochs=args.epochs, seed=args.seed, log=log, lr=args.lr, batch=args.batch,
                    checkpoint=args.out / "best_checkpoint.pt", pos_weight_max=args.pos_weight_max,
-                   fit_norm=args.init is None, weight_decay=args.weight_decay)
+                   fit_norm=args.init is None, weight_decay=args.weight_decay,
+                   augment=dict(zip(("max_shift", "masks", "max_width"), args.spec_augment))
+                   if args.spec_augment else None)
     train_s = time.time() - t1
     log(f"trained in {train_s / 60:.1f} min, best validation loss {vl:.4f}")
     W = export_layers(model)
@@ -684,7 +749,8 @@ def main() -> int:
             "context_frames": model.context, "channels": model.conv[-1 if args.arch == "freqtime" else 0].out_channels,
             "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
-            "lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay, "batch": args.batch,
+            "lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
+            "spec_augment": args.spec_augment, "batch": args.batch,
             "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
             "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
             "extra_seeds": args.extra_seeds if args.extra_scenes else [],

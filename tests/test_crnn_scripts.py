@@ -81,3 +81,59 @@ def test_calibration_gives_unlearned_classes_their_quietest_setting():
     assert [(r, s["onset"]) for r, _, s in cut] == [(0.11, 0.9)]
     learned = front + [(0.3, floor + 0.2, setting(0.7, 0.3))]
     assert E.steerable(learned, cands, n_ref=33) == (learned, None)
+
+
+def test_exported_weights_load_back_for_fine_tuning(scripts):
+    """load_exported inverts export_layers: a model rebuilt from a run's weights.npz with another normalization
+    computes what the original computes (float32: 1e-4 on probabilities) and exports the same weights."""
+    T, _ = scripts
+    torch.manual_seed(5)
+    M = T.FE.n_mels
+    model = T.build_model("freqtime", M, 16, "lstm", context=2, channels=12)
+    with torch.no_grad():
+        model.mean.fill_(-50.0)
+        model.std.fill_(11.0)
+    model.eval()
+    W = T.export_layers(model)
+    again = T.build_model("freqtime", M, 16, "lstm", context=2, channels=12)
+    T.load_exported(again, W, mean=-37.5, std=19.0)
+    again.eval()
+    assert float(again.mean[0]) == -37.5 and float(again.std[0]) == 19.0
+    for k, v in T.export_layers(again).items():
+        np.testing.assert_allclose(v, W[k], rtol=1e-5, atol=1e-5, err_msg=k)
+    x = torch.tensor((np.random.default_rng(1).standard_normal((1, 50, M)) * 12 - 50).astype(np.float32))
+    with torch.no_grad():
+        want, got = torch.sigmoid(model(x)[0]).numpy(), torch.sigmoid(again(x)[0]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.ptp(want) > 1e-3
+    smaller = T.build_model("freqtime", M, 8, "lstm", context=2, channels=12)
+    with pytest.raises(ValueError, match="shape"):
+        T.load_exported(smaller, W, mean=0.0, std=1.0)
+
+
+def test_spec_augment_shifts_the_mel_axis_and_masks_bands(scripts):
+    """Checked against the definition, scene by scene: out[:, m] = x[:, clip(m - s)] for one shift s in
+    [-max_shift, max_shift] (both signs drawn); masks change at most `masks` bands of <= max_width bins, to the
+    scene's mean; the input is untouched."""
+    T, _ = scripts
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 7, 20)).astype(np.float32) * 10 - 50
+    keep = x.copy()
+    out = T.spec_augment(x, np.random.default_rng(1), max_shift=2, masks=0, max_width=0)
+    np.testing.assert_array_equal(x, keep)
+    idx = np.arange(20)
+    shifts = []
+    for b in range(len(x)):
+        fits = [s for s in range(-2, 3) if np.array_equal(out[b], x[b][:, np.clip(idx - s, 0, 19)])]
+        assert len(fits) == 1, b
+        shifts.append(fits[0])
+    assert {-2, -1, 0, 1, 2} <= set(shifts)
+    out = T.spec_augment(x, np.random.default_rng(2), max_shift=0, masks=2, max_width=3)
+    widths = []
+    for b in range(len(x)):
+        changed = np.flatnonzero(np.any(out[b] != x[b], axis=0))
+        np.testing.assert_allclose(out[b][:, changed], x[b].mean(), rtol=1e-6)
+        runs = np.split(changed, np.flatnonzero(np.diff(changed) > 1) + 1) if changed.size else []
+        assert len(runs) <= 2 and all(len(r) <= 6 for r in runs)     # two masks may touch: 2 x 3 bins
+        widths.append(changed.size)
+    assert max(widths) >= 3        # masks were drawn, up to their full width
