@@ -61,6 +61,7 @@ class Package:
     rules: list                     # [(regex on the path inside the package, label or None to skip)]
     max_clips_per_file: int = MAX_CLIPS_PER_FILE
     note: str = ""
+    license: str = ""               # where the copyright file names source paths, not the installed ones
 
 
 ASTERISK = [(r"/silence/", None), (r"/(beep|beeperr|ascending-2tone|descending-2tone)\.", "alarm"),
@@ -126,6 +127,19 @@ PACKAGES = [
         (r"sound/ambient/", "background"),
         (r"sound/announcer/male/|sound/tutorial/|sound/player/[^/]+/coms/", "speech"),
         (r"sound/misc/(footstep|metalfootstep|hitground|metalhitground|bodyimpact|armorimpact)", "knock")]),
+    # added 2026-12-07 from a survey of bookworm main (crnn_runs/DEBIAN_SURVEY.md): recorded alarm, knock, glass
+    Package("gnome-shell-pomodoro-data", "train", [(r"/sounds/(bell|loud-bell|timer|clock)\.ogg$", "alarm")],
+            note="bells, a mechanical timer, a ticking clock"),
+    Package("scorched3d-data", "train", [
+        (r"/wav/misc/(policecar|firetruck|carhorn\d)\.wav$", "alarm"),     # not misc/beep*: near silent
+        (r"/wav/explosions/(thud|bhit)\.wav$", "knock")], note="sirens and car horns"),
+    Package("searchandrescue-data", "train", [
+        (r"/sounds/(thud_(light|medium|heavy)|door_close|crash_(ground|obstruction)|land_belly2?)\.wav$", "knock")]),
+    Package("lugaru-data", "train", [       # its Sounds/Alarm.ogg is a noise swell, not an alarm
+        (r"/Sounds/(Thud|HeavyImpact|MetalHit|Land\d?|FootStepStone\d|WhooshHit|Clank\d|Staff(Head|Body|Break)|"
+         r"Break)\.ogg$", "knock")], license="CC-BY-SA-3.0 (copyright file: Files: Data/*, installed as Sounds/)"),
+    Package("brainparty-data", "train", [(r"/glass_break\.wav$", "glass"), (r"/(happy_ring|beep_hi)\.wav$", "alarm")]),
+    Package("enigma-data", "train", [(r"/soundsets/enigma/shatter\.wav$", "glass")]),
     # ------------------------------------------------------------------ validation
     Package("openarena-data", "validation", [
         (r"sound/world/ambient/|sound/world/new/", "background"),
@@ -359,7 +373,7 @@ def process(pkg: Package, cache: Path, force: bool) -> list[dict]:
             q = np.clip(np.round(clip * 32767), -32768, 32767).astype(np.int16)
             rows.append({"package": pkg.name, "version": version, "path": rel, "source_rate": rate,
                          "start_s": round(start / SR, 3), "duration_s": round(q.size / SR, 3), "label": label,
-                         "split": pkg.split, "license": license_for(rel, stanzas),
+                         "split": pkg.split, "license": pkg.license or license_for(rel, stanzas),
                          "offset": offset, "samples": int(q.size)})
             chunks.append(q)
             offset += q.size

@@ -317,6 +317,15 @@ def _scene_batch(args):
     return X, Y
 
 
+def pools_digest(splits=("train", "validation"), cache: Path | None = None) -> str:
+    """8 hex digits naming the clips of these splits (package, version, path, start, label of every manifest row):
+    scene caches carry it, so a change to fetch_real_audio.PACKAGES makes new scenes instead of reusing old ones."""
+    import hashlib
+    rows = sorted((r["split"], r["package"], r["version"], r["path"], r["start_s"], r["label"])
+                  for r in real.read_manifest(cache or real.default_cache()) if r["split"] in splits)
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:8]
+
+
 def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0, weights: dict | None = None):
     """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share,
     weights)."""
@@ -683,8 +692,9 @@ def main() -> int:
 
     t0 = time.time()
     silent = f"_silent{args.silent_share:g}" if args.silent_share else ""
+    digest = pools_digest()
     feats = args.features or (real.default_cache() /
-                              f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}{silent}.npz")
+                              f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}{silent}_{digest}.npz")
     if feats.is_file():
         d = np.load(feats)
         X, Y, Xv, Yv = d["X"], d["Y"], d["Xv"], d["Yv"]
@@ -701,7 +711,7 @@ def main() -> int:
     tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
     for seed in args.extra_seeds if args.extra_scenes else ():
         # the same clips, new mixtures and camera chains (and, with --extra-weights, other event shares)
-        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}.npz")
+        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}_{digest}.npz")
         if extra.is_file():
             d = np.load(extra)
             Xe, Ye = d["X"], d["Y"]
@@ -709,7 +719,7 @@ def main() -> int:
             Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs, weights=extra_weights)
             save_arrays(extra, X=Xe, Y=Ye)
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
-    log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s "
+    log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s, clips {digest} "
         f"({time.time() - t0:.0f} s to make)")
     model = build_model(args.arch, FE.n_mels, args.hidden, args.cell, context=args.context, channels=args.channels,
                         cell_clip=args.cell_clip, dropout=args.dropout)
@@ -752,7 +762,7 @@ def main() -> int:
             "lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
             "spec_augment": args.spec_augment, "batch": args.batch,
             "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
-            "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes,
+            "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes, "clips_digest": digest,
             "extra_seeds": args.extra_seeds if args.extra_scenes else [],
             "extra_weights": extra_weights if args.extra_scenes and extra_weights != EVENT_WEIGHTS else None,
             "init": str(args.init) if args.init else None}

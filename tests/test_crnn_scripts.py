@@ -137,3 +137,25 @@ def test_spec_augment_shifts_the_mel_axis_and_masks_bands(scripts):
         assert len(runs) <= 2 and all(len(r) <= 6 for r in runs)     # two masks may touch: 2 x 3 bins
         widths.append(changed.size)
     assert max(widths) >= 3        # masks were drawn, up to their full width
+
+
+def test_scene_caches_are_keyed_by_the_clips_they_mix(scripts, tmp_path):
+    """pools_digest names the training and validation clips: the order of the manifest does not change it, a
+    clip added to training does (so old scene caches are not reused), a test-split clip does not."""
+    import csv
+    T, _ = scripts
+    cols = ["package", "version", "path", "source_rate", "start_s", "duration_s", "label", "split", "license"]
+    rows = [dict(zip(cols, ["p", "1", f"a{i}.wav", "16000", "0.0", "1.0", "speech", split, "GPL"]))
+            for i, split in enumerate(["train", "train", "validation", "test"])]
+
+    def digest(rs):
+        with open(tmp_path / "manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, cols)
+            w.writeheader()
+            w.writerows(rs)
+        return T.pools_digest(cache=tmp_path)
+
+    base = digest(rows)
+    assert len(base) == 8 and digest(rows[::-1]) == base
+    assert digest(rows + [{**rows[0], "path": "new.wav"}]) != base
+    assert digest(rows[:3] + [{**rows[3], "path": "other.wav"}]) == base
