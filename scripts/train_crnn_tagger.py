@@ -454,14 +454,10 @@ def spec_augment(x, rng, *, max_shift: int, masks: int, max_width: int):
     may hinge on a few bins).  Labels are unchanged: both keep every event where it is in time."""
     x = np.array(x, np.float32)
     B, _, M = x.shape
+    bins = np.arange(M)
     for b in range(B):
         s = int(rng.integers(-max_shift, max_shift + 1)) if max_shift else 0
-        if s > 0:
-            x[b, :, s:] = x[b, :, :M - s].copy()
-            x[b, :, :s] = x[b, :, s:s + 1]
-        elif s < 0:
-            x[b, :, :M + s] = x[b, :, -s:].copy()
-            x[b, :, M + s:] = x[b, :, M + s - 1:M + s]
+        x[b] = x[b][:, np.clip(bins - s, 0, M - 1)]      # out bin m = in bin m - s, edges repeated
         fill = float(x[b].mean())
         for _ in range(masks):
             w = int(rng.integers(0, max_width + 1))
@@ -679,6 +675,8 @@ def main() -> int:
         ap.error(f"--spec-augment: shift and width in 0..{FE.n_mels // 4 - 1}, masks >= 0")
     if args.init and args.init.suffix not in (".pt", ".npz"):
         ap.error("--init: a state dict (.pt) or a run's weights.npz")
+    if args.init and args.init.suffix == ".npz" and args.arch == "time":
+        ap.error("--init weights.npz: the frequency archs only (arch time normalizes per mel; give its .pt)")
     if not shutil.which("espeak-ng"):      # a little synthetic speech; fail now, not in a worker minutes later
         ap.error("espeak-ng is not on PATH (Debian: apt-get install espeak-ng)")
     import torch
