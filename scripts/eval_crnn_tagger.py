@@ -74,14 +74,23 @@ def runs(mask):
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
-def fg_stream(pools: T.Pools, rng, per_class: int, snr=(5.0, 20.0)):
+def pick_clips(pools: T.Pools, rng, label: str, count: int, by_package: bool) -> list:
+    """Indices of at most count clips of a label, drawn at random; by_package: spread over its packages in turn
+    (one clip of each package, then a second of each, ...), so that no package outweighs the others."""
+    if not by_package:
+        return list(rng.permutation(len(pools.by_label[label]))[:count])
+    groups = [[g[i] for i in rng.permutation(len(g))] for g in pools.by_package[label]]
+    groups = [groups[i] for i in rng.permutation(len(groups))]
+    rounds = max((len(g) for g in groups), default=0)
+    return [g[k] for k in range(rounds) for g in groups if k < len(g)][:count]
+
+
+def fg_stream(pools: T.Pools, rng, per_class: int, snr=(5.0, 20.0), by_package=False):
     """(samples, reference events [(label, start, end)], clip spans [(label, start, end)])."""
     beds = pools.by_label["background"]
     items = []
     for c in FG:
-        clips = pools.by_label[c]
-        pick = rng.permutation(len(clips))[:per_class]
-        items += [(c, clips[i]) for i in pick]
+        items += [(c, pools.by_label[c][i]) for i in pick_clips(pools, rng, c, per_class, by_package)]
     order = rng.permutation(len(items))
     pieces, refs, spans, t = [], [], [], 0
     for k in order:
@@ -116,6 +125,10 @@ def bg_stream(pools: T.Pools, rng, camera=False):
 
 STREAMS = {"validation": {"fg": (5.0, 20.0), "bg": False, "bg_camera": True},
            "test": {"fg": (5.0, 20.0), "fg_low_snr": (-5.0, 5.0), "bg": False, "bg_camera": True}}
+# validation foreground clips are drawn package by package: uniform draws made it 75% gcin-voice's Mandarin
+# syllables, and settings and models chosen there ranked the other way on test's prompts and dialogue.  Test
+# draws stay uniform over clips, as every earlier run was scored.
+BY_PACKAGE = {"validation": True, "test": False}
 
 
 def split_streams(split: str, seed: int, per_class: int) -> dict:
@@ -125,7 +138,7 @@ def split_streams(split: str, seed: int, per_class: int) -> dict:
     for k, (name, arg) in enumerate(STREAMS[split].items()):
         rng = np.random.default_rng([seed, k, split == "test"])
         if name.startswith("fg"):
-            y, refs, spans = fg_stream(pools, rng, per_class, snr=arg)
+            y, refs, spans = fg_stream(pools, rng, per_class, snr=arg, by_package=BY_PACKAGE[split])
             out[name] = {"y": y, "refs": refs, "spans": spans}
         else:
             out[name] = {"y": bg_stream(pools, rng, camera=arg)}

@@ -66,15 +66,33 @@ VOICES = synth.TRAIN_VOICES + synth.HELD_OUT["voices"]
 class Pools:
     """Real clips of one split, by label (float32 at 16 kHz), and their manifest rows."""
 
-    def __init__(self, split: str, cache: Path | None = None):
-        cache = cache or real.default_cache()
-        rows = [r for r in real.read_manifest(cache) if r["split"] == split]
-        clips = real.load_clips(cache, rows)
+    def __init__(self, split: str, cache: Path | None = None, *, rows=None, clips=None):
+        """The split's clips from the cache, or the given manifest rows and their clips."""
+        if rows is None:
+            cache = cache or real.default_cache()
+            rows = [r for r in real.read_manifest(cache) if r["split"] == split]
+            clips = real.load_clips(cache, rows)
         self.by_label = {c: [] for c in LABELS}
         self.rows = {c: [] for c in LABELS}
         for r, y in zip(rows, clips):
             self.by_label[r["label"]].append(y)
             self.rows[r["label"]].append(r)
+        # label -> [[clip indices of one package], ...]: for drawing a package first, then one of its clips
+        self.by_package = {}
+        for c, rs in self.rows.items():
+            groups = {}
+            for i, r in enumerate(rs):
+                groups.setdefault(r["package"], []).append(i)
+            self.by_package[c] = [groups[p] for p in sorted(groups)]
+
+    def draw(self, rng, label: str, by_package: bool) -> np.ndarray:
+        """One clip of a label: uniformly over its clips, or (by_package) over its packages first, so that a
+        package of 1,800 one-word clips weighs as much as one of 50 sentences."""
+        if not by_package:
+            clips = self.by_label[label]
+            return clips[int(rng.integers(0, len(clips)))]
+        group = self.by_package[label][int(rng.integers(0, len(self.by_package[label])))]
+        return self.by_label[label][group[int(rng.integers(0, len(group)))]]
 
 
 def alarm_synth(rng, dur):
@@ -244,11 +262,11 @@ def make_bed(rng, pools: Pools, n):
 
 
 def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=True, camera_ok=True, silent=False,
-               weights=None):
+               weights=None, by_package=False):
     """(samples, (N_FRAMES, 6) bool targets): events over a bed, through a camera chain.  silent: events over
     digital silence, no camera chain (clean files, test tones, clips padded with zeros: log-mel frames at the
     floor, -100 dB, which a camera's noise never gives).  weights: label -> share of the events (default
-    EVENT_WEIGHTS)."""
+    EVENT_WEIGHTS).  by_package: real clips drawn package first (Pools.draw)."""
     n = int(SCENE_S * SR)
     if silent:
         bed = np.zeros(n)
@@ -270,7 +288,7 @@ def make_scene(rng, pools: Pools, *, n_events=None, labels_only=None, synth_ok=T
         if synth_ok and (not clips or rng.random() < SYNTH_SHARE[label]):
             ev = synth_event(rng, label, dur)
         else:
-            ev = crop(rng, clips[int(rng.integers(0, len(clips)))], int(dur * SR)).astype(np.float64)
+            ev = crop(rng, pools.draw(rng, label, by_package), int(dur * SR)).astype(np.float64)
         if ev.size == 0 or not np.any(ev):
             continue
         if camera_ok and rng.random() < 0.5:
@@ -304,14 +322,15 @@ def save_arrays(path: Path, **arrays) -> None:
 
 
 def _scene_batch(args):
-    split, seed, count, silent_share, weights = args
+    split, seed, count, silent_share, weights, by_package = args
     if split not in _POOLS:
         _POOLS[split] = Pools(split)
     rng = np.random.default_rng(seed)
     X = np.empty((count, N_FRAMES, FE.n_mels), np.float16)
     Y = np.empty((count, N_FRAMES, len(LABELS)), bool)
     for i in range(count):
-        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share), weights=weights)
+        y, lab = make_scene(rng, _POOLS[split], silent=bool(rng.random() < silent_share), weights=weights,
+                            by_package=by_package)
         X[i] = LogMel(FE).push(y)
         Y[i] = lab
     return X, Y
@@ -326,11 +345,12 @@ def pools_digest(splits=("train", "validation"), cache: Path | None = None) -> s
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:8]
 
 
-def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0, weights: dict | None = None):
+def scenes(split: str, count: int, seed: int, jobs: int, silent_share: float = 0.0, weights: dict | None = None,
+           by_package: bool = False):
     """count scenes of a split, generated in jobs processes, deterministic for (seed, count, silent_share,
-    weights)."""
+    weights, by_package)."""
     per = 50
-    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share, weights)
+    tasks = [(split, seed * 100003 + k, min(per, count - k * per), silent_share, weights, by_package)
              for k in range(math.ceil(count / per))]
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         parts = list(ex.map(_scene_batch, tasks))
@@ -647,6 +667,9 @@ def main() -> int:
     ap.add_argument("--spec-augment", type=int, nargs=3, metavar=("MAX_SHIFT", "MASKS", "MAX_WIDTH"),
                     help="training batches: shift each scene's mel axis by up to MAX_SHIFT bins, then set MASKS "
                          "bands of up to MAX_WIDTH bins to its mean level (e.g. 1 2 4); default none")
+    ap.add_argument("--by-package", action="store_true",
+                    help="training scenes draw each real clip package first, then a clip of it (validation scenes "
+                         "stay as they are, so validation losses compare across runs)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--features", type=Path, default=None,
                     help="cache the generated features here (npz); reused when present")
@@ -691,30 +714,33 @@ def main() -> int:
     t0 = time.time()
     silent = f"_silent{args.silent_share:g}" if args.silent_share else ""
     digest = pools_digest()
-    feats = args.features or (real.default_cache() /
-                              f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}{silent}_{digest}.npz")
+    bypkg = "_bypkg" if args.by_package else ""
+    feats = args.features or (real.default_cache() / f"crnn_scenes_{args.train_scenes}_{args.val_scenes}_{args.seed}"
+                                                     f"{silent}{bypkg}_{digest}.npz")
     if feats.is_file():
         d = np.load(feats)
         X, Y, Xv, Yv = d["X"], d["Y"], d["Xv"], d["Yv"]
     else:
-        X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs, args.silent_share)
+        X, Y = scenes("train", args.train_scenes, args.seed + 1, args.jobs, args.silent_share,
+                      by_package=args.by_package)
         Xv, Yv = scenes("validation", args.val_scenes, args.seed + 2, args.jobs, args.silent_share)
         save_arrays(feats, X=X, Y=Y, Xv=Xv, Yv=Yv)
     if args.silent_scenes:      # appended: cheap to make (no camera chain), a few seconds per hundred
         n_val = max(1, args.silent_scenes // 10)
-        Xs, Ys = scenes("train", args.silent_scenes, args.seed + 3, args.jobs, 1.0)
+        Xs, Ys = scenes("train", args.silent_scenes, args.seed + 3, args.jobs, 1.0, by_package=args.by_package)
         Xsv, Ysv = scenes("validation", n_val, args.seed + 4, args.jobs, 1.0)
         X, Y = np.concatenate([X, Xs]), np.concatenate([Y, Ys])
         Xv, Yv = np.concatenate([Xv, Xsv]), np.concatenate([Yv, Ysv])
     tag = "".join(f"_{k}{w:g}" for k, w in extra_weights.items() if w != EVENT_WEIGHTS[k])
     for seed in args.extra_seeds if args.extra_scenes else ():
         # the same clips, new mixtures and camera chains (and, with --extra-weights, other event shares)
-        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}_{digest}.npz")
+        extra = feats.with_name(f"crnn_scenes_extra_{args.extra_scenes}_{seed}{tag}{bypkg}_{digest}.npz")
         if extra.is_file():
             d = np.load(extra)
             Xe, Ye = d["X"], d["Y"]
         else:
-            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs, weights=extra_weights)
+            Xe, Ye = scenes("train", args.extra_scenes, 1000 + seed, args.jobs, weights=extra_weights,
+                            by_package=args.by_package)
             save_arrays(extra, X=Xe, Y=Ye)
         X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
     log(f"data: {len(X)} train scenes, {len(Xv)} validation scenes of {SCENE_S:.0f} s, clips {digest} "
@@ -758,7 +784,7 @@ def main() -> int:
             "cell_clip": model.cell_clip, **cost(model, FE.n_mels), "train_minutes": round(train_s / 60, 1),
             "epochs": args.epochs, "train_scenes": len(X), "val_loss": round(vl, 4), "seed": args.seed,
             "lr": args.lr, "dropout": args.dropout, "weight_decay": args.weight_decay,
-            "spec_augment": args.spec_augment, "batch": args.batch,
+            "spec_augment": args.spec_augment, "by_package": args.by_package, "batch": args.batch,
             "pos_weight_max": args.pos_weight_max, "silent_share": args.silent_share,
             "silent_scenes": args.silent_scenes, "extra_scenes": args.extra_scenes, "clips_digest": digest,
             "extra_seeds": args.extra_seeds if args.extra_scenes else [],

@@ -159,3 +159,23 @@ def test_scene_caches_are_keyed_by_the_clips_they_mix(scripts, tmp_path):
     assert len(base) == 8 and digest(rows[::-1]) == base
     assert digest(rows + [{**rows[0], "path": "new.wav"}]) != base
     assert digest(rows[:3] + [{**rows[3], "path": "other.wav"}]) == base
+
+
+def test_clips_drawn_by_package_weigh_packages_equally(scripts):
+    """Pools.draw(by_package) and eval_crnn_tagger.pick_clips: a package of 90 clips and one of 10 are drawn
+    about equally often (uniform draws: 9 to 1); pick_clips spreads its picks over packages in turn, without
+    repeats; without by_package both draw over clips."""
+    T, _ = scripts
+    E = importlib.import_module("eval_crnn_tagger")
+    rows = [{"package": "big" if i < 90 else "small", "label": "speech"} for i in range(100)]
+    pools = T.Pools("train", rows=rows, clips=[np.full(10, i, np.float32) for i in range(100)])
+    rng = np.random.default_rng(0)
+    small = np.mean([pools.draw(rng, "speech", True)[0] >= 90 for _ in range(4000)])
+    assert 0.45 < small < 0.55
+    small = np.mean([pools.draw(rng, "speech", False)[0] >= 90 for _ in range(4000)])
+    assert 0.07 < small < 0.13
+    picks = E.pick_clips(pools, rng, "speech", 30, True)
+    assert len(set(picks)) == 30 and sum(i >= 90 for i in picks) == 10     # all 10 small ones, 20 big ones
+    assert sum(i >= 90 for i in picks[:20]) == 10                           # in turn: one of each per round
+    assert len(E.pick_clips(pools, rng, "speech", 500, True)) == 100
+    assert len(set(E.pick_clips(pools, rng, "speech", 30, False))) == 30
