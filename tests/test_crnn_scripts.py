@@ -61,26 +61,32 @@ def test_calibration_gives_unlearned_classes_their_quietest_setting():
     finally:
         sys.path.remove(str(SCRIPTS))
 
-    def setting(onset, md):
-        return {"onset": onset, "min_duration": md}
+    def setting(onset, md, f1=0.0):
+        return {"onset": onset, "min_duration": md, "event_f1": f1, "segment_f1": f1}
     floor = E.MIN_VALIDATION_SCORE
     # run13's knock: at 0 false events/min an onset of 0.4 scores 0.07 (under the floor), onset 0.98 scores 0;
     # pareto keeps the higher score, the cut must not
-    cands = [(0.0, 0.0, setting(0.5, 0.3)), (0.0, 0.0, setting(0.98, 4.0)), (0.0, 0.07, setting(0.4, 0.5)),
-             (0.11, 0.08, setting(0.3, 0.5))]
+    cands = [(0.0, 0.0, setting(0.5, 0.3)), (0.0, 0.0, setting(0.98, 4.0)), (0.0, 0.07, setting(0.4, 0.5, 0.07)),
+             (0.11, 0.08, setting(0.3, 0.5, 0.08))]
     front = E.pareto(cands)
     assert [s["onset"] for _, _, s in front] == [0.4, 0.3]
     assert 0.08 < floor
     cut, why = E.steerable(front, cands, n_ref=33)               # enough events, score under the floor
-    assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "score" in why
+    assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "F1" in why
     cut, why = E.steerable(front, cands, n_ref=E.MIN_REFERENCE_EVENTS - 1)   # too few events
     assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "reference events" in why
     # alarm's case: the quietest among what is allowed costs false events; fewest first, then the highest onset
     probe_tagging = [(0.3, 0.02, setting(0.98, 0.2)), (0.11, 0.03, setting(0.8, 4.0)), (0.11, 0.0, setting(0.9, 4.0))]
     cut, _ = E.steerable(E.pareto(probe_tagging), probe_tagging, n_ref=5)
     assert [(r, s["onset"]) for r, _, s in cut] == [(0.11, 0.9)]
-    learned = front + [(0.3, floor + 0.2, setting(0.7, 0.3))]
-    assert E.steerable(learned, cands, n_ref=33) == (learned, None)
+    # the floor judges event and segment F1, not the score's clip recall: a score over the floor made of clip
+    # recall alone (a low onset overlapping clips it cannot segment) is still cut
+    recall_only = cands + [(0.3, floor + 0.2, setting(0.3, 0.3, 0.05))]
+    cut, why = E.steerable(E.pareto(recall_only), recall_only, n_ref=33)
+    assert [(s["onset"], s["min_duration"]) for _, _, s in cut] == [(0.98, 4.0)] and "F1" in why
+    learned = cands + [(0.3, floor + 0.2, setting(0.7, 0.3, floor + 0.01))]
+    front = E.pareto(learned)
+    assert E.steerable(front, learned, n_ref=33) == (front, None)
 
 
 def test_exported_weights_load_back_for_fine_tuning(scripts):
@@ -179,3 +185,17 @@ def test_clips_drawn_by_package_weigh_packages_equally(scripts):
     assert sum(i >= 90 for i in picks[:20]) == 10                           # in turn: one of each per round
     assert len(E.pick_clips(pools, rng, "speech", 500, True)) == 100
     assert len(set(E.pick_clips(pools, rng, "speech", 30, False))) == 30
+
+
+def test_clip_recall_counts_clips_an_event_overlaps():
+    """eval_crnn_tagger.clip_recall: the share of clip spans that some event overlaps (touching is not
+    overlapping), the calibration's third term."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        E = importlib.import_module("eval_crnn_tagger")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    spans = [(0.0, 1.0), (2.0, 3.0), (4.0, 5.0), (6.0, 9.0)]
+    assert E.clip_recall([(0.5, 0.6), (3.0, 4.0), (8.9, 12.0)], spans) == 0.5
+    assert E.clip_recall([(-1.0, 20.0)], spans) == 1.0
+    assert E.clip_recall([], spans) == 0.0 and E.clip_recall([(0.0, 1.0)], []) == 0.0
