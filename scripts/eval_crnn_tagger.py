@@ -444,7 +444,17 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
                  "backtrack": 0}.items():
         cfg[k].append(v)
     cfg["target_fpm"] = target_fpm
+    _, dom, dom_all = validation_dominant_label(P_fg, val["fg"], cfg)
+    log(f"  validation dominant label correct on {dom_all:.3f} of foreground clips {dom}")
     return cfg
+
+
+def validation_dominant_label(P_fg, fg: dict, settings: dict):
+    """score() of the validation foreground stream under settings (thresholds.json's content): a diagnostic,
+    not in the objective (it depends on every class's setting at once; moving one class at a time along its
+    Pareto front to raise score + dominant label changed no setting of run12 or run21)."""
+    cfg = AudioConfig(frontend=FE, labels=list(LABELS), **{k: settings[k] for k in SETTINGS})
+    return score(track(P_fg, cfg), fg["refs"], fg["spans"], fg["y"].size / SR)
 
 
 # ------------------------------------------------------------------------------------ scoring a model
