@@ -27,11 +27,12 @@ Calibration: per class, a grid of onset, offset, min_gap, smoothing, min_duratio
 event starts where its rise began); each setting's events on
 the validation foreground stream (score: the mean of event F1, segment F1 and clip recall; event F1 alone picks
 settings that never fire for classes whose events it cannot segment within the collars, e.g. whole pieces of
-music; clip recall, the share of the class's clips an event of it overlaps, keeps one-word clips in view, which the
-dominant label counts; the validation clips are drawn package by package) and on every validation background stream (false events per minute, the worst stream counts);
-then one setting per class that maximizes the weighted sum of those scores with the summed false-event rate <=
---target-fpm.  With --alarm-probes clean only alarm settings that raise an alarm event on every clean beep/tone probe
-take part (--alarm-probes all: also on those built over validation ambience).
+music; clip recall, the share of the class's clips an event of it overlaps, keeps one-word clips in view, which
+the dominant label counts; the validation clips are drawn package by package) and on every validation background
+stream (false events per minute, the worst stream counts); then one setting per class that maximizes the
+weighted sum of those scores with the summed false-event rate <= --target-fpm.  With --alarm-probes clean only
+alarm settings that raise an alarm event on every clean beep/tone probe take part (--alarm-probes all: also on
+those built over validation ambience).
 """
 from __future__ import annotations
 
@@ -298,9 +299,9 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=()
     with its event and segment F1, clip recall and how many of P_probes it raises an event on).  The score is
     the mean of event F1, segment F1 (1 s) and clip recall (the share of the class's clips that one of its events
     overlaps: without it, settings that never fire on one-word clips score as well as those that do, and the
-    dominant label, a goal, counts those clips as missed).  The tracker runs with min_duration 0 and events are filtered by length
-    afterwards: the same events as a tracker with that min_duration (it keeps an event iff end - start >=
-    min_duration, the same floats)."""
+    dominant label, a goal, counts those clips as missed).  The tracker runs with min_duration 0 and events are
+    filtered by length afterwards: the same events as a tracker with that min_duration (it keeps an event iff
+    end - start >= min_duration, the same floats)."""
     grid = {"smoothing": SMOOTHINGS, "min_gap": MIN_GAPS, "backtrack": BACKTRACKS, "min_duration": MIN_DURS,
             **(grid or {})}
     name = FG[c]
@@ -417,7 +418,8 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
             if not cands:
                 raise SystemExit("no alarm setting in the grid tags every probe")
         fronts[name] = pareto(cands)
-        log(f"  {name:<7} validation score (mean of event F1, segment F1, clip recall): best {max(f for _, f, _ in fronts[name]):.3f} "
+        log(f"  {name:<7} validation score (mean of event F1, segment F1, clip recall): best "
+            f"{max(f for _, f, _ in fronts[name]):.3f} "
             f"at any rate; at 0 false events/min {max([f for r, f, _ in fronts[name] if r == 0] or [0]):.3f}; front "
             + " ".join(f"{r:.2f}:{f:.2f}" for r, f, _ in fronts[name]))
         n_ref = sum(1 for lab, _, _ in val["fg"]["refs"] if lab == name)
