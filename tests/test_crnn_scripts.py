@@ -199,3 +199,41 @@ def test_clip_recall_counts_clips_an_event_overlaps():
     assert E.clip_recall([(0.5, 0.6), (3.0, 4.0), (8.9, 12.0)], spans) == 0.5
     assert E.clip_recall([(-1.0, 20.0)], spans) == 1.0
     assert E.clip_recall([], spans) == 0.0 and E.clip_recall([(0.0, 1.0)], []) == 0.0
+
+
+def test_background_speech_check_flags_a_voice_not_silence_or_noise():
+    """scripts/check_real_clips.py: a real voice (alsa-utils' Front_Center.wav, never trained on) in a
+    clip labelled background is flagged, digital silence and white noise are not; other labels are not checked."""
+    pytest.importorskip("silero_vad")
+    voice = Path("/usr/share/sounds/alsa/Front_Center.wav")
+    if not voice.is_file():
+        pytest.skip("alsa-utils' sounds are not installed")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        B = importlib.import_module("check_real_clips")
+        import eval_real_recordings as R
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from edgelstm.audio.vad import VAD
+    y = R.read(voice, B.SR)
+    noise = np.random.default_rng(0).standard_normal(3 * B.SR) * 0.05
+    rows = [{"label": "background", "n": 0}, {"label": "background", "n": 1}, {"label": "background", "n": 2},
+            {"label": "speech", "n": 3}]
+    hits = B.flagged(VAD(), rows, [np.zeros(3 * B.SR), noise, y, y], 0.5)
+    assert [r["n"] for r, _ in hits] == [2] and 0.5 <= hits[0][1] <= y.size / B.SR
+
+
+def test_identical_clips_are_grouped_across_paths_and_splits():
+    """check_real_clips.copies: clips with the same samples form one group whatever their rows say; a clip that
+    differs in one sample, or holds the same samples in another order, is not a copy."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        B = importlib.import_module("check_real_clips")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    a = np.random.default_rng(1).standard_normal(1600).astype(np.float32)
+    b = a.copy()
+    b[7] += 1e-3
+    rows = [{"split": s, "n": i} for i, s in enumerate(["train", "test", "validation", "test", "train"])]
+    groups = B.copies(rows, [a, b, a.copy(), np.zeros(10, np.float32), a[::-1].copy()])
+    assert [[r["n"] for r in g] for g in groups] == [[0, 2]]
