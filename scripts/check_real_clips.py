@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_real_audio as real        # noqa: E402
 
-SR = 16000
+SR = real.SR                           # the clips' rate
 
 
 def speech_seconds(vad, y: np.ndarray) -> float:

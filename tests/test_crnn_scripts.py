@@ -15,13 +15,18 @@ torch = pytest.importorskip("torch")
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-@pytest.fixture(scope="module")
-def scripts():
+def script(*names):
+    """The modules of scripts/ (not a package) by name, imported with scripts/ on sys.path."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        yield importlib.import_module("train_crnn_tagger"), importlib.import_module("convert_crnn_tagger")
+        return tuple(importlib.import_module(n) for n in names)
     finally:
         sys.path.remove(str(SCRIPTS))
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return script("train_crnn_tagger", "convert_crnn_tagger")
 
 
 @pytest.mark.parametrize("arch", ["time", "freqtime"])
@@ -55,11 +60,7 @@ def test_calibration_gives_unlearned_classes_their_quietest_setting():
     """eval_crnn_tagger's rules: a class with too few validation events, or whose best validation score is
     under the floor, gets the grid's quietest setting (fewest false events, then highest onset, then longest
     min_duration), even where a louder setting at the same rate scores a little more."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        E = importlib.import_module("eval_crnn_tagger")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    E, = script("eval_crnn_tagger")
 
     def setting(onset, md, f1=0.0):
         return {"onset": onset, "min_duration": md, "event_f1": f1, "segment_f1": f1}
@@ -172,7 +173,7 @@ def test_clips_drawn_by_package_weigh_packages_equally(scripts):
     about equally often (uniform draws: 9 to 1); pick_clips spreads its picks over packages in turn, without
     repeats; without by_package both draw over clips."""
     T, _ = scripts
-    E = importlib.import_module("eval_crnn_tagger")
+    E, = script("eval_crnn_tagger")
     rows = [{"package": "big" if i < 90 else "small", "label": "speech"} for i in range(100)]
     pools = T.Pools("train", rows=rows, clips=[np.full(10, i, np.float32) for i in range(100)])
     rng = np.random.default_rng(0)
@@ -190,11 +191,7 @@ def test_clips_drawn_by_package_weigh_packages_equally(scripts):
 def test_clip_recall_counts_clips_an_event_overlaps():
     """eval_crnn_tagger.clip_recall: the share of clip spans that some event overlaps (touching is not
     overlapping), the calibration's third term."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        E = importlib.import_module("eval_crnn_tagger")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    E, = script("eval_crnn_tagger")
     spans = [(0.0, 1.0), (2.0, 3.0), (4.0, 5.0), (6.0, 9.0)]
     assert E.clip_recall([(0.5, 0.6), (3.0, 4.0), (8.9, 12.0)], spans) == 0.5
     assert E.clip_recall([(-1.0, 20.0)], spans) == 1.0
@@ -208,12 +205,7 @@ def test_background_speech_check_flags_a_voice_not_silence_or_noise():
     voice = Path("/usr/share/sounds/alsa/Front_Center.wav")
     if not voice.is_file():
         pytest.skip("alsa-utils' sounds are not installed")
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        B = importlib.import_module("check_real_clips")
-        import eval_real_recordings as R
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    B, R = script("check_real_clips", "eval_real_recordings")
     from edgelstm.audio.vad import VAD
     y = R.read(voice, B.SR)
     noise = np.random.default_rng(0).standard_normal(3 * B.SR) * 0.05
@@ -226,11 +218,7 @@ def test_background_speech_check_flags_a_voice_not_silence_or_noise():
 def test_identical_clips_are_grouped_across_paths_and_splits():
     """check_real_clips.copies: clips with the same samples form one group whatever their rows say; a clip that
     differs in one sample, or holds the same samples in another order, is not a copy."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        B = importlib.import_module("check_real_clips")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    B, = script("check_real_clips")
     a = np.random.default_rng(1).standard_normal(1600).astype(np.float32)
     b = a.copy()
     b[7] += 1e-3
