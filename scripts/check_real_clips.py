@@ -9,44 +9,18 @@
    counts as a false event) that speech is background.  Needs the `vad` extra (silero-vad).
 
     python scripts/check_real_clips.py [--min-speech 0.5]
+
+fetch_real_audio.py drops copies and voice recordings (>= VOICE_SECONDS of speech) when it writes the manifest
+(its ``clean``); this script lists what is left, with a lower speech threshold, for a look by ear.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_real_audio as real        # noqa: E402
-
-SR = real.SR                           # the clips' rate
-
-
-def speech_seconds(vad, y: np.ndarray) -> float:
-    """Seconds of speech segments the VAD finds in y (mono, 16 kHz)."""
-    return sum(s.end - s.start for s in vad.stream([np.asarray(y, np.float32)])) / SR
-
-
-def flagged(vad, rows: list[dict], clips: list[np.ndarray], min_speech: float) -> list[tuple[dict, float]]:
-    """(row, speech seconds) of the background rows whose clip holds >= min_speech s of speech."""
-    out = []
-    for r, y in zip(rows, clips):
-        if r["label"] == "background":
-            s = speech_seconds(vad, y)
-            if s >= min_speech:
-                out.append((r, s))
-    return out
-
-
-def copies(rows: list[dict], clips: list[np.ndarray]) -> list[list[dict]]:
-    """Groups (two or more rows) whose clips hold identical samples, in manifest order."""
-    groups = {}
-    for r, y in zip(rows, clips):
-        groups.setdefault(hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(), []).append(r)
-    return [g for g in groups.values() if len(g) > 1]
 
 
 def main() -> int:
@@ -57,8 +31,7 @@ def main() -> int:
     vad = VAD()
     cache = real.default_cache()
     rows = real.read_manifest(cache)
-    clips = real.load_clips(cache, rows)
-    groups = copies(rows, clips)
+    groups = real.copies(rows, real.clip_hashes(cache, rows))
     print(f"{len(rows)} clips, {len(rows) - sum(len(g) - 1 for g in groups)} distinct; {len(groups)} groups of "
           f"identical clips; across splits:")
     print("| splits | label | paths |\n|---|---|---|")
@@ -69,9 +42,8 @@ def main() -> int:
     for split in ("train", "validation", "test"):
         print(f"{split}: {sum(r['split'] == split for g in groups for r in g[1:])} extra copies")
     print()
-    keep = [i for i, r in enumerate(rows) if r["label"] == "background"]
-    rows = [rows[i] for i in keep]
-    hits = flagged(vad, rows, [clips[i] for i in keep], args.min_speech)
+    rows = [r for r in rows if r["label"] == "background"]
+    hits = real.flagged(vad, rows, real.load_clips(cache, rows), args.min_speech)
     print("| split | package | path | start s | speech s |\n|---|---|---|---|---|")
     for r, s in sorted(hits, key=lambda h: (h[0]["split"], h[0]["package"], h[0]["path"], float(h[0]["start_s"]))):
         print(f"| {r['split']} | {r['package']} | {r['path']} | {r['start_s']} | {s:.1f} |")

@@ -12,9 +12,13 @@ long files into clips of at most CLIP_SECONDS (at most MAX_CLIPS_PER_FILE per fi
 - ``CACHE/clips/<package>.npz``: int16 samples of all the package's clips, concatenated, with their offsets;
 - ``CACHE/manifest.csv``: one row per clip: package, version, path inside the package, start/duration in the
   source file, label, split, license (from usr/share/doc/<package>/copyright);
+- ``CACHE/dropped.csv``: the rows left out, with the reason (``clean``): a clip identical to one kept in an
+  earlier split (train, validation, test) or earlier in its own split, and every background clip of a file in
+  which edgelstm's VAD (silero-vad's model, the ``vad`` extra) finds a voice (>= VOICE_SECONDS in one clip);
 - ``CACHE/hours.json``: hours per class per split.
 
-The split is per package, so validation and test sources were never heard in training.  The cache defaults to
+The split is per package, and no validation or test clip is a copy of a training clip, so validation and test
+sources were never heard in training.  The cache defaults to
 ~/.cache/edgelstm/real_audio (``--cache`` or EDGELSTM_REAL_AUDIO overrides it); nothing lands in the repo.
 Idempotent: a package whose .npz exists is not decoded again (``--force`` redoes it).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
+import hashlib
 import io
 import json
 import math
@@ -397,13 +402,112 @@ def load_clips(cache: Path, rows: list[dict]) -> list[np.ndarray]:
     return out
 
 
+# ------------------------------------------------------------------------------------ cleaning
+
+SPLIT_ORDER = ("train", "validation", "test")
+# A background file is a voice recording (radio, TV) when the VAD finds this much speech in one of its clips.  The
+# VAD's hits on hum and animal calls in these packages last <= 2.9 s; the radio and TV voices talk for 7-9 s of 10.
+VOICE_SECONDS = 3.0
+
+
+def clip_hashes(cache: Path, rows: list[dict]) -> list[str]:
+    """sha1 of every row's int16 samples (loads each package's .npz once)."""
+    audio, out = {}, []
+    for r in rows:
+        if r["package"] not in audio:
+            audio[r["package"]] = np.load(cache / "clips" / f"{r['package']}.npz")["audio"]
+        a = audio[r["package"]][int(r["offset"]):int(r["offset"]) + int(r["samples"])]
+        out.append(hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
+    return out
+
+
+def copies(rows: list[dict], hashes: list[str]) -> list[list[dict]]:
+    """Groups (two or more rows) whose clips hold identical samples, in manifest order."""
+    groups = {}
+    for r, h in zip(rows, hashes):
+        groups.setdefault(h, []).append(r)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def drop_copies(rows: list[dict], hashes: list[str]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): every distinct clip is kept once, in the first of train, validation, test that holds it,
+    so no validation or test clip was heard in training (a package split alone does not promise that: packages
+    share files) and no split weighs a recording twice.  A dropped row gets a "reason" naming the kept copy."""
+    first = {}
+    for i in sorted(range(len(rows)), key=lambda i: (SPLIT_ORDER.index(rows[i]["split"]), i)):
+        first.setdefault(hashes[i], i)
+    kept, dropped = [], []
+    for i, (r, h) in enumerate(zip(rows, hashes)):
+        if first[h] == i:
+            kept.append(r)
+        else:
+            k = rows[first[h]]
+            dropped.append(dict(r, reason=f"copy of {k['split']} {k['package']}:{k['path']} @ {k['start_s']}"))
+    return kept, dropped
+
+
+def speech_seconds(vad, y: np.ndarray) -> float:
+    """Seconds of speech segments the VAD finds in y (mono, 16 kHz)."""
+    return sum(s.end - s.start for s in vad.stream([np.asarray(y, np.float32)])) / SR
+
+
+def flagged(vad, rows: list[dict], clips: list[np.ndarray], min_speech: float) -> list[tuple[dict, float]]:
+    """(row, speech seconds) of the background rows whose clip holds >= min_speech s of speech."""
+    out = []
+    for r, y in zip(rows, clips):
+        if r["label"] == "background":
+            s = speech_seconds(vad, y)
+            if s >= min_speech:
+                out.append((r, s))
+    return out
+
+
+def drop_voices(rows: list[dict], hits: list[tuple[dict, float]]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): all background clips of a file one of whose clips is in hits, a voice recording that
+    would teach the tagger, or the calibration, that speech is background.  Not relabelled speech: the clips mix
+    voices with noise and music, and some clips of the file hold no voice."""
+    voice = {}
+    for r, s in hits:
+        voice[(r["package"], r["path"])] = max(s, voice.get((r["package"], r["path"]), 0.0))
+    kept, dropped = [], []
+    for r in rows:
+        s = voice.get((r["package"], r["path"])) if r["label"] == "background" else None
+        if s is None:
+            kept.append(r)
+        else:
+            dropped.append(dict(r, reason=f"voice recording: {s:.1f} s of speech in one clip (VAD)"))
+    return kept, dropped
+
+
+def clean(cache: Path, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped) after drop_copies, then drop_voices with edgelstm's VAD (silero-vad's model)."""
+    try:
+        from edgelstm.audio.vad import VAD
+        vad = VAD()
+    except Exception as e:  # noqa: BLE001 - the message says what to install
+        raise SystemExit(f"the background voice check needs edgelstm's VAD (pip install -e '.[vad]'): {e}")
+    rows, dropped = drop_copies(rows, clip_hashes(cache, rows))
+    bg = [r for r in rows if r["label"] == "background"]
+    rows, voices = drop_voices(rows, flagged(vad, bg, load_clips(cache, bg), VOICE_SECONDS))
+    return rows, dropped + voices
+
+
 def default_cache() -> Path:
     return Path(os.environ.get("EDGELSTM_REAL_AUDIO", Path.home() / ".cache" / "edgelstm" / "real_audio"))
 
 
-def read_manifest(cache: Path) -> list[dict]:
-    with open(cache / "manifest.csv", newline="") as f:
+def read_manifest(cache: Path, name: str = "manifest.csv") -> list[dict]:
+    with open(cache / name, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
 
 
 def package_table(rows: list[dict]) -> str:
@@ -444,18 +548,22 @@ def main() -> int:
         results = list(ex.map(process, plan, [cache] * len(plan), [args.force] * len(plan)))
     split_of = {p.name: p.split for p in PACKAGES}
     rows = [dict(r, split=split_of[r["package"]]) for rs in results for r in rs]   # the plan decides
-    if args.only:   # merge with the rows of the packages not redone
-        keep = [r for r in (read_manifest(cache) if (cache / "manifest.csv").is_file() else [])
-                if r["package"] not in set(args.only)]
-        rows = keep + rows
+    if args.only:   # merge with the rows (kept and dropped) of the packages not redone, then clean all again
+        old = [{k: v for k, v in r.items() if k != "reason"}
+               for name in ("manifest.csv", "dropped.csv") if (cache / name).is_file()
+               for r in read_manifest(cache, name)]
+        order = {p.name: i for i, p in enumerate(PACKAGES)}
+        rows = sorted([r for r in old if r["package"] not in set(args.only)] + rows,
+                      key=lambda r: (order[r["package"]], int(r["offset"])))    # the order process() wrote
+    rows, dropped = clean(cache, rows)
     fields = ["package", "version", "path", "source_rate", "start_s", "duration_s", "label", "split", "license",
               "offset", "samples"]
-    tmp = cache / "manifest.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(cache / "manifest.csv")
+    write_csv(cache / "manifest.csv", fields, rows)
+    write_csv(cache / "dropped.csv", fields + ["reason"], dropped)
+    for split in SPLIT_ORDER:
+        d = [r for r in dropped if r["split"] == split]
+        print(f"{split}: dropped {sum(r['reason'].startswith('copy') for r in d)} copies, "
+              f"{sum(r['reason'].startswith('voice') for r in d)} background clips of voice recordings")
     hours = {s: {c: 0.0 for c in LABELS} for s in ("train", "validation", "test")}
     clips = {s: {c: 0 for c in LABELS} for s in hours}
     for r in rows:

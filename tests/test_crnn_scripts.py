@@ -199,29 +199,69 @@ def test_clip_recall_counts_clips_an_event_overlaps():
 
 
 def test_background_speech_check_flags_a_voice_not_silence_or_noise():
-    """scripts/check_real_clips.py: a real voice (alsa-utils' Front_Center.wav, never trained on) in a
-    clip labelled background is flagged, digital silence and white noise are not; other labels are not checked."""
+    """fetch_real_audio.flagged: a real voice (alsa-utils' Front_Center.wav, never trained on) in a clip labelled
+    background is flagged, digital silence and white noise are not; other labels are not checked."""
     pytest.importorskip("silero_vad")
     voice = Path("/usr/share/sounds/alsa/Front_Center.wav")
     if not voice.is_file():
         pytest.skip("alsa-utils' sounds are not installed")
-    B, R = script("check_real_clips", "eval_real_recordings")
+    F, R = script("fetch_real_audio", "eval_real_recordings")
     from edgelstm.audio.vad import VAD
-    y = R.read(voice, B.SR)
-    noise = np.random.default_rng(0).standard_normal(3 * B.SR) * 0.05
+    y = R.read(voice, F.SR)
+    noise = np.random.default_rng(0).standard_normal(3 * F.SR) * 0.05
     rows = [{"label": "background", "n": 0}, {"label": "background", "n": 1}, {"label": "background", "n": 2},
             {"label": "speech", "n": 3}]
-    hits = B.flagged(VAD(), rows, [np.zeros(3 * B.SR), noise, y, y], 0.5)
-    assert [r["n"] for r, _ in hits] == [2] and 0.5 <= hits[0][1] <= y.size / B.SR
+    hits = F.flagged(VAD(), rows, [np.zeros(3 * F.SR), noise, y, y], 0.5)
+    assert [r["n"] for r, _ in hits] == [2] and 0.5 <= hits[0][1] <= y.size / F.SR
 
 
-def test_identical_clips_are_grouped_across_paths_and_splits():
-    """check_real_clips.copies: clips with the same samples form one group whatever their rows say; a clip that
+def _cached_clips(tmp_path, F, clips_by_package):
+    """Writes clips as fetch_real_audio.process does (int16, one .npz per package); returns rows and hashes."""
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for pkg, (split, clips) in clips_by_package.items():
+        q = [np.round(np.asarray(c) * 32767).astype(np.int16) for c in clips]
+        np.savez(tmp_path / "clips" / f"{pkg}.npz", audio=np.concatenate(q))
+        offsets = np.cumsum([0] + [a.size for a in q])
+        rows += [{"package": pkg, "split": split, "path": f"{pkg}/{i}.wav", "start_s": 0.0, "label": "background",
+                  "offset": int(offsets[i]), "samples": int(a.size), "n": len(rows) + i} for i, a in enumerate(q)]
+    return rows, F.clip_hashes(tmp_path, rows)
+
+
+def test_identical_clips_are_grouped_across_paths_and_splits(tmp_path):
+    """fetch_real_audio.copies: clips with the same samples form one group whatever their rows say; a clip that
     differs in one sample, or holds the same samples in another order, is not a copy."""
-    B, = script("check_real_clips")
-    a = np.random.default_rng(1).standard_normal(1600).astype(np.float32)
+    F, = script("fetch_real_audio")
+    a = np.random.default_rng(1).uniform(-0.5, 0.5, 1600)
     b = a.copy()
     b[7] += 1e-3
-    rows = [{"split": s, "n": i} for i, s in enumerate(["train", "test", "validation", "test", "train"])]
-    groups = B.copies(rows, [a, b, a.copy(), np.zeros(10, np.float32), a[::-1].copy()])
-    assert [[r["n"] for r in g] for g in groups] == [[0, 2]]
+    rows, hashes = _cached_clips(tmp_path, F, {"p": ("train", [a, b]), "q": ("test", [a, np.zeros(10)]),
+                                               "r": ("validation", [a[::-1]])})
+    assert [[r["n"] for r in g] for g in F.copies(rows, hashes)] == [[0, 2]]
+
+
+def test_clean_keeps_each_clip_once_in_its_first_split(tmp_path):
+    """fetch_real_audio.drop_copies: a clip heard in training leaves validation and test whatever the manifest
+    order; a validation clip leaves test; a split keeps one copy of a repeated clip; distinct clips all stay."""
+    F, = script("fetch_real_audio")
+    x, y, z, w = np.random.default_rng(2).uniform(-0.5, 0.5, (4, 800))
+    rows, hashes = _cached_clips(tmp_path, F, {"t": ("test", [x, x, y, w]), "v": ("validation", [y, z]),
+                                               "tr": ("train", [x, z])})
+    kept, dropped = F.drop_copies(rows, hashes)
+    # rows: t: x0 x1 y2 w3, v: y4 z5, tr: x6 z7
+    assert [r["n"] for r in kept] == [3, 4, 6, 7]
+    assert {r["n"]: r["reason"].split(" @")[0] for r in dropped} == {
+        0: "copy of train tr:tr/0.wav", 1: "copy of train tr:tr/0.wav", 2: "copy of validation v:v/0.wav",
+        5: "copy of train tr:tr/1.wav"}
+
+
+def test_clean_drops_every_background_clip_of_a_voice_file():
+    """fetch_real_audio.drop_voices: one flagged clip drops all background clips of its file (not the file's
+    clips under another label, not other files)."""
+    F, = script("fetch_real_audio")
+    rows = [{"package": "p", "path": p, "label": lab, "n": i}
+            for i, (p, lab) in enumerate([("radio", "background"), ("radio", "background"), ("rain", "background"),
+                                          ("radio", "speech")])]
+    kept, dropped = F.drop_voices(rows, [(rows[1], 7.5)])
+    assert [r["n"] for r in kept] == [2, 3] and [r["n"] for r in dropped] == [0, 1]
+    assert all("7.5 s" in r["reason"] for r in dropped)
