@@ -7,11 +7,12 @@ log-mel, the model's own stream, 1 s chunks) and events come from the runtime's 
 
 RUN/tagger_f32.elstm and RUN/tagger_int8.elstm (scripts/convert_crnn_tagger.py) are scored with the same
 settings; --calibrate first chooses them on the validation packages with the int8 model (--calibrate-on) and writes
-RUN/thresholds.json (convert again to store them in the .elstm files).  --baseline scores another tagger (e.g.
-today's bundled one) on the same test streams with the settings stored in its own file.
+RUN/thresholds.json (convert again to store them in the .elstm files).  --baseline scores other taggers (e.g.
+today's bundled one) on the same test streams, each with the settings stored in its own file.
 
 Streams (real recordings only; see scripts/fetch_real_audio.py for the packages):
-- foreground: every foreground clip of the split (at most --per-class per class, long clips cut to 10 s), each
+- foreground: the split's foreground clips (validation: --per-class per class, drawn package by package; test:
+  every clip unless --test-per-class; long clips cut to 10 s), each
   over 1.5..3 s of the split's own ambience on both sides at +5..+20 dB SNR (test: also -5..+5 dB), all
   concatenated into one stream; reference events are the clips' activity (the training labeller: within 30 dB
   of the clip's peak and not far under the bed, short gaps bridged);
@@ -31,8 +32,8 @@ music; clip recall, the share of the class's clips an event of it overlaps, keep
 the dominant label counts; the validation clips are drawn package by package) and on every validation background
 stream (false events per minute, the worst stream counts); then one setting per class that maximizes the
 weighted sum of those scores with the summed false-event rate <= --target-fpm.  With --alarm-probes clean only
-alarm settings that raise an alarm event on every clean beep/tone probe take part (--alarm-probes all: also on
-those built over validation ambience).
+alarm settings that raise an alarm event on every clean beep/tone probe, with the int8 and the float model, take
+part (--alarm-probes all: also on those built over validation ambience).
 """
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ def runs(mask):
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
-def pick_clips(pools: T.Pools, rng, label: str, count: int, by_package: bool) -> list:
-    """Indices of at most count clips of a label, drawn at random; by_package: spread over its packages in turn
+def pick_clips(pools: T.Pools, rng, label: str, count: int | None, by_package: bool) -> list:
+    """Indices of at most count clips of a label (None: all of them), in random order; by_package: spread over its packages in turn
     (one clip of each package, then a second of each, ...), so that no package outweighs the others."""
     if not by_package:
         return list(rng.permutation(len(pools.by_label[label]))[:count])
@@ -87,7 +88,7 @@ def pick_clips(pools: T.Pools, rng, label: str, count: int, by_package: bool) ->
     return [g[k] for k in range(rounds) for g in groups if k < len(g)][:count]
 
 
-def fg_stream(pools: T.Pools, rng, per_class: int, snr=(5.0, 20.0), by_package=False):
+def fg_stream(pools: T.Pools, rng, per_class: int | None, snr=(5.0, 20.0), by_package=False):
     """(samples, reference events [(label, start, end)], clip spans [(label, start, end)])."""
     beds = pools.by_label["background"]
     items = []
@@ -133,7 +134,7 @@ STREAMS = {"validation": {"fg": (5.0, 20.0), "bg": False, "bg_camera": True},
 BY_PACKAGE = {"validation": True, "test": False}
 
 
-def split_streams(split: str, seed: int, per_class: int) -> dict:
+def split_streams(split: str, seed: int, per_class: int | None) -> dict:
     """name -> {"y": samples, "refs", "spans"} (background streams: no refs); deterministic per (split, seed)."""
     pools = T.Pools(split)
     out = {}
@@ -396,17 +397,21 @@ def steerable(front: list, cands: list, n_ref: int) -> tuple[list, str | None]:
     return front, None
 
 
-def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | None = None, grid=None):
+def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | None = None, grid=None,
+              probe_models: list[Path] | None = None):
     """Per-class settings (thresholds.json's content).  probes: name -> samples that every alarm setting must
-    raise an alarm event on (the beep/tone check over validation ambience; None: no requirement)."""
+    raise an alarm event on (the beep/tone check over validation ambience; None: no requirement), with each of
+    probe_models (default: model alone; main passes the int8 model and its float source, so that a setting
+    does not tag the probes by int8 rounding alone)."""
     P_fg = probabilities(model, "val_fg", val["fg"]["y"])
     bgs = [k for k in val if k.startswith("bg")]
     P_bgs = [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs]
     minutes = [val[k]["y"].size / SR / 60 for k in bgs]
-    P_probes = [probabilities(model, k, y) for k, y in (probes or {}).items()]
+    P_probes = [probabilities(m, k, y) for m in (probe_models or [model]) for k, y in (probes or {}).items()]
     log(f"validation: foreground stream {val['fg']['y'].size / SR / 60:.1f} min "
         f"({len(val['fg']['refs'])} reference events), background streams {', '.join(f'{m:.1f}' for m in minutes)} min"
-        f"; grid {grid or 'default'}; alarm must tag {len(P_probes)} validation probes")
+        f"; grid {grid or 'default'}; alarm must tag {len(P_probes)} validation probes "
+        f"({len(probes or {})} signals x {len(probe_models or [model])} models)")
     fronts = {}
     for c, name in enumerate(FG):
         cands = class_candidates(c, P_fg, val["fg"]["refs"], P_bgs, minutes, val["fg"]["y"].size / SR,
@@ -530,8 +535,12 @@ def main() -> int:
     ap.add_argument("--calibrate", action="store_true", help="choose the event settings on validation first")
     ap.add_argument("--calibrate-on", choices=["int8", "float"], default="int8",
                     help="the model whose validation probabilities choose the settings (int8: the one that ships)")
-    ap.add_argument("--baseline", type=Path, help="also score this tagger with its own stored settings")
-    ap.add_argument("--per-class", type=int, default=150)
+    ap.add_argument("--baseline", type=Path, nargs="+", default=[],
+                    help="also score these taggers, each with its own stored settings")
+    ap.add_argument("--per-class", type=int, default=150, help="validation foreground clips per class")
+    ap.add_argument("--test-per-class", type=int, default=0,
+                    help="test foreground clips per class (default 0: every test clip; a draw of 150 moved the "
+                         "dominant label by 5 points from one seed to the next)")
     ap.add_argument("--target-fpm", type=float, default=0.7,
                     help="calibration target: summed foreground false events per minute on validation background")
     ap.add_argument("--seed", type=int, default=7)
@@ -560,7 +569,8 @@ def main() -> int:
         probes = probe_signals(val["_pools"], args.seed + 100) if args.alarm_probes else None
         if args.alarm_probes == "clean":
             probes = {k: y for k, y in probes.items() if k.endswith(", clean")}
-        thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log, probes, grid)
+        thr = calibrate(q8 if args.calibrate_on == "int8" else f32, val, args.target_fpm, log, probes, grid,
+                        probe_models=[q8, f32])
         thr["calibrated_on"] = args.calibrate_on
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
         del val
@@ -568,7 +578,7 @@ def main() -> int:
     meta = el.load(f32).audio
     cfg = AudioConfig(frontend=meta.frontend, labels=list(meta.labels),
                       **{k: thr[k] for k in SETTINGS if k in thr})
-    test = split_streams("test", args.seed + 1, args.per_class)
+    test = split_streams("test", args.seed + 1, args.test_per_class or None)
     probes = probe_signals(test["_pools"], args.seed)
     readme = readme_clips()
     report = {"settings": cfg.to_dict(), "float": evaluate(f32, cfg, test, probes, readme, log, "float")}
@@ -576,10 +586,11 @@ def main() -> int:
         report["int8"] = evaluate(q8, cfg, test, probes, readme, log, "int8")
         report["int8_vs_float"] = int8_agreement(f32, q8, cfg, test)
         log(f"int8 vs float: {report['int8_vs_float']}")
-    if args.baseline:
-        base = el.load(args.baseline).audio
-        report["baseline"] = {"model": str(args.baseline), "settings": base.to_dict(),
-                              **evaluate(args.baseline, base, test, probes, readme, log, f"baseline {args.baseline.name}")}
+    for path in args.baseline:
+        base = el.load(path).audio
+        report.setdefault("baselines", []).append(
+            {"model": str(path), "settings": base.to_dict(),
+             **evaluate(path, base, test, probes, readme, log, f"baseline {path.name}")})
     report["eval_seconds"] = round(time.time() - t0, 1)
     (run / "eval_test.json").write_text(json.dumps(report, indent=1) + "\n")
     (run / "eval_log.txt").write_text("\n".join(lines) + "\n")

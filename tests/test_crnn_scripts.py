@@ -171,7 +171,7 @@ def test_scene_caches_are_keyed_by_the_clips_they_mix(scripts, tmp_path):
 def test_clips_drawn_by_package_weigh_packages_equally(scripts):
     """Pools.draw(by_package) and eval_crnn_tagger.pick_clips: a package of 90 clips and one of 10 are drawn
     about equally often (uniform draws: 9 to 1); pick_clips spreads its picks over packages in turn, without
-    repeats; without by_package both draw over clips."""
+    repeats, and picks every clip once when given no count; without by_package both draw over clips."""
     T, _ = scripts
     E, = script("eval_crnn_tagger")
     rows = [{"package": "big" if i < 90 else "small", "label": "speech"} for i in range(100)]
@@ -186,6 +186,8 @@ def test_clips_drawn_by_package_weigh_packages_equally(scripts):
     assert sum(i >= 90 for i in picks[:20]) == 10                           # in turn: one of each per round
     assert len(E.pick_clips(pools, rng, "speech", 500, True)) == 100
     assert len(set(E.pick_clips(pools, rng, "speech", 30, False))) == 30
+    for by_package in (True, False):                                        # None: every clip once (the test)
+        assert sorted(E.pick_clips(pools, rng, "speech", None, by_package)) == list(range(100))
 
 
 def test_clip_recall_counts_clips_an_event_overlaps():
@@ -265,3 +267,24 @@ def test_clean_drops_every_background_clip_of_a_voice_file():
     kept, dropped = F.drop_voices(rows, [(rows[1], 7.5)])
     assert [r["n"] for r in kept] == [2, 3] and [r["n"] for r in dropped] == [0, 1]
     assert all("7.5 s" in r["reason"] for r in dropped)
+
+
+def test_alarm_calibration_needs_the_probes_tagged_by_every_probe_model(monkeypatch):
+    """eval_crnn_tagger.calibrate with probe_models: an alarm setting counts only if each model raises an alarm
+    event on every probe.  The int8 model gives the probe 0.99, its float source 0.92: with the int8 model alone
+    the quietest probe-tagging onset is the grid's top (0.98), which the float model would miss; with both it
+    must be at most 0.92."""
+    E, = script("eval_crnn_tagger")
+    n = 1250                                            # 20 s of frames at hop 256
+    probe = {"int8": np.zeros((n, 6), np.float32), "float": np.zeros((n, 6), np.float32)}
+    probe["int8"][60:400, 1], probe["float"][60:400, 1] = 0.99, 0.92
+    monkeypatch.setattr(E, "probabilities",
+                        lambda m, k, y: probe[m] if k == "beep" else np.zeros((n, 6), np.float32))
+    val = {"fg": {"y": np.zeros(20 * E.SR), "refs": [], "spans": []}, "bg": {"y": np.zeros(20 * E.SR)}}
+    grid = {"smoothing": [0.0], "min_gap": [0.0], "backtrack": [0], "min_duration": [0.5]}
+    alarm = E.FG.index("alarm")
+    log = []
+    alone = E.calibrate("int8", val, 0.7, log.append, {"beep": None}, grid, probe_models=["int8"])
+    both = E.calibrate("int8", val, 0.7, log.append, {"beep": None}, grid, probe_models=["int8", "float"])
+    assert alone["onset"][alarm] == max(E.ONSETS) and both["onset"][alarm] <= 0.92
+    assert any("2 validation probes (1 signals x 2 models)" in line for line in log)
