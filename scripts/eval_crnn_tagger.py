@@ -456,6 +456,28 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
     return cfg
 
 
+def settings_score(model: Path, val: dict, settings: dict) -> tuple[float, float]:
+    """(calibration score, summed false events/min) of given settings (thresholds.json's content) on the
+    validation streams: what calibrate() maximizes, at one point, e.g. to compare a bundled model's settings with
+    a new calibration's."""
+    P_fg = probabilities(model, "val_fg", val["fg"]["y"])
+    bgs = [k for k in val if k.startswith("bg")]
+    P_bgs = [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs]
+    minutes = [val[k]["y"].size / SR / 60 for k in bgs]
+    total_s = val["fg"]["y"].size / SR
+    score_, fpm = 0.0, 0.0
+    for c, name in enumerate(FG):
+        cfg = AudioConfig(frontend=FE, labels=[name], **{k: [settings[k][c]] for k in SETTINGS})
+        est = track(P_fg[:, c:c + 1], cfg)[name]
+        ref = [(a, b) for lab, a, b in val["fg"]["refs"] if lab == name]
+        ef = f1(*event_f1(est, ref)) if ref else 0.0
+        sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
+        cr = clip_recall(est, [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name])
+        score_ += CLASS_WEIGHT[name] * (ef + sf + cr) / 3
+        fpm += max(len(track(Pb[:, c:c + 1], cfg)[name]) / m for Pb, m in zip(P_bgs, minutes))
+    return score_, fpm
+
+
 def validation_dominant_label(P_fg, fg: dict, settings: dict):
     """score() of the validation foreground stream under settings (thresholds.json's content): a diagnostic,
     not in the objective (it depends on every class's setting at once; moving one class at a time along its
@@ -552,6 +574,8 @@ def main() -> int:
     ap.add_argument("--no-backtrack", action="store_true", help="calibration grid without onset backtracking")
     ap.add_argument("--min-gaps", type=float, nargs="+", help=f"calibration grid of min_gap (default {MIN_GAPS})")
     ap.add_argument("--no-int8", action="store_true")
+    ap.add_argument("--settings-score", action="store_true",
+                    help="log the validation calibration score of RUN/thresholds.json as it stands")
     args = ap.parse_args()
     run = args.run
     f32, q8 = run / "tagger_f32.elstm", run / "tagger_int8.elstm"
@@ -575,6 +599,10 @@ def main() -> int:
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
         del val
     thr = json.loads((run / "thresholds.json").read_text())
+    if args.settings_score:
+        sc, fpm = settings_score(q8 if args.calibrate_on == "int8" else f32,
+                                 split_streams("validation", args.seed, args.per_class), thr)
+        log(f"validation calibration score of RUN/thresholds.json: {sc:.4f}, background {fpm:.2f} false events/min")
     meta = el.load(f32).audio
     cfg = AudioConfig(frontend=meta.frontend, labels=list(meta.labels),
                       **{k: thr[k] for k in SETTINGS if k in thr})

@@ -288,3 +288,26 @@ def test_alarm_calibration_needs_the_probes_tagged_by_every_probe_model(monkeypa
     both = E.calibrate("int8", val, 0.7, log.append, {"beep": None}, grid, probe_models=["int8", "float"])
     assert alone["onset"][alarm] == max(E.ONSETS) and both["onset"][alarm] <= 0.92
     assert any("2 validation probes (1 signals x 2 models)" in line for line in log)
+
+
+def test_settings_score_is_the_calibration_objective_at_its_choice(monkeypatch):
+    """eval_crnn_tagger.settings_score of the settings calibrate() chose equals the score calibrate logged for
+    them (the same objective at one point), and a setting that never fires scores lower."""
+    E, = script("eval_crnn_tagger")
+    n, fps = 3750, E.SR / E.FE.hop_length                # 60 s of frames
+    P = np.zeros((n, 6), np.float32)
+    refs, spans = [], []
+    for k in range(12):                                  # 12 one-second speech events, 4 s apart
+        a = 2.0 + 4 * k
+        P[int(a * fps):int((a + 1) * fps), 0] = 0.97
+        refs.append(("speech", a, a + 1.0))
+        spans.append(("speech", a, a + 1.0))
+    monkeypatch.setattr(E, "probabilities", lambda m, k, y: P if k == "val_fg" else np.zeros((n, 6), np.float32))
+    val = {"fg": {"y": np.zeros(60 * E.SR), "refs": refs, "spans": spans}, "bg": {"y": np.zeros(60 * E.SR)}}
+    grid = {"smoothing": [0.0], "min_gap": [0.0], "backtrack": [0], "min_duration": [0.1, 0.5]}
+    log = []
+    thr = E.calibrate("m", val, 0.7, log.append, None, grid)
+    logged = float(next(x for x in log if "calibration score" in x).split(": ")[1].split(",")[0])
+    assert E.settings_score("m", val, thr)[0] == pytest.approx(logged, abs=1e-4) and logged > 0.5
+    off = dict(thr, onset=[0.98] + thr["onset"][1:], min_duration=[4.0] + thr["min_duration"][1:])
+    assert E.settings_score("m", val, off)[0] < logged
