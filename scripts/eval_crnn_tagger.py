@@ -78,8 +78,9 @@ def runs(mask):
 
 
 def pick_clips(pools: T.Pools, rng, label: str, count: int | None, by_package: bool) -> list:
-    """Indices of at most count clips of a label (None: all of them), in random order; by_package: spread over its packages in turn
-    (one clip of each package, then a second of each, ...), so that no package outweighs the others."""
+    """Indices of at most count clips of a label (None: all of them), in random order; by_package: spread over
+    its packages in turn (one clip of each package, then a second of each, ...), so that no package outweighs
+    the others."""
     if not by_package:
         return list(rng.permutation(len(pools.by_label[label]))[:count])
     groups = [[g[i] for i in rng.permutation(len(g))] for g in pools.by_package[label]]
@@ -295,6 +296,14 @@ def clip_recall(est, spans) -> float:
     return sum(any(e0 < b and e1 > a for e0, e1 in est) for a, b in spans) / max(1, len(spans))
 
 
+def class_score(est, ref, clips, total_s: float) -> tuple[float, float, float]:
+    """(event F1, segment F1, clip recall) of one class's events est against its references and clip spans;
+    the calibration score is their mean."""
+    ef = f1(*event_f1(est, ref)) if ref else 0.0
+    sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
+    return ef, sf, clip_recall(est, clips)
+
+
 def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=(), grid=None, spans=()):
     """Every grid setting of class c: (false events/min (worst background stream), validation score, setting
     with its event and segment F1, clip recall and how many of P_probes it raises an event on).  The score is
@@ -322,9 +331,7 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=()
                         for md in grid["min_duration"]:
                             est = [e for e in fg if e[1] - e[0] >= md]
                             fpm = max(sum(1 for e in b if e[1] - e[0] >= md) / m for b, m in zip(bgs, minutes_bg))
-                            ef = f1(*event_f1(est, ref)) if ref else 0.0
-                            sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
-                            cr = clip_recall(est, clips)
+                            ef, sf, cr = class_score(est, ref, clips, total_s)
                             tagged = sum(any(e[1] - e[0] >= md for e in pr) for pr in probes)
                             out.append((fpm, (ef + sf + cr) / 3,
                                         {"onset": on, "offset": round(on * ratio, 3), "min_duration": md,
@@ -470,10 +477,8 @@ def settings_score(model: Path, val: dict, settings: dict) -> tuple[float, float
         cfg = AudioConfig(frontend=FE, labels=[name], **{k: [settings[k][c]] for k in SETTINGS})
         est = track(P_fg[:, c:c + 1], cfg)[name]
         ref = [(a, b) for lab, a, b in val["fg"]["refs"] if lab == name]
-        ef = f1(*event_f1(est, ref)) if ref else 0.0
-        sf = f1(*segment_counts(est, ref, total_s)) if ref else 0.0
-        cr = clip_recall(est, [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name])
-        score_ += CLASS_WEIGHT[name] * (ef + sf + cr) / 3
+        clips = [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name]
+        score_ += CLASS_WEIGHT[name] * sum(class_score(est, ref, clips, total_s)) / 3
         fpm += max(len(track(Pb[:, c:c + 1], cfg)[name]) / m for Pb, m in zip(P_bgs, minutes))
     return score_, fpm
 
