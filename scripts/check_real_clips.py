@@ -39,7 +39,7 @@ def main() -> int:
         if len({r["split"] for r in g}) > 1:
             print(f"| {', '.join(sorted({r['split'] for r in g}))} | {', '.join(sorted({r['label'] for r in g}))} | "
                   + ", ".join(f"{r['package']}: {r['path']} @ {r['start_s']}" for r in g) + " |")
-    for split in ("train", "validation", "test"):
+    for split in real.SPLIT_ORDER:
         print(f"{split}: {sum(r['split'] == split for g in groups for r in g[1:])} extra copies")
     print()
     rows = [r for r in rows if r["label"] == "background"]
@@ -47,7 +47,7 @@ def main() -> int:
     print("| split | package | path | start s | speech s |\n|---|---|---|---|---|")
     for r, s in sorted(hits, key=lambda h: (h[0]["split"], h[0]["package"], h[0]["path"], float(h[0]["start_s"]))):
         print(f"| {r['split']} | {r['package']} | {r['path']} | {r['start_s']} | {s:.1f} |")
-    for split in ("train", "validation", "test"):
+    for split in real.SPLIT_ORDER:
         n = sum(r["split"] == split for r in rows)
         k = sum(r["split"] == split for r, _ in hits)
         print(f"{split}: {k} of {n} background clips hold >= {args.min_speech} s of speech")

@@ -404,16 +404,21 @@ def steerable(front: list, cands: list, n_ref: int) -> tuple[list, str | None]:
     return front, None
 
 
+def validation_probabilities(model: Path, val: dict):
+    """(foreground stream probabilities, [background stream probabilities], [background stream minutes])."""
+    bgs = [k for k in val if k.startswith("bg")]
+    return (probabilities(model, "val_fg", val["fg"]["y"]),
+            [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs],
+            [val[k]["y"].size / SR / 60 for k in bgs])
+
+
 def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | None = None, grid=None,
               probe_models: list[Path] | None = None):
     """Per-class settings (thresholds.json's content).  probes: name -> samples that every alarm setting must
     raise an alarm event on (the beep/tone check over validation ambience; None: no requirement), with each of
     probe_models (default: model alone; main passes the int8 model and its float source, so that a setting
     does not tag the probes by int8 rounding alone)."""
-    P_fg = probabilities(model, "val_fg", val["fg"]["y"])
-    bgs = [k for k in val if k.startswith("bg")]
-    P_bgs = [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs]
-    minutes = [val[k]["y"].size / SR / 60 for k in bgs]
+    P_fg, P_bgs, minutes = validation_probabilities(model, val)
     P_probes = [probabilities(m, k, y) for m in (probe_models or [model]) for k, y in (probes or {}).items()]
     log(f"validation: foreground stream {val['fg']['y'].size / SR / 60:.1f} min "
         f"({len(val['fg']['refs'])} reference events), background streams {', '.join(f'{m:.1f}' for m in minutes)} min"
@@ -467,10 +472,7 @@ def settings_score(model: Path, val: dict, settings: dict) -> tuple[float, float
     """(calibration score, summed false events/min) of given settings (thresholds.json's content) on the
     validation streams: what calibrate() maximizes, at one point, e.g. to compare a bundled model's settings with
     a new calibration's."""
-    P_fg = probabilities(model, "val_fg", val["fg"]["y"])
-    bgs = [k for k in val if k.startswith("bg")]
-    P_bgs = [probabilities(model, f"val_{k}", val[k]["y"]) for k in bgs]
-    minutes = [val[k]["y"].size / SR / 60 for k in bgs]
+    P_fg, P_bgs, minutes = validation_probabilities(model, val)
     total_s = val["fg"]["y"].size / SR
     score_, fpm = 0.0, 0.0
     for c, name in enumerate(FG):

@@ -48,6 +48,7 @@ CLIP_SECONDS = 10.0
 MAX_CLIPS_PER_FILE = 4
 MIN_CLIP_SECONDS = 0.15
 LABELS = ("speech", "alarm", "knock", "glass", "music", "background")
+SPLIT_ORDER = ("train", "validation", "test")      # a clip in several splits is kept in the first (clean())
 AUDIO_EXT = re.compile(r"\.(wav|ogg|oga|flac|mp3|gsm)$", re.I)
 CONTAINER_EXT = re.compile(r"\.(pk3|wz|zip)$", re.I)
 
@@ -209,7 +210,7 @@ def check_plan(packages=PACKAGES) -> None:
     if len(set(names)) != len(names):
         raise SystemExit("a package appears twice")
     for p in packages:
-        if p.split not in ("train", "validation", "test"):
+        if p.split not in SPLIT_ORDER:
             raise SystemExit(f"{p.name}: bad split {p.split}")
         for _, label in p.rules:
             if label is not None and label not in LABELS:
@@ -390,35 +391,30 @@ def process(pkg: Package, cache: Path, force: bool) -> list[dict]:
     return rows
 
 
-def load_clips(cache: Path, rows: list[dict]) -> list[np.ndarray]:
-    """float32 samples of the given manifest rows (loads each package's .npz once)."""
+def clip_samples(cache: Path, rows: list[dict]):
+    """The int16 samples of each given manifest row, in order (loads each package's .npz once)."""
     audio = {}
-    out = []
     for r in rows:
         if r["package"] not in audio:
             audio[r["package"]] = np.load(cache / "clips" / f"{r['package']}.npz")["audio"]
-        a = audio[r["package"]]
-        out.append(a[int(r["offset"]):int(r["offset"]) + int(r["samples"])].astype(np.float32) / 32768.0)
-    return out
+        yield audio[r["package"]][int(r["offset"]):int(r["offset"]) + int(r["samples"])]
+
+
+def load_clips(cache: Path, rows: list[dict]) -> list[np.ndarray]:
+    """float32 samples of the given manifest rows."""
+    return [a.astype(np.float32) / 32768.0 for a in clip_samples(cache, rows)]
 
 
 # ------------------------------------------------------------------------------------ cleaning
 
-SPLIT_ORDER = ("train", "validation", "test")
 # A background file is a voice recording (radio, TV) when the VAD finds this much speech in one of its clips.  The
 # VAD's hits on hum and animal calls in these packages last <= 2.9 s; the radio and TV voices talk for 7-9 s of 10.
 VOICE_SECONDS = 3.0
 
 
 def clip_hashes(cache: Path, rows: list[dict]) -> list[str]:
-    """sha1 of every row's int16 samples (loads each package's .npz once)."""
-    audio, out = {}, []
-    for r in rows:
-        if r["package"] not in audio:
-            audio[r["package"]] = np.load(cache / "clips" / f"{r['package']}.npz")["audio"]
-        a = audio[r["package"]][int(r["offset"]):int(r["offset"]) + int(r["samples"])]
-        out.append(hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
-    return out
+    """sha1 of every row's int16 samples."""
+    return [hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest() for a in clip_samples(cache, rows)]
 
 
 def copies(rows: list[dict], hashes: list[str]) -> list[list[dict]]:
@@ -521,8 +517,7 @@ def package_table(rows: list[dict]) -> str:
     notes = {p.name: p.note for p in PACKAGES}
     lines = ["| split | package (version) | clips: label (count, minutes) | license(s) as the copyright file says |",
              "|---|---|---|---|"]
-    order = {"train": 0, "validation": 1, "test": 2}
-    for name, d in sorted(by.items(), key=lambda kv: (order[kv[1]["split"]], kv[0])):
+    for name, d in sorted(by.items(), key=lambda kv: (SPLIT_ORDER.index(kv[1]["split"]), kv[0])):
         labs = ", ".join(f"{k} ({n}, {s / 60:.1f})" for k, (n, s) in sorted(d["lab"].items()))
         lic = "; ".join(sorted(d["lic"], key=lambda k: -d["lic"][k])[:3])
         note = f" - {notes[name]}" if notes.get(name) else ""
@@ -564,7 +559,7 @@ def main() -> int:
         d = [r for r in dropped if r["split"] == split]
         print(f"{split}: dropped {sum(r['reason'].startswith('copy') for r in d)} copies, "
               f"{sum(r['reason'].startswith('voice') for r in d)} background clips of voice recordings")
-    hours = {s: {c: 0.0 for c in LABELS} for s in ("train", "validation", "test")}
+    hours = {s: {c: 0.0 for c in LABELS} for s in SPLIT_ORDER}
     clips = {s: {c: 0 for c in LABELS} for s in hours}
     for r in rows:
         hours[r["split"]][r["label"]] += float(r["duration_s"]) / 3600
