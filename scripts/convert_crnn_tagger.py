@@ -79,7 +79,8 @@ def build_spec(W: dict, meta: dict) -> el.ModelSpec:
 def audio_config(meta: dict, thresholds: dict | None) -> AudioConfig:
     kw = {}
     if thresholds:
-        kw = {k: thresholds[k] for k in ("onset", "offset", "min_duration", "min_gap", "smoothing", "backtrack") if k in thresholds}
+        kw = {k: thresholds[k] for k in ("onset", "offset", "min_duration", "min_gap", "smoothing", "backtrack", "lead")
+              if k in thresholds}
     return AudioConfig(frontend=FrontEnd(**meta["frontend"]), labels=list(meta["labels"]), **kw)
 
 

@@ -1,4 +1,5 @@
-"""EventTracker's smoothing, minimum gap and onset backtracking (AudioConfig.smoothing / min_gap / backtrack),
+"""EventTracker's smoothing, minimum gap, onset backtracking and lead (AudioConfig.smoothing / min_gap / backtrack /
+lead),
 against a plain reference of the documented rule, and their place in the .elstm audio metadata."""
 import json
 
@@ -112,6 +113,25 @@ def test_backtrack_starts_an_event_where_its_rise_began():
     assert _run(Q, _cfg(onset=[0.5], offset=[0.3], min_duration=[2 * SPF + TAIL]), 1) == []
 
 
+def test_lead_moves_starts_earlier_but_never_into_the_previous_event_nor_before_zero():
+    # events at frames 3..10, 13..20 (a 2-frame gap) and 40..50, plus a 1-frame blip at 30 that min_duration drops
+    p = [0.1] * 3 + [0.9] * 7 + [0.1] * 3 + [0.9] * 7 + [0.1] * 10 + [0.9] + [0.1] * 9 + [0.9] * 10 + [0.1] * 3
+    P = np.array(p, np.float32)[:, None]
+    kw = {"onset": [0.5], "offset": [0.3], "min_duration": [3 * SPF + TAIL]}
+    plain = _run(P, _cfg(**kw), 1)
+    assert _frames(plain) == [("c0", 3, 10), ("c0", 13, 20), ("c0", 40, 50)]
+    led = _run(P, _cfg(**kw, lead=[5 * SPF]), 1)
+    assert [(e.end, e.peak_confidence) for e in led] == [(e.end, e.peak_confidence) for e in plain]
+    # the first clamps at 0, the second at the first's end; the third moves 5 frames (the dropped blip at
+    # frame 30 bounds nothing: it was never reported)
+    assert [e.start for e in led] == [0.0, plain[0].end, plain[2].start - 5 * SPF]
+    # min_duration judges the detected length: a 2-frame event stays dropped however large the lead
+    short = np.array([0.1] * 5 + [0.9] * 2 + [0.1] * 3, np.float32)[:, None]
+    assert _run(short, _cfg(**kw, lead=[1.0]), 1) == []
+    # the same events for any chunking (the lead is applied as each event closes)
+    assert [(e.start, e.end) for e in _run(P, _cfg(**kw, lead=[5 * SPF]), 7)] == [(e.start, e.end) for e in led]
+
+
 @pytest.mark.parametrize("backtrack", [[0, 0, 0], [1, 1, 0]])
 @pytest.mark.parametrize("seed", range(6))
 def test_tracker_equals_the_reference_for_any_chunking(seed, backtrack):
@@ -152,13 +172,17 @@ def test_config_validation_and_optional_keys(tmp_path):
     for bad in ([2], [0.5], [True], ["1"]):
         with pytest.raises(AudioError, match="backtrack"):
             _cfg(backtrack=bad)
+    for bad in ([-0.01], [5.01], [float("nan")], [True], ["0.2"]):
+        with pytest.raises(AudioError, match="lead"):
+            _cfg(lead=bad)
     with pytest.raises(AudioError, match="keys"):
         AudioConfig.from_dict({**_cfg().to_dict(), "median": [1]})
     # unused options are not written, so files without them look exactly as before; old dicts load
     plain = _cfg()
     assert set(plain.to_dict()) == {"frontend", "labels", "onset", "offset", "min_duration"}
     assert AudioConfig.from_dict(plain.to_dict()) == plain
-    used = _cfg(min_gap=[0.3], smoothing=[0.05], backtrack=[1])
+    used = _cfg(min_gap=[0.3], smoothing=[0.05], backtrack=[1], lead=[0.2])
+    assert set(used.to_dict()) == set(plain.to_dict()) | set(AudioConfig.OPTIONAL)
     assert AudioConfig.from_dict(json.loads(json.dumps(used.to_dict()))) == used
 
 

@@ -311,3 +311,65 @@ def test_settings_score_is_the_calibration_objective_at_its_choice(monkeypatch):
     assert E.settings_score("m", val, thr)[0] == pytest.approx(logged, abs=1e-4) and logged > 0.5
     off = dict(thr, onset=[0.98] + thr["onset"][1:], min_duration=[4.0] + thr["min_duration"][1:])
     assert E.settings_score("m", val, off)[0] < logged
+
+
+def test_compiled_class_score_equals_the_plain_metrics():
+    """eval_crnn_tagger.class_score (one compiled pass) gives the event F1, segment F1 and clip recall of the plain
+    event_f1 / segment_counts / clip_recall, on random events placed to hit the collars' edges often."""
+    E, = script("eval_crnn_tagger")
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        ref = sorted((a, a + d) for a, d in zip(rng.uniform(0, 100, rng.integers(0, 25)), rng.uniform(0.1, 6, 25)))
+        est = [(a + rng.choice([0.0, 0.2, -0.2, 0.19, 0.21, rng.uniform(-1, 1)]),
+                b + rng.choice([0.0, 0.2, -0.2, rng.uniform(-2, 2)])) for a, b in ref if rng.random() < 0.8]
+        est = sorted((max(0.0, a), max(a, b) + 0.01) for a, b in est + [tuple(sorted(rng.uniform(0, 100, 2)))
+                                                                       for _ in range(rng.integers(0, 5))])
+        clips = [(a - rng.uniform(0, 1), b + rng.uniform(0, 1)) for a, b in ref]
+        got = E.class_score(est, ref, clips, 107.5)
+        want = (E.f1(*E.event_f1(est, ref)) if ref else 0.0, E.f1(*E.segment_counts(est, ref, 107.5)) if ref else 0.0,
+                E.clip_recall(est, clips))
+        assert got == want, trial
+
+
+def test_lead_in_calibration_is_the_trackers_lead():
+    """with_lead on a lead-0 tracker's events (after the min_duration filter) equals the runtime's EventTracker
+    run with that lead, float for float."""
+    E, = script("eval_crnn_tagger")
+    rng = np.random.default_rng(5)
+    P = np.clip(0.5 + np.cumsum(rng.normal(0, 0.08, (3000, 1)), 0) % 1.2 - 0.35, 0, 1).astype(np.float32)
+    for lead in (0.05, 0.2, 0.4, 1.5):
+        for md in (0.0, 0.1, 0.3):
+            kw = dict(frontend=E.FE, labels=["speech"], onset=[0.6], offset=[0.4], min_gap=[0.05], backtrack=[1])
+            base = [e for e in E.track(P, E.AudioConfig(**kw, min_duration=[0.0]))["speech"] if e[1] - e[0] >= md]
+            want = E.track(P, E.AudioConfig(**kw, min_duration=[md], lead=[lead]))["speech"]
+            assert len(want) > 5 and E.with_lead(base, lead) == want, (lead, md)
+
+
+def test_calibration_chooses_the_lead_that_aligns_late_starts(monkeypatch):
+    """A model that rises 0.25 s after each reference start scores event F1 0 without a lead (outside the 0.2 s
+    onset collar) and 1 with the grid's 0.25 s lead; calibrate chooses it, and settings_score agrees."""
+    E, = script("eval_crnn_tagger")
+    n, fps = 3750, E.SR / E.FE.hop_length
+    P = np.zeros((n, 6), np.float32)
+    refs = []
+    for k in range(12):
+        a = 2.0 + 4 * k
+        P[int((a + 0.25) * fps):int((a + 1) * fps), 0] = 0.97
+        refs.append(("speech", a, a + 1.0))
+    monkeypatch.setattr(E, "probabilities", lambda m, k, y: P if k == "val_fg" else np.zeros((n, 6), np.float32))
+    val = {"fg": {"y": np.zeros(60 * E.SR), "refs": refs, "spans": refs}, "bg": {"y": np.zeros(60 * E.SR)}}
+    grid = {"smoothing": [0.0], "min_gap": [0.0], "backtrack": [0], "min_duration": [0.1], "lead": [0.0, 0.25]}
+    log = []
+    thr = E.calibrate("m", val, 0.7, log.append, None, grid)
+    assert thr["lead"][0] == 0.25
+    assert any("speech  onset" in x and "lead 0.25 s" in x and "event F1 1.000" in x for x in log)
+    logged = float(next(x for x in log if "calibration score" in x).split(": ")[1].split(",")[0])
+    assert E.settings_score("m", val, thr)[0] == pytest.approx(logged, abs=1e-4)
+    assert E.settings_score("m", val, dict(thr, lead=[0.0] * 6))[0] < logged - 0.2
+    # --calibrate-lead from settings without a lead: the smallest lead of its grid that scores as well (0.05
+    # brings the 0.24 s late starts inside the collar, and 0.25 puts them a hair before the reference, into the
+    # previous 1 s segment), and nothing else changed
+    plain = {k: v for k, v in thr.items() if k != "lead"}
+    led = E.calibrate_lead("m", val, plain, log.append)
+    assert led["lead"][0] == 0.05 and {k: v for k, v in led.items() if k != "lead"} == plain
+    assert E.settings_score("m", val, led)[0] > logged

@@ -238,3 +238,27 @@ def test_every_repository_path_the_docs_name_exists():
             if not (ROOT / path).exists():
                 bad.append(f"{p.name}: {token}")
     assert not bad, "paths named in the docs that do not exist:\n" + "\n".join(bad)
+
+
+SETTINGS_COLUMNS = {"onset": "onset", "offset": "offset", "min_gap s": "min_gap", "smoothing s": "smoothing",
+                    "min_duration s": "min_duration", "backtrack": "backtrack", "lead s": "lead"}
+
+
+def test_bundled_event_settings_table_is_the_files():
+    """docs/audio.md's table of the bundled tagger's event settings holds the numbers stored in
+    edgelstm/data/audio_tagger.elstm (the table once kept a recalibration's old values)."""
+    import edgelstm as el
+    text = (ROOT / "docs" / "audio.md").read_text(encoding="utf-8")
+    lines = text.split("Its event settings (stored in the file", 1)[1].splitlines()
+    rows = [line for line in lines[:20] if line.startswith("|")]
+    head = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert head[0] == "class" and set(head[1:]) == set(SETTINGS_COLUMNS), head
+    audio = el.load(ROOT / "edgelstm" / "data" / "audio_tagger.elstm").audio
+    table = {}
+    for row in rows[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table[cells[0]] = {SETTINGS_COLUMNS[h]: float(re.match(r"[\d.]+", v).group()) for h, v in zip(head[1:], cells[1:])}
+    assert sorted(table) == sorted(audio.labels)
+    for c, label in enumerate(audio.labels):
+        for field, value in table[label].items():
+            assert value == pytest.approx(getattr(audio, field)[c], abs=5e-4), (label, field)

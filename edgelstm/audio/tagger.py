@@ -2,7 +2,7 @@
 
 Events close with hysteresis per class (optionally on a causal moving mean of ``smoothing`` seconds: on at
 ``onset``, off once below ``offset`` for ``min_gap`` seconds, kept if at least ``min_duration`` seconds; with
-``backtrack`` an event starts where its rise began) and are yielded as soon as they close, so live input streams
+``backtrack`` an event starts where its rise began; reported starts move ``lead`` seconds earlier) and are yielded as soon as they close, so live input streams
 them.
 """
 from __future__ import annotations
@@ -116,6 +116,7 @@ class EventTracker:
         self.gap_start = np.full(n, -1, np.int64)
         self.last_low = np.full(n, -1, np.int64)
         self.peak = np.zeros(n, np.float32)
+        self.last_end = [0.0] * n       # seconds: the end of each class's last reported event (bounds lead)
         self.frame = 0
         fe = config.frontend
         self.sec_per_frame = fe.hop_length / fe.sr
@@ -125,9 +126,12 @@ class EventTracker:
     def _event(self, c: int, start_frame: int, end_frame: int, peak: float):
         start_s = start_frame * self.sec_per_frame
         end_s = end_frame * self.sec_per_frame + self.tail
-        if end_s - start_s >= self.cfg.min_duration[c]:
-            return Event(self.cfg.labels[c], float(start_s), float(end_s), float(peak))
-        return None
+        if end_s - start_s < self.cfg.min_duration[c]:      # the detected length decides, not the lead
+            return None
+        if self.cfg.lead[c]:
+            start_s = max(start_s - self.cfg.lead[c], self.last_end[c])
+        self.last_end[c] = end_s
+        return Event(self.cfg.labels[c], float(start_s), float(end_s), float(peak))
 
     def update(self, P: np.ndarray) -> list:
         """(T, n_classes) probabilities -> events closed within these frames, in closing order."""

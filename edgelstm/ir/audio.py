@@ -52,6 +52,7 @@ class FrontEnd:
 # make it allocate more; a gap longer than a minute is no longer a dip
 MAX_SMOOTHING_FRAMES = 1000
 MAX_MIN_GAP_S = 60.0
+MAX_LEAD_S = 5.0
 
 
 @dataclass
@@ -64,7 +65,10 @@ class AudioConfig:
     causal moving mean over the class's probabilities before those decisions (0 = none).  ``min_gap`` and
     ``smoothing`` are rounded to whole frames and are optional in the file (older files have neither).  With
     ``backtrack`` 1 a class's event starts where its rise began (the frame after the last one below ``offset``
-    before the onset crossing) rather than at the crossing; optional too (absent = 0)."""
+    before the onset crossing) rather than at the crossing; optional too (absent = 0).  ``lead`` moves a class's
+    reported starts that many seconds earlier (the causal model's detection delay, calibrated with the other
+    settings; never before the class's previous event nor the stream's start); which events are kept does not
+    change, as ``min_duration`` measures the detected length; optional (absent = 0)."""
     frontend: FrontEnd
     labels: list                      # one plain name per model output
     onset: list = None                # per class, probability that opens an event
@@ -73,8 +77,9 @@ class AudioConfig:
     min_gap: list = None              # per class, seconds below offset before an event closes
     smoothing: list = None            # per class, seconds of causal moving mean over the probabilities
     backtrack: list = None            # per class, 1: start events where the rise began, 0: at the crossing
+    lead: list = None                 # per class, seconds reported starts move earlier (detection delay)
 
-    OPTIONAL = ("min_gap", "smoothing", "backtrack")
+    OPTIONAL = ("min_gap", "smoothing", "backtrack", "lead")
 
     def __post_init__(self):
         n = len(self.labels)
@@ -84,6 +89,7 @@ class AudioConfig:
         self.min_gap = [0.0] * n if self.min_gap is None else list(self.min_gap)
         self.smoothing = [0.0] * n if self.smoothing is None else list(self.smoothing)
         self.backtrack = [0] * n if self.backtrack is None else list(self.backtrack)
+        self.lead = [0.0] * n if self.lead is None else list(self.lead)
         if not isinstance(self.frontend, FrontEnd):
             raise AudioError("AudioConfig.frontend must be a FrontEnd")
         if n == 0 or not all(isinstance(s, str) and s and s.isprintable() for s in self.labels) \
@@ -103,6 +109,8 @@ class AudioConfig:
                                  f"{MAX_SMOOTHING_FRAMES} frames")
             if self.backtrack[c] not in (0, 1):
                 raise AudioError(f"class {self.labels[c]!r}: backtrack must be 0 or 1")
+            if not 0.0 <= self.lead[c] <= MAX_LEAD_S:
+                raise AudioError(f"class {self.labels[c]!r}: need 0 <= lead <= {MAX_LEAD_S:g} s")
 
     def _frames(self, seconds) -> list:
         return [max(1, int(round(s * self.frontend.sr / self.frontend.hop_length))) for s in seconds]
