@@ -99,8 +99,8 @@ def _tracker_loop():
 class EventTracker:
     """Per-class event decisions over streamed probability frames: optional causal smoothing, hysteresis
     (``onset`` / ``offset``), dips shorter than ``min_gap`` bridged, events shorter than ``min_duration``
-    dropped, starts optionally backtracked to the rise.  State is fixed-size: the smoothing window and a few
-    numbers per class."""
+    dropped, starts optionally backtracked to the rise and reported ``lead`` seconds earlier.  State is
+    fixed-size: the smoothing window and a few numbers per class."""
 
     def __init__(self, config: AudioConfig):
         self.cfg = config
