@@ -215,13 +215,15 @@ def _audio_lines(audio: dict) -> list:
     fe = audio["frontend"]
     lines = [f"audio       tagger: {fe['sr']} Hz, n_fft {fe['n_fft']}, hop {fe['hop_length']}, {fe['n_mels']} mels "
              f"({fe['fmin']:g}-{fe['fmax']:g} Hz); edgelstm tag reads it",
-             f"  {'label':<12} {'onset':>6} {'offset':>7} {'min s':>6} {'gap s':>6} {'smooth s':>8} {'backtrack':>9} {'lead s':>6}"]
+             f"  {'label':<12} {'onset':>6} {'offset':>7} {'min s':>6} {'gap s':>6} {'smooth s':>8} {'backtrack':>9} "
+             f"{'lead s':>6}"]
     for k, label in enumerate(audio["labels"]):
         # min_gap / smoothing / backtrack / lead are optional in the file (absent = 0)
         gap, smooth, back, lead = (audio.get(f, [0] * len(audio["labels"]))[k]
                                    for f in ("min_gap", "smoothing", "backtrack", "lead"))
         lines.append(f"  {label:<12} {audio['onset'][k]:>6.2f} {audio['offset'][k]:>7.2f} "
-                     f"{audio['min_duration'][k]:>6.2f} {gap:>6.2f} {smooth:>8.2f} {'yes' if back else 'no':>9} {lead:>6.2f}")
+                     f"{audio['min_duration'][k]:>6.2f} {gap:>6.2f} {smooth:>8.2f} {'yes' if back else 'no':>9} "
+                     f"{lead:>6.2f}")
     return lines
 
 

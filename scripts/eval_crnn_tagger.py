@@ -450,7 +450,7 @@ def allocate(fronts: dict, target_fpm: float):
 
 def quietest(cands):
     """The grid's quietest setting: the fewest false events on validation, then the highest onset, then the longest
-    min_duration; the validation score breaks only the remaining ties."""
+    min_duration; the validation score breaks only the remaining ties, then the smallest lead."""
     return min(cands, key=lambda x: (round(x[0], 4), -x[2]["onset"], -x[2]["min_duration"], -x[1],
                                      x[2].get("lead", 0.0)))
 
@@ -541,8 +541,8 @@ def calibrate_lead(model: Path, val: dict, settings: dict, log) -> dict:
     total_s = val["fg"]["y"].size / SR
     out = {**settings, "lead": list(settings.get("lead", [0.0] * len(LABELS)))}
     for c, name in enumerate(FG):
-        cfg = AudioConfig(frontend=FE, labels=[name], **{k: [settings[k][c]] for k in SETTINGS if k in settings},
-                          lead=[0.0])
+        cfg = AudioConfig(frontend=FE, labels=[name], lead=[0.0],
+                          **{k: [settings[k][c]] for k in SETTINGS if k in settings and k != "lead"})
         est = track(P_fg[:, c:c + 1], cfg)[name]
         ref = [(a, b) for lab, a, b in val["fg"]["refs"] if lab == name]
         clips = [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name]
@@ -696,14 +696,14 @@ def main() -> int:
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
         del val
     thr = json.loads((run / "thresholds.json").read_text())
+    val = split_streams("validation", args.seed, args.per_class) if args.calibrate_lead or args.settings_score else None
     if args.calibrate_lead:
-        thr = calibrate_lead(q8 if args.calibrate_on == "int8" else f32,
-                             split_streams("validation", args.seed, args.per_class), thr, log)
+        thr = calibrate_lead(q8 if args.calibrate_on == "int8" else f32, val, thr, log)
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
     if args.settings_score:
-        sc, fpm = settings_score(q8 if args.calibrate_on == "int8" else f32,
-                                 split_streams("validation", args.seed, args.per_class), thr)
+        sc, fpm = settings_score(q8 if args.calibrate_on == "int8" else f32, val, thr)
         log(f"validation calibration score of RUN/thresholds.json: {sc:.4f}, background {fpm:.2f} false events/min")
+    del val
     meta = el.load(f32).audio
     cfg = AudioConfig(frontend=meta.frontend, labels=list(meta.labels),
                       **{k: thr[k] for k in SETTINGS if k in thr})

@@ -373,3 +373,5 @@ def test_calibration_chooses_the_lead_that_aligns_late_starts(monkeypatch):
     led = E.calibrate_lead("m", val, plain, log.append)
     assert led["lead"][0] == 0.05 and {k: v for k, v in led.items() if k != "lead"} == plain
     assert E.settings_score("m", val, led)[0] > logged
+    # a foreground lead already set is chosen anew (background's is not calibrated: kept)
+    assert E.calibrate_lead("m", val, dict(led, lead=[0.4] * 5 + [0.0]), log.append) == led

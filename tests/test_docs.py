@@ -257,7 +257,8 @@ def test_bundled_event_settings_table_is_the_files():
     table = {}
     for row in rows[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        table[cells[0]] = {SETTINGS_COLUMNS[h]: float(re.match(r"[\d.]+", v).group()) for h, v in zip(head[1:], cells[1:])}
+        table[cells[0]] = {SETTINGS_COLUMNS[h]: float(re.match(r"[\d.]+", v).group())
+                           for h, v in zip(head[1:], cells[1:])}
     assert sorted(table) == sorted(audio.labels)
     for c, label in enumerate(audio.labels):
         for field, value in table[label].items():

@@ -2,8 +2,8 @@
 
 Events close with hysteresis per class (optionally on a causal moving mean of ``smoothing`` seconds: on at
 ``onset``, off once below ``offset`` for ``min_gap`` seconds, kept if at least ``min_duration`` seconds; with
-``backtrack`` an event starts where its rise began; reported starts move ``lead`` seconds earlier) and are yielded as soon as they close, so live input streams
-them.
+``backtrack`` an event starts where its rise began; reported starts move ``lead`` seconds earlier) and are
+yielded as soon as they close, so live input streams them.
 """
 from __future__ import annotations
 
