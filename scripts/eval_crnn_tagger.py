@@ -221,6 +221,11 @@ def track(P: np.ndarray, cfg: AudioConfig) -> dict:
 
 # ------------------------------------------------------------------------------------ metrics
 
+def of_class(items, name: str) -> list:
+    """[(start, end)] of the (label, start, end) items (reference events, clip spans) with this label."""
+    return [(a, b) for lab, a, b in items if lab == name]
+
+
 def event_f1(est, ref):
     """(tp, fp, fn): greedy one-to-one matching, onset collar 0.2 s, offset collar max(0.2 s, 20%)."""
     used = np.zeros(len(est), bool)
@@ -258,7 +263,7 @@ def score(evs: dict, refs, spans, total_s):
     rows = {}
     classes = [c for c in FG if c in evs]
     for name in classes:
-        ref = [(a, b) for lab, a, b in refs if lab == name]
+        ref = of_class(refs, name)
         e = event_f1(evs[name], ref)
         s = segment_counts(evs[name], ref, total_s)
         rows[name] = {"event_f1": round(f1(*e), 3), "event_tp_fp_fn": list(e),
@@ -376,8 +381,7 @@ def class_candidates(c: int, P_fg, refs, P_bgs, minutes_bg, total_s, P_probes=()
     grid = {"smoothing": SMOOTHINGS, "min_gap": MIN_GAPS, "backtrack": BACKTRACKS, "min_duration": MIN_DURS,
             "lead": LEADS, **(grid or {})}
     name = FG[c]
-    ref = [(a, b) for lab, a, b in refs if lab == name]
-    clips = [(a, b) for lab, a, b in spans if lab == name]
+    ref, clips = of_class(refs, name), of_class(spans, name)
     out = []
     for sm in grid["smoothing"]:
         for on in ONSETS:
@@ -533,6 +537,13 @@ def calibrate(model: Path, val: dict, target_fpm: float, log, probes: dict | Non
     return cfg
 
 
+def class_config(settings: dict, c: int, **fixed) -> AudioConfig:
+    """Foreground class c alone, with its settings from thresholds.json's content (fields it lacks: their
+    defaults); fixed: fields set to these values instead."""
+    kw = {k: [settings[k][c]] for k in SETTINGS if k in settings and k not in fixed}
+    return AudioConfig(frontend=FE, labels=[FG[c]], **kw, **{k: [v] for k, v in fixed.items()})
+
+
 def calibrate_lead(model: Path, val: dict, settings: dict, log) -> dict:
     """settings (thresholds.json's content) with each foreground class's lead chosen on validation and nothing
     else changed: the lead only moves reported starts, so the events, the false-event rates and the probes stay
@@ -541,11 +552,8 @@ def calibrate_lead(model: Path, val: dict, settings: dict, log) -> dict:
     total_s = val["fg"]["y"].size / SR
     out = {**settings, "lead": list(settings.get("lead", [0.0] * len(LABELS)))}
     for c, name in enumerate(FG):
-        cfg = AudioConfig(frontend=FE, labels=[name], lead=[0.0],
-                          **{k: [settings[k][c]] for k in SETTINGS if k in settings and k != "lead"})
-        est = track(P_fg[:, c:c + 1], cfg)[name]
-        ref = [(a, b) for lab, a, b in val["fg"]["refs"] if lab == name]
-        clips = [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name]
+        est = track(P_fg[:, c:c + 1], class_config(settings, c, lead=0.0))[name]
+        ref, clips = of_class(val["fg"]["refs"], name), of_class(val["fg"]["spans"], name)
         scores = [(sum(class_score(with_lead(est, lead), ref, clips, total_s)) / 3, -lead) for lead in LEADS]
         best, neg = max(scores)
         out["lead"][c] = -neg
@@ -561,10 +569,9 @@ def settings_score(model: Path, val: dict, settings: dict) -> tuple[float, float
     total_s = val["fg"]["y"].size / SR
     score_, fpm = 0.0, 0.0
     for c, name in enumerate(FG):
-        cfg = AudioConfig(frontend=FE, labels=[name], **{k: [settings[k][c]] for k in SETTINGS if k in settings})
+        cfg = class_config(settings, c)
         est = track(P_fg[:, c:c + 1], cfg)[name]
-        ref = [(a, b) for lab, a, b in val["fg"]["refs"] if lab == name]
-        clips = [(a, b) for lab, a, b in val["fg"]["spans"] if lab == name]
+        ref, clips = of_class(val["fg"]["refs"], name), of_class(val["fg"]["spans"], name)
         score_ += CLASS_WEIGHT[name] * sum(class_score(est, ref, clips, total_s)) / 3
         fpm += max(len(track(Pb[:, c:c + 1], cfg)[name]) / m for Pb, m in zip(P_bgs, minutes))
     return score_, fpm
@@ -683,8 +690,9 @@ def main() -> int:
         lines.append(s)
 
     t0 = time.time()
+    val = (split_streams("validation", args.seed, args.per_class)
+           if args.calibrate or args.calibrate_lead or args.settings_score else None)
     if args.calibrate:
-        val = split_streams("validation", args.seed, args.per_class)
         grid = {**(RUN4_GRID if args.run4_grid else {}), **({"backtrack": [0]} if args.no_backtrack else {}),
                 **({"min_gap": args.min_gaps} if args.min_gaps else {})}
         probes = probe_signals(val["_pools"], args.seed + 100) if args.alarm_probes else None
@@ -694,9 +702,7 @@ def main() -> int:
                         probe_models=[q8, f32])
         thr["calibrated_on"] = args.calibrate_on
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
-        del val
     thr = json.loads((run / "thresholds.json").read_text())
-    val = split_streams("validation", args.seed, args.per_class) if args.calibrate_lead or args.settings_score else None
     if args.calibrate_lead:
         thr = calibrate_lead(q8 if args.calibrate_on == "int8" else f32, val, thr, log)
         (run / "thresholds.json").write_text(json.dumps(thr, indent=1) + "\n")
